@@ -1,0 +1,108 @@
+//! The clap command tree. Each subcommand's arguments and `run` live in the
+//! module that implements it; this file only names them and dispatches.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::completions::CompletionsArgs;
+use crate::error::exit_code_of;
+
+/// ydht — a multi-tenant, replicated key-value store with a terminal-first operator console.
+#[derive(Parser, Debug)]
+#[command(name = "ydht", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Exit codes, shown at the end of `--help`.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  not found (e.g. `kv get` of a missing key)
+  2  usage or configuration error (bad flag, port in use, unwritable data dir)
+  3  authentication or authorization failed
+  4  a service is unreachable or answered with a server error";
+
+/// The top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print shell completions (or write every shell's file with --dir)
+    Completions(CompletionsArgs),
+}
+
+impl Cli {
+    /// Whether this command runs a long-lived server (logs at `info` by default).
+    fn is_server(&self) -> bool {
+        false
+    }
+
+    /// Runs the chosen command to completion.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Completions(args) => args.run(),
+        }
+    }
+}
+
+/// The whole program: parse arguments, set up logging, run, map errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(if cli.is_server() { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(cli.run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", one_line(&error));
+            ExitCode::from(exit_code_of(&error))
+        }
+    }
+}
+
+/// The error and its causes on one line: `outer: inner: root`.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if !text.is_empty() {
+            if text.contains(&cause) {
+                continue;
+            }
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+fn init_tracing(default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn one_line_joins_causes_without_repeats() {
+        let error = anyhow::anyhow!("connection refused").context("cannot reach gateway at http://x");
+        assert_eq!(one_line(&error), "cannot reach gateway at http://x: connection refused");
+    }
+}

@@ -1,0 +1,201 @@
+//! Settings shared by every server: where data lives, which address to bind,
+//! and the secrets that are generated once and kept in the data dir.
+//!
+//! Every flag also reads an environment variable (clap's `env`), so the
+//! layering is: built-in default → environment → command-line flag.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::error::Exit;
+
+/// Flags every `ydht serve …` command accepts.
+#[derive(Args, Clone)]
+pub struct ServerArgs {
+    /// Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]
+    #[arg(long, env = "YDHT_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address to bind; use 0.0.0.0 to accept connections from other machines
+    #[arg(long, env = "YDHT_HOST", default_value = "127.0.0.1", global = true)]
+    pub host: String,
+
+    /// Shared secret guarding internal endpoints [default: generated once into the data dir]
+    #[arg(long, env = "YDHT_CLUSTER_SECRET", hide_env_values = true, global = true)]
+    pub cluster_secret: Option<String>,
+}
+
+impl fmt::Debug for ServerArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerArgs")
+            .field("data_dir", &self.data_dir)
+            .field("host", &self.host)
+            .field("cluster_secret", &self.cluster_secret.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+impl ServerArgs {
+    /// The data directory, created if missing; an actionable error if it cannot be.
+    pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
+        let dir = match &self.data_dir {
+            Some(dir) => dir.clone(),
+            None => default_data_dir()?,
+        };
+        ensure_writable_dir(&dir)?;
+        Ok(dir)
+    }
+
+    /// The cluster secret: the flag / `YDHT_CLUSTER_SECRET`, else the one kept in the data dir.
+    pub fn cluster_secret(&self, data_dir: &Path) -> anyhow::Result<Secret> {
+        match &self.cluster_secret {
+            Some(secret) if !secret.is_empty() => Ok(Secret::new(secret.clone())),
+            _ => load_or_generate_secret(data_dir, CLUSTER_SECRET_FILE),
+        }
+    }
+}
+
+/// File name of the generated cluster secret inside the data dir.
+pub const CLUSTER_SECRET_FILE: &str = "cluster.secret";
+
+/// The platform data dir for ydht (`~/.local/share/ydht` on Linux).
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
+    directories::ProjectDirs::from("", "", "ydht").map(|dirs| dirs.data_dir().to_path_buf()).ok_or_else(|| {
+        Exit::usage("cannot determine a home directory for the default data dir; pass --data-dir or set YDHT_DATA_DIR")
+            .into()
+    })
+}
+
+/// Creates `dir` if needed and checks that files can be created in it.
+pub fn ensure_writable_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).map_err(|error| {
+        Exit::usage(format!(
+            "cannot create data dir {}: {error}; choose another with --data-dir or YDHT_DATA_DIR",
+            dir.display()
+        ))
+    })?;
+    let probe = dir.join(".ydht-write-probe");
+    match OpenOptions::new().create(true).truncate(true).write(true).open(&probe) {
+        Ok(_) => {
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(error) => Err(Exit::usage(format!(
+            "data dir {} is not writable: {error}; fix its permissions or choose another with --data-dir",
+            dir.display()
+        ))
+        .into()),
+    }
+}
+
+/// A secret string whose `Debug` and `Display` never print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for signing or comparing — never for logging.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Compares with `candidate` in constant time.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(candidate).into()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<hidden>)")
+    }
+}
+
+/// Reads the secret in `data_dir/name`, or generates 32 random bytes (hex)
+/// into it with mode 0600. Two processes racing to create it agree on one.
+pub fn load_or_generate_secret(data_dir: &Path, name: &str) -> anyhow::Result<Secret> {
+    let path = data_dir.join(name);
+    loop {
+        match fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => return Ok(Secret::new(text.trim().to_string())),
+            Ok(_) => {
+                // A concurrent creator has not written it yet; wait for its content.
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+            Err(error) if error.kind() == ErrorKind::NotFound => {}
+            Err(error) => return Err(error).with_context(|| format!("cannot read secret file {}", path.display())),
+        }
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&path) {
+            Ok(mut file) => {
+                let secret = random_hex(32);
+                file.write_all(secret.as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .with_context(|| format!("cannot write secret file {}", path.display()))?;
+                tracing::info!(path = %path.display(), "generated a new secret (mode 0600)");
+                return Ok(Secret::new(secret));
+            }
+            Err(error) if error.kind() == ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error).with_context(|| format!("cannot create secret file {}", path.display())),
+        }
+    }
+}
+
+/// `bytes` bytes from the OS random generator, hex-encoded.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).expect("the OS random generator is unavailable");
+    hex::encode(buffer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_generated_once_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_generate_secret(dir.path(), "s").unwrap();
+        let second = load_or_generate_secret(dir.path(), "s").unwrap();
+        assert_eq!(first, second);
+        assert_eq!(first.expose().len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join("s")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn secret_debug_hides_the_value() {
+        let secret = Secret::new("hunter2");
+        assert!(!format!("{secret:?}").contains("hunter2"));
+        assert!(secret.matches(b"hunter2"));
+        assert!(!secret.matches(b"hunter3"));
+    }
+
+    #[test]
+    fn unwritable_data_dir_is_a_usage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        fs::write(&file, b"x").unwrap();
+        let error = ensure_writable_dir(&file.join("sub")).unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&error), crate::error::exit::USAGE);
+        assert!(error.to_string().contains("--data-dir"));
+    }
+}

@@ -1,0 +1,27 @@
+//! ydht — a multi-tenant, replicated key-value store with a terminal-first
+//! operator console. One binary is both the servers and the client.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the clap command tree and dispatch; `src/bin/ydht.rs` only calls it.
+//! - [`config`]: shared server settings (data dir, bind address, secrets files).
+//! - [`error`]: the JSON API error every service returns, and CLI exit codes.
+//! - [`shutdown`]: one shutdown signal shared by every task of a process.
+//! - [`server`]: binding listeners with actionable errors and serving routers.
+//! - [`proto`]: wire types and header names shared by daemons and the client.
+//! - [`auth`]: the cluster-secret extractor guarding internal endpoints.
+//! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
+//! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
+//! - [`hlc`]: the hybrid logical clock that versions every write.
+
+pub mod auth;
+pub mod cli;
+pub mod completions;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod hlc;
+pub mod proto;
+pub mod ring;
+pub mod server;
+pub mod shutdown;

@@ -1,0 +1,127 @@
+//! Wire types and header names shared by the daemons and the client.
+//!
+//! Values travel as raw bytes in bodies; their metadata travels in headers so
+//! binary values never need an encoding.
+
+use serde::{Deserialize, Serialize};
+
+/// Header carrying the cluster secret on internal requests.
+pub const CLUSTER_SECRET_HEADER: &str = "x-cluster-secret";
+/// Header carrying a record's version (a hybrid logical clock value, decimal u64).
+pub const VERSION_HEADER: &str = "x-version";
+/// Header carrying a record's absolute expiry (Unix milliseconds), absent when it never expires.
+pub const EXPIRES_AT_HEADER: &str = "x-expires-at";
+/// Header set to `true` on a node's 404 when the key is a tombstone (deleted at `x-version`).
+pub const TOMBSTONE_HEADER: &str = "x-tombstone";
+/// Header the client sends to choose the consistency level.
+pub const CONSISTENCY_HEADER: &str = "x-consistency";
+/// Header carrying the end-user API key.
+pub const API_KEY_HEADER: &str = "x-api-key";
+/// Header naming the nodes that took part in a gateway operation (comma-separated URLs).
+pub const NODES_HEADER: &str = "x-ydht-nodes";
+
+/// A node's answer to a versioned write (PUT or DELETE on `/store/{key}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreWriteResponse {
+    /// Whether this write became the node's current version of the key.
+    pub applied: bool,
+    /// The version the node now holds for the key.
+    pub version: u64,
+}
+
+/// One entry of a node's key listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeKeyEntry {
+    /// The stored key (as the node sees it, tenant prefix included).
+    pub key: String,
+    /// Value size in bytes.
+    pub size: u64,
+    /// The record's version.
+    pub version: u64,
+    /// Absolute expiry in Unix milliseconds, if any.
+    pub expires_at: Option<u64>,
+}
+
+/// A page of a node's key listing: `GET /keys?prefix=&limit=&cursor=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeKeyPage {
+    /// Live keys in ascending byte order.
+    pub keys: Vec<NodeKeyEntry>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /health` of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHealth {
+    /// Always `healthy` when the node answers.
+    pub status: String,
+    /// The node's id, e.g. `node-1`.
+    pub node_id: String,
+}
+
+/// `GET /health` of the users service, gateway and other services.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceHealth {
+    /// Always `healthy` when the service answers.
+    pub status: String,
+    /// `users`, `gateway`, `replicator`.
+    pub service: String,
+}
+
+/// `POST /validate-key` request (users service, cluster secret required).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidateKeyRequest {
+    /// The full API key as the end user sent it.
+    pub key: String,
+}
+
+/// `POST /validate-key` answer for an active, unexpired key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidateKeyResponse {
+    /// The owning user.
+    pub user_id: i64,
+    /// The key's scopes: `read`, `write`, `admin`.
+    pub scopes: Vec<String>,
+}
+
+/// One aggregated usage row the gateway reports to the users service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// The tenant.
+    pub user_id: i64,
+    /// `put`, `get`, `delete` or `list`.
+    pub operation: String,
+    /// Number of requests in this batch.
+    pub requests: u64,
+    /// Request body bytes.
+    pub bytes_in: u64,
+    /// Response body bytes.
+    pub bytes_out: u64,
+}
+
+/// `POST /usage` body (users service, cluster secret required): a batch of reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageBatch {
+    /// The aggregated rows; the users service adds them to today's totals.
+    pub records: Vec<UsageReport>,
+}
+
+/// `GET /metrics` of the replicator — exactly the original product's fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicatorMetrics {
+    /// Jobs accepted since start.
+    pub total_replications: u64,
+    /// Replica writes that succeeded.
+    pub successful_replicas: u64,
+    /// Replica writes that failed after all retries.
+    pub failed_replicas: u64,
+    /// Jobs waiting or in flight.
+    pub queue_size: u64,
+    /// Mean time from acceptance to a replica's acknowledgement.
+    pub average_ack_time_ms: f64,
+    /// Age of the oldest unfinished job (0 when the queue is empty).
+    pub max_replication_lag_ms: f64,
+    /// Replica writes waiting for a retry.
+    pub retries_in_progress: u64,
+}

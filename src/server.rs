@@ -1,0 +1,63 @@
+//! Binding listeners with actionable errors, and serving a router until shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::error::Exit;
+use crate::shutdown::Shutdown;
+
+/// Binds `host:port`; a port in use or a bad host becomes a one-line usage error
+/// naming the flag and environment variable that choose another.
+pub async fn bind(host: &str, port: u16, port_flag: &str) -> anyhow::Result<TcpListener> {
+    let address = format!("{host}:{port}");
+    TcpListener::bind(&address).await.map_err(|error| {
+        let message = match error.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "port {port} on {host} is already in use (is another ydht running?); stop it or choose another port with {port_flag}"
+            ),
+            std::io::ErrorKind::PermissionDenied => {
+                format!("not allowed to bind {address}: {error}; choose a port above 1023 with {port_flag}")
+            }
+            _ => format!("cannot listen on {address}: {error}; check --host / YDHT_HOST and {port_flag}"),
+        };
+        Exit::usage(message).into()
+    })
+}
+
+/// How long in-flight requests may take to finish after shutdown is requested.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` until `shutdown` fires, then stops accepting and
+/// lets in-flight requests finish (up to [`DRAIN_TIMEOUT`]).
+pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) -> anyhow::Result<()> {
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    let graceful = axum::serve(listener, app).with_graceful_shutdown({
+        let shutdown = shutdown.clone();
+        async move { shutdown.wait().await }
+    });
+    let server = tokio::spawn(async move { graceful.await });
+    shutdown.wait().await;
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(joined) => joined??,
+        Err(_) => tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; closing them"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn port_in_use_is_an_actionable_usage_error() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let error = bind("127.0.0.1", port, "--port / GATEWAY_PORT").await.unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&error), crate::error::exit::USAGE);
+        let message = error.to_string();
+        assert!(message.contains("already in use") && message.contains("GATEWAY_PORT"), "{message}");
+    }
+}
