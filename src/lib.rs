@@ -13,14 +13,18 @@
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
 //! - [`hlc`]: the hybrid logical clock that versions every write.
+//! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
+//! - [`daemon`]: the services behind `ydht serve …` (one module each).
 
 pub mod auth;
 pub mod cli;
 pub mod completions;
 pub mod config;
+pub mod daemon;
 pub mod duration;
 pub mod error;
 pub mod hlc;
+pub mod nodeclient;
 pub mod proto;
 pub mod ring;
 pub mod server;
