@@ -42,7 +42,6 @@ struct Received {
 /// A stand-in remote node that records every authorized write.
 struct TargetNode {
     url: String,
-    port: u16,
     received: Arc<Mutex<Vec<Received>>>,
     task: JoinHandle<()>,
 }
@@ -83,7 +82,7 @@ impl TargetNode {
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self { url: format!("http://127.0.0.1:{port}"), port, received, task }
+        Self { url: format!("http://127.0.0.1:{port}"), received, task }
     }
 
     fn received(&self) -> Vec<Received> {
@@ -388,7 +387,9 @@ async fn bad_input_is_refused_and_nothing_is_enqueued() {
         .await
         .unwrap();
     assert_eq!(unauthorized.status(), 401);
-    let cases: Vec<(&str, Vec<&str>, Vec<(&str, &str)>, Vec<u8>, u16)> = vec![
+    /// (name, targets, extra headers, body, expected status)
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
         ("bad op", good.to_vec(), vec![("x-ydht-op", "upsert")], vec![], 400),
         ("zero version", good.to_vec(), vec![("x-version", "0")], vec![], 400),
         ("text version", good.to_vec(), vec![("x-version", "abc")], vec![], 400),

@@ -297,6 +297,9 @@ fn replay(path: &Path) -> anyhow::Result<Replay> {
     let mut next_id = 1;
     let mut offset = MAGIC.len();
     let mut torn = false;
+    // A crash can leave a partial record, or a file extended with zeros whose data never
+    // reached the disk; both only ever at the end. Anything else is corruption.
+    let zero_from = |from: usize| data[from..].iter().all(|byte| *byte == 0);
     while offset < data.len() {
         let rest = &data[offset..];
         if rest.len() < FRAME_HEADER {
@@ -305,6 +308,9 @@ fn replay(path: &Path) -> anyhow::Result<Replay> {
         }
         let length = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
         let checksum = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        if length > MAX_RECORD_BYTES && !zero_from(offset) {
+            return Err(corrupt(path, offset, "impossible record length"));
+        }
         if length > rest.len() - FRAME_HEADER {
             torn = true;
             break;
@@ -312,13 +318,21 @@ fn replay(path: &Path) -> anyhow::Result<Replay> {
         let payload = &rest[FRAME_HEADER..FRAME_HEADER + length];
         let end = offset + FRAME_HEADER + length;
         if crc32fast::hash(payload) != checksum {
-            if end == data.len() {
+            if end == data.len() || zero_from(offset) {
                 torn = true;
                 break;
             }
             return Err(corrupt(path, offset, "checksum mismatch"));
         }
-        match decode(payload).map_err(|reason| corrupt(path, offset, &reason))? {
+        let record = match decode(payload) {
+            Ok(record) => record,
+            Err(_) if zero_from(offset) => {
+                torn = true;
+                break;
+            }
+            Err(reason) => return Err(corrupt(path, offset, &reason)),
+        };
+        match record {
             Record::Job(job) => {
                 next_id = next_id.max(job.id + 1);
                 let targets = job.targets.len();
@@ -350,7 +364,7 @@ fn replay(path: &Path) -> anyhow::Result<Replay> {
         file.set_len(offset as u64)?;
         file.sync_all()?;
     }
-    let live_bytes = live.values().map(|entry| live_size(entry)).sum();
+    let live_bytes = live.values().map(live_size).sum();
     Ok(Replay { live, live_bytes, next_id, valid_len: offset as u64, truncated_bytes })
 }
 
@@ -794,6 +808,23 @@ mod tests {
         log.close().await;
         let (_log, recovered) = open(dir.path(), lenient());
         assert_eq!(recovered.unfinished.iter().map(|u| u.job.id).collect::<Vec<_>>(), vec![1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_zero_filled_tail_is_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), lenient());
+        log.append(job(1, 1, b"first")).await.unwrap();
+        log.close().await;
+        let path = dir.path().join(LOG_FILE);
+        let clean_len = fs::metadata(&path).unwrap().len();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[0u8; 4096]).unwrap();
+        drop(file);
+        let (_log, recovered) = open(dir.path(), lenient());
+        assert_eq!(recovered.unfinished.iter().map(|u| u.job.id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(recovered.truncated_bytes, 4096);
+        assert_eq!(fs::metadata(&path).unwrap().len(), clean_len);
     }
 
     #[tokio::test]
