@@ -553,3 +553,32 @@ async fn sigkill_after_202_loses_no_job() {
     }
     metrics_until(&http, &replicator.url, "an empty queue", |m| m["queue_size"] == 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_cleanly_and_keeps_unfinished_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let down_port = reserve_port();
+    let down = format!("http://127.0.0.1:{down_port}");
+    let mut replicator = Binary::start(dir.path(), "first.log");
+    let http = reqwest::Client::new();
+    for i in 0..5 {
+        assert_eq!(post_job(&http, &replicator.url, &format!("term-{i}"), &[&down], &[], b"v").await.status(), 202);
+    }
+    let pid = i32::try_from(replicator.child.id()).unwrap();
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = replicator.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the replicator did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+
+    let back = TargetNode::start_on_port(down_port).await;
+    let _replicator = Binary::start(dir.path(), "second.log");
+    let expected: BTreeSet<String> = (0..5).map(|i| format!("term-{i}")).collect();
+    eventually("every job accepted before SIGTERM delivered after restart", || back.keys() == expected).await;
+}
