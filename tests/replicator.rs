@@ -411,6 +411,7 @@ async fn bad_input_is_refused_and_nothing_is_enqueued() {
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     assert_eq!(post_job(&http, base, "k", &many, &[], b"").await.status(), 400);
     assert_eq!(post_job(&http, base, "bad\u{1}key", &good, &[], b"").await.status(), 400);
+    assert_eq!(post_job(&http, base, "", &good, &[], b"").await.status(), 400);
     // A chunked body larger than the limit (no content-length) is refused too.
     let chunks = futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![1u8; 512])));
     let streamed = http

@@ -381,7 +381,12 @@ fn corrupt(path: &Path, offset: usize, reason: &str) -> anyhow::Error {
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let temp = dir.join(TEMP_FILE);
-    let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&temp)?;
+    let mut options = OpenOptions::new();
+    options.create(true).truncate(true).write(true);
+    // Job values are tenants' data: readable by the owner only.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&temp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
