@@ -13,12 +13,14 @@
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
 //! - [`hlc`]: the hybrid logical clock that versions every write.
+//! - [`daemon`]: the services behind `ydht serve` (storage node, …).
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
 
 pub mod auth;
 pub mod cli;
 pub mod completions;
 pub mod config;
+pub mod daemon;
 pub mod duration;
 pub mod error;
 pub mod hlc;

@@ -157,7 +157,7 @@ impl WalStats {
     }
 
     /// Allows the next rotation (called when a compaction ends, successfully or not).
-    pub(super) fn compaction_ended(&self) {
+    pub fn compaction_ended(&self) {
         self.compacting.store(false, Ordering::Release);
     }
 }
