@@ -12,7 +12,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -41,6 +41,7 @@ const MAX_PAGE: usize = 1000;
 /// The node's router.
 pub fn app(state: NodeState) -> Router {
     Router::new()
+        .route("/store/", any(|| async { ApiError::bad_request("the key is empty") }))
         .route("/store/{*key}", get(get_value).put(put_value).delete(delete_value))
         .route("/keys", get(list_keys))
         .route("/batch", post(apply_batch))
