@@ -34,17 +34,26 @@ _ydht() {
             ydht__subcmd__help,serve)
                 cmd="ydht__subcmd__help__subcmd__serve"
                 ;;
+            ydht__subcmd__help__subcmd__serve,node)
+                cmd="ydht__subcmd__help__subcmd__serve__subcmd__node"
+                ;;
             ydht__subcmd__help__subcmd__serve,replicator)
                 cmd="ydht__subcmd__help__subcmd__serve__subcmd__replicator"
                 ;;
             ydht__subcmd__serve,help)
                 cmd="ydht__subcmd__serve__subcmd__help"
                 ;;
+            ydht__subcmd__serve,node)
+                cmd="ydht__subcmd__serve__subcmd__node"
+                ;;
             ydht__subcmd__serve,replicator)
                 cmd="ydht__subcmd__serve__subcmd__replicator"
                 ;;
             ydht__subcmd__serve__subcmd__help,help)
                 cmd="ydht__subcmd__serve__subcmd__help__subcmd__help"
+                ;;
+            ydht__subcmd__serve__subcmd__help,node)
+                cmd="ydht__subcmd__serve__subcmd__help__subcmd__node"
                 ;;
             ydht__subcmd__serve__subcmd__help,replicator)
                 cmd="ydht__subcmd__serve__subcmd__help__subcmd__replicator"
@@ -56,7 +65,7 @@ _ydht() {
 
     case "${cmd}" in
         ydht)
-            opts="-h -V --help --version serve completions help"
+            opts="-h -V --help --version completions serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -88,7 +97,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help)
-            opts="serve completions help"
+            opts="completions serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -130,8 +139,22 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__serve)
-            opts="replicator"
+            opts="node replicator"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__serve__subcmd__node)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -158,7 +181,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve)
-            opts="-h --help replicator help"
+            opts="-h --help node replicator help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -172,7 +195,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__help)
-            opts="replicator help"
+            opts="node replicator help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -199,6 +222,20 @@ _ydht() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ydht__subcmd__serve__subcmd__help__subcmd__node)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ydht__subcmd__serve__subcmd__help__subcmd__replicator)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -206,6 +243,56 @@ _ydht() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__node)
+            opts="-h --port --node-id --max-value-bytes --wal-max-bytes --sync-mode --salvage-wal --tombstone-grace --data-dir --host --cluster-secret --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-value-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wal-max-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sync-mode)
+                    COMPREPLY=($(compgen -W "group per-write" -- "${cur}"))
+                    return 0
+                    ;;
+                --tombstone-grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -1,14 +1,18 @@
-//! The long-running services behind `ydht serve …`, one module per service.
+//! The long-running services, one module each, and `ydht serve` dispatch.
 //!
+//! - [`node`]: a storage node (WAL, snapshots, versioned records, TTL).
 //! - [`replicator`]: the durable replication queue (`ydht serve replicator`).
 
+pub mod node;
 pub mod replicator;
 
 use clap::Subcommand;
 
-/// `ydht serve <service>`.
+/// `ydht serve …`: which service to run.
 #[derive(Subcommand, Debug)]
 pub enum ServeCommand {
+    /// Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)
+    Node(node::NodeArgs),
     /// Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)
     Replicator(replicator::ReplicatorArgs),
 }
@@ -17,7 +21,8 @@ impl ServeCommand {
     /// Runs the chosen service until SIGINT/SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
-            ServeCommand::Replicator(args) => replicator::run(args).await,
+            Self::Node(args) => args.run().await,
+            Self::Replicator(args) => replicator::run(args).await,
         }
     }
 }
