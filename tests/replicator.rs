@@ -39,7 +39,8 @@ struct Received {
     body: Vec<u8>,
 }
 
-/// A stand-in remote node that records every authorized write.
+/// A stand-in remote node that records every authorized write; it refuses
+/// keys under `refused/` for good (400), recording them as op `refused`.
 struct TargetNode {
     url: String,
     received: Arc<Mutex<Vec<Received>>>,
@@ -104,14 +105,18 @@ fn record(log: &Log, op: &'static str, key: String, headers: &HeaderMap, body: &
     let Some(version) = number("x-version") else {
         return (StatusCode::BAD_REQUEST, json!({"error": "missing x-version"}).to_string());
     };
+    let refused = key.starts_with("refused/");
     log.lock().unwrap().push(Received {
-        op,
+        op: if refused { "refused" } else { op },
         key,
         version,
         expires_at: number("x-expires-at"),
         content_type: headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string),
         body: body.to_vec(),
     });
+    if refused {
+        return (StatusCode::BAD_REQUEST, json!({"error": "this stand-in refuses keys under refused/"}).to_string());
+    }
     (StatusCode::OK, json!({"applied": true, "version": version}).to_string())
 }
 
@@ -589,4 +594,36 @@ async fn sigterm_exits_cleanly_and_keeps_unfinished_jobs() {
     let _replicator = Binary::start(dir.path(), "second.log");
     let expected: BTreeSet<String> = (0..5).map(|i| format!("term-{i}")).collect();
     eventually("every job accepted before SIGTERM delivered after restart", || back.keys() == expected).await;
+}
+
+#[tokio::test]
+async fn a_copy_a_node_refuses_for_good_is_dropped_not_retried_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TargetNode::start().await;
+    let mut settings = config(dir.path());
+    settings.wait_timeout = Duration::from_secs(20);
+    let replicator = Running::start(settings.clone()).await;
+    let http = reqwest::Client::new();
+
+    let response = post_job(&http, &replicator.url, "refused/k", &[&node.url], &[("x-ydht-wait", "1")], b"v").await;
+    // The refusal settles the wait at once (no 20 s timeout): 504 with no acknowledgement.
+    assert_eq!(response.status(), 504);
+    assert_eq!(response.json::<Value>().await.unwrap()["acked"], 0);
+    let metrics = metrics_until(&http, &replicator.url, "the refusal", |m| m["queue_size"] == 0).await;
+    assert_eq!((metrics["failed_replicas"].as_u64(), metrics["successful_replicas"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(metrics["retries_in_progress"], 0);
+    replicator.stop().await;
+
+    // The refused copy is finished in the log: a restart does not send it again.
+    assert_eq!(node.received().len(), 1);
+    let replicator = Running::start(settings).await;
+    let health = json_of(&http, format!("{}/health", replicator.url)).await;
+    assert_eq!(health["queue_size"], 0);
+    let response = post_job(&http, &replicator.url, "fine", &[&node.url], &[("x-ydht-wait", "1")], b"v").await;
+    assert_eq!(response.status(), 202);
+    let ops: Vec<&str> = node.received().iter().map(|write| write.op).collect();
+    assert_eq!(ops, vec!["refused", "put"]);
+    let metrics = json_of(&http, format!("{}/metrics", replicator.url)).await;
+    assert_eq!(metrics["failed_replicas"], 0);
+    replicator.stop().await;
 }
