@@ -178,6 +178,7 @@ async fn writes_reach_real_nodes_with_versions_expiry_and_tombstones() {
         let page = client.keys(node, "42/", 10, None).await.unwrap();
         assert_eq!(page.keys.iter().map(|entry| entry.key.as_str()).collect::<Vec<_>>(), vec![key]);
         assert_eq!(client.health(node).await.unwrap().status, "healthy");
+        assert_eq!(client.metrics(node).await.unwrap().key_count, 1);
     }
     replicator.stop().await;
 }
