@@ -188,6 +188,18 @@ async fn post_job(
     extra: &[(&str, &str)],
     body: &[u8],
 ) -> reqwest::Response {
+    try_post_job(http, base, key, targets, extra, body).await.unwrap()
+}
+
+/// [`post_job`], with transport errors returned (the replicator may be killed meanwhile).
+async fn try_post_job(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    targets: &[&str],
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> reqwest::Result<reqwest::Response> {
     let mut url = reqwest::Url::parse(base).unwrap();
     url.path_segments_mut().unwrap().push("jobs").push(key);
     let mut headers = reqwest::header::HeaderMap::new();
@@ -197,8 +209,7 @@ async fn post_job(
         let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
         headers.insert(name, value.parse().unwrap());
     }
-    let request = http.post(url).headers(headers).body(body.to_vec());
-    request.send().await.unwrap()
+    http.post(url).headers(headers).body(body.to_vec()).send().await
 }
 
 async fn json_of(http: &reqwest::Client, url: String) -> Value {
@@ -626,4 +637,47 @@ async fn a_copy_a_node_refuses_for_good_is_dropped_not_retried_forever() {
     let metrics = json_of(&http, format!("{}/metrics", replicator.url)).await;
     assert_eq!(metrics["failed_replicas"], 0);
     replicator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_the_middle_of_a_load_loses_no_accepted_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = TargetNode::start().await;
+    let down_port = reserve_port();
+    let targets = [live.url.clone(), format!("http://127.0.0.1:{down_port}")];
+    let replicator = Binary::start(dir.path(), "first.log");
+    let accepted = Arc::new(Mutex::new(BTreeSet::new()));
+    let http = reqwest::Client::new();
+
+    // 8 writers post jobs as fast as they can until the process dies under them.
+    let writers: Vec<JoinHandle<()>> = (0..8)
+        .map(|writer| {
+            let (http, base, targets, accepted) =
+                (http.clone(), replicator.url.clone(), targets.clone(), accepted.clone());
+            tokio::spawn(async move {
+                let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+                for i in 0.. {
+                    let key = format!("load-{writer}-{i}");
+                    match try_post_job(&http, &base, &key, &targets, &[], key.as_bytes()).await {
+                        Ok(response) if response.status() == 202 => {
+                            accepted.lock().unwrap().insert(key);
+                        }
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually("some jobs accepted", || accepted.lock().unwrap().len() >= 200).await;
+    drop(replicator);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+
+    let back = TargetNode::start_on_port(down_port).await;
+    let replicator = Binary::start(dir.path(), "second.log");
+    eventually("every accepted job on the target that was down", || back.keys().is_superset(&accepted)).await;
+    eventually("every accepted job on the live target", || live.keys().is_superset(&accepted)).await;
+    metrics_until(&http, &replicator.url, "an empty queue", |m| m["queue_size"] == 0).await;
 }
