@@ -872,8 +872,11 @@ mod tests {
         log.append(job(5, 1, b"tiny")).await.unwrap();
         log.mark_done(5, 0);
         log.close().await;
+        // Depending on how the writer batched the markers, compaction ran either when jobs
+        // 1-4 finished (job 5 and its marker then follow) or at close; either way the 2.4 KB
+        // of finished jobs are gone.
         let compacted = fs::metadata(&path).unwrap().len();
-        assert!(compacted < 100, "log still {compacted} bytes after compaction");
+        assert!(compacted < 256, "log still {compacted} bytes after compaction (was {grown})");
         let (_log, recovered) = open(dir.path(), policy);
         assert!(recovered.unfinished.is_empty());
         // Ids never repeat, even after the log was emptied.
