@@ -65,7 +65,7 @@ _ydht() {
 
     case "${cmd}" in
         ydht)
-            opts="-h -V --help --version completions serve help"
+            opts="-h -V --help --version serve completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -97,7 +97,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help)
-            opts="completions serve help"
+            opts="serve completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -22,14 +22,9 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --help 'Print help'
             cand -V 'Print version'
             cand --version 'Print version'
+            cand serve 'Run a server (one service of the cluster)'
             cand completions 'Print shell completions (or write every shell''s file with --dir)'
-            cand serve 'Run a ydht service'
             cand help 'Print this message or the help of the given subcommand(s)'
-        }
-        &'ydht;completions'= {
-            cand --dir 'Write the files for every shell into this directory instead of printing'
-            cand -h 'Print help'
-            cand --help 'Print help'
         }
         &'ydht;serve'= {
             cand -h 'Print help'
@@ -79,12 +74,15 @@ set edit:completion:arg-completer[ydht] = {|@words|
         }
         &'ydht;serve;help;help'= {
         }
-        &'ydht;help'= {
-            cand completions 'Print shell completions (or write every shell''s file with --dir)'
-            cand serve 'Run a ydht service'
-            cand help 'Print this message or the help of the given subcommand(s)'
+        &'ydht;completions'= {
+            cand --dir 'Write the files for every shell into this directory instead of printing'
+            cand -h 'Print help'
+            cand --help 'Print help'
         }
-        &'ydht;help;completions'= {
+        &'ydht;help'= {
+            cand serve 'Run a server (one service of the cluster)'
+            cand completions 'Print shell completions (or write every shell''s file with --dir)'
+            cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;help;serve'= {
             cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
@@ -93,6 +91,8 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;help;serve;node'= {
         }
         &'ydht;help;serve;replicator'= {
+        }
+        &'ydht;help;completions'= {
         }
         &'ydht;help;help'= {
         }

@@ -26,11 +26,9 @@ end
 
 complete -c ydht -n "__fish_ydht_needs_command" -s h -l help -d 'Print help'
 complete -c ydht -n "__fish_ydht_needs_command" -s V -l version -d 'Print version'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "serve" -d 'Run a server (one service of the cluster)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
-complete -c ydht -n "__fish_ydht_needs_command" -f -a "serve" -d 'Run a ydht service'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -l dir -d 'Write the files for every shell into this directory instead of printing' -r -F
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator help" -s h -l help -d 'Print help'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator help" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator help" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
@@ -63,8 +61,10 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve help" -f -a "serve" -d 'Run a ydht service'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -l dir -d 'Write the files for every shell into this directory instead of printing' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions help" -f -a "serve" -d 'Run a server (one service of the cluster)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'

@@ -13,9 +13,9 @@
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
 //! - [`hlc`]: the hybrid logical clock that versions every write.
-//! - [`daemon`]: the services behind `ydht serve` (storage node, replicator, …).
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
 //! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
+//! - [`daemon`]: the services behind `ydht serve …` (one module each).
 
 pub mod auth;
 pub mod cli;

@@ -1,4 +1,4 @@
-//! The long-running services, one module each, and `ydht serve` dispatch.
+//! The long-running services behind `ydht serve …`, one module per service.
 //!
 //! - [`node`]: a storage node (WAL, snapshots, versioned records, TTL).
 //! - [`replicator`]: the durable replication queue (`ydht serve replicator`).
@@ -8,7 +8,7 @@ pub mod replicator;
 
 use clap::Subcommand;
 
-/// `ydht serve …`: which service to run.
+/// `ydht serve <service>`: which service to run.
 #[derive(Subcommand, Debug)]
 pub enum ServeCommand {
     /// Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)
