@@ -121,13 +121,11 @@ async fn batches_listing_health_and_metrics() {
     assert_eq!(applied, [true, true, true, true, true, false]);
     assert_eq!(answer.results[5].version, version);
 
-    let response =
-        client.get(store_url(&node.url, "u1/a")).header("x-cluster-secret", SECRET).send().await.unwrap();
+    let response = client.get(store_url(&node.url, "u1/a")).header("x-cluster-secret", SECRET).send().await.unwrap();
     assert_eq!(response.headers()["x-expires-at"], expires_at.to_string().as_str());
     assert_eq!(response.headers()["content-type"], "text/plain");
     assert_eq!(&response.bytes().await.unwrap()[..], b"alpha");
-    let response =
-        client.get(store_url(&node.url, "u1/b")).header("x-cluster-secret", SECRET).send().await.unwrap();
+    let response = client.get(store_url(&node.url, "u1/b")).header("x-cluster-secret", SECRET).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(response.headers()["x-tombstone"], "true");
     assert_eq!(response.headers()["x-version"], (version + 1).to_string().as_str());
