@@ -194,17 +194,25 @@ async fn compaction_keeps_every_live_key_and_bounds_the_wal() {
         task.await.unwrap();
     }
     assert_eq!(delete(&client, &node.url, "k0", base + 1_000).await.unwrap().status(), 200);
-    let metrics = metrics(&client, &node).await;
+    // Snapshots run in the background; poll until the last one has caught up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let metrics = loop {
+        let metrics = metrics(&client, &node).await;
+        let wal_size = metrics["wal_size"].as_u64().unwrap();
+        if wal_size < MAX {
+            break metrics;
+        }
+        assert!(std::time::Instant::now() < deadline, "WAL stays at {wal_size} bytes (threshold {MAX}): {metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(metrics["snapshots_written"].as_u64().unwrap() >= 1, "{metrics}");
-    let wal_size = metrics["wal_size"].as_u64().unwrap();
-    assert!(wal_size < 3 * MAX, "WAL is {wal_size} bytes with a {MAX}-byte threshold: {metrics}");
     let on_disk: u64 = std::fs::read_dir(node_dir(data.path()))
         .unwrap()
         .map(|entry| entry.unwrap())
         .filter(|entry| entry.file_name().to_string_lossy().starts_with("wal-"))
         .map(|entry| entry.metadata().unwrap().len())
         .sum();
-    assert!(on_disk < 3 * MAX, "{on_disk} bytes of WAL files on disk");
+    assert!(on_disk < 2 * MAX, "{on_disk} bytes of WAL files on disk");
     assert_eq!(metrics["key_count"], 39);
 
     node.kill();
