@@ -100,6 +100,11 @@ async fn measure(mode: SyncMode, writers: usize, duration: Duration) -> Measurem
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("node_write is a benchmark; run it with `cargo bench --bench node_write`");
+        return;
+    }
     let seconds = std::env::args()
         .skip_while(|arg| arg != "--seconds")
         .nth(1)
