@@ -22,11 +22,32 @@ _ydht() {
             ydht,help)
                 cmd="ydht__subcmd__help"
                 ;;
+            ydht,serve)
+                cmd="ydht__subcmd__serve"
+                ;;
             ydht__subcmd__help,completions)
                 cmd="ydht__subcmd__help__subcmd__completions"
                 ;;
             ydht__subcmd__help,help)
                 cmd="ydht__subcmd__help__subcmd__help"
+                ;;
+            ydht__subcmd__help,serve)
+                cmd="ydht__subcmd__help__subcmd__serve"
+                ;;
+            ydht__subcmd__help__subcmd__serve,users)
+                cmd="ydht__subcmd__help__subcmd__serve__subcmd__users"
+                ;;
+            ydht__subcmd__serve,help)
+                cmd="ydht__subcmd__serve__subcmd__help"
+                ;;
+            ydht__subcmd__serve,users)
+                cmd="ydht__subcmd__serve__subcmd__users"
+                ;;
+            ydht__subcmd__serve__subcmd__help,help)
+                cmd="ydht__subcmd__serve__subcmd__help__subcmd__help"
+                ;;
+            ydht__subcmd__serve__subcmd__help,users)
+                cmd="ydht__subcmd__serve__subcmd__help__subcmd__users"
                 ;;
             *)
                 ;;
@@ -35,7 +56,7 @@ _ydht() {
 
     case "${cmd}" in
         ydht)
-            opts="-h -V --help --version completions help"
+            opts="-h -V --help --version completions serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -67,7 +88,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help)
-            opts="completions help"
+            opts="completions serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -101,6 +122,132 @@ _ydht() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__serve)
+            opts="users"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__serve__subcmd__users)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve)
+            opts="-h --help users help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__help)
+            opts="users help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__help__subcmd__users)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__users)
+            opts="-h --data-dir --host --cluster-secret --port --database-url --jwt-secret --jwt-expiration --secure-cookies --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jwt-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jwt-expiration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
