@@ -10,10 +10,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::Connection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::error::{Exit, exit};
+
+/// How long start-up waits for the database.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection pool on one of the two supported databases; cheap to clone.
 #[derive(Clone, Debug)]
@@ -226,9 +230,16 @@ impl Db {
                     "invalid DATABASE_URL {shown}: {error}; expected postgres://user:password@host:5432/db"
                 ))
             })?;
+            // One direct connection first: its error says why (refused, auth, no such
+            // database), where a pool would only report a timeout.
+            let probe = tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect_with(&options))
+                .await
+                .map_err(|_| unreachable(sqlx::Error::PoolTimedOut))?
+                .map_err(unreachable)?;
+            let _ = probe.close().await;
             let pool = PgPoolOptions::new()
                 .max_connections(10)
-                .acquire_timeout(Duration::from_secs(5))
+                .acquire_timeout(CONNECT_TIMEOUT)
                 .connect_with(options)
                 .await
                 .map_err(unreachable)?;

@@ -218,6 +218,14 @@ async fn signup(axum::extract::State(state): axum::extract::State<UsersState>, r
     }
 }
 
+/// 405 as a JSON error, like every other error of the API.
+async fn method_not_allowed() -> crate::error::ApiError {
+    crate::error::ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this path; see the users service section of the README",
+    )
+}
+
 /// Writes buffered `last_used_at` times every `every` until shutdown.
 async fn flush_last_used(state: UsersState, every: Duration, shutdown: Shutdown) {
     loop {
@@ -247,6 +255,7 @@ pub fn app(state: UsersState) -> Router {
         .route("/metrics", get(routes::metrics))
         .merge(web::router())
         .fallback(web::not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(web::security_headers))
         .with_state(state)

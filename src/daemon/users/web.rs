@@ -135,6 +135,7 @@ pub async fn signup_page(State(state): State<UsersState>, user: Option<WebUser>,
 /// The sign-up form's fields.
 #[derive(Debug, Deserialize)]
 pub struct SignupForm {
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     email: String,
@@ -200,6 +201,7 @@ async fn signin_page(
 
 #[derive(Debug, Deserialize)]
 struct SigninForm {
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     email: String,
@@ -403,6 +405,7 @@ async fn dashboard(State(state): State<UsersState>, user: WebUser, csrf: CsrfTok
 
 #[derive(Debug, Deserialize)]
 struct CreateKeyForm {
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     name: String,
@@ -463,6 +466,7 @@ async fn create_key(
 /// A form with only the CSRF field.
 #[derive(Debug, Deserialize)]
 struct PlainForm {
+    #[serde(default)]
     csrf: String,
 }
 
