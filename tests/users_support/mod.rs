@@ -79,6 +79,9 @@ async fn admin_execute(admin_url: &str, sql: &str) {
     let _ = connection.close().await;
 }
 
+/// A started server's shutdown handle and task.
+type Running = (Shutdown, JoinHandle<anyhow::Result<()>>);
+
 /// What a test body gets: the configuration and a way to start servers on it.
 #[derive(Clone)]
 pub struct Ctx {
@@ -88,7 +91,7 @@ pub struct Ctx {
     pub db_url: String,
     /// The configuration servers start with.
     pub config: UsersConfig,
-    servers: Arc<Mutex<Vec<(Shutdown, JoinHandle<anyhow::Result<()>>)>>>,
+    servers: Arc<Mutex<Vec<Running>>>,
 }
 
 /// A running in-process users service.

@@ -49,7 +49,7 @@ const MAX_BODY: usize = 64 * 1024;
 const MAX_USAGE_BODY: usize = 2 * 1024 * 1024;
 
 /// Flags of `ydht serve users`.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Clone)]
 pub struct UsersArgs {
     /// Shared server flags.
     #[command(flatten)]
@@ -76,8 +76,21 @@ pub struct UsersArgs {
     pub secure_cookies: bool,
 }
 
+impl std::fmt::Debug for UsersArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsersArgs")
+            .field("server", &self.server)
+            .field("port", &self.port)
+            .field("database_url", &self.database_url.as_deref().map(db::redact_url))
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<hidden>"))
+            .field("jwt_expiration", &self.jwt_expiration)
+            .field("secure_cookies", &self.secure_cookies)
+            .finish()
+    }
+}
+
 /// Where the accounts live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Database {
     /// The embedded SQLite file.
     SqliteFile(PathBuf),
@@ -91,6 +104,15 @@ impl Database {
         match self {
             Database::SqliteFile(path) => format!("sqlite://{}", path.display()),
             Database::Url(url) => url.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::SqliteFile(path) => f.debug_tuple("SqliteFile").field(path).finish(),
+            Database::Url(url) => f.debug_tuple("Url").field(&db::redact_url(url)).finish(),
         }
     }
 }
@@ -259,4 +281,48 @@ pub fn app(state: UsersState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(web::security_headers))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: &std::path::Path) -> UsersArgs {
+        UsersArgs {
+            server: ServerArgs { data_dir: Some(dir.to_path_buf()), host: "127.0.0.1".into(), cluster_secret: None },
+            port: DEFAULT_PORT,
+            database_url: None,
+            jwt_secret: None,
+            jwt_expiration: "1h".into(),
+            secure_cookies: false,
+        }
+    }
+
+    #[test]
+    fn defaults_resolve_to_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = args(dir.path()).into_config().unwrap();
+        assert_eq!(config.database, Database::SqliteFile(dir.path().join("users.db")));
+        assert_eq!(config.jwt_lifetime, Duration::from_secs(3600));
+        assert!(dir.path().join("jwt.secret").exists() && dir.path().join("cluster.secret").exists());
+        let again = args(dir.path()).into_config().unwrap();
+        assert_eq!(config.jwt_secret, again.jwt_secret, "the generated secret is kept");
+    }
+
+    #[test]
+    fn bad_expiration_is_a_usage_error_and_debug_hides_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bad = args(dir.path());
+        bad.jwt_expiration = "soon".into();
+        let error = bad.into_config().unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&error), crate::error::exit::USAGE);
+        assert!(error.to_string().contains("JWT_EXPIRATION"), "{error}");
+
+        let mut given = args(dir.path());
+        given.jwt_secret = Some("jwt-hunter2".into());
+        given.database_url = Some("postgres://ydht:pg-hunter2@db:5432/ydht".into());
+        let shown = format!("{given:?} {:?}", given.clone().into_config().unwrap());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("db:5432"), "{shown}");
+    }
 }
