@@ -35,6 +35,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('node', 'node', [CompletionResultType]::ParameterValue, 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)')
             [CompletionResult]::new('replicator', 'replicator', [CompletionResultType]::ParameterValue, 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)')
+            [CompletionResult]::new('users', 'users', [CompletionResultType]::ParameterValue, 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -70,9 +71,23 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
+        'ydht;serve;users' {
+            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]')
+            [CompletionResult]::new('--host', '--host', [CompletionResultType]::ParameterName, 'Address to bind; use 0.0.0.0 to accept connections from other machines')
+            [CompletionResult]::new('--cluster-secret', '--cluster-secret', [CompletionResultType]::ParameterName, 'Shared secret guarding internal endpoints [default: generated once into the data dir]')
+            [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Port to listen on')
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Database: postgres://user:pass@host:5432/db or sqlite:///path/users.db [default: <data-dir>/users.db]')
+            [CompletionResult]::new('--jwt-secret', '--jwt-secret', [CompletionResultType]::ParameterName, 'Secret signing access tokens (HS256) [default: generated once into <data-dir>/jwt.secret]')
+            [CompletionResult]::new('--jwt-expiration', '--jwt-expiration', [CompletionResultType]::ParameterName, 'Access-token lifetime, e.g. 15m, 1h, 24h')
+            [CompletionResult]::new('--secure-cookies', '--secure-cookies', [CompletionResultType]::ParameterName, 'Mark cookies `Secure` (set when the pages are served over HTTPS)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
         'ydht;serve;help' {
             [CompletionResult]::new('node', 'node', [CompletionResultType]::ParameterValue, 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)')
             [CompletionResult]::new('replicator', 'replicator', [CompletionResultType]::ParameterValue, 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)')
+            [CompletionResult]::new('users', 'users', [CompletionResultType]::ParameterValue, 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -80,6 +95,9 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             break
         }
         'ydht;serve;help;replicator' {
+            break
+        }
+        'ydht;serve;help;users' {
             break
         }
         'ydht;serve;help;help' {
@@ -100,12 +118,16 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
         'ydht;help;serve' {
             [CompletionResult]::new('node', 'node', [CompletionResultType]::ParameterValue, 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)')
             [CompletionResult]::new('replicator', 'replicator', [CompletionResultType]::ParameterValue, 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)')
+            [CompletionResult]::new('users', 'users', [CompletionResultType]::ParameterValue, 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)')
             break
         }
         'ydht;help;serve;node' {
             break
         }
         'ydht;help;serve;replicator' {
+            break
+        }
+        'ydht;help;serve;users' {
             break
         }
         'ydht;help;completions' {
