@@ -34,6 +34,8 @@ pub enum Command {
     Serve(crate::daemon::ServeCommand),
     /// Print shell completions (or write every shell's file with --dir)
     Completions(CompletionsArgs),
+    /// Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)
+    Bench(crate::bench::BenchArgs),
 }
 
 impl Cli {
@@ -47,6 +49,7 @@ impl Cli {
         match self.command {
             Command::Serve(command) => command.run().await,
             Command::Completions(args) => args.run(),
+            Command::Bench(args) => args.run().await,
         }
     }
 }

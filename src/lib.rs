@@ -16,8 +16,10 @@
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
 //! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
 //! - [`daemon`]: the services behind `ydht serve …` (one module each).
+//! - [`bench`]: `ydht bench`, the load generator (gateway, one node, or etcd for comparisons).
 
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod completions;
 pub mod config;

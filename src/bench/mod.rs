@@ -1,0 +1,543 @@
+//! `ydht bench`: a load generator built into the binary, like
+//! `redis-benchmark` or etcd's `benchmark`.
+//!
+//! A run creates its own keys under `bench/<random>/`, fills them first when
+//! it reads (gets / mixed), warms up, then measures: ops/s, latency
+//! percentiles (HDR histogram) and errors by kind. It targets the gateway's
+//! public API by default, one node's `/store` with `--target-node` (one hop),
+//! or — hidden, for `bench/compare.sh` — etcd's v3 HTTP/JSON gateway.
+//!
+//! - [`load`]: the worker loop over a keep-alive connection pool.
+//! - [`target`]: prepared URLs and bodies per key, one request per call.
+//! - [`summary`]: histogram, error kinds, table and JSON output.
+
+pub mod load;
+pub mod summary;
+pub mod target;
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use reqwest::Url;
+use reqwest::header::HeaderValue;
+
+use crate::error::{Exit, exit};
+use crate::hlc::Hlc;
+use load::{KeyOrder, Mix, Phase, Progress, Stop};
+use summary::{ErrorKind, RunInfo, Summary};
+use target::{Endpoint, Target, value_of_size};
+
+/// Largest number of concurrent clients.
+pub const MAX_CLIENTS: usize = 4096;
+/// Largest value size (the gateway's default limit, 1 MiB).
+pub const MAX_VALUE_SIZE: usize = 1 << 20;
+/// Largest number of keys.
+pub const MAX_KEYS: u64 = 10_000_000;
+/// Largest memory the prepared keys and bodies may take (keys × per-key cost), 1 GiB.
+const MAX_PREPARED_BYTES: u64 = 1 << 30;
+
+/// The operation to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Op {
+    /// Writes of random keys
+    Put,
+    /// Reads of random keys (created before the run)
+    Get,
+    /// Half reads, half writes, of random keys (created before the run)
+    Mixed,
+}
+
+/// The gateway consistency level of every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsistencyLevel {
+    /// Acknowledged once the primary owner has it
+    Eventual,
+    /// Acknowledged once a quorum of owners has it
+    Strong,
+}
+
+impl ConsistencyLevel {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            ConsistencyLevel::Eventual => "eventual",
+            ConsistencyLevel::Strong => "strong",
+        })
+    }
+}
+
+/// How to print the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchOutput {
+    /// A table (and a progress bar on a terminal)
+    Table,
+    /// One JSON document, no progress bar
+    Json,
+}
+
+/// Flags of `ydht bench`.
+#[derive(Args, Clone)]
+pub struct BenchArgs {
+    /// Operation to measure
+    #[arg(long, value_enum, default_value_t = Op::Put)]
+    pub op: Op,
+
+    /// Concurrent clients (one keep-alive connection and one request in flight each)
+    #[arg(long, short = 'c', default_value_t = 16)]
+    pub clients: usize,
+
+    /// Measure for this long (`30s`, `2m`); the default unless --requests is given
+    #[arg(long, conflicts_with = "requests", value_name = "DURATION")]
+    pub duration: Option<String>,
+
+    /// Measure exactly this many requests instead of a duration
+    #[arg(long, short = 'n', value_name = "N")]
+    pub requests: Option<u64>,
+
+    /// Value size in bytes
+    #[arg(long, default_value_t = 100, value_name = "BYTES")]
+    pub value_size: usize,
+
+    /// Number of distinct keys (`bench/<random>/0` …)
+    #[arg(long, default_value_t = 1000, value_name = "K")]
+    pub keys: u64,
+
+    /// Consistency level of gateway requests (`X-Consistency`)
+    #[arg(long, value_enum, default_value_t = ConsistencyLevel::Eventual)]
+    pub consistency: ConsistencyLevel,
+
+    /// Time to live of the written keys (`10m`), so they expire after the run
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+
+    /// Warm-up before measuring (not counted); `0s` skips it
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub warmup: String,
+
+    /// Per-request timeout
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub timeout: String,
+
+    /// Gateway base URL
+    #[arg(long, env = "YDHT_GATEWAY_URL", default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    pub gateway: String,
+
+    /// API key (needs read and write scopes)
+    #[arg(long, env = "YDHT_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+
+    /// Measure one storage node's internal /store directly (one hop) instead of the gateway
+    #[arg(long, value_name = "URL", requires = "cluster_secret", conflicts_with_all = ["api_key", "target_etcd"])]
+    pub target_node: Option<String>,
+
+    /// Cluster secret for --target-node (the data dir's cluster.secret)
+    #[arg(long, env = "YDHT_CLUSTER_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub cluster_secret: Option<String>,
+
+    /// Measure etcd's v3 HTTP/JSON gateway at this URL (for bench/compare.sh)
+    #[arg(long, hide = true, value_name = "URL", conflicts_with = "api_key")]
+    pub target_etcd: Option<String>,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = BenchOutput::Table)]
+    pub output: BenchOutput,
+}
+
+impl std::fmt::Debug for BenchArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BenchArgs")
+            .field("op", &self.op)
+            .field("clients", &self.clients)
+            .field("duration", &self.duration)
+            .field("requests", &self.requests)
+            .field("value_size", &self.value_size)
+            .field("keys", &self.keys)
+            .field("consistency", &self.consistency)
+            .field("ttl", &self.ttl)
+            .field("warmup", &self.warmup)
+            .field("timeout", &self.timeout)
+            .field("gateway", &self.gateway)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<hidden>"))
+            .field("target_node", &self.target_node)
+            .field("cluster_secret", &self.cluster_secret.as_ref().map(|_| "<hidden>"))
+            .field("target_etcd", &self.target_etcd)
+            .field("output", &self.output)
+            .finish()
+    }
+}
+
+/// Which endpoint, with its credentials, before preparation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// The gateway with an API key and a consistency level.
+    Gateway {
+        /// `X-API-Key`.
+        api_key: String,
+        /// `X-Consistency`.
+        consistency: ConsistencyLevel,
+    },
+    /// A node with the cluster secret.
+    Node {
+        /// `x-cluster-secret`.
+        secret: String,
+    },
+    /// etcd's HTTP/JSON gateway.
+    Etcd,
+}
+
+/// A validated benchmark run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// What to measure.
+    pub op: Op,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// When the measured phase ends.
+    pub stop: Stop,
+    /// Value size in bytes.
+    pub value_size: usize,
+    /// Distinct keys.
+    pub keys: u64,
+    /// The gateway's `?ttl=` value, if any.
+    pub ttl: Option<String>,
+    /// Warm-up length.
+    pub warmup: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Base URL.
+    pub url: Url,
+    /// Endpoint kind and credentials.
+    pub target: TargetSpec,
+}
+
+/// Default measured duration when neither --duration nor --requests is given.
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+fn parse_duration(flag: &str, text: &str, allow_zero: bool) -> Result<Duration, Exit> {
+    let digits = text.trim_end_matches(['s', 'm', 'h']);
+    if allow_zero && !digits.is_empty() && digits.chars().all(|c| c == '0') {
+        return Ok(Duration::ZERO);
+    }
+    let duration = crate::duration::parse(text)
+        .map_err(|error| Exit::usage(format!("{flag} {text:?}: {error} (use e.g. 30s, 2m, 1h30m)")))?;
+    if duration.is_zero() && !allow_zero {
+        return Err(Exit::usage(format!("{flag} must be more than zero")));
+    }
+    Ok(duration)
+}
+
+fn parse_url(flag: &str, text: &str) -> Result<Url, Exit> {
+    let url = Url::parse(text).map_err(|error| Exit::usage(format!("{flag} {text:?} is not a URL: {error}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(Exit::usage(format!("{flag} {text:?} must be an http:// or https:// base URL")));
+    }
+    Ok(url)
+}
+
+impl BenchArgs {
+    /// Checks every flag and resolves them into a [`Plan`] (usage errors exit 2).
+    pub fn plan(&self) -> Result<Plan, Exit> {
+        if self.clients == 0 || self.clients > MAX_CLIENTS {
+            return Err(Exit::usage(format!("--clients must be between 1 and {MAX_CLIENTS}")));
+        }
+        if self.value_size > MAX_VALUE_SIZE {
+            return Err(Exit::usage(format!("--value-size must be at most {MAX_VALUE_SIZE} bytes (1 MiB)")));
+        }
+        if self.keys == 0 || self.keys > MAX_KEYS {
+            return Err(Exit::usage(format!("--keys must be between 1 and {MAX_KEYS}")));
+        }
+        let per_key = if self.target_etcd.is_some() { 96 + 2 * self.value_size as u64 } else { 128 };
+        if self.keys.saturating_mul(per_key) > MAX_PREPARED_BYTES {
+            return Err(Exit::usage(
+                "--keys × --value-size is too large to prepare in memory (over 1 GiB); use fewer keys",
+            ));
+        }
+        let stop = match (&self.duration, self.requests) {
+            (_, Some(0)) => return Err(Exit::usage("--requests must be at least 1")),
+            (_, Some(requests)) => Stop::Requests(requests),
+            (Some(text), None) => Stop::After(parse_duration("--duration", text, false)?),
+            (None, None) => Stop::After(DEFAULT_DURATION),
+        };
+        let warmup = parse_duration("--warmup", &self.warmup, true)?;
+        let timeout = parse_duration("--timeout", &self.timeout, false)?;
+        if let Some(ttl) = &self.ttl {
+            parse_duration("--ttl", ttl, false)?;
+        }
+        let (url, target) = if let Some(node) = &self.target_node {
+            if self.ttl.is_some() {
+                return Err(Exit::usage("--ttl applies to the gateway only, not to --target-node"));
+            }
+            let secret = self.cluster_secret.clone().unwrap_or_default();
+            (parse_url("--target-node", node)?, TargetSpec::Node { secret })
+        } else if let Some(etcd) = &self.target_etcd {
+            (parse_url("--target-etcd", etcd)?, TargetSpec::Etcd)
+        } else {
+            let api_key = self.api_key.clone().ok_or_else(|| {
+                Exit::new(
+                    exit::AUTH,
+                    "no API key: pass --api-key or set YDHT_API_KEY (create one with `ydht apikey create`)",
+                )
+            })?;
+            (parse_url("--gateway", &self.gateway)?, TargetSpec::Gateway { api_key, consistency: self.consistency })
+        };
+        Ok(Plan {
+            op: self.op,
+            clients: self.clients,
+            stop,
+            value_size: self.value_size,
+            keys: self.keys,
+            ttl: self.ttl.clone(),
+            warmup,
+            timeout,
+            url,
+            target,
+        })
+    }
+
+    /// Runs the benchmark and prints the result.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let output = self.output;
+        let plan = self.plan()?;
+        let summary = execute(&plan, output == BenchOutput::Table && std::io::stderr().is_terminal()).await?;
+        match output {
+            BenchOutput::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+            BenchOutput::Table => println!("{}", summary.table()),
+        }
+        Ok(())
+    }
+}
+
+fn header_value(what: &str, text: &str) -> Result<HeaderValue, Exit> {
+    HeaderValue::from_str(text)
+        .map_err(|_| Exit::usage(format!("the {what} contains characters not allowed in a header")))
+}
+
+/// What a failed first request means for the user.
+fn preflight_error(kind: ErrorKind, plan: &Plan) -> Exit {
+    let url = &plan.url;
+    match kind {
+        ErrorKind::Status(401 | 403) => Exit::new(
+            exit::AUTH,
+            format!("{url} refused the credentials ({kind}): check --api-key / --cluster-secret and the key's scopes"),
+        ),
+        ErrorKind::Status(429) => Exit::new(
+            exit::UNAVAILABLE,
+            format!("{url} is rate limiting (429): start the gateway with RATE_LIMIT_PER_MINUTE=0 for benchmarks"),
+        ),
+        ErrorKind::Connect | ErrorKind::Timeout => Exit::new(
+            exit::UNAVAILABLE,
+            format!("cannot reach {url} ({kind}): is the service running at that address?"),
+        ),
+        other => Exit::new(exit::UNAVAILABLE, format!("the first request to {url} failed ({other})")),
+    }
+}
+
+/// Prepares the target, creates the keys if the run reads, warms up and measures.
+pub async fn execute(plan: &Plan, show_progress: bool) -> anyhow::Result<Summary> {
+    let prefix = format!("bench/{}/", crate::config::random_hex(4));
+    let (endpoint, consistency) = match &plan.target {
+        TargetSpec::Gateway { api_key, consistency } => (
+            Endpoint::Gateway { api_key: header_value("API key", api_key)?, consistency: consistency.header() },
+            Some(consistency.to_possible_value().expect("no skipped variants").get_name().to_string()),
+        ),
+        TargetSpec::Node { secret } => {
+            (Endpoint::Node { secret: header_value("cluster secret", secret)?, clock: Hlc::new() }, None)
+        }
+        TargetSpec::Etcd => (Endpoint::Etcd, None),
+    };
+    let info = RunInfo {
+        op: plan.op.to_possible_value().expect("no skipped variants").get_name().to_string(),
+        target: endpoint.name().to_string(),
+        url: plan.url.to_string(),
+        consistency,
+        clients: plan.clients,
+        value_size: plan.value_size,
+        keys: plan.keys,
+        key_prefix: prefix.clone(),
+    };
+    let target = Arc::new(Target::new(
+        endpoint,
+        &plan.url,
+        &prefix,
+        plan.keys,
+        value_of_size(plan.value_size),
+        plan.ttl.as_deref(),
+    )?);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(plan.clients)
+        .tcp_nodelay(true)
+        .http1_only()
+        .no_proxy()
+        .timeout(plan.timeout)
+        .build()
+        .context("cannot build the HTTP client")?;
+
+    if let Err(kind) = target.put(&client, 0).await {
+        return Err(preflight_error(kind, plan).into());
+    }
+    let phase = |mix, stop, order| Phase { mix, stop, order, clients: plan.clients, keys: plan.keys };
+    if plan.op != Op::Put {
+        let fill = phase(Mix::Put, Stop::Requests(plan.keys), KeyOrder::Sequential);
+        let (tally, _) = run_with_progress(&client, &target, fill, "creating keys", show_progress).await;
+        if let Some((kind, count)) = tally.errors.iter().next() {
+            let failed: u64 = tally.errors.values().sum();
+            return Err(Exit::new(
+                exit::UNAVAILABLE,
+                format!(
+                    "could not create the benchmark keys: {failed} of {} puts failed ({count}× {kind}, …)",
+                    plan.keys
+                ),
+            )
+            .into());
+        }
+    }
+    let mix = match plan.op {
+        Op::Put => Mix::Put,
+        Op::Get => Mix::Get,
+        Op::Mixed => Mix::Mixed,
+    };
+    if !plan.warmup.is_zero() {
+        run_with_progress(
+            &client,
+            &target,
+            phase(mix, Stop::After(plan.warmup), KeyOrder::Random),
+            "warming up",
+            show_progress,
+        )
+        .await;
+    }
+    let measured = phase(mix, plan.stop, KeyOrder::Random);
+    let (tally, elapsed) = run_with_progress(&client, &target, measured, "measuring", show_progress).await;
+    Ok(Summary::new(info, &tally, elapsed))
+}
+
+/// Runs a phase with a progress bar on stderr (hidden unless `show`).
+async fn run_with_progress(
+    client: &reqwest::Client,
+    target: &Arc<Target>,
+    phase: Phase,
+    label: &'static str,
+    show: bool,
+) -> (summary::Tally, Duration) {
+    let progress = Arc::new(Progress::default());
+    if !show {
+        return load::run(client, target, phase, &progress).await;
+    }
+    let (length, template) = match phase.stop {
+        Stop::Requests(total) => (total, "{prefix:>14} [{bar:30}] {pos}/{len} {msg}"),
+        Stop::After(duration) => (duration.as_millis() as u64, "{prefix:>14} [{bar:30}] {elapsed}/{duration} {msg}"),
+    };
+    let bar = indicatif::ProgressBar::new(length);
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("constant template").progress_chars("=> "));
+    bar.set_prefix(label);
+    let ticker = {
+        let (bar, progress) = (bar.clone(), progress.clone());
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut interval = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                interval.tick().await;
+                let done = progress.done.load(Ordering::Relaxed);
+                let failed = progress.failed.load(Ordering::Relaxed);
+                let elapsed = started.elapsed();
+                bar.set_position(match phase.stop {
+                    Stop::Requests(_) => done,
+                    Stop::After(_) => elapsed.as_millis() as u64,
+                });
+                let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+                bar.set_message(format!("{rate:.0} ops/s, {failed} errors"));
+            }
+        })
+    };
+    let result = load::run(client, target, phase, &progress).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Harness {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn plan(args: &[&str]) -> Result<Plan, Exit> {
+        let mut argv = vec!["bench"];
+        argv.extend_from_slice(args);
+        Harness::try_parse_from(argv).expect("clap accepts the flags").bench.plan()
+    }
+
+    #[test]
+    fn defaults_measure_gateway_puts_for_ten_seconds() {
+        let plan = plan(&["--api-key", "k", "--gateway", "http://127.0.0.1:9"]).unwrap();
+        assert_eq!(plan.op, Op::Put);
+        assert_eq!(plan.stop, Stop::After(DEFAULT_DURATION));
+        assert_eq!(plan.clients, 16);
+        assert_eq!(plan.warmup, Duration::from_secs(2));
+        assert_eq!(plan.target, TargetSpec::Gateway { api_key: "k".into(), consistency: ConsistencyLevel::Eventual });
+    }
+
+    #[test]
+    fn requests_and_durations_are_parsed() {
+        let by_count = plan(&["--api-key", "k", "--requests", "200", "--warmup", "0s"]).unwrap();
+        assert_eq!(by_count.stop, Stop::Requests(200));
+        assert!(by_count.warmup.is_zero());
+        let by_time = plan(&["--api-key", "k", "--duration", "1m30s"]).unwrap();
+        assert_eq!(by_time.stop, Stop::After(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            &["--api-key", "k", "--clients", "0"][..],
+            &["--api-key", "k", "--clients", "5000"],
+            &["--api-key", "k", "--requests", "0"],
+            &["--api-key", "k", "--duration", "soon"],
+            &["--api-key", "k", "--duration", "0s"],
+            &["--api-key", "k", "--keys", "0"],
+            &["--api-key", "k", "--value-size", "2000000"],
+            &["--api-key", "k", "--ttl", "0s"],
+            &["--api-key", "k", "--gateway", "ftp://x"],
+            &["--target-node", "http://127.0.0.1:1", "--cluster-secret", "s", "--ttl", "1h"],
+        ] {
+            let error = plan(args).expect_err(&format!("{args:?} must be refused"));
+            assert_eq!(error.code, exit::USAGE, "{args:?}: {}", error.message);
+        }
+    }
+
+    #[test]
+    fn a_missing_api_key_is_an_auth_error_that_says_what_to_do() {
+        let error = plan(&[]).unwrap_err();
+        assert_eq!(error.code, exit::AUTH);
+        assert!(error.message.contains("--api-key"), "{}", error.message);
+    }
+
+    #[test]
+    fn a_node_target_needs_the_cluster_secret() {
+        assert!(Harness::try_parse_from(["bench", "--target-node", "http://127.0.0.1:1"]).is_err());
+        let plan = plan(&["--target-node", "http://127.0.0.1:1", "--cluster-secret", "s"]).unwrap();
+        assert_eq!(plan.target, TargetSpec::Node { secret: "s".into() });
+        assert_eq!(plan.url.as_str(), "http://127.0.0.1:1/");
+    }
+
+    #[test]
+    fn duration_and_requests_are_exclusive() {
+        assert!(Harness::try_parse_from(["bench", "--duration", "1s", "--requests", "5"]).is_err());
+    }
+
+    #[test]
+    fn preflight_errors_name_the_fix() {
+        let plan = plan(&["--api-key", "k"]).unwrap();
+        assert!(preflight_error(ErrorKind::Status(429), &plan).message.contains("RATE_LIMIT_PER_MINUTE=0"));
+        assert_eq!(preflight_error(ErrorKind::Status(401), &plan).code, exit::AUTH);
+        assert_eq!(preflight_error(ErrorKind::Connect, &plan).code, exit::UNAVAILABLE);
+    }
+}
