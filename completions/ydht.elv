@@ -23,6 +23,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
             cand completions 'Print shell completions (or write every shell''s file with --dir)'
+            cand serve 'Run a server: gateway, … (each flag also reads an environment variable)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;completions'= {
@@ -30,11 +31,47 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'ydht;serve'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand gateway 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ydht;serve;gateway'= {
+            cand --data-dir 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]'
+            cand --host 'Address to bind; use 0.0.0.0 to accept connections from other machines'
+            cand --cluster-secret 'Shared secret guarding internal endpoints [default: generated once into the data dir]'
+            cand --port 'Port to listen on (0 picks a free one)'
+            cand --nodes 'Storage nodes: comma-separated `id=http://host:port` (or bare URLs)'
+            cand --replicator-url 'Base URL of the replicator'
+            cand --users-url 'Base URL of the users service (API-key validation, usage)'
+            cand --replicas 'Copies kept of every key (N)'
+            cand --vnodes 'Virtual nodes per storage node on the ring'
+            cand --rate-limit-per-minute 'Requests per minute each user''s bucket refills (0 disables rate limiting)'
+            cand --rate-limit-burst 'Requests a user may make in a burst'
+            cand --max-value-bytes 'Largest value accepted, in bytes (larger → 413)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'ydht;serve;help'= {
+            cand gateway 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ydht;serve;help;gateway'= {
+        }
+        &'ydht;serve;help;help'= {
+        }
         &'ydht;help'= {
             cand completions 'Print shell completions (or write every shell''s file with --dir)'
+            cand serve 'Run a server: gateway, … (each flag also reads an environment variable)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;help;completions'= {
+        }
+        &'ydht;help;serve'= {
+            cand gateway 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
+        }
+        &'ydht;help;serve;gateway'= {
         }
         &'ydht;help;help'= {
         }

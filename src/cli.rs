@@ -31,18 +31,22 @@ Exit codes:
 pub enum Command {
     /// Print shell completions (or write every shell's file with --dir)
     Completions(CompletionsArgs),
+    /// Run a server: gateway, … (each flag also reads an environment variable)
+    #[command(subcommand)]
+    Serve(crate::daemon::ServeCommand),
 }
 
 impl Cli {
     /// Whether this command runs a long-lived server (logs at `info` by default).
     fn is_server(&self) -> bool {
-        false
+        matches!(self.command, Command::Serve(_))
     }
 
     /// Runs the chosen command to completion.
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Completions(args) => args.run(),
+            Command::Serve(command) => command.run().await,
         }
     }
 }

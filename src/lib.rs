@@ -12,12 +12,14 @@
 //! - [`auth`]: the cluster-secret extractor guarding internal endpoints.
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
+//! - [`daemon`]: the services behind `ydht serve …` (gateway, …).
 //! - [`hlc`]: the hybrid logical clock that versions every write.
 
 pub mod auth;
 pub mod cli;
 pub mod completions;
 pub mod config;
+pub mod daemon;
 pub mod duration;
 pub mod error;
 pub mod hlc;

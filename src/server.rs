@@ -27,6 +27,15 @@ pub async fn bind(host: &str, port: u16, port_flag: &str) -> anyhow::Result<TcpL
     })
 }
 
+/// Prints `ydht <service> listening on http://ADDR` to stdout: the line scripts,
+/// tests and `ydht serve all` read to learn a service's bound address.
+pub fn announce(service: &str, addr: SocketAddr) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "ydht {service} listening on http://{addr}");
+    let _ = stdout.flush();
+}
+
 /// How long in-flight requests may take to finish after shutdown is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
