@@ -24,6 +24,8 @@ pub const TARGETS_HEADER: &str = "x-ydht-targets";
 /// Copies the gateway makes itself at once when the replicator is unreachable; beyond that they are dropped
 /// (and counted), left to the nodes' anti-entropy.
 const MAX_FALLBACK_COPIES: usize = 256;
+/// How long the gateway keeps offering a copy it could not make to the replicator.
+const HAND_OVER_PATIENCE: Duration = Duration::from_secs(600);
 /// Attempts per target for a fallback copy.
 const FALLBACK_ATTEMPTS: u32 = 3;
 
@@ -104,19 +106,42 @@ impl Replication {
         let key = key.to_string();
         let mutation = mutation.clone();
         tokio::spawn(async move {
-            let copies = targets.iter().map(|target| this.copy_with_retries(&key, &mutation, target));
-            futures_util::future::join_all(copies).await;
+            let copies = targets.iter().map(|target| async {
+                let copied = this.copy_with_retries(&key, &mutation, target).await;
+                (!copied).then(|| target.clone())
+            });
+            let missed: Vec<NodeInfo> = futures_util::future::join_all(copies).await.into_iter().flatten().collect();
+            this.hand_over_later(&key, &mutation, &missed).await;
             drop(permit);
         });
     }
 
-    async fn copy_with_retries(&self, key: &str, mutation: &Mutation, target: &NodeInfo) {
+    /// Keeps offering the copies a target missed to the replicator (which holds them until the
+    /// target is back), for up to [`HAND_OVER_PATIENCE`].
+    async fn hand_over_later(&self, key: &str, mutation: &Mutation, missed: &[NodeInfo]) {
+        if missed.is_empty() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + HAND_OVER_PATIENCE;
+        let mut delay = Duration::from_millis(500);
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(delay).await;
+            if self.post_job(key, mutation, missed).await.is_ok() {
+                tracing::info!(key, "replicator is back and took a job the gateway could not complete");
+                return;
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+        tracing::error!(key, "gave up handing a missed copy to the replicator; anti-entropy must repair it");
+    }
+
+    async fn copy_with_retries(&self, key: &str, mutation: &Mutation, target: &NodeInfo) -> bool {
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=FALLBACK_ATTEMPTS {
             match self.nodes.write(&target.url, key, mutation).await {
                 Ok(_) => {
                     self.placement.set_health(&target.id, true);
-                    return;
+                    return true;
                 }
                 Err(error) => {
                     if error.node_is_down() {
@@ -130,5 +155,6 @@ impl Replication {
                 delay *= 2;
             }
         }
+        false
     }
 }
