@@ -326,3 +326,84 @@ async fn cluster(State(state): State<GatewayState>, _: Internal) -> Json<Cluster
         users_url: state.config.users_url.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::daemon::gateway::GatewayConfig;
+    use crate::ring::NodeInfo;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    fn state() -> GatewayState {
+        GatewayState::new(GatewayConfig {
+            nodes: vec![NodeInfo { id: "node-1".into(), url: "http://127.0.0.1:9".into() }],
+            replicator_url: "http://127.0.0.1:9".into(),
+            users_url: "http://127.0.0.1:9".into(),
+            replicas: 3,
+            vnodes: 150,
+            rate_limit_per_minute: 100,
+            rate_limit_burst: 10,
+            max_value_bytes: 1024,
+            cluster_secret: Secret::new("s3cret"),
+        })
+    }
+
+    async fn call(request: Request<Body>) -> (StatusCode, HeaderMap, String) {
+        let response = app(state()).oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn v1_needs_an_api_key_and_answers_with_rate_limit_headers() {
+        for (method, uri) in [("GET", "/v1/kv/a"), ("PUT", "/v1/kv/a/b"), ("DELETE", "/v1/kv/"), ("GET", "/v1/kv")] {
+            let request = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+            let (status, headers, body) = call(request).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+            assert!(body.contains("X-API-Key"), "{body}");
+            assert_eq!(headers[LIMIT_HEADER], "100");
+            assert_eq!(headers[REMAINING_HEADER], "10");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_users_service_is_a_503_not_a_401() {
+        let request =
+            Request::builder().uri("/v1/kv/a").header("x-api-key", "ydht_whatever").body(Body::empty()).unwrap();
+        let (status, _, body) = call(request).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("users service"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn health_cluster_and_unknown_paths() {
+        let (status, _, body) = call(Request::builder().uri("/health").body(Body::empty()).unwrap()).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, r#"{"status":"healthy","service":"gateway"}"#));
+        let (status, _, _) = call(Request::builder().uri("/cluster").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let request =
+            Request::builder().uri("/cluster").header("x-cluster-secret", "s3cret").body(Body::empty()).unwrap();
+        let (status, _, body) = call(request).await;
+        assert_eq!(status, StatusCode::OK);
+        let view: ClusterView = serde_json::from_str(&body).unwrap();
+        assert_eq!((view.replicas, view.vnodes, view.nodes.len()), (1, 150, 1));
+        assert!((view.nodes[0].share - 1.0).abs() < 1e-9);
+        let (status, _, body) = call(Request::builder().uri("/nope").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("error"));
+        let (status, _, body) = call(Request::builder().uri("/metrics").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"rate_limit_hits\":0"), "{body}");
+    }
+
+    #[test]
+    fn operations_are_named_for_usage() {
+        assert_eq!(operation_of(&Method::GET, "/v1/kv"), "list");
+        assert_eq!(operation_of(&Method::GET, "/v1/kv/x"), "get");
+        assert_eq!(operation_of(&Method::PUT, "/v1/kv/x"), "put");
+        assert_eq!(operation_of(&Method::DELETE, "/v1/kv/x"), "delete");
+    }
+}
