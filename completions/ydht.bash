@@ -37,17 +37,26 @@ _ydht() {
             ydht__subcmd__help__subcmd__serve,gateway)
                 cmd="ydht__subcmd__help__subcmd__serve__subcmd__gateway"
                 ;;
+            ydht__subcmd__help__subcmd__serve,node)
+                cmd="ydht__subcmd__help__subcmd__serve__subcmd__node"
+                ;;
             ydht__subcmd__serve,gateway)
                 cmd="ydht__subcmd__serve__subcmd__gateway"
                 ;;
             ydht__subcmd__serve,help)
                 cmd="ydht__subcmd__serve__subcmd__help"
                 ;;
+            ydht__subcmd__serve,node)
+                cmd="ydht__subcmd__serve__subcmd__node"
+                ;;
             ydht__subcmd__serve__subcmd__help,gateway)
                 cmd="ydht__subcmd__serve__subcmd__help__subcmd__gateway"
                 ;;
             ydht__subcmd__serve__subcmd__help,help)
                 cmd="ydht__subcmd__serve__subcmd__help__subcmd__help"
+                ;;
+            ydht__subcmd__serve__subcmd__help,node)
+                cmd="ydht__subcmd__serve__subcmd__help__subcmd__node"
                 ;;
             *)
                 ;;
@@ -130,7 +139,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__serve)
-            opts="gateway"
+            opts="node gateway"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -157,8 +166,22 @@ _ydht() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ydht__subcmd__help__subcmd__serve__subcmd__node)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ydht__subcmd__serve)
-            opts="-h --help gateway help"
+            opts="-h --help node gateway help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -234,7 +257,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__help)
-            opts="gateway help"
+            opts="node gateway help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -268,6 +291,70 @@ _ydht() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__help__subcmd__node)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__node)
+            opts="-h --port --node-id --max-value-bytes --wal-max-bytes --sync-mode --salvage-wal --tombstone-grace --data-dir --host --cluster-secret --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-value-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wal-max-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sync-mode)
+                    COMPREPLY=($(compgen -W "group per-write" -- "${cur}"))
+                    return 0
+                    ;;
+                --tombstone-grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

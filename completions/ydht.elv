@@ -23,7 +23,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
             cand completions 'Print shell completions (or write every shell''s file with --dir)'
-            cand serve 'Run a server: gateway, … (each flag also reads an environment variable)'
+            cand serve 'Run a ydht service'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;completions'= {
@@ -34,8 +34,23 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;serve'= {
             cand -h 'Print help'
             cand --help 'Print help'
+            cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
             cand gateway 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
             cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ydht;serve;node'= {
+            cand --port 'Port to listen on'
+            cand --node-id 'This node''s id; its WAL and snapshots live in <data-dir>/<node-id>/'
+            cand --max-value-bytes 'Largest value accepted, in bytes (larger bodies get 413 before being read)'
+            cand --wal-max-bytes 'Snapshot and start a new WAL segment when the active one reaches this many bytes'
+            cand --sync-mode 'group: concurrent writes share one fdatasync; per-write: one fdatasync per write (for benchmarks)'
+            cand --tombstone-grace 'How long tombstones and expired entries keep their version before being purged'
+            cand --data-dir 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]'
+            cand --host 'Address to bind; use 0.0.0.0 to accept connections from other machines'
+            cand --cluster-secret 'Shared secret guarding internal endpoints [default: generated once into the data dir]'
+            cand --salvage-wal 'Start despite a corrupt WAL segment by truncating it at the first bad record (later records are lost)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'ydht;serve;gateway'= {
             cand --data-dir 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]'
@@ -54,8 +69,11 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --help 'Print help'
         }
         &'ydht;serve;help'= {
+            cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
             cand gateway 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
             cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ydht;serve;help;node'= {
         }
         &'ydht;serve;help;gateway'= {
         }
@@ -63,13 +81,16 @@ set edit:completion:arg-completer[ydht] = {|@words|
         }
         &'ydht;help'= {
             cand completions 'Print shell completions (or write every shell''s file with --dir)'
-            cand serve 'Run a server: gateway, … (each flag also reads an environment variable)'
+            cand serve 'Run a ydht service'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;help;completions'= {
         }
         &'ydht;help;serve'= {
+            cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
             cand gateway 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
+        }
+        &'ydht;help;serve;node'= {
         }
         &'ydht;help;serve;gateway'= {
         }

@@ -27,13 +27,26 @@ end
 complete -c ydht -n "__fish_ydht_needs_command" -s h -l help -d 'Print help'
 complete -c ydht -n "__fish_ydht_needs_command" -s V -l version -d 'Print version'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
-complete -c ydht -n "__fish_ydht_needs_command" -f -a "serve" -d 'Run a server: gateway, … (each flag also reads an environment variable)'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "serve" -d 'Run a ydht service'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -l dir -d 'Write the files for every shell into this directory instead of printing' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from gateway help" -s h -l help -d 'Print help'
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from gateway help" -f -a "gateway" -d 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from gateway help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node gateway help" -s h -l help -d 'Print help'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node gateway help" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node gateway help" -f -a "gateway" -d 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node gateway help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l port -d 'Port to listen on' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l node-id -d 'This node\'s id; its WAL and snapshots live in <data-dir>/<node-id>/' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l max-value-bytes -d 'Largest value accepted, in bytes (larger bodies get 413 before being read)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l wal-max-bytes -d 'Snapshot and start a new WAL segment when the active one reaches this many bytes' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l sync-mode -d 'group: concurrent writes share one fdatasync; per-write: one fdatasync per write (for benchmarks)' -r -f -a "group\t'Concurrent appends share one fdatasync (the default)'
+per-write\t'Every append gets its own fdatasync (slow; for benchmark comparison)'"
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l tombstone-grace -d 'How long tombstones and expired entries keep their version before being purged' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l data-dir -d 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l host -d 'Address to bind; use 0.0.0.0 to accept connections from other machines' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l cluster-secret -d 'Shared secret guarding internal endpoints [default: generated once into the data dir]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l salvage-wal -d 'Start despite a corrupt WAL segment by truncating it at the first bad record (later records are lost)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l data-dir -d 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l host -d 'Address to bind; use 0.0.0.0 to accept connections from other machines' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l cluster-secret -d 'Shared secret guarding internal endpoints [default: generated once into the data dir]' -r
@@ -47,9 +60,11 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l rate-limit-burst -d 'Requests a user may make in a burst' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l max-value-bytes -d 'Largest value accepted, in bytes (larger → 413)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -s h -l help -d 'Print help'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "gateway" -d 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve help" -f -a "serve" -d 'Run a server: gateway, … (each flag also reads an environment variable)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve help" -f -a "serve" -d 'Run a ydht service'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "gateway" -d 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'

@@ -31,7 +31,7 @@ Exit codes:
 pub enum Command {
     /// Print shell completions (or write every shell's file with --dir)
     Completions(CompletionsArgs),
-    /// Run a server: gateway, … (each flag also reads an environment variable)
+    /// Run a ydht service
     #[command(subcommand)]
     Serve(crate::daemon::ServeCommand),
 }

@@ -14,6 +14,8 @@
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
 //! - [`daemon`]: the services behind `ydht serve …` (gateway, …).
 //! - [`hlc`]: the hybrid logical clock that versions every write.
+//! - [`daemon`]: the services behind `ydht serve` (storage node, …).
+//! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
 
 pub mod auth;
 pub mod cli;
@@ -27,3 +29,4 @@ pub mod proto;
 pub mod ring;
 pub mod server;
 pub mod shutdown;
+pub mod wal;

@@ -27,12 +27,13 @@ pub async fn bind(host: &str, port: u16, port_flag: &str) -> anyhow::Result<TcpL
     })
 }
 
-/// Prints `ydht <service> listening on http://ADDR` to stdout: the line scripts,
-/// tests and `ydht serve all` read to learn a service's bound address.
-pub fn announce(service: &str, addr: SocketAddr) {
+/// Tells operators and tests where a service listens: prints
+/// `ydht <service> listening on http://ADDR` on stdout (one line, flushed).
+/// Tests that bind port 0 read this line to learn the port.
+pub fn announce(service: &str, address: SocketAddr) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "ydht {service} listening on http://{addr}");
+    let _ = writeln!(stdout, "ydht {service} listening on http://{address}");
     let _ = stdout.flush();
 }
 
