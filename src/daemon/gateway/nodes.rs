@@ -82,7 +82,23 @@ fn endpoint(base: &str, segments: &[&str]) -> Result<Url, NodeError> {
 }
 
 fn unreachable(base: &str, error: reqwest::Error) -> NodeError {
-    NodeError::Unreachable { url: base.to_string(), reason: error.without_url().to_string() }
+    NodeError::Unreachable { url: base.to_string(), reason: describe(error) }
+}
+
+/// A reqwest error with its causes on one line (`error sending request: … Connection refused`), without the URL.
+pub fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 async fn status_error(base: &str, response: reqwest::Response) -> NodeError {

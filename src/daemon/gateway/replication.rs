@@ -82,7 +82,7 @@ impl Replication {
             }
             MutationKind::Delete => request.header(OP_HEADER, "delete"),
         };
-        let response = request.send().await.map_err(|error| error.without_url().to_string())?;
+        let response = request.send().await.map_err(super::nodes::describe)?;
         match response.status() {
             StatusCode::ACCEPTED | StatusCode::OK => Ok(()),
             status => Err(format!("answered {status}: {}", response.text().await.unwrap_or_default())),

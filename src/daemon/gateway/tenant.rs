@@ -106,13 +106,13 @@ pub async fn validate_key(
         .json(&ValidateKeyRequest { key: key.to_string() })
         .send()
         .await
-        .map_err(|error| unavailable(format!("is unreachable: {}", error.without_url())))?;
+        .map_err(|error| unavailable(format!("is unreachable: {}", super::nodes::describe(error))))?;
     match response.status() {
         StatusCode::OK => response
             .json::<ValidateKeyResponse>()
             .await
             .map(Some)
-            .map_err(|error| unavailable(format!("sent an unreadable answer: {}", error.without_url()))),
+            .map_err(|error| unavailable(format!("sent an unreadable answer: {}", super::nodes::describe(error)))),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => Ok(None),
         status => Err(unavailable(format!("answered {status}"))),
     }

@@ -78,7 +78,7 @@ impl UsageLog {
             .json(&batch)
             .send()
             .await
-            .map_err(|error| error.without_url().to_string())
+            .map_err(super::nodes::describe)
             .and_then(|response| {
                 if response.status().is_success() { Ok(()) } else { Err(format!("answered {}", response.status())) }
             });
