@@ -271,8 +271,11 @@ async fn bad_input_is_refused_and_nothing_is_written() {
     let chunks = futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 512])));
     let response = put(kv(&cluster, "streamed")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
     assert_eq!(response.status(), 413);
-    // Exactly the maximum is fine.
+    // Exactly the maximum is fine, for values and keys.
     let response = put(kv(&cluster, "just-fits")).body(vec![b'x'; 1024]).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let longest = "k".repeat(1024);
+    let response = put(kv(&cluster, &longest)).body("v").send().await.unwrap();
     assert_eq!(response.status(), 200);
 
     for (url, status) in [
@@ -304,7 +307,7 @@ async fn bad_input_is_refused_and_nothing_is_written() {
         .await
         .unwrap();
     let keys: Vec<&str> = listing["keys"].as_array().unwrap().iter().map(|k| k["key"].as_str().unwrap()).collect();
-    assert_eq!(keys, ["just-fits"]);
+    assert_eq!(keys, ["just-fits", longest.as_str()]);
     let metrics: Value = client.get(format!("{}/metrics", cluster.gateway)).send().await.unwrap().json().await.unwrap();
     assert!(metrics["requests_total"].as_u64().unwrap() > 10);
 }
