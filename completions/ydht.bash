@@ -40,6 +40,9 @@ _ydht() {
             ydht__subcmd__help__subcmd__serve,node)
                 cmd="ydht__subcmd__help__subcmd__serve__subcmd__node"
                 ;;
+            ydht__subcmd__help__subcmd__serve,replicator)
+                cmd="ydht__subcmd__help__subcmd__serve__subcmd__replicator"
+                ;;
             ydht__subcmd__serve,gateway)
                 cmd="ydht__subcmd__serve__subcmd__gateway"
                 ;;
@@ -48,6 +51,9 @@ _ydht() {
                 ;;
             ydht__subcmd__serve,node)
                 cmd="ydht__subcmd__serve__subcmd__node"
+                ;;
+            ydht__subcmd__serve,replicator)
+                cmd="ydht__subcmd__serve__subcmd__replicator"
                 ;;
             ydht__subcmd__serve__subcmd__help,gateway)
                 cmd="ydht__subcmd__serve__subcmd__help__subcmd__gateway"
@@ -58,6 +64,9 @@ _ydht() {
             ydht__subcmd__serve__subcmd__help,node)
                 cmd="ydht__subcmd__serve__subcmd__help__subcmd__node"
                 ;;
+            ydht__subcmd__serve__subcmd__help,replicator)
+                cmd="ydht__subcmd__serve__subcmd__help__subcmd__replicator"
+                ;;
             *)
                 ;;
         esac
@@ -65,7 +74,7 @@ _ydht() {
 
     case "${cmd}" in
         ydht)
-            opts="-h -V --help --version completions serve help"
+            opts="-h -V --help --version serve completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -97,7 +106,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help)
-            opts="completions serve help"
+            opts="serve completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -139,7 +148,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__serve)
-            opts="node gateway"
+            opts="node replicator gateway"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -180,8 +189,22 @@ _ydht() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ydht__subcmd__help__subcmd__serve__subcmd__replicator)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ydht__subcmd__serve)
-            opts="-h --help node gateway help"
+            opts="-h --help node replicator gateway help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -257,7 +280,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__help)
-            opts="node gateway help"
+            opts="node replicator gateway help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -312,6 +335,20 @@ _ydht() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ydht__subcmd__serve__subcmd__help__subcmd__replicator)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ydht__subcmd__serve__subcmd__node)
             opts="-h --port --node-id --max-value-bytes --wal-max-bytes --sync-mode --salvage-wal --tombstone-grace --data-dir --host --cluster-secret --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -352,6 +389,68 @@ _ydht() {
                     return 0
                     ;;
                 --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__replicator)
+            opts="-h --data-dir --host --cluster-secret --port --max-queue --max-queue-bytes --max-value-bytes --wait-timeout --retry-base --probe-interval --request-timeout --compact-bytes --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-queue-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-value-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry-base)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --probe-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --request-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --compact-bytes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

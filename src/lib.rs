@@ -14,8 +14,9 @@
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
 //! - [`daemon`]: the services behind `ydht serve …` (gateway, …).
 //! - [`hlc`]: the hybrid logical clock that versions every write.
-//! - [`daemon`]: the services behind `ydht serve` (storage node, …).
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
+//! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
+//! - [`daemon`]: the services behind `ydht serve …` (one module each).
 
 pub mod auth;
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod daemon;
 pub mod duration;
 pub mod error;
 pub mod hlc;
+pub mod nodeclient;
 pub mod proto;
 pub mod ring;
 pub mod server;

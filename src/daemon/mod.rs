@@ -1,10 +1,12 @@
-//! The long-running services, one module each, and `ydht serve` dispatch.
+//! The long-running services behind `ydht serve …`, one module per service.
 //!
 //! - [`node`]: a storage node (WAL, snapshots, versioned records, TTL).
+//! - [`replicator`]: the durable replication queue (`ydht serve replicator`).
 //! - [`gateway`]: the public KV API.
 
 pub mod gateway;
 pub mod node;
+pub mod replicator;
 
 use clap::Subcommand;
 
@@ -13,6 +15,8 @@ use clap::Subcommand;
 pub enum ServeCommand {
     /// Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)
     Node(node::NodeArgs),
+    /// Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)
+    Replicator(replicator::ReplicatorArgs),
     /// Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency
     Gateway(gateway::GatewayArgs),
 }
@@ -22,6 +26,7 @@ impl ServeCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
             Self::Node(args) => args.run().await,
+            Self::Replicator(args) => replicator::run(args).await,
             Self::Gateway(args) => gateway::run(args).await,
         }
     }

@@ -13,13 +13,8 @@ use super::nodes::NodeClient;
 use super::placement::Placement;
 use super::quorum::{Mutation, MutationKind};
 use crate::config::Secret;
-use crate::proto::{CLUSTER_SECRET_HEADER, EXPIRES_AT_HEADER, VERSION_HEADER};
+use crate::proto::{CLUSTER_SECRET_HEADER, EXPIRES_AT_HEADER, JOB_OP_HEADER, JOB_TARGETS_HEADER, VERSION_HEADER};
 use crate::ring::NodeInfo;
-
-/// Header naming the operation of a replication job: `put` or `delete`.
-pub const OP_HEADER: &str = "x-ydht-op";
-/// Header listing the base URLs of the nodes a replication job writes to.
-pub const TARGETS_HEADER: &str = "x-ydht-targets";
 
 /// Copies the gateway makes itself at once when the replicator is unreachable; beyond that they are dropped
 /// (and counted), left to the nodes' anti-entropy.
@@ -71,16 +66,16 @@ impl Replication {
             .post(url)
             .header(CLUSTER_SECRET_HEADER, self.secret.expose())
             .header(VERSION_HEADER, mutation.version.to_string())
-            .header(TARGETS_HEADER, targets);
+            .header(JOB_TARGETS_HEADER, targets);
         request = match &mutation.kind {
             MutationKind::Put { value, content_type, expires_at } => {
-                request = request.header(OP_HEADER, "put").header(header::CONTENT_TYPE, content_type);
+                request = request.header(JOB_OP_HEADER, "put").header(header::CONTENT_TYPE, content_type);
                 if let Some(expires_at) = expires_at {
                     request = request.header(EXPIRES_AT_HEADER, expires_at.to_string());
                 }
                 request.body(value.clone())
             }
-            MutationKind::Delete => request.header(OP_HEADER, "delete"),
+            MutationKind::Delete => request.header(JOB_OP_HEADER, "delete"),
         };
         let response = request.send().await.map_err(super::nodes::describe)?;
         match response.status() {
