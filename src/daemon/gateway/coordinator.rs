@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use tokio::sync::mpsc;
 
 use super::input::Consistency;
-use super::nodes::NodeError;
+use super::nodes::{NodeError, node_is_down};
 use super::quorum::{Mutation, NodeRecord, majority, resolve};
 use super::state::GatewayState;
 use crate::error::ApiError;
@@ -80,7 +80,7 @@ impl GatewayState {
     fn note(&self, node: &NodeInfo, error: Option<&NodeError>) {
         match error {
             None => self.placement.set_health(&node.id, true),
-            Some(error) if error.node_is_down() => {
+            Some(error) if node_is_down(error) => {
                 tracing::warn!(%error, "node request failed");
                 self.placement.record_failure(&node.id);
             }
@@ -110,7 +110,7 @@ impl GatewayState {
                     durable = Some(node);
                     break;
                 }
-                Err(error) if error.node_is_down() => continue,
+                Err(error) if node_is_down(&error) => continue,
                 Err(error) => return Err(bad_gateway(&error)),
             }
         }
@@ -149,7 +149,7 @@ impl GatewayState {
                     acked.push(target);
                 }
                 Err(error) => {
-                    if !error.node_is_down() {
+                    if !node_is_down(&error) {
                         refusal = Some(error);
                     }
                     missed.push(standing_in_for.unwrap_or(target));
@@ -227,7 +227,7 @@ impl GatewayState {
                     participants.push(node.url);
                     return Ok(ReadOutcome { record, participants });
                 }
-                Err(error) if error.node_is_down() => continue,
+                Err(error) if node_is_down(&error) => continue,
                 Err(error) => return Err(bad_gateway(&error)),
             }
         }
@@ -253,7 +253,7 @@ impl GatewayState {
             for (node, outcome) in futures_util::future::join_all(reads).await {
                 match outcome {
                     Ok(record) => responders.push((node, record)),
-                    Err(error) if error.node_is_down() => {}
+                    Err(error) if node_is_down(&error) => {}
                     Err(error) => return Err(bad_gateway(&error)),
                 }
             }
@@ -301,7 +301,7 @@ impl GatewayState {
         for (node, outcome) in futures_util::future::join_all(listings).await {
             let page = match outcome {
                 Ok(page) => page,
-                Err(error) if error.node_is_down() => {
+                Err(error) if node_is_down(&error) => {
                     failed += 1;
                     continue;
                 }

@@ -139,7 +139,7 @@ impl Replication {
                     return true;
                 }
                 Err(error) => {
-                    if error.node_is_down() {
+                    if super::nodes::node_is_down(&error) {
                         self.placement.record_failure(&target.id);
                     }
                     tracing::warn!(%error, attempt, "fallback copy failed");
