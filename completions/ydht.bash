@@ -34,6 +34,9 @@ _ydht() {
             ydht__subcmd__help,serve)
                 cmd="ydht__subcmd__help__subcmd__serve"
                 ;;
+            ydht__subcmd__help__subcmd__serve,all)
+                cmd="ydht__subcmd__help__subcmd__serve__subcmd__all"
+                ;;
             ydht__subcmd__help__subcmd__serve,gateway)
                 cmd="ydht__subcmd__help__subcmd__serve__subcmd__gateway"
                 ;;
@@ -42,6 +45,12 @@ _ydht() {
                 ;;
             ydht__subcmd__help__subcmd__serve,replicator)
                 cmd="ydht__subcmd__help__subcmd__serve__subcmd__replicator"
+                ;;
+            ydht__subcmd__help__subcmd__serve,users)
+                cmd="ydht__subcmd__help__subcmd__serve__subcmd__users"
+                ;;
+            ydht__subcmd__serve,all)
+                cmd="ydht__subcmd__serve__subcmd__all"
                 ;;
             ydht__subcmd__serve,gateway)
                 cmd="ydht__subcmd__serve__subcmd__gateway"
@@ -55,6 +64,12 @@ _ydht() {
             ydht__subcmd__serve,replicator)
                 cmd="ydht__subcmd__serve__subcmd__replicator"
                 ;;
+            ydht__subcmd__serve,users)
+                cmd="ydht__subcmd__serve__subcmd__users"
+                ;;
+            ydht__subcmd__serve__subcmd__help,all)
+                cmd="ydht__subcmd__serve__subcmd__help__subcmd__all"
+                ;;
             ydht__subcmd__serve__subcmd__help,gateway)
                 cmd="ydht__subcmd__serve__subcmd__help__subcmd__gateway"
                 ;;
@@ -66,6 +81,9 @@ _ydht() {
                 ;;
             ydht__subcmd__serve__subcmd__help,replicator)
                 cmd="ydht__subcmd__serve__subcmd__help__subcmd__replicator"
+                ;;
+            ydht__subcmd__serve__subcmd__help,users)
+                cmd="ydht__subcmd__serve__subcmd__help__subcmd__users"
                 ;;
             *)
                 ;;
@@ -148,8 +166,22 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__serve)
-            opts="node replicator gateway"
+            opts="all node replicator users gateway"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__serve__subcmd__all)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -203,13 +235,73 @@ _ydht() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ydht__subcmd__help__subcmd__serve__subcmd__users)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ydht__subcmd__serve)
-            opts="-h --help node replicator gateway help"
+            opts="-h --help all node replicator users gateway help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__all)
+            opts="-h --data-dir --host --cluster-secret --nodes --gateway-port --users-port --node-port --replicator-port --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nodes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gateway-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --users-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --replicator-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -280,8 +372,22 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__help)
-            opts="node replicator gateway help"
+            opts="all node replicator users gateway help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__help__subcmd__all)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -336,6 +442,20 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__help__subcmd__replicator)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__help__subcmd__users)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -451,6 +571,48 @@ _ydht() {
                     return 0
                     ;;
                 --compact-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__users)
+            opts="-h --data-dir --host --cluster-secret --port --database-url --jwt-secret --jwt-expiration --secure-cookies --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jwt-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jwt-expiration)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -13,7 +13,6 @@ use std::path::Path;
 
 use anyhow::Context;
 use clap::{Args, FromArgMatches};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::{gateway, node, replicator, users};
@@ -54,7 +53,7 @@ pub struct AllArgs {
 
 /// A service's flags as if it were started alone with no arguments: defaults plus environment.
 fn from_env<T: Args + FromArgMatches>(service: &str) -> anyhow::Result<T> {
-    let command = T::augment_args(clap::Command::new(format!("ydht serve {service}")).no_binary_name(true));
+    let command = T::augment_args(clap::Command::new("ydht-serve-all").no_binary_name(true));
     let matches = command
         .try_get_matches_from(Vec::<String>::new())
         .map_err(|error| Exit::usage(format!("{service}: {}", error.to_string().trim())))?;
