@@ -383,6 +383,7 @@ async fn strong_write_then_strong_read_from_another_gateway() {
             ("YDHT_USERS_URL", &cluster.users),
             ("YDHT_REPLICATOR_URL", &cluster.replicator),
             ("YDHT_CLUSTER_SECRET", &secret),
+            ("RATE_LIMIT_PER_MINUTE", "0"),
         ],
         &["gateway"],
     );

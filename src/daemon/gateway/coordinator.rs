@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use axum::http::StatusCode;
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::input::Consistency;
@@ -287,6 +288,8 @@ impl GatewayState {
 
     /// Lists live keys under the storage prefix `prefix`, after the storage key `cursor`:
     /// every node's listing merged, only entries from a key's owners, newest version of each.
+    /// Listings omit tombstones, so where owners disagree (a delete or write not yet copied
+    /// everywhere) the silent owners are asked directly and a newer tombstone hides the key.
     pub async fn list(&self, prefix: &str, cursor: Option<&str>, limit: usize) -> Result<ListOutcome, ApiError> {
         let nodes = self.placement.all();
         let listings = nodes.iter().map(|node| async move {
@@ -294,10 +297,11 @@ impl GatewayState {
             self.note(node, outcome.as_ref().err());
             (node, outcome)
         });
-        let mut merged: BTreeMap<String, NodeKeyEntry> = BTreeMap::new();
+        // key → (newest entry, ids of the owners that listed it)
+        let mut merged: BTreeMap<String, (NodeKeyEntry, Vec<String>)> = BTreeMap::new();
         let mut bound: Option<String> = None;
         let mut failed = 0;
-        let mut participants = Vec::new();
+        let mut answered: Vec<NodeInfo> = Vec::new();
         for (node, outcome) in futures_util::future::join_all(listings).await {
             let page = match outcome {
                 Ok(page) => page,
@@ -307,7 +311,7 @@ impl GatewayState {
                 }
                 Err(error) => return Err(bad_gateway(&error)),
             };
-            participants.push(node.url.clone());
+            answered.push(node.clone());
             let last = page.keys.last().filter(|_| page.next_cursor.is_some());
             if let Some(last) = last.filter(|last| bound.as_ref().is_none_or(|bound| last.key < *bound)) {
                 bound = Some(last.key.clone());
@@ -316,32 +320,54 @@ impl GatewayState {
                 if !self.placement.owners(&entry.key).iter().any(|owner| owner.id == node.id) {
                     continue;
                 }
-                match merged.get(&entry.key) {
-                    Some(held) if held.version >= entry.version => {}
-                    _ => {
-                        merged.insert(entry.key.clone(), entry);
-                    }
+                let slot = merged.entry(entry.key.clone()).or_insert_with(|| (entry.clone(), Vec::new()));
+                if entry.version > slot.0.version {
+                    slot.0 = entry;
                 }
+                slot.1.push(node.id.clone());
             }
         }
         // Every key lives on N nodes: with more than N-1 of them silent, some keys could be missing.
-        if failed >= self.placement.replicas() || participants.is_empty() {
+        if failed >= self.placement.replicas() || answered.is_empty() {
             return Err(ApiError::unavailable(format!(
                 "{failed} storage nodes did not answer; the listing would be incomplete, retry later"
             )));
         }
         let total = merged.len();
-        let entries: Vec<NodeKeyEntry> = merged
+        let page: Vec<(NodeKeyEntry, Vec<String>)> = merged
             .into_values()
-            .filter(|entry| bound.as_ref().is_none_or(|bound| entry.key <= *bound))
+            .filter(|(entry, _)| bound.as_ref().is_none_or(|bound| entry.key <= *bound))
             .take(limit)
             .collect();
-        let more = bound.is_some() || entries.len() < total;
-        let next_cursor = match (more, entries.last()) {
+        let more = bound.is_some() || page.len() < total;
+        let next_cursor = match (more, page.last()) {
             (false, _) => None,
-            (true, Some(last)) => Some(last.key.clone()),
+            (true, Some((last, _))) => Some(last.key.clone()),
             (true, None) => bound,
         };
+        let answered = &answered;
+        let checks = page.into_iter().map(|(entry, listed_by)| async move {
+            let silent: Vec<NodeInfo> = self
+                .placement
+                .owners(&entry.key)
+                .into_iter()
+                .filter(|owner| !listed_by.contains(&owner.id) && answered.iter().any(|node| node.id == owner.id))
+                .collect();
+            let mut entry = entry;
+            for owner in silent {
+                match self.read_one(&owner, &entry.key).await {
+                    Ok(NodeRecord::Tombstone { version }) if version > entry.version => return None,
+                    Ok(NodeRecord::Value { value, version, expires_at, .. }) if version > entry.version => {
+                        entry = NodeKeyEntry { size: value.len() as u64, version, expires_at, key: entry.key };
+                    }
+                    _ => {}
+                }
+            }
+            Some(entry)
+        });
+        let entries: Vec<NodeKeyEntry> =
+            futures_util::stream::iter(checks).buffered(16).filter_map(|entry| async move { entry }).collect().await;
+        let participants = answered.iter().map(|node| node.url.clone()).collect();
         Ok(ListOutcome { entries, next_cursor, participants })
     }
 }

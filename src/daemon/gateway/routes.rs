@@ -6,7 +6,7 @@ use std::time::UNIX_EPOCH;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -111,6 +111,10 @@ async fn guard(State(state): State<GatewayState>, request: Request, next: Next) 
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
         .unwrap_or(0);
     let mut response = next.run(Request::from_parts(parts, body)).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body was never read: the connection cannot carry another request.
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let bytes_out = axum::body::HttpBody::size_hint(response.body()).exact().unwrap_or(0);
     let bytes_in = if response.status().is_success() { bytes_in } else { 0 };
     state.usage.record(tenant.user_id, operation, bytes_in, bytes_out);
@@ -333,7 +337,7 @@ mod tests {
     use crate::config::Secret;
     use crate::daemon::gateway::GatewayConfig;
     use crate::ring::NodeInfo;
-    use axum::http::{Request, StatusCode};
+    use axum::http::Request;
     use tower::ServiceExt;
 
     fn state() -> GatewayState {
