@@ -410,3 +410,32 @@ async fn strong_write_then_strong_read_from_another_gateway() {
         assert_eq!(response.text().await.unwrap(), value);
     }
 }
+
+#[tokio::test]
+async fn serve_all_stops_cleanly_and_restarts_with_its_data() {
+    let mut cluster = start_cluster();
+    let client = http();
+    let account = common::signup_and_login(&client, &cluster.users, "judy").await;
+    let (_, key) = create_key(&client, &cluster.users, &account, &["read", "write"]).await;
+    let response = client
+        .put(kv(&cluster, "kept"))
+        .header("X-API-Key", &key)
+        .header("X-Consistency", "strong")
+        .body("still here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // SIGTERM: every service drains and the process exits 0.
+    let status = cluster.process.terminate().expect("serve all did not stop within 30 s");
+    assert!(status.success(), "serve all exited with {status}");
+    assert!(client.get(format!("{}/health", cluster.gateway)).send().await.is_err(), "gateway still answers");
+
+    // Same data dir: the secrets, the account, the key and the value are all still there.
+    let Cluster { data_dir, .. } = cluster;
+    let cluster = common::start_cluster_in(data_dir, &[]);
+    let response = client.get(kv(&cluster, "kept")).header("X-API-Key", &key).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "still here");
+}

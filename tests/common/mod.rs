@@ -162,7 +162,11 @@ impl Cluster {
 
 /// Starts `ydht serve all` with every port 0 and `extra_env` (e.g. a small RATE_LIMIT_BURST).
 pub fn start_cluster_with(extra_env: &[(&str, &str)]) -> Cluster {
-    let data_dir = tempfile::tempdir().expect("temp dir");
+    start_cluster_in(tempfile::tempdir().expect("temp dir"), extra_env)
+}
+
+/// Starts `ydht serve all` on an existing data dir (e.g. to restart a stopped cluster).
+pub fn start_cluster_in(data_dir: tempfile::TempDir, extra_env: &[(&str, &str)]) -> Cluster {
     let dir = data_dir.path().to_str().expect("utf-8 temp dir").to_string();
     let mut env: Vec<(&str, &str)> = vec![
         ("YDHT_DATA_DIR", &dir),
