@@ -439,3 +439,87 @@ async fn serve_all_stops_cleanly_and_restarts_with_its_data() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "still here");
 }
+
+#[tokio::test]
+async fn strong_read_returns_the_newest_version_and_repairs_stale_replicas() {
+    let cluster = start_cluster();
+    let client = http();
+    let (account, key) = tenant(&client, &cluster.users, "kim").await;
+    let secret = cluster.secret();
+    let response =
+        client.put(kv(&cluster, "rr")).header("X-API-Key", &key).header("X-Consistency", "strong").body("old");
+    assert_eq!(response.send().await.unwrap().status(), 200);
+
+    // Find the key's owners as the gateway places it.
+    let storage_key = format!("{}/rr", account.user_id);
+    let nodes: Vec<ydht::ring::NodeInfo> = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, url)| ydht::ring::NodeInfo { id: format!("node-{}", i + 1), url: url.clone() })
+        .collect();
+    let ring = ydht::ring::Ring::new(nodes, 150);
+    let owners: Vec<String> = ring.owners(storage_key.as_bytes(), 3).iter().map(|node| node.url.clone()).collect();
+    let (primary, second) = (&owners[0], &owners[1]);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            read_node(&client, second, &secret, &storage_key).await.0 == 200
+        })
+        .await
+    );
+    let (_, _, old_version) = read_node(&client, primary, &secret, &storage_key).await;
+    let newer = old_version.expect("the primary holds a version") + 1;
+
+    // A newer version lands on the primary only (as if the other copies were still in flight).
+    let mut url = reqwest::Url::parse(primary).unwrap();
+    url.path_segments_mut().unwrap().extend(["store", &storage_key]);
+    let response = client
+        .put(url)
+        .header("x-cluster-secret", &secret)
+        .header("x-version", newer.to_string())
+        .header("content-type", "text/plain")
+        .body("new")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // A strong read asks a majority (primary + second), answers the newest, and repairs the second.
+    let response = client
+        .get(kv(&cluster, "rr"))
+        .header("X-API-Key", &key)
+        .header("X-Consistency", "strong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/plain");
+    assert_eq!(response.text().await.unwrap(), "new");
+    let repaired = eventually(Duration::from_secs(20), || async {
+        read_node(&client, second, &secret, &storage_key).await == (200, b"new".to_vec(), Some(newer))
+    })
+    .await;
+    assert!(repaired, "the stale replica was not repaired");
+    let metrics: Value = client.get(format!("{}/metrics", cluster.gateway)).send().await.unwrap().json().await.unwrap();
+    assert!(metrics["read_repairs"].as_u64().unwrap() >= 1, "{metrics}");
+
+    // A newer tombstone on the primary wins over the values elsewhere: 404.
+    let mut url = reqwest::Url::parse(primary).unwrap();
+    url.path_segments_mut().unwrap().extend(["store", &storage_key]);
+    let response = client
+        .delete(url)
+        .header("x-cluster-secret", &secret)
+        .header("x-version", (newer + 1).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = client
+        .get(kv(&cluster, "rr"))
+        .header("X-API-Key", &key)
+        .header("X-Consistency", "strong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}
