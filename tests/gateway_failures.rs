@@ -42,10 +42,14 @@ fn start_replicator(dir: &str, port: &str) -> (Service, String) {
 }
 
 fn start_separately() -> Separate {
+    start_with_nodes(3)
+}
+
+fn start_with_nodes(count: usize) -> Separate {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_str().unwrap().to_string();
     let users = spawn(&["serve", "users"], &path, &[("USERMANAGER_PORT", "0".into())]);
-    let nodes: Vec<(Service, String)> = (1..=3).map(|i| start_node(&path, i, "0")).collect();
+    let nodes: Vec<(Service, String)> = (1..=count).map(|i| start_node(&path, i, "0")).collect();
     let replicator = start_replicator(&path, "0");
     let node_list =
         nodes.iter().enumerate().map(|(i, (_, url))| format!("node-{}={url}", i + 1)).collect::<Vec<_>>().join(",");
@@ -216,5 +220,67 @@ async fn replicator_sigkill_with_queued_jobs_loses_none() {
         })
         .await;
         assert!(everywhere, "load-{i} did not reach every node (node-3 is {node3})");
+    }
+}
+
+#[tokio::test]
+async fn a_down_owner_is_replaced_by_the_next_node_and_gets_its_data_back() {
+    let mut cluster = start_with_nodes(4);
+    let client = http();
+    let (account, key) = tenant(&client, &cluster.users.1, "jack").await;
+    let gateway = cluster.gateway.1.clone();
+    let infos: Vec<ydht::ring::NodeInfo> = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (_, url))| ydht::ring::NodeInfo { id: format!("node-{}", i + 1), url: url.clone() })
+        .collect();
+    let ring = ydht::ring::Ring::new(infos, 150);
+
+    let node2 = cluster.nodes[1].1.clone();
+    let node2_port = port_of(&node2);
+    cluster.nodes[1].0.kill();
+    assert!(eventually(Duration::from_secs(10), || cluster.gateway_sees_node(1, false)).await);
+
+    // Strong writes of keys node-2 owns go to the next node of their preference list instead.
+    let mut handed_over = Vec::new();
+    for i in 0..40 {
+        let storage_key = format!("{}/sloppy-{i}", account.user_id);
+        let preference: Vec<String> =
+            ring.preference_list(storage_key.as_bytes()).iter().map(|node| node.url.clone()).collect();
+        if !preference[..3].contains(&node2) {
+            continue;
+        }
+        let response = client
+            .put(format!("{gateway}/v1/kv/sloppy-{i}"))
+            .header("X-API-Key", &key)
+            .header("X-Consistency", "strong")
+            .body(format!("s{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let took_part = response.headers()["x-ydht-nodes"].to_str().unwrap().to_string();
+        assert!(!took_part.contains(&node2), "{took_part}");
+        // The substitute is the first node after the three owners.
+        let substitute = &preference[3];
+        let held = eventually(Duration::from_secs(10), || async {
+            read_node(&client, substitute, SECRET, &storage_key).await.0 == 200
+        })
+        .await;
+        assert!(held, "the substitute {substitute} does not hold sloppy-{i}");
+        handed_over.push((i, storage_key));
+    }
+    assert!(!handed_over.is_empty(), "node-2 owns none of 40 keys");
+
+    // node-2 returns: the replicator hands every one of them back.
+    let path = cluster.path();
+    cluster.nodes[1] = start_node(&path, 2, &node2_port);
+    for (i, storage_key) in &handed_over {
+        let back = eventually(Duration::from_secs(60), || async {
+            read_node(&client, &node2, SECRET, storage_key).await.1 == format!("s{i}").as_bytes()
+        })
+        .await;
+        assert!(back, "sloppy-{i} was not handed back to node-2");
     }
 }
