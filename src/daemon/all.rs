@@ -31,7 +31,7 @@ pub struct AllArgs {
     pub server: ServerArgs,
 
     /// Number of storage nodes (node-1, node-2, …)
-    #[arg(long = "nodes", env = "YDHT_NODE_COUNT", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long = "nodes", value_name = "N", env = "YDHT_NODE_COUNT", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub node_count: u16,
 
     /// Gateway port (0 picks a free one)
@@ -54,9 +54,11 @@ pub struct AllArgs {
 /// A service's flags as if it were started alone with no arguments: defaults plus environment.
 fn from_env<T: Args + FromArgMatches>(service: &str) -> anyhow::Result<T> {
     let command = T::augment_args(clap::Command::new("ydht-serve-all").no_binary_name(true));
-    let matches = command
-        .try_get_matches_from(Vec::<String>::new())
-        .map_err(|error| Exit::usage(format!("{service}: {}", error.to_string().trim())))?;
+    let matches = command.try_get_matches_from(Vec::<String>::new()).map_err(|error| {
+        let text = error.to_string();
+        let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+        Exit::usage(format!("{service}: {first}; fix the environment variable of that flag (see README)"))
+    })?;
     T::from_arg_matches(&matches).map_err(|error| Exit::usage(format!("{service}: {error}")).into())
 }
 
