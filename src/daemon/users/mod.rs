@@ -184,6 +184,7 @@ impl UsersArgs {
         let port = self.port;
         let config = self.into_config()?;
         let listener = crate::server::bind(&host, port, "--port / USERMANAGER_PORT").await?;
+        crate::server::announce("users", listener.local_addr()?);
         let shutdown = Shutdown::new();
         shutdown.trigger_on_signals();
         serve(config, listener, shutdown).await
