@@ -27,6 +27,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run a server (one service of the cluster)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print shell completions (or write every shell''s file with --dir)')
+            [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -149,9 +150,33 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
+        'ydht;bench' {
+            [CompletionResult]::new('--op', '--op', [CompletionResultType]::ParameterName, 'Operation to measure')
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Concurrent clients (one keep-alive connection and one request in flight each)')
+            [CompletionResult]::new('--clients', '--clients', [CompletionResultType]::ParameterName, 'Concurrent clients (one keep-alive connection and one request in flight each)')
+            [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'Measure for this long (`30s`, `2m`); the default unless --requests is given')
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Measure exactly this many requests instead of a duration')
+            [CompletionResult]::new('--requests', '--requests', [CompletionResultType]::ParameterName, 'Measure exactly this many requests instead of a duration')
+            [CompletionResult]::new('--value-size', '--value-size', [CompletionResultType]::ParameterName, 'Value size in bytes')
+            [CompletionResult]::new('--keys', '--keys', [CompletionResultType]::ParameterName, 'Number of distinct keys (`bench/<random>/0` …)')
+            [CompletionResult]::new('--consistency', '--consistency', [CompletionResultType]::ParameterName, 'Consistency level of gateway requests (`X-Consistency`)')
+            [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Time to live of the written keys (`10m`), so they expire after the run')
+            [CompletionResult]::new('--warmup', '--warmup', [CompletionResultType]::ParameterName, 'Warm-up before measuring (not counted); `0s` skips it')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Per-request timeout')
+            [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key (needs read and write scopes)')
+            [CompletionResult]::new('--target-node', '--target-node', [CompletionResultType]::ParameterName, 'Measure one storage node''s internal /store directly (one hop) instead of the gateway')
+            [CompletionResult]::new('--cluster-secret', '--cluster-secret', [CompletionResultType]::ParameterName, 'Cluster secret for --target-node (the data dir''s cluster.secret)')
+            [CompletionResult]::new('--target-etcd', '--target-etcd', [CompletionResultType]::ParameterName, 'Measure etcd''s v3 HTTP/JSON gateway at this URL (for bench/compare.sh)')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
         'ydht;help' {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run a server (one service of the cluster)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print shell completions (or write every shell''s file with --dir)')
+            [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -179,6 +204,9 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             break
         }
         'ydht;help;completions' {
+            break
+        }
+        'ydht;help;bench' {
             break
         }
         'ydht;help;help' {

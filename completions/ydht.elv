@@ -24,6 +24,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --version 'Print version'
             cand serve 'Run a server (one service of the cluster)'
             cand completions 'Print shell completions (or write every shell''s file with --dir)'
+            cand bench 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;serve'= {
@@ -131,9 +132,32 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'ydht;bench'= {
+            cand --op 'Operation to measure'
+            cand -c 'Concurrent clients (one keep-alive connection and one request in flight each)'
+            cand --clients 'Concurrent clients (one keep-alive connection and one request in flight each)'
+            cand --duration 'Measure for this long (`30s`, `2m`); the default unless --requests is given'
+            cand -n 'Measure exactly this many requests instead of a duration'
+            cand --requests 'Measure exactly this many requests instead of a duration'
+            cand --value-size 'Value size in bytes'
+            cand --keys 'Number of distinct keys (`bench/<random>/0` …)'
+            cand --consistency 'Consistency level of gateway requests (`X-Consistency`)'
+            cand --ttl 'Time to live of the written keys (`10m`), so they expire after the run'
+            cand --warmup 'Warm-up before measuring (not counted); `0s` skips it'
+            cand --timeout 'Per-request timeout'
+            cand --gateway 'Gateway base URL'
+            cand --api-key 'API key (needs read and write scopes)'
+            cand --target-node 'Measure one storage node''s internal /store directly (one hop) instead of the gateway'
+            cand --cluster-secret 'Cluster secret for --target-node (the data dir''s cluster.secret)'
+            cand --target-etcd 'Measure etcd''s v3 HTTP/JSON gateway at this URL (for bench/compare.sh)'
+            cand --output 'Output format'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'ydht;help'= {
             cand serve 'Run a server (one service of the cluster)'
             cand completions 'Print shell completions (or write every shell''s file with --dir)'
+            cand bench 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;help;serve'= {
@@ -154,6 +178,8 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;help;serve;gateway'= {
         }
         &'ydht;help;completions'= {
+        }
+        &'ydht;help;bench'= {
         }
         &'ydht;help;help'= {
         }

@@ -28,6 +28,7 @@ complete -c ydht -n "__fish_ydht_needs_command" -s h -l help -d 'Print help'
 complete -c ydht -n "__fish_ydht_needs_command" -s V -l version -d 'Print version'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "serve" -d 'Run a server (one service of the cluster)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "bench" -d 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -s h -l help -d 'Print help'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -f -a "all" -d 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
@@ -100,9 +101,31 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -l dir -d 'Write the files for every shell into this directory instead of printing' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions help" -f -a "serve" -d 'Run a server (one service of the cluster)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l op -d 'Operation to measure' -r -f -a "put\t'Writes of random keys'
+get\t'Reads of random keys (created before the run)'
+mixed\t'Half reads, half writes, of random keys (created before the run)'"
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -s c -l clients -d 'Concurrent clients (one keep-alive connection and one request in flight each)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l duration -d 'Measure for this long (`30s`, `2m`); the default unless --requests is given' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -s n -l requests -d 'Measure exactly this many requests instead of a duration' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l value-size -d 'Value size in bytes' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l keys -d 'Number of distinct keys (`bench/<random>/0` …)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l consistency -d 'Consistency level of gateway requests (`X-Consistency`)' -r -f -a "eventual\t'Acknowledged once the primary owner has it'
+strong\t'Acknowledged once a quorum of owners has it'"
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l ttl -d 'Time to live of the written keys (`10m`), so they expire after the run' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l warmup -d 'Warm-up before measuring (not counted); `0s` skips it' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l timeout -d 'Per-request timeout' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l gateway -d 'Gateway base URL' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l api-key -d 'API key (needs read and write scopes)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l target-node -d 'Measure one storage node\'s internal /store directly (one hop) instead of the gateway' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l cluster-secret -d 'Cluster secret for --target-node (the data dir\'s cluster.secret)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l target-etcd -d 'Measure etcd\'s v3 HTTP/JSON gateway at this URL (for bench/compare.sh)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l output -d 'Output format' -r -f -a "table\t'A table (and a progress bar on a terminal)'
+json\t'One JSON document, no progress bar'"
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions bench help" -f -a "serve" -d 'Run a server (one service of the cluster)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions bench help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions bench help" -f -a "bench" -d 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions bench help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "all" -d 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
