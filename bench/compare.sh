@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# bench/compare.sh — ydht's performance figures, side by side, from ONE run on ONE machine.
+#
+# What it does:
+#   1. builds the release binary and starts `ydht serve all` (3 nodes, replicator,
+#      users, gateway) in a temporary data dir with RATE_LIMIT_PER_MINUTE=0
+#      (rate limiting off: only for benchmarks), signs up a user and creates an
+#      API key through the users API (curl + jq);
+#   2. measures with `ydht bench` (JSON output):
+#        a. node-1's internal /store GET and PUT directly (one hop) vs the same
+#           operations through the gateway at eventual consistency (two hops);
+#        b. eventual vs strong PUT through the gateway at 1 and 64 clients;
+#        c. a 3-member etcd cluster on loopback vs ydht strong PUT / GET;
+#        d. (skip with SKIP_MEMORY=1) one node holding 1,000,000 keys of 100-byte
+#           values: its RSS, and its restart time after SIGKILL (snapshot + WAL replay);
+#   3. prints every run's figures and a table of ratios against the targets of issue 7.
+#
+# The etcd comparison, and why it is on equal footing:
+#   - etcd comes from Debian (`etcd-server`, `etcd-client`; installed with apt-get
+#     if missing). Debian does not ship etcd's `benchmark` tool, and `etcdctl check
+#     perf` only runs a fixed put profile, so both systems are driven by the SAME
+#     load generator: `ydht bench` has a hidden `--target-etcd URL` mode that
+#     speaks etcd's v3 HTTP/JSON gateway (`POST /v3/kv/put`, and `POST /v3/kv/range`
+#     with `serializable: true`, i.e. a local read without a quorum round).
+#     Same clients, same keep-alive HTTP/1.1 connection pool, same value size and
+#     key count, same warm-up and duration.
+#   - Both acknowledge a write only after it is fsync'd on a majority of 3 replicas
+#     (etcd: raft log; ydht strong: the owners' WALs). Both run all 3 members on
+#     this machine and disk, and share its cores with the load generator.
+#   - etcd's HTTP gateway turns JSON into gRPC inside the etcd process (an extra
+#     in-process hop and base64 encoding); ydht's gateway also adds a hop (gateway →
+#     nodes). Load goes to etcd's leader (best case: followers would forward puts).
+#   - ydht is compared at `strong`, its quorum level; ydht's strong GET reads a
+#     quorum of owners, a stronger guarantee than etcd's serializable range.
+#
+# Settings (environment): DURATION (10s per run), WARMUP (2s), CLIENTS (64),
+# VALUE_SIZE (100), KEYS (10000), ETCD_PORT (23790: clients on +1..+3, peers on
+# +11..+13), SKIP_ETCD=1, SKIP_MEMORY=1, MEMORY_KEYS (1000000),
+# CARGO_TARGET_DIR (where the release binary is built), YDHT_BIN (use this binary
+# instead of building; e.g. a debug build for a quick smoke run of the script).
+#
+# Every process the script starts is stopped on exit (trap), and the temporary
+# directory is removed.
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+CLIENTS=${CLIENTS:-64}
+VALUE_SIZE=${VALUE_SIZE:-100}
+KEYS=${KEYS:-10000}
+ETCD_PORT=${ETCD_PORT:-23790}
+MEMORY_KEYS=${MEMORY_KEYS:-1000000}
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=${YDHT_BIN:-$TARGET_DIR/release/ydht}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ydht-compare.XXXXXX")
+PIDS=()
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+for tool in curl jq bc; do
+    command -v "$tool" >/dev/null || die "$tool is required (apt-get install $tool)"
+done
+
+if [[ -z ${YDHT_BIN:-} ]]; then
+    say "building the release binary ($BIN)"
+    (cd "$ROOT" && cargo build --release --quiet --bin ydht)
+fi
+
+# Waits until FILE contains "ydht NAME listening on URL" and prints URL.
+announced() {
+    local file=$1 name=$2 pid=$3 deadline=$((SECONDS + 60)) url
+    while ((SECONDS < deadline)); do
+        url=$(sed -n "s/^ydht $name listening on \(http[^ ]*\).*/\1/p" "$file" | head -n 1)
+        if [[ -n $url ]]; then
+            echo "$url"
+            return
+        fi
+        kill -0 "$pid" 2>/dev/null || die "$name exited before it listened; see its log above"
+        sleep 0.1
+    done
+    die "$name did not announce itself within 60 s"
+}
+
+# bench LABEL ARGS…: one `ydht bench` run, its JSON saved as $WORK/LABEL.json.
+bench() {
+    local label=$1
+    shift
+    say "bench $label"
+    "$BIN" bench --output json --warmup "$WARMUP" --value-size "$VALUE_SIZE" "$@" >"$WORK/$label.json"
+}
+field() { jq -r "$2" "$WORK/$1.json"; }
+ops() { field "$1" '.ops_per_sec|floor'; }
+p50() { field "$1" '.latency_ms.p50'; }
+
+# ---------------------------------------------------------------- ydht cluster
+say "starting ydht serve all in $WORK/ydht"
+YDHT_DATA_DIR=$WORK/ydht RATE_LIMIT_PER_MINUTE=0 GATEWAY_PORT=0 USERMANAGER_PORT=0 DHTNODE_PORT=0 \
+    REPLICATOR_PORT=0 RUST_LOG=warn "$BIN" serve all >"$WORK/ydht.out" 2>"$WORK/ydht.err" &
+YDHT_PID=$!
+PIDS+=("$YDHT_PID")
+GATEWAY=$(announced "$WORK/ydht.out" gateway "$YDHT_PID")
+USERS=$(announced "$WORK/ydht.out" users "$YDHT_PID")
+NODE1=$(announced "$WORK/ydht.out" node-1 "$YDHT_PID")
+SECRET=$(cat "$WORK/ydht/cluster.secret")
+
+curl -sf -X POST "$USERS/signup" -H 'content-type: application/json' \
+    -d '{"email":"bench@example.com","username":"bench","password":"benchmark-password"}' >/dev/null
+TOKEN=$(curl -sf -X POST "$USERS/login" -H 'content-type: application/json' \
+    -d '{"email":"bench@example.com","password":"benchmark-password"}' | jq -r .access_token)
+API_KEY=$(curl -sf -X POST "$USERS/apikeys" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{"name":"bench","scopes":["read","write"]}' | jq -r .key)
+[[ $API_KEY == ydht_* ]] || die "could not create an API key"
+
+GW=(--gateway "$GATEWAY" --api-key "$API_KEY")
+NODE=(--target-node "$NODE1" --cluster-secret "$SECRET")
+RUN=(--duration "$DURATION" --keys "$KEYS")
+
+# a. one hop vs two hops
+bench node_get "${NODE[@]}" "${RUN[@]}" --op get --clients "$CLIENTS"
+bench node_put "${NODE[@]}" "${RUN[@]}" --op put --clients "$CLIENTS"
+bench gw_get_eventual "${GW[@]}" "${RUN[@]}" --op get --clients "$CLIENTS" --consistency eventual
+bench gw_put_eventual "${GW[@]}" "${RUN[@]}" --op put --clients "$CLIENTS" --consistency eventual
+# b. eventual vs strong
+bench gw_put_eventual_c1 "${GW[@]}" "${RUN[@]}" --op put --clients 1 --consistency eventual
+bench gw_put_strong_c1 "${GW[@]}" "${RUN[@]}" --op put --clients 1 --consistency strong
+bench gw_put_strong "${GW[@]}" "${RUN[@]}" --op put --clients "$CLIENTS" --consistency strong
+bench gw_get_strong "${GW[@]}" "${RUN[@]}" --op get --clients "$CLIENTS" --consistency strong
+
+kill "$YDHT_PID"
+wait "$YDHT_PID" 2>/dev/null || true
+
+# ---------------------------------------------------------------- etcd
+if [[ ${SKIP_ETCD:-0} != 1 ]]; then
+    if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
+        say "installing etcd-server and etcd-client (apt-get)"
+        apt-get install -y -qq etcd-server etcd-client >/dev/null || {
+            apt-get update -qq && apt-get install -y -qq etcd-server etcd-client >/dev/null
+        }
+    fi
+    CLUSTER=""
+    for i in 1 2 3; do
+        CLUSTER+="${CLUSTER:+,}m$i=http://127.0.0.1:$((ETCD_PORT + 10 + i))"
+    done
+    ENDPOINTS=""
+    for i in 1 2 3; do
+        client=http://127.0.0.1:$((ETCD_PORT + i))
+        ENDPOINTS+="${ENDPOINTS:+,}$client"
+        etcd --name "m$i" --data-dir "$WORK/etcd$i" \
+            --listen-client-urls "$client" --advertise-client-urls "$client" \
+            --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10 + i))" \
+            --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10 + i))" \
+            --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token ydht-compare \
+            --logger zap --log-level error >"$WORK/etcd$i.log" 2>&1 &
+        PIDS+=("$!")
+    done
+    say "waiting for the etcd cluster ($ENDPOINTS)"
+    deadline=$((SECONDS + 60))
+    until ETCDCTL_API=3 etcdctl --endpoints "$ENDPOINTS" endpoint health >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || { cat "$WORK"/etcd*.log >&2; die "etcd did not become healthy in 60 s"; }
+        sleep 0.3
+    done
+    LEADER=$(ETCDCTL_API=3 etcdctl --endpoints "$ENDPOINTS" endpoint status -w json |
+        jq -r '.[] | select(.Status.leader == .Status.header.member_id) | .Endpoint' | head -n 1)
+    [[ -n $LEADER ]] || die "could not find the etcd leader"
+    say "etcd leader: $LEADER"
+    bench etcd_put --target-etcd "$LEADER" "${RUN[@]}" --op put --clients "$CLIENTS"
+    bench etcd_get --target-etcd "$LEADER" "${RUN[@]}" --op get --clients "$CLIENTS"
+fi
+
+# ---------------------------------------------------------------- one node: memory and restart
+if [[ ${SKIP_MEMORY:-0} != 1 ]]; then
+    say "memory: one node with $MEMORY_KEYS keys of 100 B"
+    start_node() {
+        YDHT_DATA_DIR=$WORK/mem DHTNODE_PORT=0 RUST_LOG=warn "$BIN" serve node >"$WORK/mem.out" 2>>"$WORK/mem.err" &
+        MEM_PID=$!
+        PIDS+=("$MEM_PID")
+        MEM_URL=$(announced "$WORK/mem.out" node "$MEM_PID")
+    }
+    start_node
+    MEM_SECRET=$(cat "$WORK/mem/cluster.secret")
+    # A get run creates every key once, in order, before its (one) measured request.
+    "$BIN" bench --output json --target-node "$MEM_URL" --cluster-secret "$MEM_SECRET" --op get \
+        --keys "$MEMORY_KEYS" --value-size 100 --clients "$CLIENTS" --requests 1 --warmup 0s >"$WORK/mem_fill.json"
+    RSS_KB=$(awk '/^VmRSS/ {print $2}' "/proc/$MEM_PID/status")
+    kill -KILL "$MEM_PID"
+    wait "$MEM_PID" 2>/dev/null || true
+    started=$(date +%s.%N)
+    start_node
+    until curl -sf "$MEM_URL/health" >/dev/null; do sleep 0.02; done
+    RESTART_S=$(echo "$(date +%s.%N) - $started" | bc -l)
+    KEY_COUNT=$(curl -sf "$MEM_URL/metrics" | jq -r .key_count)
+fi
+
+# ---------------------------------------------------------------- report
+echo
+echo "ydht bench figures (${DURATION} per run after ${WARMUP} warm-up; ${VALUE_SIZE} B values; ${KEYS} keys; $(nproc) cores)"
+printf '%-22s %8s %10s %10s %10s %10s %8s\n' run clients ops/s p50_ms p99_ms p99.9_ms errors
+for file in "$WORK"/*.json; do
+    label=$(basename "$file" .json)
+    [[ $label == mem_fill ]] && continue
+    jq -r --arg name "$label" \
+        '[$name, .clients, (.ops_per_sec|floor), .latency_ms.p50, .latency_ms.p99, .latency_ms.p99_9, ([.errors[]]|add // 0)] | @tsv' \
+        "$file" | awk -F'\t' '{printf "%-22s %8s %10s %10.3f %10.3f %10.3f %8s\n", $1, $2, $3, $4, $5, $6, $7}'
+done
+
+ratio() { echo "scale=3; $1 / $2" | bc -l; }
+# verdict VALUE OP LIMIT → met / NOT met
+verdict() { if (($(echo "$1 $2 $3" | bc -l))); then echo met; else echo "NOT met"; fi; }
+row() { printf '%-46s %10s %10s %8s   %-10s %s\n' "$@"; }
+
+echo
+row comparison A B "A/B" target verdict
+R=$(ratio "$(ops gw_get_eventual)" "$(ops node_get)")
+row "GET c$CLIENTS ops/s: gateway eventual / node" "$(ops gw_get_eventual)" "$(ops node_get)" "$R" ">= 0.50" "$(verdict "$R" '>=' 0.5)"
+R=$(ratio "$(ops gw_put_eventual)" "$(ops node_put)")
+row "PUT c$CLIENTS ops/s: gateway eventual / node" "$(ops gw_put_eventual)" "$(ops node_put)" "$R" ">= 0.40" "$(verdict "$R" '>=' 0.4)"
+R=$(ratio "$(p50 gw_put_strong_c1)" "$(p50 gw_put_eventual_c1)")
+row "PUT c1 p50 ms: strong / eventual" "$(p50 gw_put_strong_c1)" "$(p50 gw_put_eventual_c1)" "$R" "<= 2" "$(verdict "$R" '<=' 2)"
+row "PUT c1 p50 ms: strong, eventual < 5 ms" "$(p50 gw_put_strong_c1)" "$(p50 gw_put_eventual_c1)" "" "< 5 ms" \
+    "$(if (($(echo "$(p50 gw_put_strong_c1) < 5 && $(p50 gw_put_eventual_c1) < 5" | bc -l))); then echo met; else echo "NOT met"; fi)"
+R=$(ratio "$(ops gw_put_strong)" "$(ops gw_put_eventual)")
+row "PUT c$CLIENTS ops/s: strong / eventual" "$(ops gw_put_strong)" "$(ops gw_put_eventual)" "$R" "" ""
+if [[ ${SKIP_ETCD:-0} != 1 ]]; then
+    R=$(ratio "$(ops gw_put_strong)" "$(ops etcd_put)")
+    row "PUT c$CLIENTS ops/s: ydht strong / etcd" "$(ops gw_put_strong)" "$(ops etcd_put)" "$R" ">= 1" "$(verdict "$R" '>=' 1)"
+    R=$(ratio "$(ops gw_get_strong)" "$(ops etcd_get)")
+    row "GET c$CLIENTS ops/s: ydht strong / etcd serializable" "$(ops gw_get_strong)" "$(ops etcd_get)" "$R" ">= 1" \
+        "$(verdict "$R" '>=' 1)"
+fi
+if [[ ${SKIP_MEMORY:-0} != 1 ]]; then
+    RSS_MB=$(echo "scale=1; $RSS_KB / 1024" | bc -l)
+    row "node RSS MB with $MEMORY_KEYS keys" "$RSS_MB" "" "" "<= 300" "$(verdict "$RSS_MB" '<=' 300)"
+    row "node restart s after SIGKILL ($KEY_COUNT keys)" "$(printf '%.2f' "$RESTART_S")" "" "" "<= 3" \
+        "$(verdict "$RESTART_S" '<=' 3)"
+fi
