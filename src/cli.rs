@@ -31,6 +31,8 @@ Exit codes:
 pub enum Command {
     /// Print shell completions (or write every shell's file with --dir)
     Completions(CompletionsArgs),
+    /// Live dashboard of the cluster: ring, replication, gateway traffic, history, events
+    Top(crate::tui::TopArgs),
 }
 
 impl Cli {
@@ -43,6 +45,7 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Completions(args) => args.run(),
+            Command::Top(args) => args.run().await,
         }
     }
 }

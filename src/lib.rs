@@ -13,6 +13,7 @@
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
 //! - [`hlc`]: the hybrid logical clock that versions every write.
+//! - [`tui`]: `ydht top`, the live operator dashboard (state, update, poller, ui).
 
 pub mod auth;
 pub mod cli;
@@ -25,3 +26,4 @@ pub mod proto;
 pub mod ring;
 pub mod server;
 pub mod shutdown;
+pub mod tui;

@@ -1,0 +1,394 @@
+//! What the services report, read defensively.
+//!
+//! Metrics shapes grow between versions and differ slightly between services,
+//! so the dashboard looks fields up by name, accepts the few spellings in use,
+//! and treats anything missing or malformed as unknown — never as an error.
+
+use serde_json::Value;
+
+/// The value at a dotted `path` (`latency_ms.p99`) inside `value`.
+pub fn at<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(value, |current, part| current.get(part))
+}
+
+/// The first of `paths` holding a finite number (or a numeric string).
+pub fn number(value: &Value, paths: &[&str]) -> Option<f64> {
+    paths.iter().find_map(|path| at(value, path).and_then(as_f64))
+}
+
+/// Like [`number`], for non-negative counts.
+pub fn count(value: &Value, paths: &[&str]) -> Option<u64> {
+    number(value, paths).filter(|n| *n >= 0.0).map(|n| n.round() as u64)
+}
+
+/// The first of `paths` holding a non-empty string.
+pub fn text(value: &Value, paths: &[&str]) -> Option<String> {
+    paths.iter().find_map(|path| match at(value, path)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        _ => None,
+    })
+}
+
+fn as_f64(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|n: &f64| n.is_finite())
+}
+
+/// A point in time as Unix milliseconds, from Unix seconds, Unix milliseconds
+/// or an RFC 3339 string.
+pub fn timestamp_ms(value: &Value) -> Option<u64> {
+    if let Value::String(s) = value {
+        if let Ok(time) = chrono::DateTime::parse_from_rfc3339(s.trim()) {
+            return u64::try_from(time.timestamp_millis()).ok();
+        }
+    }
+    let n = as_f64(value).filter(|n| *n > 0.0)?;
+    // Anything below 10^11 is seconds (10^11 ms is 1973; 10^11 s is the year 5138).
+    Some(if n >= 1e11 { n as u64 } else { (n * 1000.0) as u64 })
+}
+
+/// Named numbers in any of the shapes a per-entity breakdown takes:
+/// `{name: n}`, `{name: {field: n}}` or `[{name_field: name, field: n}]`.
+pub fn breakdown(value: &Value, name_fields: &[&str], fields: &[&str]) -> Vec<(String, f64)> {
+    let of_entry = |entry: &Value| as_f64(entry).or_else(|| number(entry, fields));
+    match value {
+        Value::Object(map) => map.iter().filter_map(|(name, entry)| Some((name.clone(), of_entry(entry)?))).collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|item| {
+                let name = text(item, name_fields).or_else(|| count(item, name_fields).map(|n| n.to_string()))?;
+                Some((name, number(item, fields)?))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// One member of the ring as the gateway's `GET /cluster` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RingMember {
+    /// Node id, e.g. `node-1`.
+    pub id: String,
+    /// Base URL of the node.
+    pub url: String,
+    /// The gateway's own view of the node's health.
+    pub healthy: Option<bool>,
+    /// Since when (Unix ms) the node has been in its current health state.
+    pub since_ms: Option<u64>,
+    /// The node's share of the hash space as primary owner, 0..=1.
+    pub share: Option<f64>,
+    /// Virtual nodes the node has on the ring.
+    pub vnodes: Option<u64>,
+    /// Key count, when the gateway reports it.
+    pub key_count: Option<u64>,
+}
+
+/// The gateway's `GET /cluster`: ring membership and the other services' URLs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterReading {
+    /// Ring members in the gateway's order.
+    pub nodes: Vec<RingMember>,
+    /// Replication factor N.
+    pub replicas: Option<u64>,
+    /// Virtual nodes per node.
+    pub vnodes: Option<u64>,
+    /// The replicator's base URL.
+    pub replicator_url: Option<String>,
+    /// The users service's base URL.
+    pub users_url: Option<String>,
+}
+
+impl ClusterReading {
+    /// Reads `/cluster`; members without a URL are skipped (nothing to probe).
+    pub fn from_json(value: &Value) -> Self {
+        let nodes = at(value, "nodes")
+            .and_then(Value::as_array)
+            .map(|items| items.iter().filter_map(RingMember::from_json).collect())
+            .unwrap_or_default();
+        Self {
+            nodes,
+            replicas: count(value, &["replicas", "replication_factor"]),
+            vnodes: count(value, &["vnodes"]),
+            replicator_url: text(value, &["replicator_url", "replicator"]),
+            users_url: text(value, &["users_url", "users"]),
+        }
+    }
+}
+
+impl RingMember {
+    fn from_json(value: &Value) -> Option<Self> {
+        let url = text(value, &["url"])?;
+        let share = number(value, &["share"]).map(|share| if share > 1.0 { share / 100.0 } else { share });
+        Some(Self {
+            id: text(value, &["id", "node_id"]).unwrap_or_else(|| url.clone()),
+            url,
+            healthy: at(value, "healthy").and_then(Value::as_bool),
+            since_ms: at(value, "since").and_then(timestamp_ms),
+            share,
+            vnodes: count(value, &["vnodes"]),
+            key_count: count(value, &["key_count"]),
+        })
+    }
+}
+
+/// A storage node's `GET /metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NodeReading {
+    /// Live keys on the node.
+    pub key_count: Option<u64>,
+    /// Bytes in the write-ahead log.
+    pub wal_size: Option<u64>,
+    /// Bytes the node's data takes on disk.
+    pub disk_used: Option<u64>,
+    /// Size of the file system holding the data.
+    pub disk_total: Option<u64>,
+}
+
+impl NodeReading {
+    /// Reads a node's metrics.
+    pub fn from_json(value: &Value) -> Self {
+        let disk_total = count(value, &["disk_total_bytes", "disk_total", "disk.total_bytes", "disk.total"]);
+        let disk_free = count(
+            value,
+            &["disk_available_bytes", "disk_free_bytes", "disk_available", "disk_free", "disk.available_bytes"],
+        );
+        let disk_used = count(
+            value,
+            &[
+                "data_size_bytes",
+                "disk_used_bytes",
+                "disk_usage_bytes",
+                "data_bytes",
+                "disk_used",
+                "disk_usage",
+                "disk.used_bytes",
+                "disk.used",
+            ],
+        )
+        .or_else(|| Some(disk_total?.saturating_sub(disk_free?)));
+        Self {
+            key_count: count(value, &["key_count", "keys"]),
+            wal_size: count(value, &["wal_size", "wal_size_bytes", "wal_bytes"]),
+            disk_used,
+            disk_total,
+        }
+    }
+}
+
+/// The replicator's `GET /metrics` ([`crate::proto::ReplicatorMetrics`] and any additions).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReplicatorReading {
+    /// Jobs accepted since start (a counter).
+    pub total_replications: Option<u64>,
+    /// Replica writes that succeeded.
+    pub successful_replicas: Option<u64>,
+    /// Replica writes that failed after all retries.
+    pub failed_replicas: Option<u64>,
+    /// Jobs waiting or in flight.
+    pub queue_size: Option<u64>,
+    /// Mean acceptance-to-acknowledgement time.
+    pub average_ack_time_ms: Option<f64>,
+    /// Age of the oldest unfinished job.
+    pub max_replication_lag_ms: Option<f64>,
+    /// Replica writes waiting for a retry.
+    pub retries_in_progress: Option<u64>,
+    /// Replica writes parked as hinted handoffs until their target is back.
+    pub hinted_handoffs: Option<u64>,
+}
+
+impl ReplicatorReading {
+    /// Reads the replicator's metrics.
+    pub fn from_json(value: &Value) -> Self {
+        Self {
+            total_replications: count(value, &["total_replications"]),
+            successful_replicas: count(value, &["successful_replicas"]),
+            failed_replicas: count(value, &["failed_replicas"]),
+            queue_size: count(value, &["queue_size"]),
+            average_ack_time_ms: number(value, &["average_ack_time_ms"]),
+            max_replication_lag_ms: number(value, &["max_replication_lag_ms"]),
+            retries_in_progress: count(value, &["retries_in_progress"]),
+            hinted_handoffs: count(
+                value,
+                &["hinted_handoffs", "hinted_handoff", "hinted_handoff_backlog", "hints_pending", "hints"],
+            ),
+        }
+    }
+}
+
+/// One tenant's line in the gateway's metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantReading {
+    /// The user id (as text).
+    pub user: String,
+    /// Requests since the gateway started (a counter).
+    pub requests: Option<u64>,
+    /// A rate the gateway computed itself, used when there is no counter.
+    pub reported_rps: Option<f64>,
+}
+
+/// The gateway's `GET /metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GatewayReading {
+    /// Requests since start (a counter).
+    pub total_requests: Option<u64>,
+    /// A rate the gateway computed itself, used when there is no counter.
+    pub reported_rps: Option<f64>,
+    /// Median latency in milliseconds.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile latency in milliseconds.
+    pub p95_ms: Option<f64>,
+    /// 99th percentile latency in milliseconds.
+    pub p99_ms: Option<f64>,
+    /// Requests refused by the rate limiter since start (a counter).
+    pub rate_limit_hits: Option<u64>,
+    /// Per-tenant request counters.
+    pub tenants: Vec<TenantReading>,
+    /// Errors talking to each node since start, by node id or URL.
+    pub node_errors: Vec<(String, u64)>,
+}
+
+const TENANT_LISTS: [&str; 5] = ["per_user", "users", "tenants", "by_user", "requests_by_user"];
+const TENANT_NAMES: [&str; 4] = ["user_id", "user", "tenant", "id"];
+const TENANT_COUNTERS: [&str; 4] = ["requests", "total_requests", "request_count", "count"];
+const TENANT_RATES: [&str; 3] = ["requests_per_second", "rps", "rate"];
+const NODE_ERROR_LISTS: [&str; 4] = ["node_errors", "per_node_errors", "errors_by_node", "errors_per_node"];
+
+impl GatewayReading {
+    /// Reads the gateway's metrics.
+    pub fn from_json(value: &Value) -> Self {
+        let percentile = |p: &str| {
+            number(
+                value,
+                &[
+                    &format!("latency_ms.{p}"),
+                    &format!("latency.{p}_ms"),
+                    &format!("latency.{p}"),
+                    &format!("{p}_ms"),
+                    &format!("latency_{p}_ms"),
+                    &format!("{p}"),
+                ],
+            )
+        };
+        let tenant_list = TENANT_LISTS.iter().find_map(|name| at(value, name)).unwrap_or(&Value::Null);
+        let counters = breakdown(tenant_list, &TENANT_NAMES, &TENANT_COUNTERS);
+        let rates = breakdown(tenant_list, &TENANT_NAMES, &TENANT_RATES);
+        let mut tenants: Vec<TenantReading> = counters
+            .iter()
+            .map(|(user, requests)| TenantReading {
+                user: user.clone(),
+                requests: Some(requests.max(0.0).round() as u64),
+                reported_rps: rates.iter().find(|(name, _)| name == user).map(|(_, rate)| *rate),
+            })
+            .collect();
+        for (user, rate) in rates {
+            if !tenants.iter().any(|tenant| tenant.user == user) {
+                tenants.push(TenantReading { user, requests: None, reported_rps: Some(rate) });
+            }
+        }
+        let node_errors = NODE_ERROR_LISTS
+            .iter()
+            .find_map(|name| at(value, name))
+            .map(|list| breakdown(list, &["node", "node_id", "id", "url"], &["errors", "count", "total"]))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(node, errors)| (node, errors.max(0.0).round() as u64))
+            .collect();
+        Self {
+            total_requests: count(
+                value,
+                &["total_requests", "requests_total", "requests.total", "request_count", "requests"],
+            ),
+            reported_rps: number(value, &["requests_per_second", "rps", "requests.per_second", "requests.rate"]),
+            p50_ms: percentile("p50"),
+            p95_ms: percentile("p95"),
+            p99_ms: percentile("p99"),
+            rate_limit_hits: count(
+                value,
+                &["rate_limit_hits", "rate_limited", "rate_limited_total", "rate_limit.hits", "rate_limit_hits_total"],
+            ),
+            tenants,
+            node_errors,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cluster_lists_members_and_service_urls() {
+        let cluster = ClusterReading::from_json(&json!({
+            "nodes": [
+                {"id": "node-1", "url": "http://a", "healthy": true, "since": 1_700_000_000_000u64, "share": 0.34, "vnodes": 150},
+                {"id": "node-2", "url": "http://b", "healthy": false, "since": "2023-11-14T22:13:20Z", "share": 33.0},
+                {"id": "broken"}
+            ],
+            "replicas": 3, "vnodes": 150, "replicator_url": "http://r", "users_url": "http://u"
+        }));
+        assert_eq!(cluster.nodes.len(), 2, "a member without a URL cannot be probed");
+        assert_eq!(cluster.nodes[0].since_ms, Some(1_700_000_000_000));
+        assert_eq!(cluster.nodes[1].since_ms, Some(1_700_000_000_000), "RFC 3339 since");
+        assert_eq!(cluster.nodes[1].share, Some(0.33), "percent shares are normalised");
+        assert_eq!(cluster.nodes[1].healthy, Some(false));
+        assert_eq!(cluster.replicator_url.as_deref(), Some("http://r"));
+        assert_eq!(cluster.replicas, Some(3));
+    }
+
+    #[test]
+    fn node_disk_usage_is_derived_from_total_and_free() {
+        let node = NodeReading::from_json(&json!({
+            "node_id": "node-1", "key_count": 12, "wal_size": 4096, "disk_total_bytes": 1000, "disk_available_bytes": 400
+        }));
+        assert_eq!(
+            node,
+            NodeReading { key_count: Some(12), wal_size: Some(4096), disk_used: Some(600), disk_total: Some(1000) }
+        );
+        assert_eq!(NodeReading::from_json(&json!("garbage")), NodeReading::default());
+    }
+
+    #[test]
+    fn gateway_percentiles_tenants_and_node_errors_in_several_shapes() {
+        let nested = GatewayReading::from_json(&json!({
+            "total_requests": 100,
+            "latency_ms": {"p50": 1.5, "p95": 4.0, "p99": 9.0},
+            "rate_limit_hits": 7,
+            "per_user": {"42": {"requests": 60, "rate_limited": 7}, "7": {"requests": 40}},
+            "node_errors": {"node-2": 3}
+        }));
+        assert_eq!((nested.p50_ms, nested.p95_ms, nested.p99_ms), (Some(1.5), Some(4.0), Some(9.0)));
+        assert_eq!(nested.rate_limit_hits, Some(7));
+        assert_eq!(nested.tenants.len(), 2);
+        assert!(nested.tenants.iter().any(|t| t.user == "42" && t.requests == Some(60)));
+        assert_eq!(nested.node_errors, vec![("node-2".to_string(), 3)]);
+
+        let flat = GatewayReading::from_json(&json!({
+            "requests_total": "5", "p99_ms": 2, "requests_per_second": 1.5,
+            "users": [{"user_id": 9, "requests": 5, "rps": 1.5}],
+            "per_node_errors": [{"node": "http://b", "errors": 2}]
+        }));
+        assert_eq!(flat.total_requests, Some(5));
+        assert_eq!(flat.reported_rps, Some(1.5));
+        assert_eq!(flat.p99_ms, Some(2.0));
+        assert_eq!(flat.tenants, vec![TenantReading { user: "9".into(), requests: Some(5), reported_rps: Some(1.5) }]);
+        assert_eq!(flat.node_errors, vec![("http://b".to_string(), 2)]);
+    }
+
+    #[test]
+    fn replicator_reads_the_original_fields_and_hints() {
+        let metrics =
+            crate::proto::ReplicatorMetrics { queue_size: 4, max_replication_lag_ms: 12.5, ..Default::default() };
+        let mut value = serde_json::to_value(metrics).unwrap();
+        value["hinted_handoffs"] = json!(2);
+        let reading = ReplicatorReading::from_json(&value);
+        assert_eq!(reading.queue_size, Some(4));
+        assert_eq!(reading.max_replication_lag_ms, Some(12.5));
+        assert_eq!(reading.hinted_handoffs, Some(2));
+        assert_eq!(reading.failed_replicas, Some(0));
+    }
+}
