@@ -380,6 +380,36 @@ mod tests {
     }
 
     #[test]
+    fn the_gateways_own_shapes_are_read() {
+        // `GatewayMetrics` and `ClusterView` as the gateway serialises them.
+        let metrics = GatewayReading::from_json(&json!({
+            "service": "gateway", "timestamp": 1_700_000_000u64, "uptime_secs": 60,
+            "requests_total": 120, "requests_per_second": 2.0,
+            "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 9.0, "count": 120},
+            "rate_limit_hits": 4,
+            "users": [{"user_id": 3, "requests": 100, "requests_per_second": 1.5}],
+            "node_errors": {"node-1": 0, "node-2": 5},
+            "replicator_failures": 0, "read_repairs": 1
+        }));
+        assert_eq!(metrics.total_requests, Some(120));
+        assert_eq!(metrics.reported_rps, Some(2.0));
+        assert_eq!((metrics.p50_ms, metrics.p95_ms, metrics.p99_ms), (Some(1.0), Some(2.0), Some(3.0)));
+        assert_eq!(metrics.rate_limit_hits, Some(4));
+        assert_eq!(
+            metrics.tenants,
+            vec![TenantReading { user: "3".into(), requests: Some(100), reported_rps: Some(1.5) }]
+        );
+        assert_eq!(metrics.node_errors, vec![("node-1".to_string(), 0), ("node-2".to_string(), 5)]);
+        let cluster = ClusterReading::from_json(&json!({
+            "nodes": [{"id": "node-1", "url": "http://127.0.0.1:8082", "healthy": true,
+                       "since": "2026-11-26T19:00:00Z", "share": 0.5, "vnodes": 150, "key_count": null}],
+            "replicas": 3, "vnodes": 150, "replicator_url": "http://127.0.0.1:8085", "users_url": "http://127.0.0.1:8081"
+        }));
+        assert_eq!(cluster.nodes[0].key_count, None);
+        assert_eq!(cluster.nodes[0].since_ms, Some(1_795_719_600_000));
+    }
+
+    #[test]
     fn replicator_reads_the_original_fields_and_hints() {
         let metrics =
             crate::proto::ReplicatorMetrics { queue_size: 4, max_replication_lag_ms: 12.5, ..Default::default() };

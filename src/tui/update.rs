@@ -146,7 +146,8 @@ impl App {
         tenants.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         tenants.truncate(TOP_TENANTS);
         self.gateway.top_tenants = tenants;
-        let mut node_errors = reading.node_errors.clone();
+        let mut node_errors: Vec<(String, u64)> =
+            reading.node_errors.iter().filter(|(_, errors)| *errors > 0).cloned().collect();
         node_errors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         self.gateway.node_errors = node_errors;
 

@@ -21,7 +21,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         status.push(Span::raw(format!(" for {}", format::age(app.now_ms.saturating_sub(since)))));
     }
     if view.url.is_none() {
-        status.push(Span::styled(" (not named by the gateway yet)", label_style()));
+        status.push(Span::styled(" URL not known yet", label_style()));
     }
     lines.push(Line::from(status));
     if let Some(error) = view.health.error() {

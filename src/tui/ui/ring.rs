@@ -81,7 +81,9 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     if columns.disk.is_some() {
         header.push_str(" DISK");
     }
-    lines.push(Line::styled(header, Style::new().fg(Color::DarkGray).add_modifier(Modifier::BOLD)));
+    if !app.nodes.is_empty() {
+        lines.push(Line::styled(header, Style::new().fg(Color::DarkGray).add_modifier(Modifier::BOLD)));
+    }
     let room = block.inner(area).height as usize;
     for (index, node) in app.nodes.iter().enumerate() {
         let error = node.health.error();
