@@ -29,6 +29,9 @@ Exit codes:
 /// The top-level commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run a server (one service of the cluster)
+    #[command(subcommand)]
+    Serve(crate::daemon::ServeCommand),
     /// Print shell completions (or write every shell's file with --dir)
     Completions(CompletionsArgs),
     /// Live dashboard of the cluster: ring, replication, gateway traffic, history, events
@@ -38,12 +41,13 @@ pub enum Command {
 impl Cli {
     /// Whether this command runs a long-lived server (logs at `info` by default).
     fn is_server(&self) -> bool {
-        false
+        matches!(self.command, Command::Serve(_))
     }
 
     /// Runs the chosen command to completion.
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
+            Command::Serve(command) => command.run().await,
             Command::Completions(args) => args.run(),
             Command::Top(args) => args.run().await,
         }

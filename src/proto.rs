@@ -19,6 +19,12 @@ pub const CONSISTENCY_HEADER: &str = "x-consistency";
 pub const API_KEY_HEADER: &str = "x-api-key";
 /// Header naming the nodes that took part in a gateway operation (comma-separated URLs).
 pub const NODES_HEADER: &str = "x-ydht-nodes";
+/// Header of a replication job naming its operation: `put` or `delete`.
+pub const JOB_OP_HEADER: &str = "x-ydht-op";
+/// Header of a replication job listing the target node base URLs (comma-separated).
+pub const JOB_TARGETS_HEADER: &str = "x-ydht-targets";
+/// Optional header of a replication job: answer only once this many targets acknowledged.
+pub const JOB_WAIT_HEADER: &str = "x-ydht-wait";
 
 /// A node's answer to a versioned write (PUT or DELETE on `/store/{key}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,4 +130,87 @@ pub struct ReplicatorMetrics {
     pub max_replication_lag_ms: f64,
     /// Replica writes waiting for a retry.
     pub retries_in_progress: u64,
+}
+
+/// `GET /metrics` of a storage node: the original product's fields first, then ydht's additions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeMetrics {
+    /// The node's id, e.g. `node-1`.
+    pub node_id: String,
+    /// Live keys (tombstones excluded; a key that just expired counts until the sweeper passes, within a second).
+    pub key_count: u64,
+    /// Bytes of WAL segments on disk.
+    pub wal_size: u64,
+    /// When these metrics were taken (Unix seconds).
+    pub timestamp: u64,
+    /// Deleted keys remembered until their grace period ends.
+    pub tombstones: u64,
+    /// Bytes of this node's WAL segments and snapshot.
+    pub data_bytes: u64,
+    /// Size of the file system holding the data dir.
+    pub disk_total_bytes: u64,
+    /// Free space on that file system available to ydht.
+    pub disk_available_bytes: u64,
+    /// `group` or `per-write`.
+    pub sync_mode: String,
+    /// fdatasync calls since start.
+    pub wal_syncs: u64,
+    /// Records appended to the WAL since start.
+    pub wal_records: u64,
+    /// Snapshots (compactions) written since start.
+    pub snapshots_written: u64,
+    /// Size of the latest snapshot written since start.
+    pub last_snapshot_bytes: u64,
+    /// When the latest snapshot was written (Unix seconds), if one was since start.
+    pub last_snapshot_at: Option<u64>,
+    /// Writes that became a key's current version since start.
+    pub writes_applied: u64,
+    /// Writes ignored because the node held a newer or equal version.
+    pub writes_ignored: u64,
+    /// Expired values dropped by the sweeper since start.
+    pub expired_swept: u64,
+    /// Tombstones and expired entries purged after the grace period since start.
+    pub tombstones_purged: u64,
+    /// Seconds since the node started.
+    pub uptime_secs: u64,
+}
+
+/// `POST /batch` answer of a storage node: one result per record, in the batch's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeBatchResponse {
+    /// What each write did.
+    pub results: Vec<StoreWriteResponse>,
+}
+
+/// The replicator's answer to `POST /jobs/{key}`: 202 once the job is durable in its queue log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobAccepted {
+    /// The job's id in the replicator's queue.
+    pub job_id: u64,
+    /// With `x-ydht-wait: N`: how many targets acknowledged before the answer (at least N).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked: Option<u32>,
+}
+
+/// The replicator's 504 when `x-ydht-wait: N` targets did not acknowledge in time.
+/// The job stays queued and is still delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobWaitTimedOut {
+    /// What happened, in one line.
+    pub error: String,
+    /// The job's id (it is durable and keeps being delivered).
+    pub job_id: u64,
+    /// How many targets acknowledged before the answer.
+    pub acked: u32,
+}
+
+/// `GET /health` of the replicator — exactly the original product's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicatorHealth {
+    /// Always `healthy` when the replicator answers.
+    pub status: String,
+    /// Always `replicator`.
+    pub service: String,
+    /// Jobs waiting or in flight.
+    pub queue_size: u64,
 }
