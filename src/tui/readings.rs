@@ -135,46 +135,30 @@ impl RingMember {
     }
 }
 
-/// A storage node's `GET /metrics`.
+/// A storage node's `GET /metrics` ([`crate::proto::NodeMetrics`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct NodeReading {
     /// Live keys on the node.
     pub key_count: Option<u64>,
-    /// Bytes in the write-ahead log.
+    /// Bytes of WAL segments.
     pub wal_size: Option<u64>,
-    /// Bytes the node's data takes on disk.
-    pub disk_used: Option<u64>,
+    /// Bytes of the node's WAL segments and snapshot.
+    pub data_bytes: Option<u64>,
     /// Size of the file system holding the data.
     pub disk_total: Option<u64>,
+    /// Free space on that file system.
+    pub disk_available: Option<u64>,
 }
 
 impl NodeReading {
     /// Reads a node's metrics.
     pub fn from_json(value: &Value) -> Self {
-        let disk_total = count(value, &["disk_total_bytes", "disk_total", "disk.total_bytes", "disk.total"]);
-        let disk_free = count(
-            value,
-            &["disk_available_bytes", "disk_free_bytes", "disk_available", "disk_free", "disk.available_bytes"],
-        );
-        let disk_used = count(
-            value,
-            &[
-                "data_size_bytes",
-                "disk_used_bytes",
-                "disk_usage_bytes",
-                "data_bytes",
-                "disk_used",
-                "disk_usage",
-                "disk.used_bytes",
-                "disk.used",
-            ],
-        )
-        .or_else(|| Some(disk_total?.saturating_sub(disk_free?)));
         Self {
-            key_count: count(value, &["key_count", "keys"]),
-            wal_size: count(value, &["wal_size", "wal_size_bytes", "wal_bytes"]),
-            disk_used,
-            disk_total,
+            key_count: count(value, &["key_count"]),
+            wal_size: count(value, &["wal_size"]),
+            data_bytes: count(value, &["data_bytes"]),
+            disk_total: count(value, &["disk_total_bytes"]),
+            disk_available: count(value, &["disk_available_bytes"]),
         }
     }
 }
@@ -341,14 +325,25 @@ mod tests {
     }
 
     #[test]
-    fn node_disk_usage_is_derived_from_total_and_free() {
-        let node = NodeReading::from_json(&json!({
-            "node_id": "node-1", "key_count": 12, "wal_size": 4096, "disk_total_bytes": 1000, "disk_available_bytes": 400
-        }));
-        assert_eq!(
-            node,
-            NodeReading { key_count: Some(12), wal_size: Some(4096), disk_used: Some(600), disk_total: Some(1000) }
-        );
+    fn node_metrics_are_read_and_garbage_is_unknown() {
+        let metrics = crate::proto::NodeMetrics {
+            node_id: "node-1".into(),
+            key_count: 12,
+            wal_size: 4096,
+            data_bytes: 5000,
+            disk_total_bytes: 1000,
+            disk_available_bytes: 400,
+            ..Default::default()
+        };
+        let node = NodeReading::from_json(&serde_json::to_value(metrics).unwrap());
+        let expected = NodeReading {
+            key_count: Some(12),
+            wal_size: Some(4096),
+            data_bytes: Some(5000),
+            disk_total: Some(1000),
+            disk_available: Some(400),
+        };
+        assert_eq!(node, expected);
         assert_eq!(NodeReading::from_json(&json!("garbage")), NodeReading::default());
     }
 

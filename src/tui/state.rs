@@ -66,6 +66,15 @@ pub enum Health {
     Down(String),
 }
 
+impl NodeView {
+    /// How full the file system holding the node's data is, 0..=1.
+    pub fn disk_fill(&self) -> Option<f64> {
+        let total = self.disk_total.filter(|total| *total > 0)?;
+        let available = self.disk_available?.min(total);
+        Some((total - available) as f64 / total as f64)
+    }
+}
+
 impl Health {
     /// From a probe result: any error means down.
     pub fn of<T>(probe: &Result<T, String>) -> Self {
@@ -122,10 +131,12 @@ pub struct NodeView {
     pub key_count: Option<u64>,
     /// WAL bytes (last known while down).
     pub wal_size: Option<u64>,
-    /// Bytes of data on disk (last known while down).
-    pub disk_used: Option<u64>,
+    /// Bytes of WAL and snapshot on disk (last known while down).
+    pub data_bytes: Option<u64>,
     /// Size of the file system holding the data.
     pub disk_total: Option<u64>,
+    /// Free space on that file system.
+    pub disk_available: Option<u64>,
 }
 
 /// The replicator as shown.

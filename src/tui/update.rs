@@ -213,8 +213,9 @@ impl App {
                 let reading = NodeReading::from_json(metrics);
                 view.key_count = reading.key_count.or(view.key_count);
                 view.wal_size = reading.wal_size.or(view.wal_size);
-                view.disk_used = reading.disk_used.or(view.disk_used);
+                view.data_bytes = reading.data_bytes.or(view.data_bytes);
                 view.disk_total = reading.disk_total.or(view.disk_total);
+                view.disk_available = reading.disk_available.or(view.disk_available);
             }
             view.health = health;
             nodes.push(view);
@@ -338,7 +339,8 @@ pub(crate) mod tests {
             url: format!("http://127.0.0.1:808{}", n + 1),
             metrics: Ok(json!({
                 "node_id": format!("node-{n}"), "key_count": 1000 * n, "wal_size": 1_048_576 * n,
-                "timestamp": at_ms, "disk_used_bytes": 2_097_152 * n, "disk_total_bytes": 10_737_418_240u64
+                "timestamp": at_ms, "data_bytes": 2_097_152 * n,
+                "disk_total_bytes": 10_737_418_240u64, "disk_available_bytes": 8_589_934_592u64
             })),
             health: Ok(json!({"status": "healthy", "node_id": format!("node-{n}")})),
         };
@@ -405,7 +407,8 @@ pub(crate) mod tests {
         assert_eq!((node.id.as_str(), node.key_count, node.wal_size), ("node-2", Some(2000), Some(2_097_152)));
         assert_eq!(node.share, Some(0.33));
         assert_eq!(node.since_ms, Some(T0), "the gateway's since (in seconds) is used");
-        assert_eq!(node.disk_total, Some(10_737_418_240));
+        assert_eq!(node.data_bytes, Some(4_194_304));
+        assert_eq!(node.disk_fill(), Some(0.2));
         assert_eq!(app.replication.queue_size, Some(4));
         assert_eq!(app.replication.max_lag_ms, Some(42.0));
         assert_eq!(app.replication.retries, Some(2));

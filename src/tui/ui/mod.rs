@@ -212,7 +212,13 @@ mod tests {
             assert!(line.contains("UP"), "{line}");
         }
         let node_2 = line_with(&screen, "node-2");
-        assert!(node_2.contains("33.0%") && node_2.contains("2,000") && node_2.contains("2.0MiB"), "{node_2}");
+        assert!(
+            node_2.contains("33.0%")
+                && node_2.contains("2,000")
+                && node_2.contains("2.0MiB")
+                && node_2.contains("4.0MiB fs 20%"),
+            "{node_2}"
+        );
         assert!(line_with(&screen, "NODE").contains("WAL"));
         assert!(line_with(&screen, "queue").contains("4 jobs"));
         assert!(line_with(&screen, "lag").contains("42.0ms"));

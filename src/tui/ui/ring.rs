@@ -17,6 +17,8 @@ const SHARE_TEXT: usize = 6;
 const KEYS: usize = 9;
 const WAL: usize = 9;
 const DISK_MIN: usize = 8;
+/// File-system fill shown in red.
+const DISK_ALARM: f64 = 0.9;
 
 /// Rows the panel would like: borders, the column header, one per node and one per error.
 pub fn wanted_height(app: &App) -> u16 {
@@ -79,7 +81,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         "WAL"
     );
     if columns.disk.is_some() {
-        header.push_str(" DISK");
+        header.push_str(" DATA, FS USED");
     }
     if !app.nodes.is_empty() {
         lines.push(Line::styled(header, Style::new().fg(Color::DarkGray).add_modifier(Modifier::BOLD)));
@@ -126,13 +128,14 @@ fn node_line<'a>(app: &App, node: &NodeView, columns: &Columns) -> Line<'a> {
         Span::styled(format!("{:>WAL$}", fit_right(&or_unknown(node.wal_size, format::bytes), WAL)), value_style),
     ];
     if let Some(width) = columns.disk {
-        let disk = match (node.disk_used, node.disk_total) {
-            (Some(used), Some(total)) => format!("{}/{}", format::bytes(used), format::bytes(total)),
-            (Some(used), None) => format::bytes(used),
-            _ => UNKNOWN.to_string(),
+        let data = or_unknown(node.data_bytes, format::bytes);
+        let fill = node.disk_fill();
+        let disk = format!("{data} fs {}", or_unknown(fill, |fill| format!("{:.0}%", fill * 100.0)));
+        let disk_style = match fill {
+            Some(fill) if fill >= DISK_ALARM => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            _ => value_style,
         };
-        spans.push(Span::raw(" "));
-        spans.push(Span::styled(fit(&disk, width), value_style));
+        spans.push(Span::styled(fit(&disk, width), disk_style));
     }
     Line::from(spans)
 }
