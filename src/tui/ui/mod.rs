@@ -216,7 +216,7 @@ mod tests {
             node_2.contains("33.0%")
                 && node_2.contains("2,000")
                 && node_2.contains("2.0MiB")
-                && node_2.contains("4.0MiB fs 20%"),
+                && node_2.contains(" 4.0MiB fs 20%"),
             "{node_2}"
         );
         assert!(line_with(&screen, "NODE").contains("WAL"));

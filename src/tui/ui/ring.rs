@@ -135,6 +135,7 @@ fn node_line<'a>(app: &App, node: &NodeView, columns: &Columns) -> Line<'a> {
             Some(fill) if fill >= DISK_ALARM => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
             _ => value_style,
         };
+        spans.push(Span::raw(" "));
         spans.push(Span::styled(fit(&disk, width), disk_style));
     }
     Line::from(spans)
