@@ -116,23 +116,22 @@ fn label_style() -> Style {
 }
 
 fn render_header(app: &App, frame: &mut Frame, area: Rect) {
+    // Most important first, so a narrow terminal cuts only the least useful part.
     let mut spans =
         vec![Span::styled(" ydht top ", Style::new().fg(Color::Black).bg(Color::Cyan).add_modifier(Modifier::BOLD))];
     if app.paused {
-        // First, so a narrow terminal never cuts it off.
         spans.push(Span::styled(" PAUSED ", Style::new().fg(Color::Black).bg(Color::Yellow)));
-    }
-    spans.push(Span::raw(format!(" {} · every {}", app.gateway_url, crate::duration::format(app.interval))));
-    if let Some(at) = app.last_poll_ms {
-        spans.push(Span::raw(format!(" · updated {}", format::clock(at))));
-    } else {
-        spans.push(Span::styled(" · connecting…", Style::new().fg(Color::Yellow)));
     }
     if !app.nodes.is_empty() {
         let up = app.nodes_up();
         let style = if up == app.nodes.len() { Style::new().fg(Color::Green) } else { Style::new().fg(Color::Red) };
-        spans.push(Span::raw(" · "));
-        spans.push(Span::styled(format!("{up}/{} nodes UP", app.nodes.len()), style));
+        spans.push(Span::styled(format!(" {up}/{} nodes UP", app.nodes.len()), style));
+        spans.push(Span::raw(" ·"));
+    }
+    spans.push(Span::raw(format!(" {} · every {}", app.gateway_url, crate::duration::format(app.interval))));
+    match app.last_poll_ms {
+        Some(at) => spans.push(Span::raw(format!(" · updated {}", format::clock(at)))),
+        None => spans.push(Span::styled(" · connecting…", Style::new().fg(Color::Yellow))),
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
