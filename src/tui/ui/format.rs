@@ -46,6 +46,17 @@ pub fn millis(value: f64) -> String {
     }
 }
 
+/// A number of milliseconds in at most four characters where possible, no unit: `0.42`, `3.50`, `12.0`, `120`.
+pub fn millis_number(value: f64) -> String {
+    if value < 10.0 {
+        format!("{value:.2}")
+    } else if value < 100.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.0}")
+    }
+}
+
 /// `12.3` per second (no unit).
 pub fn rate(value: f64) -> String {
     if value >= 1000.0 { format!("{value:.0}") } else { format!("{value:.1}") }
@@ -122,6 +133,9 @@ mod tests {
         assert_eq!(millis(0.5), "0.50ms");
         assert_eq!(millis(12.0), "12.0ms");
         assert_eq!(millis(25_000.0), "25.0s");
+        assert_eq!(millis_number(0.423), "0.42");
+        assert_eq!(millis_number(12.0), "12.0");
+        assert_eq!(millis_number(1234.4), "1234");
         assert_eq!(age(192_000), "3m12s");
         assert_eq!(age(90_061_000), "1d1h");
     }

@@ -38,10 +38,10 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     lines.push(Line::from(vec![
         label("latency"),
         Span::raw(format!(
-            "p50 {} p95 {} p99 {}",
-            or_unknown(view.p50_ms, format::millis),
-            or_unknown(view.p95_ms, format::millis),
-            or_unknown(view.p99_ms, format::millis)
+            "p50 {} p95 {} p99 {} ms",
+            or_unknown(view.p50_ms, format::millis_number),
+            or_unknown(view.p95_ms, format::millis_number),
+            or_unknown(view.p99_ms, format::millis_number)
         )),
     ]));
     let limited_style = if app.alarms.rate_limit_storm { Style::new().fg(Color::Yellow) } else { Style::new() };

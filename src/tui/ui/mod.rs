@@ -222,7 +222,7 @@ mod tests {
         assert!(line_with(&screen, "queue").contains("4 jobs"));
         assert!(line_with(&screen, "lag").contains("42.0ms"));
         assert!(line_with(&screen, "rps").contains("50.0"));
-        assert!(line_with(&screen, "latency").contains("p99 12.0ms"));
+        assert!(line_with(&screen, "latency").contains("p50 1.25 p95 4.50 p99 12.0 ms"));
         assert!(line_with(&screen, "tenants").contains("42 25.0/s"));
         for title in ["Ring", "Replication", "Gateway", "History", "Events"] {
             assert!(text.contains(title), "{title} missing:\n{text}");
