@@ -51,23 +51,6 @@ pub fn timestamp_ms(value: &Value) -> Option<u64> {
     Some(if n >= 1e11 { n as u64 } else { (n * 1000.0) as u64 })
 }
 
-/// Named numbers in any of the shapes a per-entity breakdown takes:
-/// `{name: n}`, `{name: {field: n}}` or `[{name_field: name, field: n}]`.
-pub fn breakdown(value: &Value, name_fields: &[&str], fields: &[&str]) -> Vec<(String, f64)> {
-    let of_entry = |entry: &Value| as_f64(entry).or_else(|| number(entry, fields));
-    match value {
-        Value::Object(map) => map.iter().filter_map(|(name, entry)| Some((name.clone(), of_entry(entry)?))).collect(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|item| {
-                let name = text(item, name_fields).or_else(|| count(item, name_fields).map(|n| n.to_string()))?;
-                Some((name, number(item, fields)?))
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// One member of the ring as the gateway's `GET /cluster` lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RingMember {
@@ -235,65 +218,37 @@ pub struct GatewayReading {
     pub node_errors: Vec<(String, u64)>,
 }
 
-const TENANT_LISTS: [&str; 5] = ["per_user", "users", "tenants", "by_user", "requests_by_user"];
-const TENANT_NAMES: [&str; 4] = ["user_id", "user", "tenant", "id"];
-const TENANT_COUNTERS: [&str; 4] = ["requests", "total_requests", "request_count", "count"];
-const TENANT_RATES: [&str; 3] = ["requests_per_second", "rps", "rate"];
-const NODE_ERROR_LISTS: [&str; 4] = ["node_errors", "per_node_errors", "errors_by_node", "errors_per_node"];
-
 impl GatewayReading {
-    /// Reads the gateway's metrics.
+    /// Reads the gateway's metrics ([`crate::proto::GatewayMetrics`]).
     pub fn from_json(value: &Value) -> Self {
-        let percentile = |p: &str| {
-            number(
-                value,
-                &[
-                    &format!("latency_ms.{p}"),
-                    &format!("latency.{p}_ms"),
-                    &format!("latency.{p}"),
-                    &format!("{p}_ms"),
-                    &format!("latency_{p}_ms"),
-                    &format!("{p}"),
-                ],
-            )
-        };
-        let tenant_list = TENANT_LISTS.iter().find_map(|name| at(value, name)).unwrap_or(&Value::Null);
-        let counters = breakdown(tenant_list, &TENANT_NAMES, &TENANT_COUNTERS);
-        let rates = breakdown(tenant_list, &TENANT_NAMES, &TENANT_RATES);
-        let mut tenants: Vec<TenantReading> = counters
-            .iter()
-            .map(|(user, requests)| TenantReading {
-                user: user.clone(),
-                requests: Some(requests.max(0.0).round() as u64),
-                reported_rps: rates.iter().find(|(name, _)| name == user).map(|(_, rate)| *rate),
+        let tenants = at(value, "users")
+            .and_then(Value::as_array)
+            .map(|users| {
+                users
+                    .iter()
+                    .filter_map(|user| {
+                        let user_id =
+                            text(user, &["user_id"]).or_else(|| count(user, &["user_id"]).map(|id| id.to_string()));
+                        Some(TenantReading {
+                            user: user_id?,
+                            requests: count(user, &["requests"]),
+                            reported_rps: number(user, &["requests_per_second"]),
+                        })
+                    })
+                    .collect()
             })
-            .collect();
-        for (user, rate) in rates {
-            if !tenants.iter().any(|tenant| tenant.user == user) {
-                tenants.push(TenantReading { user, requests: None, reported_rps: Some(rate) });
-            }
-        }
-        let node_errors = NODE_ERROR_LISTS
-            .iter()
-            .find_map(|name| at(value, name))
-            .map(|list| breakdown(list, &["node", "node_id", "id", "url"], &["errors", "count", "total"]))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(node, errors)| (node, errors.max(0.0).round() as u64))
-            .collect();
+            .unwrap_or_default();
+        let node_errors = at(value, "node_errors")
+            .and_then(Value::as_object)
+            .map(|errors| errors.iter().filter_map(|(node, count)| Some((node.clone(), count.as_u64()?))).collect())
+            .unwrap_or_default();
         Self {
-            total_requests: count(
-                value,
-                &["total_requests", "requests_total", "requests.total", "request_count", "requests"],
-            ),
-            reported_rps: number(value, &["requests_per_second", "rps", "requests.per_second", "requests.rate"]),
-            p50_ms: percentile("p50"),
-            p95_ms: percentile("p95"),
-            p99_ms: percentile("p99"),
-            rate_limit_hits: count(
-                value,
-                &["rate_limit_hits", "rate_limited", "rate_limited_total", "rate_limit.hits", "rate_limit_hits_total"],
-            ),
+            total_requests: count(value, &["requests_total"]),
+            reported_rps: number(value, &["requests_per_second"]),
+            p50_ms: number(value, &["latency_ms.p50"]),
+            p95_ms: number(value, &["latency_ms.p95"]),
+            p99_ms: number(value, &["latency_ms.p99"]),
+            rate_limit_hits: count(value, &["rate_limit_hits"]),
             tenants,
             node_errors,
         }
@@ -345,33 +300,6 @@ mod tests {
         };
         assert_eq!(node, expected);
         assert_eq!(NodeReading::from_json(&json!("garbage")), NodeReading::default());
-    }
-
-    #[test]
-    fn gateway_percentiles_tenants_and_node_errors_in_several_shapes() {
-        let nested = GatewayReading::from_json(&json!({
-            "total_requests": 100,
-            "latency_ms": {"p50": 1.5, "p95": 4.0, "p99": 9.0},
-            "rate_limit_hits": 7,
-            "per_user": {"42": {"requests": 60, "rate_limited": 7}, "7": {"requests": 40}},
-            "node_errors": {"node-2": 3}
-        }));
-        assert_eq!((nested.p50_ms, nested.p95_ms, nested.p99_ms), (Some(1.5), Some(4.0), Some(9.0)));
-        assert_eq!(nested.rate_limit_hits, Some(7));
-        assert_eq!(nested.tenants.len(), 2);
-        assert!(nested.tenants.iter().any(|t| t.user == "42" && t.requests == Some(60)));
-        assert_eq!(nested.node_errors, vec![("node-2".to_string(), 3)]);
-
-        let flat = GatewayReading::from_json(&json!({
-            "requests_total": "5", "p99_ms": 2, "requests_per_second": 1.5,
-            "users": [{"user_id": 9, "requests": 5, "rps": 1.5}],
-            "per_node_errors": [{"node": "http://b", "errors": 2}]
-        }));
-        assert_eq!(flat.total_requests, Some(5));
-        assert_eq!(flat.reported_rps, Some(1.5));
-        assert_eq!(flat.p99_ms, Some(2.0));
-        assert_eq!(flat.tenants, vec![TenantReading { user: "9".into(), requests: Some(5), reported_rps: Some(1.5) }]);
-        assert_eq!(flat.node_errors, vec![("http://b".to_string(), 2)]);
     }
 
     #[test]

@@ -355,10 +355,16 @@ pub(crate) mod tests {
                 "replicator_url": "http://127.0.0.1:8085", "users_url": "http://127.0.0.1:8081"
             })),
             gateway_metrics: Ok(json!({
-                "total_requests": requests,
-                "latency_ms": {"p50": 1.25, "p95": 4.5, "p99": 12.0},
+                "service": "gateway", "timestamp": at_ms / 1000, "uptime_secs": 10,
+                "requests_total": requests, "requests_per_second": 0.5,
+                "latency_ms": {"p50": 1.25, "p95": 4.5, "p99": 12.0, "max": 20.0, "count": requests},
                 "rate_limit_hits": rate_limited,
-                "per_user": {"42": {"requests": requests / 2}, "7": {"requests": requests / 4}}
+                "users": [
+                    {"user_id": 42, "requests": requests / 2, "requests_per_second": 0.25},
+                    {"user_id": 7, "requests": requests / 4, "requests_per_second": 0.1}
+                ],
+                "node_errors": {"node-1": 0, "node-2": 0, "node-3": 0},
+                "replicator_failures": 0, "read_repairs": 0
             })),
             gateway_health: Ok(json!({"status": "healthy", "service": "gateway"})),
             nodes: (1..=3).map(node).collect(),
@@ -415,7 +421,8 @@ pub(crate) mod tests {
         assert_eq!(app.gateway.p99_ms, Some(12.0));
         assert_eq!(app.gateway.replicas, Some(3));
         assert_eq!(app.gateway.users, Some(Health::Up));
-        assert_eq!(app.gateway.rps, None, "no rate from a single counter read");
+        assert_eq!(app.gateway.rps, Some(0.5), "one counter read: the gateway's own minute estimate");
+        assert_eq!(app.gateway.top_tenants, vec![("42".to_string(), 0.25), ("7".to_string(), 0.1)]);
         assert!(app.events.is_empty(), "a healthy first poll is not news: {:?}", app.events);
         assert_eq!(app.history.wal_bytes.back(), Some(&Some(6.0 * 1_048_576.0)));
     }
@@ -428,9 +435,10 @@ pub(crate) mod tests {
         assert_eq!(app.gateway.rps, Some(100.0));
         assert_eq!(app.replication.jobs_per_sec, Some(100.0));
         assert_eq!(app.gateway.top_tenants, vec![("42".to_string(), 50.0), ("7".to_string(), 25.0)]);
-        // A restarted gateway's counters go backwards: no rate rather than a negative one.
+        // A restarted gateway's counters go backwards: its own estimate rather than a negative rate.
         app.update(Event::Polled(Box::new(healthy_snapshot(13_000, 5, 0, 0))));
-        assert_eq!(app.gateway.rps, None);
+        assert_eq!(app.gateway.rps, Some(0.5));
+        assert_eq!(app.replication.jobs_per_sec, None, "the replicator reports no rate of its own");
         assert_eq!(rate(Some(10), Some(15), 500), Some(10.0));
         assert_eq!(rate(Some(10), Some(15), 0), None);
         assert_eq!(rate(None, Some(15), 1000), None);

@@ -12,6 +12,14 @@ use super::format::{self, or_unknown};
 use super::{label_style, panel_block};
 use crate::tui::state::{App, Panel};
 
+/// One charted series: its label, samples, value format and colour.
+struct Series<'a> {
+    name: &'a str,
+    values: &'a VecDeque<Option<f64>>,
+    show: fn(f64) -> String,
+    color: Color,
+}
+
 /// Draws the panel.
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let span = crate::duration::format(app.interval * crate::tui::state::HISTORY_LEN as u32);
@@ -19,13 +27,18 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let history = &app.history;
-    let series: [(&str, &VecDeque<Option<f64>>, fn(f64) -> String, Color); 3] = [
-        ("rps", &history.rps, format::rate, Color::Green),
-        ("lag", &history.lag_ms, format::millis, Color::Yellow),
-        ("WAL", &history.wal_bytes, |bytes| format::bytes(bytes as u64), Color::Magenta),
+    let series = [
+        Series { name: "rps", values: &history.rps, show: format::rate, color: Color::Green },
+        Series { name: "lag", values: &history.lag_ms, show: format::millis, color: Color::Yellow },
+        Series {
+            name: "WAL",
+            values: &history.wal_bytes,
+            show: |bytes| format::bytes(bytes as u64),
+            color: Color::Magenta,
+        },
     ];
     let rows = Layout::vertical([Constraint::Ratio(1, 3); 3]).split(inner);
-    for ((name, values, show, color), row) in series.into_iter().zip(rows.iter()) {
+    for (Series { name, values, show, color }, row) in series.into_iter().zip(rows.iter()) {
         let [label_row, chart_row] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(*row);
         let width = chart_row.width as usize;
         let recent: Vec<Option<f64>> = values.iter().skip(values.len().saturating_sub(width)).copied().collect();
