@@ -50,6 +50,8 @@ pub fn app(state: GatewayState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/cluster", get(cluster))
+        .route("/internal/tenants/{user_id}/kv", get(internal_list))
+        .route("/internal/tenants/{user_id}/kv/{*key}", get(internal_get).delete(internal_delete))
         .fallback(|| async { ApiError::not_found("no such endpoint; the KV API is under /v1/kv/{key}") })
         .with_state(state)
 }
@@ -224,8 +226,17 @@ async fn get_key(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(key) = path?;
+    read_key(&state, &tenant, key, &headers).await
+}
+
+async fn read_key(
+    state: &GatewayState,
+    tenant: &Tenant,
+    key: String,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     validate_key(&key)?;
-    let consistency = Consistency::from_headers(&headers)?;
+    let consistency = Consistency::from_headers(headers)?;
     let outcome = state.read(&tenant.storage_key(&key), consistency).await?;
     let NodeRecord::Value { value, content_type, version, expires_at } = outcome.record else {
         return Ok(with_nodes(not_found().into_response(), &outcome.participants));
@@ -250,8 +261,17 @@ async fn delete_key(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(key) = path?;
+    remove_key(&state, &tenant, key, &headers).await
+}
+
+async fn remove_key(
+    state: &GatewayState,
+    tenant: &Tenant,
+    key: String,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     validate_key(&key)?;
-    let consistency = Consistency::from_headers(&headers)?;
+    let consistency = Consistency::from_headers(headers)?;
     let storage_key = tenant.storage_key(&key);
     let existing = state.read(&storage_key, consistency).await?;
     if !matches!(existing.record, NodeRecord::Value { .. }) {
@@ -259,7 +279,7 @@ async fn delete_key(
     }
     let mutation = Mutation { version: state.hlc.now(), kind: MutationKind::Delete };
     let outcome = state.write(&storage_key, mutation, consistency).await?;
-    Ok(write_response(&state, key, outcome))
+    Ok(write_response(state, key, outcome))
 }
 
 fn check_list_text(name: &str, text: &str) -> Result<(), ApiError> {
@@ -277,6 +297,10 @@ async fn list_keys(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
+    list_tenant_keys(&state, &tenant, query).await
+}
+
+async fn list_tenant_keys(state: &GatewayState, tenant: &Tenant, query: ListQuery) -> Result<Response, ApiError> {
     let limit = match query.limit.as_deref() {
         None => DEFAULT_LIST_LIMIT,
         Some(text) => match text.trim().parse::<usize>() {
@@ -311,6 +335,42 @@ async fn list_keys(
         .collect();
     let body = KvListResponse { keys, next_cursor: outcome.next_cursor.as_deref().and_then(strip) };
     Ok(with_nodes(Json(body).into_response(), &outcome.participants))
+}
+
+/// The tenant an internal (cluster-secret) request acts for, e.g. the users service's key browser.
+fn internal_tenant(user_id: i64) -> Tenant {
+    Tenant { user_id, scopes: vec!["admin".to_string()] }
+}
+
+async fn internal_list(
+    State(state): State<GatewayState>,
+    _: Internal,
+    path: Result<Path<i64>, PathRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(user_id) = path?;
+    let Query(query) = query?;
+    list_tenant_keys(&state, &internal_tenant(user_id), query).await
+}
+
+async fn internal_get(
+    State(state): State<GatewayState>,
+    _: Internal,
+    path: Result<Path<(i64, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((user_id, key)) = path?;
+    read_key(&state, &internal_tenant(user_id), key, &headers).await
+}
+
+async fn internal_delete(
+    State(state): State<GatewayState>,
+    _: Internal,
+    path: Result<Path<(i64, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((user_id, key)) = path?;
+    remove_key(&state, &internal_tenant(user_id), key, &headers).await
 }
 
 async fn health() -> Json<ServiceHealth> {
