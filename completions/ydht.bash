@@ -582,7 +582,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__users)
-            opts="-h --data-dir --host --cluster-secret --port --database-url --jwt-secret --jwt-expiration --secure-cookies --help"
+            opts="-h --data-dir --host --cluster-secret --port --database-url --jwt-secret --jwt-expiration --secure-cookies --gateway-url --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -613,6 +613,10 @@ _ydht() {
                     return 0
                     ;;
                 --jwt-expiration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gateway-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -86,6 +86,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --database-url 'Database: postgres://user:pass@host:5432/db or sqlite:///path/users.db [default: <data-dir>/users.db]'
             cand --jwt-secret 'Secret signing access tokens (HS256) [default: generated once into <data-dir>/jwt.secret]'
             cand --jwt-expiration 'Access-token lifetime, e.g. 15m, 1h, 24h'
+            cand --gateway-url 'Base URL of the gateway, for the dashboard''s key browser'
             cand --secure-cookies 'Mark cookies `Secure` (set when the pages are served over HTTPS)'
             cand -h 'Print help'
             cand --help 'Print help'

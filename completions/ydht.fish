@@ -77,6 +77,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l database-url -d 'Database: postgres://user:pass@host:5432/db or sqlite:///path/users.db [default: <data-dir>/users.db]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l jwt-secret -d 'Secret signing access tokens (HS256) [default: generated once into <data-dir>/jwt.secret]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l jwt-expiration -d 'Access-token lifetime, e.g. 15m, 1h, 24h' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l gateway-url -d 'Base URL of the gateway, for the dashboard\'s key browser' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l secure-cookies -d 'Mark cookies `Secure` (set when the pages are served over HTTPS)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -s h -l help -d 'Print help'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l data-dir -d 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]' -r -F
