@@ -455,6 +455,16 @@ mod tests {
         let view: ClusterView = serde_json::from_str(&body).unwrap();
         assert_eq!((view.replicas, view.vnodes, view.nodes.len()), (1, 150, 1));
         assert!((view.nodes[0].share - 1.0).abs() < 1e-9);
+        for uri in ["/internal/tenants/1/kv", "/internal/tenants/1/kv/a"] {
+            let (status, _, _) = call(Request::builder().uri(uri).body(Body::empty()).unwrap()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+        }
+        let request = Request::builder()
+            .uri("/internal/tenants/not-a-number/kv")
+            .header("x-cluster-secret", "s3cret")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(request).await.0, StatusCode::BAD_REQUEST);
         let (status, _, body) = call(Request::builder().uri("/nope").body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body.contains("error"));
