@@ -232,13 +232,12 @@ async fn tenants_scopes_and_revocation() {
     let response =
         client.delete(format!("{}/apikeys/{key_id}", cluster.users)).bearer_auth(&alice.token).send().await.unwrap();
     assert_eq!(response.status(), 204);
-    let revoked_at = std::time::Instant::now();
-    let refused = eventually(Duration::from_secs(10), || async {
+    // The gateway trusts a validated key for at most 3 s; poll up to the promised 5 s.
+    let refused = eventually(Duration::from_secs(5), || async {
         client.get(kv(&cluster, "user:123")).header("X-API-Key", &doomed).send().await.unwrap().status() == 401
     })
     .await;
-    assert!(refused, "revoked key still works");
-    assert!(revoked_at.elapsed() < Duration::from_secs(6), "revocation took {:?}", revoked_at.elapsed());
+    assert!(refused, "revoked key still works 5 s after revocation");
 }
 
 #[tokio::test]
