@@ -165,10 +165,11 @@ async fn readme_quick_start_flow() {
             .json()
             .await
             .unwrap_or(Value::Null);
-        usage.to_string().contains("put")
+        // Three PUTs stored 46 + 32 + 38 value bytes; reads, deletes and listings send none.
+        usage["total"]["bytes_in"] == 116 && usage["total"]["requests"].as_u64().unwrap_or(0) >= 8
     })
     .await;
-    assert!(reported, "usage never reached the users service");
+    assert!(reported, "usage (116 bytes in over at least 8 requests) never reached the users service");
 }
 
 #[tokio::test]

@@ -107,18 +107,13 @@ async fn guard(State(state): State<GatewayState>, request: Request, next: Next) 
             return response;
         }
     };
-    let bytes_in = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
-        .unwrap_or(0);
     let mut response = next.run(Request::from_parts(parts, body)).await;
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         // The rest of the body was never read: the connection cannot carry another request.
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let bytes_out = axum::body::HttpBody::size_hint(response.body()).exact().unwrap_or(0);
-    let bytes_in = if response.status().is_success() { bytes_in } else { 0 };
+    let bytes_in = response.extensions().get::<ValueBytes>().map_or(0, |value| value.0);
     state.usage.record(tenant.user_id, operation, bytes_in, bytes_out);
     set_limit_headers(&mut response, &state, remaining);
     state.metrics.record_request(Some(tenant.user_id), started.elapsed());
@@ -158,6 +153,10 @@ fn not_found() -> ApiError {
 fn unix_millis_now() -> u64 {
     UNIX_EPOCH.elapsed().map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
+
+/// The stored value's size, attached to a PUT's response for usage accounting.
+#[derive(Debug, Clone, Copy)]
+struct ValueBytes(u64);
 
 fn write_response(state: &GatewayState, key: String, outcome: WriteOutcome) -> Response {
     let body = KvWriteResponse {
@@ -207,6 +206,7 @@ async fn put_key(
     let consistency = Consistency::from_headers(&headers)?;
     let ttl = parse_ttl(query.ttl.as_deref())?;
     let value = read_value(&headers, body, state.config.max_value_bytes).await?;
+    let size = value.len() as u64;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -216,7 +216,9 @@ async fn put_key(
     let expires_at = ttl.map(|ttl| unix_millis_now() + ttl.as_millis() as u64);
     let mutation = Mutation { version: state.hlc.now(), kind: MutationKind::Put { value, content_type, expires_at } };
     let outcome = state.write(&tenant.storage_key(&key), mutation, consistency).await?;
-    Ok(write_response(&state, key, outcome))
+    let mut response = write_response(&state, key, outcome);
+    response.extensions_mut().insert(ValueBytes(size));
+    Ok(response)
 }
 
 async fn get_key(
