@@ -37,17 +37,35 @@ _ydht() {
             ydht__subcmd__help__subcmd__serve,node)
                 cmd="ydht__subcmd__help__subcmd__serve__subcmd__node"
                 ;;
+            ydht__subcmd__help__subcmd__serve,replicator)
+                cmd="ydht__subcmd__help__subcmd__serve__subcmd__replicator"
+                ;;
+            ydht__subcmd__help__subcmd__serve,users)
+                cmd="ydht__subcmd__help__subcmd__serve__subcmd__users"
+                ;;
             ydht__subcmd__serve,help)
                 cmd="ydht__subcmd__serve__subcmd__help"
                 ;;
             ydht__subcmd__serve,node)
                 cmd="ydht__subcmd__serve__subcmd__node"
                 ;;
+            ydht__subcmd__serve,replicator)
+                cmd="ydht__subcmd__serve__subcmd__replicator"
+                ;;
+            ydht__subcmd__serve,users)
+                cmd="ydht__subcmd__serve__subcmd__users"
+                ;;
             ydht__subcmd__serve__subcmd__help,help)
                 cmd="ydht__subcmd__serve__subcmd__help__subcmd__help"
                 ;;
             ydht__subcmd__serve__subcmd__help,node)
                 cmd="ydht__subcmd__serve__subcmd__help__subcmd__node"
+                ;;
+            ydht__subcmd__serve__subcmd__help,replicator)
+                cmd="ydht__subcmd__serve__subcmd__help__subcmd__replicator"
+                ;;
+            ydht__subcmd__serve__subcmd__help,users)
+                cmd="ydht__subcmd__serve__subcmd__help__subcmd__users"
                 ;;
             *)
                 ;;
@@ -56,7 +74,7 @@ _ydht() {
 
     case "${cmd}" in
         ydht)
-            opts="-h -V --help --version completions serve help"
+            opts="-h -V --help --version serve completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -88,7 +106,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help)
-            opts="completions serve help"
+            opts="serve completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -130,7 +148,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__serve)
-            opts="node"
+            opts="node replicator users"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -157,8 +175,36 @@ _ydht() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ydht__subcmd__help__subcmd__serve__subcmd__replicator)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__serve__subcmd__users)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ydht__subcmd__serve)
-            opts="-h --help node help"
+            opts="-h --help node replicator users help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -172,7 +218,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__help)
-            opts="node help"
+            opts="node replicator users help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -200,6 +246,34 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__help__subcmd__node)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__help__subcmd__replicator)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__help__subcmd__users)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -253,6 +327,110 @@ _ydht() {
                     return 0
                     ;;
                 --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__replicator)
+            opts="-h --data-dir --host --cluster-secret --port --max-queue --max-queue-bytes --max-value-bytes --wait-timeout --retry-base --probe-interval --request-timeout --compact-bytes --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-queue-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-value-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry-base)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --probe-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --request-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --compact-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__users)
+            opts="-h --data-dir --host --cluster-secret --port --database-url --jwt-secret --jwt-expiration --secure-cookies --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jwt-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jwt-expiration)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

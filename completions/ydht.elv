@@ -22,19 +22,16 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --help 'Print help'
             cand -V 'Print version'
             cand --version 'Print version'
+            cand serve 'Run a server (one service of the cluster)'
             cand completions 'Print shell completions (or write every shell''s file with --dir)'
-            cand serve 'Run a ydht service'
             cand help 'Print this message or the help of the given subcommand(s)'
-        }
-        &'ydht;completions'= {
-            cand --dir 'Write the files for every shell into this directory instead of printing'
-            cand -h 'Print help'
-            cand --help 'Print help'
         }
         &'ydht;serve'= {
             cand -h 'Print help'
             cand --help 'Print help'
             cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+            cand replicator 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
+            cand users 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;serve;node'= {
@@ -51,25 +48,70 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'ydht;serve;replicator'= {
+            cand --data-dir 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]'
+            cand --host 'Address to bind; use 0.0.0.0 to accept connections from other machines'
+            cand --cluster-secret 'Shared secret guarding internal endpoints [default: generated once into the data dir]'
+            cand --port 'Port to listen on (0 picks a free one)'
+            cand --max-queue 'Most unfinished jobs kept; beyond it new jobs get 503 with Retry-After'
+            cand --max-queue-bytes 'Most bytes of values held by unfinished jobs; beyond it new jobs get 503'
+            cand --max-value-bytes 'Largest value a job may carry, in bytes; larger bodies get 413'
+            cand --wait-timeout 'With `x-ydht-wait`, how long to wait for the acknowledgements before answering 504'
+            cand --retry-base 'Delay before the first retry of a failed replica write (doubles each retry, plus jitter)'
+            cand --probe-interval 'How often nodes holding hinted handoffs are probed with /health'
+            cand --request-timeout 'Timeout of one request to a node'
+            cand --compact-bytes 'Rewrite the queue log when it grows past this many bytes (mostly finished work)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'ydht;serve;users'= {
+            cand --data-dir 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]'
+            cand --host 'Address to bind; use 0.0.0.0 to accept connections from other machines'
+            cand --cluster-secret 'Shared secret guarding internal endpoints [default: generated once into the data dir]'
+            cand --port 'Port to listen on'
+            cand --database-url 'Database: postgres://user:pass@host:5432/db or sqlite:///path/users.db [default: <data-dir>/users.db]'
+            cand --jwt-secret 'Secret signing access tokens (HS256) [default: generated once into <data-dir>/jwt.secret]'
+            cand --jwt-expiration 'Access-token lifetime, e.g. 15m, 1h, 24h'
+            cand --secure-cookies 'Mark cookies `Secure` (set when the pages are served over HTTPS)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'ydht;serve;help'= {
             cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+            cand replicator 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
+            cand users 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;serve;help;node'= {
         }
+        &'ydht;serve;help;replicator'= {
+        }
+        &'ydht;serve;help;users'= {
+        }
         &'ydht;serve;help;help'= {
         }
-        &'ydht;help'= {
-            cand completions 'Print shell completions (or write every shell''s file with --dir)'
-            cand serve 'Run a ydht service'
-            cand help 'Print this message or the help of the given subcommand(s)'
+        &'ydht;completions'= {
+            cand --dir 'Write the files for every shell into this directory instead of printing'
+            cand -h 'Print help'
+            cand --help 'Print help'
         }
-        &'ydht;help;completions'= {
+        &'ydht;help'= {
+            cand serve 'Run a server (one service of the cluster)'
+            cand completions 'Print shell completions (or write every shell''s file with --dir)'
+            cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;help;serve'= {
             cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+            cand replicator 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
+            cand users 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'
         }
         &'ydht;help;serve;node'= {
+        }
+        &'ydht;help;serve;replicator'= {
+        }
+        &'ydht;help;serve;users'= {
+        }
+        &'ydht;help;completions'= {
         }
         &'ydht;help;help'= {
         }

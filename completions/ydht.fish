@@ -26,14 +26,14 @@ end
 
 complete -c ydht -n "__fish_ydht_needs_command" -s h -l help -d 'Print help'
 complete -c ydht -n "__fish_ydht_needs_command" -s V -l version -d 'Print version'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "serve" -d 'Run a server (one service of the cluster)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
-complete -c ydht -n "__fish_ydht_needs_command" -f -a "serve" -d 'Run a ydht service'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -l dir -d 'Write the files for every shell into this directory instead of printing' -r -F
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node help" -s h -l help -d 'Print help'
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node help" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator users help" -s h -l help -d 'Print help'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator users help" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator users help" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator users help" -f -a "users" -d 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator users help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l port -d 'Port to listen on' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l node-id -d 'This node\'s id; its WAL and snapshots live in <data-dir>/<node-id>/' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l max-value-bytes -d 'Largest value accepted, in bytes (larger bodies get 413 before being read)' -r
@@ -46,9 +46,37 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l cluster-secret -d 'Shared secret guarding internal endpoints [default: generated once into the data dir]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l salvage-wal -d 'Start despite a corrupt WAL segment by truncating it at the first bad record (later records are lost)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l data-dir -d 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l host -d 'Address to bind; use 0.0.0.0 to accept connections from other machines' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l cluster-secret -d 'Shared secret guarding internal endpoints [default: generated once into the data dir]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l port -d 'Port to listen on (0 picks a free one)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l max-queue -d 'Most unfinished jobs kept; beyond it new jobs get 503 with Retry-After' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l max-queue-bytes -d 'Most bytes of values held by unfinished jobs; beyond it new jobs get 503' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l max-value-bytes -d 'Largest value a job may carry, in bytes; larger bodies get 413' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l wait-timeout -d 'With `x-ydht-wait`, how long to wait for the acknowledgements before answering 504' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l retry-base -d 'Delay before the first retry of a failed replica write (doubles each retry, plus jitter)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l probe-interval -d 'How often nodes holding hinted handoffs are probed with /health' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l request-timeout -d 'Timeout of one request to a node' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l compact-bytes -d 'Rewrite the queue log when it grows past this many bytes (mostly finished work)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -s h -l help -d 'Print help'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l data-dir -d 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l host -d 'Address to bind; use 0.0.0.0 to accept connections from other machines' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l cluster-secret -d 'Shared secret guarding internal endpoints [default: generated once into the data dir]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l port -d 'Port to listen on' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l database-url -d 'Database: postgres://user:pass@host:5432/db or sqlite:///path/users.db [default: <data-dir>/users.db]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l jwt-secret -d 'Secret signing access tokens (HS256) [default: generated once into <data-dir>/jwt.secret]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l jwt-expiration -d 'Access-token lifetime, e.g. 15m, 1h, 24h' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l secure-cookies -d 'Mark cookies `Secure` (set when the pages are served over HTTPS)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -s h -l help -d 'Print help'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "users" -d 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve help" -f -a "serve" -d 'Run a ydht service'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -l dir -d 'Write the files for every shell into this directory instead of printing' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions help" -f -a "serve" -d 'Run a server (one service of the cluster)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "users" -d 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'

@@ -9,12 +9,13 @@
 //! - [`shutdown`]: one shutdown signal shared by every task of a process.
 //! - [`server`]: binding listeners with actionable errors and serving routers.
 //! - [`proto`]: wire types and header names shared by daemons and the client.
-//! - [`auth`]: the cluster-secret extractor guarding internal endpoints.
+//! - [`auth`]: the cluster-secret extractor, argon2id passwords, HS256 access tokens.
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
 //! - [`hlc`]: the hybrid logical clock that versions every write.
-//! - [`daemon`]: the services behind `ydht serve` (storage node, …).
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
+//! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
+//! - [`daemon`]: the services behind `ydht serve …` (one module each).
 
 pub mod auth;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod duration;
 pub mod error;
 pub mod hlc;
+pub mod nodeclient;
 pub mod proto;
 pub mod ring;
 pub mod server;
