@@ -255,6 +255,7 @@ async fn bad_input_is_refused_and_nothing_is_written() {
         (put(format!("{}?ttl=-1h", kv(&cluster, "negative-ttl"))).body("v"), 400, "negative-ttl"),
         (put(format!("{}?ttl=", kv(&cluster, "empty-ttl"))).body("v"), 400, "empty-ttl"),
         (put(kv(&cluster, "too-big")).body(vec![b'x'; 1025]), 413, "too-big"),
+        (put(kv(&cluster, "much-too-big")).body(vec![b'x'; 1_500_000]), 413, "much-too-big"),
         (put(kv(&cluster, "ctl%01key")).body("v"), 400, "ctl\u{1}key"),
         (put(kv(&cluster, "bad-utf8-%FF")).body("v"), 400, ""),
         (put(kv(&cluster, &"k".repeat(1025))).body("v"), 400, ""),

@@ -168,24 +168,45 @@ fn write_response(state: &GatewayState, key: String, outcome: WriteOutcome) -> R
     with_nodes(Json(body).into_response(), &outcome.participants)
 }
 
+/// Most bytes of a refused body read and dropped, so a client still sending sees the 413, not a reset.
+const DRAIN_BYTES: usize = 2 << 20;
+/// Longest time spent dropping a refused body.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Reads the request body, refusing (413) a declared or actual size over `max` before reading it whole.
 async fn read_value(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::too_large(format!("value is larger than the maximum of {max} bytes"));
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|length| length > max as u64) {
+        discard(&mut stream).await;
         return Err(too_large());
     }
     let mut value = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk =
             chunk.map_err(|error| ApiError::bad_request(format!("could not read the request body: {error}")))?;
         if value.len() + chunk.len() > max {
+            discard(&mut stream).await;
             return Err(too_large());
         }
         value.extend_from_slice(&chunk);
     }
     Ok(value.freeze())
+}
+
+/// Drops up to [`DRAIN_BYTES`] more of a refused body, for at most [`DRAIN_TIME`]; nothing is kept.
+async fn discard(stream: &mut axum::body::BodyDataStream) {
+    let drain = async {
+        let mut dropped = 0;
+        while dropped < DRAIN_BYTES {
+            match stream.next().await {
+                Some(Ok(chunk)) => dropped += chunk.len(),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
 }
 
 async fn empty_key() -> ApiError {
