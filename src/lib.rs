@@ -12,7 +12,6 @@
 //! - [`auth`]: the cluster-secret extractor, argon2id passwords, HS256 access tokens.
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
-//! - [`daemon`]: the services behind `ydht serve …` (gateway, …).
 //! - [`hlc`]: the hybrid logical clock that versions every write.
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
 //! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
