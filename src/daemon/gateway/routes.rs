@@ -170,6 +170,8 @@ fn write_response(state: &GatewayState, key: String, outcome: WriteOutcome) -> R
 
 /// Most bytes of a refused body read and dropped, so a client still sending sees the 413, not a reset.
 const DRAIN_BYTES: usize = 2 << 20;
+/// Longest time a client may take to send a value.
+const BODY_TIME: std::time::Duration = std::time::Duration::from_secs(30);
 /// Longest time spent dropping a refused body.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -183,16 +185,25 @@ async fn read_value(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes
         return Err(too_large());
     }
     let mut value = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|error| ApiError::bad_request(format!("could not read the request body: {error}")))?;
-        if value.len() + chunk.len() > max {
-            discard(&mut stream).await;
-            return Err(too_large());
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|error| ApiError::bad_request(format!("could not read the request body: {error}")))?;
+            if value.len() + chunk.len() > max {
+                discard(&mut stream).await;
+                return Err(too_large());
+            }
+            value.extend_from_slice(&chunk);
         }
-        value.extend_from_slice(&chunk);
+        Ok(())
+    };
+    match tokio::time::timeout(BODY_TIME, read).await {
+        Ok(outcome) => outcome.map(|()| value.freeze()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the value did not arrive within {} s; send it faster or smaller", BODY_TIME.as_secs()),
+        )),
     }
-    Ok(value.freeze())
 }
 
 /// Drops up to [`DRAIN_BYTES`] more of a refused body, for at most [`DRAIN_TIME`]; nothing is kept.
