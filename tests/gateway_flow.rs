@@ -191,6 +191,8 @@ async fn tenants_scopes_and_revocation() {
     let response =
         client.put(kv(&cluster, "only-alice")).header("X-API-Key", &alice_key).body("x").send().await.unwrap();
     assert_eq!(response.status(), 200);
+    let response = client.get(kv(&cluster, "only-alice")).header("X-API-Key", &alice_key).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "application/octet-stream", "the default content type");
     let response = client.get(kv(&cluster, "only-alice")).header("X-API-Key", &bob_key).send().await.unwrap();
     assert_eq!(response.status(), 404);
     let response = client.delete(kv(&cluster, "only-alice")).header("X-API-Key", &bob_key).send().await.unwrap();
