@@ -2,6 +2,8 @@
 //! screen with `capture-pane`, types keys, and checks the exit status and
 //! that the terminal settings were restored.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -162,6 +164,61 @@ fn an_unreachable_gateway_is_shown_down_resizes_work_and_ctrl_c_restores_the_ter
     tmux.wait_for_screen("the panels again", |s| s.contains("Replication") && s.contains("Events"));
 
     tmux.keys("C-c");
+    assert_eq!(tmux.wait_for_exit(), 0);
+    tmux.assert_terminal_restored();
+}
+
+/// The Ring panel's line of `node`, split into columns (the share bar has no spaces).
+fn node_columns(screen: &str, node: &str) -> Option<Vec<String>> {
+    let line = screen.lines().find(|line| line.contains(&format!("┃{node} ")))?;
+    Some(line.trim_matches(|c| c == '┃' || c == ' ').split_whitespace().map(str::to_string).collect())
+}
+
+#[test]
+fn a_running_cluster_is_shown_live_and_q_exits_0() {
+    let cluster = common::start_cluster();
+    let secret = cluster.secret();
+    let tmux = Tmux::start(&["--gateway", &cluster.gateway, "--cluster-secret", &secret, "--interval", "300ms"]);
+    let screen = tmux.wait_for_screen("three nodes UP with WAL and lag", |s| {
+        s.contains("3/3 nodes UP")
+            && (1..=3).all(|n| node_columns(s, &format!("node-{n}")).is_some_and(|c| c[1] == "UP"))
+            && s.contains("WAL")
+            && s.contains("lag")
+            && s.contains("gateway UP")
+            && s.contains("replic. UP")
+    });
+    for n in 1..=3 {
+        let columns = node_columns(&screen, &format!("node-{n}")).unwrap();
+        // NODE STATE SINCE BAR SHARE KEYS WAL DATA fs FILL
+        assert!(columns[4].ends_with('%'), "share of node-{n}: {columns:?}");
+        assert!(columns[6].ends_with('B'), "WAL size of node-{n}: {columns:?}");
+    }
+    assert!(screen.contains("lag     max 0"), "the replicator's lag is shown:\n{screen}");
+
+    // Writes through the gateway show up: every node holds every key (N = 3 of 3 nodes).
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = common::http();
+        let (_, api_key) = common::tenant(&client, &cluster.users, "operator").await;
+        for i in 0..5 {
+            let response = client
+                .put(format!("{}/v1/kv/key-{i}", cluster.gateway))
+                .header("x-api-key", &api_key)
+                .header("x-consistency", "strong")
+                .body(format!("value {i}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    });
+    let screen = tmux.wait_for_screen("5 keys on every node and the requests counted", |s| {
+        (1..=3).all(|n| node_columns(s, &format!("node-{n}")).is_some_and(|c| c[5] == "5"))
+            && s.lines().any(|line| line.contains("rps") && line.contains("total 5"))
+    });
+    assert!(screen.contains("latency p50 "), "{screen}");
+
+    tmux.keys("q");
     assert_eq!(tmux.wait_for_exit(), 0);
     tmux.assert_terminal_restored();
 }
