@@ -222,3 +222,43 @@ fn a_running_cluster_is_shown_live_and_q_exits_0() {
     assert_eq!(tmux.wait_for_exit(), 0);
     tmux.assert_terminal_restored();
 }
+
+#[test]
+fn a_down_node_is_shown_down_with_its_error_and_logged() {
+    let cluster = common::start_cluster();
+    // A second gateway over the same cluster plus a fourth member that is not running.
+    let missing = format!("http://127.0.0.1:{}", closed_port());
+    let members =
+        format!("node-1={},node-2={},node-3={},node-4={missing}", cluster.nodes[0], cluster.nodes[1], cluster.nodes[2]);
+    let data_dir = cluster.data_dir.path().to_str().unwrap();
+    let (_gateway, gateway_url) = common::Service::spawn_one(
+        &[
+            "serve",
+            "gateway",
+            "--port",
+            "0",
+            "--data-dir",
+            data_dir,
+            "--nodes",
+            &members,
+            "--replicator-url",
+            &cluster.replicator,
+            "--users-url",
+            &cluster.users,
+        ],
+        &[],
+    );
+    // No --cluster-secret: `top` reads the one `serve all` generated in the data dir.
+    let tmux = Tmux::start(&["--gateway", &gateway_url, "--data-dir", data_dir, "--interval", "300ms"]);
+    let screen = tmux.wait_for_screen("node-4 DOWN and the others UP", |s| {
+        s.contains("3/4 nodes UP")
+            && node_columns(s, "node-4").is_some_and(|c| c[1] == "DOWN")
+            && (1..=3).all(|n| node_columns(s, &format!("node-{n}")).is_some_and(|c| c[1] == "UP"))
+    });
+    assert!(screen.contains("└ Connection refused"), "the reason is shown under the node:\n{screen}");
+    assert!(screen.contains("node-4 is DOWN"), "the Events panel logs it:\n{screen}");
+
+    tmux.keys("q");
+    assert_eq!(tmux.wait_for_exit(), 0);
+    tmux.assert_terminal_restored();
+}

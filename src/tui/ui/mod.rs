@@ -130,7 +130,7 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
     }
     spans.push(Span::raw(format!(" {} · every {}", app.gateway_url, crate::duration::format(app.interval))));
     match app.last_poll_ms {
-        Some(at) => spans.push(Span::raw(format!(" · updated {}", format::clock(at)))),
+        Some(at) => spans.push(Span::raw(format!(" · {}", format::clock(at)))),
         None => spans.push(Span::styled(" · connecting…", Style::new().fg(Color::Yellow))),
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
