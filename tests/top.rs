@@ -24,9 +24,16 @@ impl Tmux {
     fn start(top_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = format!("ydht-top-test-{}-{}", std::process::id(), unique());
-        let mut command = vec![quote(env!("CARGO_BIN_EXE_ydht")), "top".to_string()];
-        command.extend(top_args.iter().map(|arg| quote(arg)));
         let path = |name: &str| quote(dir.path().join(name).to_str().unwrap());
+        // `exec` keeps the pid the shell wrote down, so the test can watch (and reap) the process.
+        let mut command = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            quote(&format!("echo $$ > {}; exec \"$0\" \"$@\"", path("pid"))),
+            quote(env!("CARGO_BIN_EXE_ydht")),
+            "top".to_string(),
+        ];
+        command.extend(top_args.iter().map(|arg| quote(arg)));
         let script = format!(
             "stty -g > {before}; {top}; echo \"EXIT=$?\" > {exit}.tmp; stty -g > {after}; mv {exit}.tmp {exit}; sleep 600",
             before = path("stty-before"),
@@ -103,9 +110,31 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// The pid of `ydht top`, once it started.
+    fn top_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.file("pid")).ok()?.trim().parse().ok()
+    }
+
+    fn kill_server(&self) {
+        let _ = Command::new("tmux").arg("-L").arg(&self.socket).arg("kill-server").output();
+    }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn is_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").arg("-L").arg(&self.socket).arg("kill-server").output();
+        self.kill_server();
+        // A `ydht top` that ignored the hang-up must not outlive the test.
+        if let Some(pid) = self.top_pid().filter(|pid| is_running(*pid)) {
+            // SAFETY: kill(2) on the pid of the process this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 }
 
@@ -148,6 +177,21 @@ fn without_a_cluster_secret_top_exits_2_naming_the_flag() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--cluster-secret") && stderr.contains("cluster.secret"), "{stderr}");
     assert!(!Path::new(&dir.path().join("cluster.secret")).exists(), "top never generates a secret");
+}
+
+#[test]
+fn closing_the_terminal_ends_top() {
+    let gateway = format!("http://127.0.0.1:{}", closed_port());
+    let tmux = Tmux::start(&["--gateway", &gateway, "--cluster-secret", "s"]);
+    tmux.wait_for_screen("the dashboard", |s| s.contains("gateway DOWN"));
+    let pid = tmux.top_pid().expect("the pid file is written before ydht top starts");
+    assert!(is_running(pid));
+    tmux.kill_server();
+    let deadline = Instant::now() + SCREEN_TIMEOUT;
+    while is_running(pid) {
+        assert!(Instant::now() < deadline, "ydht top kept running after its terminal closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

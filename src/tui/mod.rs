@@ -187,10 +187,13 @@ async fn main_loop(
     Err(anyhow::anyhow!("the dashboard's event sources stopped unexpectedly"))
 }
 
+/// How long quitting waits for the input thread to notice it should stop.
+const INPUT_STOP_WAIT: Duration = Duration::from_millis(500);
+
 /// Reads terminal input on its own thread (crossterm's reads block) and forwards it.
 struct InputReader {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
+    finished: std::sync::mpsc::Receiver<()>,
 }
 
 impl InputReader {
@@ -198,7 +201,8 @@ impl InputReader {
         use ratatui::crossterm::event;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
+        let (finish, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
                 // Poll with a timeout so a stop request is noticed promptly and no
                 // key typed after `ydht top` exits is swallowed by this thread.
@@ -211,17 +215,20 @@ impl InputReader {
                 let event = input.unwrap_or(Event::Terminate);
                 let last = event == Event::Terminate;
                 if sender.blocking_send(event).is_err() || last {
-                    return;
+                    break;
                 }
             }
+            let _ = finish.send(());
         });
-        Self { stop, thread }
+        Self { stop, finished }
     }
 
-    /// Stops the thread and waits for it (at most one poll timeout).
+    /// Asks the thread to stop and waits for it, but at most [`INPUT_STOP_WAIT`]:
+    /// on a terminal that was closed, crossterm's poll can keep spinning, and the
+    /// thread then ends with the process instead.
     fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
+        let _ = self.finished.recv_timeout(INPUT_STOP_WAIT);
     }
 }
 
