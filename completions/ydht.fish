@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_ydht_global_optspecs
-    string join \n h/help V/version
+    string join \n gateway= users= output= api-key= config-dir= h/help V/version
 end
 
 function __fish_ydht_needs_command
@@ -24,11 +24,198 @@ function __fish_ydht_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c ydht -n "__fish_ydht_needs_command" -s h -l help -d 'Print help'
+complete -c ydht -n "__fish_ydht_needs_command" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_needs_command" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_needs_command" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_needs_command" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_needs_command" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_needs_command" -s V -l version -d 'Print version'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "signup" -d 'Create an account and log in'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "login" -d 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "logout" -d 'Revoke the login session and forget its tokens'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "whoami" -d 'Show who is logged in'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "apikey" -d 'Manage your API keys'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "kv" -d 'Store, read, delete, list and locate your keys (uses an API key)'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -l dir -d 'Write the files for every shell into this directory instead of printing' -r -F
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand signup" -l email -d 'Account email' -r
+complete -c ydht -n "__fish_ydht_using_subcommand signup" -l username -d 'Account name: 3–32 letters, digits, `_` or `-`' -r
+complete -c ydht -n "__fish_ydht_using_subcommand signup" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand signup" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand signup" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand signup" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand signup" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand signup" -l password-stdin -d 'Read the password from stdin instead of prompting (for scripts)'
+complete -c ydht -n "__fish_ydht_using_subcommand signup" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand login" -l email -d 'Account email' -r
+complete -c ydht -n "__fish_ydht_using_subcommand login" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand login" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand login" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand login" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand login" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand login" -l password-stdin -d 'Read the password from stdin instead of prompting (for scripts)'
+complete -c ydht -n "__fish_ydht_using_subcommand login" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand logout" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand logout" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand logout" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand logout" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand logout" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand logout" -l all -d 'Also forget the default API key stored by `apikey create --use`'
+complete -c ydht -n "__fish_ydht_using_subcommand logout" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand whoami" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -f -a "create" -d 'Create an API key (its full value is shown once)'
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -f -a "list" -d 'List your API keys (never their full value)'
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -f -a "revoke" -d 'Revoke an API key by id; it stops working at the gateway within seconds'
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l name -d 'A name to recognise the key by' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l scopes -d 'Comma-separated scopes' -r -f -a "read\t''
+write\t''
+admin\t''"
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l expires-in-days -d 'Days until the key expires [default: the users service\'s default]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l use -d 'Store the key as the default for `ydht kv` (in credentials.json, mode 0600)'
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create an API key (its full value is shown once)'
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "list" -d 'List your API keys (never their full value)'
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Revoke an API key by id; it stops working at the gateway within seconds'
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -f -a "get" -d 'Print a value\'s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -f -a "delete" -d 'Delete a key; exit 1 if it does not exist'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -f -a "list" -d 'List your keys'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -s f -l file -d 'Read the value from this file' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l ttl -d 'Expire the key after this long: 30s, 30m, 1h, 24h, 1h30m' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l consistency -d 'Consistency level of the write [default: eventual]' -r -f -a "eventual\t'The primary has it durably; replicas follow in the background'
+strong\t'A majority of the replicas has it durably (reads: newest of a majority)'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l content-type -d 'Content type stored with the value [default: application/octet-stream]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -s o -l output-file -d 'Write the value to this file instead of stdout' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l consistency -d 'Consistency level of the read [default: eventual]' -r -f -a "eventual\t'The primary has it durably; replicas follow in the background'
+strong\t'A majority of the replicas has it durably (reads: newest of a majority)'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l consistency -d 'Consistency level of the delete [default: eventual]' -r -f -a "eventual\t'The primary has it durably; replicas follow in the background'
+strong\t'A majority of the replicas has it durably (reads: newest of a majority)'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l prefix -d 'Only keys starting with this prefix' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l limit -d 'Show at most this many keys [default: all]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l cluster-secret -d 'The cluster secret [default: read from <data-dir>/cluster.secret, as the servers do]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l data-dir -d 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "get" -d 'Print a value\'s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a key; exit 1 if it does not exist'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "list" -d 'List your keys'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand status" -l cluster-secret -d 'The cluster secret [default: read from <data-dir>/cluster.secret, as the servers do]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand status" -l data-dir -d 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand status" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand status" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand status" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand status" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand status" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "signup" -d 'Create an account and log in'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "login" -d 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "logout" -d 'Revoke the login session and forget its tokens'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "whoami" -d 'Show who is logged in'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "apikey" -d 'Manage your API keys'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "kv" -d 'Store, read, delete, list and locate your keys (uses an API key)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from apikey" -f -a "create" -d 'Create an API key (its full value is shown once)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from apikey" -f -a "list" -d 'List your API keys (never their full value)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from apikey" -f -a "revoke" -d 'Revoke an API key by id; it stops working at the gateway within seconds'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "get" -d 'Print a value\'s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "delete" -d 'Delete a key; exit 1 if it does not exist'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "list" -d 'List your keys'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'

@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::client::ClientArgs;
+use crate::client::account::{LoginArgs, LogoutArgs, SignupArgs, WhoamiArgs};
+use crate::client::apikey::ApikeyCommand;
+use crate::client::kv::KvCommand;
+use crate::client::status::StatusArgs;
 use crate::completions::CompletionsArgs;
 use crate::error::exit_code_of;
 
@@ -15,6 +20,10 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+
+    /// Flags of the client commands (URLs, output format, API key, config dir).
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Exit codes, shown at the end of `--help`.
@@ -31,6 +40,22 @@ Exit codes:
 pub enum Command {
     /// Print shell completions (or write every shell's file with --dir)
     Completions(CompletionsArgs),
+    /// Create an account and log in
+    Signup(SignupArgs),
+    /// Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically
+    Login(LoginArgs),
+    /// Revoke the login session and forget its tokens
+    Logout(LogoutArgs),
+    /// Show who is logged in
+    Whoami(WhoamiArgs),
+    /// Manage your API keys
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+    /// Store, read, delete, list and locate your keys (uses an API key)
+    #[command(subcommand)]
+    Kv(KvCommand),
+    /// Health and metrics of every service, as one table; exit 4 if any is down
+    Status(StatusArgs),
 }
 
 impl Cli {
@@ -43,6 +68,13 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Completions(args) => args.run(),
+            Command::Signup(args) => args.run(&self.client.context()?).await,
+            Command::Login(args) => args.run(&self.client.context()?).await,
+            Command::Logout(args) => args.run(&self.client.context()?).await,
+            Command::Whoami(args) => args.run(&self.client.context()?).await,
+            Command::Apikey(command) => command.run(&self.client.context()?).await,
+            Command::Kv(command) => command.run(&self.client.context()?).await,
+            Command::Status(args) => args.run(&self.client.context()?).await,
         }
     }
 }

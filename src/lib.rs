@@ -13,9 +13,11 @@
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
 //! - [`hlc`]: the hybrid logical clock that versions every write.
+//! - [`client`]: the client commands (`signup`, `login`, `apikey`, `kv`, `status`, …) over HTTP.
 
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod completions;
 pub mod config;
 pub mod duration;

@@ -1,0 +1,200 @@
+//! `ydht kv locate KEY`: where a key lives. Computes the key's owners with the
+//! gateway's ring (from `GET /cluster`) and asks each owner which version it
+//! holds (`GET /store/{user_id}/{key}` with the cluster secret).
+
+use clap::Args;
+use futures_util::future::join_all;
+use reqwest::Method;
+use serde::Serialize;
+
+use super::api::{Endpoint, NodeRecord, User, decode};
+use super::output::{format_unix_millis, format_version, human_bytes, print_json, print_line, table};
+use super::{Context, OperatorArgs, cluster};
+use crate::error::{Exit, exit};
+
+/// Arguments of `kv locate`.
+#[derive(Args, Debug)]
+pub struct LocateArgs {
+    /// The key
+    pub key: String,
+
+    /// Where the cluster secret comes from.
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+}
+
+/// One owner of the key and what it holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct OwnerReport {
+    /// `primary` or `replica`.
+    pub role: &'static str,
+    /// Node id.
+    pub id: String,
+    /// Node URL.
+    pub url: String,
+    /// Whether the gateway considers the node up.
+    pub healthy: bool,
+    /// What it holds, when it answered.
+    pub record: Option<NodeRecord>,
+    /// Why it did not answer.
+    pub error: Option<String>,
+}
+
+/// The whole answer of `kv locate`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocateReport {
+    /// The key as the tenant names it.
+    pub key: String,
+    /// The key as the nodes store it: `{user_id}/{key}`.
+    pub stored_as: String,
+    /// The tenant.
+    pub user_id: i64,
+    /// Owners in preference order: primary first.
+    pub owners: Vec<OwnerReport>,
+    /// The newest live version among the owners.
+    pub newest_version: Option<u64>,
+}
+
+impl LocateArgs {
+    /// Finds and queries the key's owners.
+    pub async fn run(self, context: &Context) -> anyhow::Result<()> {
+        let secret = self.operator.require_cluster_secret("ydht kv locate")?;
+        let user_id = tenant_id(context, secret.expose()).await?;
+        let view = cluster::fetch(context, &secret).await?;
+        let stored_as = format!("{user_id}/{}", self.key);
+        let ring = view.ring();
+        let owners = ring.owners(stored_as.as_bytes(), view.replicas);
+        if owners.is_empty() {
+            return Err(Exit::new(exit::UNAVAILABLE, "the gateway reports no storage nodes on its ring").into());
+        }
+        let reports = join_all(owners.iter().enumerate().map(|(index, node)| {
+            let (stored_as, secret, view) = (&stored_as, &secret, &view);
+            async move {
+                let role = if index == 0 { "primary" } else { "replica" };
+                let healthy = view.member(&node.id).is_none_or(|member| member.healthy);
+                let answer = match Endpoint::parse(node.id.clone(), &node.url, "the gateway's cluster view") {
+                    Ok(endpoint) => context.api.node_record(&endpoint, secret.expose(), stored_as).await,
+                    Err(error) => Err(error),
+                };
+                let (record, error) = match answer {
+                    Ok(record) => (Some(record), None),
+                    Err(error) => (None, Some(error.to_string())),
+                };
+                OwnerReport { role, id: node.id.clone(), url: node.url.clone(), healthy, record, error }
+            }
+        }))
+        .await;
+        let newest_version = reports
+            .iter()
+            .filter_map(|report| match report.record {
+                Some(NodeRecord::Live { version, .. }) => Some(version),
+                _ => None,
+            })
+            .max();
+        let report = LocateReport { key: self.key, stored_as, user_id, owners: reports, newest_version };
+        if context.json() {
+            print_json(&report)?;
+        } else {
+            print_line(&format!("{} is stored as {:?} on:", report.key, report.stored_as))?;
+            print_line(&render(&report))?;
+        }
+        if report.newest_version.is_none() {
+            return Err(
+                Exit::new(exit::NOT_FOUND, format!("key not found on any of its owners: {}", report.key)).into()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The tenant whose keys `kv` commands address: the API key's owner (asked with
+/// the cluster secret), else the logged-in user.
+async fn tenant_id(context: &Context, secret: &str) -> anyhow::Result<i64> {
+    if let Ok(api_key) = context.api_key() {
+        return match context.api.validate_key(&context.users, secret, &api_key).await {
+            Ok(validated) => Ok(validated.user_id),
+            Err(error) if crate::error::exit_code_of(&error) == exit::AUTH => Err(Exit::new(
+                exit::AUTH,
+                "the users service does not accept the API key (or the cluster secret); check --api-key and --cluster-secret",
+            )
+            .into()),
+            Err(error) => Err(error),
+        };
+    }
+    let response = context.authorized(|token| context.api.bearer(Method::GET, &context.users, &["me"], token)).await?;
+    let user: User = decode(&context.users, response).await?;
+    Ok(user.id)
+}
+
+/// The owners table.
+pub fn render(report: &LocateReport) -> String {
+    let mut rows = table(["ROLE", "NODE", "URL", "HEALTH", "HOLDS", "VERSION", "SIZE", "EXPIRES"]);
+    for owner in &report.owners {
+        let health = if owner.healthy { "up" } else { "DOWN" }.to_string();
+        let (holds, version, size, expires) = match (&owner.record, &owner.error) {
+            (Some(NodeRecord::Live { version, size, expires_at }), _) => (
+                if Some(*version) == report.newest_version { "value (newest)" } else { "value (stale)" }.to_string(),
+                format_version(*version),
+                human_bytes(*size),
+                expires_at.map_or_else(|| "-".to_string(), format_unix_millis),
+            ),
+            (Some(NodeRecord::Tombstone { version }), _) => {
+                ("deleted".to_string(), format_version(*version), "-".to_string(), "-".to_string())
+            }
+            (Some(NodeRecord::Missing), _) => ("nothing".to_string(), "-".into(), "-".into(), "-".into()),
+            (None, error) => (
+                format!("unreachable: {}", error.as_deref().unwrap_or("no answer")),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ),
+        };
+        rows.add_row([
+            owner.role.to_string(),
+            owner.id.clone(),
+            owner.url.clone(),
+            health,
+            holds,
+            version,
+            size,
+            expires,
+        ]);
+    }
+    rows.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_marks_newest_stale_deleted_and_unreachable() {
+        let owner = |id: &str, record: Option<NodeRecord>, error: Option<&str>| OwnerReport {
+            role: if id == "node-1" { "primary" } else { "replica" },
+            id: id.into(),
+            url: format!("http://{id}"),
+            healthy: error.is_none(),
+            record,
+            error: error.map(str::to_string),
+        };
+        let report = LocateReport {
+            key: "k".into(),
+            stored_as: "7/k".into(),
+            user_id: 7,
+            owners: vec![
+                owner("node-1", Some(NodeRecord::Live { version: 20, size: 3, expires_at: None }), None),
+                owner("node-2", Some(NodeRecord::Live { version: 10, size: 3, expires_at: None }), None),
+                owner("node-3", None, Some("cannot reach node-3 at http://node-3: connection refused")),
+                owner("node-4", Some(NodeRecord::Tombstone { version: 5 }), None),
+            ],
+            newest_version: Some(20),
+        };
+        let text = render(&report);
+        assert!(text.contains("value (newest)") && text.contains("value (stale)"));
+        assert!(text.contains("DOWN") && text.contains("connection refused"));
+        assert!(text.contains("deleted"));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["owners"][0]["record"]["state"], "live");
+        assert_eq!(json["owners"][3]["record"]["state"], "tombstone");
+    }
+}
