@@ -34,6 +34,9 @@ _ydht() {
             ydht,logout)
                 cmd="ydht__subcmd__logout"
                 ;;
+            ydht,man)
+                cmd="ydht__subcmd__man"
+                ;;
             ydht,signup)
                 cmd="ydht__subcmd__signup"
                 ;;
@@ -84,6 +87,9 @@ _ydht() {
                 ;;
             ydht__subcmd__help,logout)
                 cmd="ydht__subcmd__help__subcmd__logout"
+                ;;
+            ydht__subcmd__help,man)
+                cmd="ydht__subcmd__help__subcmd__man"
                 ;;
             ydht__subcmd__help,signup)
                 cmd="ydht__subcmd__help__subcmd__signup"
@@ -161,7 +167,7 @@ _ydht() {
 
     case "${cmd}" in
         ydht)
-            opts="-h -V --gateway --users --output --api-key --config-dir --help --version completions signup login logout whoami apikey kv status help"
+            opts="-h -V --gateway --users --output --api-key --config-dir --help --version completions signup login logout whoami apikey kv status man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -451,7 +457,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help)
-            opts="completions signup login logout whoami apikey kv status help"
+            opts="completions signup login logout whoami apikey kv status man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -647,6 +653,20 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__logout)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__man)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1101,6 +1121,44 @@ _ydht() {
                 return 0
             fi
             case "${prev}" in
+                --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --users)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__man)
+            opts="-h --dir --gateway --users --output --api-key --config-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --gateway)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

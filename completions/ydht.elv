@@ -35,6 +35,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand apikey 'Manage your API keys'
             cand kv 'Store, read, delete, list and locate your keys (uses an API key)'
             cand status 'Health and metrics of every service, as one table; exit 4 if any is down'
+            cand man 'Print the manual page (or write one per command with --dir)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;completions'= {
@@ -105,7 +106,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;apikey;create'= {
             cand --name 'A name to recognise the key by'
             cand --scopes 'Comma-separated scopes'
-            cand --expires-in-days 'Days until the key expires [default: the users service''s default]'
+            cand --expires-in-days 'Days until the key expires, 1–3650 [default: never]'
             cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
             cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
             cand --output 'Output format'
@@ -251,6 +252,16 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'ydht;man'= {
+            cand --dir 'Write `ydht.1` and one page per subcommand (`ydht-kv-put.1`, …) into this directory instead of printing `ydht.1`'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'ydht;help'= {
             cand completions 'Print shell completions (or write every shell''s file with --dir)'
             cand signup 'Create an account and log in'
@@ -260,6 +271,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand apikey 'Manage your API keys'
             cand kv 'Store, read, delete, list and locate your keys (uses an API key)'
             cand status 'Health and metrics of every service, as one table; exit 4 if any is down'
+            cand man 'Print the manual page (or write one per command with --dir)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;help;completions'= {
@@ -301,6 +313,8 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;help;kv;locate'= {
         }
         &'ydht;help;status'= {
+        }
+        &'ydht;help;man'= {
         }
         &'ydht;help;help'= {
         }

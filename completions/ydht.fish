@@ -40,6 +40,7 @@ complete -c ydht -n "__fish_ydht_needs_command" -f -a "whoami" -d 'Show who is l
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "apikey" -d 'Manage your API keys'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "kv" -d 'Store, read, delete, list and locate your keys (uses an API key)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "man" -d 'Print the manual page (or write one per command with --dir)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -l dir -d 'Write the files for every shell into this directory instead of printing' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
@@ -98,7 +99,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcom
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l scopes -d 'Comma-separated scopes' -r -f -a "read\t''
 write\t''
 admin\t''"
-complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l expires-in-days -d 'Days until the key expires [default: the users service\'s default]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l expires-in-days -d 'Days until the key expires, 1–3650 [default: never]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
@@ -202,15 +203,24 @@ json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand status" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand status" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "signup" -d 'Create an account and log in'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "login" -d 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "logout" -d 'Revoke the login session and forget its tokens'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "whoami" -d 'Show who is logged in'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "apikey" -d 'Manage your API keys'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "kv" -d 'Store, read, delete, list and locate your keys (uses an API key)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand man" -l dir -d 'Write `ydht.1` and one page per subcommand (`ydht-kv-put.1`, …) into this directory instead of printing `ydht.1`' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand man" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand man" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand man" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand man" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand man" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status man help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status man help" -f -a "signup" -d 'Create an account and log in'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status man help" -f -a "login" -d 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status man help" -f -a "logout" -d 'Revoke the login session and forget its tokens'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status man help" -f -a "whoami" -d 'Show who is logged in'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status man help" -f -a "apikey" -d 'Manage your API keys'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status man help" -f -a "kv" -d 'Store, read, delete, list and locate your keys (uses an API key)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status man help" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status man help" -f -a "man" -d 'Print the manual page (or write one per command with --dir)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions signup login logout whoami apikey kv status man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from apikey" -f -a "create" -d 'Create an API key (its full value is shown once)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from apikey" -f -a "list" -d 'List your API keys (never their full value)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from apikey" -f -a "revoke" -d 'Revoke an API key by id; it stops working at the gateway within seconds'

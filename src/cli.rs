@@ -12,6 +12,7 @@ use crate::client::kv::KvCommand;
 use crate::client::status::StatusArgs;
 use crate::completions::CompletionsArgs;
 use crate::error::exit_code_of;
+use crate::man::ManArgs;
 
 /// ydht — a multi-tenant, replicated key-value store with a terminal-first operator console.
 #[derive(Parser, Debug)]
@@ -56,6 +57,9 @@ pub enum Command {
     Kv(KvCommand),
     /// Health and metrics of every service, as one table; exit 4 if any is down
     Status(StatusArgs),
+    /// Print the manual page (or write one per command with --dir)
+    #[command(hide = true)]
+    Man(ManArgs),
 }
 
 impl Cli {
@@ -75,6 +79,7 @@ impl Cli {
             Command::Apikey(command) => command.run(&self.client.context()?).await,
             Command::Kv(command) => command.run(&self.client.context()?).await,
             Command::Status(args) => args.run(&self.client.context()?).await,
+            Command::Man(args) => args.run(),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
 //! - [`hlc`]: the hybrid logical clock that versions every write.
+//! - [`man`]: the hidden `ydht man` command (clap_mangen manual pages).
 //! - [`client`]: the client commands (`signup`, `login`, `apikey`, `kv`, `status`, …) over HTTP.
 
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod duration;
 pub mod error;
 pub mod hlc;
+pub mod man;
 pub mod proto;
 pub mod ring;
 pub mod server;

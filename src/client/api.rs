@@ -466,7 +466,7 @@ pub struct CreateApiKeyRequest {
     pub name: String,
     /// `read`, `write`, `admin`.
     pub scopes: Vec<String>,
-    /// Days until the key expires; `None` for the service's default.
+    /// Days until the key expires; `None` for a key that never expires.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_in_days: Option<u32>,
 }

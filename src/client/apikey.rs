@@ -33,8 +33,8 @@ pub struct CreateArgs {
     #[arg(long, value_delimiter = ',', default_value = "read,write", value_parser = ["read", "write", "admin"])]
     pub scopes: Vec<String>,
 
-    /// Days until the key expires [default: the users service's default]
-    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    /// Days until the key expires, 1–3650 [default: never]
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub expires_in_days: Option<u32>,
 
     /// Store the key as the default for `ydht kv` (in credentials.json, mode 0600)
