@@ -37,6 +37,9 @@ _ydht() {
             ydht,man)
                 cmd="ydht__subcmd__man"
                 ;;
+            ydht,serve)
+                cmd="ydht__subcmd__serve"
+                ;;
             ydht,signup)
                 cmd="ydht__subcmd__signup"
                 ;;
@@ -91,6 +94,9 @@ _ydht() {
             ydht__subcmd__help,man)
                 cmd="ydht__subcmd__help__subcmd__man"
                 ;;
+            ydht__subcmd__help,serve)
+                cmd="ydht__subcmd__help__subcmd__serve"
+                ;;
             ydht__subcmd__help,signup)
                 cmd="ydht__subcmd__help__subcmd__signup"
                 ;;
@@ -123,6 +129,9 @@ _ydht() {
                 ;;
             ydht__subcmd__help__subcmd__kv,put)
                 cmd="ydht__subcmd__help__subcmd__kv__subcmd__put"
+                ;;
+            ydht__subcmd__help__subcmd__serve,node)
+                cmd="ydht__subcmd__help__subcmd__serve__subcmd__node"
                 ;;
             ydht__subcmd__kv,delete)
                 cmd="ydht__subcmd__kv__subcmd__delete"
@@ -160,6 +169,18 @@ _ydht() {
             ydht__subcmd__kv__subcmd__help,put)
                 cmd="ydht__subcmd__kv__subcmd__help__subcmd__put"
                 ;;
+            ydht__subcmd__serve,help)
+                cmd="ydht__subcmd__serve__subcmd__help"
+                ;;
+            ydht__subcmd__serve,node)
+                cmd="ydht__subcmd__serve__subcmd__node"
+                ;;
+            ydht__subcmd__serve__subcmd__help,help)
+                cmd="ydht__subcmd__serve__subcmd__help__subcmd__help"
+                ;;
+            ydht__subcmd__serve__subcmd__help,node)
+                cmd="ydht__subcmd__serve__subcmd__help__subcmd__node"
+                ;;
             *)
                 ;;
         esac
@@ -167,7 +188,7 @@ _ydht() {
 
     case "${cmd}" in
         ydht)
-            opts="-h -V --gateway --users --output --api-key --config-dir --help --version completions signup login logout whoami apikey kv status man help"
+            opts="-h -V --gateway --users --output --api-key --config-dir --help --version completions serve signup login logout whoami apikey kv status man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -457,7 +478,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help)
-            opts="completions signup login logout whoami apikey kv status man help"
+            opts="completions serve signup login logout whoami apikey kv status man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -669,6 +690,34 @@ _ydht() {
         ydht__subcmd__help__subcmd__man)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__serve)
+            opts="node"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__serve__subcmd__node)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1156,6 +1205,152 @@ _ydht() {
             fi
             case "${prev}" in
                 --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --users)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve)
+            opts="-h --gateway --users --output --api-key --config-dir --help node help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --users)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__help)
+            opts="node help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__help__subcmd__node)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__node)
+            opts="-h --port --node-id --max-value-bytes --wal-max-bytes --sync-mode --salvage-wal --tombstone-grace --data-dir --host --cluster-secret --gateway --users --output --api-key --config-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-value-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wal-max-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sync-mode)
+                    COMPREPLY=($(compgen -W "group per-write" -- "${cur}"))
+                    return 0
+                    ;;
+                --tombstone-grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster-secret)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -28,6 +28,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
             cand completions 'Print shell completions (or write every shell''s file with --dir)'
+            cand serve 'Run a ydht service'
             cand signup 'Create an account and log in'
             cand login 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
             cand logout 'Revoke the login session and forget its tokens'
@@ -47,6 +48,44 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;serve'= {
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ydht;serve;node'= {
+            cand --port 'Port to listen on'
+            cand --node-id 'This node''s id; its WAL and snapshots live in <data-dir>/<node-id>/'
+            cand --max-value-bytes 'Largest value accepted, in bytes (larger bodies get 413 before being read)'
+            cand --wal-max-bytes 'Snapshot and start a new WAL segment when the active one reaches this many bytes'
+            cand --sync-mode 'group: concurrent writes share one fdatasync; per-write: one fdatasync per write (for benchmarks)'
+            cand --tombstone-grace 'How long tombstones and expired entries keep their version before being purged'
+            cand --data-dir 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]'
+            cand --host 'Address to bind; use 0.0.0.0 to accept connections from other machines'
+            cand --cluster-secret 'Shared secret guarding internal endpoints [default: generated once into the data dir]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --salvage-wal 'Start despite a corrupt WAL segment by truncating it at the first bad record (later records are lost)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;serve;help'= {
+            cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ydht;serve;help;node'= {
+        }
+        &'ydht;serve;help;help'= {
         }
         &'ydht;signup'= {
             cand --email 'Account email'
@@ -264,6 +303,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
         }
         &'ydht;help'= {
             cand completions 'Print shell completions (or write every shell''s file with --dir)'
+            cand serve 'Run a ydht service'
             cand signup 'Create an account and log in'
             cand login 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
             cand logout 'Revoke the login session and forget its tokens'
@@ -275,6 +315,11 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;help;completions'= {
+        }
+        &'ydht;help;serve'= {
+            cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+        }
+        &'ydht;help;serve;node'= {
         }
         &'ydht;help;signup'= {
         }

@@ -41,6 +41,9 @@ Exit codes:
 pub enum Command {
     /// Print shell completions (or write every shell's file with --dir)
     Completions(CompletionsArgs),
+    /// Run a ydht service
+    #[command(subcommand)]
+    Serve(crate::daemon::ServeCommand),
     /// Create an account and log in
     Signup(SignupArgs),
     /// Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically
@@ -65,13 +68,14 @@ pub enum Command {
 impl Cli {
     /// Whether this command runs a long-lived server (logs at `info` by default).
     fn is_server(&self) -> bool {
-        false
+        matches!(self.command, Command::Serve(_))
     }
 
     /// Runs the chosen command to completion.
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Completions(args) => args.run(),
+            Command::Serve(command) => command.run().await,
             Command::Signup(args) => args.run(&self.client.context()?).await,
             Command::Login(args) => args.run(&self.client.context()?).await,
             Command::Logout(args) => args.run(&self.client.context()?).await,

@@ -13,6 +13,8 @@
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
 //! - [`hlc`]: the hybrid logical clock that versions every write.
+//! - [`daemon`]: the services behind `ydht serve` (storage node, …).
+//! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
 //! - [`man`]: the hidden `ydht man` command (clap_mangen manual pages).
 //! - [`client`]: the client commands (`signup`, `login`, `apikey`, `kv`, `status`, …) over HTTP.
 
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod completions;
 pub mod config;
+pub mod daemon;
 pub mod duration;
 pub mod error;
 pub mod hlc;
@@ -29,3 +32,4 @@ pub mod proto;
 pub mod ring;
 pub mod server;
 pub mod shutdown;
+pub mod wal;

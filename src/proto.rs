@@ -125,3 +125,53 @@ pub struct ReplicatorMetrics {
     /// Replica writes waiting for a retry.
     pub retries_in_progress: u64,
 }
+
+/// `GET /metrics` of a storage node: the original product's fields first, then ydht's additions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeMetrics {
+    /// The node's id, e.g. `node-1`.
+    pub node_id: String,
+    /// Live keys (tombstones excluded; a key that just expired counts until the sweeper passes, within a second).
+    pub key_count: u64,
+    /// Bytes of WAL segments on disk.
+    pub wal_size: u64,
+    /// When these metrics were taken (Unix seconds).
+    pub timestamp: u64,
+    /// Deleted keys remembered until their grace period ends.
+    pub tombstones: u64,
+    /// Bytes of this node's WAL segments and snapshot.
+    pub data_bytes: u64,
+    /// Size of the file system holding the data dir.
+    pub disk_total_bytes: u64,
+    /// Free space on that file system available to ydht.
+    pub disk_available_bytes: u64,
+    /// `group` or `per-write`.
+    pub sync_mode: String,
+    /// fdatasync calls since start.
+    pub wal_syncs: u64,
+    /// Records appended to the WAL since start.
+    pub wal_records: u64,
+    /// Snapshots (compactions) written since start.
+    pub snapshots_written: u64,
+    /// Size of the latest snapshot written since start.
+    pub last_snapshot_bytes: u64,
+    /// When the latest snapshot was written (Unix seconds), if one was since start.
+    pub last_snapshot_at: Option<u64>,
+    /// Writes that became a key's current version since start.
+    pub writes_applied: u64,
+    /// Writes ignored because the node held a newer or equal version.
+    pub writes_ignored: u64,
+    /// Expired values dropped by the sweeper since start.
+    pub expired_swept: u64,
+    /// Tombstones and expired entries purged after the grace period since start.
+    pub tombstones_purged: u64,
+    /// Seconds since the node started.
+    pub uptime_secs: u64,
+}
+
+/// `POST /batch` answer of a storage node: one result per record, in the batch's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeBatchResponse {
+    /// What each write did.
+    pub results: Vec<StoreWriteResponse>,
+}

@@ -27,6 +27,16 @@ pub async fn bind(host: &str, port: u16, port_flag: &str) -> anyhow::Result<TcpL
     })
 }
 
+/// Tells operators and tests where a service listens: prints
+/// `ydht <service> listening on http://ADDR` on stdout (one line, flushed).
+/// Tests that bind port 0 read this line to learn the port.
+pub fn announce(service: &str, address: SocketAddr) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "ydht {service} listening on http://{address}");
+    let _ = stdout.flush();
+}
+
 /// How long in-flight requests may take to finish after shutdown is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -1,0 +1,80 @@
+//! The `POST /batch` body: several versioned puts and deletes in one request,
+//! for the replicator and anti-entropy. The node applies a batch with one WAL
+//! append (one sync) and answers [`crate::proto::NodeBatchResponse`].
+//!
+//! # Layout (format version 1), integers little-endian
+//!
+//! ```text
+//! 8 bytes   magic "YDHTBAT" + format version byte (1)
+//! 4 bytes   record count N (u32), at most MAX_BATCH_RECORDS
+//! N frames  each exactly a WAL frame (see crate::wal::record): length, length CRC,
+//!           payload CRC, payload (kind, version, expires_at, key, content type, value)
+//! ```
+//!
+//! Nothing may follow the last frame. A batch that is malformed anywhere, or
+//! holds an invalid key or an oversized value, is refused whole (400 / 413)
+//! and nothing of it is written.
+
+use crate::wal::record::{self, EncodeError, FILE_HEADER_BYTES, Record};
+use crate::wal::segment::{ScanEnd, scan};
+
+/// Magic at the start of a batch body.
+pub const BATCH_MAGIC: &[u8; 7] = b"YDHTBAT";
+/// Content type of a batch body.
+pub const BATCH_CONTENT_TYPE: &str = "application/x-ydht-batch";
+/// Most records one batch may carry.
+pub const MAX_BATCH_RECORDS: usize = 10_000;
+
+/// Encodes `records` as a batch body.
+pub fn encode(records: &[Record]) -> Result<Vec<u8>, EncodeError> {
+    let mut body = Vec::with_capacity(12 + records.iter().map(Record::framed_len).sum::<usize>());
+    body.extend_from_slice(&record::file_header(BATCH_MAGIC));
+    body.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    for found in records {
+        record::encode(found, &mut body)?;
+    }
+    Ok(body)
+}
+
+/// Decodes a batch body; the error names what is wrong and where.
+pub fn decode(body: &[u8]) -> Result<Vec<Record>, String> {
+    record::check_file_header(body, BATCH_MAGIC).map_err(|reason| format!("not a ydht batch: {reason}"))?;
+    let count_end = FILE_HEADER_BYTES + 4;
+    let count = body
+        .get(FILE_HEADER_BYTES..count_end)
+        .map(|count| u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize)
+        .ok_or("the batch ends before its record count")?;
+    if count > MAX_BATCH_RECORDS {
+        return Err(format!("the batch holds {count} records; the maximum is {MAX_BATCH_RECORDS}"));
+    }
+    let mut records = Vec::with_capacity(count);
+    let (_, end) = scan(body, count_end, |found| records.push(found));
+    match end {
+        ScanEnd::Clean if records.len() == count => Ok(records),
+        ScanEnd::Clean => Err(format!("the batch holds {} records but its header says {count}", records.len())),
+        ScanEnd::Torn { offset, .. } => Err(format!("the batch ends inside a record at byte offset {offset}")),
+        ScanEnd::Corrupt { offset, reason } => Err(format!("bad record at byte offset {offset}: {reason}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_round_trip_and_refuse_damage() {
+        let records =
+            vec![Record::put("u/a", 3, &b"x"[..], "text/plain").with_expiry(Some(77)), Record::delete("u/b", 4)];
+        let body = encode(&records).unwrap();
+        assert_eq!(decode(&body).unwrap(), records);
+
+        assert!(decode(&body[..body.len() - 1]).unwrap_err().contains("ends inside a record"));
+        assert!(decode(b"{\"json\": true}").unwrap_err().contains("not a ydht batch"));
+        let mut wrong_count = body.clone();
+        wrong_count[8] = 3;
+        assert!(decode(&wrong_count).unwrap_err().contains("header says 3"));
+        let mut flipped = body.clone();
+        flipped[12 + 14] ^= 1;
+        assert!(decode(&flipped).unwrap_err().contains("bad record at byte offset 12"));
+    }
+}

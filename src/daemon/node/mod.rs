@@ -1,0 +1,250 @@
+//! `ydht serve node`: one storage node. It keeps key → versioned value in
+//! memory, made durable by a write-ahead log with group commit
+//! ([`crate::wal`]), and serves the internal API the gateway and replicator use.
+//!
+//! - [`store`]: the map, versioned writes through the WAL, TTL sweeping, listing.
+//! - [`routes`]: the HTTP API (`/store/{key}`, `/keys`, `/batch`, `/metrics`, `/health`).
+//! - [`batch`]: the binary body of `POST /batch`.
+
+pub mod batch;
+pub mod routes;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::extract::FromRef;
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::auth::cluster::ClusterSecret;
+use crate::config::{Secret, ServerArgs};
+use crate::error::Exit;
+use crate::shutdown::Shutdown;
+use crate::wal::SyncMode;
+
+pub use routes::app;
+pub use store::{Store, StoreOptions};
+
+/// Arguments of `ydht serve node`.
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// Port to listen on
+    #[arg(long, env = "DHTNODE_PORT", default_value_t = 8082)]
+    pub port: u16,
+
+    /// This node's id; its WAL and snapshots live in <data-dir>/<node-id>/
+    #[arg(long, env = "NODE_ID", default_value = "node-1")]
+    pub node_id: String,
+
+    /// Largest value accepted, in bytes (larger bodies get 413 before being read)
+    #[arg(long, env = "YDHT_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
+    pub max_value_bytes: usize,
+
+    /// Snapshot and start a new WAL segment when the active one reaches this many bytes
+    #[arg(long, env = "YDHT_WAL_MAX_BYTES", default_value_t = 64 << 20)]
+    pub wal_max_bytes: u64,
+
+    /// group: concurrent writes share one fdatasync; per-write: one fdatasync per write (for benchmarks)
+    #[arg(long, env = "YDHT_SYNC_MODE", value_enum, default_value_t = SyncMode::Group)]
+    pub sync_mode: SyncMode,
+
+    /// Start despite a corrupt WAL segment by truncating it at the first bad record (later records are lost)
+    #[arg(long, env = "YDHT_SALVAGE_WAL")]
+    pub salvage_wal: bool,
+
+    /// How long tombstones and expired entries keep their version before being purged
+    #[arg(long, env = "YDHT_TOMBSTONE_GRACE", default_value = "24h", value_parser = parse_duration)]
+    pub tombstone_grace: Duration,
+
+    /// Shared server flags.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::duration::parse(text).map_err(|error| error.to_string())
+}
+
+/// Smallest accepted `--wal-max-bytes`.
+pub const MIN_WAL_MAX_BYTES: u64 = 4096;
+
+/// A node's resolved settings (no environment reading past this point).
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's id.
+    pub node_id: String,
+    /// `<data-dir>/<node-id>`: WAL segments and snapshots.
+    pub data_dir: PathBuf,
+    /// The cluster secret internal requests must carry.
+    pub cluster_secret: Secret,
+    /// Largest value accepted, in bytes.
+    pub max_value_bytes: usize,
+    /// Compaction threshold of the active WAL segment.
+    pub wal_max_bytes: u64,
+    /// Group commit or one sync per write.
+    pub sync_mode: SyncMode,
+    /// Truncate a corrupt WAL segment instead of refusing to start.
+    pub salvage_wal: bool,
+    /// How long tombstones and expired entries are kept.
+    pub tombstone_grace: Duration,
+    /// How often the TTL sweeper runs.
+    pub sweep_interval: Duration,
+}
+
+impl NodeArgs {
+    /// Resolves the data dir and the cluster secret, and checks the flags.
+    pub fn into_config(self) -> anyhow::Result<NodeConfig> {
+        validate_node_id(&self.node_id)?;
+        if self.wal_max_bytes < MIN_WAL_MAX_BYTES {
+            return Err(Exit::usage(format!(
+                "--wal-max-bytes / YDHT_WAL_MAX_BYTES is {}; it must be at least {MIN_WAL_MAX_BYTES}",
+                self.wal_max_bytes
+            ))
+            .into());
+        }
+        if self.max_value_bytes == 0 {
+            return Err(Exit::usage("--max-value-bytes / YDHT_MAX_VALUE_BYTES must be positive").into());
+        }
+        let data_dir = self.server.data_dir()?;
+        let cluster_secret = self.server.cluster_secret(&data_dir)?;
+        Ok(NodeConfig {
+            data_dir: data_dir.join(&self.node_id),
+            node_id: self.node_id,
+            cluster_secret,
+            max_value_bytes: self.max_value_bytes,
+            wal_max_bytes: self.wal_max_bytes,
+            sync_mode: self.sync_mode,
+            salvage_wal: self.salvage_wal,
+            tombstone_grace: self.tombstone_grace,
+            sweep_interval: Duration::from_secs(1),
+        })
+    }
+
+    /// Runs the node until SIGINT/SIGTERM.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let port = self.port;
+        let host = self.server.host.clone();
+        let config = self.into_config()?;
+        let listener = crate::server::bind(&host, port, "--port / DHTNODE_PORT").await?;
+        let shutdown = Shutdown::new();
+        shutdown.trigger_on_signals();
+        serve(config, listener, shutdown).await
+    }
+}
+
+/// Node ids name a directory: letters, digits, `-`, `_`, `.`, not starting with `.`.
+fn validate_node_id(id: &str) -> anyhow::Result<()> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Exit::usage(format!(
+            "invalid node id {id:?}; use up to 64 letters, digits, '-', '_' or '.' (e.g. node-1) with --node-id / NODE_ID"
+        ))
+        .into())
+    }
+}
+
+/// Settings handlers read.
+#[derive(Debug)]
+pub struct NodeSettings {
+    /// The node's id.
+    pub node_id: String,
+    /// `<data-dir>/<node-id>`.
+    pub data_dir: PathBuf,
+    /// Largest value accepted, in bytes.
+    pub max_value_bytes: usize,
+    /// Group commit or one sync per write.
+    pub sync_mode: SyncMode,
+    /// When the node started.
+    pub started: Instant,
+}
+
+impl NodeSettings {
+    /// Largest `POST /batch` body: room for several maximum-size values, at least 8 MiB.
+    pub fn max_batch_bytes(&self) -> usize {
+        self.max_value_bytes.saturating_mul(4).max(8 << 20)
+    }
+}
+
+/// Shared handler state; cheap to clone.
+#[derive(Clone)]
+pub struct NodeState {
+    /// The data.
+    pub store: Store,
+    /// The secret internal requests must carry.
+    pub secret: ClusterSecret,
+    /// Fixed settings.
+    pub settings: Arc<NodeSettings>,
+}
+
+impl FromRef<NodeState> for ClusterSecret {
+    fn from_ref(state: &NodeState) -> Self {
+        state.secret.clone()
+    }
+}
+
+/// Recovers the node's data, serves it on `listener` until `shutdown`, then
+/// drains requests, syncs and closes the WAL.
+pub async fn serve(config: NodeConfig, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let options = StoreOptions {
+        dir: config.data_dir.clone(),
+        sync_mode: config.sync_mode,
+        wal_max_bytes: config.wal_max_bytes,
+        salvage_wal: config.salvage_wal,
+    };
+    let (store, report) =
+        tokio::task::spawn_blocking(move || Store::open(&options)).await.context("the recovery task failed")??;
+    tracing::info!(
+        node_id = %config.node_id,
+        dir = %config.data_dir.display(),
+        snapshot_records = report.snapshot_records,
+        replayed_records = report.replayed_records,
+        truncated_bytes = report.truncated_bytes,
+        keys = report.entries,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        sync_mode = config.sync_mode.as_str(),
+        "recovered node data"
+    );
+    let state = NodeState {
+        store: store.clone(),
+        secret: ClusterSecret::new(config.cluster_secret.clone()),
+        settings: Arc::new(NodeSettings {
+            node_id: config.node_id.clone(),
+            data_dir: config.data_dir.clone(),
+            max_value_bytes: config.max_value_bytes,
+            sync_mode: config.sync_mode,
+            started,
+        }),
+    };
+    let sweeper = tokio::spawn(sweep(store.clone(), config.sweep_interval, config.tombstone_grace, shutdown.clone()));
+    crate::server::announce("node", listener.local_addr()?);
+    let served = crate::server::serve(listener, app(state), shutdown.clone()).await;
+    shutdown.trigger();
+    let _ = sweeper.await;
+    store.close().await;
+    tracing::info!(node_id = %config.node_id, "node stopped; WAL synced");
+    served
+}
+
+/// The TTL sweeper: every `interval`, drops expired values and purges old tombstones.
+async fn sweep(store: Store, interval: Duration, grace: Duration, shutdown: Shutdown) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let grace = grace.as_millis() as u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = ticker.tick() => {}
+        }
+        let store = store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.sweep(routes::now_millis(), grace)).await;
+    }
+}

@@ -1,0 +1,309 @@
+//! The node's HTTP API. Everything but `/health` and `/metrics` requires the
+//! cluster secret ([`Internal`]), which is checked before any body is read;
+//! headers are validated next, and bodies are read last, under a size limit.
+
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::NodeState;
+use super::batch;
+use super::store::Lookup;
+use crate::auth::cluster::Internal;
+use crate::error::ApiError;
+use crate::proto::{
+    EXPIRES_AT_HEADER, NodeBatchResponse, NodeHealth, NodeKeyPage, NodeMetrics, StoreWriteResponse, TOMBSTONE_HEADER,
+    VERSION_HEADER,
+};
+use crate::wal::{Record, WalError};
+
+/// Longest key a node accepts, in bytes (the gateway adds a `{user_id}/` prefix to 1024-byte user keys).
+pub const MAX_KEY_BYTES: usize = 2048;
+/// Longest content type a node stores.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
+/// Content type stored when a write does not say.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+/// Default and largest page of `GET /keys`.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+/// The node's router.
+pub fn app(state: NodeState) -> Router {
+    Router::new()
+        .route("/store/", any(|| async { ApiError::bad_request("the key is empty") }))
+        .route("/store/{*key}", get(get_value).put(put_value).delete(delete_value))
+        .route("/keys", get(list_keys))
+        .route("/batch", post(apply_batch))
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .fallback(|| async { ApiError::not_found("no such endpoint on a ydht node") })
+        .with_state(state)
+}
+
+/// Unix time in milliseconds.
+pub fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// Checks a key: 1..=[`MAX_KEY_BYTES`] bytes of UTF-8 without control characters.
+pub fn validate_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::bad_request("the key is empty"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(ApiError::bad_request(format!("the key is {} bytes; the maximum is {MAX_KEY_BYTES}", key.len())));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("the key contains control characters"));
+    }
+    Ok(())
+}
+
+fn store_key(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(key) = path?;
+    validate_key(&key)?;
+    Ok(key)
+}
+
+fn version_header(headers: &HeaderMap) -> Result<u64, ApiError> {
+    let value = headers.get(VERSION_HEADER).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "missing {VERSION_HEADER} header; writes carry the coordinator's version (a u64)"
+        ))
+    })?;
+    parse_u64(value).ok_or_else(|| {
+        ApiError::bad_request(format!("malformed {VERSION_HEADER} header {value:?}; expected a decimal u64"))
+    })
+}
+
+fn expires_at_header(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(EXPIRES_AT_HEADER) else { return Ok(None) };
+    match parse_u64(value) {
+        Some(millis) if millis > 0 => Ok(Some(millis)),
+        _ => Err(ApiError::bad_request(format!(
+            "malformed {EXPIRES_AT_HEADER} header {value:?}; expected positive Unix milliseconds"
+        ))),
+    }
+}
+
+fn parse_u64(value: &HeaderValue) -> Option<u64> {
+    value.to_str().ok()?.trim().parse().ok()
+}
+
+fn content_type_header(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(DEFAULT_CONTENT_TYPE.to_string()) };
+    let text = value.to_str().map_err(|_| ApiError::bad_request("the content-type header is not visible ASCII"))?;
+    if text.len() > MAX_CONTENT_TYPE_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "the content-type header is {} bytes; the maximum is {MAX_CONTENT_TYPE_BYTES}",
+            text.len()
+        )));
+    }
+    Ok(if text.is_empty() { DEFAULT_CONTENT_TYPE.to_string() } else { text.to_string() })
+}
+
+/// Reads a body of at most `limit` bytes: refused from its `content-length`
+/// before reading when it declares more, and cut off as soon as it streams more.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize, what: &str) -> Result<Bytes, ApiError> {
+    let too_large = |size: String| {
+        ApiError::too_large(format!("{what} is {size} bytes; the maximum is {limit} (YDHT_MAX_VALUE_BYTES)"))
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(parse_u64);
+    if let Some(declared) = declared.filter(|&declared| declared > limit as u64) {
+        return Err(too_large(declared.to_string()));
+    }
+    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|error| ApiError::bad_request(format!("could not read the request body: {error}")))?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(too_large(format!("more than {limit}")));
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
+}
+
+fn write_error(error: WalError) -> ApiError {
+    match error {
+        WalError::Encode(error) => ApiError::bad_request(error.to_string()),
+        other => ApiError::unavailable(format!("the write was not stored: {other}")),
+    }
+}
+
+async fn put_value(
+    _: Internal,
+    State(state): State<NodeState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<StoreWriteResponse>, ApiError> {
+    let key = store_key(path)?;
+    let version = version_header(&headers)?;
+    let expires_at = expires_at_header(&headers)?;
+    let content_type = content_type_header(&headers)?;
+    let value = read_body(&headers, body, state.settings.max_value_bytes, "the value").await?;
+    let record = Record::put(key, version, value, content_type).with_expiry(expires_at);
+    let mut answers = state.store.write(vec![record]).await.map_err(write_error)?;
+    Ok(Json(answers.remove(0)))
+}
+
+async fn delete_value(
+    _: Internal,
+    State(state): State<NodeState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Json<StoreWriteResponse>, ApiError> {
+    let key = store_key(path)?;
+    let version = version_header(&headers)?;
+    let mut answers = state.store.write(vec![Record::delete(key, version)]).await.map_err(write_error)?;
+    Ok(Json(answers.remove(0)))
+}
+
+async fn get_value(
+    _: Internal,
+    State(state): State<NodeState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let key = store_key(path)?;
+    let not_found = |version: u64, tombstone: bool| {
+        let mut response = ApiError::not_found("Key not found").into_response();
+        response.headers_mut().insert(VERSION_HEADER, HeaderValue::from(version));
+        if tombstone {
+            response.headers_mut().insert(TOMBSTONE_HEADER, HeaderValue::from_static("true"));
+        }
+        response
+    };
+    match state.store.get(&key, now_millis()) {
+        Lookup::Found(entry) => {
+            let content_type = HeaderValue::from_str(&entry.content_type)
+                .unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+            let mut response = (StatusCode::OK, entry.value).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, content_type);
+            headers.insert(VERSION_HEADER, HeaderValue::from(entry.version));
+            if let Some(expires_at) = entry.expires_at {
+                headers.insert(EXPIRES_AT_HEADER, HeaderValue::from(expires_at));
+            }
+            Ok(response)
+        }
+        Lookup::Tombstone(version) => Ok(not_found(version, true)),
+        Lookup::Expired(version) => Ok(not_found(version, false)),
+        Lookup::Missing => Err(ApiError::not_found("Key not found")),
+    }
+}
+
+/// Query of `GET /keys`.
+#[derive(Debug, Deserialize)]
+struct KeysQuery {
+    /// Only keys starting with this.
+    #[serde(default)]
+    prefix: String,
+    /// Page size (default 100, at most 1000).
+    limit: Option<usize>,
+    /// The last key of the previous page.
+    cursor: Option<String>,
+}
+
+async fn list_keys(
+    _: Internal,
+    State(state): State<NodeState>,
+    query: Result<Query<KeysQuery>, QueryRejection>,
+) -> Result<Json<NodeKeyPage>, ApiError> {
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    Ok(Json(state.store.list(&query.prefix, query.cursor.as_deref(), limit, now_millis())))
+}
+
+async fn apply_batch(
+    _: Internal,
+    State(state): State<NodeState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<NodeBatchResponse>, ApiError> {
+    let max_value = state.settings.max_value_bytes;
+    let body = read_body(&headers, body, state.settings.max_batch_bytes(), "the batch").await?;
+    let records = batch::decode(&body).map_err(ApiError::bad_request)?;
+    for (index, record) in records.iter().enumerate() {
+        validate_key(&record.key)
+            .map_err(|error| ApiError::bad_request(format!("record {index}: {}", error.message)))?;
+        if record.value.len() > max_value {
+            return Err(ApiError::too_large(format!(
+                "record {index}: the value is {} bytes; the maximum is {max_value} (YDHT_MAX_VALUE_BYTES)",
+                record.value.len()
+            )));
+        }
+        if record.content_type.len() > MAX_CONTENT_TYPE_BYTES {
+            return Err(ApiError::bad_request(format!("record {index}: the content type is too long")));
+        }
+    }
+    let results = state.store.write(records).await.map_err(write_error)?;
+    Ok(Json(NodeBatchResponse { results }))
+}
+
+async fn health(State(state): State<NodeState>) -> Json<NodeHealth> {
+    Json(NodeHealth { status: "healthy".into(), node_id: state.settings.node_id.clone() })
+}
+
+async fn metrics(State(state): State<NodeState>) -> Json<NodeMetrics> {
+    let store = &state.store;
+    let wal = store.wal_stats();
+    let counters = store.counters();
+    let (key_count, tombstones) = store.counts();
+    let (disk_total_bytes, disk_available_bytes) = disk_space(&state.settings.data_dir);
+    Json(NodeMetrics {
+        node_id: state.settings.node_id.clone(),
+        key_count,
+        wal_size: wal.wal_bytes(),
+        timestamp: now_millis() / 1000,
+        tombstones,
+        data_bytes: store.disk_bytes(),
+        disk_total_bytes,
+        disk_available_bytes,
+        sync_mode: state.settings.sync_mode.as_str().to_string(),
+        wal_syncs: wal.syncs(),
+        wal_records: wal.records(),
+        snapshots_written: wal.snapshots(),
+        last_snapshot_bytes: wal.snapshot_bytes(),
+        last_snapshot_at: wal.last_snapshot_unix_ms().map(|millis| millis / 1000),
+        writes_applied: counters.applied.load(Ordering::Relaxed),
+        writes_ignored: counters.ignored.load(Ordering::Relaxed),
+        expired_swept: counters.expired.load(Ordering::Relaxed),
+        tombstones_purged: counters.purged.load(Ordering::Relaxed),
+        uptime_secs: state.settings.started.elapsed().as_secs(),
+    })
+}
+
+/// `(total, available)` bytes of the file system holding `path` (zeros if unknown).
+fn disk_space(path: &std::path::Path) -> (u64, u64) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return (0, 0) };
+        let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `c_path` is a valid NUL-terminated string and `stats` is written by statvfs before being read.
+        if unsafe { libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) } == 0 {
+            // SAFETY: statvfs returned 0, so it initialised `stats`.
+            let stats = unsafe { stats.assume_init() };
+            let fragment = stats.f_frsize as u64;
+            return (stats.f_blocks as u64 * fragment, stats.f_bavail as u64 * fragment);
+        }
+    }
+    let _ = path;
+    (0, 0)
+}

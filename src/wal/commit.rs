@@ -1,0 +1,526 @@
+//! Group commit: one writer thread owns the active segment. Callers hand it
+//! encoded records and wait; the thread takes every append that queued up
+//! while it was busy, writes them with one `write`, makes them durable with one
+//! `fdatasync`, applies them to the caller's state in log order, and only then
+//! acknowledges each of them. So concurrent writers share a sync, and no write
+//! is acknowledged before the sync that covers it.
+//!
+//! [`SyncMode::PerWrite`] turns batching off (one sync per append). It exists
+//! to measure what group commit buys (`cargo bench --bench node_write`).
+//!
+//! When the active segment passes the configured size, the thread starts a new
+//! segment and calls [`Apply::rotated`]; the state at that instant covers
+//! exactly the older segments, so a snapshot of it lets them be deleted
+//! (see [`compact`]).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::record::{self, Record};
+use super::segment::{Segment, WalDir};
+use super::{WalError, snapshot};
+
+/// How appends are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncMode {
+    /// Concurrent appends share one fdatasync (the default).
+    Group,
+    /// Every append gets its own fdatasync (slow; for benchmark comparison).
+    PerWrite,
+}
+
+impl SyncMode {
+    /// The flag spelling: `group` or `per-write`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Group => "group",
+            Self::PerWrite => "per-write",
+        }
+    }
+}
+
+/// Settings of the writer thread.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitterConfig {
+    /// Group commit or one sync per append.
+    pub mode: SyncMode,
+    /// Start a new segment (and compact) once the active one reaches this many bytes.
+    pub max_segment_bytes: u64,
+}
+
+/// Most bytes one group commit writes before it syncs.
+const MAX_BATCH_BYTES: usize = 16 << 20;
+/// Most appends one group commit takes.
+const MAX_BATCH_APPENDS: usize = 4096;
+/// Appends that may wait for the writer before callers are slowed down.
+const QUEUE_CAPACITY: usize = 8192;
+
+/// The caller's state, updated by the writer thread after each sync.
+pub trait Apply: Send + 'static {
+    /// What applying one record reports back to its writer.
+    type Outcome: Send + 'static;
+
+    /// Applies `records` (one append) to the state. Called on the writer
+    /// thread, in log order, after the sync that covers them and before the
+    /// append is acknowledged.
+    fn apply(&mut self, records: Vec<Record>) -> Vec<Self::Outcome>;
+
+    /// Called on the writer thread right after appends moved to segment
+    /// `generation`: the state now reflects exactly the older segments.
+    fn rotated(&mut self, generation: u64);
+}
+
+/// Counters shared by the writer, compaction and `/metrics`.
+#[derive(Debug, Default)]
+pub struct WalStats {
+    syncs: AtomicU64,
+    records: AtomicU64,
+    appends: AtomicU64,
+    synced_bytes: AtomicU64,
+    retired_bytes: AtomicU64,
+    generation: AtomicU64,
+    compacting: AtomicBool,
+    snapshots: AtomicU64,
+    snapshot_bytes: AtomicU64,
+    last_snapshot_unix_ms: AtomicU64,
+}
+
+impl WalStats {
+    /// fdatasync calls made since start.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Acquire)
+    }
+
+    /// Records appended since start.
+    pub fn records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    /// Appends (requests) acknowledged since start.
+    pub fn appends(&self) -> u64 {
+        self.appends.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the active segment known to be on disk.
+    pub fn synced_bytes(&self) -> u64 {
+        self.synced_bytes.load(Ordering::Acquire)
+    }
+
+    /// Bytes of all WAL segments (the active one and older ones awaiting compaction).
+    pub fn wal_bytes(&self) -> u64 {
+        self.synced_bytes() + self.retired_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The active segment's generation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Whether a snapshot is being written.
+    pub fn compacting(&self) -> bool {
+        self.compacting.load(Ordering::Acquire)
+    }
+
+    /// Snapshots written since start.
+    pub fn snapshots(&self) -> u64 {
+        self.snapshots.load(Ordering::Relaxed)
+    }
+
+    /// Size of the latest snapshot written since start (0 if none).
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot_bytes.load(Ordering::Relaxed)
+    }
+
+    /// When the latest snapshot was written (Unix ms), if one was since start.
+    pub fn last_snapshot_unix_ms(&self) -> Option<u64> {
+        Some(self.last_snapshot_unix_ms.load(Ordering::Relaxed)).filter(|&ms| ms != 0)
+    }
+
+    /// Records the state recovery left: the active segment and older segments' bytes.
+    pub fn recovered(&self, segment: &Segment, retired_bytes: u64) {
+        self.synced_bytes.store(segment.len(), Ordering::Release);
+        self.retired_bytes.store(retired_bytes, Ordering::Relaxed);
+        self.generation.store(segment.generation(), Ordering::Relaxed);
+    }
+
+    /// Records a finished compaction: a snapshot of `bytes` replaced every older segment.
+    pub(super) fn compacted(&self, bytes: u64) {
+        self.retired_bytes.store(0, Ordering::Relaxed);
+        self.snapshots.fetch_add(1, Ordering::Relaxed);
+        self.snapshot_bytes.store(bytes, Ordering::Relaxed);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.last_snapshot_unix_ms.store(now.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Allows the next rotation (called when a compaction ends, successfully or not).
+    pub fn compaction_ended(&self) {
+        self.compacting.store(false, Ordering::Release);
+    }
+}
+
+/// An acknowledged append.
+#[derive(Debug)]
+pub struct Committed<O> {
+    /// What [`Apply::apply`] reported for each record, in order.
+    pub outcomes: Vec<O>,
+    /// The segment the records went to.
+    pub generation: u64,
+    /// The segment offset just past this append's last frame.
+    pub end_offset: u64,
+    /// The number of the sync that made this append durable (1-based, since start).
+    pub sync: u64,
+}
+
+struct Request<O> {
+    frames: Vec<u8>,
+    records: Vec<Record>,
+    reply: oneshot::Sender<Result<Committed<O>, WalError>>,
+}
+
+enum Message<O> {
+    Append(Request<O>),
+    Stop(oneshot::Sender<()>),
+}
+
+/// The handle callers append through; the writer thread stops on [`Committer::close`].
+pub struct Committer<O> {
+    sender: mpsc::Sender<Message<O>>,
+    stats: Arc<WalStats>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<O: Send + 'static> Committer<O> {
+    /// Starts the writer thread appending to `segment` (as left by recovery).
+    pub fn start<A>(dir: WalDir, segment: Segment, config: CommitterConfig, stats: Arc<WalStats>, applier: A) -> Self
+    where
+        A: Apply<Outcome = O>,
+    {
+        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = Writer {
+            dir,
+            next_rotation_at: config.max_segment_bytes,
+            segment,
+            config,
+            stats: Arc::clone(&stats),
+            applier,
+            receiver,
+            failed: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || writer.run())
+            .expect("cannot start the WAL writer thread");
+        Self { sender, stats, thread: Mutex::new(Some(thread)) }
+    }
+
+    /// Appends `records` atomically (one write, one sync) and waits until they
+    /// are durable and applied.
+    pub async fn append(&self, records: Vec<Record>) -> Result<Committed<O>, WalError> {
+        let mut frames = Vec::with_capacity(records.iter().map(Record::framed_len).sum());
+        for found in &records {
+            record::encode(found, &mut frames)?;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Message::Append(Request { frames, records, reply })).await.map_err(|_| WalError::Closed)?;
+        answer.await.map_err(|_| WalError::Closed)?
+    }
+
+    /// Appends waiting for the writer right now.
+    pub fn queued(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
+
+    /// The shared counters.
+    pub fn stats(&self) -> &Arc<WalStats> {
+        &self.stats
+    }
+
+    /// Lets every append queued so far finish, makes the segment durable, and
+    /// stops the writer thread. Later appends fail with [`WalError::Closed`].
+    pub async fn close(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.sender.send(Message::Stop(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+        let thread = self.thread.lock().expect("writer thread handle").take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+struct Writer<A: Apply> {
+    dir: WalDir,
+    segment: Segment,
+    config: CommitterConfig,
+    stats: Arc<WalStats>,
+    applier: A,
+    receiver: mpsc::Receiver<Message<A::Outcome>>,
+    next_rotation_at: u64,
+    /// Set after a failed write or sync: nothing written afterwards could be trusted.
+    failed: Option<String>,
+}
+
+impl<A: Apply> Writer<A> {
+    fn run(mut self) {
+        let mut buffer = Vec::with_capacity(1 << 20);
+        while let Some(first) = self.receiver.blocking_recv() {
+            let mut batch = Vec::new();
+            let mut stop = None;
+            match first {
+                Message::Append(request) => batch.push(request),
+                Message::Stop(done) => stop = Some(done),
+            }
+            if self.config.mode == SyncMode::Group && stop.is_none() {
+                let mut bytes = batch[0].frames.len();
+                while batch.len() < MAX_BATCH_APPENDS && bytes < MAX_BATCH_BYTES {
+                    match self.receiver.try_recv() {
+                        Ok(Message::Append(request)) => {
+                            bytes += request.frames.len();
+                            batch.push(request);
+                        }
+                        Ok(Message::Stop(done)) => {
+                            stop = Some(done);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(batch, &mut buffer);
+            }
+            if let Some(done) = stop {
+                if let Err(error) = self.segment.sync() {
+                    tracing::error!(%error, file = %self.segment.path().display(), "final WAL sync failed");
+                }
+                let _ = done.send(());
+                return;
+            }
+            self.rotate_if_full();
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<Request<A::Outcome>>, buffer: &mut Vec<u8>) {
+        if let Some(reason) = &self.failed {
+            for request in batch {
+                let _ = request.reply.send(Err(WalError::Failed(reason.clone())));
+            }
+            return;
+        }
+        buffer.clear();
+        let start = self.segment.len();
+        let mut ends = Vec::with_capacity(batch.len());
+        for request in &batch {
+            buffer.extend_from_slice(&request.frames);
+            ends.push(start + buffer.len() as u64);
+        }
+        if let Err(error) = self.segment.append(buffer).and_then(|()| self.segment.sync()) {
+            let reason = format!("{}: {error}", self.segment.path().display());
+            tracing::error!(error = %reason, "WAL write failed; refusing further writes until restart");
+            for request in batch {
+                let _ = request.reply.send(Err(WalError::Failed(reason.clone())));
+            }
+            self.failed = Some(reason);
+            return;
+        }
+        let sync = self.stats.syncs.fetch_add(1, Ordering::AcqRel) + 1;
+        self.stats.synced_bytes.store(self.segment.len(), Ordering::Release);
+        let generation = self.segment.generation();
+        for (request, end_offset) in batch.into_iter().zip(ends) {
+            self.stats.records.fetch_add(request.records.len() as u64, Ordering::Relaxed);
+            self.stats.appends.fetch_add(1, Ordering::Relaxed);
+            let outcomes = self.applier.apply(request.records);
+            let _ = request.reply.send(Ok(Committed { outcomes, generation, end_offset, sync }));
+        }
+    }
+
+    fn rotate_if_full(&mut self) {
+        if self.failed.is_some() || self.segment.len() < self.next_rotation_at || self.stats.compacting() {
+            return;
+        }
+        let generation = self.segment.generation() + 1;
+        match Segment::create(&self.dir, generation) {
+            Ok(next) => {
+                let previous = std::mem::replace(&mut self.segment, next);
+                self.stats.retired_bytes.fetch_add(previous.len(), Ordering::Relaxed);
+                self.stats.synced_bytes.store(self.segment.len(), Ordering::Release);
+                self.stats.generation.store(generation, Ordering::Relaxed);
+                self.stats.compacting.store(true, Ordering::Release);
+                self.next_rotation_at = self.config.max_segment_bytes;
+                tracing::info!(generation, "WAL segment full; started a new one and a snapshot");
+                self.applier.rotated(generation);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot start a new WAL segment; compaction postponed");
+                self.next_rotation_at = self.segment.len() + self.config.max_segment_bytes;
+            }
+        }
+    }
+}
+
+/// Writes the snapshot of `generation` from `records` (the state when that
+/// segment started), then deletes every older segment and snapshot. Runs on a
+/// background thread; the writer will not rotate again until it ends.
+pub fn compact(dir: &WalDir, stats: &WalStats, generation: u64, records: &[Record]) {
+    match snapshot::write(dir, generation, records) {
+        Ok(bytes) => {
+            match dir.list() {
+                Ok(listing) => {
+                    let covered =
+                        listing.segments.iter().chain(&listing.snapshots).filter(|(old, _)| *old < generation);
+                    for (_, path) in covered {
+                        if let Err(error) = std::fs::remove_file(path) {
+                            tracing::warn!(file = %path.display(), %error, "cannot remove a compacted WAL file");
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot list the WAL directory after a snapshot"),
+            }
+            stats.compacted(bytes);
+            tracing::info!(generation, records = records.len(), bytes, "snapshot written; older WAL segments removed");
+        }
+        Err(error) => tracing::error!(%error, "snapshot failed; older WAL segments are kept"),
+    }
+    stats.compaction_ended();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc as std_mpsc;
+
+    /// Records the keys it applied, optionally blocking on its first call until released.
+    struct Recorder {
+        applied: Arc<Mutex<Vec<String>>>,
+        gate: Option<(std_mpsc::Sender<()>, std_mpsc::Receiver<()>)>,
+    }
+
+    impl Apply for Recorder {
+        type Outcome = ();
+
+        fn apply(&mut self, records: Vec<Record>) -> Vec<()> {
+            if let Some((entered, release)) = self.gate.take() {
+                entered.send(()).unwrap();
+                release.recv().unwrap();
+            }
+            let mut applied = self.applied.lock().unwrap();
+            records.into_iter().map(|found| applied.push(found.key)).collect()
+        }
+
+        fn rotated(&mut self, _generation: u64) {}
+    }
+
+    fn start(
+        dir: &WalDir,
+        mode: SyncMode,
+        gate: Option<(std_mpsc::Sender<()>, std_mpsc::Receiver<()>)>,
+    ) -> (Arc<Committer<()>>, Arc<Mutex<Vec<String>>>) {
+        let recovered = super::super::recover(dir, false, |_| {}).unwrap();
+        let stats = Arc::new(WalStats::default());
+        stats.recovered(&recovered.segment, recovered.retired_bytes);
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let config = CommitterConfig { mode, max_segment_bytes: u64::MAX };
+        let recorder = Recorder { applied: Arc::clone(&applied), gate };
+        (Arc::new(Committer::start(dir.clone(), recovered.segment, config, stats, recorder)), applied)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_appends_are_acknowledged_only_after_their_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = WalDir::new(dir.path());
+        let (committer, applied) = start(&wal, SyncMode::Group, None);
+        let writers: Vec<_> = (0..64)
+            .map(|writer| {
+                let committer = Arc::clone(&committer);
+                tokio::spawn(async move {
+                    for n in 0..25 {
+                        let record = Record::put(format!("w{writer}-{n}"), n + 1, vec![writer as u8; 40], "x/y");
+                        let committed = committer.append(vec![record]).await.unwrap();
+                        let stats = committer.stats();
+                        assert!(
+                            stats.synced_bytes() >= committed.end_offset,
+                            "acknowledged before its bytes were synced"
+                        );
+                        assert!(stats.syncs() >= committed.sync);
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let syncs = committer.stats().syncs();
+        assert!(syncs >= 1 && syncs <= 64 * 25, "{syncs} syncs");
+        committer.close().await;
+
+        // Everything acknowledged is in the log, in the order it was applied.
+        let mut replayed = Vec::new();
+        super::super::recover(&wal, false, |found| replayed.push(found.key)).unwrap();
+        assert_eq!(replayed.len(), 64 * 25);
+        assert_eq!(replayed, *applied.lock().unwrap());
+    }
+
+    /// Blocks the writer inside its first apply, queues `waiting` appends, then
+    /// releases it; returns the sync number each queued append was acknowledged with.
+    async fn syncs_for_queued_appends(mode: SyncMode, waiting: usize) -> (Vec<u64>, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = WalDir::new(dir.path());
+        let (entered_sender, entered) = std_mpsc::channel();
+        let (release, release_receiver) = std_mpsc::channel();
+        let (committer, _) = start(&wal, mode, Some((entered_sender, release_receiver)));
+        let first = tokio::spawn({
+            let committer = Arc::clone(&committer);
+            async move { committer.append(vec![Record::delete("first", 1)]).await.unwrap().sync }
+        });
+        tokio::task::spawn_blocking(move || entered.recv().unwrap()).await.unwrap();
+        let queued: Vec<_> = (0..waiting)
+            .map(|n| {
+                let committer = Arc::clone(&committer);
+                tokio::spawn(async move { committer.append(vec![Record::delete(format!("k{n}"), 1)]).await.unwrap() })
+            })
+            .collect();
+        while committer.queued() < waiting {
+            tokio::task::yield_now().await;
+        }
+        assert!(queued.iter().all(|task| !task.is_finished()), "acknowledged while the writer was blocked");
+        assert_eq!(committer.stats().syncs(), 1);
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), 1);
+        let mut syncs = Vec::new();
+        for task in queued {
+            syncs.push(task.await.unwrap().sync);
+        }
+        let total = committer.stats().syncs();
+        committer.close().await;
+        (syncs, total)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn appends_queued_during_a_sync_share_the_next_one() {
+        let (syncs, total) = syncs_for_queued_appends(SyncMode::Group, 50).await;
+        assert_eq!(total, 2);
+        assert!(syncs.iter().all(|&sync| sync == 2), "{syncs:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn per_write_mode_syncs_every_append() {
+        let (mut syncs, total) = syncs_for_queued_appends(SyncMode::PerWrite, 20).await;
+        assert_eq!(total, 21);
+        syncs.sort_unstable();
+        assert_eq!(syncs, (2..=21).collect::<Vec<u64>>());
+    }
+
+    #[tokio::test]
+    async fn appends_after_close_fail_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (committer, _) = start(&WalDir::new(dir.path()), SyncMode::Group, None);
+        committer.append(vec![Record::delete("a", 1)]).await.unwrap();
+        committer.close().await;
+        assert!(matches!(committer.append(vec![Record::delete("b", 2)]).await, Err(WalError::Closed)));
+    }
+}

@@ -1,0 +1,338 @@
+//! WAL files on disk: the directory layout, the segment being appended to,
+//! and the scan that reads a segment back and classifies how it ends.
+//!
+//! A node's directory holds `wal-<generation>.log` segments and at most one
+//! `snapshot-<generation>.snap`; a snapshot of generation G holds everything
+//! written to segments older than G, so recovery loads it and replays the
+//! segments numbered G and up. Generations are zero-padded to sort by name.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::WalError;
+use super::record::{self, Decoded, FILE_HEADER_BYTES, Record};
+
+/// Magic at the start of every WAL segment.
+pub const WAL_MAGIC: &[u8; 7] = b"YDHTWAL";
+
+/// A node's WAL directory and its file naming.
+#[derive(Debug, Clone)]
+pub struct WalDir {
+    path: PathBuf,
+}
+
+/// What a directory listing found, each list sorted by generation.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// `(generation, path)` of every WAL segment.
+    pub segments: Vec<(u64, PathBuf)>,
+    /// `(generation, path)` of every snapshot.
+    pub snapshots: Vec<(u64, PathBuf)>,
+    /// Leftover temporary files of interrupted snapshot writes.
+    pub temporaries: Vec<PathBuf>,
+}
+
+impl WalDir {
+    /// The WAL directory at `path` (not created until [`WalDir::create`]).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the directory if it does not exist.
+    pub fn create(&self) -> Result<(), WalError> {
+        fs::create_dir_all(&self.path).map_err(|source| WalError::io("cannot create WAL directory", &self.path, source))
+    }
+
+    /// The path of segment `generation`.
+    pub fn segment_path(&self, generation: u64) -> PathBuf {
+        self.path.join(format!("wal-{generation:020}.log"))
+    }
+
+    /// The path of the snapshot of `generation`.
+    pub fn snapshot_path(&self, generation: u64) -> PathBuf {
+        self.path.join(format!("snapshot-{generation:020}.snap"))
+    }
+
+    /// Lists segments, snapshots and temporary files.
+    pub fn list(&self) -> Result<Listing, WalError> {
+        let mut listing = Listing::default();
+        let entries =
+            fs::read_dir(&self.path).map_err(|source| WalError::io("cannot list WAL directory", &self.path, source))?;
+        for entry in entries {
+            let entry = entry.map_err(|source| WalError::io("cannot list WAL directory", &self.path, source))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let path = entry.path();
+            if name.ends_with(".tmp") {
+                listing.temporaries.push(path);
+            } else if let Some(generation) = parse_generation(name, "wal-", ".log") {
+                listing.segments.push((generation, path));
+            } else if let Some(generation) = parse_generation(name, "snapshot-", ".snap") {
+                listing.snapshots.push((generation, path));
+            }
+        }
+        listing.segments.sort();
+        listing.snapshots.sort();
+        Ok(listing)
+    }
+
+    /// Makes renames and file creations in the directory durable (fsync of the directory).
+    pub fn sync(&self) -> Result<(), WalError> {
+        File::open(&self.path)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|source| WalError::io("cannot fsync WAL directory", &self.path, source))
+    }
+
+    /// Takes an exclusive lock on the directory for the life of the returned
+    /// guard, so two nodes can never write the same WAL.
+    pub fn lock(&self) -> Result<DirLock, WalError> {
+        let path = self.path.join("LOCK");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| WalError::io("cannot open lock file", &path, source))?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a file descriptor we own; no memory is shared.
+            let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if result != 0 {
+                return Err(WalError::Locked(self.path.clone()));
+            }
+        }
+        Ok(DirLock { _file: file })
+    }
+
+    /// Total bytes of the directory's segments and snapshots.
+    pub fn disk_bytes(&self) -> u64 {
+        let Ok(listing) = self.list() else { return 0 };
+        listing
+            .segments
+            .iter()
+            .chain(&listing.snapshots)
+            .filter_map(|(_, path)| fs::metadata(path).ok())
+            .map(|metadata| metadata.len())
+            .sum()
+    }
+}
+
+fn parse_generation(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
+}
+
+/// Holds the exclusive lock on a WAL directory until dropped.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+/// The segment new records are appended to.
+#[derive(Debug)]
+pub struct Segment {
+    file: File,
+    path: PathBuf,
+    generation: u64,
+    len: u64,
+}
+
+impl Segment {
+    /// Creates segment `generation` holding only its header, durably (file and directory fsynced).
+    pub fn create(dir: &WalDir, generation: u64) -> Result<Self, WalError> {
+        let path = dir.segment_path(generation);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(|source| WalError::io("cannot create WAL segment", &path, source))?;
+        file.write_all(&record::file_header(WAL_MAGIC))
+            .and_then(|()| file.sync_all())
+            .map_err(|source| WalError::io("cannot write WAL segment", &path, source))?;
+        dir.sync()?;
+        Ok(Self { file, path, generation, len: FILE_HEADER_BYTES as u64 })
+    }
+
+    /// Opens an existing segment for appending after its first `len` bytes (which a scan validated).
+    pub fn open(path: PathBuf, generation: u64, len: u64) -> Result<Self, WalError> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|source| WalError::io("cannot open WAL segment", &path, source))?;
+        Ok(Self { file, path, generation, len })
+    }
+
+    /// Appends `bytes` (whole frames) without syncing. On error the segment
+    /// is cut back to its previous length so no partial frame stays behind.
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self.file.write_all(bytes) {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(error) => {
+                let _ = self.file.set_len(self.len);
+                Err(error)
+            }
+        }
+    }
+
+    /// Makes everything appended so far durable (fdatasync).
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// This segment's generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Bytes in the segment, header included.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the segment holds no record yet.
+    pub fn is_empty(&self) -> bool {
+        self.len <= FILE_HEADER_BYTES as u64
+    }
+
+    /// The segment's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// How a scanned sequence of frames ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanEnd {
+    /// Every byte belonged to a valid frame.
+    Clean,
+    /// The last frame is incomplete or damaged and nothing valid follows:
+    /// the signature of a crash in the middle of an append.
+    Torn {
+        /// Where the torn frame starts.
+        offset: u64,
+        /// How many bytes from there to the end.
+        bytes: u64,
+    },
+    /// A damaged frame with more data after it: real corruption.
+    Corrupt {
+        /// Where the damaged frame starts.
+        offset: u64,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Decodes the frames of `bytes` from `start`, handing each record to `each`.
+/// Returns the offset just past the last valid frame and how the data ends.
+///
+/// A frame that is cut short, or whose damage reaches exactly to the end of
+/// the data, or that is followed only by zero bytes, is a torn tail; any other
+/// damage is corruption.
+pub fn scan(bytes: &[u8], start: usize, mut each: impl FnMut(Record)) -> (usize, ScanEnd) {
+    let mut offset = start;
+    while offset < bytes.len() {
+        match record::decode(&bytes[offset..]) {
+            Decoded::Record(found, used) => {
+                each(found);
+                offset += used;
+            }
+            Decoded::Incomplete => return (offset, torn(offset, bytes.len())),
+            Decoded::Corrupt(reason) => {
+                let rest = &bytes[offset..];
+                let reaches_end = frame_end(rest) == Some(rest.len());
+                if reaches_end || rest.iter().all(|&byte| byte == 0) {
+                    return (offset, torn(offset, bytes.len()));
+                }
+                return (offset, ScanEnd::Corrupt { offset: offset as u64, reason });
+            }
+        }
+    }
+    (offset, ScanEnd::Clean)
+}
+
+fn torn(offset: usize, len: usize) -> ScanEnd {
+    ScanEnd::Torn { offset: offset as u64, bytes: (len - offset) as u64 }
+}
+
+/// The end of the frame at the start of `bytes`, when its length field is intact.
+fn frame_end(bytes: &[u8]) -> Option<usize> {
+    let length: [u8; 4] = bytes.get(0..4)?.try_into().ok()?;
+    let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
+    (crc32fast::hash(&length) == crc).then(|| record::FRAME_HEADER_BYTES + u32::from_le_bytes(length) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(records: &[Record]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for record in records {
+            record::encode(record, &mut bytes).unwrap();
+        }
+        bytes
+    }
+
+    fn sample(count: u64) -> Vec<Record> {
+        (0..count)
+            .map(|n| Record::put(format!("key-{n}"), n + 1, format!("value-{n}").into_bytes(), "text/plain"))
+            .collect()
+    }
+
+    #[test]
+    fn trailing_zeros_are_a_torn_tail() {
+        let mut bytes = frames(&sample(3));
+        let valid = bytes.len();
+        bytes.extend_from_slice(&[0; 100]);
+        let mut seen = 0;
+        let (end, how) = scan(&bytes, 0, |_| seen += 1);
+        assert_eq!((seen, end), (3, valid));
+        assert_eq!(how, ScanEnd::Torn { offset: valid as u64, bytes: 100 });
+    }
+
+    #[test]
+    fn damage_followed_by_data_is_corruption() {
+        let records = sample(3);
+        let mut bytes = frames(&records);
+        let second = records[0].framed_len();
+        bytes[second + 20] ^= 0x10;
+        let (end, how) = scan(&bytes, 0, |_| {});
+        assert_eq!(end, second);
+        assert!(matches!(how, ScanEnd::Corrupt { offset, .. } if offset == second as u64), "{how:?}");
+    }
+
+    #[test]
+    fn generations_parse_from_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = WalDir::new(dir.path());
+        fs::write(wal.segment_path(3), b"").unwrap();
+        fs::write(wal.segment_path(12), b"").unwrap();
+        fs::write(wal.snapshot_path(12), b"").unwrap();
+        fs::write(dir.path().join("snapshot-00000000000000000013.snap.tmp"), b"").unwrap();
+        fs::write(dir.path().join("unrelated.txt"), b"").unwrap();
+        let listing = wal.list().unwrap();
+        assert_eq!(listing.segments.iter().map(|(g, _)| *g).collect::<Vec<_>>(), vec![3, 12]);
+        assert_eq!(listing.snapshots.iter().map(|(g, _)| *g).collect::<Vec<_>>(), vec![12]);
+        assert_eq!(listing.temporaries.len(), 1);
+    }
+
+    #[test]
+    fn a_second_lock_on_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = WalDir::new(dir.path());
+        let held = wal.lock().unwrap();
+        assert!(matches!(wal.lock(), Err(WalError::Locked(_))));
+        drop(held);
+        wal.lock().unwrap();
+    }
+}
