@@ -30,8 +30,8 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run a server (one service of the cluster)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print shell completions (or write every shell''s file with --dir)')
-            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run a ydht service')
             [CompletionResult]::new('signup', 'signup', [CompletionResultType]::ParameterValue, 'Create an account and log in')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically')
             [CompletionResult]::new('logout', 'logout', [CompletionResultType]::ParameterValue, 'Revoke the login session and forget its tokens')
@@ -43,17 +43,6 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
-        'ydht;completions' {
-            [CompletionResult]::new('--dir', '--dir', [CompletionResultType]::ParameterName, 'Write the files for every shell into this directory instead of printing')
-            [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
-            [CompletionResult]::new('--users', '--users', [CompletionResultType]::ParameterName, 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]')
-            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
-            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key for `kv` commands [default: the one stored by `apikey create --use`]')
-            [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
-            break
-        }
         'ydht;serve' {
             [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
             [CompletionResult]::new('--users', '--users', [CompletionResultType]::ParameterName, 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]')
@@ -63,6 +52,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('node', 'node', [CompletionResultType]::ParameterValue, 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)')
+            [CompletionResult]::new('replicator', 'replicator', [CompletionResultType]::ParameterValue, 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -86,15 +76,52 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
+        'ydht;serve;replicator' {
+            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]')
+            [CompletionResult]::new('--host', '--host', [CompletionResultType]::ParameterName, 'Address to bind; use 0.0.0.0 to accept connections from other machines')
+            [CompletionResult]::new('--cluster-secret', '--cluster-secret', [CompletionResultType]::ParameterName, 'Shared secret guarding internal endpoints [default: generated once into the data dir]')
+            [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Port to listen on (0 picks a free one)')
+            [CompletionResult]::new('--max-queue', '--max-queue', [CompletionResultType]::ParameterName, 'Most unfinished jobs kept; beyond it new jobs get 503 with Retry-After')
+            [CompletionResult]::new('--max-queue-bytes', '--max-queue-bytes', [CompletionResultType]::ParameterName, 'Most bytes of values held by unfinished jobs; beyond it new jobs get 503')
+            [CompletionResult]::new('--max-value-bytes', '--max-value-bytes', [CompletionResultType]::ParameterName, 'Largest value a job may carry, in bytes; larger bodies get 413')
+            [CompletionResult]::new('--wait-timeout', '--wait-timeout', [CompletionResultType]::ParameterName, 'With `x-ydht-wait`, how long to wait for the acknowledgements before answering 504')
+            [CompletionResult]::new('--retry-base', '--retry-base', [CompletionResultType]::ParameterName, 'Delay before the first retry of a failed replica write (doubles each retry, plus jitter)')
+            [CompletionResult]::new('--probe-interval', '--probe-interval', [CompletionResultType]::ParameterName, 'How often nodes holding hinted handoffs are probed with /health')
+            [CompletionResult]::new('--request-timeout', '--request-timeout', [CompletionResultType]::ParameterName, 'Timeout of one request to a node')
+            [CompletionResult]::new('--compact-bytes', '--compact-bytes', [CompletionResultType]::ParameterName, 'Rewrite the queue log when it grows past this many bytes (mostly finished work)')
+            [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
+            [CompletionResult]::new('--users', '--users', [CompletionResultType]::ParameterName, 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key for `kv` commands [default: the one stored by `apikey create --use`]')
+            [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
         'ydht;serve;help' {
             [CompletionResult]::new('node', 'node', [CompletionResultType]::ParameterValue, 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)')
+            [CompletionResult]::new('replicator', 'replicator', [CompletionResultType]::ParameterValue, 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
         'ydht;serve;help;node' {
             break
         }
+        'ydht;serve;help;replicator' {
+            break
+        }
         'ydht;serve;help;help' {
+            break
+        }
+        'ydht;completions' {
+            [CompletionResult]::new('--dir', '--dir', [CompletionResultType]::ParameterName, 'Write the files for every shell into this directory instead of printing')
+            [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
+            [CompletionResult]::new('--users', '--users', [CompletionResultType]::ParameterName, 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key for `kv` commands [default: the one stored by `apikey create --use`]')
+            [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
         'ydht;signup' {
@@ -340,8 +367,8 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             break
         }
         'ydht;help' {
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run a server (one service of the cluster)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print shell completions (or write every shell''s file with --dir)')
-            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run a ydht service')
             [CompletionResult]::new('signup', 'signup', [CompletionResultType]::ParameterValue, 'Create an account and log in')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically')
             [CompletionResult]::new('logout', 'logout', [CompletionResultType]::ParameterValue, 'Revoke the login session and forget its tokens')
@@ -353,14 +380,18 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
-        'ydht;help;completions' {
-            break
-        }
         'ydht;help;serve' {
             [CompletionResult]::new('node', 'node', [CompletionResultType]::ParameterValue, 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)')
+            [CompletionResult]::new('replicator', 'replicator', [CompletionResultType]::ParameterValue, 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)')
             break
         }
         'ydht;help;serve;node' {
+            break
+        }
+        'ydht;help;serve;replicator' {
+            break
+        }
+        'ydht;help;completions' {
             break
         }
         'ydht;help;signup' {

@@ -133,6 +133,9 @@ _ydht() {
             ydht__subcmd__help__subcmd__serve,node)
                 cmd="ydht__subcmd__help__subcmd__serve__subcmd__node"
                 ;;
+            ydht__subcmd__help__subcmd__serve,replicator)
+                cmd="ydht__subcmd__help__subcmd__serve__subcmd__replicator"
+                ;;
             ydht__subcmd__kv,delete)
                 cmd="ydht__subcmd__kv__subcmd__delete"
                 ;;
@@ -175,11 +178,17 @@ _ydht() {
             ydht__subcmd__serve,node)
                 cmd="ydht__subcmd__serve__subcmd__node"
                 ;;
+            ydht__subcmd__serve,replicator)
+                cmd="ydht__subcmd__serve__subcmd__replicator"
+                ;;
             ydht__subcmd__serve__subcmd__help,help)
                 cmd="ydht__subcmd__serve__subcmd__help__subcmd__help"
                 ;;
             ydht__subcmd__serve__subcmd__help,node)
                 cmd="ydht__subcmd__serve__subcmd__help__subcmd__node"
+                ;;
+            ydht__subcmd__serve__subcmd__help,replicator)
+                cmd="ydht__subcmd__serve__subcmd__help__subcmd__replicator"
                 ;;
             *)
                 ;;
@@ -188,7 +197,7 @@ _ydht() {
 
     case "${cmd}" in
         ydht)
-            opts="-h -V --gateway --users --output --api-key --config-dir --help --version completions serve signup login logout whoami apikey kv status man help"
+            opts="-h -V --gateway --users --output --api-key --config-dir --help --version serve completions signup login logout whoami apikey kv status man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -478,7 +487,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help)
-            opts="completions serve signup login logout whoami apikey kv status man help"
+            opts="serve completions signup login logout whoami apikey kv status man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -702,7 +711,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__serve)
-            opts="node"
+            opts="node replicator"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -716,6 +725,20 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__serve__subcmd__node)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__serve__subcmd__replicator)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1236,7 +1259,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve)
-            opts="-h --gateway --users --output --api-key --config-dir --help node help"
+            opts="-h --gateway --users --output --api-key --config-dir --help node replicator help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1270,7 +1293,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__help)
-            opts="node help"
+            opts="node replicator help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1298,6 +1321,20 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__help__subcmd__node)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__help__subcmd__replicator)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1351,6 +1388,88 @@ _ydht() {
                     return 0
                     ;;
                 --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --users)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__replicator)
+            opts="-h --data-dir --host --cluster-secret --port --max-queue --max-queue-bytes --max-value-bytes --wait-timeout --retry-base --probe-interval --request-timeout --compact-bytes --gateway --users --output --api-key --config-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-queue-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-value-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry-base)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --probe-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --request-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --compact-bytes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

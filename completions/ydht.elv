@@ -27,8 +27,8 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
+            cand serve 'Run a server (one service of the cluster)'
             cand completions 'Print shell completions (or write every shell''s file with --dir)'
-            cand serve 'Run a ydht service'
             cand signup 'Create an account and log in'
             cand login 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
             cand logout 'Revoke the login session and forget its tokens'
@@ -39,16 +39,6 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand man 'Print the manual page (or write one per command with --dir)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
-        &'ydht;completions'= {
-            cand --dir 'Write the files for every shell into this directory instead of printing'
-            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
-            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
-            cand --output 'Output format'
-            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
-            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
-            cand -h 'Print help (see more with ''--help'')'
-            cand --help 'Print help (see more with ''--help'')'
-        }
         &'ydht;serve'= {
             cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
             cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
@@ -58,6 +48,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+            cand replicator 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;serve;node'= {
@@ -79,13 +70,47 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'ydht;serve;replicator'= {
+            cand --data-dir 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]'
+            cand --host 'Address to bind; use 0.0.0.0 to accept connections from other machines'
+            cand --cluster-secret 'Shared secret guarding internal endpoints [default: generated once into the data dir]'
+            cand --port 'Port to listen on (0 picks a free one)'
+            cand --max-queue 'Most unfinished jobs kept; beyond it new jobs get 503 with Retry-After'
+            cand --max-queue-bytes 'Most bytes of values held by unfinished jobs; beyond it new jobs get 503'
+            cand --max-value-bytes 'Largest value a job may carry, in bytes; larger bodies get 413'
+            cand --wait-timeout 'With `x-ydht-wait`, how long to wait for the acknowledgements before answering 504'
+            cand --retry-base 'Delay before the first retry of a failed replica write (doubles each retry, plus jitter)'
+            cand --probe-interval 'How often nodes holding hinted handoffs are probed with /health'
+            cand --request-timeout 'Timeout of one request to a node'
+            cand --compact-bytes 'Rewrite the queue log when it grows past this many bytes (mostly finished work)'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'ydht;serve;help'= {
             cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+            cand replicator 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;serve;help;node'= {
         }
+        &'ydht;serve;help;replicator'= {
+        }
         &'ydht;serve;help;help'= {
+        }
+        &'ydht;completions'= {
+            cand --dir 'Write the files for every shell into this directory instead of printing'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'ydht;signup'= {
             cand --email 'Account email'
@@ -302,8 +327,8 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --help 'Print help (see more with ''--help'')'
         }
         &'ydht;help'= {
+            cand serve 'Run a server (one service of the cluster)'
             cand completions 'Print shell completions (or write every shell''s file with --dir)'
-            cand serve 'Run a ydht service'
             cand signup 'Create an account and log in'
             cand login 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
             cand logout 'Revoke the login session and forget its tokens'
@@ -314,12 +339,15 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand man 'Print the manual page (or write one per command with --dir)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
-        &'ydht;help;completions'= {
-        }
         &'ydht;help;serve'= {
             cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+            cand replicator 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
         }
         &'ydht;help;serve;node'= {
+        }
+        &'ydht;help;serve;replicator'= {
+        }
+        &'ydht;help;completions'= {
         }
         &'ydht;help;signup'= {
         }

@@ -32,8 +32,8 @@ complete -c ydht -n "__fish_ydht_needs_command" -l api-key -d 'API key for `kv` 
 complete -c ydht -n "__fish_ydht_needs_command" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_needs_command" -s V -l version -d 'Print version'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "serve" -d 'Run a server (one service of the cluster)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
-complete -c ydht -n "__fish_ydht_needs_command" -f -a "serve" -d 'Run a ydht service'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "signup" -d 'Create an account and log in'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "login" -d 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "logout" -d 'Revoke the login session and forget its tokens'
@@ -43,23 +43,16 @@ complete -c ydht -n "__fish_ydht_needs_command" -f -a "kv" -d 'Store, read, dele
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "man" -d 'Print the manual page (or write one per command with --dir)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -l dir -d 'Write the files for every shell into this directory instead of printing' -r -F
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator help" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator help" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node help" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node help" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
-json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node help" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node help" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node help" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator help" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator help" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator help" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator help" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l port -d 'Port to listen on' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l node-id -d 'This node\'s id; its WAL and snapshots live in <data-dir>/<node-id>/' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l max-value-bytes -d 'Largest value accepted, in bytes (larger bodies get 413 before being read)' -r
@@ -78,8 +71,36 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l salvage-wal -d 'Start despite a corrupt WAL segment by truncating it at the first bad record (later records are lost)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l data-dir -d 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l host -d 'Address to bind; use 0.0.0.0 to accept connections from other machines' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l cluster-secret -d 'Shared secret guarding internal endpoints [default: generated once into the data dir]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l port -d 'Port to listen on (0 picks a free one)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l max-queue -d 'Most unfinished jobs kept; beyond it new jobs get 503 with Retry-After' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l max-queue-bytes -d 'Most bytes of values held by unfinished jobs; beyond it new jobs get 503' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l max-value-bytes -d 'Largest value a job may carry, in bytes; larger bodies get 413' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l wait-timeout -d 'With `x-ydht-wait`, how long to wait for the acknowledgements before answering 504' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l retry-base -d 'Delay before the first retry of a failed replica write (doubles each retry, plus jitter)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l probe-interval -d 'How often nodes holding hinted handoffs are probed with /health' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l request-timeout -d 'Timeout of one request to a node' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l compact-bytes -d 'Rewrite the queue log when it grows past this many bytes (mostly finished work)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -l dir -d 'Write the files for every shell into this directory instead of printing' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -l email -d 'Account email' -r
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -l username -d 'Account name: 3–32 letters, digits, `_` or `-`' -r
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
@@ -241,18 +262,19 @@ json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand man" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand man" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve signup login logout whoami apikey kv status man help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve signup login logout whoami apikey kv status man help" -f -a "serve" -d 'Run a ydht service'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve signup login logout whoami apikey kv status man help" -f -a "signup" -d 'Create an account and log in'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve signup login logout whoami apikey kv status man help" -f -a "login" -d 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve signup login logout whoami apikey kv status man help" -f -a "logout" -d 'Revoke the login session and forget its tokens'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve signup login logout whoami apikey kv status man help" -f -a "whoami" -d 'Show who is logged in'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve signup login logout whoami apikey kv status man help" -f -a "apikey" -d 'Manage your API keys'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve signup login logout whoami apikey kv status man help" -f -a "kv" -d 'Store, read, delete, list and locate your keys (uses an API key)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve signup login logout whoami apikey kv status man help" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve signup login logout whoami apikey kv status man help" -f -a "man" -d 'Print the manual page (or write one per command with --dir)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from completions serve signup login logout whoami apikey kv status man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions signup login logout whoami apikey kv status man help" -f -a "serve" -d 'Run a server (one service of the cluster)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions signup login logout whoami apikey kv status man help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions signup login logout whoami apikey kv status man help" -f -a "signup" -d 'Create an account and log in'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions signup login logout whoami apikey kv status man help" -f -a "login" -d 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions signup login logout whoami apikey kv status man help" -f -a "logout" -d 'Revoke the login session and forget its tokens'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions signup login logout whoami apikey kv status man help" -f -a "whoami" -d 'Show who is logged in'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions signup login logout whoami apikey kv status man help" -f -a "apikey" -d 'Manage your API keys'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions signup login logout whoami apikey kv status man help" -f -a "kv" -d 'Store, read, delete, list and locate your keys (uses an API key)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions signup login logout whoami apikey kv status man help" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions signup login logout whoami apikey kv status man help" -f -a "man" -d 'Print the manual page (or write one per command with --dir)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions signup login logout whoami apikey kv status man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from apikey" -f -a "create" -d 'Create an API key (its full value is shown once)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from apikey" -f -a "list" -d 'List your API keys (never their full value)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from apikey" -f -a "revoke" -d 'Revoke an API key by id; it stops working at the gateway within seconds'

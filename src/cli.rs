@@ -39,11 +39,11 @@ Exit codes:
 /// The top-level commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print shell completions (or write every shell's file with --dir)
-    Completions(CompletionsArgs),
-    /// Run a ydht service
+    /// Run a server (one service of the cluster)
     #[command(subcommand)]
     Serve(crate::daemon::ServeCommand),
+    /// Print shell completions (or write every shell's file with --dir)
+    Completions(CompletionsArgs),
     /// Create an account and log in
     Signup(SignupArgs),
     /// Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically
@@ -74,8 +74,8 @@ impl Cli {
     /// Runs the chosen command to completion.
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
-            Command::Completions(args) => args.run(),
             Command::Serve(command) => command.run().await,
+            Command::Completions(args) => args.run(),
             Command::Signup(args) => args.run(&self.client.context()?).await,
             Command::Login(args) => args.run(&self.client.context()?).await,
             Command::Logout(args) => args.run(&self.client.context()?).await,

@@ -13,8 +13,9 @@
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
 //! - [`hlc`]: the hybrid logical clock that versions every write.
-//! - [`daemon`]: the services behind `ydht serve` (storage node, …).
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
+//! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
+//! - [`daemon`]: the services behind `ydht serve …` (one module each).
 //! - [`man`]: the hidden `ydht man` command (clap_mangen manual pages).
 //! - [`client`]: the client commands (`signup`, `login`, `apikey`, `kv`, `status`, …) over HTTP.
 
@@ -28,6 +29,7 @@ pub mod duration;
 pub mod error;
 pub mod hlc;
 pub mod man;
+pub mod nodeclient;
 pub mod proto;
 pub mod ring;
 pub mod server;

@@ -19,6 +19,12 @@ pub const CONSISTENCY_HEADER: &str = "x-consistency";
 pub const API_KEY_HEADER: &str = "x-api-key";
 /// Header naming the nodes that took part in a gateway operation (comma-separated URLs).
 pub const NODES_HEADER: &str = "x-ydht-nodes";
+/// Header of a replication job naming its operation: `put` or `delete`.
+pub const JOB_OP_HEADER: &str = "x-ydht-op";
+/// Header of a replication job listing the target node base URLs (comma-separated).
+pub const JOB_TARGETS_HEADER: &str = "x-ydht-targets";
+/// Optional header of a replication job: answer only once this many targets acknowledged.
+pub const JOB_WAIT_HEADER: &str = "x-ydht-wait";
 
 /// A node's answer to a versioned write (PUT or DELETE on `/store/{key}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,4 +180,37 @@ pub struct NodeMetrics {
 pub struct NodeBatchResponse {
     /// What each write did.
     pub results: Vec<StoreWriteResponse>,
+}
+
+/// The replicator's answer to `POST /jobs/{key}`: 202 once the job is durable in its queue log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobAccepted {
+    /// The job's id in the replicator's queue.
+    pub job_id: u64,
+    /// With `x-ydht-wait: N`: how many targets acknowledged before the answer (at least N).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked: Option<u32>,
+}
+
+/// The replicator's 504 when `x-ydht-wait: N` targets did not acknowledge in time.
+/// The job stays queued and is still delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobWaitTimedOut {
+    /// What happened, in one line.
+    pub error: String,
+    /// The job's id (it is durable and keeps being delivered).
+    pub job_id: u64,
+    /// How many targets acknowledged before the answer.
+    pub acked: u32,
+}
+
+/// `GET /health` of the replicator — exactly the original product's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicatorHealth {
+    /// Always `healthy` when the replicator answers.
+    pub status: String,
+    /// Always `replicator`.
+    pub service: String,
+    /// Jobs waiting or in flight.
+    pub queue_size: u64,
 }

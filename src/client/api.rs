@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Exit, exit};
 use crate::proto::{
-    API_KEY_HEADER, CLUSTER_SECRET_HEADER, CONSISTENCY_HEADER, EXPIRES_AT_HEADER, TOMBSTONE_HEADER, VERSION_HEADER,
-    ValidateKeyRequest, ValidateKeyResponse,
+    API_KEY_HEADER, CLUSTER_SECRET_HEADER, CONSISTENCY_HEADER, EXPIRES_AT_HEADER, VERSION_HEADER, ValidateKeyRequest,
+    ValidateKeyResponse,
 };
 
 /// How long to wait for a TCP connection.
@@ -263,24 +263,6 @@ impl Api {
         let request = self.request(Method::GET, gateway, &["v1", "kv"]).header(API_KEY_HEADER, api_key).query(&query);
         self.send_json(gateway, request).await
     }
-
-    /// `GET /store/{key}` on a node (cluster secret): what this node holds for a stored key.
-    pub async fn node_record(&self, node: &Endpoint, cluster_secret: &str, key: &str) -> anyhow::Result<NodeRecord> {
-        let request = self.request(Method::GET, node, &["store", key]).header(CLUSTER_SECRET_HEADER, cluster_secret);
-        let response = self.send(node, request).await?;
-        let version = header_str(response.headers(), VERSION_HEADER).and_then(|text| text.parse::<u64>().ok());
-        let expires_at = header_str(response.headers(), EXPIRES_AT_HEADER).and_then(|text| text.parse::<u64>().ok());
-        let tombstone = header_str(response.headers(), TOMBSTONE_HEADER) == Some("true");
-        if response.status() == StatusCode::NOT_FOUND {
-            return Ok(match (tombstone, version) {
-                (true, Some(version)) => NodeRecord::Tombstone { version },
-                _ => NodeRecord::Missing,
-            });
-        }
-        let response = check(node, response).await?;
-        let size = response.bytes().await.map_err(|error| read_error(node, &error))?.len() as u64;
-        Ok(NodeRecord::Live { version: version.unwrap_or(0), size, expires_at })
-    }
 }
 
 /// The exit code a service's HTTP status maps to.
@@ -326,7 +308,7 @@ fn read_error(endpoint: &Endpoint, error: &reqwest::Error) -> anyhow::Error {
 }
 
 /// The innermost cause, in lower case without the `(os error N)` suffix: `connection refused`.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause: &(dyn std::error::Error + 'static) = error;
     while let Some(source) = cause.source() {
         cause = source;
@@ -581,28 +563,6 @@ pub struct KeyPage {
     /// Cursor for the next page; absent on the last one.
     #[serde(default)]
     pub next_cursor: Option<String>,
-}
-
-/// What one node holds for a key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum NodeRecord {
-    /// A live value.
-    Live {
-        /// Its version.
-        version: u64,
-        /// Its size in bytes.
-        size: u64,
-        /// Its expiry (Unix ms), if any.
-        expires_at: Option<u64>,
-    },
-    /// A delete marker.
-    Tombstone {
-        /// The delete's version.
-        version: u64,
-    },
-    /// Nothing at all.
-    Missing,
 }
 
 #[cfg(test)]

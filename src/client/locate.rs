@@ -2,15 +2,21 @@
 //! gateway's ring (from `GET /cluster`) and asks each owner which version it
 //! holds (`GET /store/{user_id}/{key}` with the cluster secret).
 
+use std::time::Duration;
+
 use clap::Args;
 use futures_util::future::join_all;
 use reqwest::Method;
 use serde::Serialize;
 
-use super::api::{Endpoint, NodeRecord, User, decode};
+use super::api::{User, decode, root_cause};
 use super::output::{format_unix_millis, format_version, human_bytes, print_json, print_line, table};
 use super::{Context, OperatorArgs, cluster};
 use crate::error::{Exit, exit};
+use crate::nodeclient::{NodeClient, NodeError, NodeRead};
+
+/// How long one node may take to answer.
+const NODE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Arguments of `kv locate`.
 #[derive(Args, Debug)]
@@ -21,6 +27,40 @@ pub struct LocateArgs {
     /// Where the cluster secret comes from.
     #[command(flatten)]
     pub operator: OperatorArgs,
+}
+
+/// What one node holds for a key (as `kv locate` reports it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum NodeRecord {
+    /// A live value.
+    Live {
+        /// Its version.
+        version: u64,
+        /// Its size in bytes.
+        size: u64,
+        /// Its expiry (Unix ms), if any.
+        expires_at: Option<u64>,
+    },
+    /// A delete marker.
+    Tombstone {
+        /// The delete's version.
+        version: u64,
+    },
+    /// Nothing at all.
+    Missing,
+}
+
+impl NodeRecord {
+    fn from_read(read: NodeRead) -> Self {
+        match read {
+            NodeRead::Found(stored) => {
+                Self::Live { version: stored.version, size: stored.value.len() as u64, expires_at: stored.expires_at }
+            }
+            NodeRead::Tombstone { version } => Self::Tombstone { version },
+            NodeRead::Missing => Self::Missing,
+        }
+    }
 }
 
 /// One owner of the key and what it holds.
@@ -67,17 +107,15 @@ impl LocateArgs {
         if owners.is_empty() {
             return Err(Exit::new(exit::UNAVAILABLE, "the gateway reports no storage nodes on its ring").into());
         }
+        let nodes = NodeClient::new(secret.clone(), NODE_TIMEOUT);
         let reports = join_all(owners.iter().enumerate().map(|(index, node)| {
-            let (stored_as, secret, view) = (&stored_as, &secret, &view);
+            let (stored_as, nodes, view) = (&stored_as, &nodes, &view);
             async move {
                 let role = if index == 0 { "primary" } else { "replica" };
                 let healthy = view.member(&node.id).is_none_or(|member| member.healthy);
-                let answer = match Endpoint::parse(node.id.clone(), &node.url, "the gateway's cluster view") {
-                    Ok(endpoint) => context.api.node_record(&endpoint, secret.expose(), stored_as).await,
-                    Err(error) => Err(error),
-                };
-                let (record, error) = match answer {
-                    Ok(record) => (Some(record), None),
+                let (record, error) = match nodes.get(&node.url, stored_as).await {
+                    Ok(read) => (Some(NodeRecord::from_read(read)), None),
+                    Err(NodeError::Unreachable { source, .. }) => (None, Some(root_cause(&source))),
                     Err(error) => (None, Some(error.to_string())),
                 };
                 OwnerReport { role, id: node.id.clone(), url: node.url.clone(), healthy, record, error }
@@ -143,7 +181,7 @@ pub fn render(report: &LocateReport) -> String {
             }
             (Some(NodeRecord::Missing), _) => ("nothing".to_string(), "-".into(), "-".into(), "-".into()),
             (None, error) => (
-                format!("unreachable: {}", error.as_deref().unwrap_or("no answer")),
+                format!("no answer: {}", error.as_deref().unwrap_or("unknown error")),
                 "-".into(),
                 "-".into(),
                 "-".into(),
@@ -184,7 +222,7 @@ mod tests {
             owners: vec![
                 owner("node-1", Some(NodeRecord::Live { version: 20, size: 3, expires_at: None }), None),
                 owner("node-2", Some(NodeRecord::Live { version: 10, size: 3, expires_at: None }), None),
-                owner("node-3", None, Some("cannot reach node-3 at http://node-3: connection refused")),
+                owner("node-3", None, Some("connection refused")),
                 owner("node-4", Some(NodeRecord::Tombstone { version: 5 }), None),
             ],
             newest_version: Some(20),

@@ -1,16 +1,20 @@
-//! The long-running services, one module each, and `ydht serve` dispatch.
+//! The long-running services behind `ydht serve …`, one module per service.
 //!
 //! - [`node`]: a storage node (WAL, snapshots, versioned records, TTL).
+//! - [`replicator`]: the durable replication queue (`ydht serve replicator`).
 
 pub mod node;
+pub mod replicator;
 
 use clap::Subcommand;
 
-/// `ydht serve …`: which service to run.
+/// `ydht serve <service>`: which service to run.
 #[derive(Subcommand, Debug)]
 pub enum ServeCommand {
     /// Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)
     Node(node::NodeArgs),
+    /// Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)
+    Replicator(replicator::ReplicatorArgs),
 }
 
 impl ServeCommand {
@@ -18,6 +22,7 @@ impl ServeCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
             Self::Node(args) => args.run().await,
+            Self::Replicator(args) => replicator::run(args).await,
         }
     }
 }

@@ -1,0 +1,197 @@
+//! `ydht serve replicator`: accepts replication jobs into a durable queue and
+//! copies each write to its target nodes, in parallel, with retries and
+//! hinted handoff.
+//!
+//! - [`queue`]: the append-only queue log (group commit, done markers, compaction, torn-tail recovery).
+//! - [`state`]: the in-memory queue, delivery tasks, the handoff prober and the metrics.
+//! - [`routes`]: the HTTP API (`POST /jobs/{key}`, `/metrics`, `/health`).
+
+pub mod queue;
+pub mod routes;
+pub mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::auth::cluster::ClusterSecret;
+use crate::config::{Secret, ServerArgs};
+use crate::shutdown::Shutdown;
+use queue::{CompactionPolicy, QueueLog};
+use state::Replicator;
+
+/// The replicator's default port (as in the original product).
+pub const DEFAULT_PORT: u16 = 8085;
+/// The queue log's directory inside the data dir.
+pub const QUEUE_DIR: &str = "replicator";
+/// At most this many targets per job.
+pub const MAX_TARGETS: usize = 16;
+
+/// Flags of `ydht serve replicator`.
+#[derive(Args, Debug, Clone)]
+pub struct ReplicatorArgs {
+    /// Shared server flags (data dir, host, cluster secret).
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// Port to listen on (0 picks a free one)
+    #[arg(long, env = "REPLICATOR_PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Most unfinished jobs kept; beyond it new jobs get 503 with Retry-After
+    #[arg(long, env = "YDHT_REPLICATOR_MAX_QUEUE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_queue: u64,
+
+    /// Most bytes of values held by unfinished jobs; beyond it new jobs get 503
+    #[arg(long, env = "YDHT_REPLICATOR_MAX_QUEUE_BYTES", default_value_t = 256 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queue_bytes: u64,
+
+    /// Largest value a job may carry, in bytes; larger bodies get 413
+    #[arg(long, env = "YDHT_MAX_VALUE_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=(queue::MAX_RECORD_BYTES as u64 / 2)))]
+    pub max_value_bytes: u64,
+
+    /// With `x-ydht-wait`, how long to wait for the acknowledgements before answering 504
+    #[arg(long, env = "YDHT_REPLICATOR_WAIT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub wait_timeout: Duration,
+
+    /// Delay before the first retry of a failed replica write (doubles each retry, plus jitter)
+    #[arg(long, env = "YDHT_REPLICATOR_RETRY_BASE", default_value = "100ms", value_parser = parse_duration)]
+    pub retry_base: Duration,
+
+    /// How often nodes holding hinted handoffs are probed with /health
+    #[arg(long, env = "YDHT_REPLICATOR_PROBE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub probe_interval: Duration,
+
+    /// Timeout of one request to a node
+    #[arg(long, env = "YDHT_REPLICATOR_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Rewrite the queue log when it grows past this many bytes (mostly finished work)
+    #[arg(long, env = "YDHT_REPLICATOR_COMPACT_BYTES", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    pub compact_bytes: u64,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::duration::parse(text).map_err(|error| error.to_string())
+}
+
+/// The replicator's resolved settings (no environment reading past this point).
+#[derive(Debug, Clone)]
+pub struct ReplicatorConfig {
+    /// The data dir; the queue lives in `<data_dir>/replicator/`.
+    pub data_dir: PathBuf,
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind.
+    pub port: u16,
+    /// The cluster secret (required on `POST /jobs` and sent to the nodes).
+    pub secret: Secret,
+    /// Most unfinished jobs.
+    pub max_queue: usize,
+    /// Most value bytes held by unfinished jobs.
+    pub max_queue_bytes: u64,
+    /// Largest job body.
+    pub max_value_bytes: usize,
+    /// How long `x-ydht-wait` waits.
+    pub wait_timeout: Duration,
+    /// First retry delay.
+    pub retry_base: Duration,
+    /// Hinted-handoff probe period.
+    pub probe_interval: Duration,
+    /// Per-request timeout towards nodes.
+    pub request_timeout: Duration,
+    /// Queue log compaction threshold in bytes.
+    pub compact_bytes: u64,
+    /// How long in-flight replica writes may finish after shutdown is requested.
+    pub shutdown_grace: Duration,
+}
+
+impl ReplicatorArgs {
+    /// Resolves the data dir and cluster secret and freezes the settings.
+    pub fn into_config(self) -> anyhow::Result<ReplicatorConfig> {
+        let data_dir = self.server.data_dir()?;
+        let secret = self.server.cluster_secret(&data_dir)?;
+        Ok(ReplicatorConfig {
+            data_dir,
+            host: self.server.host,
+            port: self.port,
+            secret,
+            max_queue: usize::try_from(self.max_queue).unwrap_or(usize::MAX),
+            max_queue_bytes: self.max_queue_bytes,
+            max_value_bytes: usize::try_from(self.max_value_bytes).unwrap_or(usize::MAX),
+            wait_timeout: self.wait_timeout,
+            retry_base: self.retry_base,
+            probe_interval: self.probe_interval,
+            request_timeout: self.request_timeout,
+            compact_bytes: self.compact_bytes,
+            shutdown_grace: Duration::from_secs(2),
+        })
+    }
+}
+
+impl ReplicatorConfig {
+    /// Settings with every default, for `serve all` and tests.
+    pub fn with_defaults(data_dir: PathBuf, secret: Secret) -> Self {
+        Self {
+            data_dir,
+            host: "127.0.0.1".to_string(),
+            port: DEFAULT_PORT,
+            secret,
+            max_queue: 10_000,
+            max_queue_bytes: 256 * 1024 * 1024,
+            max_value_bytes: 1024 * 1024,
+            wait_timeout: Duration::from_secs(5),
+            retry_base: Duration::from_millis(100),
+            probe_interval: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
+            compact_bytes: 64 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
+
+    /// Where the queue log lives.
+    pub fn queue_dir(&self) -> PathBuf {
+        self.data_dir.join(QUEUE_DIR)
+    }
+}
+
+/// Runs the replicator on `listener` until `shutdown`: recovers the queue, resumes
+/// unfinished work, serves the API, then drains and leaves what is unfinished in the log.
+pub async fn serve(config: ReplicatorConfig, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let dir = config.queue_dir();
+    let policy = CompactionPolicy::for_threshold(config.compact_bytes);
+    let (log, recovered) = tokio::task::spawn_blocking(move || QueueLog::open(&dir, policy)).await??;
+    tracing::info!(
+        dir = %config.queue_dir().display(),
+        unfinished = recovered.unfinished.len(),
+        "replication queue recovered"
+    );
+    let secret = ClusterSecret::new(config.secret.clone());
+    let state = Replicator::new(config, secret, log, recovered.next_id, shutdown.clone());
+    state.resume(recovered.unfinished);
+    let prober = tokio::spawn(state.clone().run_prober());
+    let served = crate::server::serve(listener, routes::app(state.clone()), shutdown.clone()).await;
+    shutdown.trigger();
+    let _ = prober.await;
+    state.close().await;
+    tracing::info!("replicator stopped");
+    served
+}
+
+/// `ydht serve replicator`: binds the port, announces it and serves until SIGINT/SIGTERM.
+pub async fn run(args: ReplicatorArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let listener = crate::server::bind(&config.host, config.port, "--port / REPLICATOR_PORT").await?;
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    crate::server::announce("replicator", listener.local_addr()?);
+    serve(config, listener, shutdown).await
+}

@@ -1,0 +1,336 @@
+//! A small typed client for a storage node's internal API (`/store/{key}`,
+//! `/keys`, `/health`), shared by the replicator and the gateway.
+//!
+//! One [`NodeClient`] holds one pooled, keep-alive `reqwest::Client`; clone it
+//! freely (clones share the pool). Keys travel as one percent-encoded path
+//! segment, so keys containing `/`, `%`, `?` or spaces reach the node intact.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::{StatusCode, Url};
+
+use crate::config::Secret;
+use crate::proto::{
+    CLUSTER_SECRET_HEADER, EXPIRES_AT_HEADER, NodeHealth, NodeKeyPage, StoreWriteResponse, TOMBSTONE_HEADER,
+    VERSION_HEADER,
+};
+
+/// The content type a node stores when a write names none.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// Why a request to a node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The node base URL cannot be used to build a request URL.
+    #[error("invalid node URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No answer: connection refused, reset, timed out.
+    #[error("node {url} is unreachable: {source}")]
+    Unreachable {
+        /// The request URL.
+        url: String,
+        /// The transport error.
+        source: reqwest::Error,
+    },
+    /// The node answered with an unexpected status.
+    #[error("node {url} answered {status}: {message}")]
+    Status {
+        /// The request URL.
+        url: String,
+        /// The HTTP status.
+        status: StatusCode,
+        /// The node's `{"error": …}` message, or the raw body.
+        message: String,
+    },
+    /// The node answered 2xx with a body or headers we cannot understand.
+    #[error("node {url} sent an invalid response: {message}")]
+    InvalidResponse {
+        /// The request URL.
+        url: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl NodeError {
+    /// Whether retrying the same request can never succeed (the node refused the
+    /// request itself, e.g. 400 or 413). Transport errors, 5xx, 401/403 (a
+    /// secret mismatch an operator can fix), 408 and 429 are worth retrying.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            NodeError::InvalidUrl { .. } => true,
+            NodeError::Status { status, .. } => {
+                status.is_client_error()
+                    && !matches!(
+                        *status,
+                        StatusCode::UNAUTHORIZED
+                            | StatusCode::FORBIDDEN
+                            | StatusCode::REQUEST_TIMEOUT
+                            | StatusCode::TOO_MANY_REQUESTS
+                    )
+            }
+            NodeError::Unreachable { .. } | NodeError::InvalidResponse { .. } => false,
+        }
+    }
+}
+
+/// The metadata of a versioned write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteMeta {
+    /// The record's version (hybrid logical clock value).
+    pub version: u64,
+    /// Absolute expiry in Unix milliseconds, if any.
+    pub expires_at: Option<u64>,
+    /// The value's content type.
+    pub content_type: String,
+}
+
+/// A live value read from a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredValue {
+    /// The raw value.
+    pub value: Bytes,
+    /// Its version.
+    pub version: u64,
+    /// Absolute expiry in Unix milliseconds, if any.
+    pub expires_at: Option<u64>,
+    /// The content type it was stored with.
+    pub content_type: String,
+}
+
+/// What a node holds for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeRead {
+    /// A live value.
+    Found(StoredValue),
+    /// The key was deleted at this version.
+    Tombstone {
+        /// The version of the delete.
+        version: u64,
+    },
+    /// The node has never seen the key (or it expired).
+    Missing,
+}
+
+/// A typed client for the node internal API; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct NodeClient {
+    http: reqwest::Client,
+    secret: Arc<Secret>,
+}
+
+impl NodeClient {
+    /// A client with its own connection pool; every request times out after `timeout`.
+    pub fn new(secret: Secret, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(3)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .expect("the HTTP client configuration is valid");
+        Self { http, secret: Arc::new(secret) }
+    }
+
+    /// `{base}/store/{key}` with the key percent-encoded as one path segment.
+    pub fn store_url(base: &str, key: &str) -> Result<Url, NodeError> {
+        Self::url(base, &["store", key])
+    }
+
+    fn url(base: &str, segments: &[&str]) -> Result<Url, NodeError> {
+        let invalid = |reason: String| NodeError::InvalidUrl { url: base.to_string(), reason };
+        let mut url = Url::parse(base).map_err(|error| invalid(error.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("the scheme must be http or https".to_string()));
+        }
+        url.path_segments_mut()
+            .map_err(|()| invalid("it cannot have a path".to_string()))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// `PUT /store/{key}`: a versioned write; the node answers whether it applied it.
+    pub async fn put(
+        &self,
+        base: &str,
+        key: &str,
+        value: Bytes,
+        meta: &WriteMeta,
+    ) -> Result<StoreWriteResponse, NodeError> {
+        let url = Self::store_url(base, key)?;
+        let mut request = self
+            .http
+            .put(url.clone())
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .header(VERSION_HEADER, meta.version)
+            .header(CONTENT_TYPE, meta.content_type.as_str())
+            .body(value);
+        if let Some(expires_at) = meta.expires_at {
+            request = request.header(EXPIRES_AT_HEADER, expires_at);
+        }
+        let response = request.send().await.map_err(|source| unreachable(&url, source))?;
+        json_or_status(&url, response).await
+    }
+
+    /// `DELETE /store/{key}`: writes a tombstone at `version`.
+    pub async fn delete(&self, base: &str, key: &str, version: u64) -> Result<StoreWriteResponse, NodeError> {
+        let url = Self::store_url(base, key)?;
+        let response = self
+            .http
+            .delete(url.clone())
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .header(VERSION_HEADER, version)
+            .send()
+            .await
+            .map_err(|source| unreachable(&url, source))?;
+        json_or_status(&url, response).await
+    }
+
+    /// `GET /store/{key}`: the live value, a tombstone, or nothing.
+    pub async fn get(&self, base: &str, key: &str) -> Result<NodeRead, NodeError> {
+        let url = Self::store_url(base, key)?;
+        let response = self
+            .http
+            .get(url.clone())
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .send()
+            .await
+            .map_err(|source| unreachable(&url, source))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if status == StatusCode::NOT_FOUND {
+            let tombstone = headers.get(TOMBSTONE_HEADER).is_some_and(|value| value.as_bytes() == b"true");
+            return Ok(match (tombstone, header_u64(&url, &headers, VERSION_HEADER)?) {
+                (true, Some(version)) => NodeRead::Tombstone { version },
+                _ => NodeRead::Missing,
+            });
+        }
+        if status != StatusCode::OK {
+            return Err(status_error(&url, response).await);
+        }
+        let version = header_u64(&url, &headers, VERSION_HEADER)?
+            .ok_or_else(|| invalid_response(&url, format!("missing {VERSION_HEADER} header")))?;
+        let expires_at = header_u64(&url, &headers, EXPIRES_AT_HEADER)?;
+        let content_type =
+            headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or(DEFAULT_CONTENT_TYPE).to_string();
+        let value = response.bytes().await.map_err(|source| unreachable(&url, source))?;
+        Ok(NodeRead::Found(StoredValue { value, version, expires_at, content_type }))
+    }
+
+    /// `GET /health`: answers only if the node is up and healthy.
+    pub async fn health(&self, base: &str) -> Result<NodeHealth, NodeError> {
+        let url = Self::url(base, &["health"])?;
+        let response = self.http.get(url.clone()).send().await.map_err(|source| unreachable(&url, source))?;
+        json_or_status(&url, response).await
+    }
+
+    /// `GET /keys?prefix=&limit=&cursor=`: one page of live keys.
+    pub async fn keys(
+        &self,
+        base: &str,
+        prefix: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<NodeKeyPage, NodeError> {
+        let mut url = Self::url(base, &["keys"])?;
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("prefix", prefix).append_pair("limit", &limit.to_string());
+            if let Some(cursor) = cursor {
+                query.append_pair("cursor", cursor);
+            }
+        }
+        let response = self
+            .http
+            .get(url.clone())
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .send()
+            .await
+            .map_err(|source| unreachable(&url, source))?;
+        json_or_status(&url, response).await
+    }
+}
+
+fn unreachable(url: &Url, source: reqwest::Error) -> NodeError {
+    NodeError::Unreachable { url: url.to_string(), source }
+}
+
+fn invalid_response(url: &Url, message: String) -> NodeError {
+    NodeError::InvalidResponse { url: url.to_string(), message }
+}
+
+fn header_u64(url: &Url, headers: &HeaderMap, name: &str) -> Result<Option<u64>, NodeError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| invalid_response(url, format!("{name} header is not an unsigned integer"))),
+    }
+}
+
+async fn json_or_status<T: serde::de::DeserializeOwned>(
+    url: &Url,
+    response: reqwest::Response,
+) -> Result<T, NodeError> {
+    if response.status() != StatusCode::OK {
+        return Err(status_error(url, response).await);
+    }
+    let body = response.bytes().await.map_err(|source| unreachable(url, source))?;
+    serde_json::from_slice(&body).map_err(|error| invalid_response(url, format!("unexpected JSON: {error}")))
+}
+
+async fn status_error(url: &Url, response: reqwest::Response) -> NodeError {
+    let status = response.status();
+    let body = response.bytes().await.unwrap_or_default();
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error: String,
+    }
+    let message = match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(parsed) => parsed.error,
+        Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+    };
+    NodeError::Status { url: url.to_string(), status, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_url_encodes_the_key_as_one_segment() {
+        let url = NodeClient::store_url("http://127.0.0.1:8082", "7/user:1 a%b?c#d").unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:8082/store/7%2Fuser:1%20a%25b%3Fc%23d");
+        let with_slash = NodeClient::store_url("http://h:1/base/", "k").unwrap();
+        assert_eq!(with_slash.as_str(), "http://h:1/base/store/k");
+    }
+
+    #[test]
+    fn bad_base_urls_are_refused() {
+        assert!(matches!(NodeClient::store_url("not a url", "k"), Err(NodeError::InvalidUrl { .. })));
+        assert!(matches!(NodeClient::store_url("ftp://h/", "k"), Err(NodeError::InvalidUrl { .. })));
+    }
+
+    #[test]
+    fn only_request_errors_are_permanent() {
+        let status = |status| NodeError::Status { url: String::new(), status, message: String::new() };
+        assert!(status(StatusCode::BAD_REQUEST).is_permanent());
+        assert!(status(StatusCode::PAYLOAD_TOO_LARGE).is_permanent());
+        assert!(!status(StatusCode::UNAUTHORIZED).is_permanent());
+        assert!(!status(StatusCode::TOO_MANY_REQUESTS).is_permanent());
+        assert!(!status(StatusCode::SERVICE_UNAVAILABLE).is_permanent());
+    }
+}

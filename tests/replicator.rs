@@ -1,0 +1,555 @@
+//! The replicator over real HTTP: jobs in, versioned writes out to target nodes.
+//!
+//! The targets here are small axum servers implementing the node's
+//! `PUT/DELETE /store/{key}` and `/health` contract and recording what they
+//! received — stand-ins for *remote peers*, so delivery, retries and hinted
+//! handoff can be observed exactly. End-to-end tests with real nodes live with
+//! the cluster tests.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, put};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use ydht::config::Secret;
+use ydht::daemon::replicator::{ReplicatorConfig, serve};
+use ydht::shutdown::Shutdown;
+
+const SECRET: &str = "replicator-test-secret";
+
+/// One write a target received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Received {
+    op: &'static str,
+    key: String,
+    version: u64,
+    expires_at: Option<u64>,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+/// A stand-in remote node that records every authorized write.
+struct TargetNode {
+    url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TargetNode {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TargetNode {
+    async fn start() -> Self {
+        Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    /// Starts on a port reserved earlier (the node "comes back").
+    async fn start_on_port(port: u16) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(listener) => return Self::start_on(listener),
+                Err(error) if Instant::now() < deadline => {
+                    let _ = error;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => panic!("cannot bind the reserved port {port}: {error}"),
+            }
+        }
+    }
+
+    fn start_on(listener: TcpListener) -> Self {
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new()
+            .route("/store/{*key}", put(store_put).delete(store_delete))
+            .route("/health", get(|| async { axum::Json(json!({"status": "healthy", "node_id": "stand-in"})) }))
+            .with_state(received.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { url: format!("http://127.0.0.1:{port}"), received, task }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    fn keys(&self) -> BTreeSet<String> {
+        self.received().into_iter().map(|write| write.key).collect()
+    }
+}
+
+type Log = Arc<Mutex<Vec<Received>>>;
+
+fn record(log: &Log, op: &'static str, key: String, headers: &HeaderMap, body: &[u8]) -> (StatusCode, String) {
+    if headers.get("x-cluster-secret").and_then(|v| v.to_str().ok()) != Some(SECRET) {
+        return (StatusCode::UNAUTHORIZED, json!({"error": "wrong cluster secret"}).to_string());
+    }
+    let number = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let Some(version) = number("x-version") else {
+        return (StatusCode::BAD_REQUEST, json!({"error": "missing x-version"}).to_string());
+    };
+    log.lock().unwrap().push(Received {
+        op,
+        key,
+        version,
+        expires_at: number("x-expires-at"),
+        content_type: headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string),
+        body: body.to_vec(),
+    });
+    (StatusCode::OK, json!({"applied": true, "version": version}).to_string())
+}
+
+async fn store_put(
+    State(log): State<Log>,
+    UrlPath(key): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    record(&log, "put", key, &headers, &body)
+}
+
+async fn store_delete(
+    State(log): State<Log>,
+    UrlPath(key): UrlPath<String>,
+    headers: HeaderMap,
+) -> (StatusCode, String) {
+    record(&log, "delete", key, &headers, &[])
+}
+
+/// A port with nothing listening on it (a node that is down), to be started later.
+fn reserve_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The replicator running in this process.
+struct Running {
+    url: String,
+    shutdown: Shutdown,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    async fn start(config: ReplicatorConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(serve(config, listener, shutdown.clone()));
+        Self { url, shutdown, task: Some(task) }
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.trigger();
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+fn config(dir: &Path) -> ReplicatorConfig {
+    let mut config = ReplicatorConfig::with_defaults(dir.to_path_buf(), Secret::new(SECRET));
+    config.retry_base = Duration::from_millis(20);
+    config.probe_interval = Duration::from_millis(50);
+    config.request_timeout = Duration::from_secs(2);
+    config.shutdown_grace = Duration::from_millis(500);
+    config
+}
+
+/// `POST /jobs/{key}` with the secret; `extra` headers override or add.
+async fn post_job(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    targets: &[&str],
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> reqwest::Response {
+    let mut url = reqwest::Url::parse(base).unwrap();
+    url.path_segments_mut().unwrap().push("jobs").push(key);
+    let mut headers = reqwest::header::HeaderMap::new();
+    let defaults = [("x-cluster-secret", SECRET), ("x-ydht-op", "put"), ("x-version", "1000")];
+    let targets = targets.join(",");
+    for (name, value) in defaults.iter().chain([("x-ydht-targets", targets.as_str())].iter()).chain(extra) {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        headers.insert(name, value.parse().unwrap());
+    }
+    let request = http.post(url).headers(headers).body(body.to_vec());
+    request.send().await.unwrap()
+}
+
+async fn json_of(http: &reqwest::Client, url: String) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// Polls `condition` until it holds; panics naming `what` after 30 s.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls the replicator's metrics until `condition` holds.
+async fn metrics_until(http: &reqwest::Client, base: &str, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = json_of(http, format!("{base}/metrics")).await;
+        if condition(&metrics) {
+            return metrics;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; metrics: {metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_job_reaches_every_target_with_its_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = [TargetNode::start().await, TargetNode::start().await, TargetNode::start().await];
+    let targets: Vec<&str> = nodes.iter().map(|node| node.url.as_str()).collect();
+    let replicator = Running::start(config(dir.path())).await;
+    let http = reqwest::Client::new();
+
+    let mut expected = Vec::new();
+    for i in 0..10u64 {
+        let key = format!("7/user:{i}/with space%and?odd#chars");
+        let value = format!("{{\"n\":{i}}}");
+        let version = (1000 + i).to_string();
+        let response = post_job(
+            &http,
+            &replicator.url,
+            &key,
+            &targets,
+            &[("x-version", &version), ("x-expires-at", "1999999999999"), ("content-type", "application/json")],
+            value.as_bytes(),
+        )
+        .await;
+        assert_eq!(response.status(), 202);
+        let accepted: Value = response.json().await.unwrap();
+        assert!(accepted["job_id"].as_u64().is_some(), "{accepted}");
+        expected.push(Received {
+            op: "put",
+            key,
+            version: 1000 + i,
+            expires_at: Some(1_999_999_999_999),
+            content_type: Some("application/json".to_string()),
+            body: value.into_bytes(),
+        });
+    }
+    let response =
+        post_job(&http, &replicator.url, "7/gone", &targets, &[("x-ydht-op", "delete"), ("x-version", "2000")], b"")
+            .await;
+    assert_eq!(response.status(), 202);
+
+    for node in &nodes {
+        eventually("all 11 writes on every target", || node.received().len() == 11).await;
+        let mut puts: Vec<Received> = node.received().into_iter().filter(|write| write.op == "put").collect();
+        puts.sort_by_key(|write| write.version);
+        assert_eq!(puts, expected);
+        let deletes: Vec<Received> = node.received().into_iter().filter(|write| write.op == "delete").collect();
+        assert_eq!(deletes.len(), 1);
+        assert_eq!((deletes[0].key.as_str(), deletes[0].version), ("7/gone", 2000));
+    }
+    let metrics = metrics_until(&http, &replicator.url, "an empty queue", |m| m["queue_size"] == 0).await;
+    assert_eq!(metrics["total_replications"], 11);
+    assert_eq!(metrics["successful_replicas"], 33);
+    assert_eq!(metrics["failed_replicas"], 0);
+    assert_eq!(metrics["max_replication_lag_ms"], 0.0);
+    replicator.stop().await;
+}
+
+#[tokio::test]
+async fn a_down_target_gets_retries_then_a_hinted_handoff_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = TargetNode::start().await;
+    let down_port = reserve_port();
+    let down_url = format!("http://127.0.0.1:{down_port}");
+    let replicator = Running::start(config(dir.path())).await;
+    let http = reqwest::Client::new();
+
+    let response = post_job(&http, &replicator.url, "k1", &[&up.url, &down_url], &[], b"v1").await;
+    assert_eq!(response.status(), 202);
+    eventually("the live target got the write", || up.keys().contains("k1")).await;
+    // The down target's copy exhausts its retries and waits as a hinted handoff.
+    let metrics = metrics_until(&http, &replicator.url, "the copy to fail", |m| m["failed_replicas"] == 1).await;
+    assert_eq!(metrics["queue_size"], 1);
+    assert_eq!(metrics["successful_replicas"], 1);
+    assert_eq!(metrics["retries_in_progress"], 1);
+    let health = json_of(&http, format!("{}/health", replicator.url)).await;
+    assert_eq!(health["queue_size"], 1);
+
+    let back = TargetNode::start_on_port(down_port).await;
+    eventually("the returning target got the handed-off write", || back.keys().contains("k1")).await;
+    assert_eq!(back.received()[0].body, b"v1");
+    let metrics = metrics_until(&http, &replicator.url, "the queue to drain", |m| m["queue_size"] == 0).await;
+    assert_eq!(metrics["successful_replicas"], 2);
+    assert_eq!(metrics["failed_replicas"], 1);
+    assert_eq!(metrics["retries_in_progress"], 0);
+    replicator.stop().await;
+}
+
+#[tokio::test]
+async fn x_ydht_wait_answers_after_n_acks_or_504_with_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = TargetNode::start().await;
+    let b = TargetNode::start().await;
+    let down = format!("http://127.0.0.1:{}", reserve_port());
+    let mut settings = config(dir.path());
+    settings.wait_timeout = Duration::from_millis(300);
+    let replicator = Running::start(settings).await;
+    let http = reqwest::Client::new();
+
+    let response =
+        post_job(&http, &replicator.url, "strong", &[&a.url, &b.url, &down], &[("x-ydht-wait", "2")], b"x").await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["acked"], 2, "{body}");
+    assert!(a.keys().contains("strong") && b.keys().contains("strong"));
+
+    let response =
+        post_job(&http, &replicator.url, "all", &[&a.url, &b.url, &down], &[("x-ydht-wait", "3")], b"y").await;
+    assert_eq!(response.status(), 504);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["acked"], 2, "{body}");
+    assert!(body["job_id"].as_u64().is_some() && body["error"].as_str().unwrap().contains("2 of the 3"), "{body}");
+    // The job is durable and stays queued for the missing target.
+    let metrics = json_of(&http, format!("{}/metrics", replicator.url)).await;
+    assert_eq!(metrics["queue_size"], 2);
+    replicator.stop().await;
+}
+
+#[tokio::test]
+async fn unfinished_jobs_survive_a_restart_of_the_replicator() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = reserve_port();
+    let target = format!("http://127.0.0.1:{port}");
+    let replicator = Running::start(config(dir.path())).await;
+    let http = reqwest::Client::new();
+    for i in 0..20 {
+        let response = post_job(&http, &replicator.url, &format!("restart-{i}"), &[&target], &[], b"v").await;
+        assert_eq!(response.status(), 202);
+    }
+    replicator.stop().await;
+
+    let node = TargetNode::start_on_port(port).await;
+    let replicator = Running::start(config(dir.path())).await;
+    let expected: BTreeSet<String> = (0..20).map(|i| format!("restart-{i}")).collect();
+    eventually("every job accepted before the restart delivered", || node.keys() == expected).await;
+    metrics_until(&http, &replicator.url, "an empty queue", |m| m["queue_size"] == 0).await;
+    replicator.stop().await;
+
+    // Finished work is not delivered again by a further restart.
+    let delivered = node.received().len();
+    let replicator = Running::start(config(dir.path())).await;
+    let health = json_of(&http, format!("{}/health", replicator.url)).await;
+    assert_eq!(health["queue_size"], 0);
+    assert_eq!(node.received().len(), delivered);
+    replicator.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_nothing_is_enqueued() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TargetNode::start().await;
+    let mut settings = config(dir.path());
+    settings.max_value_bytes = 1024;
+    let replicator = Running::start(settings).await;
+    let http = reqwest::Client::new();
+    let good = [node.url.as_str()];
+    let base = replicator.url.as_str();
+
+    let unauthorized = http
+        .post(format!("{base}/jobs/k"))
+        .header("x-ydht-op", "put")
+        .header("x-version", "1")
+        .header("x-ydht-targets", node.url.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    /// (name, targets, extra headers, body, expected status)
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
+        ("bad op", good.to_vec(), vec![("x-ydht-op", "upsert")], vec![], 400),
+        ("zero version", good.to_vec(), vec![("x-version", "0")], vec![], 400),
+        ("text version", good.to_vec(), vec![("x-version", "abc")], vec![], 400),
+        ("bad expiry", good.to_vec(), vec![("x-expires-at", "-5")], vec![], 400),
+        ("no targets", vec![], vec![], vec![], 400),
+        ("ftp target", vec!["ftp://127.0.0.1:1"], vec![], vec![], 400),
+        ("bare host target", vec!["127.0.0.1:1"], vec![], vec![], 400),
+        ("wait beyond targets", good.to_vec(), vec![("x-ydht-wait", "2")], vec![], 400),
+        ("delete with a body", good.to_vec(), vec![("x-ydht-op", "delete")], b"x".to_vec(), 400),
+        ("value too large", good.to_vec(), vec![], vec![0u8; 1025], 413),
+    ];
+    for (name, targets, extra, body, status) in cases {
+        let response = post_job(&http, base, "k", &targets, &extra, &body).await;
+        assert_eq!(response.status(), status, "{name}");
+        let error: Value = response.json().await.unwrap();
+        assert!(error["error"].as_str().is_some_and(|message| !message.is_empty()), "{name}: {error}");
+    }
+    let many: Vec<String> = (0..17).map(|i| format!("http://127.0.0.1:{}", 1000 + i)).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_eq!(post_job(&http, base, "k", &many, &[], b"").await.status(), 400);
+    assert_eq!(post_job(&http, base, "bad\u{1}key", &good, &[], b"").await.status(), 400);
+    // A chunked body larger than the limit (no content-length) is refused too.
+    let chunks = futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![1u8; 512])));
+    let streamed = http
+        .post(format!("{base}/jobs/k"))
+        .header("x-cluster-secret", SECRET)
+        .header("x-ydht-op", "put")
+        .header("x-version", "1")
+        .header("x-ydht-targets", node.url.as_str())
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 413);
+
+    let metrics = json_of(&http, format!("{base}/metrics")).await;
+    assert_eq!((metrics["total_replications"].as_u64(), metrics["queue_size"].as_u64()), (Some(0), Some(0)));
+    // A good job still works afterwards, and it is the only write the node ever saw.
+    assert_eq!(post_job(&http, base, "k", &good, &[], b"ok").await.status(), 202);
+    eventually("the good job delivered", || node.received().len() == 1).await;
+    assert_eq!(node.received()[0].body, b"ok");
+    replicator.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = format!("http://127.0.0.1:{}", reserve_port());
+    let mut settings = config(dir.path());
+    settings.max_queue = 2;
+    let replicator = Running::start(settings).await;
+    let http = reqwest::Client::new();
+    for key in ["a", "b"] {
+        assert_eq!(post_job(&http, &replicator.url, key, &[&down], &[], b"v").await.status(), 202);
+    }
+    let refused = post_job(&http, &replicator.url, "c", &[&down], &[], b"v").await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let metrics = json_of(&http, format!("{}/metrics", replicator.url)).await;
+    assert_eq!(metrics["total_replications"], 2);
+    assert_eq!(metrics["queue_size"], 2);
+    replicator.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_and_health_have_exactly_the_original_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicator = Running::start(config(dir.path())).await;
+    let http = reqwest::Client::new();
+    let health = json_of(&http, format!("{}/health", replicator.url)).await;
+    assert_eq!(health, json!({"status": "healthy", "service": "replicator", "queue_size": 0}));
+    let metrics = json_of(&http, format!("{}/metrics", replicator.url)).await;
+    let fields: BTreeSet<&str> = metrics.as_object().unwrap().keys().map(String::as_str).collect();
+    let expected: BTreeSet<&str> = [
+        "total_replications",
+        "successful_replicas",
+        "failed_replicas",
+        "queue_size",
+        "average_ack_time_ms",
+        "max_replication_lag_ms",
+        "retries_in_progress",
+    ]
+    .into();
+    assert_eq!(fields, expected);
+    assert!(metrics["average_ack_time_ms"].is_f64() && metrics["max_replication_lag_ms"].is_f64());
+    let missing = http.get(format!("{}/nope", replicator.url)).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert!(missing.json::<Value>().await.unwrap()["error"].is_string());
+    replicator.stop().await;
+}
+
+/// The real binary, killed on drop.
+struct Binary {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Binary {
+    fn start(data_dir: &Path, log_name: &str) -> Self {
+        let log = std::fs::File::create(data_dir.join(log_name)).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ydht"))
+            .args(["serve", "replicator", "--port", "0", "--retry-base", "20ms", "--probe-interval", "50ms"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("YDHT_CLUSTER_SECRET", SECRET)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let address: SocketAddr = line
+            .trim()
+            .strip_prefix("ydht replicator listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        Self { child, url: format!("http://{address}") }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_202_loses_no_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = TargetNode::start().await;
+    let down_port = reserve_port();
+    let down = format!("http://127.0.0.1:{down_port}");
+    let replicator = Binary::start(dir.path(), "first.log");
+    let http = reqwest::Client::new();
+
+    let posts = (0..40).map(|i| {
+        let (http, base, targets) = (http.clone(), replicator.url.clone(), [live.url.clone(), down.clone()]);
+        async move {
+            let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+            post_job(&http, &base, &format!("job-{i}"), &targets, &[], format!("value-{i}").as_bytes()).await.status()
+        }
+    });
+    for status in futures_util::future::join_all(posts).await {
+        assert_eq!(status, 202);
+    }
+    // SIGKILL right after the last 202: no chance to flush anything more.
+    drop(replicator);
+
+    let back = TargetNode::start_on_port(down_port).await;
+    let replicator = Binary::start(dir.path(), "second.log");
+    let expected: BTreeSet<String> = (0..40).map(|i| format!("job-{i}")).collect();
+    eventually("every accepted job on the target that was down", || back.keys() == expected).await;
+    eventually("every accepted job on the live target", || live.keys() == expected).await;
+    for write in back.received() {
+        let n = write.key.strip_prefix("job-").unwrap();
+        assert_eq!(write.body, format!("value-{n}").into_bytes());
+    }
+    metrics_until(&http, &replicator.url, "an empty queue", |m| m["queue_size"] == 0).await;
+}
