@@ -21,6 +21,8 @@ use crate::error::Exit;
 pub const CONFIG_FILE: &str = "config.json";
 /// File name of the tokens and default API key inside the config dir.
 pub const CREDENTIALS_FILE: &str = "credentials.json";
+/// File name of the lock that serializes token refreshes between processes.
+pub const LOCK_FILE: &str = "credentials.lock";
 /// An access token this close to its expiry is refreshed before use.
 pub const REFRESH_MARGIN_SECS: u64 = 5;
 
@@ -209,6 +211,30 @@ impl CredentialsStore {
         })
     }
 
+    /// Takes the exclusive refresh lock (waiting for another `ydht` process to
+    /// release it). Refresh tokens are single use, and presenting a used one
+    /// revokes the session, so two processes must never refresh at once.
+    pub fn lock(&self) -> anyhow::Result<RefreshLock> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        create_private_dir(dir)?;
+        let path = dir.join(LOCK_FILE);
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path).with_context(|| format!("cannot open lock file {}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock(2) on a file descriptor this function owns; released when `file` is closed.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                let error = std::io::Error::last_os_error();
+                return Err(error).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        Ok(RefreshLock { _file: file })
+    }
+
     /// Loads, changes and saves in one step.
     pub fn update(&self, change: impl FnOnce(&mut Credentials)) -> anyhow::Result<Credentials> {
         let mut credentials = self.load()?;
@@ -216,6 +242,12 @@ impl CredentialsStore {
         self.save(&credentials)?;
         Ok(credentials)
     }
+}
+
+/// Holds the refresh lock until dropped.
+#[derive(Debug)]
+pub struct RefreshLock {
+    _file: fs::File,
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
@@ -274,6 +306,23 @@ mod tests {
         assert!(only_key.session.is_none() && only_key.api_key.is_some());
         store.update(|credentials| credentials.api_key = None).unwrap();
         assert!(!store.path().exists(), "an empty credentials file is removed");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_refresh_lock_is_exclusive_until_dropped() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let store = CredentialsStore::new(dir.path());
+        let try_lock = || {
+            let file = OpenOptions::new().write(true).open(dir.path().join(LOCK_FILE)).unwrap();
+            // SAFETY: flock(2) on a descriptor owned by `file`.
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+        };
+        let held = store.lock().unwrap();
+        assert!(!try_lock(), "a second holder is refused while the lock is held");
+        drop(held);
+        assert!(try_lock(), "the lock is free once dropped");
     }
 
     #[test]

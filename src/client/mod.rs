@@ -155,8 +155,15 @@ impl Context {
     }
 
     /// Trades the refresh token for a new pair and stores it; on failure the
-    /// dead session is forgotten and the error says to log in again.
+    /// dead session is forgotten and the error says to log in again. Holds the
+    /// refresh lock, and uses the pair another process stored meanwhile if any.
     pub async fn refresh(&self, session: Session) -> anyhow::Result<Session> {
+        let _lock = self.store.lock()?;
+        if let Some(current) = self.store.load()?.session {
+            if current.refresh_token != session.refresh_token && !current.needs_refresh(unix_now()) {
+                return Ok(current);
+            }
+        }
         match self.api.refresh(&self.users, &session.refresh_token).await {
             Ok(tokens) => {
                 let renewed = Session {
