@@ -53,6 +53,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('node', 'node', [CompletionResultType]::ParameterValue, 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)')
             [CompletionResult]::new('replicator', 'replicator', [CompletionResultType]::ParameterValue, 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)')
+            [CompletionResult]::new('users', 'users', [CompletionResultType]::ParameterValue, 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -98,9 +99,28 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
+        'ydht;serve;users' {
+            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]')
+            [CompletionResult]::new('--host', '--host', [CompletionResultType]::ParameterName, 'Address to bind; use 0.0.0.0 to accept connections from other machines')
+            [CompletionResult]::new('--cluster-secret', '--cluster-secret', [CompletionResultType]::ParameterName, 'Shared secret guarding internal endpoints [default: generated once into the data dir]')
+            [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Port to listen on')
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Database: postgres://user:pass@host:5432/db or sqlite:///path/users.db [default: <data-dir>/users.db]')
+            [CompletionResult]::new('--jwt-secret', '--jwt-secret', [CompletionResultType]::ParameterName, 'Secret signing access tokens (HS256) [default: generated once into <data-dir>/jwt.secret]')
+            [CompletionResult]::new('--jwt-expiration', '--jwt-expiration', [CompletionResultType]::ParameterName, 'Access-token lifetime, e.g. 15m, 1h, 24h')
+            [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
+            [CompletionResult]::new('--users', '--users', [CompletionResultType]::ParameterName, 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key for `kv` commands [default: the one stored by `apikey create --use`]')
+            [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
+            [CompletionResult]::new('--secure-cookies', '--secure-cookies', [CompletionResultType]::ParameterName, 'Mark cookies `Secure` (set when the pages are served over HTTPS)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
         'ydht;serve;help' {
             [CompletionResult]::new('node', 'node', [CompletionResultType]::ParameterValue, 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)')
             [CompletionResult]::new('replicator', 'replicator', [CompletionResultType]::ParameterValue, 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)')
+            [CompletionResult]::new('users', 'users', [CompletionResultType]::ParameterValue, 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -108,6 +128,9 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             break
         }
         'ydht;serve;help;replicator' {
+            break
+        }
+        'ydht;serve;help;users' {
             break
         }
         'ydht;serve;help;help' {
@@ -383,12 +406,16 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
         'ydht;help;serve' {
             [CompletionResult]::new('node', 'node', [CompletionResultType]::ParameterValue, 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)')
             [CompletionResult]::new('replicator', 'replicator', [CompletionResultType]::ParameterValue, 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)')
+            [CompletionResult]::new('users', 'users', [CompletionResultType]::ParameterValue, 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)')
             break
         }
         'ydht;help;serve;node' {
             break
         }
         'ydht;help;serve;replicator' {
+            break
+        }
+        'ydht;help;serve;users' {
             break
         }
         'ydht;help;completions' {

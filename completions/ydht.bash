@@ -136,6 +136,9 @@ _ydht() {
             ydht__subcmd__help__subcmd__serve,replicator)
                 cmd="ydht__subcmd__help__subcmd__serve__subcmd__replicator"
                 ;;
+            ydht__subcmd__help__subcmd__serve,users)
+                cmd="ydht__subcmd__help__subcmd__serve__subcmd__users"
+                ;;
             ydht__subcmd__kv,delete)
                 cmd="ydht__subcmd__kv__subcmd__delete"
                 ;;
@@ -181,6 +184,9 @@ _ydht() {
             ydht__subcmd__serve,replicator)
                 cmd="ydht__subcmd__serve__subcmd__replicator"
                 ;;
+            ydht__subcmd__serve,users)
+                cmd="ydht__subcmd__serve__subcmd__users"
+                ;;
             ydht__subcmd__serve__subcmd__help,help)
                 cmd="ydht__subcmd__serve__subcmd__help__subcmd__help"
                 ;;
@@ -189,6 +195,9 @@ _ydht() {
                 ;;
             ydht__subcmd__serve__subcmd__help,replicator)
                 cmd="ydht__subcmd__serve__subcmd__help__subcmd__replicator"
+                ;;
+            ydht__subcmd__serve__subcmd__help,users)
+                cmd="ydht__subcmd__serve__subcmd__help__subcmd__users"
                 ;;
             *)
                 ;;
@@ -711,7 +720,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__serve)
-            opts="node replicator"
+            opts="node replicator users"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -739,6 +748,20 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__serve__subcmd__replicator)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__serve__subcmd__users)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1259,7 +1282,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve)
-            opts="-h --gateway --users --output --api-key --config-dir --help node replicator help"
+            opts="-h --gateway --users --output --api-key --config-dir --help node replicator users help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1293,7 +1316,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__help)
-            opts="node replicator help"
+            opts="node replicator users help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1335,6 +1358,20 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__help__subcmd__replicator)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__help__subcmd__users)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1470,6 +1507,68 @@ _ydht() {
                     return 0
                     ;;
                 --compact-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --users)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__serve__subcmd__users)
+            opts="-h --data-dir --host --cluster-secret --port --database-url --jwt-secret --jwt-expiration --secure-cookies --gateway --users --output --api-key --config-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jwt-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jwt-expiration)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

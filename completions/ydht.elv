@@ -49,6 +49,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --help 'Print help (see more with ''--help'')'
             cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
             cand replicator 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
+            cand users 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;serve;node'= {
@@ -91,14 +92,34 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'ydht;serve;users'= {
+            cand --data-dir 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]'
+            cand --host 'Address to bind; use 0.0.0.0 to accept connections from other machines'
+            cand --cluster-secret 'Shared secret guarding internal endpoints [default: generated once into the data dir]'
+            cand --port 'Port to listen on'
+            cand --database-url 'Database: postgres://user:pass@host:5432/db or sqlite:///path/users.db [default: <data-dir>/users.db]'
+            cand --jwt-secret 'Secret signing access tokens (HS256) [default: generated once into <data-dir>/jwt.secret]'
+            cand --jwt-expiration 'Access-token lifetime, e.g. 15m, 1h, 24h'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --secure-cookies 'Mark cookies `Secure` (set when the pages are served over HTTPS)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'ydht;serve;help'= {
             cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
             cand replicator 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
+            cand users 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;serve;help;node'= {
         }
         &'ydht;serve;help;replicator'= {
+        }
+        &'ydht;serve;help;users'= {
         }
         &'ydht;serve;help;help'= {
         }
@@ -342,10 +363,13 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;help;serve'= {
             cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
             cand replicator 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
+            cand users 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'
         }
         &'ydht;help;serve;node'= {
         }
         &'ydht;help;serve;replicator'= {
+        }
+        &'ydht;help;serve;users'= {
         }
         &'ydht;help;completions'= {
         }

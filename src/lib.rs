@@ -9,7 +9,7 @@
 //! - [`shutdown`]: one shutdown signal shared by every task of a process.
 //! - [`server`]: binding listeners with actionable errors and serving routers.
 //! - [`proto`]: wire types and header names shared by daemons and the client.
-//! - [`auth`]: the cluster-secret extractor guarding internal endpoints.
+//! - [`auth`]: the cluster-secret extractor, argon2id passwords, HS256 access tokens.
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
 //! - [`hlc`]: the hybrid logical clock that versions every write.

@@ -1,5 +1,5 @@
 //! A small typed client for a storage node's internal API (`/store/{key}`,
-//! `/keys`, `/health`), shared by the replicator and the gateway.
+//! `/keys`, `/health`, `/metrics`), shared by the replicator and the gateway.
 //!
 //! One [`NodeClient`] holds one pooled, keep-alive `reqwest::Client`; clone it
 //! freely (clones share the pool). Keys travel as one percent-encoded path
@@ -14,8 +14,8 @@ use reqwest::{StatusCode, Url};
 
 use crate::config::Secret;
 use crate::proto::{
-    CLUSTER_SECRET_HEADER, EXPIRES_AT_HEADER, NodeHealth, NodeKeyPage, StoreWriteResponse, TOMBSTONE_HEADER,
-    VERSION_HEADER,
+    CLUSTER_SECRET_HEADER, EXPIRES_AT_HEADER, NodeHealth, NodeKeyPage, NodeMetrics, StoreWriteResponse,
+    TOMBSTONE_HEADER, VERSION_HEADER,
 };
 
 /// The content type a node stores when a write names none.
@@ -230,6 +230,13 @@ impl NodeClient {
     /// `GET /health`: answers only if the node is up and healthy.
     pub async fn health(&self, base: &str) -> Result<NodeHealth, NodeError> {
         let url = Self::url(base, &["health"])?;
+        let response = self.http.get(url.clone()).send().await.map_err(|source| unreachable(&url, source))?;
+        json_or_status(&url, response).await
+    }
+
+    /// `GET /metrics`: the node's counters (key count, WAL size, disk usage, …).
+    pub async fn metrics(&self, base: &str) -> Result<NodeMetrics, NodeError> {
+        let url = Self::url(base, &["metrics"])?;
         let response = self.http.get(url.clone()).send().await.map_err(|source| unreachable(&url, source))?;
         json_or_status(&url, response).await
     }

@@ -19,6 +19,14 @@ enum Acked {
     Delete { version: u64 },
 }
 
+/// A put that was acknowledged, followed by a delete that was sent but never
+/// answered (the node died): either outcome is correct.
+#[derive(Debug, Clone)]
+struct Uncertain {
+    put: Acked,
+    delete_version: u64,
+}
+
 async fn put(
     client: &reqwest::Client,
     node: &str,
@@ -62,6 +70,7 @@ async fn every_acknowledged_write_survives_sigkill() {
     let mut node = NodeProcess::start(data.path(), &[], &[]);
     let node_url = node.url.clone();
     let acked: Arc<Mutex<HashMap<String, Acked>>> = Arc::default();
+    let uncertain: Arc<Mutex<HashMap<String, Uncertain>>> = Arc::default();
     let acknowledged = Arc::new(AtomicUsize::new(0));
     let client = reqwest::Client::new();
     let far_future = now_millis() + 3_600_000;
@@ -71,6 +80,7 @@ async fn every_acknowledged_write_survives_sigkill() {
     let writers: Vec<_> = (0..32u64)
         .map(|writer| {
             let (acked, acknowledged, client) = (Arc::clone(&acked), Arc::clone(&acknowledged), client.clone());
+            let uncertain = Arc::clone(&uncertain);
             let target = node_url.clone();
             tokio::spawn(async move {
                 let mut random = rand::rngs::StdRng::seed_from_u64(writer);
@@ -90,7 +100,11 @@ async fn every_acknowledged_write_survives_sigkill() {
                     acknowledged.fetch_add(1, Ordering::Relaxed);
                     if n % 10 == 9 {
                         let victim = format!("tenant-{writer}/key/{}", n - 5);
-                        let Ok(response) = delete(&client, &target, &victim, version + 100).await else { return };
+                        let Ok(response) = delete(&client, &target, &victim, version + 100).await else {
+                            let put = acked.lock().unwrap().remove(&victim).expect("the victim was acknowledged");
+                            uncertain.lock().unwrap().insert(victim, Uncertain { put, delete_version: version + 100 });
+                            return;
+                        };
                         assert_eq!(response.status(), 200, "delete {victim}");
                         acked.lock().unwrap().insert(victim, Acked::Delete { version: version + 100 });
                     }
@@ -107,14 +121,24 @@ async fn every_acknowledged_write_survives_sigkill() {
         writer.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 1500);
+    assert!(acked.len() >= 1400);
 
     let node = NodeProcess::start(data.path(), &[], &[]);
+    for (key, Uncertain { put, delete_version }) in uncertain.lock().unwrap().clone() {
+        let response = read(&client, &node.url, &key).await;
+        if response.status() == 404 {
+            assert_eq!(header(&response, "x-version"), Some(delete_version.to_string()), "{key}");
+        } else {
+            let Acked::Put { value, version, .. } = put else { unreachable!("only puts are deleted") };
+            assert_eq!(header(&response, "x-version"), Some(version.to_string()), "{key}");
+            assert_eq!(&response.bytes().await.unwrap()[..], &value[..], "{key}");
+        }
+    }
     for (key, expected) in &acked {
         let response = read(&client, &node.url, key).await;
         match expected {
             Acked::Put { value, version, expires_at, content_type } => {
-                assert_eq!(response.status(), 200, "{key} lost after SIGKILL");
+                assert_eq!(response.status(), 200, "{key} lost after SIGKILL: {:?}", response.headers());
                 assert_eq!(header(&response, "x-version"), Some(version.to_string()), "{key}");
                 assert_eq!(header(&response, "x-expires-at"), expires_at.map(|at| at.to_string()), "{key}");
                 assert_eq!(header(&response, "content-type").as_deref(), Some(content_type.as_str()));
@@ -194,17 +218,25 @@ async fn compaction_keeps_every_live_key_and_bounds_the_wal() {
         task.await.unwrap();
     }
     assert_eq!(delete(&client, &node.url, "k0", base + 1_000).await.unwrap().status(), 200);
-    let metrics = metrics(&client, &node).await;
+    // Snapshots run in the background; poll until the last one has caught up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let metrics = loop {
+        let metrics = metrics(&client, &node).await;
+        let wal_size = metrics["wal_size"].as_u64().unwrap();
+        if wal_size < MAX {
+            break metrics;
+        }
+        assert!(std::time::Instant::now() < deadline, "WAL stays at {wal_size} bytes (threshold {MAX}): {metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(metrics["snapshots_written"].as_u64().unwrap() >= 1, "{metrics}");
-    let wal_size = metrics["wal_size"].as_u64().unwrap();
-    assert!(wal_size < 3 * MAX, "WAL is {wal_size} bytes with a {MAX}-byte threshold: {metrics}");
     let on_disk: u64 = std::fs::read_dir(node_dir(data.path()))
         .unwrap()
         .map(|entry| entry.unwrap())
         .filter(|entry| entry.file_name().to_string_lossy().starts_with("wal-"))
         .map(|entry| entry.metadata().unwrap().len())
         .sum();
-    assert!(on_disk < 3 * MAX, "{on_disk} bytes of WAL files on disk");
+    assert!(on_disk < 2 * MAX, "{on_disk} bytes of WAL files on disk");
     assert_eq!(metrics["key_count"], 39);
 
     node.kill();

@@ -39,7 +39,8 @@ struct Received {
     body: Vec<u8>,
 }
 
-/// A stand-in remote node that records every authorized write.
+/// A stand-in remote node that records every authorized write; it refuses
+/// keys under `refused/` for good (400), recording them as op `refused`.
 struct TargetNode {
     url: String,
     received: Arc<Mutex<Vec<Received>>>,
@@ -104,14 +105,18 @@ fn record(log: &Log, op: &'static str, key: String, headers: &HeaderMap, body: &
     let Some(version) = number("x-version") else {
         return (StatusCode::BAD_REQUEST, json!({"error": "missing x-version"}).to_string());
     };
+    let refused = key.starts_with("refused/");
     log.lock().unwrap().push(Received {
-        op,
+        op: if refused { "refused" } else { op },
         key,
         version,
         expires_at: number("x-expires-at"),
         content_type: headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string),
         body: body.to_vec(),
     });
+    if refused {
+        return (StatusCode::BAD_REQUEST, json!({"error": "this stand-in refuses keys under refused/"}).to_string());
+    }
     (StatusCode::OK, json!({"applied": true, "version": version}).to_string())
 }
 
@@ -183,6 +188,18 @@ async fn post_job(
     extra: &[(&str, &str)],
     body: &[u8],
 ) -> reqwest::Response {
+    try_post_job(http, base, key, targets, extra, body).await.unwrap()
+}
+
+/// [`post_job`], with transport errors returned (the replicator may be killed meanwhile).
+async fn try_post_job(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    targets: &[&str],
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> reqwest::Result<reqwest::Response> {
     let mut url = reqwest::Url::parse(base).unwrap();
     url.path_segments_mut().unwrap().push("jobs").push(key);
     let mut headers = reqwest::header::HeaderMap::new();
@@ -192,8 +209,7 @@ async fn post_job(
         let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
         headers.insert(name, value.parse().unwrap());
     }
-    let request = http.post(url).headers(headers).body(body.to_vec());
-    request.send().await.unwrap()
+    http.post(url).headers(headers).body(body.to_vec()).send().await
 }
 
 async fn json_of(http: &reqwest::Client, url: String) -> Value {
@@ -411,6 +427,7 @@ async fn bad_input_is_refused_and_nothing_is_enqueued() {
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     assert_eq!(post_job(&http, base, "k", &many, &[], b"").await.status(), 400);
     assert_eq!(post_job(&http, base, "bad\u{1}key", &good, &[], b"").await.status(), 400);
+    assert_eq!(post_job(&http, base, "", &good, &[], b"").await.status(), 400);
     // A chunked body larger than the limit (no content-length) is refused too.
     let chunks = futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![1u8; 512])));
     let streamed = http
@@ -503,6 +520,13 @@ impl Binary {
             .arg(data_dir)
             .env("YDHT_CLUSTER_SECRET", SECRET)
             .env("RUST_LOG", "info")
+            .env_remove("REPLICATOR_PORT")
+            .env_remove("YDHT_MAX_VALUE_BYTES")
+            .env_remove("YDHT_REPLICATOR_MAX_QUEUE")
+            .env_remove("YDHT_REPLICATOR_MAX_QUEUE_BYTES")
+            .env_remove("YDHT_REPLICATOR_COMPACT_BYTES")
+            .env_remove("YDHT_REPLICATOR_REQUEST_TIMEOUT")
+            .env_remove("YDHT_REPLICATOR_WAIT_TIMEOUT")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -551,5 +575,109 @@ async fn sigkill_after_202_loses_no_job() {
         let n = write.key.strip_prefix("job-").unwrap();
         assert_eq!(write.body, format!("value-{n}").into_bytes());
     }
+    metrics_until(&http, &replicator.url, "an empty queue", |m| m["queue_size"] == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_cleanly_and_keeps_unfinished_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let down_port = reserve_port();
+    let down = format!("http://127.0.0.1:{down_port}");
+    let mut replicator = Binary::start(dir.path(), "first.log");
+    let http = reqwest::Client::new();
+    for i in 0..5 {
+        assert_eq!(post_job(&http, &replicator.url, &format!("term-{i}"), &[&down], &[], b"v").await.status(), 202);
+    }
+    let pid = i32::try_from(replicator.child.id()).unwrap();
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = replicator.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the replicator did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+
+    let back = TargetNode::start_on_port(down_port).await;
+    let _replicator = Binary::start(dir.path(), "second.log");
+    let expected: BTreeSet<String> = (0..5).map(|i| format!("term-{i}")).collect();
+    eventually("every job accepted before SIGTERM delivered after restart", || back.keys() == expected).await;
+}
+
+#[tokio::test]
+async fn a_copy_a_node_refuses_for_good_is_dropped_not_retried_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TargetNode::start().await;
+    let mut settings = config(dir.path());
+    settings.wait_timeout = Duration::from_secs(20);
+    let replicator = Running::start(settings.clone()).await;
+    let http = reqwest::Client::new();
+
+    let response = post_job(&http, &replicator.url, "refused/k", &[&node.url], &[("x-ydht-wait", "1")], b"v").await;
+    // The refusal settles the wait at once (no 20 s timeout): 504 with no acknowledgement.
+    assert_eq!(response.status(), 504);
+    assert_eq!(response.json::<Value>().await.unwrap()["acked"], 0);
+    let metrics = metrics_until(&http, &replicator.url, "the refusal", |m| m["queue_size"] == 0).await;
+    assert_eq!((metrics["failed_replicas"].as_u64(), metrics["successful_replicas"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(metrics["retries_in_progress"], 0);
+    replicator.stop().await;
+
+    // The refused copy is finished in the log: a restart does not send it again.
+    assert_eq!(node.received().len(), 1);
+    let replicator = Running::start(settings).await;
+    let health = json_of(&http, format!("{}/health", replicator.url)).await;
+    assert_eq!(health["queue_size"], 0);
+    let response = post_job(&http, &replicator.url, "fine", &[&node.url], &[("x-ydht-wait", "1")], b"v").await;
+    assert_eq!(response.status(), 202);
+    let ops: Vec<&str> = node.received().iter().map(|write| write.op).collect();
+    assert_eq!(ops, vec!["refused", "put"]);
+    let metrics = json_of(&http, format!("{}/metrics", replicator.url)).await;
+    assert_eq!(metrics["failed_replicas"], 0);
+    replicator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_the_middle_of_a_load_loses_no_accepted_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = TargetNode::start().await;
+    let down_port = reserve_port();
+    let targets = [live.url.clone(), format!("http://127.0.0.1:{down_port}")];
+    let replicator = Binary::start(dir.path(), "first.log");
+    let accepted = Arc::new(Mutex::new(BTreeSet::new()));
+    let http = reqwest::Client::new();
+
+    // 8 writers post jobs as fast as they can until the process dies under them.
+    let writers: Vec<JoinHandle<()>> = (0..8)
+        .map(|writer| {
+            let (http, base, targets, accepted) =
+                (http.clone(), replicator.url.clone(), targets.clone(), accepted.clone());
+            tokio::spawn(async move {
+                let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+                for i in 0.. {
+                    let key = format!("load-{writer}-{i}");
+                    match try_post_job(&http, &base, &key, &targets, &[], key.as_bytes()).await {
+                        Ok(response) if response.status() == 202 => {
+                            accepted.lock().unwrap().insert(key);
+                        }
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually("some jobs accepted", || accepted.lock().unwrap().len() >= 200).await;
+    drop(replicator);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+
+    let back = TargetNode::start_on_port(down_port).await;
+    let replicator = Binary::start(dir.path(), "second.log");
+    eventually("every accepted job on the target that was down", || back.keys().is_superset(&accepted)).await;
+    eventually("every accepted job on the live target", || live.keys().is_superset(&accepted)).await;
     metrics_until(&http, &replicator.url, "an empty queue", |m| m["queue_size"] == 0).await;
 }

@@ -2,9 +2,11 @@
 //!
 //! - [`node`]: a storage node (WAL, snapshots, versioned records, TTL).
 //! - [`replicator`]: the durable replication queue (`ydht serve replicator`).
+//! - [`users`]: accounts, sessions, API keys, usage and the web pages.
 
 pub mod node;
 pub mod replicator;
+pub mod users;
 
 use clap::Subcommand;
 
@@ -15,6 +17,8 @@ pub enum ServeCommand {
     Node(node::NodeArgs),
     /// Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)
     Replicator(replicator::ReplicatorArgs),
+    /// Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)
+    Users(users::UsersArgs),
 }
 
 impl ServeCommand {
@@ -23,6 +27,7 @@ impl ServeCommand {
         match self {
             Self::Node(args) => args.run().await,
             Self::Replicator(args) => replicator::run(args).await,
+            Self::Users(args) => args.run().await,
         }
     }
 }

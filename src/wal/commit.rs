@@ -11,7 +11,7 @@
 //! When the active segment passes the configured size, the thread starts a new
 //! segment and calls [`Apply::rotated`]; the state at that instant covers
 //! exactly the older segments, so a snapshot of it lets them be deleted
-//! (see [`compact`]).
+//! (see [`super::snapshot::compact`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,9 +19,9 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::WalError;
 use super::record::{self, Record};
 use super::segment::{Segment, WalDir};
-use super::{WalError, snapshot};
 
 /// How appends are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -71,7 +71,31 @@ pub trait Apply: Send + 'static {
 
     /// Called on the writer thread right after appends moved to segment
     /// `generation`: the state now reflects exactly the older segments.
-    fn rotated(&mut self, generation: u64);
+    /// No further rotation happens until `ticket` is dropped, which the
+    /// compaction does when it ends (see [`super::snapshot::compact`]).
+    fn rotated(&mut self, generation: u64, ticket: CompactionTicket);
+}
+
+/// Held by a running compaction. Dropping it (when the compaction ends, or
+/// fails, or its thread panics) allows the next rotation and wakes the writer,
+/// which rotates again at once if the active segment filled up meanwhile.
+pub struct CompactionTicket {
+    stats: Arc<WalStats>,
+    wake_writer: Box<dyn Fn() + Send>,
+}
+
+impl CompactionTicket {
+    /// The WAL counters, to record the finished snapshot in.
+    pub fn stats(&self) -> &WalStats {
+        &self.stats
+    }
+}
+
+impl Drop for CompactionTicket {
+    fn drop(&mut self) {
+        self.stats.compacting.store(false, Ordering::Release);
+        (self.wake_writer)();
+    }
 }
 
 /// Counters shared by the writer, compaction and `/metrics`.
@@ -155,11 +179,6 @@ impl WalStats {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         self.last_snapshot_unix_ms.store(now.as_millis() as u64, Ordering::Relaxed);
     }
-
-    /// Allows the next rotation (called when a compaction ends, successfully or not).
-    pub fn compaction_ended(&self) {
-        self.compacting.store(false, Ordering::Release);
-    }
 }
 
 /// An acknowledged append.
@@ -183,6 +202,8 @@ struct Request<O> {
 
 enum Message<O> {
     Append(Request<O>),
+    /// A compaction ended: rotate now if the active segment is full.
+    Maintain,
     Stop(oneshot::Sender<()>),
 }
 
@@ -201,6 +222,7 @@ impl<O: Send + 'static> Committer<O> {
     {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer {
+            wake: sender.downgrade(),
             dir,
             next_rotation_at: config.max_segment_bytes,
             segment,
@@ -260,6 +282,8 @@ struct Writer<A: Apply> {
     stats: Arc<WalStats>,
     applier: A,
     receiver: mpsc::Receiver<Message<A::Outcome>>,
+    /// Lets a compaction wake the writer without keeping the channel open.
+    wake: mpsc::WeakSender<Message<A::Outcome>>,
     next_rotation_at: u64,
     /// Set after a failed write or sync: nothing written afterwards could be trusted.
     failed: Option<String>,
@@ -274,8 +298,9 @@ impl<A: Apply> Writer<A> {
             match first {
                 Message::Append(request) => batch.push(request),
                 Message::Stop(done) => stop = Some(done),
+                Message::Maintain => {}
             }
-            if self.config.mode == SyncMode::Group && stop.is_none() {
+            if self.config.mode == SyncMode::Group && !batch.is_empty() {
                 let mut bytes = batch[0].frames.len();
                 while batch.len() < MAX_BATCH_APPENDS && bytes < MAX_BATCH_BYTES {
                     match self.receiver.try_recv() {
@@ -287,6 +312,7 @@ impl<A: Apply> Writer<A> {
                             stop = Some(done);
                             break;
                         }
+                        Ok(Message::Maintain) => {}
                         Err(_) => break,
                     }
                 }
@@ -353,7 +379,13 @@ impl<A: Apply> Writer<A> {
                 self.stats.compacting.store(true, Ordering::Release);
                 self.next_rotation_at = self.config.max_segment_bytes;
                 tracing::info!(generation, "WAL segment full; started a new one and a snapshot");
-                self.applier.rotated(generation);
+                let wake = self.wake.clone();
+                let wake_writer = Box::new(move || {
+                    if let Some(sender) = wake.upgrade() {
+                        let _ = sender.try_send(Message::Maintain);
+                    }
+                });
+                self.applier.rotated(generation, CompactionTicket { stats: Arc::clone(&self.stats), wake_writer });
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot start a new WAL segment; compaction postponed");
@@ -361,32 +393,6 @@ impl<A: Apply> Writer<A> {
             }
         }
     }
-}
-
-/// Writes the snapshot of `generation` from `records` (the state when that
-/// segment started), then deletes every older segment and snapshot. Runs on a
-/// background thread; the writer will not rotate again until it ends.
-pub fn compact(dir: &WalDir, stats: &WalStats, generation: u64, records: &[Record]) {
-    match snapshot::write(dir, generation, records) {
-        Ok(bytes) => {
-            match dir.list() {
-                Ok(listing) => {
-                    let covered =
-                        listing.segments.iter().chain(&listing.snapshots).filter(|(old, _)| *old < generation);
-                    for (_, path) in covered {
-                        if let Err(error) = std::fs::remove_file(path) {
-                            tracing::warn!(file = %path.display(), %error, "cannot remove a compacted WAL file");
-                        }
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "cannot list the WAL directory after a snapshot"),
-            }
-            stats.compacted(bytes);
-            tracing::info!(generation, records = records.len(), bytes, "snapshot written; older WAL segments removed");
-        }
-        Err(error) => tracing::error!(%error, "snapshot failed; older WAL segments are kept"),
-    }
-    stats.compaction_ended();
 }
 
 #[cfg(test)]
@@ -412,7 +418,7 @@ mod tests {
             records.into_iter().map(|found| applied.push(found.key)).collect()
         }
 
-        fn rotated(&mut self, _generation: u64) {}
+        fn rotated(&mut self, _generation: u64, _ticket: CompactionTicket) {}
     }
 
     fn start(

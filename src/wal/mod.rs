@@ -2,7 +2,7 @@
 //!
 //! - [`record`]: the self-checking frame format (length + CRCs + payload), with its byte layout.
 //! - [`segment`]: the directory layout, the segment being appended to, and scanning frames back.
-//! - [`snapshot`]: atomic snapshots that let old segments be deleted (compaction).
+//! - [`snapshot`]: atomic snapshots, and compaction (snapshot, then delete the segments it covers).
 //! - [`commit`]: the group-commit writer: many concurrent appends, one fdatasync, each
 //!   append acknowledged only after the sync that covers it.
 //! - [`recover`] (this file): rebuilding state at start-up from the latest snapshot plus the
@@ -26,7 +26,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use commit::{Apply, Committed, Committer, CommitterConfig, SyncMode, WalStats};
+pub use commit::{Apply, Committed, Committer, CommitterConfig, CompactionTicket, SyncMode, WalStats};
 pub use record::Record;
 pub use segment::{DirLock, Segment, WalDir};
 

@@ -7,12 +7,17 @@
 //! Writing goes to `<name>.tmp`, which is fsynced, renamed over the final
 //! name, and then the directory is fsynced: a crash leaves either the old
 //! snapshot or the new one, never a partial file under the final name.
+//!
+//! [`compact`] is the background half of compaction: the writer thread starts
+//! a new segment once the active one passes the threshold, the state at that
+//! instant is snapshotted, and the segments it covers are deleted.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use super::WalError;
+use super::commit::CompactionTicket;
 use super::record::{self, FILE_HEADER_BYTES, Record};
 use super::segment::{ScanEnd, WalDir, scan};
 
@@ -67,6 +72,32 @@ pub fn load(path: &Path, each: impl FnMut(Record)) -> Result<usize, WalError> {
         ScanEnd::Torn { offset, .. } => Err(bad(format!("it ends inside a record at byte offset {offset}"))),
         ScanEnd::Corrupt { offset, reason } => Err(bad(format!("{reason} at byte offset {offset}"))),
     }
+}
+
+/// Writes the snapshot of `generation` from `records` (the state when that
+/// segment started), then deletes every older segment and snapshot. Runs on a
+/// background thread; the writer will not rotate again until it ends.
+pub fn compact(dir: &WalDir, ticket: CompactionTicket, generation: u64, records: &[Record]) {
+    match write(dir, generation, records) {
+        Ok(bytes) => {
+            match dir.list() {
+                Ok(listing) => {
+                    let covered =
+                        listing.segments.iter().chain(&listing.snapshots).filter(|(old, _)| *old < generation);
+                    for (_, path) in covered {
+                        if let Err(error) = std::fs::remove_file(path) {
+                            tracing::warn!(file = %path.display(), %error, "cannot remove a compacted WAL file");
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot list the WAL directory after a snapshot"),
+            }
+            ticket.stats().compacted(bytes);
+            tracing::info!(generation, records = records.len(), bytes, "snapshot written; older WAL segments removed");
+        }
+        Err(error) => tracing::error!(%error, "snapshot failed; older WAL segments are kept"),
+    }
+    drop(ticket);
 }
 
 #[cfg(test)]

@@ -29,6 +29,16 @@ pub const DEFAULT_PORT: u16 = 8085;
 pub const QUEUE_DIR: &str = "replicator";
 /// At most this many targets per job.
 pub const MAX_TARGETS: usize = 16;
+/// Default `--max-queue`.
+pub const DEFAULT_MAX_QUEUE: u64 = 10_000;
+/// Default `--max-queue-bytes` (256 MiB).
+pub const DEFAULT_MAX_QUEUE_BYTES: u64 = 256 * 1024 * 1024;
+/// Default `--max-value-bytes` (1 MiB, as `YDHT_MAX_VALUE_BYTES` everywhere).
+pub const DEFAULT_MAX_VALUE_BYTES: u64 = 1024 * 1024;
+/// Default `--compact-bytes` (64 MiB).
+pub const DEFAULT_COMPACT_BYTES: u64 = 64 * 1024 * 1024;
+/// How long in-flight replica writes may finish after shutdown is requested.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Flags of `ydht serve replicator`.
 #[derive(Args, Debug, Clone)]
@@ -42,17 +52,17 @@ pub struct ReplicatorArgs {
     pub port: u16,
 
     /// Most unfinished jobs kept; beyond it new jobs get 503 with Retry-After
-    #[arg(long, env = "YDHT_REPLICATOR_MAX_QUEUE", default_value_t = 10_000,
+    #[arg(long, env = "YDHT_REPLICATOR_MAX_QUEUE", default_value_t = DEFAULT_MAX_QUEUE,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_queue: u64,
 
     /// Most bytes of values held by unfinished jobs; beyond it new jobs get 503
-    #[arg(long, env = "YDHT_REPLICATOR_MAX_QUEUE_BYTES", default_value_t = 256 * 1024 * 1024,
+    #[arg(long, env = "YDHT_REPLICATOR_MAX_QUEUE_BYTES", default_value_t = DEFAULT_MAX_QUEUE_BYTES,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_queue_bytes: u64,
 
     /// Largest value a job may carry, in bytes; larger bodies get 413
-    #[arg(long, env = "YDHT_MAX_VALUE_BYTES", default_value_t = 1024 * 1024,
+    #[arg(long, env = "YDHT_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES,
           value_parser = clap::value_parser!(u64).range(1..=(queue::MAX_RECORD_BYTES as u64 / 2)))]
     pub max_value_bytes: u64,
 
@@ -73,7 +83,7 @@ pub struct ReplicatorArgs {
     pub request_timeout: Duration,
 
     /// Rewrite the queue log when it grows past this many bytes (mostly finished work)
-    #[arg(long, env = "YDHT_REPLICATOR_COMPACT_BYTES", default_value_t = 64 * 1024 * 1024,
+    #[arg(long, env = "YDHT_REPLICATOR_COMPACT_BYTES", default_value_t = DEFAULT_COMPACT_BYTES,
           value_parser = clap::value_parser!(u64).range(4096..))]
     pub compact_bytes: u64,
 }
@@ -131,7 +141,7 @@ impl ReplicatorArgs {
             probe_interval: self.probe_interval,
             request_timeout: self.request_timeout,
             compact_bytes: self.compact_bytes,
-            shutdown_grace: Duration::from_secs(2),
+            shutdown_grace: SHUTDOWN_GRACE,
         })
     }
 }
@@ -139,20 +149,21 @@ impl ReplicatorArgs {
 impl ReplicatorConfig {
     /// Settings with every default, for `serve all` and tests.
     pub fn with_defaults(data_dir: PathBuf, secret: Secret) -> Self {
+        let seconds = Duration::from_secs;
         Self {
             data_dir,
             host: "127.0.0.1".to_string(),
             port: DEFAULT_PORT,
             secret,
-            max_queue: 10_000,
-            max_queue_bytes: 256 * 1024 * 1024,
-            max_value_bytes: 1024 * 1024,
-            wait_timeout: Duration::from_secs(5),
+            max_queue: DEFAULT_MAX_QUEUE as usize,
+            max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES as usize,
+            wait_timeout: seconds(5),
             retry_base: Duration::from_millis(100),
-            probe_interval: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(5),
-            compact_bytes: 64 * 1024 * 1024,
-            shutdown_grace: Duration::from_secs(2),
+            probe_interval: seconds(1),
+            request_timeout: seconds(5),
+            compact_bytes: DEFAULT_COMPACT_BYTES,
+            shutdown_grace: SHUTDOWN_GRACE,
         }
     }
 
@@ -194,4 +205,36 @@ pub async fn run(args: ReplicatorArgs) -> anyhow::Result<()> {
     shutdown.trigger_on_signals();
     crate::server::announce("replicator", listener.local_addr()?);
     serve(config, listener, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: ReplicatorArgs,
+    }
+
+    #[test]
+    fn flag_defaults_match_the_programmatic_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir_text = dir.path().to_str().unwrap();
+        let parsed = Wrapper::parse_from(["replicator", "--data-dir", dir_text, "--cluster-secret", "s"]);
+        let from_flags = parsed.args.into_config().unwrap();
+        let programmatic = ReplicatorConfig::with_defaults(dir.path().to_path_buf(), Secret::new("s"));
+        assert_eq!(format!("{from_flags:?}"), format!("{programmatic:?}"));
+        assert_eq!(from_flags.secret, programmatic.secret);
+        assert_eq!(from_flags.queue_dir(), dir.path().join(QUEUE_DIR));
+    }
+
+    #[test]
+    fn bad_flag_values_are_refused() {
+        for bad in [["--max-queue", "0"], ["--retry-base", "fast"], ["--compact-bytes", "10"], ["--wait-timeout", "0s"]]
+        {
+            assert!(Wrapper::try_parse_from(["replicator", bad[0], bad[1]]).is_err(), "{bad:?} accepted");
+        }
+    }
 }

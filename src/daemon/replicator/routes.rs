@@ -39,6 +39,7 @@ pub fn app(state: Replicator) -> Router {
     let body_limit = state.config().max_value_bytes;
     Router::new()
         .route("/jobs/{*key}", post(post_job))
+        .route("/jobs/", post(|| async { ApiError::bad_request("the key is missing: POST /jobs/{key}") }))
         .route("/metrics", get(|State(state): State<Replicator>| async move { Json(state.metrics()) }))
         .route("/health", get(|State(state): State<Replicator>| async move { Json(state.health()) }))
         .fallback(|| async {

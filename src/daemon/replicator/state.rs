@@ -74,8 +74,8 @@ struct Entry {
     delivered: Vec<bool>,
     /// Targets still to acknowledge (or be rejected).
     remaining: usize,
-    /// Copies that already exhausted their retries once (counted in `failed_replicas` once).
-    handed_off: Vec<bool>,
+    /// Copies that already failed for good or exhausted their retries (each counted in `failed_replicas` once).
+    failed_once: Vec<bool>,
     progress: watch::Sender<Progress>,
 }
 
@@ -184,10 +184,10 @@ impl Replicator {
                         starts.push((job.clone(), target));
                     }
                 }
-                let handed_off = vec![false; delivered.len()];
+                let failed_once = vec![false; delivered.len()];
                 let progress =
                     watch::Sender::new(Progress { acked: (delivered.len() - remaining) as u32, rejected: 0 });
-                jobs.pending.insert(job.id, Entry { job, delivered, remaining, handed_off, progress });
+                jobs.pending.insert(job.id, Entry { job, delivered, remaining, failed_once, progress });
             }
         }
         if !starts.is_empty() {
@@ -199,7 +199,17 @@ impl Replicator {
     }
 
     /// Makes the job durable, then starts delivering it. The receiver follows its acknowledgements.
+    ///
+    /// Runs in its own task, so a client hanging up mid-request cannot leave a job
+    /// written to the log but never delivered.
     pub async fn enqueue(&self, new: NewJob) -> Result<(u64, watch::Receiver<Progress>), EnqueueError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.enqueue_now(new).await })
+            .await
+            .unwrap_or_else(|error| Err(EnqueueError::Log(std::io::Error::other(error.to_string()))))
+    }
+
+    async fn enqueue_now(&self, new: NewJob) -> Result<(u64, watch::Receiver<Progress>), EnqueueError> {
         let size = new.value.len() as u64;
         let id = {
             let mut jobs = self.inner.jobs.lock().expect("jobs lock");
@@ -230,10 +240,7 @@ impl Replicator {
             targets: new.targets,
             value: new.value,
         });
-        let appended = match self.log_handle_append(job.clone()).await {
-            Ok(()) => Ok(()),
-            Err(error) => Err(EnqueueError::Log(error)),
-        };
+        let appended = self.append_to_log(job.clone()).await.map_err(EnqueueError::Log);
         let mut jobs = self.inner.jobs.lock().expect("jobs lock");
         jobs.reserved -= 1;
         if let Err(error) = appended {
@@ -248,7 +255,7 @@ impl Replicator {
                 job: job.clone(),
                 delivered: vec![false; targets],
                 remaining: targets,
-                handed_off: vec![false; targets],
+                failed_once: vec![false; targets],
                 progress,
             },
         );
@@ -260,7 +267,7 @@ impl Replicator {
         Ok((id, receiver))
     }
 
-    async fn log_handle_append(&self, job: Arc<Job>) -> std::io::Result<()> {
+    async fn append_to_log(&self, job: Arc<Job>) -> std::io::Result<()> {
         // Submit under the lock, wait for the fsync without it.
         let pending = self.inner.log.lock().expect("log lock").as_ref().map(|log| log.append(job));
         match pending {
@@ -358,7 +365,7 @@ impl Replicator {
         let first_failure = jobs
             .pending
             .get_mut(&job.id)
-            .map(|entry| !std::mem::replace(&mut entry.handed_off[target], true))
+            .map(|entry| !std::mem::replace(&mut entry.failed_once[target], true))
             .unwrap_or(false);
         drop(jobs);
         if first_failure {
@@ -391,7 +398,7 @@ impl Replicator {
     fn hand_off(&self, job: &Job, target: usize) {
         let mut jobs = self.inner.jobs.lock().expect("jobs lock");
         let Some(entry) = jobs.pending.get_mut(&job.id) else { return };
-        let first_failure = !std::mem::replace(&mut entry.handed_off[target], true);
+        let first_failure = !std::mem::replace(&mut entry.failed_once[target], true);
         jobs.handoff.entry(job.targets[target].clone()).or_default().push((job.id, target));
         drop(jobs);
         if first_failure {

@@ -1,0 +1,147 @@
+//! Benchmark of a storage node's write path over real HTTP: writes/s and
+//! latency percentiles at 1, 8 and 64 concurrent writers, with group commit
+//! and with one fdatasync per write, measured in the same run.
+//!
+//! Run: `cargo bench --bench node_write` (optionally `-- --seconds N` per cell).
+//! Each cell starts a fresh node on a temporary directory (on the same disk as
+//! the system temp dir), writes 256-byte values to distinct keys for the
+//! given time, and reports what the clients measured.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use comfy_table::{Cell, Table};
+use hdrhistogram::Histogram;
+use tokio::net::TcpListener;
+use ydht::auth::cluster::ClusterSecret;
+use ydht::config::Secret;
+use ydht::daemon::node::{NodeSettings, NodeState, Store, StoreOptions, app};
+use ydht::shutdown::Shutdown;
+use ydht::wal::SyncMode;
+
+const WRITERS: [usize; 3] = [1, 8, 64];
+const VALUE_BYTES: usize = 256;
+const SECRET: &str = "bench";
+
+struct Measurement {
+    mode: SyncMode,
+    writers: usize,
+    writes: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+    syncs: u64,
+}
+
+impl Measurement {
+    fn per_second(&self) -> f64 {
+        self.writes as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+async fn measure(mode: SyncMode, writers: usize, duration: Duration) -> Measurement {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options =
+        StoreOptions { dir: dir.path().to_path_buf(), sync_mode: mode, wal_max_bytes: 64 << 20, salvage_wal: false };
+    let (store, _) = tokio::task::spawn_blocking(move || Store::open(&options)).await.unwrap().expect("open store");
+    let state = NodeState {
+        store: store.clone(),
+        secret: ClusterSecret::new(Secret::new(SECRET)),
+        settings: Arc::new(NodeSettings {
+            node_id: "bench".into(),
+            data_dir: dir.path().to_path_buf(),
+            max_value_bytes: 1 << 20,
+            sync_mode: mode,
+            started: Instant::now(),
+        }),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = Shutdown::new();
+    let server = tokio::spawn(ydht::server::serve(listener, app(state), shutdown.clone()));
+
+    let client = reqwest::Client::builder().pool_max_idle_per_host(writers).build().unwrap();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..writers)
+        .map(|writer| {
+            let (client, base) = (client.clone(), base.clone());
+            tokio::spawn(async move {
+                let mut latency = Histogram::<u64>::new(3).unwrap();
+                let value = bytes::Bytes::from(vec![b'v'; VALUE_BYTES]);
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    let response = client
+                        .put(format!("{base}/store/bench-{writer}-{n}"))
+                        .header("x-cluster-secret", SECRET)
+                        .header("x-version", (n + 1).to_string())
+                        .body(value.clone())
+                        .send()
+                        .await
+                        .expect("write");
+                    assert!(response.status().is_success(), "write failed: {}", response.status());
+                    latency.record(sent.elapsed().as_micros() as u64).unwrap();
+                    n += 1;
+                }
+                latency
+            })
+        })
+        .collect();
+    let mut latency = Histogram::<u64>::new(3).unwrap();
+    for task in tasks {
+        latency.add(task.await.unwrap()).unwrap();
+    }
+    let elapsed = started.elapsed();
+    let syncs = store.wal_stats().syncs();
+    shutdown.trigger();
+    let _ = server.await;
+    store.close().await;
+    Measurement { mode, writers, writes: latency.len(), elapsed, latency, syncs }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("node_write is a benchmark; run it with `cargo bench --bench node_write`");
+        return;
+    }
+    let seconds = std::env::args()
+        .skip_while(|arg| arg != "--seconds")
+        .nth(1)
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(3.0);
+    let duration = Duration::from_secs_f64(seconds);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut cells = Vec::new();
+    for writers in WRITERS {
+        for mode in [SyncMode::Group, SyncMode::PerWrite] {
+            let cell = runtime.block_on(measure(mode, writers, duration));
+            eprintln!("measured {} × {writers}: {:.0} writes/s", mode.as_str(), cell.per_second());
+            cells.push(cell);
+        }
+    }
+
+    let mut table = Table::new();
+    table.set_header(["sync mode", "writers", "writes", "writes/s", "p50 ms", "p99 ms", "writes per fdatasync"]);
+    for cell in &cells {
+        table.add_row([
+            Cell::new(cell.mode.as_str()),
+            Cell::new(cell.writers),
+            Cell::new(cell.writes),
+            Cell::new(format!("{:.0}", cell.per_second())),
+            Cell::new(format!("{:.2}", cell.latency.value_at_quantile(0.50) as f64 / 1000.0)),
+            Cell::new(format!("{:.2}", cell.latency.value_at_quantile(0.99) as f64 / 1000.0)),
+            Cell::new(format!("{:.1}", cell.writes as f64 / cell.syncs.max(1) as f64)),
+        ]);
+    }
+    println!("node write path, {VALUE_BYTES}-byte values over HTTP, {seconds}s per cell");
+    println!("{table}");
+    for writers in WRITERS {
+        let rate =
+            |mode| cells.iter().find(|c| c.mode == mode && c.writers == writers).map_or(0.0, Measurement::per_second);
+        println!(
+            "{writers:>2} writers: group commit is {:.1}× one sync per write",
+            rate(SyncMode::Group) / rate(SyncMode::PerWrite).max(f64::MIN_POSITIVE)
+        );
+    }
+}

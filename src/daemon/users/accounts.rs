@@ -1,0 +1,300 @@
+//! What the JSON API and the web pages both do: sign up, check credentials
+//! (with throttling), open sessions, create keys, summarise usage.
+
+use std::sync::atomic::Ordering;
+
+use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
+use serde::Serialize;
+
+use super::db::{ApiKeyRow, DbError, SessionKind, UserRow};
+use super::extract::internal;
+use super::state::{Counters, UsersState, new_api_key, new_family, new_session_token, now, token_hash};
+use super::validate;
+use crate::auth::password;
+use crate::error::ApiError;
+
+/// An error tied to one input field (for showing it next to the field).
+#[derive(Debug)]
+pub struct FieldError {
+    /// The form / JSON field at fault, or `""` for the whole request.
+    pub field: &'static str,
+    /// The status and message.
+    pub error: ApiError,
+}
+
+impl FieldError {
+    fn bad(field: &'static str, message: String) -> Self {
+        Self { field, error: ApiError::bad_request(message) }
+    }
+
+    fn general(error: ApiError) -> Self {
+        Self { field: "", error }
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(error: FieldError) -> Self {
+        error.error
+    }
+}
+
+/// Message of every failed login, whether the email or the password was wrong.
+pub const BAD_CREDENTIALS: &str = "invalid email or password";
+
+/// Validates and creates an account.
+pub async fn sign_up(state: &UsersState, email: &str, username: &str, pass: &str) -> Result<UserRow, FieldError> {
+    let email = validate::email(email).map_err(|message| FieldError::bad("email", message))?;
+    let username = validate::username(username).map_err(|message| FieldError::bad("username", message))?;
+    validate::password(pass).map_err(|message| FieldError::bad("password", message))?;
+    let pass = pass.to_string();
+    let hash = tokio::task::spawn_blocking(move || password::hash(&pass))
+        .await
+        .map_err(|error| FieldError::general(internal(error)))?
+        .map_err(|error| FieldError::general(internal(error)))?;
+    match state.db.insert_user(&email, &username, &hash, now()).await {
+        Ok(user) => {
+            Counters::bump(&state.counters.signups);
+            tracing::info!(user_id = user.id, "account created");
+            Ok(user)
+        }
+        Err(DbError::Conflict(message)) => {
+            let field = if message.contains("email") { "email" } else { "username" };
+            Err(FieldError { field, error: ApiError::conflict(message) })
+        }
+        Err(error) => Err(FieldError::general(internal(error))),
+    }
+}
+
+/// Checks credentials: 429 when throttled, the same 401 for an unknown email
+/// and a wrong password (the password is verified against a decoy hash when
+/// the email is unknown, so both take as long).
+pub async fn authenticate(state: &UsersState, email: &str, pass: &str, address: &str) -> Result<UserRow, ApiError> {
+    let email = email.trim().to_lowercase();
+    if let Err(wait) = state.throttle.check(&email, address) {
+        Counters::bump(&state.counters.logins_throttled);
+        return Err(ApiError::too_many_requests(
+            "too many failed logins; wait before trying again",
+            wait.as_secs_f64().ceil() as u64,
+        ));
+    }
+    if pass.len() > validate::MAX_PASSWORD_BYTES {
+        return Err(ApiError::unauthorized(BAD_CREDENTIALS));
+    }
+    let user = state.db.user_by_email(&email).await.map_err(internal)?;
+    let stored = user.as_ref().map_or_else(|| password::decoy_hash().to_string(), |user| user.password_hash.clone());
+    let pass = pass.to_string();
+    let matches = tokio::task::spawn_blocking(move || password::verify(&pass, &stored)).await.map_err(internal)?;
+    match user {
+        Some(user) if matches && user.is_active => {
+            state.throttle.clear_email(&email);
+            Counters::bump(&state.counters.logins);
+            Ok(user)
+        }
+        _ => {
+            state.throttle.record_failure(&email, address);
+            Counters::bump(&state.counters.login_failures);
+            Err(ApiError::unauthorized(BAD_CREDENTIALS))
+        }
+    }
+}
+
+/// Opens a session of `kind` for `user` in `family` (a new one when `None`);
+/// returns the family and the secret token (refresh token or cookie value).
+pub async fn open_session(
+    state: &UsersState,
+    user_id: i64,
+    kind: SessionKind,
+    family: Option<String>,
+) -> Result<(String, String), ApiError> {
+    let lifetime = match kind {
+        SessionKind::Api => super::state::REFRESH_LIFETIME,
+        SessionKind::Web => super::state::WEB_SESSION_LIFETIME,
+    };
+    let family = family.unwrap_or_else(new_family);
+    let token = new_session_token();
+    let created = now();
+    let expires = created + ChronoDuration::seconds(lifetime.as_secs() as i64);
+    state.db.insert_session(user_id, &family, kind, &token_hash(&token), expires, created).await.map_err(internal)?;
+    Ok((family, token))
+}
+
+/// Exchanges a refresh token for a new one in the same session. A token that
+/// was already exchanged revokes the whole session (it was stolen or replayed).
+pub async fn rotate_refresh(state: &UsersState, token: &str) -> Result<(UserRow, String, String), ApiError> {
+    let refused = || ApiError::unauthorized("invalid or expired refresh token; log in again");
+    let row = state.db.session_by_hash(&token_hash(token)).await.map_err(internal)?.ok_or_else(refused)?;
+    if !row.is_kind(SessionKind::Api) || row.revoked_at.is_some() || row.expires_at <= now() {
+        return Err(refused());
+    }
+    if row.rotated_at.is_some() || !state.db.mark_rotated(row.id, now()).await.map_err(internal)? {
+        state.db.revoke_session(&row.family, now()).await.map_err(internal)?;
+        Counters::bump(&state.counters.refresh_reuse_detected);
+        tracing::warn!(user_id = row.user_id, "refresh token reused; session revoked");
+        return Err(ApiError::unauthorized("refresh token was already used; the session is revoked, log in again"));
+    }
+    let user = state.db.user_by_id(row.user_id).await.map_err(|_| refused())?;
+    if !user.is_active {
+        return Err(refused());
+    }
+    let (family, token) = open_session(state, user.id, SessionKind::Api, Some(row.family)).await?;
+    Ok((user, family, token))
+}
+
+/// A created key with its secret, which is never stored.
+pub struct CreatedKey {
+    /// The stored row.
+    pub row: ApiKeyRow,
+    /// The full key, shown once.
+    pub key: String,
+}
+
+/// Validates and creates an API key for `user_id`.
+pub async fn create_key(
+    state: &UsersState,
+    user_id: i64,
+    name: &str,
+    scopes: &[String],
+    expires_in_days: Option<i64>,
+) -> Result<CreatedKey, FieldError> {
+    let name = validate::key_name(name).map_err(|message| FieldError::bad("name", message))?;
+    let scopes = validate::scopes(scopes).map_err(|message| FieldError::bad("scopes", message))?;
+    let days =
+        validate::expires_in_days(expires_in_days).map_err(|message| FieldError::bad("expires_in_days", message))?;
+    let created = now();
+    let expires_at = days.map(|days| created + ChronoDuration::days(days));
+    let key = new_api_key();
+    let row = state
+        .db
+        .insert_api_key(user_id, &name, &token_hash(&key), &key[..8], &scopes.join(","), expires_at, created)
+        .await
+        .map_err(|error| FieldError::general(internal(error)))?;
+    tracing::info!(user_id, key_id = row.id, "API key created");
+    Ok(CreatedKey { row, key })
+}
+
+/// A key as listed: never the secret; `last_used_at` includes unflushed uses.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyView {
+    /// Key id.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// First 8 characters of the key.
+    pub key_prefix: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Not revoked and not expired.
+    pub is_active: bool,
+    /// Last validation by the gateway.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Expiry, if any.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The keys of `user_id` as listed to their owner.
+pub async fn list_keys(state: &UsersState, user_id: i64) -> Result<Vec<ApiKeyView>, ApiError> {
+    let rows = state.db.api_keys_of(user_id).await.map_err(internal)?;
+    let at = now();
+    Ok(rows
+        .into_iter()
+        .map(|row| ApiKeyView {
+            is_active: row.is_active_at(at),
+            scopes: row.scope_list(),
+            last_used_at: row.last_used_at.max(state.last_used.get(row.id)),
+            id: row.id,
+            name: row.name,
+            key_prefix: row.key_prefix,
+            expires_at: row.expires_at,
+            created_at: row.created_at,
+            revoked_at: row.revoked_at,
+        })
+        .collect())
+}
+
+/// Totals of one operation on one day.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OperationUsage {
+    /// `put`, `get`, `delete`, `list`, …
+    pub operation: String,
+    /// Requests.
+    pub requests: i64,
+    /// Request body bytes.
+    pub bytes_in: i64,
+    /// Response body bytes.
+    pub bytes_out: i64,
+}
+
+/// One day of usage.
+#[derive(Debug, Clone, Serialize)]
+pub struct DayUsage {
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: NaiveDate,
+    /// Requests that day.
+    pub requests: i64,
+    /// Request body bytes that day.
+    pub bytes_in: i64,
+    /// Response body bytes that day.
+    pub bytes_out: i64,
+    /// The same split by operation.
+    pub operations: Vec<OperationUsage>,
+}
+
+/// `GET /usage` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageSummary {
+    /// First day covered (inclusive).
+    pub from: NaiveDate,
+    /// Last day covered (today, UTC).
+    pub to: NaiveDate,
+    /// Days with any usage, newest first.
+    pub days: Vec<DayUsage>,
+    /// Totals over the period.
+    pub total: OperationUsage,
+}
+
+/// Usage of `user_id` over the last `days` days (today included).
+pub async fn usage(state: &UsersState, user_id: i64, days: u32) -> Result<UsageSummary, ApiError> {
+    let to = Utc::now().date_naive();
+    let from = to - ChronoDuration::days(i64::from(days.max(1)) - 1);
+    let rows = state.db.usage_since(user_id, from).await.map_err(internal)?;
+    let mut summary = UsageSummary {
+        from,
+        to,
+        days: Vec::new(),
+        total: OperationUsage { operation: "all".into(), ..Default::default() },
+    };
+    for row in rows {
+        if summary.days.last().is_none_or(|last| last.day != row.day) {
+            summary.days.push(DayUsage {
+                day: row.day,
+                requests: 0,
+                bytes_in: 0,
+                bytes_out: 0,
+                operations: Vec::new(),
+            });
+        }
+        let day = summary.days.last_mut().expect("pushed above");
+        day.requests += row.requests;
+        day.bytes_in += row.bytes_in;
+        day.bytes_out += row.bytes_out;
+        summary.total.requests += row.requests;
+        summary.total.bytes_in += row.bytes_in;
+        summary.total.bytes_out += row.bytes_out;
+        day.operations.push(OperationUsage {
+            operation: row.operation,
+            requests: row.requests,
+            bytes_in: row.bytes_in,
+            bytes_out: row.bytes_out,
+        });
+    }
+    Ok(summary)
+}
+
+/// Loads one relaxed counter.
+pub fn load(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}

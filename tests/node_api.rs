@@ -1,0 +1,181 @@
+//! The real node binary's internal API: bad input gets a clear 4xx JSON error
+//! and changes nothing; `/batch`, listing, health and metrics work as documented.
+
+mod node_process;
+
+use node_process::{NodeProcess, SECRET, metrics, now_millis, store_url};
+use reqwest::StatusCode;
+use ydht::daemon::node::batch;
+use ydht::wal::Record;
+
+/// Sends a request and returns its status and JSON error message.
+async fn refused(request: reqwest::RequestBuilder) -> (StatusCode, String) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.expect("errors are JSON");
+    (status, body["error"].as_str().expect("an error message").to_string())
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_clear_4xx_and_nothing_is_written() {
+    let data = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(data.path(), &[], &[("YDHT_MAX_VALUE_BYTES", "1024")]);
+    let client = reqwest::Client::new();
+    let url = store_url(&node.url, "victim");
+    let put = || client.put(url.clone()).header("x-version", "7");
+
+    let (status, message) = refused(put().body("v")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(message.contains("x-cluster-secret"), "{message}");
+
+    let (status, message) = refused(put().header("x-cluster-secret", "wrong").body("v")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(message.contains("wrong cluster secret"), "{message}");
+
+    let authorized = || put().header("x-cluster-secret", SECRET);
+    let (status, message) = refused(authorized().body(vec![b'x'; 4096])).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(message.contains("maximum is 1024"), "{message}");
+
+    // Without a content-length (chunked), the limit still holds.
+    let chunks = futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 512])));
+    let (status, _) = refused(authorized().body(reqwest::Body::wrap_stream(chunks))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    for bad in ["", "abc", "-1", "1.5", "18446744073709551616"] {
+        let request = client.put(url.clone()).header("x-cluster-secret", SECRET).header("x-version", bad).body("v");
+        let (status, message) = refused(request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "x-version {bad:?}");
+        assert!(message.contains("x-version"), "{message}");
+    }
+    let (status, message) = refused(client.put(url.clone()).header("x-cluster-secret", SECRET).body("v")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message.contains("missing x-version"), "{message}");
+
+    let (status, message) = refused(authorized().header("x-expires-at", "soon").body("v")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message.contains("x-expires-at"), "{message}");
+
+    let (status, _) = refused(client.delete(url.clone()).header("x-cluster-secret", SECRET)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let long_key = store_url(&node.url, &"k".repeat(3000));
+    let request = client.put(long_key).header("x-cluster-secret", SECRET).header("x-version", "1").body("v");
+    assert_eq!(refused(request).await.0, StatusCode::BAD_REQUEST);
+
+    let batch_url = node.at("/batch");
+    let (status, message) =
+        refused(client.post(&batch_url).header("x-cluster-secret", SECRET).body("{\"not\": \"a batch\"}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message.contains("not a ydht batch"), "{message}");
+    let oversized = batch::encode(&[Record::put("victim", 9, vec![0u8; 2048], "x")]).unwrap();
+    let request = client.post(&batch_url).header("x-cluster-secret", SECRET).body(oversized);
+    assert_eq!(refused(request).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    let mut truncated = batch::encode(&[Record::put("victim", 9, &b"v"[..], "x"), Record::delete("other", 9)]).unwrap();
+    truncated.pop();
+    let request = client.post(&batch_url).header("x-cluster-secret", SECRET).body(truncated);
+    assert_eq!(refused(request).await.0, StatusCode::BAD_REQUEST);
+    let request = client.post(&batch_url).body(batch::encode(&[Record::delete("victim", 9)]).unwrap());
+    assert_eq!(refused(request).await.0, StatusCode::UNAUTHORIZED);
+
+    let request = client.get(node.at("/keys?limit=0")).header("x-cluster-secret", SECRET);
+    assert_eq!(refused(request).await.0, StatusCode::BAD_REQUEST);
+    let request = client.get(node.at("/keys?limit=many")).header("x-cluster-secret", SECRET);
+    assert_eq!(refused(request).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(refused(client.get(node.at("/keys"))).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused(client.get(url.clone())).await.0, StatusCode::UNAUTHORIZED);
+
+    // Nothing was written.
+    let (status, message) = refused(client.get(url.clone()).header("x-cluster-secret", SECRET)).await;
+    assert_eq!((status, message.as_str()), (StatusCode::NOT_FOUND, "Key not found"));
+    let metrics = metrics(&client, &node).await;
+    assert_eq!((metrics["key_count"].as_u64(), metrics["wal_records"].as_u64()), (Some(0), Some(0)), "{metrics}");
+}
+
+#[tokio::test]
+async fn batches_listing_health_and_metrics() {
+    let data = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(data.path(), &[], &[]);
+    let client = reqwest::Client::new();
+    let version = ydht::hlc::from_millis(now_millis());
+    let expires_at = now_millis() + 3_600_000;
+    let records = vec![
+        Record::put("u1/a", version, &b"alpha"[..], "text/plain").with_expiry(Some(expires_at)),
+        Record::put("u1/b", version, &b"beta"[..], "text/plain"),
+        Record::put("u1/c/with/slashes", version, vec![0u8, 1, 2], "application/octet-stream"),
+        Record::put("u2/a", version, &b"other tenant"[..], "text/plain"),
+        Record::delete("u1/b", version + 1),
+        Record::put("u1/a", version - 1, &b"stale"[..], "text/plain"),
+    ];
+    let response = client
+        .post(node.at("/batch"))
+        .header("x-cluster-secret", SECRET)
+        .header("content-type", batch::BATCH_CONTENT_TYPE)
+        .body(batch::encode(&records).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: ydht::proto::NodeBatchResponse = response.json().await.unwrap();
+    let applied: Vec<_> = answer.results.iter().map(|result| result.applied).collect();
+    assert_eq!(applied, [true, true, true, true, true, false]);
+    assert_eq!(answer.results[5].version, version);
+
+    let response = client.get(store_url(&node.url, "u1/a")).header("x-cluster-secret", SECRET).send().await.unwrap();
+    assert_eq!(response.headers()["x-expires-at"], expires_at.to_string().as_str());
+    assert_eq!(response.headers()["content-type"], "text/plain");
+    assert_eq!(&response.bytes().await.unwrap()[..], b"alpha");
+    let response = client.get(store_url(&node.url, "u1/b")).header("x-cluster-secret", SECRET).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(response.headers()["x-tombstone"], "true");
+    assert_eq!(response.headers()["x-version"], (version + 1).to_string().as_str());
+
+    // A stale single write is ignored and says so.
+    let response = client
+        .put(store_url(&node.url, "u1/a"))
+        .header("x-cluster-secret", SECRET)
+        .header("x-version", (version - 5).to_string())
+        .body("older")
+        .send()
+        .await
+        .unwrap();
+    let answer: ydht::proto::StoreWriteResponse = response.json().await.unwrap();
+    assert_eq!(answer, ydht::proto::StoreWriteResponse { applied: false, version });
+
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut request = client.get(node.at("/keys")).header("x-cluster-secret", SECRET);
+        request = request.query(&[("prefix", "u1/"), ("limit", "1")]);
+        if let Some(cursor) = &cursor {
+            request = request.query(&[("cursor", cursor)]);
+        }
+        let page: ydht::proto::NodeKeyPage = request.send().await.unwrap().json().await.unwrap();
+        listed.extend(page.keys.iter().map(|entry| (entry.key.clone(), entry.size)));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(listed, [("u1/a".to_string(), 5), ("u1/c/with/slashes".to_string(), 3)]);
+
+    let health: serde_json::Value = client.get(node.at("/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health, serde_json::json!({"status": "healthy", "node_id": "node-t"}));
+    let metrics = metrics(&client, &node).await;
+    assert_eq!(metrics["node_id"], "node-t");
+    assert_eq!(metrics["key_count"], 3);
+    assert_eq!(metrics["tombstones"], 1);
+    assert_eq!(metrics["wal_syncs"], 1, "one batch, one sync: {metrics}");
+    assert!(metrics["wal_size"].as_u64().unwrap() > 0);
+    assert!(metrics["timestamp"].as_u64().unwrap() >= now_millis() / 1000 - 5);
+    assert!(metrics["disk_total_bytes"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn a_second_node_on_the_same_data_refuses_to_start() {
+    let data = tempfile::tempdir().unwrap();
+    let _node = NodeProcess::start(data.path(), &[], &[]);
+    let (status, stderr) = NodeProcess::start_failing(data.path(), &[]);
+    assert!(!status.success());
+    assert!(stderr.contains("already using"), "{stderr}");
+}
