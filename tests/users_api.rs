@@ -120,6 +120,12 @@ async fn login_me_and_credentials(ctx: Ctx) {
     assert_error(&wrong_password, StatusCode::UNAUTHORIZED);
     assert_error(&unknown_email, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong_password.text, unknown_email.text, "the same answer either way");
+    let long_password =
+        s.post("/login", json!({"email": "carol@example.com", "password": "p".repeat(2000)}), None).await;
+    assert_eq!(long_password.text, unknown_email.text);
+    let long_email = s.post("/login", json!({"email": "e".repeat(20_000), "password": "password-123"}), None).await;
+    assert_eq!(long_email.text, unknown_email.text);
+    assert_eq!(s.get("/metrics", None).await.json["login_failures"], 4);
     assert_error(
         &s.post("/login", json!({"email": "carol@example.com"}), None).await,
         StatusCode::UNPROCESSABLE_ENTITY,

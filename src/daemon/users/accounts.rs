@@ -69,7 +69,8 @@ pub async fn sign_up(state: &UsersState, email: &str, username: &str, pass: &str
 /// and a wrong password (the password is verified against a decoy hash when
 /// the email is unknown, so both take as long).
 pub async fn authenticate(state: &UsersState, email: &str, pass: &str, address: &str) -> Result<UserRow, ApiError> {
-    let email = email.trim().to_lowercase();
+    // Longer than any stored email can be: cut, so the throttle's keys stay small.
+    let email: String = email.trim().to_lowercase().chars().take(validate::MAX_EMAIL_LEN + 1).collect();
     if let Err(wait) = state.throttle.check(&email, address) {
         Counters::bump(&state.counters.logins_throttled);
         return Err(ApiError::too_many_requests(
@@ -77,13 +78,14 @@ pub async fn authenticate(state: &UsersState, email: &str, pass: &str, address: 
             wait.as_secs_f64().ceil() as u64,
         ));
     }
-    if pass.len() > validate::MAX_PASSWORD_BYTES {
-        return Err(ApiError::unauthorized(BAD_CREDENTIALS));
-    }
     let user = state.db.user_by_email(&email).await.map_err(internal)?;
     let stored = user.as_ref().map_or_else(|| password::decoy_hash().to_string(), |user| user.password_hash.clone());
-    let pass = pass.to_string();
-    let matches = tokio::task::spawn_blocking(move || password::verify(&pass, &stored)).await.map_err(internal)?;
+    // No stored password is longer than the sign-up limit, so a longer one is
+    // refused without spending hashing work on it.
+    let matches = pass.len() <= validate::MAX_PASSWORD_BYTES && {
+        let pass = pass.to_string();
+        tokio::task::spawn_blocking(move || password::verify(&pass, &stored)).await.map_err(internal)?
+    };
     match user {
         Some(user) if matches && user.is_active => {
             state.throttle.clear_email(&email);

@@ -149,6 +149,12 @@ impl UsersConfig {
             secure_cookies: false,
         }
     }
+
+    /// The same settings with another access-token lifetime.
+    pub fn with_lifetime(mut self, lifetime: Duration) -> Self {
+        self.jwt_lifetime = lifetime;
+        self
+    }
 }
 
 impl UsersArgs {
@@ -181,14 +187,6 @@ impl UsersArgs {
         let shutdown = Shutdown::new();
         shutdown.trigger_on_signals();
         serve(config, listener, shutdown).await
-    }
-}
-
-impl UsersConfig {
-    /// The same settings with another access-token lifetime.
-    pub fn with_lifetime(mut self, lifetime: Duration) -> Self {
-        self.jwt_lifetime = lifetime;
-        self
     }
 }
 
