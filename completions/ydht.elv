@@ -296,7 +296,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --help 'Print help (see more with ''--help'')'
         }
         &'ydht;kv;locate'= {
-            cand --cluster-secret 'The cluster secret [default: read from <data-dir>/cluster.secret, as the servers do]'
+            cand --cluster-secret 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]'
             cand --data-dir 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]'
             cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
             cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
@@ -327,7 +327,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;kv;help;help'= {
         }
         &'ydht;status'= {
-            cand --cluster-secret 'The cluster secret [default: read from <data-dir>/cluster.secret, as the servers do]'
+            cand --cluster-secret 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]'
             cand --data-dir 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]'
             cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
             cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'

@@ -201,7 +201,7 @@ impl Context {
 /// Flags of the operator commands that read the cluster's internal endpoints (`status`, `kv locate`).
 #[derive(Args, Clone, Default)]
 pub struct OperatorArgs {
-    /// The cluster secret [default: read from <data-dir>/cluster.secret, as the servers do]
+    /// The cluster secret [default: read from cluster.secret in the data dir, as the servers do]
     #[arg(long, env = "YDHT_CLUSTER_SECRET", hide_env_values = true, value_name = "SECRET")]
     pub cluster_secret: Option<String>,
 
