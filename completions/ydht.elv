@@ -47,10 +47,29 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
+            cand all 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
             cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
             cand replicator 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
             cand users 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'
+            cand gateway 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
             cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ydht;serve;all'= {
+            cand --data-dir 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]'
+            cand --host 'Address to bind; use 0.0.0.0 to accept connections from other machines'
+            cand --cluster-secret 'Shared secret guarding internal endpoints [default: generated once into the data dir]'
+            cand --nodes 'Number of storage nodes (node-1, node-2, …)'
+            cand --gateway-port 'Gateway port (0 picks a free one)'
+            cand --users-port 'Users service port (0 picks a free one)'
+            cand --node-port 'Port of node-1; the others take the next free numbers (0: every node picks a free one)'
+            cand --replicator-port 'Replicator port (0 picks a free one)'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'ydht;serve;node'= {
             cand --port 'Port to listen on'
@@ -100,6 +119,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --database-url 'Database: postgres://user:pass@host:5432/db or sqlite:///path/users.db [default: <data-dir>/users.db]'
             cand --jwt-secret 'Secret signing access tokens (HS256) [default: generated once into <data-dir>/jwt.secret]'
             cand --jwt-expiration 'Access-token lifetime, e.g. 15m, 1h, 24h'
+            cand --gateway-url 'Base URL of the gateway, for the dashboard''s key browser'
             cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
             cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
             cand --output 'Output format'
@@ -109,17 +129,44 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'ydht;serve;gateway'= {
+            cand --data-dir 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]'
+            cand --host 'Address to bind; use 0.0.0.0 to accept connections from other machines'
+            cand --cluster-secret 'Shared secret guarding internal endpoints [default: generated once into the data dir]'
+            cand --port 'Port to listen on (0 picks a free one)'
+            cand --nodes 'Storage nodes: comma-separated `id=http://host:port` (or bare URLs)'
+            cand --replicator-url 'Base URL of the replicator'
+            cand --users-url 'Base URL of the users service (API-key validation, usage)'
+            cand --replicas 'Copies kept of every key (N)'
+            cand --vnodes 'Virtual nodes per storage node on the ring'
+            cand --rate-limit-per-minute 'Requests per minute each user''s bucket refills (0 disables rate limiting)'
+            cand --rate-limit-burst 'Requests a user may make in a burst'
+            cand --max-value-bytes 'Largest value accepted, in bytes (larger → 413)'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'ydht;serve;help'= {
+            cand all 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
             cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
             cand replicator 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
             cand users 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'
+            cand gateway 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
             cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ydht;serve;help;all'= {
         }
         &'ydht;serve;help;node'= {
         }
         &'ydht;serve;help;replicator'= {
         }
         &'ydht;serve;help;users'= {
+        }
+        &'ydht;serve;help;gateway'= {
         }
         &'ydht;serve;help;help'= {
         }
@@ -361,15 +408,21 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;help;serve'= {
+            cand all 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
             cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
             cand replicator 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
             cand users 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'
+            cand gateway 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
+        }
+        &'ydht;help;serve;all'= {
         }
         &'ydht;help;serve;node'= {
         }
         &'ydht;help;serve;replicator'= {
         }
         &'ydht;help;serve;users'= {
+        }
+        &'ydht;help;serve;gateway'= {
         }
         &'ydht;help;completions'= {
         }

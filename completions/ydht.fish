@@ -43,17 +43,34 @@ complete -c ydht -n "__fish_ydht_needs_command" -f -a "kv" -d 'Store, read, dele
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "man" -d 'Print the manual page (or write one per command with --dir)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator users help" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator users help" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator users help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator users help" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator users help" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator users help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator users help" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator users help" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator users help" -f -a "users" -d 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from node replicator users help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -f -a "all" -d 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -f -a "users" -d 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -f -a "gateway" -d 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l data-dir -d 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l host -d 'Address to bind; use 0.0.0.0 to accept connections from other machines' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l cluster-secret -d 'Shared secret guarding internal endpoints [default: generated once into the data dir]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l nodes -d 'Number of storage nodes (node-1, node-2, …)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l gateway-port -d 'Gateway port (0 picks a free one)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l users-port -d 'Users service port (0 picks a free one)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l node-port -d 'Port of node-1; the others take the next free numbers (0: every node picks a free one)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l replicator-port -d 'Replicator port (0 picks a free one)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l port -d 'Port to listen on' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l node-id -d 'This node\'s id; its WAL and snapshots live in <data-dir>/<node-id>/' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l max-value-bytes -d 'Largest value accepted, in bytes (larger bodies get 413 before being read)' -r
@@ -98,6 +115,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l database-url -d 'Database: postgres://user:pass@host:5432/db or sqlite:///path/users.db [default: <data-dir>/users.db]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l jwt-secret -d 'Secret signing access tokens (HS256) [default: generated once into <data-dir>/jwt.secret]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l jwt-expiration -d 'Access-token lifetime, e.g. 15m, 1h, 24h' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l gateway-url -d 'Base URL of the gateway, for the dashboard\'s key browser' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
@@ -106,9 +124,30 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l secure-cookies -d 'Mark cookies `Secure` (set when the pages are served over HTTPS)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l data-dir -d 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l host -d 'Address to bind; use 0.0.0.0 to accept connections from other machines' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l cluster-secret -d 'Shared secret guarding internal endpoints [default: generated once into the data dir]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l port -d 'Port to listen on (0 picks a free one)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l nodes -d 'Storage nodes: comma-separated `id=http://host:port` (or bare URLs)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l replicator-url -d 'Base URL of the replicator' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l users-url -d 'Base URL of the users service (API-key validation, usage)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l replicas -d 'Copies kept of every key (N)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l vnodes -d 'Virtual nodes per storage node on the ring' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l rate-limit-per-minute -d 'Requests per minute each user\'s bucket refills (0 disables rate limiting)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l rate-limit-burst -d 'Requests a user may make in a burst' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l max-value-bytes -d 'Largest value accepted, in bytes (larger → 413)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "all" -d 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "users" -d 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "gateway" -d 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -l dir -d 'Write the files for every shell into this directory instead of printing' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
@@ -290,9 +329,11 @@ complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subc
 complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions signup login logout whoami apikey kv status man help" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions signup login logout whoami apikey kv status man help" -f -a "man" -d 'Print the manual page (or write one per command with --dir)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions signup login logout whoami apikey kv status man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "all" -d 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "users" -d 'Users service: JSON API, web pages, API keys; migrations applied at start (port 8081)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "gateway" -d 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from apikey" -f -a "create" -d 'Create an API key (its full value is shown once)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from apikey" -f -a "list" -d 'List your API keys (never their full value)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from apikey" -f -a "revoke" -d 'Revoke an API key by id; it stops working at the gateway within seconds'

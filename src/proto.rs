@@ -214,3 +214,123 @@ pub struct ReplicatorHealth {
     /// Jobs waiting or in flight.
     pub queue_size: u64,
 }
+
+/// The gateway's answer to `PUT` and `DELETE /v1/kv/{key}` (the original product's shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvWriteResponse {
+    /// Always `true` on a 200.
+    pub success: bool,
+    /// The key as the client named it (without the tenant prefix).
+    pub key: String,
+    /// Base URL of the node that made the write durable first (the ring primary unless it was down).
+    pub primary_node: String,
+    /// How many further replicas the write is copied to (N-1).
+    pub replicas: usize,
+}
+
+/// One key of the gateway's listing `GET /v1/kv`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvListEntry {
+    /// The key as the client named it.
+    pub key: String,
+    /// Value size in bytes.
+    pub size: u64,
+    /// When the key expires, if it has a TTL.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `GET /v1/kv?prefix=&limit=&cursor=`: a page of the tenant's own keys, ascending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvListResponse {
+    /// The keys of this page.
+    pub keys: Vec<KvListEntry>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyPercentiles {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Slowest request seen.
+    pub max: f64,
+    /// Number of requests measured.
+    pub count: u64,
+}
+
+/// Request counters of one tenant at the gateway.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserRequestRate {
+    /// The tenant.
+    pub user_id: i64,
+    /// Requests since the gateway started.
+    pub requests: u64,
+    /// Requests per second over roughly the last minute.
+    pub requests_per_second: f64,
+}
+
+/// `GET /metrics` of the gateway.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GatewayMetrics {
+    /// Always `gateway`.
+    pub service: String,
+    /// Unix seconds when the metrics were taken.
+    pub timestamp: u64,
+    /// Seconds since the gateway started.
+    pub uptime_secs: u64,
+    /// `/v1` requests since start (every status).
+    pub requests_total: u64,
+    /// `/v1` requests per second over roughly the last minute.
+    pub requests_per_second: f64,
+    /// Latency of `/v1` requests since start.
+    pub latency_ms: LatencyPercentiles,
+    /// Requests refused with 429.
+    pub rate_limit_hits: u64,
+    /// Per-tenant request counters, busiest first.
+    pub users: Vec<UserRequestRate>,
+    /// Failed requests per node id (unreachable, timeout or 5xx).
+    pub node_errors: std::collections::BTreeMap<String, u64>,
+    /// Replication jobs the replicator could not take (the gateway copied the data itself).
+    pub replicator_failures: u64,
+    /// Stale replicas repaired after a strong read.
+    pub read_repairs: u64,
+}
+
+/// One ring member in the gateway's `GET /cluster`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    /// Node id used for placement, e.g. `node-1`.
+    pub id: String,
+    /// Base URL of its internal API.
+    pub url: String,
+    /// Whether the gateway currently considers it up.
+    pub healthy: bool,
+    /// When it last changed between healthy and down (or when the gateway started).
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// Its share of the hash space as primary owner (0..1).
+    pub share: f64,
+    /// Virtual nodes it has on the ring.
+    pub vnodes: usize,
+    /// Its live key count from its last successful health check.
+    pub key_count: Option<u64>,
+}
+
+/// The gateway's `GET /cluster` (cluster secret): ring members and the services it uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The storage nodes, in configuration order.
+    pub nodes: Vec<ClusterNode>,
+    /// Copies kept of every key (N).
+    pub replicas: usize,
+    /// Virtual nodes per physical node.
+    pub vnodes: usize,
+    /// Base URL of the replicator.
+    pub replicator_url: String,
+    /// Base URL of the users service.
+    pub users_url: String,
+}

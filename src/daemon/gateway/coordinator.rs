@@ -1,0 +1,373 @@
+//! Reads, writes and listings across the ring at the requested consistency.
+//!
+//! - eventual write: the first healthy node of the preference list makes it
+//!   durable, then a replicator job copies it to the other owners.
+//! - strong write: every owner (or, for a down owner, the next healthy node:
+//!   sloppy quorum) is written in parallel; the answer waits for a majority.
+//!   Owners that missed it get a replicator job, which hands the data back.
+//! - eventual read: owners in preference order until one holds the key.
+//! - strong read: a majority is read; the newest version wins; stale
+//!   responders are repaired in the background.
+
+use std::collections::{BTreeMap, HashSet};
+
+use axum::http::StatusCode;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::input::Consistency;
+use super::nodes::{NodeError, node_is_down};
+use super::quorum::{Mutation, NodeRecord, majority, resolve};
+use super::state::GatewayState;
+use crate::error::ApiError;
+use crate::proto::{NodeKeyEntry, StoreWriteResponse};
+use crate::ring::NodeInfo;
+
+/// Which nodes took part in a write.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    /// The node reported as `primary_node`: the ring primary if it acknowledged, else the first that did.
+    pub primary: String,
+    /// Every node that acknowledged before the answer.
+    pub participants: Vec<String>,
+}
+
+/// A record read from the cluster, with the nodes consulted.
+#[derive(Debug, Clone)]
+pub struct ReadOutcome {
+    /// The newest record found (`Missing` if none had the key).
+    pub record: NodeRecord,
+    /// The nodes that answered.
+    pub participants: Vec<String>,
+}
+
+/// A merged page of node listings (keys still carry the tenant prefix).
+#[derive(Debug, Clone)]
+pub struct ListOutcome {
+    /// Keys ascending, newest version of each.
+    pub entries: Vec<NodeKeyEntry>,
+    /// Storage key after which the next page starts, if there may be more.
+    pub next_cursor: Option<String>,
+    /// The nodes that answered.
+    pub participants: Vec<String>,
+}
+
+fn bad_gateway(error: &NodeError) -> ApiError {
+    ApiError::new(StatusCode::BAD_GATEWAY, format!("storage node refused the request: {error}"))
+}
+
+impl GatewayState {
+    async fn write_one(
+        &self,
+        node: &NodeInfo,
+        key: &str,
+        mutation: &Mutation,
+    ) -> Result<StoreWriteResponse, NodeError> {
+        let outcome = self.nodes.write(&node.url, key, mutation).await;
+        self.note(node, outcome.as_ref().err());
+        outcome
+    }
+
+    async fn read_one(&self, node: &NodeInfo, key: &str) -> Result<NodeRecord, NodeError> {
+        let outcome = self.nodes.read(&node.url, key).await;
+        self.note(node, outcome.as_ref().err());
+        if let Some(version) = outcome.as_ref().ok().and_then(NodeRecord::version) {
+            self.hlc.observe(version);
+        }
+        outcome
+    }
+
+    /// Updates a node's health from the outcome of a request to it.
+    fn note(&self, node: &NodeInfo, error: Option<&NodeError>) {
+        match error {
+            None => self.placement.set_health(&node.id, true),
+            Some(error) if node_is_down(error) => {
+                tracing::warn!(%error, "node request failed");
+                self.placement.record_failure(&node.id);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Writes `mutation` of the storage key `key` at `consistency`.
+    pub async fn write(
+        &self,
+        key: &str,
+        mutation: Mutation,
+        consistency: Consistency,
+    ) -> Result<WriteOutcome, ApiError> {
+        match consistency {
+            Consistency::Eventual => self.write_eventual(key, mutation).await,
+            Consistency::Strong => self.write_strong(key, mutation).await,
+        }
+    }
+
+    async fn write_eventual(&self, key: &str, mutation: Mutation) -> Result<WriteOutcome, ApiError> {
+        let owners = self.placement.owners(key);
+        let mut durable = None;
+        for node in self.placement.healthy_first(key) {
+            match self.write_one(&node, key, &mutation).await {
+                Ok(_) => {
+                    durable = Some(node);
+                    break;
+                }
+                Err(error) if node_is_down(&error) => continue,
+                Err(error) => return Err(bad_gateway(&error)),
+            }
+        }
+        let Some(durable) = durable else {
+            return Err(ApiError::unavailable("no storage node could take the write; every node is down"));
+        };
+        let targets: Vec<NodeInfo> = owners.into_iter().filter(|owner| owner.id != durable.id).collect();
+        self.replication.enqueue(key, &mutation, targets).await;
+        Ok(WriteOutcome { primary: durable.url.clone(), participants: vec![durable.url] })
+    }
+
+    async fn write_strong(&self, key: &str, mutation: Mutation) -> Result<WriteOutcome, ApiError> {
+        let owners = self.placement.owners(key);
+        let need = majority(owners.len());
+        let write_set = self.placement.write_set(key);
+        let (sender, mut results) = mpsc::channel(write_set.len());
+        for (target, standing_in_for) in write_set.iter().cloned() {
+            let this = self.clone();
+            let (key, mutation, sender) = (key.to_string(), mutation.clone(), sender.clone());
+            tokio::spawn(async move {
+                let outcome = this.write_one(&target, &key, &mutation).await;
+                let _ = sender.send((target, standing_in_for, outcome)).await;
+            });
+        }
+        drop(sender);
+
+        let mut tried: HashSet<String> = write_set.iter().map(|(target, _)| target.id.clone()).collect();
+        let mut acked: Vec<NodeInfo> = Vec::new();
+        let mut missed: Vec<NodeInfo> = Vec::new();
+        let mut refusal = None;
+        while acked.len() < need {
+            let Some((target, standing_in_for, outcome)) = results.recv().await else { break };
+            match outcome {
+                Ok(_) => {
+                    missed.extend(standing_in_for);
+                    acked.push(target);
+                }
+                Err(error) => {
+                    if !node_is_down(&error) {
+                        refusal = Some(error);
+                    }
+                    missed.push(standing_in_for.unwrap_or(target));
+                }
+            }
+        }
+        if let Some(error) = refusal.filter(|_| acked.len() < need) {
+            return Err(bad_gateway(&error));
+        }
+        // Still short of a majority: try the rest of the preference list, one at a time.
+        if acked.len() < need {
+            for node in self.placement.healthy_first(key) {
+                if acked.len() >= need {
+                    break;
+                }
+                if tried.insert(node.id.clone()) && self.write_one(&node, key, &mutation).await.is_ok() {
+                    acked.push(node);
+                }
+            }
+        }
+        // Writes still in flight finish in the background; owners they miss get a job too.
+        let this = self.clone();
+        let (background_key, background_mutation) = (key.to_string(), mutation.clone());
+        tokio::spawn(async move {
+            let mut late = Vec::new();
+            while let Some((target, standing_in_for, outcome)) = results.recv().await {
+                match (outcome, standing_in_for) {
+                    (Ok(_), Some(owner)) => late.push(owner),
+                    (Ok(_), None) => {}
+                    (Err(_), standing_in_for) => late.push(standing_in_for.unwrap_or(target)),
+                }
+            }
+            this.replication.enqueue(&background_key, &background_mutation, late).await;
+        });
+        let acked_ids: HashSet<&str> = acked.iter().map(|node| node.id.as_str()).collect();
+        let mut hand_back: Vec<NodeInfo> = Vec::new();
+        for owner in missed {
+            if !acked_ids.contains(owner.id.as_str()) && !hand_back.contains(&owner) {
+                hand_back.push(owner);
+            }
+        }
+        self.replication.enqueue(key, &mutation, hand_back).await;
+        if acked.len() < need {
+            return Err(ApiError::unavailable(format!(
+                "strong write reached only {} of the {need} nodes it needs; it may still be applied later, retry it",
+                acked.len()
+            )));
+        }
+        let primary =
+            owners.first().filter(|primary| acked_ids.contains(primary.id.as_str())).unwrap_or(&acked[0]).url.clone();
+        Ok(WriteOutcome { primary, participants: acked.into_iter().map(|node| node.url).collect() })
+    }
+
+    /// Reads the storage key `key` at `consistency`.
+    pub async fn read(&self, key: &str, consistency: Consistency) -> Result<ReadOutcome, ApiError> {
+        match consistency {
+            Consistency::Eventual => self.read_eventual(key).await,
+            Consistency::Strong => self.read_strong(key).await,
+        }
+    }
+
+    async fn read_eventual(&self, key: &str) -> Result<ReadOutcome, ApiError> {
+        let replicas = self.placement.replicas();
+        let mut participants = Vec::new();
+        for node in self.placement.healthy_first(key) {
+            match self.read_one(&node, key).await {
+                Ok(NodeRecord::Missing) => {
+                    participants.push(node.url);
+                    // A missing key may just not have been copied here yet: ask the other owners.
+                    if participants.len() >= replicas {
+                        break;
+                    }
+                }
+                Ok(record) => {
+                    participants.push(node.url);
+                    return Ok(ReadOutcome { record, participants });
+                }
+                Err(error) if node_is_down(&error) => continue,
+                Err(error) => return Err(bad_gateway(&error)),
+            }
+        }
+        if participants.is_empty() {
+            return Err(ApiError::unavailable("no storage node could be read; every node is down"));
+        }
+        Ok(ReadOutcome { record: NodeRecord::Missing, participants })
+    }
+
+    async fn read_strong(&self, key: &str) -> Result<ReadOutcome, ApiError> {
+        let need = majority(self.placement.replicas());
+        let mut candidates = self.placement.healthy_first(key).into_iter();
+        let mut responders: Vec<(NodeInfo, NodeRecord)> = Vec::new();
+        while responders.len() < need {
+            let wave: Vec<NodeInfo> = candidates.by_ref().take(need - responders.len()).collect();
+            if wave.is_empty() {
+                break;
+            }
+            let reads = wave.into_iter().map(|node| async move {
+                let outcome = self.read_one(&node, key).await;
+                (node, outcome)
+            });
+            for (node, outcome) in futures_util::future::join_all(reads).await {
+                match outcome {
+                    Ok(record) => responders.push((node, record)),
+                    Err(error) if node_is_down(&error) => {}
+                    Err(error) => return Err(bad_gateway(&error)),
+                }
+            }
+        }
+        if responders.len() < need {
+            return Err(ApiError::unavailable(format!(
+                "strong read reached only {} of the {need} nodes it needs; retry, or read with X-Consistency: eventual",
+                responders.len()
+            )));
+        }
+        let records: Vec<NodeRecord> = responders.iter().map(|(_, record)| record.clone()).collect();
+        let resolution = resolve(&records);
+        let participants = responders.iter().map(|(node, _)| node.url.clone()).collect();
+        let Some(newest) = resolution.newest else {
+            return Ok(ReadOutcome { record: NodeRecord::Missing, participants });
+        };
+        let record = records[newest].clone();
+        if let Some(repair) = Mutation::restoring(&record) {
+            for index in resolution.stale {
+                let (this, node, key, repair) =
+                    (self.clone(), responders[index].0.clone(), key.to_string(), repair.clone());
+                tokio::spawn(async move {
+                    if this.write_one(&node, &key, &repair).await.is_ok() {
+                        this.metrics.read_repaired();
+                    }
+                });
+            }
+        }
+        Ok(ReadOutcome { record, participants })
+    }
+
+    /// Lists live keys under the storage prefix `prefix`, after the storage key `cursor`:
+    /// every node's listing merged, only entries from a key's owners, newest version of each.
+    /// Listings omit tombstones, so where owners disagree (a delete or write not yet copied
+    /// everywhere) the silent owners are asked directly and a newer tombstone hides the key.
+    pub async fn list(&self, prefix: &str, cursor: Option<&str>, limit: usize) -> Result<ListOutcome, ApiError> {
+        let nodes = self.placement.all();
+        let listings = nodes.iter().map(|node| async move {
+            let outcome = self.nodes.list(&node.url, prefix, cursor, limit).await;
+            self.note(node, outcome.as_ref().err());
+            (node, outcome)
+        });
+        // key → (newest entry, ids of the owners that listed it)
+        let mut merged: BTreeMap<String, (NodeKeyEntry, Vec<String>)> = BTreeMap::new();
+        let mut bound: Option<String> = None;
+        let mut failed = 0;
+        let mut answered: Vec<NodeInfo> = Vec::new();
+        for (node, outcome) in futures_util::future::join_all(listings).await {
+            let page = match outcome {
+                Ok(page) => page,
+                Err(error) if node_is_down(&error) => {
+                    failed += 1;
+                    continue;
+                }
+                Err(error) => return Err(bad_gateway(&error)),
+            };
+            answered.push(node.clone());
+            let last = page.keys.last().filter(|_| page.next_cursor.is_some());
+            if let Some(last) = last.filter(|last| bound.as_ref().is_none_or(|bound| last.key < *bound)) {
+                bound = Some(last.key.clone());
+            }
+            for entry in page.keys {
+                if !self.placement.owners(&entry.key).iter().any(|owner| owner.id == node.id) {
+                    continue;
+                }
+                let slot = merged.entry(entry.key.clone()).or_insert_with(|| (entry.clone(), Vec::new()));
+                if entry.version > slot.0.version {
+                    slot.0 = entry;
+                }
+                slot.1.push(node.id.clone());
+            }
+        }
+        // Every key lives on N nodes: with more than N-1 of them silent, some keys could be missing.
+        if failed >= self.placement.replicas() || answered.is_empty() {
+            return Err(ApiError::unavailable(format!(
+                "{failed} storage nodes did not answer; the listing would be incomplete, retry later"
+            )));
+        }
+        let total = merged.len();
+        let page: Vec<(NodeKeyEntry, Vec<String>)> = merged
+            .into_values()
+            .filter(|(entry, _)| bound.as_ref().is_none_or(|bound| entry.key <= *bound))
+            .take(limit)
+            .collect();
+        let more = bound.is_some() || page.len() < total;
+        let next_cursor = match (more, page.last()) {
+            (false, _) => None,
+            (true, Some((last, _))) => Some(last.key.clone()),
+            (true, None) => bound,
+        };
+        let answered = &answered;
+        let checks = page.into_iter().map(|(entry, listed_by)| async move {
+            let silent: Vec<NodeInfo> = self
+                .placement
+                .owners(&entry.key)
+                .into_iter()
+                .filter(|owner| !listed_by.contains(&owner.id) && answered.iter().any(|node| node.id == owner.id))
+                .collect();
+            let mut entry = entry;
+            for owner in silent {
+                match self.read_one(&owner, &entry.key).await {
+                    Ok(NodeRecord::Tombstone { version }) if version > entry.version => return None,
+                    Ok(NodeRecord::Value { value, version, expires_at, .. }) if version > entry.version => {
+                        entry = NodeKeyEntry { size: value.len() as u64, version, expires_at, key: entry.key };
+                    }
+                    _ => {}
+                }
+            }
+            Some(entry)
+        });
+        let entries: Vec<NodeKeyEntry> =
+            futures_util::stream::iter(checks).buffered(16).filter_map(|entry| async move { entry }).collect().await;
+        let participants = answered.iter().map(|node| node.url.clone()).collect();
+        Ok(ListOutcome { entries, next_cursor, participants })
+    }
+}

@@ -1,0 +1,114 @@
+//! Checks on what clients send to `/v1`: keys, the consistency level, TTLs.
+//! Each returns a 400-ready message naming the problem and the fix.
+
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+
+use crate::error::ApiError;
+use crate::proto::CONSISTENCY_HEADER;
+
+/// Longest key accepted, in bytes of UTF-8.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// How many copies must acknowledge a write, and how many are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// One durable copy before answering; the replicator copies the rest.
+    Eventual,
+    /// A majority of the N copies before answering; reads consult a majority.
+    Strong,
+}
+
+impl Consistency {
+    /// Parses `X-Consistency` (absent → eventual); anything but `eventual`/`strong` is a 400.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
+        let Some(value) = headers.get(CONSISTENCY_HEADER) else {
+            return Ok(Self::Eventual);
+        };
+        let text = value.to_str().unwrap_or("").trim();
+        if text.eq_ignore_ascii_case("eventual") {
+            Ok(Self::Eventual)
+        } else if text.eq_ignore_ascii_case("strong") {
+            Ok(Self::Strong)
+        } else {
+            Err(ApiError::bad_request(format!(
+                "invalid X-Consistency {:?}; use eventual or strong",
+                String::from_utf8_lossy(value.as_bytes())
+            )))
+        }
+    }
+}
+
+/// Checks a client key: 1–1024 bytes of UTF-8 without control characters.
+pub fn validate_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::bad_request("key is empty; name it in the path: /v1/kv/{key}"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "key is {} bytes long; the maximum is {MAX_KEY_BYTES} bytes",
+            key.len()
+        )));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("key contains control characters; use printable UTF-8 only"));
+    }
+    Ok(())
+}
+
+/// Parses the `ttl` query parameter (`30s`, `1h30m`, …); malformed or zero is a 400.
+pub fn parse_ttl(ttl: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    match ttl {
+        None => Ok(None),
+        Some(text) => crate::duration::parse(text)
+            .map(Some)
+            .map_err(|error| ApiError::bad_request(format!("invalid ttl: {error}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn keys_are_checked_for_length_and_control_characters() {
+        assert!(validate_key("user:123").is_ok());
+        assert!(validate_key("a/b/c d é").is_ok());
+        assert!(validate_key(&"k".repeat(MAX_KEY_BYTES)).is_ok());
+        for bad in ["", "tab\there", "new\nline", "nul\0", "del\u{7f}"] {
+            assert_eq!(validate_key(bad).unwrap_err().status, 400, "{bad:?}");
+        }
+        let long = validate_key(&"k".repeat(MAX_KEY_BYTES + 1)).unwrap_err();
+        assert!(long.message.contains("1025 bytes"), "{}", long.message);
+        // 1024 bytes of multi-byte characters is fine; one more byte is not.
+        assert!(validate_key(&"é".repeat(MAX_KEY_BYTES / 2)).is_ok());
+        assert!(validate_key(&format!("{}x", "é".repeat(MAX_KEY_BYTES / 2))).is_err());
+    }
+
+    #[test]
+    fn consistency_defaults_to_eventual_and_refuses_unknown_levels() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(Consistency::from_headers(&headers).unwrap(), Consistency::Eventual);
+        headers.insert(CONSISTENCY_HEADER, HeaderValue::from_static("strong"));
+        assert_eq!(Consistency::from_headers(&headers).unwrap(), Consistency::Strong);
+        headers.insert(CONSISTENCY_HEADER, HeaderValue::from_static("Eventual"));
+        assert_eq!(Consistency::from_headers(&headers).unwrap(), Consistency::Eventual);
+        for bad in ["quorum", "", "strongest"] {
+            headers.insert(CONSISTENCY_HEADER, HeaderValue::from_str(bad).unwrap());
+            let error = Consistency::from_headers(&headers).unwrap_err();
+            assert_eq!(error.status, 400);
+            assert!(error.message.contains("eventual or strong"));
+        }
+    }
+
+    #[test]
+    fn ttl_must_be_a_positive_duration() {
+        assert_eq!(parse_ttl(None).unwrap(), None);
+        assert_eq!(parse_ttl(Some("1h30m")).unwrap(), Some(Duration::from_secs(5400)));
+        for bad in ["", "0s", "-1h", "soon", "1.5h", "10"] {
+            assert_eq!(parse_ttl(Some(bad)).unwrap_err().status, 400, "{bad:?}");
+        }
+    }
+}

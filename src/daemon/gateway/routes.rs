@@ -1,0 +1,517 @@
+//! The gateway's HTTP surface: `/v1/kv…` for tenants (behind the API-key,
+//! rate-limit and metrics layer), and `/health`, `/metrics`, `/cluster`.
+
+use std::time::UNIX_EPOCH;
+
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::coordinator::WriteOutcome;
+use super::input::{Consistency, parse_ttl, validate_key};
+use super::nodes::DEFAULT_CONTENT_TYPE;
+use super::quorum::{Mutation, MutationKind, NodeRecord};
+use super::ratelimit::Decision;
+use super::state::GatewayState;
+use super::tenant::Tenant;
+use crate::auth::cluster::Internal;
+use crate::error::ApiError;
+use crate::proto::{
+    ClusterView, EXPIRES_AT_HEADER, KvListEntry, KvListResponse, KvWriteResponse, NODES_HEADER, ServiceHealth,
+    VERSION_HEADER,
+};
+
+/// Default and largest page size of `GET /v1/kv`.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// Largest page size of `GET /v1/kv`.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+const LIMIT_HEADER: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const REMAINING_HEADER: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+
+/// The gateway's router.
+pub fn app(state: GatewayState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/kv", get(list_keys))
+        .route("/v1/kv/", any(empty_key))
+        .route("/v1/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard));
+    Router::new()
+        .merge(v1)
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/cluster", get(cluster))
+        .route("/internal/tenants/{user_id}/kv", get(internal_list))
+        .route("/internal/tenants/{user_id}/kv/{*key}", get(internal_get).delete(internal_delete))
+        .fallback(|| async { ApiError::not_found("no such endpoint; the KV API is under /v1/kv/{key}") })
+        .with_state(state)
+}
+
+fn operation_of(method: &Method, path: &str) -> &'static str {
+    match *method {
+        Method::PUT => "put",
+        Method::DELETE => "delete",
+        _ if path.trim_end_matches('/') == "/v1/kv" => "list",
+        _ => "get",
+    }
+}
+
+fn set_limit_headers(response: &mut Response, state: &GatewayState, remaining: u64) {
+    if state.limiter.enabled() {
+        let headers = response.headers_mut();
+        headers.insert(LIMIT_HEADER, HeaderValue::from(state.limiter.limit()));
+        headers.insert(REMAINING_HEADER, HeaderValue::from(remaining));
+    }
+}
+
+/// Authenticates (401/403), rate-limits (429) and measures every `/v1` request,
+/// and puts the rate-limit headers on every answer.
+async fn guard(State(state): State<GatewayState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let operation = operation_of(request.method(), request.uri().path());
+    let (mut parts, body) = request.into_parts();
+    let tenant = match Tenant::from_request_parts(&mut parts, &state).await {
+        Ok(tenant) => tenant,
+        Err(error) => {
+            let mut response = error.into_response();
+            set_limit_headers(&mut response, &state, u64::from(state.limiter.burst()));
+            state.metrics.record_request(None, started.elapsed());
+            return response;
+        }
+    };
+    let remaining = match state.limiter.check(tenant.user_id) {
+        Decision::Allowed { remaining } => remaining,
+        Decision::Limited { retry_after } => {
+            state.metrics.rate_limited();
+            let seconds = retry_after.as_secs_f64().ceil() as u64;
+            let mut response = ApiError::too_many_requests(
+                format!(
+                    "rate limit exceeded ({} requests per minute, burst {}); retry in {seconds} s",
+                    state.limiter.limit(),
+                    state.limiter.burst()
+                ),
+                seconds,
+            )
+            .into_response();
+            set_limit_headers(&mut response, &state, 0);
+            state.metrics.record_request(Some(tenant.user_id), started.elapsed());
+            return response;
+        }
+    };
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body was never read: the connection cannot carry another request.
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let bytes_out = axum::body::HttpBody::size_hint(response.body()).exact().unwrap_or(0);
+    let bytes_in = response.extensions().get::<ValueBytes>().map_or(0, |value| value.0);
+    state.usage.record(tenant.user_id, operation, bytes_in, bytes_out);
+    set_limit_headers(&mut response, &state, remaining);
+    state.metrics.record_request(Some(tenant.user_id), started.elapsed());
+    response
+}
+
+/// Query parameters of the single-key endpoints.
+#[derive(Debug, Deserialize)]
+struct KeyQuery {
+    /// Time to live of a PUT (`30s`, `1h30m`).
+    ttl: Option<String>,
+}
+
+/// Query parameters of the listing.
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    /// Only keys starting with this.
+    #[serde(default)]
+    prefix: String,
+    /// Page size (1–1000, default 100).
+    limit: Option<String>,
+    /// The last key of the previous page.
+    cursor: Option<String>,
+}
+
+fn with_nodes(mut response: Response, nodes: &[String]) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&nodes.join(",")) {
+        response.headers_mut().insert(NODES_HEADER, value);
+    }
+    response
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("Key not found")
+}
+
+fn unix_millis_now() -> u64 {
+    UNIX_EPOCH.elapsed().map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// The stored value's size, attached to a PUT's response for usage accounting.
+#[derive(Debug, Clone, Copy)]
+struct ValueBytes(u64);
+
+fn write_response(state: &GatewayState, key: String, outcome: WriteOutcome) -> Response {
+    let body = KvWriteResponse {
+        success: true,
+        key,
+        primary_node: outcome.primary,
+        replicas: state.placement.replicas().saturating_sub(1),
+    };
+    with_nodes(Json(body).into_response(), &outcome.participants)
+}
+
+/// Most bytes of a refused body read and dropped, so a client still sending sees the 413, not a reset.
+const DRAIN_BYTES: usize = 2 << 20;
+/// Longest time a client may take to send a value.
+const BODY_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest time spent dropping a refused body.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads the request body, refusing (413) a declared or actual size over `max` before reading it whole.
+async fn read_value(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::too_large(format!("value is larger than the maximum of {max} bytes"));
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
+    if declared.is_some_and(|length| length > max as u64) {
+        discard(&mut stream).await;
+        return Err(too_large());
+    }
+    let mut value = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|error| ApiError::bad_request(format!("could not read the request body: {error}")))?;
+            if value.len() + chunk.len() > max {
+                discard(&mut stream).await;
+                return Err(too_large());
+            }
+            value.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(BODY_TIME, read).await {
+        Ok(outcome) => outcome.map(|()| value.freeze()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the value did not arrive within {} s; send it faster or smaller", BODY_TIME.as_secs()),
+        )),
+    }
+}
+
+/// Drops up to [`DRAIN_BYTES`] more of a refused body, for at most [`DRAIN_TIME`]; nothing is kept.
+async fn discard(stream: &mut axum::body::BodyDataStream) {
+    let drain = async {
+        let mut dropped = 0;
+        while dropped < DRAIN_BYTES {
+            match stream.next().await {
+                Some(Ok(chunk)) => dropped += chunk.len(),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+}
+
+async fn empty_key() -> ApiError {
+    ApiError::bad_request("key is empty; name it in the path: /v1/kv/{key}")
+}
+
+async fn put_key(
+    State(state): State<GatewayState>,
+    tenant: Tenant,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<KeyQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path(key) = path?;
+    let Query(query) = query?;
+    validate_key(&key)?;
+    let consistency = Consistency::from_headers(&headers)?;
+    let ttl = parse_ttl(query.ttl.as_deref())?;
+    let value = read_value(&headers, body, state.config.max_value_bytes).await?;
+    let size = value.len() as u64;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty())
+        .unwrap_or(DEFAULT_CONTENT_TYPE)
+        .to_string();
+    let expires_at = ttl.map(|ttl| unix_millis_now() + ttl.as_millis() as u64);
+    let mutation = Mutation { version: state.hlc.now(), kind: MutationKind::Put { value, content_type, expires_at } };
+    let outcome = state.write(&tenant.storage_key(&key), mutation, consistency).await?;
+    let mut response = write_response(&state, key, outcome);
+    response.extensions_mut().insert(ValueBytes(size));
+    Ok(response)
+}
+
+async fn get_key(
+    State(state): State<GatewayState>,
+    tenant: Tenant,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(key) = path?;
+    read_key(&state, &tenant, key, &headers).await
+}
+
+async fn read_key(
+    state: &GatewayState,
+    tenant: &Tenant,
+    key: String,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    validate_key(&key)?;
+    let consistency = Consistency::from_headers(headers)?;
+    let outcome = state.read(&tenant.storage_key(&key), consistency).await?;
+    let NodeRecord::Value { value, content_type, version, expires_at } = outcome.record else {
+        return Ok(with_nodes(not_found().into_response(), &outcome.participants));
+    };
+    let mut response = value.into_response();
+    let response_headers = response.headers_mut();
+    response_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE)),
+    );
+    response_headers.insert(VERSION_HEADER, HeaderValue::from(version));
+    if let Some(expires_at) = expires_at {
+        response_headers.insert(EXPIRES_AT_HEADER, HeaderValue::from(expires_at));
+    }
+    Ok(with_nodes(response, &outcome.participants))
+}
+
+async fn delete_key(
+    State(state): State<GatewayState>,
+    tenant: Tenant,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(key) = path?;
+    remove_key(&state, &tenant, key, &headers).await
+}
+
+async fn remove_key(
+    state: &GatewayState,
+    tenant: &Tenant,
+    key: String,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    validate_key(&key)?;
+    let consistency = Consistency::from_headers(headers)?;
+    let storage_key = tenant.storage_key(&key);
+    let existing = state.read(&storage_key, consistency).await?;
+    if !matches!(existing.record, NodeRecord::Value { .. }) {
+        return Ok(with_nodes(not_found().into_response(), &existing.participants));
+    }
+    let mutation = Mutation { version: state.hlc.now(), kind: MutationKind::Delete };
+    let outcome = state.write(&storage_key, mutation, consistency).await?;
+    Ok(write_response(state, key, outcome))
+}
+
+fn check_list_text(name: &str, text: &str) -> Result<(), ApiError> {
+    if text.len() > super::input::MAX_KEY_BYTES || text.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "invalid {name}: at most 1024 bytes of UTF-8 without control characters"
+        )));
+    }
+    Ok(())
+}
+
+async fn list_keys(
+    State(state): State<GatewayState>,
+    tenant: Tenant,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    list_tenant_keys(&state, &tenant, query).await
+}
+
+async fn list_tenant_keys(state: &GatewayState, tenant: &Tenant, query: ListQuery) -> Result<Response, ApiError> {
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_LIST_LIMIT,
+        Some(text) => match text.trim().parse::<usize>() {
+            Ok(limit) if (1..=MAX_LIST_LIMIT).contains(&limit) => limit,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid limit {text:?}; use a number from 1 to {MAX_LIST_LIMIT}"
+                )));
+            }
+        },
+    };
+    check_list_text("prefix", &query.prefix)?;
+    if let Some(cursor) = &query.cursor {
+        check_list_text("cursor", cursor)?;
+    }
+    let tenant_prefix = tenant.prefix();
+    let cursor = query.cursor.as_deref().filter(|cursor| !cursor.is_empty()).map(|cursor| tenant.storage_key(cursor));
+    let outcome = state.list(&tenant.storage_key(&query.prefix), cursor.as_deref(), limit).await?;
+    let strip = |key: &str| key.strip_prefix(&tenant_prefix).map(str::to_string);
+    let keys = outcome
+        .entries
+        .iter()
+        .filter_map(|entry| {
+            Some(KvListEntry {
+                key: strip(&entry.key)?,
+                size: entry.size,
+                expires_at: entry
+                    .expires_at
+                    .and_then(|millis| chrono::DateTime::from_timestamp_millis(i64::try_from(millis).ok()?)),
+            })
+        })
+        .collect();
+    let body = KvListResponse { keys, next_cursor: outcome.next_cursor.as_deref().and_then(strip) };
+    Ok(with_nodes(Json(body).into_response(), &outcome.participants))
+}
+
+/// The tenant an internal (cluster-secret) request acts for, e.g. the users service's key browser.
+fn internal_tenant(user_id: i64) -> Tenant {
+    Tenant { user_id, scopes: vec!["admin".to_string()] }
+}
+
+async fn internal_list(
+    State(state): State<GatewayState>,
+    _: Internal,
+    path: Result<Path<i64>, PathRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(user_id) = path?;
+    let Query(query) = query?;
+    list_tenant_keys(&state, &internal_tenant(user_id), query).await
+}
+
+async fn internal_get(
+    State(state): State<GatewayState>,
+    _: Internal,
+    path: Result<Path<(i64, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((user_id, key)) = path?;
+    read_key(&state, &internal_tenant(user_id), key, &headers).await
+}
+
+async fn internal_delete(
+    State(state): State<GatewayState>,
+    _: Internal,
+    path: Result<Path<(i64, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((user_id, key)) = path?;
+    remove_key(&state, &internal_tenant(user_id), key, &headers).await
+}
+
+async fn health() -> Json<ServiceHealth> {
+    Json(ServiceHealth { status: "healthy".to_string(), service: "gateway".to_string() })
+}
+
+async fn metrics(State(state): State<GatewayState>) -> Response {
+    Json(state.metrics.snapshot(state.placement.errors())).into_response()
+}
+
+async fn cluster(State(state): State<GatewayState>, _: Internal) -> Json<ClusterView> {
+    Json(ClusterView {
+        nodes: state.placement.members(),
+        replicas: state.placement.replicas(),
+        vnodes: state.placement.ring().vnodes(),
+        replicator_url: state.config.replicator_url.clone(),
+        users_url: state.config.users_url.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::daemon::gateway::GatewayConfig;
+    use crate::ring::NodeInfo;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn state() -> GatewayState {
+        GatewayState::new(GatewayConfig {
+            nodes: vec![NodeInfo { id: "node-1".into(), url: "http://127.0.0.1:9".into() }],
+            replicator_url: "http://127.0.0.1:9".into(),
+            users_url: "http://127.0.0.1:9".into(),
+            replicas: 3,
+            vnodes: 150,
+            rate_limit_per_minute: 100,
+            rate_limit_burst: 10,
+            max_value_bytes: 1024,
+            cluster_secret: Secret::new("s3cret"),
+        })
+    }
+
+    async fn call(request: Request<Body>) -> (StatusCode, HeaderMap, String) {
+        let response = app(state()).oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn v1_needs_an_api_key_and_answers_with_rate_limit_headers() {
+        for (method, uri) in [("GET", "/v1/kv/a"), ("PUT", "/v1/kv/a/b"), ("DELETE", "/v1/kv/"), ("GET", "/v1/kv")] {
+            let request = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+            let (status, headers, body) = call(request).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+            assert!(body.contains("X-API-Key"), "{body}");
+            assert_eq!(headers[LIMIT_HEADER], "100");
+            assert_eq!(headers[REMAINING_HEADER], "10");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_users_service_is_a_503_not_a_401() {
+        let request =
+            Request::builder().uri("/v1/kv/a").header("x-api-key", "ydht_whatever").body(Body::empty()).unwrap();
+        let (status, _, body) = call(request).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("users service"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn health_cluster_and_unknown_paths() {
+        let (status, _, body) = call(Request::builder().uri("/health").body(Body::empty()).unwrap()).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, r#"{"status":"healthy","service":"gateway"}"#));
+        let (status, _, _) = call(Request::builder().uri("/cluster").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let request =
+            Request::builder().uri("/cluster").header("x-cluster-secret", "s3cret").body(Body::empty()).unwrap();
+        let (status, _, body) = call(request).await;
+        assert_eq!(status, StatusCode::OK);
+        let view: ClusterView = serde_json::from_str(&body).unwrap();
+        assert_eq!((view.replicas, view.vnodes, view.nodes.len()), (1, 150, 1));
+        assert!((view.nodes[0].share - 1.0).abs() < 1e-9);
+        for uri in ["/internal/tenants/1/kv", "/internal/tenants/1/kv/a"] {
+            let (status, _, _) = call(Request::builder().uri(uri).body(Body::empty()).unwrap()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+        }
+        let request = Request::builder()
+            .uri("/internal/tenants/not-a-number/kv")
+            .header("x-cluster-secret", "s3cret")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(request).await.0, StatusCode::BAD_REQUEST);
+        let (status, _, body) = call(Request::builder().uri("/nope").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("error"));
+        let (status, _, body) = call(Request::builder().uri("/metrics").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"rate_limit_hits\":0"), "{body}");
+    }
+
+    #[test]
+    fn operations_are_named_for_usage() {
+        assert_eq!(operation_of(&Method::GET, "/v1/kv"), "list");
+        assert_eq!(operation_of(&Method::GET, "/v1/kv/x"), "get");
+        assert_eq!(operation_of(&Method::PUT, "/v1/kv/x"), "put");
+        assert_eq!(operation_of(&Method::DELETE, "/v1/kv/x"), "delete");
+    }
+}

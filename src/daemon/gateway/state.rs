@@ -1,0 +1,93 @@
+//! The gateway's shared state: a cheap-clone handle over everything requests use.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
+use super::GatewayConfig;
+use super::metrics::Metrics;
+use super::nodes::{NodeClient, http_client};
+use super::placement::Placement;
+use super::ratelimit::RateLimiter;
+use super::replication::Replication;
+use super::tenant::KeyCache;
+use super::usage::UsageLog;
+use crate::auth::cluster::ClusterSecret;
+use crate::hlc::Hlc;
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The resolved settings.
+    pub config: GatewayConfig,
+    /// The ring and node health.
+    pub placement: Arc<Placement>,
+    /// Client for the nodes' internal API.
+    pub nodes: NodeClient,
+    /// The pooled keep-alive client for the users service and replicator.
+    pub http: reqwest::Client,
+    /// Source of write versions.
+    pub hlc: Hlc,
+    /// Recently validated API keys.
+    pub keys: KeyCache,
+    /// Per-user token buckets.
+    pub limiter: RateLimiter,
+    /// Usage totals waiting to be flushed.
+    pub usage: UsageLog,
+    /// Request metrics.
+    pub metrics: Arc<Metrics>,
+    /// Replication job sender.
+    pub replication: Replication,
+    /// Guards `GET /cluster`.
+    pub cluster_secret: ClusterSecret,
+}
+
+/// The handle in the router's state; clones share one [`Shared`].
+#[derive(Debug, Clone)]
+pub struct GatewayState(Arc<Shared>);
+
+impl GatewayState {
+    /// Builds the state for `config`.
+    pub fn new(config: GatewayConfig) -> Self {
+        let http = http_client();
+        let placement = Arc::new(Placement::new(config.nodes.clone(), config.vnodes, config.replicas));
+        let nodes = NodeClient::new(http.clone(), config.cluster_secret.clone());
+        let metrics = Arc::new(Metrics::default());
+        let replication = Replication::new(
+            http.clone(),
+            config.replicator_url.clone(),
+            config.cluster_secret.clone(),
+            nodes.clone(),
+            placement.clone(),
+            metrics.clone(),
+        );
+        Self(Arc::new(Shared {
+            limiter: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
+            cluster_secret: ClusterSecret::new(config.cluster_secret.clone()),
+            config,
+            placement,
+            nodes,
+            http,
+            hlc: Hlc::new(),
+            keys: KeyCache::default(),
+            usage: UsageLog::default(),
+            metrics,
+            replication,
+        }))
+    }
+}
+
+impl Deref for GatewayState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl FromRef<GatewayState> for ClusterSecret {
+    fn from_ref(state: &GatewayState) -> Self {
+        state.cluster_secret.clone()
+    }
+}

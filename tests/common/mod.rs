@@ -1,0 +1,290 @@
+//! Shared helpers for tests that run the real `ydht` binary: starting
+//! `ydht serve all` or single services on ephemeral ports, reading their
+//! `ydht <service> listening on http://ADDR` lines, and killing them on drop.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// How long a service may take to announce itself.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A `ydht` child process, killed (and reaped) when dropped.
+pub struct Service {
+    child: Child,
+    /// `service name → base URL` from the announce lines.
+    pub urls: HashMap<String, String>,
+}
+
+impl Service {
+    /// Spawns `ydht <args>` with `env`, then waits until every service in `expect` announced itself.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)], expect: &[&str]) -> Service {
+        Service::spawn_until(args, env, &|urls| expect.iter().all(|name| urls.contains_key(*name)))
+    }
+
+    fn spawn_until(args: &[&str], env: &[(&str, &str)], done: &dyn Fn(&HashMap<String, String>) -> bool) -> Service {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ydht"));
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        for name in [
+            "YDHT_NODES",
+            "YDHT_REPLICATOR_URL",
+            "YDHT_USERS_URL",
+            "YDHT_CLUSTER_SECRET",
+            "DATABASE_URL",
+            "JWT_SECRET",
+            "NODE_ID",
+            "GATEWAY_PORT",
+            "USERMANAGER_PORT",
+            "DHTNODE_PORT",
+            "REPLICATOR_PORT",
+            "RATE_LIMIT_PER_MINUTE",
+            "RATE_LIMIT_BURST",
+        ] {
+            command.env_remove(name);
+        }
+        command.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("spawn ydht");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    // Nobody listens any more; keep draining so the child never blocks on stdout.
+                    continue;
+                }
+            }
+        });
+        let mut service = Service { child, urls: HashMap::new() };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !done(&service.urls) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some((name, url)) = parse_announce(&line) {
+                        service.urls.insert(name, url);
+                    }
+                }
+                Err(_) => {
+                    let status = service.child.try_wait().ok().flatten();
+                    panic!(
+                        "ydht {args:?} did not announce its services (got {:?}; exit status {status:?})",
+                        service.urls
+                    );
+                }
+            }
+        }
+        service
+    }
+
+    /// Spawns a single service (`ydht serve <name>`) and returns it with the URL it announced.
+    pub fn spawn_one(args: &[&str], env: &[(&str, &str)]) -> (Service, String) {
+        let service = Service::spawn_until(args, env, &|urls| !urls.is_empty());
+        let url = service.urls.values().next().expect("one announce line").clone();
+        (service, url)
+    }
+
+    /// The announced URL of `name`.
+    pub fn url(&self, name: &str) -> String {
+        self.urls.get(name).unwrap_or_else(|| panic!("{name} was not announced: {:?}", self.urls)).clone()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits (up to 30 s) for the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `ydht users listening on http://127.0.0.1:1234` → `("users", "http://127.0.0.1:1234")`.
+pub fn parse_announce(line: &str) -> Option<(String, String)> {
+    let rest = line.trim().strip_prefix("ydht ")?;
+    let (name, url) = rest.split_once(" listening on ")?;
+    Some((name.to_string(), url.trim().to_string()))
+}
+
+/// A whole cluster from `ydht serve all` in a temporary data dir.
+pub struct Cluster {
+    /// The `serve all` process.
+    pub process: Service,
+    /// The data dir (removed on drop, after the process is killed).
+    pub data_dir: tempfile::TempDir,
+    /// Gateway base URL.
+    pub gateway: String,
+    /// Users service base URL.
+    pub users: String,
+    /// Replicator base URL.
+    pub replicator: String,
+    /// Node base URLs, node-1 first.
+    pub nodes: Vec<String>,
+}
+
+impl Cluster {
+    /// The cluster secret `serve all` generated in the data dir.
+    pub fn secret(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("cluster.secret")).expect("cluster.secret").trim().to_string()
+    }
+}
+
+/// Starts `ydht serve all` with every port 0 and `extra_env` (e.g. a small RATE_LIMIT_BURST).
+pub fn start_cluster_with(extra_env: &[(&str, &str)]) -> Cluster {
+    start_cluster_in(tempfile::tempdir().expect("temp dir"), extra_env)
+}
+
+/// Starts `ydht serve all` on an existing data dir (e.g. to restart a stopped cluster).
+pub fn start_cluster_in(data_dir: tempfile::TempDir, extra_env: &[(&str, &str)]) -> Cluster {
+    let dir = data_dir.path().to_str().expect("utf-8 temp dir").to_string();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("YDHT_DATA_DIR", &dir),
+        ("GATEWAY_PORT", "0"),
+        ("USERMANAGER_PORT", "0"),
+        ("DHTNODE_PORT", "0"),
+        ("REPLICATOR_PORT", "0"),
+        ("RATE_LIMIT_PER_MINUTE", "6000"),
+        ("RATE_LIMIT_BURST", "1000"),
+    ];
+    env.retain(|(name, _)| !extra_env.iter().any(|(extra, _)| extra == name));
+    env.extend_from_slice(extra_env);
+    let process =
+        Service::spawn(&["serve", "all"], &env, &["users", "node-1", "node-2", "node-3", "replicator", "gateway"]);
+    let nodes = (1..=3).map(|i| process.url(&format!("node-{i}"))).collect();
+    Cluster {
+        gateway: process.url("gateway"),
+        users: process.url("users"),
+        replicator: process.url("replicator"),
+        nodes,
+        process,
+        data_dir,
+    }
+}
+
+/// Starts `ydht serve all` with every port 0.
+pub fn start_cluster() -> Cluster {
+    start_cluster_with(&[])
+}
+
+/// The HTTP client tests use (30 s timeout per request).
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// An account with a bearer token.
+pub struct Account {
+    /// Its access token.
+    pub token: String,
+    /// Its user id.
+    pub user_id: i64,
+}
+
+/// Signs up `name` (`name@example.com`, password `securepass123`) and logs in, as the README does.
+pub async fn signup_and_login(client: &reqwest::Client, users: &str, name: &str) -> Account {
+    let email = format!("{name}@example.com");
+    let response = client
+        .post(format!("{users}/signup"))
+        .json(&json!({"email": email, "username": name, "password": "securepass123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "signup: {}", response.text().await.unwrap());
+    let created: Value = response.json().await.unwrap();
+    let response = client
+        .post(format!("{users}/login"))
+        .json(&json!({"email": email, "password": "securepass123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let login: Value = response.json().await.unwrap();
+    Account {
+        token: login["access_token"].as_str().expect("access_token").to_string(),
+        user_id: created["id"].as_i64().expect("user id"),
+    }
+}
+
+/// Creates an API key with `scopes`; returns `(key id, full key)`.
+pub async fn create_key(client: &reqwest::Client, users: &str, account: &Account, scopes: &[&str]) -> (i64, String) {
+    let response = client
+        .post(format!("{users}/apikeys"))
+        .bearer_auth(&account.token)
+        .json(&json!({"name": "test key", "scopes": scopes, "expires_in_days": 90}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "create key: {}", response.text().await.unwrap());
+    let key: Value = response.json().await.unwrap();
+    (key["id"].as_i64().expect("key id"), key["key"].as_str().expect("key").to_string())
+}
+
+/// A user with a read+write key, in one call.
+pub async fn tenant(client: &reqwest::Client, users: &str, name: &str) -> (Account, String) {
+    let account = signup_and_login(client, users, name).await;
+    let (_, key) = create_key(client, users, &account, &["read", "write"]).await;
+    (account, key)
+}
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A node's view of a storage key: `(status, body, version header)`, read with the cluster secret.
+pub async fn read_node(
+    client: &reqwest::Client,
+    node: &str,
+    secret: &str,
+    storage_key: &str,
+) -> (u16, Vec<u8>, Option<u64>) {
+    let mut url = reqwest::Url::parse(node).unwrap();
+    url.path_segments_mut().unwrap().pop_if_empty().extend(["store", storage_key]);
+    let response = client.get(url).header("x-cluster-secret", secret).send().await.unwrap();
+    let status = response.status().as_u16();
+    let version = response.headers().get("x-version").and_then(|v| v.to_str().ok()?.parse().ok());
+    (status, response.bytes().await.unwrap().to_vec(), version)
+}

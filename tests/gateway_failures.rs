@@ -1,0 +1,286 @@
+//! Failure handling with every service as its own process: a storage node
+//! killed under strong writes, and the replicator SIGKILLed with work queued.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Service, eventually, http, read_node, tenant};
+
+const SECRET: &str = "failure-test-cluster-secret";
+
+/// Users, three nodes, a replicator and a gateway, each a separate `ydht serve …` process.
+struct Separate {
+    dir: tempfile::TempDir,
+    users: (Service, String),
+    nodes: Vec<(Service, String)>,
+    replicator: (Service, String),
+    gateway: (Service, String),
+}
+
+fn base_env(dir: &str) -> Vec<(&'static str, String)> {
+    vec![("YDHT_DATA_DIR", dir.to_string()), ("YDHT_CLUSTER_SECRET", SECRET.to_string())]
+}
+
+fn spawn(args: &[&str], dir: &str, extra: &[(&'static str, String)]) -> (Service, String) {
+    let mut env = base_env(dir);
+    env.extend_from_slice(extra);
+    let env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    Service::spawn_one(args, &env)
+}
+
+fn port_of(url: &str) -> String {
+    url.rsplit(':').next().unwrap().to_string()
+}
+
+fn start_node(dir: &str, index: usize, port: &str) -> (Service, String) {
+    spawn(&["serve", "node"], dir, &[("NODE_ID", format!("node-{index}")), ("DHTNODE_PORT", port.to_string())])
+}
+
+fn start_replicator(dir: &str, port: &str) -> (Service, String) {
+    spawn(&["serve", "replicator"], dir, &[("REPLICATOR_PORT", port.to_string())])
+}
+
+fn start_separately() -> Separate {
+    start_with_nodes(3)
+}
+
+fn start_with_nodes(count: usize) -> Separate {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    let users = spawn(&["serve", "users"], &path, &[("USERMANAGER_PORT", "0".into())]);
+    let nodes: Vec<(Service, String)> = (1..=count).map(|i| start_node(&path, i, "0")).collect();
+    let replicator = start_replicator(&path, "0");
+    let node_list =
+        nodes.iter().enumerate().map(|(i, (_, url))| format!("node-{}={url}", i + 1)).collect::<Vec<_>>().join(",");
+    let gateway = spawn(
+        &["serve", "gateway"],
+        &path,
+        &[
+            ("GATEWAY_PORT", "0".into()),
+            ("YDHT_NODES", node_list),
+            ("YDHT_USERS_URL", users.1.clone()),
+            ("YDHT_REPLICATOR_URL", replicator.1.clone()),
+            ("RATE_LIMIT_PER_MINUTE", "0".into()),
+        ],
+    );
+    Separate { dir, users, nodes, replicator, gateway }
+}
+
+impl Separate {
+    fn path(&self) -> String {
+        self.dir.path().to_str().unwrap().to_string()
+    }
+
+    async fn gateway_sees_node(&self, index: usize, healthy: bool) -> bool {
+        let view: serde_json::Value = http()
+            .get(format!("{}/cluster", self.gateway.1))
+            .header("x-cluster-secret", SECRET)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        view["nodes"][index]["healthy"] == healthy
+    }
+}
+
+#[tokio::test]
+async fn strong_writes_survive_a_dead_node_and_reach_it_when_it_returns() {
+    let mut cluster = start_separately();
+    let client = http();
+    let (account, key) = tenant(&client, &cluster.users.1, "henry").await;
+    let gateway = cluster.gateway.1.clone();
+    let put = |name: String, value: String| {
+        client
+            .put(format!("{gateway}/v1/kv/{name}"))
+            .header("X-API-Key", &key)
+            .header("X-Consistency", "strong")
+            .body(value)
+            .send()
+    };
+    for i in 0..10 {
+        assert_eq!(put(format!("before-{i}"), format!("b{i}")).await.unwrap().status(), 200);
+    }
+
+    // node-2 dies without warning.
+    let node2_port = port_of(&cluster.nodes[1].1);
+    cluster.nodes[1].0.kill();
+    let mut written_while_down = Vec::new();
+    for i in 0..30 {
+        let response = put(format!("during-{i}"), format!("d{i}")).await.unwrap();
+        assert_eq!(response.status(), 200, "strong write {i} failed with node-2 down");
+        let nodes = response.headers()["x-ydht-nodes"].to_str().unwrap().to_string();
+        assert!(!nodes.contains(&cluster.nodes[1].1), "dead node reported as a participant: {nodes}");
+        written_while_down.push(i);
+    }
+    assert!(eventually(Duration::from_secs(10), || cluster.gateway_sees_node(1, false)).await);
+
+    // Every key stays readable, strong and eventual.
+    for (name, value) in (0..10)
+        .map(|i| (format!("before-{i}"), format!("b{i}")))
+        .chain(written_while_down.iter().map(|i| (format!("during-{i}"), format!("d{i}"))))
+    {
+        for consistency in ["strong", "eventual"] {
+            let response = client
+                .get(format!("{gateway}/v1/kv/{name}"))
+                .header("X-API-Key", &key)
+                .header("X-Consistency", consistency)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{name} unreadable at {consistency}");
+            assert_eq!(response.text().await.unwrap(), value);
+        }
+    }
+
+    // node-2 comes back on its port with its own WAL; what it missed reaches it.
+    let path = cluster.path();
+    cluster.nodes[1] = start_node(&path, 2, &node2_port);
+    let node2 = cluster.nodes[1].1.clone();
+    for i in &written_while_down {
+        let storage_key = format!("{}/during-{i}", account.user_id);
+        let arrived = eventually(Duration::from_secs(60), || async {
+            let (status, body, _) = read_node(&client, &node2, SECRET, &storage_key).await;
+            status == 200 && body == format!("d{i}").as_bytes()
+        })
+        .await;
+        assert!(arrived, "during-{i} never reached node-2 after it restarted");
+    }
+    // Keys written before the crash survived in its WAL.
+    let (status, body, _) = read_node(&client, &node2, SECRET, &format!("{}/before-0", account.user_id)).await;
+    assert_eq!((status, body.as_slice()), (200, b"b0".as_slice()));
+    assert!(eventually(Duration::from_secs(10), || cluster.gateway_sees_node(1, true)).await);
+}
+
+#[tokio::test]
+async fn replicator_sigkill_with_queued_jobs_loses_none() {
+    let mut cluster = start_separately();
+    let client = http();
+    let (account, key) = tenant(&client, &cluster.users.1, "iris").await;
+    let gateway = cluster.gateway.1.clone();
+
+    // node-3 is down, so the replicator has to keep every job for it.
+    let node3_port = port_of(&cluster.nodes[2].1);
+    cluster.nodes[2].0.kill();
+    assert!(eventually(Duration::from_secs(10), || cluster.gateway_sees_node(2, false)).await);
+
+    let load = {
+        let (client, gateway, key) = (client.clone(), gateway.clone(), key.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..60 {
+                let response = client
+                    .put(format!("{gateway}/v1/kv/load-{i}"))
+                    .header("X-API-Key", &key)
+                    .body(format!("v{i}"))
+                    .send()
+                    .await
+                    .unwrap();
+                if response.status() == 200 {
+                    acknowledged.push(i);
+                }
+            }
+            acknowledged
+        })
+    };
+    // Kill the replicator while the load runs, once it has accepted some jobs.
+    let replicator_port = port_of(&cluster.replicator.1);
+    let replicator_url = cluster.replicator.1.clone();
+    let accepted = eventually(Duration::from_secs(30), || async {
+        let metrics: serde_json::Value = match client.get(format!("{replicator_url}/metrics")).send().await {
+            Ok(response) => response.json().await.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        metrics["total_replications"].as_u64().unwrap_or(0) >= 20
+    })
+    .await;
+    assert!(accepted, "the replicator never accepted 20 jobs");
+    cluster.replicator.0.kill();
+    let acknowledged = load.await.unwrap();
+    assert_eq!(acknowledged.len(), 60, "eventual writes must not fail while the replicator is down");
+
+    // The replicator restarts from its queue log; node-3 returns.
+    let path = cluster.path();
+    cluster.replicator = start_replicator(&path, &replicator_port);
+    cluster.nodes[2] = start_node(&path, 3, &node3_port);
+    let node3 = cluster.nodes[2].1.clone();
+    let node_urls: Vec<String> = cluster.nodes.iter().map(|(_, url)| url.clone()).collect();
+    for i in &acknowledged {
+        let storage_key = format!("{}/load-{i}", account.user_id);
+        let everywhere = eventually(Duration::from_secs(60), || async {
+            for node in &node_urls {
+                let (status, body, _) = read_node(&client, node, SECRET, &storage_key).await;
+                if status != 200 || body != format!("v{i}").as_bytes() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        assert!(everywhere, "load-{i} did not reach every node (node-3 is {node3})");
+    }
+}
+
+#[tokio::test]
+async fn a_down_owner_is_replaced_by_the_next_node_and_gets_its_data_back() {
+    let mut cluster = start_with_nodes(4);
+    let client = http();
+    let (account, key) = tenant(&client, &cluster.users.1, "jack").await;
+    let gateway = cluster.gateway.1.clone();
+    let infos: Vec<ydht::ring::NodeInfo> = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (_, url))| ydht::ring::NodeInfo { id: format!("node-{}", i + 1), url: url.clone() })
+        .collect();
+    let ring = ydht::ring::Ring::new(infos, 150);
+
+    let node2 = cluster.nodes[1].1.clone();
+    let node2_port = port_of(&node2);
+    cluster.nodes[1].0.kill();
+    assert!(eventually(Duration::from_secs(10), || cluster.gateway_sees_node(1, false)).await);
+
+    // Strong writes of keys node-2 owns go to the next node of their preference list instead.
+    let mut handed_over = Vec::new();
+    for i in 0..40 {
+        let storage_key = format!("{}/sloppy-{i}", account.user_id);
+        let preference: Vec<String> =
+            ring.preference_list(storage_key.as_bytes()).iter().map(|node| node.url.clone()).collect();
+        if !preference[..3].contains(&node2) {
+            continue;
+        }
+        let response = client
+            .put(format!("{gateway}/v1/kv/sloppy-{i}"))
+            .header("X-API-Key", &key)
+            .header("X-Consistency", "strong")
+            .body(format!("s{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let took_part = response.headers()["x-ydht-nodes"].to_str().unwrap().to_string();
+        assert!(!took_part.contains(&node2), "{took_part}");
+        // The substitute is the first node after the three owners.
+        let substitute = &preference[3];
+        let held = eventually(Duration::from_secs(10), || async {
+            read_node(&client, substitute, SECRET, &storage_key).await.0 == 200
+        })
+        .await;
+        assert!(held, "the substitute {substitute} does not hold sloppy-{i}");
+        handed_over.push((i, storage_key));
+    }
+    assert!(!handed_over.is_empty(), "node-2 owns none of 40 keys");
+
+    // node-2 returns: the replicator hands every one of them back.
+    let path = cluster.path();
+    cluster.nodes[1] = start_node(&path, 2, &node2_port);
+    for (i, storage_key) in &handed_over {
+        let back = eventually(Duration::from_secs(60), || async {
+            read_node(&client, &node2, SECRET, storage_key).await.1 == format!("s{i}").as_bytes()
+        })
+        .await;
+        assert!(back, "sloppy-{i} was not handed back to node-2");
+    }
+}
