@@ -1,6 +1,8 @@
 //! `ydht kv locate KEY`: where a key lives. Computes the key's owners with the
 //! gateway's ring (from `GET /cluster`) and asks each owner which version it
-//! holds (`GET /store/{user_id}/{key}` with the cluster secret).
+//! holds (`GET /store/{user_id}/{key}` with the cluster secret). The other
+//! nodes of the key's preference list are asked too and shown as `fallback`
+//! when they hold something (a write handed off while an owner was down).
 
 use std::time::Duration;
 
@@ -66,7 +68,7 @@ impl NodeRecord {
 /// One owner of the key and what it holds.
 #[derive(Debug, Clone, Serialize)]
 pub struct OwnerReport {
-    /// `primary` or `replica`.
+    /// `primary`, `replica`, or `fallback` (a non-owner that holds the key).
     pub role: &'static str,
     /// Node id.
     pub id: String,
@@ -89,9 +91,9 @@ pub struct LocateReport {
     pub stored_as: String,
     /// The tenant.
     pub user_id: i64,
-    /// Owners in preference order: primary first.
+    /// Owners in preference order (primary first), then fallbacks that hold the key.
     pub owners: Vec<OwnerReport>,
-    /// The newest live version among the owners.
+    /// The newest live version among the nodes shown.
     pub newest_version: Option<u64>,
 }
 
@@ -103,15 +105,19 @@ impl LocateArgs {
         let view = cluster::fetch(context, &secret).await?;
         let stored_as = format!("{user_id}/{}", self.key);
         let ring = view.ring();
-        let owners = ring.owners(stored_as.as_bytes(), view.replicas);
-        if owners.is_empty() {
+        let preference = ring.preference_list(stored_as.as_bytes());
+        if preference.is_empty() {
             return Err(Exit::new(exit::UNAVAILABLE, "the gateway reports no storage nodes on its ring").into());
         }
         let nodes = NodeClient::new(secret.clone(), NODE_TIMEOUT);
-        let reports = join_all(owners.iter().enumerate().map(|(index, node)| {
+        let reports = join_all(preference.iter().enumerate().map(|(index, node)| {
             let (stored_as, nodes, view) = (&stored_as, &nodes, &view);
             async move {
-                let role = if index == 0 { "primary" } else { "replica" };
+                let role = match index {
+                    0 => "primary",
+                    index if index < view.replicas => "replica",
+                    _ => "fallback",
+                };
                 let healthy = view.member(&node.id).is_none_or(|member| member.healthy);
                 let (record, error) = match nodes.get(&node.url, stored_as).await {
                     Ok(read) => (Some(NodeRecord::from_read(read)), None),
@@ -122,6 +128,7 @@ impl LocateArgs {
             }
         }))
         .await;
+        let reports: Vec<OwnerReport> = reports.into_iter().filter(is_shown).collect();
         let newest_version = reports
             .iter()
             .filter_map(|report| match report.record {
@@ -143,6 +150,12 @@ impl LocateArgs {
         }
         Ok(())
     }
+}
+
+/// Owners are always shown; past them, only nodes that hold something (a write
+/// handed off while an owner was down).
+fn is_shown(report: &OwnerReport) -> bool {
+    report.role != "fallback" || report.record.as_ref().is_some_and(|record| *record != NodeRecord::Missing)
 }
 
 /// The tenant whose keys `kv` commands address: the API key's owner (asked with
@@ -227,6 +240,11 @@ mod tests {
             ],
             newest_version: Some(20),
         };
+        let fallback = |record| OwnerReport { role: "fallback", ..owner("node-5", record, None) };
+        assert!(is_shown(&report.owners[2]), "owners are shown even when unreachable");
+        assert!(is_shown(&fallback(Some(NodeRecord::Tombstone { version: 1 }))));
+        assert!(!is_shown(&fallback(Some(NodeRecord::Missing))));
+        assert!(!is_shown(&fallback(None)));
         let text = render(&report);
         assert!(text.contains("value (newest)") && text.contains("value (stale)"));
         assert!(text.contains("DOWN") && text.contains("connection refused"));
