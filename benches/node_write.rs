@@ -9,7 +9,8 @@
 //! Run: `cargo bench --bench node_write` (optionally `-- --seconds N` per cell).
 //! Each cell opens a fresh store on a temporary directory (on the same disk as
 //! the system temp dir), writes 256-byte values to distinct keys for the
-//! given time, and reports what the writers measured.
+//! given time (split into rounds that alternate group and per-write, so both
+//! modes see the same background load), and reports what the writers measured.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +27,8 @@ use ydht::wal::{Record, SyncMode};
 const WRITERS: [usize; 3] = [1, 8, 64];
 const VALUE_BYTES: usize = 256;
 const SECRET: &str = "bench";
+/// Rounds per cell; the modes alternate between rounds.
+const ROUNDS: u32 = 3;
 
 /// Which layer a cell drives.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -56,6 +59,14 @@ struct Measurement {
 impl Measurement {
     fn per_second(&self) -> f64 {
         self.writes as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Adds another round of the same cell.
+    fn absorb(&mut self, round: Measurement) {
+        self.writes += round.writes;
+        self.elapsed += round.elapsed;
+        self.syncs += round.syncs;
+        self.latency.add(round.latency).unwrap();
     }
 }
 
@@ -146,11 +157,26 @@ fn main() {
     let mut cells = Vec::new();
     for layer in [Layer::Http, Layer::Store] {
         for writers in WRITERS {
-            for mode in [SyncMode::Group, SyncMode::PerWrite] {
-                let cell = runtime.block_on(measure(layer, mode, writers, duration));
-                eprintln!("measured {} {} × {writers}: {:.0} writes/s", layer.name(), mode.as_str(), cell.per_second());
-                cells.push(cell);
+            // Alternate the two modes in short rounds so both see the same machine load.
+            let mut pair: Vec<Measurement> = Vec::new();
+            for _ in 0..ROUNDS {
+                for mode in [SyncMode::Group, SyncMode::PerWrite] {
+                    let round = runtime.block_on(measure(layer, mode, writers, duration / ROUNDS));
+                    match pair.iter_mut().find(|cell| cell.mode == mode) {
+                        Some(cell) => cell.absorb(round),
+                        None => pair.push(round),
+                    }
+                }
             }
+            for cell in &pair {
+                eprintln!(
+                    "measured {} {} × {writers}: {:.0} writes/s",
+                    layer.name(),
+                    cell.mode.as_str(),
+                    cell.per_second()
+                );
+            }
+            cells.extend(pair);
         }
     }
 
