@@ -182,6 +182,22 @@ fn every_exit_code_against_a_live_cluster() {
 
     // 0
     client.ok(&["kv", "put", "k", "v"]);
+
+    // A refused access token that has not expired yet (here: damaged) is refreshed once and the request retried.
+    let mut credentials = client.credentials();
+    credentials["session"]["access_token"] = Value::from("not-a-jwt");
+    std::fs::write(client.credentials_path(), serde_json::to_vec(&credentials).unwrap()).unwrap();
+    assert_eq!(client.json(&["whoami"])["user"]["username"], "bob");
+    assert_ne!(client.credentials()["session"]["access_token"], "not-a-jwt");
+
+    // config.json supplies the URLs when neither flags nor environment do.
+    let config = format!(r#"{{"gateway_url": "{}", "users_url": "{}"}}"#, cluster.gateway, cluster.users);
+    std::fs::write(client.config_dir.path().join("config.json"), config).unwrap();
+    let mut command = client.command(&["kv", "get", "k"]);
+    command.env_remove("YDHT_GATEWAY_URL").env_remove("YDHT_USERS_URL");
+    let output = cli_support::run(command, b"");
+    expect_code(&output, 0, &["kv", "get", "k (URLs from config.json)"]);
+    assert_eq!(output.stdout, b"v");
     // 1: missing key
     let output = client.run(&["kv", "get", "missing"]);
     expect_code(&output, 1, &["kv", "get", "missing"]);
