@@ -218,6 +218,16 @@ fn every_exit_code_against_a_live_cluster() {
     let output = client.run(&args);
     expect_code(&output, 3, &args);
     assert!(one_error_line(&output).contains("cluster secret"));
+    // status without the cluster secret: the public services only, a note, exit 0.
+    let no_secret = Client::new(&cluster.gateway, &cluster.users, None);
+    let output = no_secret.run(&["status", "--output", "json"]);
+    expect_code(&output, 0, &["status (no secret)"]);
+    let document: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let names: Vec<&str> =
+        document["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["gateway", "users"]);
+    assert!(String::from_utf8_lossy(&output.stderr).starts_with("note: nodes and replicator not shown"));
+
     // 4: the gateway unreachable
     let port = closed_port();
     let args = ["--gateway", &format!("http://127.0.0.1:{port}"), "kv", "get", "k"];
