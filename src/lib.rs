@@ -17,15 +17,19 @@
 //! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
 //! - [`daemon`]: the services behind `ydht serve …` (one module each).
 //! - [`tui`]: `ydht top`, the live operator dashboard (state, update, poller, ui).
+//! - [`man`]: the hidden `ydht man` command (clap_mangen manual pages).
+//! - [`client`]: the client commands (`signup`, `login`, `apikey`, `kv`, `status`, …) over HTTP.
 
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod completions;
 pub mod config;
 pub mod daemon;
 pub mod duration;
 pub mod error;
 pub mod hlc;
+pub mod man;
 pub mod nodeclient;
 pub mod proto;
 pub mod ring;

@@ -20,9 +20,7 @@ pub mod state;
 pub mod ui;
 pub mod update;
 
-use std::fmt;
-use std::io::{ErrorKind, IsTerminal};
-use std::path::PathBuf;
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -31,40 +29,21 @@ use clap::Args;
 use ratatui::DefaultTerminal;
 use tokio::sync::mpsc;
 
-use crate::config::{CLUSTER_SECRET_FILE, Secret, default_data_dir};
+use crate::client::OperatorArgs;
 use crate::error::Exit;
 pub use state::App;
 pub use update::{Event, Flow};
 
 /// Flags of `ydht top`.
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Debug)]
 pub struct TopArgs {
-    /// Base URL of the gateway to watch
-    #[arg(long, env = "YDHT_GATEWAY_URL", default_value = "http://127.0.0.1:8080")]
-    pub gateway: String,
-
     /// How often to poll the services, e.g. 500ms, 1s, 5s
     #[arg(long, default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
 
-    /// Cluster secret for the internal endpoints [default: read from <data-dir>/cluster.secret]
-    #[arg(long, env = "YDHT_CLUSTER_SECRET", hide_env_values = true)]
-    pub cluster_secret: Option<String>,
-
-    /// Data dir holding cluster.secret when no secret is given [default: the platform data dir]
-    #[arg(long, env = "YDHT_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-}
-
-impl fmt::Debug for TopArgs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TopArgs")
-            .field("gateway", &self.gateway)
-            .field("interval", &self.interval)
-            .field("cluster_secret", &self.cluster_secret.as_ref().map(|_| "<hidden>"))
-            .field("data_dir", &self.data_dir)
-            .finish()
-    }
+    /// Where the cluster secret comes from (the gateway URL is the global `--gateway`).
+    #[command(flatten)]
+    pub operator: OperatorArgs,
 }
 
 /// Shortest accepted `--interval`.
@@ -81,48 +60,18 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 }
 
 impl TopArgs {
-    /// The cluster secret: the flag / `YDHT_CLUSTER_SECRET`, else `<data-dir>/cluster.secret`.
-    /// Never generates one: a new secret would match no running server.
-    pub fn resolve_secret(&self) -> anyhow::Result<Secret> {
-        if let Some(secret) = self.cluster_secret.as_deref().filter(|secret| !secret.is_empty()) {
-            return Ok(Secret::new(secret));
-        }
-        let dir = match &self.data_dir {
-            Some(dir) => dir.clone(),
-            None => default_data_dir()?,
-        };
-        let path = dir.join(CLUSTER_SECRET_FILE);
-        let hint =
-            "pass --cluster-secret (or set YDHT_CLUSTER_SECRET), or --data-dir pointing at the servers' data dir";
-        match std::fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => Ok(Secret::new(text.trim())),
-            Ok(_) => Err(Exit::usage(format!("no cluster secret: {} is empty; {hint}", path.display())).into()),
-            Err(error) if error.kind() == ErrorKind::NotFound => {
-                Err(Exit::usage(format!("no cluster secret: {} does not exist; {hint}", path.display())).into())
-            }
-            Err(error) => Err(Exit::usage(format!("cannot read {}: {error}; {hint}", path.display())).into()),
-        }
-    }
-
     /// Runs the dashboard until the user quits.
-    pub async fn run(self) -> anyhow::Result<()> {
-        let url = reqwest::Url::parse(&self.gateway).map_err(|error| {
-            Exit::usage(format!("invalid --gateway URL {:?}: {error}; e.g. http://127.0.0.1:8080", self.gateway))
-        })?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(
-                Exit::usage(format!("--gateway must be an http:// or https:// URL, not {:?}", self.gateway)).into()
-            );
-        }
-        let secret = self.resolve_secret()?;
+    /// `gateway` is the base URL resolved from the global `--gateway` / config file.
+    pub async fn run(self, gateway: &str) -> anyhow::Result<()> {
+        let secret = self.operator.require_cluster_secret("ydht top")?;
         if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
             return Err(
                 Exit::usage("ydht top needs an interactive terminal; for a one-shot report use `ydht status`").into()
             );
         }
         let timeout = self.interval.clamp(Duration::from_secs(1), Duration::from_secs(5));
-        let poller = poller::Poller::new(&self.gateway, secret, timeout)?;
-        let app = App::new(self.gateway.trim_end_matches('/'), self.interval);
+        let poller = poller::Poller::new(gateway, secret, timeout)?;
+        let app = App::new(gateway.trim_end_matches('/'), self.interval);
         run_dashboard(app, poller, self.interval).await
     }
 }
@@ -276,28 +225,6 @@ fn spawn_signals(sender: mpsc::Sender<Event>) -> tokio::task::JoinHandle<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(secret: Option<&str>, data_dir: Option<PathBuf>) -> TopArgs {
-        TopArgs {
-            gateway: "http://127.0.0.1:8080".into(),
-            interval: Duration::from_secs(1),
-            cluster_secret: secret.map(str::to_string),
-            data_dir,
-        }
-    }
-
-    #[test]
-    fn the_secret_comes_from_the_flag_or_the_data_dir_and_is_never_generated() {
-        assert_eq!(args(Some("abc"), None).resolve_secret().unwrap().expose(), "abc");
-        let dir = tempfile::tempdir().unwrap();
-        let error = args(None, Some(dir.path().to_path_buf())).resolve_secret().unwrap_err();
-        assert_eq!(crate::error::exit_code_of(&error), crate::error::exit::USAGE);
-        assert!(error.to_string().contains("--cluster-secret"), "{error}");
-        assert!(!dir.path().join(CLUSTER_SECRET_FILE).exists(), "top must not generate a secret");
-        std::fs::write(dir.path().join(CLUSTER_SECRET_FILE), "s3cret\n").unwrap();
-        assert_eq!(args(None, Some(dir.path().to_path_buf())).resolve_secret().unwrap().expose(), "s3cret");
-        assert!(!format!("{:?}", args(Some("abc"), None)).contains("abc"));
-    }
 
     #[test]
     fn intervals_are_bounded() {
