@@ -1,11 +1,16 @@
-//! Benchmark of a storage node's write path over real HTTP: writes/s and
-//! latency percentiles at 1, 8 and 64 concurrent writers, with group commit
-//! and with one fdatasync per write, measured in the same run.
+//! Benchmark of a storage node's write path: writes/s and latency percentiles
+//! at 1, 8 and 64 concurrent writers, with group commit and with one fdatasync
+//! per write, measured in the same run, at two layers:
+//!
+//! - `http`: real HTTP PUTs to the node's router (client and server in this process),
+//! - `store`: the node's `Store::write` directly (WAL append + sync + apply), which
+//!   isolates what group commit changes from the HTTP stack's CPU cost.
 //!
 //! Run: `cargo bench --bench node_write` (optionally `-- --seconds N` per cell).
-//! Each cell starts a fresh node on a temporary directory (on the same disk as
+//! Each cell opens a fresh store on a temporary directory (on the same disk as
 //! the system temp dir), writes 256-byte values to distinct keys for the
-//! given time, and reports what the clients measured.
+//! given time (split into rounds that alternate group and per-write, so both
+//! modes see the same background load), and reports what the writers measured.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,13 +22,32 @@ use ydht::auth::cluster::ClusterSecret;
 use ydht::config::Secret;
 use ydht::daemon::node::{NodeSettings, NodeState, Store, StoreOptions, app};
 use ydht::shutdown::Shutdown;
-use ydht::wal::SyncMode;
+use ydht::wal::{Record, SyncMode};
 
 const WRITERS: [usize; 3] = [1, 8, 64];
 const VALUE_BYTES: usize = 256;
 const SECRET: &str = "bench";
+/// Rounds per cell; the modes alternate between rounds.
+const ROUNDS: u32 = 3;
+
+/// Which layer a cell drives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Http,
+    Store,
+}
+
+impl Layer {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Store => "store",
+        }
+    }
+}
 
 struct Measurement {
+    layer: Layer,
     mode: SyncMode,
     writers: usize,
     writes: u64,
@@ -36,9 +60,17 @@ impl Measurement {
     fn per_second(&self) -> f64 {
         self.writes as f64 / self.elapsed.as_secs_f64()
     }
+
+    /// Adds another round of the same cell.
+    fn absorb(&mut self, round: Measurement) {
+        self.writes += round.writes;
+        self.elapsed += round.elapsed;
+        self.syncs += round.syncs;
+        self.latency.add(round.latency).unwrap();
+    }
 }
 
-async fn measure(mode: SyncMode, writers: usize, duration: Duration) -> Measurement {
+async fn measure(layer: Layer, mode: SyncMode, writers: usize, duration: Duration) -> Measurement {
     let dir = tempfile::tempdir().expect("temp dir");
     let options =
         StoreOptions { dir: dir.path().to_path_buf(), sync_mode: mode, wal_max_bytes: 64 << 20, salvage_wal: false };
@@ -64,22 +96,32 @@ async fn measure(mode: SyncMode, writers: usize, duration: Duration) -> Measurem
     let deadline = started + duration;
     let tasks: Vec<_> = (0..writers)
         .map(|writer| {
-            let (client, base) = (client.clone(), base.clone());
+            let (client, base, store) = (client.clone(), base.clone(), store.clone());
             tokio::spawn(async move {
                 let mut latency = Histogram::<u64>::new(3).unwrap();
                 let value = bytes::Bytes::from(vec![b'v'; VALUE_BYTES]);
                 let mut n = 0u64;
                 while Instant::now() < deadline {
+                    let key = format!("bench-{writer}-{n}");
                     let sent = Instant::now();
-                    let response = client
-                        .put(format!("{base}/store/bench-{writer}-{n}"))
-                        .header("x-cluster-secret", SECRET)
-                        .header("x-version", (n + 1).to_string())
-                        .body(value.clone())
-                        .send()
-                        .await
-                        .expect("write");
-                    assert!(response.status().is_success(), "write failed: {}", response.status());
+                    match layer {
+                        Layer::Http => {
+                            let response = client
+                                .put(format!("{base}/store/{key}"))
+                                .header("x-cluster-secret", SECRET)
+                                .header("x-version", (n + 1).to_string())
+                                .body(value.clone())
+                                .send()
+                                .await
+                                .expect("write");
+                            assert!(response.status().is_success(), "write failed: {}", response.status());
+                        }
+                        Layer::Store => {
+                            let record = Record::put(key, n + 1, value.clone(), "application/octet-stream");
+                            let answers = store.write(vec![record]).await.expect("write");
+                            assert!(answers[0].applied);
+                        }
+                    }
                     latency.record(sent.elapsed().as_micros() as u64).unwrap();
                     n += 1;
                 }
@@ -96,7 +138,7 @@ async fn measure(mode: SyncMode, writers: usize, duration: Duration) -> Measurem
     shutdown.trigger();
     let _ = server.await;
     store.close().await;
-    Measurement { mode, writers, writes: latency.len(), elapsed, latency, syncs }
+    Measurement { layer, mode, writers, writes: latency.len(), elapsed, latency, syncs }
 }
 
 fn main() {
@@ -113,18 +155,45 @@ fn main() {
     let duration = Duration::from_secs_f64(seconds);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut cells = Vec::new();
-    for writers in WRITERS {
-        for mode in [SyncMode::Group, SyncMode::PerWrite] {
-            let cell = runtime.block_on(measure(mode, writers, duration));
-            eprintln!("measured {} × {writers}: {:.0} writes/s", mode.as_str(), cell.per_second());
-            cells.push(cell);
+    for layer in [Layer::Http, Layer::Store] {
+        for writers in WRITERS {
+            // Alternate the two modes in short rounds so both see the same machine load.
+            let mut pair: Vec<Measurement> = Vec::new();
+            for _ in 0..ROUNDS {
+                for mode in [SyncMode::Group, SyncMode::PerWrite] {
+                    let round = runtime.block_on(measure(layer, mode, writers, duration / ROUNDS));
+                    match pair.iter_mut().find(|cell| cell.mode == mode) {
+                        Some(cell) => cell.absorb(round),
+                        None => pair.push(round),
+                    }
+                }
+            }
+            for cell in &pair {
+                eprintln!(
+                    "measured {} {} × {writers}: {:.0} writes/s",
+                    layer.name(),
+                    cell.mode.as_str(),
+                    cell.per_second()
+                );
+            }
+            cells.extend(pair);
         }
     }
 
     let mut table = Table::new();
-    table.set_header(["sync mode", "writers", "writes", "writes/s", "p50 ms", "p99 ms", "writes per fdatasync"]);
+    table.set_header([
+        "layer",
+        "sync mode",
+        "writers",
+        "writes",
+        "writes/s",
+        "p50 ms",
+        "p99 ms",
+        "writes per fdatasync",
+    ]);
     for cell in &cells {
         table.add_row([
+            Cell::new(cell.layer.name()),
             Cell::new(cell.mode.as_str()),
             Cell::new(cell.writers),
             Cell::new(cell.writes),
@@ -134,14 +203,21 @@ fn main() {
             Cell::new(format!("{:.1}", cell.writes as f64 / cell.syncs.max(1) as f64)),
         ]);
     }
-    println!("node write path, {VALUE_BYTES}-byte values over HTTP, {seconds}s per cell");
+    println!("node write path, {VALUE_BYTES}-byte values, {seconds}s per cell");
     println!("{table}");
-    for writers in WRITERS {
-        let rate =
-            |mode| cells.iter().find(|c| c.mode == mode && c.writers == writers).map_or(0.0, Measurement::per_second);
-        println!(
-            "{writers:>2} writers: group commit is {:.1}× one sync per write",
-            rate(SyncMode::Group) / rate(SyncMode::PerWrite).max(f64::MIN_POSITIVE)
-        );
+    for layer in [Layer::Http, Layer::Store] {
+        for writers in WRITERS {
+            let rate = |mode| {
+                cells
+                    .iter()
+                    .find(|c| c.layer == layer && c.mode == mode && c.writers == writers)
+                    .map_or(0.0, Measurement::per_second)
+            };
+            println!(
+                "{:>5} {writers:>2} writers: group commit is {:.1}× one sync per write",
+                layer.name(),
+                rate(SyncMode::Group) / rate(SyncMode::PerWrite).max(f64::MIN_POSITIVE)
+            );
+        }
     }
 }

@@ -18,18 +18,37 @@ set edit:completion:arg-completer[ydht] = {|@words|
     }
     var completions = [
         &'ydht'= {
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
             cand serve 'Run a server (one service of the cluster)'
             cand completions 'Print shell completions (or write every shell''s file with --dir)'
+            cand top 'Live dashboard of the cluster: ring, replication, gateway traffic, history, events'
+            cand signup 'Create an account and log in'
+            cand login 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
+            cand logout 'Revoke the login session and forget its tokens'
+            cand whoami 'Show who is logged in'
+            cand apikey 'Manage your API keys'
+            cand kv 'Store, read, delete, list and locate your keys (uses an API key)'
+            cand status 'Health and metrics of every service, as one table; exit 4 if any is down'
+            cand man 'Print the manual page (or write one per command with --dir)'
             cand bench 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;serve'= {
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand all 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
             cand node 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
             cand replicator 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
@@ -46,8 +65,13 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --users-port 'Users service port (0 picks a free one)'
             cand --node-port 'Port of node-1; the others take the next free numbers (0: every node picks a free one)'
             cand --replicator-port 'Replicator port (0 picks a free one)'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'ydht;serve;node'= {
             cand --port 'Port to listen on'
@@ -59,6 +83,11 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --data-dir 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]'
             cand --host 'Address to bind; use 0.0.0.0 to accept connections from other machines'
             cand --cluster-secret 'Shared secret guarding internal endpoints [default: generated once into the data dir]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
             cand --salvage-wal 'Start despite a corrupt WAL segment by truncating it at the first bad record (later records are lost)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
@@ -76,8 +105,13 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --probe-interval 'How often nodes holding hinted handoffs are probed with /health'
             cand --request-timeout 'Timeout of one request to a node'
             cand --compact-bytes 'Rewrite the queue log when it grows past this many bytes (mostly finished work)'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'ydht;serve;users'= {
             cand --data-dir 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]'
@@ -87,9 +121,15 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --database-url 'Database: postgres://user:pass@host:5432/db or sqlite:///path/users.db [default: <data-dir>/users.db]'
             cand --jwt-secret 'Secret signing access tokens (HS256) [default: generated once into <data-dir>/jwt.secret]'
             cand --jwt-expiration 'Access-token lifetime, e.g. 15m, 1h, 24h'
+            cand --gateway-url 'Base URL of the gateway, for the dashboard''s key browser'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
             cand --secure-cookies 'Mark cookies `Secure` (set when the pages are served over HTTPS)'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'ydht;serve;gateway'= {
             cand --data-dir 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]'
@@ -104,8 +144,13 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --rate-limit-per-minute 'Requests per minute each user''s bucket refills (0 disables rate limiting)'
             cand --rate-limit-burst 'Requests a user may make in a burst'
             cand --max-value-bytes 'Largest value accepted, in bytes (larger → 413)'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'ydht;serve;help'= {
             cand all 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
@@ -129,8 +174,239 @@ set edit:completion:arg-completer[ydht] = {|@words|
         }
         &'ydht;completions'= {
             cand --dir 'Write the files for every shell into this directory instead of printing'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;top'= {
+            cand --interval 'How often to poll the services, e.g. 500ms, 1s, 5s'
+            cand --cluster-secret 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]'
+            cand --data-dir 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;signup'= {
+            cand --email 'Account email'
+            cand --username 'Account name: 3–32 letters, digits, `_` or `-`'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --password-stdin 'Read the password from stdin instead of prompting (for scripts)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;login'= {
+            cand --email 'Account email'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --password-stdin 'Read the password from stdin instead of prompting (for scripts)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;logout'= {
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --all 'Also forget the default API key stored by `apikey create --use`'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;whoami'= {
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;apikey'= {
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand create 'Create an API key (its full value is shown once)'
+            cand list 'List your API keys (never their full value)'
+            cand revoke 'Revoke an API key by id; it stops working at the gateway within seconds'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ydht;apikey;create'= {
+            cand --name 'A name to recognise the key by'
+            cand --scopes 'Comma-separated scopes'
+            cand --expires-in-days 'Days until the key expires, 1–3650 [default: never]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --use 'Store the key as the default for `ydht kv` (in credentials.json, mode 0600)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;apikey;list'= {
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;apikey;revoke'= {
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;apikey;help'= {
+            cand create 'Create an API key (its full value is shown once)'
+            cand list 'List your API keys (never their full value)'
+            cand revoke 'Revoke an API key by id; it stops working at the gateway within seconds'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ydht;apikey;help;create'= {
+        }
+        &'ydht;apikey;help;list'= {
+        }
+        &'ydht;apikey;help;revoke'= {
+        }
+        &'ydht;apikey;help;help'= {
+        }
+        &'ydht;kv'= {
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand put 'Store a value: from VALUE, --file, or stdin (binary-safe)'
+            cand get 'Print a value''s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
+            cand delete 'Delete a key; exit 1 if it does not exist'
+            cand list 'List your keys'
+            cand locate 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ydht;kv;put'= {
+            cand -f 'Read the value from this file'
+            cand --file 'Read the value from this file'
+            cand --ttl 'Expire the key after this long: 30s, 30m, 1h, 24h, 1h30m'
+            cand --consistency 'Consistency level of the write [default: eventual]'
+            cand --content-type 'Content type stored with the value [default: application/octet-stream]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;kv;get'= {
+            cand -o 'Write the value to this file instead of stdout'
+            cand --output-file 'Write the value to this file instead of stdout'
+            cand --consistency 'Consistency level of the read [default: eventual]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;kv;delete'= {
+            cand --consistency 'Consistency level of the delete [default: eventual]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;kv;list'= {
+            cand --prefix 'Only keys starting with this prefix'
+            cand --limit 'Show at most this many keys [default: all]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;kv;locate'= {
+            cand --cluster-secret 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]'
+            cand --data-dir 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;kv;help'= {
+            cand put 'Store a value: from VALUE, --file, or stdin (binary-safe)'
+            cand get 'Print a value''s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
+            cand delete 'Delete a key; exit 1 if it does not exist'
+            cand list 'List your keys'
+            cand locate 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ydht;kv;help;put'= {
+        }
+        &'ydht;kv;help;get'= {
+        }
+        &'ydht;kv;help;delete'= {
+        }
+        &'ydht;kv;help;list'= {
+        }
+        &'ydht;kv;help;locate'= {
+        }
+        &'ydht;kv;help;help'= {
+        }
+        &'ydht;status'= {
+            cand --cluster-secret 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]'
+            cand --data-dir 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;man'= {
+            cand --dir 'Write `ydht.1` and one page per subcommand (`ydht-kv-put.1`, …) into this directory instead of printing `ydht.1`'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'ydht;bench'= {
             cand --op 'Operation to measure'
@@ -145,18 +421,29 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --ttl 'Time to live of the written keys (`10m`), so they expire after the run'
             cand --warmup 'Warm-up before measuring (not counted); `0s` skips it'
             cand --timeout 'Per-request timeout'
-            cand --gateway 'Gateway base URL'
-            cand --api-key 'API key (needs read and write scopes)'
             cand --target-node 'Measure one storage node''s internal /store directly (one hop) instead of the gateway'
             cand --cluster-secret 'Cluster secret for --target-node (the data dir''s cluster.secret)'
             cand --target-etcd 'Measure etcd''s v3 HTTP/JSON gateway at this URL (for bench/compare.sh)'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
             cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
         &'ydht;help'= {
             cand serve 'Run a server (one service of the cluster)'
             cand completions 'Print shell completions (or write every shell''s file with --dir)'
+            cand top 'Live dashboard of the cluster: ring, replication, gateway traffic, history, events'
+            cand signup 'Create an account and log in'
+            cand login 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
+            cand logout 'Revoke the login session and forget its tokens'
+            cand whoami 'Show who is logged in'
+            cand apikey 'Manage your API keys'
+            cand kv 'Store, read, delete, list and locate your keys (uses an API key)'
+            cand status 'Health and metrics of every service, as one table; exit 4 if any is down'
+            cand man 'Print the manual page (or write one per command with --dir)'
             cand bench 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -178,6 +465,48 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;help;serve;gateway'= {
         }
         &'ydht;help;completions'= {
+        }
+        &'ydht;help;top'= {
+        }
+        &'ydht;help;signup'= {
+        }
+        &'ydht;help;login'= {
+        }
+        &'ydht;help;logout'= {
+        }
+        &'ydht;help;whoami'= {
+        }
+        &'ydht;help;apikey'= {
+            cand create 'Create an API key (its full value is shown once)'
+            cand list 'List your API keys (never their full value)'
+            cand revoke 'Revoke an API key by id; it stops working at the gateway within seconds'
+        }
+        &'ydht;help;apikey;create'= {
+        }
+        &'ydht;help;apikey;list'= {
+        }
+        &'ydht;help;apikey;revoke'= {
+        }
+        &'ydht;help;kv'= {
+            cand put 'Store a value: from VALUE, --file, or stdin (binary-safe)'
+            cand get 'Print a value''s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
+            cand delete 'Delete a key; exit 1 if it does not exist'
+            cand list 'List your keys'
+            cand locate 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)'
+        }
+        &'ydht;help;kv;put'= {
+        }
+        &'ydht;help;kv;get'= {
+        }
+        &'ydht;help;kv;delete'= {
+        }
+        &'ydht;help;kv;list'= {
+        }
+        &'ydht;help;kv;locate'= {
+        }
+        &'ydht;help;status'= {
+        }
+        &'ydht;help;man'= {
         }
         &'ydht;help;bench'= {
         }

@@ -5,8 +5,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::client::ClientArgs;
+use crate::client::account::{LoginArgs, LogoutArgs, SignupArgs, WhoamiArgs};
+use crate::client::apikey::ApikeyCommand;
+use crate::client::kv::KvCommand;
+use crate::client::status::StatusArgs;
 use crate::completions::CompletionsArgs;
 use crate::error::exit_code_of;
+use crate::man::ManArgs;
 
 /// ydht — a multi-tenant, replicated key-value store with a terminal-first operator console.
 #[derive(Parser, Debug)]
@@ -15,6 +21,10 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+
+    /// Flags of the client commands (URLs, output format, API key, config dir).
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Exit codes, shown at the end of `--help`.
@@ -34,6 +44,27 @@ pub enum Command {
     Serve(crate::daemon::ServeCommand),
     /// Print shell completions (or write every shell's file with --dir)
     Completions(CompletionsArgs),
+    /// Live dashboard of the cluster: ring, replication, gateway traffic, history, events
+    Top(crate::tui::TopArgs),
+    /// Create an account and log in
+    Signup(SignupArgs),
+    /// Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically
+    Login(LoginArgs),
+    /// Revoke the login session and forget its tokens
+    Logout(LogoutArgs),
+    /// Show who is logged in
+    Whoami(WhoamiArgs),
+    /// Manage your API keys
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+    /// Store, read, delete, list and locate your keys (uses an API key)
+    #[command(subcommand)]
+    Kv(KvCommand),
+    /// Health and metrics of every service, as one table; exit 4 if any is down
+    Status(StatusArgs),
+    /// Print the manual page (or write one per command with --dir)
+    #[command(hide = true)]
+    Man(ManArgs),
     /// Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)
     Bench(crate::bench::BenchArgs),
 }
@@ -49,7 +80,16 @@ impl Cli {
         match self.command {
             Command::Serve(command) => command.run().await,
             Command::Completions(args) => args.run(),
-            Command::Bench(args) => args.run().await,
+            Command::Top(args) => args.run(&self.client.context()?.gateway.display).await,
+            Command::Signup(args) => args.run(&self.client.context()?).await,
+            Command::Login(args) => args.run(&self.client.context()?).await,
+            Command::Logout(args) => args.run(&self.client.context()?).await,
+            Command::Whoami(args) => args.run(&self.client.context()?).await,
+            Command::Apikey(command) => command.run(&self.client.context()?).await,
+            Command::Kv(command) => command.run(&self.client.context()?).await,
+            Command::Status(args) => args.run(&self.client.context()?).await,
+            Command::Man(args) => args.run(),
+            Command::Bench(args) => args.run(&self.client.context()?).await,
         }
     }
 }

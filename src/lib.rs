@@ -12,25 +12,30 @@
 //! - [`auth`]: the cluster-secret extractor, argon2id passwords, HS256 access tokens.
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
-//! - [`daemon`]: the services behind `ydht serve …` (gateway, …).
 //! - [`hlc`]: the hybrid logical clock that versions every write.
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
 //! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
 //! - [`daemon`]: the services behind `ydht serve …` (one module each).
+//! - [`tui`]: `ydht top`, the live operator dashboard (state, update, poller, ui).
+//! - [`man`]: the hidden `ydht man` command (clap_mangen manual pages).
+//! - [`client`]: the client commands (`signup`, `login`, `apikey`, `kv`, `status`, …) over HTTP.
 //! - [`bench`]: `ydht bench`, the load generator (gateway, one node, or etcd for comparisons).
 
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod completions;
 pub mod config;
 pub mod daemon;
 pub mod duration;
 pub mod error;
 pub mod hlc;
+pub mod man;
 pub mod nodeclient;
 pub mod proto;
 pub mod ring;
 pub mod server;
 pub mod shutdown;
+pub mod tui;
 pub mod wal;

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 /// Runs `ydht bench <args> --output json` and returns the parsed document.
 fn bench(args: &[&str]) -> Value {
+    let config_dir = tempfile::tempdir().expect("temp config dir");
     let output = Command::new(env!("CARGO_BIN_EXE_ydht"))
         .arg("bench")
         .args(args)
@@ -16,6 +17,7 @@ fn bench(args: &[&str]) -> Value {
         .env_remove("YDHT_API_KEY")
         .env_remove("YDHT_GATEWAY_URL")
         .env_remove("YDHT_CLUSTER_SECRET")
+        .env("YDHT_CONFIG_DIR", config_dir.path())
         .output()
         .expect("run ydht bench");
     assert!(output.status.success(), "ydht bench {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -92,8 +94,10 @@ async fn bench_counts_every_request_through_the_gateway_and_on_a_node() {
 #[test]
 fn a_wrong_api_key_exits_with_the_auth_code() {
     let cluster = common::start_cluster_with(&[("RATE_LIMIT_PER_MINUTE", "0")]);
+    let config_dir = tempfile::tempdir().expect("temp config dir");
     let output = Command::new(env!("CARGO_BIN_EXE_ydht"))
         .args(["bench", "--gateway", &cluster.gateway, "--api-key", "ydht_not_a_key", "--requests", "5"])
+        .env("YDHT_CONFIG_DIR", config_dir.path())
         .output()
         .expect("run ydht bench");
     assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stderr));

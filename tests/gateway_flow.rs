@@ -165,10 +165,11 @@ async fn readme_quick_start_flow() {
             .json()
             .await
             .unwrap_or(Value::Null);
-        usage.to_string().contains("put")
+        // Three PUTs stored 46 + 32 + 38 value bytes; reads, deletes and listings send none.
+        usage["total"]["bytes_in"] == 116 && usage["total"]["requests"].as_u64().unwrap_or(0) >= 8
     })
     .await;
-    assert!(reported, "usage never reached the users service");
+    assert!(reported, "usage (116 bytes in over at least 8 requests) never reached the users service");
 }
 
 #[tokio::test]
@@ -190,6 +191,8 @@ async fn tenants_scopes_and_revocation() {
     let response =
         client.put(kv(&cluster, "only-alice")).header("X-API-Key", &alice_key).body("x").send().await.unwrap();
     assert_eq!(response.status(), 200);
+    let response = client.get(kv(&cluster, "only-alice")).header("X-API-Key", &alice_key).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "application/octet-stream", "the default content type");
     let response = client.get(kv(&cluster, "only-alice")).header("X-API-Key", &bob_key).send().await.unwrap();
     assert_eq!(response.status(), 404);
     let response = client.delete(kv(&cluster, "only-alice")).header("X-API-Key", &bob_key).send().await.unwrap();
@@ -232,13 +235,12 @@ async fn tenants_scopes_and_revocation() {
     let response =
         client.delete(format!("{}/apikeys/{key_id}", cluster.users)).bearer_auth(&alice.token).send().await.unwrap();
     assert_eq!(response.status(), 204);
-    let revoked_at = std::time::Instant::now();
-    let refused = eventually(Duration::from_secs(10), || async {
+    // The gateway trusts a validated key for at most 3 s; poll up to the promised 5 s.
+    let refused = eventually(Duration::from_secs(5), || async {
         client.get(kv(&cluster, "user:123")).header("X-API-Key", &doomed).send().await.unwrap().status() == 401
     })
     .await;
-    assert!(refused, "revoked key still works");
-    assert!(revoked_at.elapsed() < Duration::from_secs(6), "revocation took {:?}", revoked_at.elapsed());
+    assert!(refused, "revoked key still works 5 s after revocation");
 }
 
 #[tokio::test]
@@ -255,6 +257,7 @@ async fn bad_input_is_refused_and_nothing_is_written() {
         (put(format!("{}?ttl=-1h", kv(&cluster, "negative-ttl"))).body("v"), 400, "negative-ttl"),
         (put(format!("{}?ttl=", kv(&cluster, "empty-ttl"))).body("v"), 400, "empty-ttl"),
         (put(kv(&cluster, "too-big")).body(vec![b'x'; 1025]), 413, "too-big"),
+        (put(kv(&cluster, "much-too-big")).body(vec![b'x'; 1_500_000]), 413, "much-too-big"),
         (put(kv(&cluster, "ctl%01key")).body("v"), 400, "ctl\u{1}key"),
         (put(kv(&cluster, "bad-utf8-%FF")).body("v"), 400, ""),
         (put(kv(&cluster, &"k".repeat(1025))).body("v"), 400, ""),

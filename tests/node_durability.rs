@@ -303,3 +303,43 @@ async fn torn_tails_are_truncated_and_corruption_stops_startup_unless_salvaged()
     assert_eq!(read(&client, &node.url, "k0").await.status(), 200);
     assert_eq!(read(&client, &node.url, "k9").await.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_exits_zero_and_keeps_every_acknowledged_write() {
+    let data = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start(data.path(), &[], &[]);
+    let client = reqwest::Client::new();
+    let base = ydht::hlc::from_millis(now_millis());
+    let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let writers: Vec<_> = (0..16u64)
+        .map(|writer| {
+            let (client, target, acked) = (client.clone(), node.url.clone(), Arc::clone(&acked));
+            tokio::spawn(async move {
+                for n in 0u64.. {
+                    let key = format!("w{writer}/{n}");
+                    let value = format!("{writer}:{n}").into_bytes();
+                    match put(&client, &target, &key, value.clone(), base + n, None).await {
+                        Ok(response) if response.status() == 200 => acked.lock().unwrap().push((key, value)),
+                        Ok(response) => panic!("{key}: {}", response.status()),
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    while acked.lock().unwrap().len() < 300 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let status = node.terminate();
+    assert!(status.success(), "SIGTERM under load should exit 0, got {status}; stderr:\n{}", node.stderr());
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let node = NodeProcess::start(data.path(), &[], &[]);
+    let acked = acked.lock().unwrap().clone();
+    for (key, value) in &acked {
+        let response = read(&client, &node.url, key).await;
+        assert_eq!(response.status(), 200, "{key} acknowledged before SIGTERM but lost");
+        assert_eq!(&response.bytes().await.unwrap()[..], &value[..]);
+    }
+}

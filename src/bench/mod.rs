@@ -20,11 +20,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use reqwest::Url;
 use reqwest::header::HeaderValue;
 
+use crate::client::Context;
+use crate::client::output::{print_json, print_line};
 use crate::error::{Exit, exit};
 use crate::hlc::Hlc;
 use load::{KeyOrder, Mix, Phase, Progress, Stop};
@@ -67,15 +69,6 @@ impl ConsistencyLevel {
             ConsistencyLevel::Strong => "strong",
         })
     }
-}
-
-/// How to print the result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BenchOutput {
-    /// A table (and a progress bar on a terminal)
-    Table,
-    /// One JSON document, no progress bar
-    Json,
 }
 
 /// Flags of `ydht bench`.
@@ -121,16 +114,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub timeout: String,
 
-    /// Gateway base URL
-    #[arg(long, env = "YDHT_GATEWAY_URL", default_value = "http://127.0.0.1:8080", value_name = "URL")]
-    pub gateway: String,
-
-    /// API key (needs read and write scopes)
-    #[arg(long, env = "YDHT_API_KEY", hide_env_values = true, value_name = "KEY")]
-    pub api_key: Option<String>,
-
     /// Measure one storage node's internal /store directly (one hop) instead of the gateway
-    #[arg(long, value_name = "URL", requires = "cluster_secret", conflicts_with_all = ["api_key", "target_etcd"])]
+    #[arg(long, value_name = "URL", requires = "cluster_secret", conflicts_with = "target_etcd")]
     pub target_node: Option<String>,
 
     /// Cluster secret for --target-node (the data dir's cluster.secret)
@@ -138,12 +123,8 @@ pub struct BenchArgs {
     pub cluster_secret: Option<String>,
 
     /// Measure etcd's v3 HTTP/JSON gateway at this URL (for bench/compare.sh)
-    #[arg(long, hide = true, value_name = "URL", conflicts_with = "api_key")]
+    #[arg(long, hide = true, value_name = "URL")]
     pub target_etcd: Option<String>,
-
-    /// Output format
-    #[arg(long, value_enum, default_value_t = BenchOutput::Table)]
-    pub output: BenchOutput,
 }
 
 impl std::fmt::Debug for BenchArgs {
@@ -159,12 +140,9 @@ impl std::fmt::Debug for BenchArgs {
             .field("ttl", &self.ttl)
             .field("warmup", &self.warmup)
             .field("timeout", &self.timeout)
-            .field("gateway", &self.gateway)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<hidden>"))
             .field("target_node", &self.target_node)
             .field("cluster_secret", &self.cluster_secret.as_ref().map(|_| "<hidden>"))
             .field("target_etcd", &self.target_etcd)
-            .field("output", &self.output)
             .finish()
     }
 }
@@ -238,8 +216,9 @@ fn parse_url(flag: &str, text: &str) -> Result<Url, Exit> {
 }
 
 impl BenchArgs {
-    /// Checks every flag and resolves them into a [`Plan`] (usage errors exit 2).
-    pub fn plan(&self) -> Result<Plan, Exit> {
+    /// Checks every flag and resolves them into a [`Plan`] (usage errors exit 2), with the
+    /// global `--gateway` URL and, asked only for the gateway, the API key.
+    pub fn plan(&self, gateway: &str, api_key: impl FnOnce() -> Result<String, Exit>) -> Result<Plan, Exit> {
         if self.clients == 0 || self.clients > MAX_CLIENTS {
             return Err(Exit::usage(format!("--clients must be between 1 and {MAX_CLIENTS}")));
         }
@@ -275,13 +254,8 @@ impl BenchArgs {
         } else if let Some(etcd) = &self.target_etcd {
             (parse_url("--target-etcd", etcd)?, TargetSpec::Etcd)
         } else {
-            let api_key = self.api_key.clone().ok_or_else(|| {
-                Exit::new(
-                    exit::AUTH,
-                    "no API key: pass --api-key or set YDHT_API_KEY (create one with `ydht apikey create`)",
-                )
-            })?;
-            (parse_url("--gateway", &self.gateway)?, TargetSpec::Gateway { api_key, consistency: self.consistency })
+            let url = parse_url("--gateway", gateway)?;
+            (url, TargetSpec::Gateway { api_key: api_key()?, consistency: self.consistency })
         };
         Ok(Plan {
             op: self.op,
@@ -297,16 +271,18 @@ impl BenchArgs {
         })
     }
 
-    /// Runs the benchmark and prints the result.
-    pub async fn run(self) -> anyhow::Result<()> {
-        let output = self.output;
-        let plan = self.plan()?;
-        let summary = execute(&plan, output == BenchOutput::Table && std::io::stderr().is_terminal()).await?;
-        match output {
-            BenchOutput::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
-            BenchOutput::Table => println!("{}", summary.table()),
-        }
-        Ok(())
+    /// Runs the benchmark with the client's global flags (`--gateway`, `--api-key` or the
+    /// stored default key, `--output`) and prints the result.
+    pub async fn run(self, context: &Context) -> anyhow::Result<()> {
+        let api_key = || {
+            context.api_key().map_err(|error| match error.downcast::<Exit>() {
+                Ok(exit) => exit,
+                Err(other) => Exit::new(exit::AUTH, other.to_string()),
+            })
+        };
+        let plan = self.plan(&context.gateway.display, api_key)?;
+        let summary = execute(&plan, !context.json() && std::io::stderr().is_terminal()).await?;
+        if context.json() { print_json(&summary) } else { print_line(&summary.table()) }
     }
 }
 
@@ -469,15 +445,22 @@ mod tests {
         bench: BenchArgs,
     }
 
-    fn plan(args: &[&str]) -> Result<Plan, Exit> {
+    const GATEWAY: &str = "http://127.0.0.1:9";
+
+    fn plan_with(args: &[&str], gateway: &str, api_key: Option<&str>) -> Result<Plan, Exit> {
         let mut argv = vec!["bench"];
         argv.extend_from_slice(args);
-        Harness::try_parse_from(argv).expect("clap accepts the flags").bench.plan()
+        let bench = Harness::try_parse_from(argv).expect("clap accepts the flags").bench;
+        bench.plan(gateway, || api_key.map(str::to_string).ok_or_else(|| Exit::new(exit::AUTH, "no API key")))
+    }
+
+    fn plan(args: &[&str]) -> Result<Plan, Exit> {
+        plan_with(args, GATEWAY, Some("k"))
     }
 
     #[test]
     fn defaults_measure_gateway_puts_for_ten_seconds() {
-        let plan = plan(&["--api-key", "k", "--gateway", "http://127.0.0.1:9"]).unwrap();
+        let plan = plan(&[]).unwrap();
         assert_eq!(plan.op, Op::Put);
         assert_eq!(plan.stop, Stop::After(DEFAULT_DURATION));
         assert_eq!(plan.clients, 16);
@@ -487,25 +470,24 @@ mod tests {
 
     #[test]
     fn requests_and_durations_are_parsed() {
-        let by_count = plan(&["--api-key", "k", "--requests", "200", "--warmup", "0s"]).unwrap();
+        let by_count = plan(&["--requests", "200", "--warmup", "0s"]).unwrap();
         assert_eq!(by_count.stop, Stop::Requests(200));
         assert!(by_count.warmup.is_zero());
-        let by_time = plan(&["--api-key", "k", "--duration", "1m30s"]).unwrap();
+        let by_time = plan(&["--duration", "1m30s"]).unwrap();
         assert_eq!(by_time.stop, Stop::After(Duration::from_secs(90)));
     }
 
     #[test]
     fn bad_values_are_usage_errors() {
         for args in [
-            &["--api-key", "k", "--clients", "0"][..],
-            &["--api-key", "k", "--clients", "5000"],
-            &["--api-key", "k", "--requests", "0"],
-            &["--api-key", "k", "--duration", "soon"],
-            &["--api-key", "k", "--duration", "0s"],
-            &["--api-key", "k", "--keys", "0"],
-            &["--api-key", "k", "--value-size", "2000000"],
-            &["--api-key", "k", "--ttl", "0s"],
-            &["--api-key", "k", "--gateway", "ftp://x"],
+            &["--clients", "0"][..],
+            &["--clients", "5000"],
+            &["--requests", "0"],
+            &["--duration", "soon"],
+            &["--duration", "0s"],
+            &["--keys", "0"],
+            &["--value-size", "2000000"],
+            &["--ttl", "0s"],
             &["--target-node", "http://127.0.0.1:1", "--cluster-secret", "s", "--ttl", "1h"],
         ] {
             let error = plan(args).expect_err(&format!("{args:?} must be refused"));
@@ -514,10 +496,12 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_api_key_is_an_auth_error_that_says_what_to_do() {
-        let error = plan(&[]).unwrap_err();
-        assert_eq!(error.code, exit::AUTH);
-        assert!(error.message.contains("--api-key"), "{}", error.message);
+    fn a_missing_api_key_matters_only_for_the_gateway() {
+        assert_eq!(plan_with(&[], GATEWAY, None).unwrap_err().code, exit::AUTH);
+        assert_eq!(plan_with(&[], "ftp://x", Some("k")).unwrap_err().code, exit::USAGE);
+        let node = ["--target-node", "http://127.0.0.1:1", "--cluster-secret", "s"];
+        assert!(plan_with(&node, GATEWAY, None).is_ok());
+        assert!(plan_with(&["--target-etcd", "http://127.0.0.1:2379"], GATEWAY, None).is_ok());
     }
 
     #[test]
@@ -535,7 +519,7 @@ mod tests {
 
     #[test]
     fn preflight_errors_name_the_fix() {
-        let plan = plan(&["--api-key", "k"]).unwrap();
+        let plan = plan(&[]).unwrap();
         assert!(preflight_error(ErrorKind::Status(429), &plan).message.contains("RATE_LIMIT_PER_MINUTE=0"));
         assert_eq!(preflight_error(ErrorKind::Status(401), &plan).code, exit::AUTH);
         assert_eq!(preflight_error(ErrorKind::Connect, &plan).code, exit::UNAVAILABLE);

@@ -124,7 +124,7 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
     // Resolve every service's settings first: bad configuration fails before anything starts.
     let mut users_args: users::UsersArgs = from_env("users")?;
     users_args.server = server.clone();
-    let users_config = users_args.into_config()?;
+    let mut users_config = users_args.into_config()?;
     let mut replicator_args: replicator::ReplicatorArgs = from_env("replicator")?;
     replicator_args.server = server.clone();
     let replicator_config = replicator_args.into_config()?;
@@ -160,6 +160,7 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
     gateway_args.users_url = users_url.clone();
     gateway_args.replicator_url = replicator_url.clone();
     let gateway_config = gateway_args.into_config()?;
+    users_config.gateway_url = gateway_url.clone();
 
     crate::server::announce("users", users_listener.local_addr()?);
     for (node, listener) in nodes.iter().zip(&node_listeners) {

@@ -197,7 +197,7 @@ pub fn start_cluster() -> Cluster {
     start_cluster_with(&[])
 }
 
-/// A reqwest client without a pool (each test process talks to short-lived servers).
+/// The HTTP client tests use (30 s timeout per request).
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }

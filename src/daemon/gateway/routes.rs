@@ -11,8 +11,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -50,6 +48,8 @@ pub fn app(state: GatewayState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/cluster", get(cluster))
+        .route("/internal/tenants/{user_id}/kv", get(internal_list))
+        .route("/internal/tenants/{user_id}/kv/{*key}", get(internal_get).delete(internal_delete))
         .fallback(|| async { ApiError::not_found("no such endpoint; the KV API is under /v1/kv/{key}") })
         .with_state(state)
 }
@@ -105,18 +105,13 @@ async fn guard(State(state): State<GatewayState>, request: Request, next: Next) 
             return response;
         }
     };
-    let bytes_in = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
-        .unwrap_or(0);
     let mut response = next.run(Request::from_parts(parts, body)).await;
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         // The rest of the body was never read: the connection cannot carry another request.
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let bytes_out = axum::body::HttpBody::size_hint(response.body()).exact().unwrap_or(0);
-    let bytes_in = if response.status().is_success() { bytes_in } else { 0 };
+    let bytes_in = response.extensions().get::<ValueBytes>().map_or(0, |value| value.0);
     state.usage.record(tenant.user_id, operation, bytes_in, bytes_out);
     set_limit_headers(&mut response, &state, remaining);
     state.metrics.record_request(Some(tenant.user_id), started.elapsed());
@@ -157,6 +152,10 @@ fn unix_millis_now() -> u64 {
     UNIX_EPOCH.elapsed().map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
+/// The stored value's size, attached to a PUT's response for usage accounting.
+#[derive(Debug, Clone, Copy)]
+struct ValueBytes(u64);
+
 fn write_response(state: &GatewayState, key: String, outcome: WriteOutcome) -> Response {
     let body = KvWriteResponse {
         success: true,
@@ -165,26 +164,6 @@ fn write_response(state: &GatewayState, key: String, outcome: WriteOutcome) -> R
         replicas: state.placement.replicas().saturating_sub(1),
     };
     with_nodes(Json(body).into_response(), &outcome.participants)
-}
-
-/// Reads the request body, refusing (413) a declared or actual size over `max` before reading it whole.
-async fn read_value(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::too_large(format!("value is larger than the maximum of {max} bytes"));
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > max as u64) {
-        return Err(too_large());
-    }
-    let mut value = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|error| ApiError::bad_request(format!("could not read the request body: {error}")))?;
-        if value.len() + chunk.len() > max {
-            return Err(too_large());
-        }
-        value.extend_from_slice(&chunk);
-    }
-    Ok(value.freeze())
 }
 
 async fn empty_key() -> ApiError {
@@ -204,7 +183,8 @@ async fn put_key(
     validate_key(&key)?;
     let consistency = Consistency::from_headers(&headers)?;
     let ttl = parse_ttl(query.ttl.as_deref())?;
-    let value = read_value(&headers, body, state.config.max_value_bytes).await?;
+    let value = crate::server::read_limited_body(&headers, body, state.config.max_value_bytes, "the value").await?;
+    let size = value.len() as u64;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -214,7 +194,9 @@ async fn put_key(
     let expires_at = ttl.map(|ttl| unix_millis_now() + ttl.as_millis() as u64);
     let mutation = Mutation { version: state.hlc.now(), kind: MutationKind::Put { value, content_type, expires_at } };
     let outcome = state.write(&tenant.storage_key(&key), mutation, consistency).await?;
-    Ok(write_response(&state, key, outcome))
+    let mut response = write_response(&state, key, outcome);
+    response.extensions_mut().insert(ValueBytes(size));
+    Ok(response)
 }
 
 async fn get_key(
@@ -224,8 +206,17 @@ async fn get_key(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(key) = path?;
+    read_key(&state, &tenant, key, &headers).await
+}
+
+async fn read_key(
+    state: &GatewayState,
+    tenant: &Tenant,
+    key: String,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     validate_key(&key)?;
-    let consistency = Consistency::from_headers(&headers)?;
+    let consistency = Consistency::from_headers(headers)?;
     let outcome = state.read(&tenant.storage_key(&key), consistency).await?;
     let NodeRecord::Value { value, content_type, version, expires_at } = outcome.record else {
         return Ok(with_nodes(not_found().into_response(), &outcome.participants));
@@ -250,8 +241,17 @@ async fn delete_key(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(key) = path?;
+    remove_key(&state, &tenant, key, &headers).await
+}
+
+async fn remove_key(
+    state: &GatewayState,
+    tenant: &Tenant,
+    key: String,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     validate_key(&key)?;
-    let consistency = Consistency::from_headers(&headers)?;
+    let consistency = Consistency::from_headers(headers)?;
     let storage_key = tenant.storage_key(&key);
     let existing = state.read(&storage_key, consistency).await?;
     if !matches!(existing.record, NodeRecord::Value { .. }) {
@@ -259,7 +259,7 @@ async fn delete_key(
     }
     let mutation = Mutation { version: state.hlc.now(), kind: MutationKind::Delete };
     let outcome = state.write(&storage_key, mutation, consistency).await?;
-    Ok(write_response(&state, key, outcome))
+    Ok(write_response(state, key, outcome))
 }
 
 fn check_list_text(name: &str, text: &str) -> Result<(), ApiError> {
@@ -277,6 +277,10 @@ async fn list_keys(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
+    list_tenant_keys(&state, &tenant, query).await
+}
+
+async fn list_tenant_keys(state: &GatewayState, tenant: &Tenant, query: ListQuery) -> Result<Response, ApiError> {
     let limit = match query.limit.as_deref() {
         None => DEFAULT_LIST_LIMIT,
         Some(text) => match text.trim().parse::<usize>() {
@@ -311,6 +315,42 @@ async fn list_keys(
         .collect();
     let body = KvListResponse { keys, next_cursor: outcome.next_cursor.as_deref().and_then(strip) };
     Ok(with_nodes(Json(body).into_response(), &outcome.participants))
+}
+
+/// The tenant an internal (cluster-secret) request acts for, e.g. the users service's key browser.
+fn internal_tenant(user_id: i64) -> Tenant {
+    Tenant { user_id, scopes: vec!["admin".to_string()] }
+}
+
+async fn internal_list(
+    State(state): State<GatewayState>,
+    _: Internal,
+    path: Result<Path<i64>, PathRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(user_id) = path?;
+    let Query(query) = query?;
+    list_tenant_keys(&state, &internal_tenant(user_id), query).await
+}
+
+async fn internal_get(
+    State(state): State<GatewayState>,
+    _: Internal,
+    path: Result<Path<(i64, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((user_id, key)) = path?;
+    read_key(&state, &internal_tenant(user_id), key, &headers).await
+}
+
+async fn internal_delete(
+    State(state): State<GatewayState>,
+    _: Internal,
+    path: Result<Path<(i64, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((user_id, key)) = path?;
+    remove_key(&state, &internal_tenant(user_id), key, &headers).await
 }
 
 async fn health() -> Json<ServiceHealth> {
@@ -395,6 +435,16 @@ mod tests {
         let view: ClusterView = serde_json::from_str(&body).unwrap();
         assert_eq!((view.replicas, view.vnodes, view.nodes.len()), (1, 150, 1));
         assert!((view.nodes[0].share - 1.0).abs() < 1e-9);
+        for uri in ["/internal/tenants/1/kv", "/internal/tenants/1/kv/a"] {
+            let (status, _, _) = call(Request::builder().uri(uri).body(Body::empty()).unwrap()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+        }
+        let request = Request::builder()
+            .uri("/internal/tenants/not-a-number/kv")
+            .header("x-cluster-secret", "s3cret")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(request).await.0, StatusCode::BAD_REQUEST);
         let (status, _, body) = call(Request::builder().uri("/nope").body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body.contains("error"));

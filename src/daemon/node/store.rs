@@ -207,6 +207,8 @@ impl Apply for Applier {
         outcomes
     }
 
+    /// Copies the map (values are shared `Bytes`, so this copies keys and
+    /// metadata while holding the lock) and writes the snapshot on its own thread.
     fn rotated(&mut self, generation: u64, ticket: CompactionTicket) {
         let records: Vec<Record> = {
             let state = self.shared.state();

@@ -8,6 +8,7 @@
 //! - [`state`], [`throttle`], [`validate`]: shared state, login throttle, input rules.
 
 pub mod accounts;
+pub mod browser;
 pub mod db;
 pub mod extract;
 pub mod routes;
@@ -74,6 +75,10 @@ pub struct UsersArgs {
     /// Mark cookies `Secure` (set when the pages are served over HTTPS)
     #[arg(long, env = "YDHT_SECURE_COOKIES")]
     pub secure_cookies: bool,
+
+    /// Base URL of the gateway, for the dashboard's key browser
+    #[arg(long, env = "YDHT_GATEWAY_URL", default_value = browser::DEFAULT_GATEWAY_URL)]
+    pub gateway_url: String,
 }
 
 impl std::fmt::Debug for UsersArgs {
@@ -85,6 +90,7 @@ impl std::fmt::Debug for UsersArgs {
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<hidden>"))
             .field("jwt_expiration", &self.jwt_expiration)
             .field("secure_cookies", &self.secure_cookies)
+            .field("gateway_url", &self.gateway_url)
             .finish()
     }
 }
@@ -134,6 +140,8 @@ pub struct UsersConfig {
     pub last_used_flush: Duration,
     /// Whether cookies carry `Secure`.
     pub secure_cookies: bool,
+    /// Base URL of the gateway (the key browser lists, shows and deletes keys through it).
+    pub gateway_url: String,
 }
 
 impl UsersConfig {
@@ -147,6 +155,7 @@ impl UsersConfig {
             throttle: ThrottlePolicy::default(),
             last_used_flush: Duration::from_secs(5),
             secure_cookies: false,
+            gateway_url: browser::DEFAULT_GATEWAY_URL.to_string(),
         }
     }
 
@@ -174,6 +183,7 @@ impl UsersArgs {
         };
         Ok(UsersConfig {
             secure_cookies: self.secure_cookies,
+            gateway_url: self.gateway_url.trim().trim_end_matches('/').to_string(),
             ..UsersConfig::new(database, jwt_secret, cluster_secret).with_lifetime(jwt_lifetime)
         })
     }
@@ -207,6 +217,7 @@ pub async fn serve(config: UsersConfig, listener: TcpListener, shutdown: Shutdow
         flash: Default::default(),
         counters: Default::default(),
         secure_cookies: config.secure_cookies,
+        gateway: browser::GatewayLink::new(config.gateway_url.clone(), config.cluster_secret.clone()),
     }));
     let flusher = tokio::spawn(flush_last_used(state.clone(), config.last_used_flush, shutdown.clone()));
     if let Ok(address) = listener.local_addr() {
@@ -294,6 +305,7 @@ mod tests {
             jwt_secret: None,
             jwt_expiration: "1h".into(),
             secure_cookies: false,
+            gateway_url: browser::DEFAULT_GATEWAY_URL.into(),
         }
     }
 

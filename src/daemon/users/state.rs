@@ -61,6 +61,8 @@ pub struct Shared {
     pub counters: Counters,
     /// Whether cookies carry the `Secure` attribute (serving behind HTTPS).
     pub secure_cookies: bool,
+    /// The gateway, for the dashboard's key browser.
+    pub gateway: super::browser::GatewayLink,
 }
 
 /// Monotonic counters reported by `/metrics`.

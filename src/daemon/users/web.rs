@@ -38,6 +38,7 @@ pub fn router() -> Router<UsersState> {
         .route("/dashboard/apikeys/{id}/revoke", post(revoke_key))
         .route("/signout", get(signout_page).post(signout_submit))
         .route("/static/style.css", get(stylesheet))
+        .merge(super::browser::router())
 }
 
 /// What the shared layout (`base.html`) shows.
@@ -53,7 +54,7 @@ pub struct Layout {
 }
 
 impl Layout {
-    fn new(title: &'static str, user: Option<&WebUser>, csrf: &CsrfToken) -> Self {
+    pub(super) fn new(title: &'static str, user: Option<&WebUser>, csrf: &CsrfToken) -> Self {
         Self {
             title,
             user: user.map(|user| user.user.username.clone()),
@@ -80,7 +81,7 @@ impl FormErrors {
 
 /// Renders every page: the template with its status, `no-store`, and the
 /// CSRF cookie when this browser did not have one yet.
-fn page<T: Template>(status: StatusCode, csrf: &CsrfToken, secure: bool, template: T) -> Response {
+pub(super) fn page<T: Template>(status: StatusCode, csrf: &CsrfToken, secure: bool, template: T) -> Response {
     match template.render() {
         Ok(html) => {
             let mut response = (
@@ -305,12 +306,12 @@ fn day(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%d").to_string()
 }
 
-fn minute(time: DateTime<Utc>) -> String {
+pub(super) fn minute(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 /// `1.5 KiB`-style byte counts.
-fn bytes(count: i64) -> String {
+pub(super) fn bytes(count: i64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = count as f64;
     let mut unit = 0;

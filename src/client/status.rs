@@ -1,0 +1,254 @@
+//! `ydht status`: one table of every service — URL, health, key count, WAL
+//! size, replication queue and lag, gateway p99 — from the gateway's
+//! `/cluster` and each service's `/health` and `/metrics`. Exit 4 if any is down.
+
+use clap::Args;
+use futures_util::future::join_all;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::api::Endpoint;
+use super::output::{human_bytes, human_millis, print_json, print_line, table};
+use super::{Context, OperatorArgs, cluster};
+use crate::error::{Exit, exit};
+
+/// Arguments of `ydht status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Where the cluster secret comes from (needed to list the nodes and the replicator).
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+}
+
+/// What kind of service a row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The public KV API.
+    Gateway,
+    /// Accounts and API keys.
+    Users,
+    /// The replication queue.
+    Replicator,
+    /// A storage node.
+    Node,
+}
+
+/// One service's row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceStatus {
+    /// `gateway`, `users`, `replicator`, or the node id.
+    pub name: String,
+    /// What it is.
+    pub kind: Kind,
+    /// Its base URL.
+    pub url: String,
+    /// Whether `/health` answered healthy.
+    pub healthy: bool,
+    /// Why it is not healthy.
+    pub error: Option<String>,
+    /// Live keys (nodes).
+    pub key_count: Option<u64>,
+    /// Write-ahead log bytes (nodes).
+    pub wal_size: Option<u64>,
+    /// Jobs waiting (replicator).
+    pub queue_size: Option<u64>,
+    /// Age of the oldest unfinished replication job, ms (replicator).
+    pub lag_ms: Option<f64>,
+    /// Request latency p99, ms (gateway).
+    pub p99_ms: Option<f64>,
+}
+
+impl StatusArgs {
+    /// Probes every service and prints the table.
+    pub async fn run(self, context: &Context) -> anyhow::Result<()> {
+        let mut targets = vec![(context.gateway.clone(), Kind::Gateway)];
+        let mut problem: Option<anyhow::Error> = None;
+        let mut users = context.users.clone();
+        match self.operator.cluster_secret()? {
+            None => {
+                problem = Some(
+                    Exit::usage(
+                        "nodes and replicator not shown: no cluster secret; pass --cluster-secret, set \
+                         YDHT_CLUSTER_SECRET, or point --data-dir at the cluster's data dir",
+                    )
+                    .into(),
+                );
+            }
+            Some(secret) => match cluster::fetch(context, &secret).await {
+                Ok(view) => {
+                    if let Some(url) = &view.users_url {
+                        users = Endpoint::parse("users service", url, "the gateway's cluster view")?;
+                    }
+                    if let Some(url) = &view.replicator_url {
+                        targets.push((
+                            Endpoint::parse("replicator", url, "the gateway's cluster view")?,
+                            Kind::Replicator,
+                        ));
+                    }
+                    for member in &view.members {
+                        targets
+                            .push((Endpoint::parse(member.id.clone(), &member.url, "the cluster view")?, Kind::Node));
+                    }
+                }
+                Err(error) => problem = Some(error),
+            },
+        }
+        targets.insert(1, (users, Kind::Users));
+        let rows = join_all(targets.iter().map(|(endpoint, kind)| probe(context, endpoint, *kind))).await;
+        let down: Vec<&str> = rows.iter().filter(|row| !row.healthy).map(|row| row.name.as_str()).collect();
+        if context.json() {
+            print_json(&serde_json::json!({ "healthy": down.is_empty() && problem.is_none(), "services": rows }))?;
+        } else {
+            print_line(&render(&rows))?;
+        }
+        if !down.is_empty() {
+            let total = rows.len();
+            return Err(Exit::new(
+                exit::UNAVAILABLE,
+                format!("{} of {total} services down: {}", down.len(), down.join(", ")),
+            )
+            .into());
+        }
+        match problem {
+            // Without the secret the visible services are all up: say what is missing, but succeed.
+            Some(error) if crate::error::exit_code_of(&error) == exit::USAGE => {
+                eprintln!("note: {error}");
+                Ok(())
+            }
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Asks one service for `/health` and `/metrics`.
+async fn probe(context: &Context, endpoint: &Endpoint, kind: Kind) -> ServiceStatus {
+    let name = match kind {
+        Kind::Gateway => "gateway".to_string(),
+        Kind::Users => "users".to_string(),
+        Kind::Replicator => "replicator".to_string(),
+        Kind::Node => endpoint.name.clone(),
+    };
+    let mut row = ServiceStatus {
+        name,
+        kind,
+        url: endpoint.display.clone(),
+        healthy: false,
+        error: None,
+        key_count: None,
+        wal_size: None,
+        queue_size: None,
+        lag_ms: None,
+        p99_ms: None,
+    };
+    let (health, metrics) = tokio::join!(
+        context.api.get_json::<Value>(endpoint, &["health"], None),
+        context.api.get_json::<Value>(endpoint, &["metrics"], None)
+    );
+    match health {
+        Ok(body) if body.get("status").and_then(Value::as_str) == Some("healthy") => row.healthy = true,
+        Ok(body) => row.error = Some(format!("unhealthy: {body}")),
+        Err(error) => {
+            // The URL has its own column: keep only the reason.
+            let text = error.to_string();
+            let prefix = format!("cannot reach {} at {}: ", endpoint.name, endpoint.display);
+            row.error = Some(text.strip_prefix(&prefix).map_or(text.clone(), str::to_string));
+        }
+    }
+    if let Ok(metrics) = metrics {
+        fill_metrics(&mut row, &metrics);
+    }
+    row
+}
+
+/// Picks the row's figures out of a service's `/metrics`.
+fn fill_metrics(row: &mut ServiceStatus, metrics: &Value) {
+    match row.kind {
+        Kind::Node => {
+            row.key_count = metrics.get("key_count").and_then(Value::as_u64);
+            row.wal_size = metrics.get("wal_size").and_then(Value::as_u64);
+        }
+        Kind::Replicator => {
+            row.queue_size = metrics.get("queue_size").and_then(Value::as_u64);
+            row.lag_ms = metrics.get("max_replication_lag_ms").and_then(Value::as_f64);
+        }
+        Kind::Gateway => {
+            row.p99_ms = ["/latency_ms/p99", "/latency/p99_ms", "/latency/p99", "/p99_ms", "/latency_p99_ms"]
+                .iter()
+                .find_map(|pointer| metrics.pointer(pointer).and_then(Value::as_f64));
+        }
+        Kind::Users => {}
+    }
+}
+
+/// The status table.
+pub fn render(rows: &[ServiceStatus]) -> String {
+    let mut rendered = table(["SERVICE", "URL", "HEALTH", "KEYS", "WAL", "QUEUE", "LAG", "P99"]);
+    let dash = || "-".to_string();
+    for row in rows {
+        let health = if row.healthy {
+            "up".to_string()
+        } else {
+            format!("DOWN: {}", row.error.as_deref().unwrap_or("no answer"))
+        };
+        rendered.add_row([
+            row.name.clone(),
+            row.url.clone(),
+            health,
+            row.key_count.map_or_else(dash, |count| count.to_string()),
+            row.wal_size.map_or_else(dash, human_bytes),
+            row.queue_size.map_or_else(dash, |size| size.to_string()),
+            row.lag_ms.map_or_else(dash, human_millis),
+            row.p99_ms.map_or_else(dash, human_millis),
+        ]);
+    }
+    rendered.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(name: &str, kind: Kind) -> ServiceStatus {
+        ServiceStatus {
+            name: name.into(),
+            kind,
+            url: format!("http://{name}"),
+            healthy: true,
+            error: None,
+            key_count: None,
+            wal_size: None,
+            queue_size: None,
+            lag_ms: None,
+            p99_ms: None,
+        }
+    }
+
+    #[test]
+    fn metrics_fill_the_right_columns() {
+        let mut node = row("node-1", Kind::Node);
+        fill_metrics(&mut node, &json!({"node_id": "node-1", "key_count": 42, "wal_size": 2048, "timestamp": 1}));
+        assert_eq!((node.key_count, node.wal_size), (Some(42), Some(2048)));
+        let mut replicator = row("replicator", Kind::Replicator);
+        fill_metrics(&mut replicator, &json!({"queue_size": 3, "max_replication_lag_ms": 12.5}));
+        assert_eq!((replicator.queue_size, replicator.lag_ms), (Some(3), Some(12.5)));
+        let mut gateway = row("gateway", Kind::Gateway);
+        fill_metrics(&mut gateway, &json!({"latency_ms": {"p50": 1.0, "p99": 7.5}}));
+        assert_eq!(gateway.p99_ms, Some(7.5));
+    }
+
+    #[test]
+    fn table_shows_down_services_with_their_reason() {
+        let mut node = row("node-2", Kind::Node);
+        node.healthy = false;
+        node.error = Some("cannot reach node-2 at http://node-2: connection refused".into());
+        let mut up = row("node-1", Kind::Node);
+        up.key_count = Some(5);
+        up.wal_size = Some(1536);
+        let text = render(&[up, node]);
+        assert!(text.contains("DOWN: cannot reach node-2"));
+        assert!(text.contains("1.5 KiB") && text.contains("node-1"));
+    }
+}

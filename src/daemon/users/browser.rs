@@ -1,0 +1,323 @@
+//! The dashboard's key browser: the signed-in user's own keys, listed with a
+//! prefix filter and paging, one value viewed, a key deleted — through the
+//! gateway's internal tenant endpoints (cluster secret), so placement,
+//! replication and consistency stay the gateway's business.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use reqwest::Url;
+use serde::Deserialize;
+
+use super::extract::{CsrfField, CsrfForm, CsrfToken, WebUser};
+use super::state::UsersState;
+use super::web::{Layout, bytes, minute, page};
+use crate::config::Secret;
+use crate::proto::{CLUSTER_SECRET_HEADER, KvListResponse, VERSION_HEADER};
+
+/// Default `--gateway-url` / `YDHT_GATEWAY_URL`.
+pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:8080";
+/// Keys per page.
+const PAGE_SIZE: usize = 50;
+/// Largest value shown on the page; longer ones are cut.
+const SHOWN_BYTES: usize = 64 * 1024;
+
+/// How the users service reaches the gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayLink {
+    url: String,
+    secret: Secret,
+    http: reqwest::Client,
+}
+
+impl GatewayLink {
+    /// A link to the gateway at `url`, authenticating with the cluster `secret`.
+    pub fn new(url: String, secret: Secret) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .expect("the HTTP client configuration is valid");
+        Self { url, secret, http }
+    }
+
+    /// `{gateway}/internal/tenants/{user}/kv[/{key}]`, the key as one percent-encoded segment.
+    fn endpoint(&self, user_id: i64, key: Option<&str>) -> Result<Url, String> {
+        let mut url = Url::parse(&self.url).map_err(|error| format!("invalid gateway URL {:?}: {error}", self.url))?;
+        {
+            let mut segments = url.path_segments_mut().map_err(|()| format!("invalid gateway URL {:?}", self.url))?;
+            segments.pop_if_empty().extend(["internal", "tenants", &user_id.to_string(), "kv"]);
+            if let Some(key) = key {
+                segments.push(key);
+            }
+        }
+        Ok(url)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
+        request
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .send()
+            .await
+            .map_err(|_| format!("the gateway at {} is unreachable; is it running?", self.url))
+    }
+
+    async fn failure(response: reqwest::Response) -> String {
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let message = body["error"].as_str().unwrap_or("no details").to_string();
+        format!("the gateway answered {status}: {message}")
+    }
+
+    async fn list(&self, user_id: i64, prefix: &str, cursor: Option<&str>) -> Result<KvListResponse, String> {
+        let mut url = self.endpoint(user_id, None)?;
+        url.query_pairs_mut().append_pair("prefix", prefix).append_pair("limit", &PAGE_SIZE.to_string());
+        if let Some(cursor) = cursor {
+            url.query_pairs_mut().append_pair("cursor", cursor);
+        }
+        let response = self.send(self.http.get(url)).await?;
+        if !response.status().is_success() {
+            return Err(Self::failure(response).await);
+        }
+        response.json().await.map_err(|error| format!("the gateway sent an unreadable listing: {error}"))
+    }
+
+    async fn get(&self, user_id: i64, key: &str) -> Result<Option<StoredValue>, String> {
+        let response = self.send(self.http.get(self.endpoint(user_id, Some(key))?)).await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            status if status.is_success() => {
+                let headers = response.headers().clone();
+                let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_string);
+                let value = response.bytes().await.map_err(|error| format!("reading the value failed: {error}"))?;
+                Ok(Some(StoredValue {
+                    content_type: text("content-type").unwrap_or_else(|| "application/octet-stream".into()),
+                    version: text(VERSION_HEADER).unwrap_or_default(),
+                    value: value.to_vec(),
+                }))
+            }
+            _ => Err(Self::failure(response).await),
+        }
+    }
+
+    async fn delete(&self, user_id: i64, key: &str) -> Result<(), String> {
+        let response = self.send(self.http.delete(self.endpoint(user_id, Some(key))?)).await?;
+        if response.status().is_success() || response.status() == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(Self::failure(response).await)
+        }
+    }
+}
+
+struct StoredValue {
+    content_type: String,
+    version: String,
+    value: Vec<u8>,
+}
+
+/// The key-browser routes, all behind the web session.
+pub fn router() -> Router<UsersState> {
+    Router::new()
+        .route("/dashboard/keys", get(list_page))
+        .route("/dashboard/keys/view", get(view_page))
+        .route("/dashboard/keys/delete", post(delete_submit))
+}
+
+/// A query value, percent-encoded for links.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// One row of the list.
+struct KeyRow {
+    key: String,
+    size: String,
+    expires: String,
+    view_href: String,
+}
+
+#[derive(Template)]
+#[template(path = "keys.html")]
+struct KeysPage {
+    layout: Layout,
+    prefix: String,
+    keys: Vec<KeyRow>,
+    next_href: Option<String>,
+    paged: bool,
+    error: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    cursor: Option<String>,
+}
+
+async fn list_page(
+    State(state): State<UsersState>,
+    user: WebUser,
+    csrf: CsrfToken,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let query = query.map(|Query(query)| query).unwrap_or_default();
+    let cursor = query.cursor.as_deref().filter(|cursor| !cursor.is_empty());
+    let (keys, next_href, error, status) = match state.gateway.list(user.user.id, &query.prefix, cursor).await {
+        Ok(listing) => {
+            let keys = listing
+                .keys
+                .into_iter()
+                .map(|entry| KeyRow {
+                    view_href: format!(
+                        "/dashboard/keys/view?key={}&prefix={}",
+                        encode(&entry.key),
+                        encode(&query.prefix)
+                    ),
+                    size: bytes(i64::try_from(entry.size).unwrap_or(i64::MAX)),
+                    expires: entry.expires_at.map_or_else(|| "never".to_string(), minute),
+                    key: entry.key,
+                })
+                .collect();
+            let next_href = listing
+                .next_cursor
+                .map(|cursor| format!("/dashboard/keys?prefix={}&cursor={}", encode(&query.prefix), encode(&cursor)));
+            (keys, next_href, None, StatusCode::OK)
+        }
+        Err(error) => (Vec::new(), None, Some(error), StatusCode::BAD_GATEWAY),
+    };
+    let template = KeysPage {
+        layout: Layout::new("Your keys", Some(&user), &csrf),
+        prefix: query.prefix,
+        keys,
+        next_href,
+        paged: cursor.is_some(),
+        error,
+    };
+    page(status, &csrf, state.secure_cookies, template)
+}
+
+#[derive(Template)]
+#[template(path = "key_view.html")]
+struct KeyViewPage {
+    layout: Layout,
+    key: String,
+    prefix: String,
+    back_href: String,
+    found: bool,
+    content_type: String,
+    version: String,
+    size: String,
+    text: Option<String>,
+    truncated: bool,
+    error: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ViewQuery {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    prefix: String,
+}
+
+async fn view_page(
+    State(state): State<UsersState>,
+    user: WebUser,
+    csrf: CsrfToken,
+    query: Result<Query<ViewQuery>, QueryRejection>,
+) -> Response {
+    let query = query.map(|Query(query)| query).unwrap_or_default();
+    let mut template = KeyViewPage {
+        layout: Layout::new("View key", Some(&user), &csrf),
+        back_href: format!("/dashboard/keys?prefix={}", encode(&query.prefix)),
+        key: query.key.clone(),
+        prefix: query.prefix,
+        found: false,
+        content_type: String::new(),
+        version: String::new(),
+        size: String::new(),
+        text: None,
+        truncated: false,
+        error: None,
+    };
+    let status = match state.gateway.get(user.user.id, &query.key).await {
+        Ok(Some(stored)) => {
+            let shown = &stored.value[..stored.value.len().min(SHOWN_BYTES)];
+            template.found = true;
+            template.truncated = stored.value.len() > SHOWN_BYTES;
+            template.size = bytes(i64::try_from(stored.value.len()).unwrap_or(i64::MAX));
+            template.text = std::str::from_utf8(shown).ok().map(str::to_string);
+            template.content_type = stored.content_type;
+            template.version = stored.version;
+            StatusCode::OK
+        }
+        Ok(None) => StatusCode::NOT_FOUND,
+        Err(error) => {
+            template.error = Some(error);
+            StatusCode::BAD_GATEWAY
+        }
+    };
+    page(status, &csrf, state.secure_cookies, template)
+}
+
+#[derive(Debug, Deserialize)]
+struct DeleteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    prefix: String,
+}
+
+impl CsrfField for DeleteForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+async fn delete_submit(
+    State(state): State<UsersState>,
+    user: WebUser,
+    csrf: CsrfToken,
+    CsrfForm(form): CsrfForm<DeleteForm>,
+) -> Response {
+    match state.gateway.delete(user.user.id, &form.key).await {
+        Ok(()) => Redirect::to(&format!("/dashboard/keys?prefix={}", encode(&form.prefix))).into_response(),
+        Err(error) => {
+            let template = KeysPage {
+                layout: Layout::new("Your keys", Some(&user), &csrf),
+                prefix: form.prefix,
+                keys: Vec::new(),
+                next_href: None,
+                paged: false,
+                error: Some(format!("could not delete {:?}: {error}", form.key)),
+            };
+            page(StatusCode::BAD_GATEWAY, &csrf, state.secure_cookies, template)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_encode_every_reserved_byte_and_keys_are_one_segment() {
+        assert_eq!(encode("user:1/a b&c=d"), "user%3A1%2Fa%20b%26c%3Dd");
+        assert_eq!(encode("é"), "%C3%A9");
+        let link = GatewayLink::new("http://127.0.0.1:8080/".into(), Secret::new("s"));
+        let url = link.endpoint(7, Some("a/b?c")).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:8080/internal/tenants/7/kv/a%2Fb%3Fc");
+    }
+}

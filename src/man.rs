@@ -1,0 +1,59 @@
+//! `ydht man`: manual pages generated from the clap tree with clap_mangen
+//! (hidden from `--help`; packagers run `ydht man --dir DIR`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, CommandFactory};
+
+use crate::cli::Cli;
+
+/// Arguments of `ydht man`.
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write `ydht.1` and one page per subcommand (`ydht-kv-put.1`, …) into this directory instead of printing `ydht.1`
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// The roff source of `ydht(1)`.
+pub fn render() -> Vec<u8> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page).expect("rendering into memory cannot fail");
+    page
+}
+
+impl ManArgs {
+    /// Prints `ydht(1)` or writes every page.
+    pub fn run(self) -> anyhow::Result<()> {
+        if let Some(dir) = self.dir {
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            return clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("cannot write manual pages into {}", dir.display()));
+        }
+        crate::client::output::print_bytes(&render())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_documents_commands_and_exit_codes() {
+        let page = String::from_utf8(render()).unwrap();
+        assert!(page.contains("\n.TH ydht 1"), "not a roff page");
+        for expected in ["signup", "apikey", "status", "Exit codes", "YDHT_GATEWAY_URL"] {
+            assert!(page.contains(expected), "{expected} missing from the man page");
+        }
+    }
+
+    #[test]
+    fn every_subcommand_gets_a_page() {
+        let dir = tempfile::tempdir().unwrap();
+        ManArgs { dir: Some(dir.path().to_path_buf()) }.run().unwrap();
+        for name in ["ydht.1", "ydht-kv.1", "ydht-kv-put.1", "ydht-apikey-create.1", "ydht-status.1"] {
+            assert!(dir.path().join(name).exists(), "{name} was not written");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The real `ydht` client binary where no cluster is needed: unreachable
+//! services, usage errors and missing credentials, each with its exit code and
+//! a one-line error.
+
+mod cli_support;
+
+use cli_support::{Client, closed_port, expect_code, one_error_line};
+
+fn offline_client() -> (Client, u16, u16) {
+    let (gateway, users) = (closed_port(), closed_port());
+    let client = Client::new(&format!("http://127.0.0.1:{gateway}"), &format!("http://127.0.0.1:{users}"), None);
+    (client, gateway, users)
+}
+
+#[test]
+fn unreachable_gateway_exits_4_with_one_line() {
+    let (client, gateway, _) = offline_client();
+    let args = ["kv", "get", "k", "--api-key", "ydht_whatever"];
+    let output = client.run(&args);
+    expect_code(&output, 4, &args);
+    assert_eq!(
+        one_error_line(&output),
+        format!("error: cannot reach gateway at http://127.0.0.1:{gateway}: connection refused")
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn unreachable_users_service_exits_4() {
+    let (client, _, users) = offline_client();
+    let args = ["login", "--email", "a@example.com", "--password-stdin"];
+    let output = client.run_with_stdin(&args, b"securepass123\n");
+    expect_code(&output, 4, &args);
+    assert_eq!(
+        one_error_line(&output),
+        format!("error: cannot reach users service at http://127.0.0.1:{users}: connection refused")
+    );
+    assert!(!client.credentials_path().exists(), "a failed login stores nothing");
+}
+
+#[test]
+fn status_with_everything_down_exits_4_and_still_reports() {
+    let (client, gateway, _) = offline_client();
+    let output = client.run(&["status"]);
+    expect_code(&output, 4, &["status"]);
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains(&format!("http://127.0.0.1:{gateway}")) && table.contains("DOWN"), "{table}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("services down: gateway, users"));
+
+    let output = client.run(&["status", "--output", "json"]);
+    expect_code(&output, 4, &["status", "--output", "json"]);
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).expect("status prints JSON");
+    assert_eq!(document["healthy"], false);
+    let services = document["services"].as_array().expect("services");
+    assert_eq!(services.len(), 2);
+    assert!(services.iter().all(|service| service["healthy"] == false && service["error"].is_string()));
+}
+
+#[test]
+fn missing_credentials_exit_3() {
+    let (client, _, _) = offline_client();
+    for args in [&["whoami"][..], &["apikey", "list"], &["kv", "get", "k"], &["kv", "put", "k", "v"]] {
+        let output = client.run(args);
+        expect_code(&output, 3, args);
+        let line = one_error_line(&output);
+        assert!(line.contains("ydht login") || line.contains("apikey create"), "{line}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (client, _, _) = offline_client();
+    // Refused by the argument parser.
+    for args in [
+        &["kv", "put"][..],
+        &["kv", "get", "k", "--consistency", "weak"],
+        &["kv", "put", "k", "v", "--file", "x"],
+        &["apikey", "create", "--name", "n", "--scopes", "root"],
+        &["apikey", "create", "--name", "n", "--expires-in-days", "0"],
+        &["--output", "yaml", "status"],
+        &["no-such-command"],
+    ] {
+        expect_code(&client.run(args), 2, args);
+    }
+    // Refused by the client before any request.
+    let args = ["kv", "put", "k", "v", "--ttl", "soon", "--api-key", "ydht_x"];
+    let output = client.run(&args);
+    expect_code(&output, 2, &args);
+    assert!(one_error_line(&output).contains("invalid --ttl"));
+    let args = ["--gateway", "localhost:8080", "kv", "get", "k"];
+    let output = client.run(&args);
+    expect_code(&output, 2, &args);
+    assert!(one_error_line(&output).contains("--gateway"));
+    let args = ["kv", "put", "k", "--api-key", "ydht_x"];
+    let output = client.run(&args);
+    // An empty stdin is a valid (empty) value, so this reaches for the (closed) gateway.
+    expect_code(&output, 4, &args);
+    let args = ["kv", "locate", "k", "--api-key", "ydht_x"];
+    let output = client.run(&args);
+    expect_code(&output, 2, &args);
+    assert!(one_error_line(&output).contains("cluster secret"));
+    let args = ["login", "--email", "a@example.com"];
+    let output = client.run(&args);
+    expect_code(&output, 2, &args);
+    assert!(one_error_line(&output).contains("--password-stdin"), "never waits for a terminal");
+}
+
+#[test]
+fn damaged_credentials_file_exits_2() {
+    let (client, _, _) = offline_client();
+    std::fs::write(client.credentials_path(), b"{ not json").unwrap();
+    let output = client.run(&["kv", "get", "k"]);
+    expect_code(&output, 2, &["kv", "get", "k"]);
+    assert!(one_error_line(&output).contains("credentials file"));
+}
+
+#[test]
+fn help_documents_exit_codes_and_global_flags() {
+    let (client, _, _) = offline_client();
+    let help = String::from_utf8(client.ok(&["--help"])).unwrap();
+    for expected in ["Exit codes:", "--gateway", "--users", "--output", "--api-key", "YDHT_API_KEY", "kv", "status"] {
+        assert!(help.contains(expected), "{expected} missing from --help");
+    }
+    let man = String::from_utf8(client.ok(&["man"])).unwrap();
+    assert!(man.contains(".TH ydht 1"));
+}
