@@ -108,6 +108,8 @@ field() { jq -r "$2" "$WORK/$1.json"; }
 ops() { field "$1" '.ops_per_sec|floor'; }
 p50() { field "$1" '.latency_ms.p50'; }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # ---------------------------------------------------------------- ydht cluster
 say "starting ydht serve all in $WORK/ydht"
 YDHT_DATA_DIR=$WORK/ydht RATE_LIMIT_PER_MINUTE=0 GATEWAY_PORT=0 USERMANAGER_PORT=0 DHTNODE_PORT=0 \
@@ -210,6 +212,7 @@ fi
 # ---------------------------------------------------------------- report
 echo
 echo "ydht bench figures (${DURATION} per run after ${WARMUP} warm-up; ${VALUE_SIZE} B values; ${KEYS} keys; $(nproc) cores)"
+echo "load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every figure)"
 printf '%-22s %8s %10s %10s %10s %10s %8s\n' run clients ops/s p50_ms p99_ms p99.9_ms errors
 for file in "$WORK"/*.json; do
     label=$(basename "$file" .json)
