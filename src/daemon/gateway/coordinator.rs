@@ -1,7 +1,9 @@
 //! Reads, writes and listings across the ring at the requested consistency.
 //!
 //! - eventual write: the first healthy node of the preference list makes it
-//!   durable, then a replicator job copies it to the other owners.
+//!   durable while (in parallel) a replicator job is queued to copy it to the
+//!   other owners; if that node fails, the next one takes it, with its own job.
+//!   (A write answered 502 because a node refused it may still reach the other owners.)
 //! - strong write: every owner (or, for a down owner, the next healthy node:
 //!   sloppy quorum) is written in parallel; the answer waits for a majority.
 //!   Owners that missed it get a replicator job, which hands the data back.
@@ -104,8 +106,27 @@ impl GatewayState {
 
     async fn write_eventual(&self, key: &str, mutation: Mutation) -> Result<WriteOutcome, ApiError> {
         let owners = self.placement.owners(key);
+        let mut candidates = self.placement.healthy_first(key).into_iter();
+        let Some(first) = candidates.next() else {
+            return Err(ApiError::unavailable("no storage node could take the write; every node is down"));
+        };
+        // The usual case: the first candidate takes the write. Its copies for the other owners are
+        // handed to the replicator at the same time (two fsyncs in parallel, not in a row); if the
+        // first candidate fails, the copies below cover whichever node took the write instead.
+        let others = |durable: &NodeInfo| -> Vec<NodeInfo> {
+            owners.iter().filter(|owner| owner.id != durable.id).cloned().collect()
+        };
+        let (outcome, ()) = tokio::join!(
+            self.write_one(&first, key, &mutation),
+            self.replication.enqueue(key, &mutation, others(&first))
+        );
+        match outcome {
+            Ok(_) => return Ok(WriteOutcome { primary: first.url.clone(), participants: vec![first.url] }),
+            Err(error) if node_is_down(&error) => {}
+            Err(error) => return Err(bad_gateway(&error)),
+        }
         let mut durable = None;
-        for node in self.placement.healthy_first(key) {
+        for node in candidates {
             match self.write_one(&node, key, &mutation).await {
                 Ok(_) => {
                     durable = Some(node);
@@ -118,8 +139,7 @@ impl GatewayState {
         let Some(durable) = durable else {
             return Err(ApiError::unavailable("no storage node could take the write; every node is down"));
         };
-        let targets: Vec<NodeInfo> = owners.into_iter().filter(|owner| owner.id != durable.id).collect();
-        self.replication.enqueue(key, &mutation, targets).await;
+        self.replication.enqueue(key, &mutation, others(&durable)).await;
         Ok(WriteOutcome { primary: durable.url.clone(), participants: vec![durable.url] })
     }
 
