@@ -8,6 +8,7 @@
 //! - [`error`]: the JSON API error every service returns, and CLI exit codes.
 //! - [`shutdown`]: one shutdown signal shared by every task of a process.
 //! - [`server`]: binding listeners with actionable errors and serving routers.
+//! - [`tls`]: HTTPS serving (rustls) and trusting a private CA in every HTTP client.
 //! - [`proto`]: wire types and header names shared by daemons and the client.
 //! - [`auth`]: the cluster-secret extractor, argon2id passwords, HS256 access tokens.
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
@@ -35,5 +36,6 @@ pub mod proto;
 pub mod ring;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 pub mod tui;
 pub mod wal;

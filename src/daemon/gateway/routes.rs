@@ -445,6 +445,7 @@ mod tests {
             rate_limit_burst: 10,
             max_value_bytes: 1024,
             cluster_secret: Secret::new("s3cret"),
+            tls: None,
         })
     }
 
