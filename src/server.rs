@@ -46,6 +46,22 @@ pub fn announce_with(service: &str, address: SocketAddr, tls: Option<&TlsConfig>
     let _ = stdout.flush();
 }
 
+/// Security headers for API responses (JSON, or tenants' raw values): nothing may be sniffed,
+/// framed, run or loaded from them, and no referrer leaks. Pages have their own (wider) CSP.
+pub async fn api_security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'; sandbox"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
 /// How long in-flight requests may take to finish after shutdown is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -53,6 +53,7 @@ pub fn app(state: GatewayState) -> Router {
         .route("/internal/tenants/{user_id}/kv", get(internal_list))
         .route("/internal/tenants/{user_id}/kv/{*key}", get(internal_get).delete(internal_delete))
         .fallback(|| async { ApiError::not_found("no such endpoint; the KV API is under /v1/kv/{key}") })
+        .layer(middleware::map_response(crate::server::api_security_headers))
         .with_state(state)
 }
 
