@@ -62,6 +62,12 @@ pub async fn api_security_headers(mut response: axum::response::Response) -> axu
     response
 }
 
+/// `GET /openapi.json`: a service's OpenAPI 3 document (kept in the source tree next to its routes).
+pub fn openapi_response(document: &'static str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], document).into_response()
+}
+
 /// How long in-flight requests may take to finish after shutdown is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 

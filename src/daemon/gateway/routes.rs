@@ -30,6 +30,9 @@ use crate::proto::{
     VERSION_HEADER,
 };
 
+/// The OpenAPI 3 document of the public API (`/v1/kv…`, `/health`), served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// Default and largest page size of `GET /v1/kv`.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 /// Largest page size of `GET /v1/kv`.
@@ -48,6 +51,7 @@ pub fn app(state: GatewayState) -> Router {
     Router::new()
         .merge(v1)
         .route("/health", get(health))
+        .route("/openapi.json", get(|| async { crate::server::openapi_response(OPENAPI) }))
         .route("/metrics", get(metrics))
         .route("/cluster", get(cluster))
         .route("/internal/tenants/{user_id}/kv", get(internal_list))

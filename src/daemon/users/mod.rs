@@ -276,6 +276,9 @@ async fn flush_last_used(state: UsersState, every: Duration, shutdown: Shutdown)
     }
 }
 
+/// The OpenAPI 3 document of the JSON API, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// The router: JSON API, internal endpoints, web pages and the stylesheet.
 pub fn app(state: UsersState) -> Router {
     Router::new()
@@ -289,6 +292,7 @@ pub fn app(state: UsersState) -> Router {
         .route("/usage", get(routes::usage).post(routes::record_usage).layer(DefaultBodyLimit::max(MAX_USAGE_BODY)))
         .route("/validate-key", post(routes::validate_key))
         .route("/health", get(routes::health))
+        .route("/openapi.json", get(|| async { crate::server::openapi_response(OPENAPI) }))
         .route("/metrics", get(routes::metrics))
         .merge(web::router())
         .fallback(web::not_found)
