@@ -54,6 +54,7 @@ fn ignore_broken_pipe(result: std::io::Result<()>) -> anyhow::Result<()> {
     }
 }
 
+/// Bytes for people: `1.5 KiB` (the shared [`crate::units::bytes`]).
 pub use crate::units::bytes as human_bytes;
 
 /// Unix milliseconds as an RFC 3339 UTC time with second precision.
