@@ -17,6 +17,7 @@
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
 //! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
 //! - [`daemon`]: the services behind `ydht serve …` (one module each).
+//! - [`units`]: human-readable byte counts for tables and pages.
 //! - [`tui`]: `ydht top`, the live operator dashboard (state, update, poller, ui).
 //! - [`man`]: the hidden `ydht man` command (clap_mangen manual pages).
 //! - [`client`]: the client commands (`signup`, `login`, `apikey`, `kv`, `status`, …) over HTTP.
@@ -38,4 +39,5 @@ pub mod server;
 pub mod shutdown;
 pub mod tls;
 pub mod tui;
+pub mod units;
 pub mod wal;

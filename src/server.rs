@@ -123,6 +123,73 @@ async fn drain(server: JoinHandle<std::io::Result<()>>, shutdown: Shutdown) -> a
     Ok(())
 }
 
+/// Most bytes of a refused body read and dropped, so a client still sending sees the 413, not a reset.
+const DRAIN_BYTES: usize = 2 << 20;
+/// Longest time spent dropping a refused body.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+/// Longest time a client may take to send a body.
+pub const BODY_TIME: Duration = Duration::from_secs(30);
+
+/// Reads a request body of at most `limit` bytes. A body that declares more in its
+/// `content-length` is refused (413) before any of it is read; one that streams more is
+/// cut off as soon as it passes the limit; one that takes longer than [`BODY_TIME`] gets a 408.
+/// `what` names the body in the error ("the value", "the batch").
+pub async fn read_limited_body(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+    what: &str,
+) -> Result<bytes::Bytes, crate::error::ApiError> {
+    use crate::error::ApiError;
+    use futures_util::StreamExt;
+    let too_large = |size: String| {
+        ApiError::too_large(format!("{what} is {size} bytes; the maximum is {limit} (YDHT_MAX_VALUE_BYTES)"))
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
+    if let Some(declared) = declared.filter(|&declared| declared > limit as u64) {
+        discard(&mut stream).await;
+        return Err(too_large(declared.to_string()));
+    }
+    let mut buffer = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|error| ApiError::bad_request(format!("could not read the request body: {error}")))?;
+            if buffer.len() + chunk.len() > limit {
+                discard(&mut stream).await;
+                return Err(too_large(format!("more than {limit}")));
+            }
+            buffer.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(BODY_TIME, read).await {
+        Ok(outcome) => outcome.map(|()| buffer.freeze()),
+        Err(_) => Err(ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            format!("{what} did not arrive within {} s; send it faster or smaller", BODY_TIME.as_secs()),
+        )),
+    }
+}
+
+/// Drops up to [`DRAIN_BYTES`] more of a refused body, for at most [`DRAIN_TIME`]; nothing is kept.
+async fn discard(stream: &mut axum::body::BodyDataStream) {
+    use futures_util::StreamExt;
+    let drain = async {
+        let mut dropped = 0;
+        while dropped < DRAIN_BYTES {
+            match stream.next().await {
+                Some(Ok(chunk)) => dropped += chunk.len(),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

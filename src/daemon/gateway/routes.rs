@@ -11,8 +11,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -173,58 +171,6 @@ fn write_response(state: &GatewayState, key: String, outcome: WriteOutcome) -> R
     with_nodes(Json(body).into_response(), &outcome.participants)
 }
 
-/// Most bytes of a refused body read and dropped, so a client still sending sees the 413, not a reset.
-const DRAIN_BYTES: usize = 2 << 20;
-/// Longest time a client may take to send a value.
-const BODY_TIME: std::time::Duration = std::time::Duration::from_secs(30);
-/// Longest time spent dropping a refused body.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Reads the request body, refusing (413) a declared or actual size over `max` before reading it whole.
-async fn read_value(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::too_large(format!("value is larger than the maximum of {max} bytes"));
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-    let mut stream = body.into_data_stream();
-    if declared.is_some_and(|length| length > max as u64) {
-        discard(&mut stream).await;
-        return Err(too_large());
-    }
-    let mut value = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
-    let read = async {
-        while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|error| ApiError::bad_request(format!("could not read the request body: {error}")))?;
-            if value.len() + chunk.len() > max {
-                discard(&mut stream).await;
-                return Err(too_large());
-            }
-            value.extend_from_slice(&chunk);
-        }
-        Ok(())
-    };
-    match tokio::time::timeout(BODY_TIME, read).await {
-        Ok(outcome) => outcome.map(|()| value.freeze()),
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("the value did not arrive within {} s; send it faster or smaller", BODY_TIME.as_secs()),
-        )),
-    }
-}
-
-/// Drops up to [`DRAIN_BYTES`] more of a refused body, for at most [`DRAIN_TIME`]; nothing is kept.
-async fn discard(stream: &mut axum::body::BodyDataStream) {
-    let drain = async {
-        let mut dropped = 0;
-        while dropped < DRAIN_BYTES {
-            match stream.next().await {
-                Some(Ok(chunk)) => dropped += chunk.len(),
-                _ => break,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
-}
-
 async fn empty_key() -> ApiError {
     ApiError::bad_request("key is empty; name it in the path: /v1/kv/{key}")
 }
@@ -242,7 +188,7 @@ async fn put_key(
     validate_key(&key)?;
     let consistency = Consistency::from_headers(&headers)?;
     let ttl = parse_ttl(query.ttl.as_deref())?;
-    let value = read_value(&headers, body, state.config.max_value_bytes).await?;
+    let value = crate::server::read_limited_body(&headers, body, state.config.max_value_bytes, "the value").await?;
     let size = value.len() as u64;
     let content_type = headers
         .get(header::CONTENT_TYPE)

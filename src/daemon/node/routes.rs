@@ -13,8 +13,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::NodeState;
@@ -113,52 +111,6 @@ fn content_type_header(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(if text.is_empty() { DEFAULT_CONTENT_TYPE.to_string() } else { text.to_string() })
 }
 
-/// Most bytes of a refused body read and dropped so the client sees the error.
-const DRAIN_BYTES: usize = 2 << 20;
-/// Longest time spent dropping a refused body.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Reads a body of at most `limit` bytes: refused from its `content-length`
-/// before reading when it declares more, and cut off as soon as it streams more.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize, what: &str) -> Result<Bytes, ApiError> {
-    let too_large = |size: String| {
-        ApiError::too_large(format!("{what} is {size} bytes; the maximum is {limit} (YDHT_MAX_VALUE_BYTES)"))
-    };
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(parse_u64);
-    let mut stream = body.into_data_stream();
-    if let Some(declared) = declared.filter(|&declared| declared > limit as u64) {
-        discard(&mut stream).await;
-        return Err(too_large(declared.to_string()));
-    }
-    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|error| ApiError::bad_request(format!("could not read the request body: {error}")))?;
-        if buffer.len() + chunk.len() > limit {
-            discard(&mut stream).await;
-            return Err(too_large(format!("more than {limit}")));
-        }
-        buffer.extend_from_slice(&chunk);
-    }
-    Ok(buffer.freeze())
-}
-
-/// Drops up to [`DRAIN_BYTES`] more of a refused body (for at most [`DRAIN_TIME`]):
-/// a client still sending would otherwise get a connection reset instead of
-/// the 413. Nothing is kept; a longer body is cut off when the connection closes.
-async fn discard(stream: &mut axum::body::BodyDataStream) {
-    let drain = async {
-        let mut dropped = 0;
-        while dropped < DRAIN_BYTES {
-            match stream.next().await {
-                Some(Ok(chunk)) => dropped += chunk.len(),
-                _ => break,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
-}
-
 fn write_error(error: WalError) -> ApiError {
     match error {
         WalError::Encode(error) => ApiError::bad_request(error.to_string()),
@@ -177,7 +129,7 @@ async fn put_value(
     let version = version_header(&headers)?;
     let expires_at = expires_at_header(&headers)?;
     let content_type = content_type_header(&headers)?;
-    let value = read_body(&headers, body, state.settings.max_value_bytes, "the value").await?;
+    let value = crate::server::read_limited_body(&headers, body, state.settings.max_value_bytes, "the value").await?;
     let record = Record::put(key, version, value, content_type).with_expiry(expires_at);
     let mut answers = state.store.write(vec![record]).await.map_err(write_error)?;
     Ok(Json(answers.remove(0)))
@@ -260,7 +212,7 @@ async fn apply_batch(
     body: Body,
 ) -> Result<Json<NodeBatchResponse>, ApiError> {
     let max_value = state.settings.max_value_bytes;
-    let body = read_body(&headers, body, state.settings.max_batch_bytes(), "the batch").await?;
+    let body = crate::server::read_limited_body(&headers, body, state.settings.max_batch_bytes(), "the batch").await?;
     let records = batch::decode(&body).map_err(ApiError::bad_request)?;
     for (index, record) in records.iter().enumerate() {
         validate_key(&record.key)
