@@ -32,6 +32,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the HTTP server to pick them up.
 const ACCEPT_QUEUE: usize = 128;
 
+/// Most TLS handshakes in progress at once; past that, accepting waits (backpressure).
+pub const MAX_HANDSHAKES: usize = 1024;
+
 /// A loaded server certificate and key, ready to accept TLS connections; cheap to clone.
 #[derive(Clone)]
 pub struct TlsConfig(Arc<rustls::ServerConfig>);
@@ -115,7 +118,12 @@ async fn accept_loop(
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
     shutdown: Shutdown,
 ) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
+        let permit = tokio::select! {
+            () = shutdown.wait() => return,
+            permit = handshakes.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
         let accepted = tokio::select! {
             () = shutdown.wait() => return,
             accepted = listener.accept() => accepted,
@@ -136,7 +144,9 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let ready = ready.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            drop(permit);
+            match handshake {
                 Ok(Ok(stream)) => {
                     let _ = ready.send((stream, peer)).await;
                 }
