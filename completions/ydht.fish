@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_ydht_global_optspecs
-    string join \n gateway= users= output= api-key= config-dir= h/help V/version
+    string join \n gateway= users= output= api-key= config-dir= ca-file= h/help V/version
 end
 
 function __fish_ydht_needs_command
@@ -30,6 +30,7 @@ complete -c ydht -n "__fish_ydht_needs_command" -l output -d 'Output format' -r 
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_needs_command" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_needs_command" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_needs_command" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_needs_command" -s V -l version -d 'Print version'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "serve" -d 'Run a server (one service of the cluster)'
@@ -51,6 +52,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_sub
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -f -a "all" -d 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
@@ -61,6 +63,8 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_sub
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l data-dir -d 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l host -d 'Address to bind; use 0.0.0.0 to accept connections from other machines' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l cluster-secret -d 'Shared secret guarding internal endpoints [default: generated once into the data dir]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l tls-cert -d 'PEM certificate chain: serve HTTPS instead of HTTP (needs --tls-key)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l tls-key -d 'PEM private key of --tls-cert' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l nodes -d 'Number of storage nodes (node-1, node-2, …)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l gateway-port -d 'Gateway port (0 picks a free one)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l users-port -d 'Users service port (0 picks a free one)' -r
@@ -72,6 +76,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l port -d 'Port to listen on' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l node-id -d 'This node\'s id; its WAL and snapshots live in <data-dir>/<node-id>/' -r
@@ -83,17 +88,22 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l data-dir -d 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l host -d 'Address to bind; use 0.0.0.0 to accept connections from other machines' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l cluster-secret -d 'Shared secret guarding internal endpoints [default: generated once into the data dir]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l tls-cert -d 'PEM certificate chain: serve HTTPS instead of HTTP (needs --tls-key)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l tls-key -d 'PEM private key of --tls-cert' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l salvage-wal -d 'Start despite a corrupt WAL segment by truncating it at the first bad record (later records are lost)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l data-dir -d 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l host -d 'Address to bind; use 0.0.0.0 to accept connections from other machines' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l cluster-secret -d 'Shared secret guarding internal endpoints [default: generated once into the data dir]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l tls-cert -d 'PEM certificate chain: serve HTTPS instead of HTTP (needs --tls-key)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l tls-key -d 'PEM private key of --tls-cert' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l port -d 'Port to listen on (0 picks a free one)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l max-queue -d 'Most unfinished jobs kept; beyond it new jobs get 503 with Retry-After' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l max-queue-bytes -d 'Most bytes of values held by unfinished jobs; beyond it new jobs get 503' -r
@@ -109,10 +119,13 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l data-dir -d 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l host -d 'Address to bind; use 0.0.0.0 to accept connections from other machines' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l cluster-secret -d 'Shared secret guarding internal endpoints [default: generated once into the data dir]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l tls-cert -d 'PEM certificate chain: serve HTTPS instead of HTTP (needs --tls-key)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l tls-key -d 'PEM private key of --tls-cert' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l port -d 'Port to listen on' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l database-url -d 'Database: postgres://user:pass@host:5432/db or sqlite:///path/users.db [default: <data-dir>/users.db]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l jwt-secret -d 'Secret signing access tokens (HS256) [default: generated once into <data-dir>/jwt.secret]' -r
@@ -124,11 +137,14 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l secure-cookies -d 'Mark cookies `Secure` (set when the pages are served over HTTPS)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l data-dir -d 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l host -d 'Address to bind; use 0.0.0.0 to accept connections from other machines' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l cluster-secret -d 'Shared secret guarding internal endpoints [default: generated once into the data dir]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l tls-cert -d 'PEM certificate chain: serve HTTPS instead of HTTP (needs --tls-key)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l tls-key -d 'PEM private key of --tls-cert' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l port -d 'Port to listen on (0 picks a free one)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l nodes -d 'Storage nodes: comma-separated `id=http://host:port` (or bare URLs)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l replicator-url -d 'Base URL of the replicator' -r
@@ -144,6 +160,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "all" -d 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
@@ -158,6 +175,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand completions" -l output -d 'Out
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand completions" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand top" -l interval -d 'How often to poll the services, e.g. 500ms, 1s, 5s' -r
 complete -c ydht -n "__fish_ydht_using_subcommand top" -l cluster-secret -d 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]' -r
@@ -168,6 +186,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand top" -l output -d 'Output form
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand top" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand top" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand top" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand top" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -l email -d 'Account email' -r
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -l username -d 'Account name: 3–32 letters, digits, `_` or `-`' -r
@@ -177,6 +196,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand signup" -l output -d 'Output f
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand signup" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -l password-stdin -d 'Read the password from stdin instead of prompting (for scripts)'
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand login" -l email -d 'Account email' -r
@@ -186,6 +206,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand login" -l output -d 'Output fo
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand login" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand login" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand login" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand login" -l password-stdin -d 'Read the password from stdin instead of prompting (for scripts)'
 complete -c ydht -n "__fish_ydht_using_subcommand login" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand logout" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
@@ -194,6 +215,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand logout" -l output -d 'Output f
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand logout" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand logout" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand logout" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand logout" -l all -d 'Also forget the default API key stored by `apikey create --use`'
 complete -c ydht -n "__fish_ydht_using_subcommand logout" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
@@ -202,6 +224,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l output -d 'Output f
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand whoami" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
@@ -209,6 +232,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_su
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -f -a "create" -d 'Create an API key (its full value is shown once)'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -f -a "list" -d 'List your API keys (never their full value)'
@@ -225,6 +249,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcom
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l use -d 'Store the key as the default for `ydht kv` (in credentials.json, mode 0600)'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
@@ -233,6 +258,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcom
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
@@ -240,6 +266,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcom
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create an API key (its full value is shown once)'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "list" -d 'List your API keys (never their full value)'
@@ -251,6 +278,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcom
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -f -a "get" -d 'Print a value\'s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
@@ -269,6 +297,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -s o -l output-file -d 'Write the value to this file instead of stdout' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l consistency -d 'Consistency level of the read [default: eventual]' -r -f -a "eventual\t'The primary has it durably; replicas follow in the background'
@@ -279,6 +308,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l consistency -d 'Consistency level of the delete [default: eventual]' -r -f -a "eventual\t'The primary has it durably; replicas follow in the background'
 strong\t'A majority of the replicas has it durably (reads: newest of a majority)'"
@@ -288,6 +318,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l prefix -d 'Only keys starting with this prefix' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l limit -d 'Show at most this many keys [default: all]' -r
@@ -297,6 +328,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l cluster-secret -d 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l data-dir -d 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]' -r -F
@@ -306,6 +338,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "get" -d 'Print a value\'s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
@@ -321,6 +354,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand status" -l output -d 'Output f
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand status" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand status" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand status" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand man" -l dir -d 'Write `ydht.1` and one page per subcommand (`ydht-kv-put.1`, …) into this directory instead of printing `ydht.1`' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand man" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
@@ -329,6 +363,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand man" -l output -d 'Output form
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand man" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand man" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand man" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l op -d 'Operation to measure' -r -f -a "put\t'Writes of random keys'
 get\t'Reads of random keys (created before the run)'
@@ -352,6 +387,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand bench" -l output -d 'Output fo
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv status man bench help" -f -a "serve" -d 'Run a server (one service of the cluster)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv status man bench help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'

@@ -25,6 +25,10 @@ pub struct Cli {
     /// Flags of the client commands (URLs, output format, API key, config dir).
     #[command(flatten)]
     pub client: ClientArgs,
+
+    /// PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)
+    #[arg(long, env = "YDHT_CA_FILE", value_name = "PEM", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Exit codes, shown at the end of `--help`.
@@ -77,6 +81,9 @@ impl Cli {
 
     /// Runs the chosen command to completion.
     pub async fn run(self) -> anyhow::Result<()> {
+        if let Some(path) = &self.ca_file {
+            crate::tls::trust_ca_file(path)?;
+        }
         match self.command {
             Command::Serve(command) => command.run().await,
             Command::Completions(args) => args.run(),

@@ -28,6 +28,14 @@ pub struct ServerArgs {
     /// Shared secret guarding internal endpoints [default: generated once into the data dir]
     #[arg(long, env = "YDHT_CLUSTER_SECRET", hide_env_values = true, global = true)]
     pub cluster_secret: Option<String>,
+
+    /// PEM certificate chain: serve HTTPS instead of HTTP (needs --tls-key)
+    #[arg(long, env = "YDHT_TLS_CERT", value_name = "PEM", global = true)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "YDHT_TLS_KEY", value_name = "PEM", global = true)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl fmt::Debug for ServerArgs {
@@ -36,6 +44,8 @@ impl fmt::Debug for ServerArgs {
             .field("data_dir", &self.data_dir)
             .field("host", &self.host)
             .field("cluster_secret", &self.cluster_secret.as_ref().map(|_| "<hidden>"))
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
@@ -49,6 +59,21 @@ impl ServerArgs {
         };
         ensure_writable_dir(&dir)?;
         Ok(dir)
+    }
+
+    /// The TLS certificate and key to serve with, if `--tls-cert` and `--tls-key` are given
+    /// (one without the other is a usage error).
+    pub fn tls(&self) -> anyhow::Result<Option<crate::tls::TlsConfig>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => crate::tls::TlsConfig::load(cert, key).map(Some),
+            (Some(_), None) => {
+                Err(Exit::usage("--tls-cert needs --tls-key / YDHT_TLS_KEY (the certificate's private key)").into())
+            }
+            (None, Some(_)) => {
+                Err(Exit::usage("--tls-key needs --tls-cert / YDHT_TLS_CERT (the certificate chain)").into())
+            }
+        }
     }
 
     /// The cluster secret: the flag / `YDHT_CLUSTER_SECRET`, else the one kept in the data dir.

@@ -8,6 +8,7 @@
 //! - [`error`]: the JSON API error every service returns, and CLI exit codes.
 //! - [`shutdown`]: one shutdown signal shared by every task of a process.
 //! - [`server`]: binding listeners with actionable errors and serving routers.
+//! - [`tls`]: HTTPS serving (rustls) and trusting a private CA in every HTTP client.
 //! - [`proto`]: wire types and header names shared by daemons and the client.
 //! - [`auth`]: the cluster-secret extractor, argon2id passwords, HS256 access tokens.
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
@@ -16,6 +17,7 @@
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
 //! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
 //! - [`daemon`]: the services behind `ydht serve …` (one module each).
+//! - [`units`]: human-readable byte counts for tables and pages.
 //! - [`tui`]: `ydht top`, the live operator dashboard (state, update, poller, ui).
 //! - [`man`]: the hidden `ydht man` command (clap_mangen manual pages).
 //! - [`client`]: the client commands (`signup`, `login`, `apikey`, `kv`, `status`, …) over HTTP.
@@ -37,5 +39,7 @@ pub mod proto;
 pub mod ring;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 pub mod tui;
+pub mod units;
 pub mod wal;

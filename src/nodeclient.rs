@@ -130,7 +130,7 @@ pub struct NodeClient {
 impl NodeClient {
     /// A client with its own connection pool; every request times out after `timeout`.
     pub fn new(secret: Secret, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
             .pool_idle_timeout(Duration::from_secs(90))

@@ -4,10 +4,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use crate::error::Exit;
 use crate::shutdown::Shutdown;
+use crate::tls::{TlsConfig, TlsListener};
 
 /// Binds `host:port`; a port in use or a bad host becomes a one-line usage error
 /// naming the flag and environment variable that choose another.
@@ -31,10 +34,38 @@ pub async fn bind(host: &str, port: u16, port_flag: &str) -> anyhow::Result<TcpL
 /// `ydht <service> listening on http://ADDR` on stdout (one line, flushed).
 /// Tests that bind port 0 read this line to learn the port.
 pub fn announce(service: &str, address: SocketAddr) {
+    announce_with(service, address, None);
+}
+
+/// [`announce`] with the scheme the service speaks: `https://` when `tls` is set.
+pub fn announce_with(service: &str, address: SocketAddr, tls: Option<&TlsConfig>) {
     use std::io::Write;
+    let scheme = crate::tls::scheme(tls);
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "ydht {service} listening on http://{address}");
+    let _ = writeln!(stdout, "ydht {service} listening on {scheme}://{address}");
     let _ = stdout.flush();
+}
+
+/// Security headers for API responses (JSON, or tenants' raw values): nothing may be sniffed,
+/// framed, run or loaded from them, and no referrer leaks. Pages have their own (wider) CSP.
+pub async fn api_security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'; sandbox"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// `GET /openapi.json`: a service's OpenAPI 3 document (kept in the source tree next to its routes).
+pub fn openapi_response(document: &'static str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], document).into_response()
 }
 
 /// How long in-flight requests may take to finish after shutdown is requested.
@@ -48,7 +79,42 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) ->
         let shutdown = shutdown.clone();
         async move { shutdown.wait().await }
     });
-    let server = tokio::spawn(async move { graceful.await });
+    drain(tokio::spawn(async move { graceful.await }), shutdown).await
+}
+
+/// Like [`serve`], but over TLS: connections are accepted and handshaken with `tls`
+/// (a client speaking plain HTTP is dropped after the failed handshake).
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+    tls: TlsConfig,
+) -> anyhow::Result<()> {
+    // `tap_io` only adapts the listener so `ConnectInfo<SocketAddr>` works with it.
+    let listener = TlsListener::new(listener, tls, shutdown.clone())?.tap_io(|_| {});
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    let graceful = axum::serve(listener, app).with_graceful_shutdown({
+        let shutdown = shutdown.clone();
+        async move { shutdown.wait().await }
+    });
+    drain(tokio::spawn(async move { graceful.await }), shutdown).await
+}
+
+/// [`serve_tls`] when `tls` is set, else [`serve`].
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+    tls: Option<TlsConfig>,
+) -> anyhow::Result<()> {
+    match tls {
+        Some(tls) => serve_tls(listener, router, shutdown, tls).await,
+        None => serve(listener, router, shutdown).await,
+    }
+}
+
+/// Waits for `shutdown`, then for the server to finish its in-flight requests (up to [`DRAIN_TIMEOUT`]).
+async fn drain(server: JoinHandle<std::io::Result<()>>, shutdown: Shutdown) -> anyhow::Result<()> {
     shutdown.wait().await;
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
         Ok(joined) => joined??,

@@ -73,7 +73,7 @@ pub struct Api {
 impl Api {
     /// A client with connect and request timeouts.
     pub fn new() -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("ydht/", env!("CARGO_PKG_VERSION")))

@@ -54,20 +54,8 @@ fn ignore_broken_pipe(result: std::io::Result<()>) -> anyhow::Result<()> {
     }
 }
 
-/// A byte count for people: `512 B`, `1.5 KiB`, `3.0 MiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
+/// Bytes for people: `1.5 KiB` (the shared [`crate::units::bytes`]).
+pub use crate::units::bytes as human_bytes;
 
 /// Unix milliseconds as an RFC 3339 UTC time with second precision.
 pub fn format_unix_millis(millis: u64) -> String {
@@ -106,15 +94,6 @@ pub fn human_millis(millis: f64) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn sizes_are_human() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
-        assert_eq!(human_bytes(u64::MAX), "16384.0 PiB");
-    }
 
     #[test]
     fn timestamps_accept_millis_and_rfc3339() {

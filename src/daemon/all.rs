@@ -20,6 +20,7 @@ use crate::config::ServerArgs;
 use crate::error::Exit;
 use crate::ring::NodeInfo;
 use crate::shutdown::Shutdown;
+use crate::tls::TlsConfig;
 
 /// Flags of `ydht serve all`. Everything else (DATABASE_URL, JWT_SECRET,
 /// RATE_LIMIT_*, YDHT_REPLICAS, …) is read from the same environment variables
@@ -78,8 +79,8 @@ fn node_ports(first: u16, count: u16, taken: &[u16]) -> Vec<u16> {
     ports
 }
 
-fn url_of(addr: SocketAddr) -> String {
-    format!("http://{addr}")
+fn url_of(addr: SocketAddr, tls: Option<&TlsConfig>) -> String {
+    format!("{}://{addr}", crate::tls::scheme(tls))
 }
 
 /// One running service of the cluster.
@@ -149,12 +150,14 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
     }
     let gateway_listener = crate::server::bind(&host, args.gateway_port, "--gateway-port / GATEWAY_PORT").await?;
 
-    let users_url = url_of(users_listener.local_addr()?);
-    let replicator_url = url_of(replicator_listener.local_addr()?);
-    let gateway_url = url_of(gateway_listener.local_addr()?);
+    let tls_config = users_config.tls.clone();
+    let tls = tls_config.as_ref();
+    let users_url = url_of(users_listener.local_addr()?, tls);
+    let replicator_url = url_of(replicator_listener.local_addr()?, tls);
+    let gateway_url = url_of(gateway_listener.local_addr()?, tls);
     let mut nodes = Vec::new();
     for (config, listener) in node_configs.iter().zip(&node_listeners) {
-        nodes.push(NodeInfo { id: config.node_id.clone(), url: url_of(listener.local_addr()?) });
+        nodes.push(NodeInfo { id: config.node_id.clone(), url: url_of(listener.local_addr()?, tls) });
     }
     gateway_args.nodes = nodes.iter().map(|node| format!("{}={}", node.id, node.url)).collect::<Vec<_>>().join(",");
     gateway_args.users_url = users_url.clone();
@@ -162,12 +165,12 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
     let gateway_config = gateway_args.into_config()?;
     users_config.gateway_url = gateway_url.clone();
 
-    crate::server::announce("users", users_listener.local_addr()?);
+    crate::server::announce_with("users", users_listener.local_addr()?, tls);
     for (node, listener) in nodes.iter().zip(&node_listeners) {
-        crate::server::announce(&node.id, listener.local_addr()?);
+        crate::server::announce_with(&node.id, listener.local_addr()?, tls);
     }
-    crate::server::announce("replicator", replicator_listener.local_addr()?);
-    crate::server::announce("gateway", gateway_listener.local_addr()?);
+    crate::server::announce_with("replicator", replicator_listener.local_addr()?, tls);
+    crate::server::announce_with("gateway", gateway_listener.local_addr()?, tls);
 
     // Start in dependency order; stop in reverse (the list is stopped from the back).
     let mut running = Vec::new();

@@ -78,7 +78,7 @@ pub struct Poller {
 impl Poller {
     /// A poller for the gateway at `gateway_url`; each request gives up after `timeout`.
     pub fn new(gateway_url: &str, secret: Secret, timeout: Duration) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+        let client = crate::tls::client_builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()

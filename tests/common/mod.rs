@@ -25,12 +25,23 @@ pub struct Service {
 impl Service {
     /// Spawns `ydht <args>` with `env`, then waits until every service in `expect` announced itself.
     pub fn spawn(args: &[&str], env: &[(&str, &str)], expect: &[&str]) -> Service {
-        Service::spawn_until(args, env, &|urls| expect.iter().all(|name| urls.contains_key(*name)))
+        Service::spawn_until(args, env, &|urls| expect.iter().all(|name| urls.contains_key(*name)), Stdio::inherit())
     }
 
-    fn spawn_until(args: &[&str], env: &[(&str, &str)], done: &dyn Fn(&HashMap<String, String>) -> bool) -> Service {
+    /// Like [`Service::spawn`], with the process's stderr (its logs) written to `log`.
+    pub fn spawn_logging_to(args: &[&str], env: &[(&str, &str)], expect: &[&str], log: &std::path::Path) -> Service {
+        let file = std::fs::File::create(log).expect("create log file");
+        Service::spawn_until(args, env, &|urls| expect.iter().all(|name| urls.contains_key(*name)), Stdio::from(file))
+    }
+
+    fn spawn_until(
+        args: &[&str],
+        env: &[(&str, &str)],
+        done: &dyn Fn(&HashMap<String, String>) -> bool,
+        stderr: Stdio,
+    ) -> Service {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ydht"));
-        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
         for name in [
             "YDHT_NODES",
             "YDHT_REPLICATOR_URL",
@@ -88,7 +99,7 @@ impl Service {
 
     /// Spawns a single service (`ydht serve <name>`) and returns it with the URL it announced.
     pub fn spawn_one(args: &[&str], env: &[(&str, &str)]) -> (Service, String) {
-        let service = Service::spawn_until(args, env, &|urls| !urls.is_empty());
+        let service = Service::spawn_until(args, env, &|urls| !urls.is_empty(), Stdio::inherit());
         let url = service.urls.values().next().expect("one announce line").clone();
         (service, url)
     }

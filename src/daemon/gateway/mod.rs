@@ -37,6 +37,7 @@ use crate::config::{Secret, ServerArgs};
 use crate::error::Exit;
 use crate::ring::NodeInfo;
 use crate::shutdown::Shutdown;
+use crate::tls::TlsConfig;
 
 /// Default `YDHT_NODES`: the three nodes of the original README.
 pub const DEFAULT_NODES: &str =
@@ -107,6 +108,8 @@ pub struct GatewayConfig {
     pub max_value_bytes: usize,
     /// The cluster secret for internal calls.
     pub cluster_secret: Secret,
+    /// Serve HTTPS with this certificate (`--tls-cert` / `--tls-key`); plain HTTP when `None`.
+    pub tls: Option<TlsConfig>,
 }
 
 fn check_url(flag: &str, url: &str) -> anyhow::Result<String> {
@@ -139,6 +142,7 @@ impl GatewayArgs {
             rate_limit_burst: self.rate_limit_burst,
             max_value_bytes: self.max_value_bytes,
             cluster_secret: self.server.cluster_secret(&data_dir)?,
+            tls: self.server.tls()?,
         })
     }
 }
@@ -164,7 +168,8 @@ pub async fn serve(config: GatewayConfig, listener: TcpListener, shutdown: Shutd
             state.usage.flush_loop(http, users_url, secret, shutdown).await;
         })
     };
-    let served = crate::server::serve(listener, app(state), shutdown).await;
+    let tls = state.config.tls.clone();
+    let served = crate::server::serve_with(listener, app(state), shutdown, tls).await;
     let _ = prober.await;
     let _ = flusher.await;
     served
@@ -176,7 +181,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let port = args.port;
     let config = args.into_config()?;
     let listener = crate::server::bind(&host, port, "--port / GATEWAY_PORT").await?;
-    crate::server::announce("gateway", listener.local_addr()?);
+    crate::server::announce_with("gateway", listener.local_addr()?, config.tls.as_ref());
     tracing::info!(nodes = config.nodes.len(), replicas = config.replicas, "gateway ready");
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();

@@ -26,7 +26,7 @@ pub fn node_is_down(error: &NodeError) -> bool {
 
 /// Builds the pooled keep-alive HTTP client used for the users service, the replicator and probes.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::tls::client_builder()
         .connect_timeout(Duration::from_secs(1))
         .timeout(NODE_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(90))

@@ -28,6 +28,9 @@ use crate::proto::{
     VERSION_HEADER,
 };
 
+/// The OpenAPI 3 document of the public API (`/v1/kv…`, `/health`), served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// Default and largest page size of `GET /v1/kv`.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 /// Largest page size of `GET /v1/kv`.
@@ -46,11 +49,13 @@ pub fn app(state: GatewayState) -> Router {
     Router::new()
         .merge(v1)
         .route("/health", get(health))
+        .route("/openapi.json", get(|| async { crate::server::openapi_response(OPENAPI) }))
         .route("/metrics", get(metrics))
         .route("/cluster", get(cluster))
         .route("/internal/tenants/{user_id}/kv", get(internal_list))
         .route("/internal/tenants/{user_id}/kv/{*key}", get(internal_get).delete(internal_delete))
         .fallback(|| async { ApiError::not_found("no such endpoint; the KV API is under /v1/kv/{key}") })
+        .layer(middleware::map_response(crate::server::api_security_headers))
         .with_state(state)
 }
 
@@ -391,6 +396,7 @@ mod tests {
             rate_limit_burst: 10,
             max_value_bytes: 1024,
             cluster_secret: Secret::new("s3cret"),
+            tls: None,
         })
     }
 

@@ -92,6 +92,8 @@ pub struct NodeConfig {
     pub tombstone_grace: Duration,
     /// How often the TTL sweeper runs.
     pub sweep_interval: Duration,
+    /// Serve HTTPS with this certificate (`--tls-cert` / `--tls-key`); plain HTTP when `None`.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl NodeArgs {
@@ -120,6 +122,7 @@ impl NodeArgs {
             salvage_wal: self.salvage_wal,
             tombstone_grace: self.tombstone_grace,
             sweep_interval: Duration::from_secs(1),
+            tls: self.server.tls()?,
         })
     }
 
@@ -225,8 +228,8 @@ pub async fn serve(config: NodeConfig, listener: TcpListener, shutdown: Shutdown
         }),
     };
     let sweeper = tokio::spawn(sweep(store.clone(), config.sweep_interval, config.tombstone_grace, shutdown.clone()));
-    crate::server::announce("node", listener.local_addr()?);
-    let served = crate::server::serve(listener, app(state), shutdown.clone()).await;
+    crate::server::announce_with("node", listener.local_addr()?, config.tls.as_ref());
+    let served = crate::server::serve_with(listener, app(state), shutdown.clone(), config.tls.clone()).await;
     shutdown.trigger();
     let _ = sweeper.await;
     store.close().await;

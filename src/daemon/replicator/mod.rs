@@ -121,6 +121,8 @@ pub struct ReplicatorConfig {
     pub compact_bytes: u64,
     /// How long in-flight replica writes may finish after shutdown is requested.
     pub shutdown_grace: Duration,
+    /// Serve HTTPS with this certificate (`--tls-cert` / `--tls-key`); plain HTTP when `None`.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl ReplicatorArgs {
@@ -128,6 +130,7 @@ impl ReplicatorArgs {
     pub fn into_config(self) -> anyhow::Result<ReplicatorConfig> {
         let data_dir = self.server.data_dir()?;
         let secret = self.server.cluster_secret(&data_dir)?;
+        let tls = self.server.tls()?;
         Ok(ReplicatorConfig {
             data_dir,
             host: self.server.host,
@@ -142,6 +145,7 @@ impl ReplicatorArgs {
             request_timeout: self.request_timeout,
             compact_bytes: self.compact_bytes,
             shutdown_grace: SHUTDOWN_GRACE,
+            tls,
         })
     }
 }
@@ -164,6 +168,7 @@ impl ReplicatorConfig {
             request_timeout: seconds(5),
             compact_bytes: DEFAULT_COMPACT_BYTES,
             shutdown_grace: SHUTDOWN_GRACE,
+            tls: None,
         }
     }
 
@@ -176,6 +181,7 @@ impl ReplicatorConfig {
 /// Runs the replicator on `listener` until `shutdown`: recovers the queue, resumes
 /// unfinished work, serves the API, then drains and leaves what is unfinished in the log.
 pub async fn serve(config: ReplicatorConfig, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let tls = config.tls.clone();
     let config = Arc::new(config);
     let dir = config.queue_dir();
     let policy = CompactionPolicy::for_threshold(config.compact_bytes);
@@ -189,7 +195,7 @@ pub async fn serve(config: ReplicatorConfig, listener: TcpListener, shutdown: Sh
     let state = Replicator::new(config, secret, log, recovered.next_id, shutdown.clone());
     state.resume(recovered.unfinished);
     let prober = tokio::spawn(state.clone().run_prober());
-    let served = crate::server::serve(listener, routes::app(state.clone()), shutdown.clone()).await;
+    let served = crate::server::serve_with(listener, routes::app(state.clone()), shutdown.clone(), tls).await;
     shutdown.trigger();
     let _ = prober.await;
     state.close().await;
@@ -203,7 +209,7 @@ pub async fn run(args: ReplicatorArgs) -> anyhow::Result<()> {
     let listener = crate::server::bind(&config.host, config.port, "--port / REPLICATOR_PORT").await?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
-    crate::server::announce("replicator", listener.local_addr()?);
+    crate::server::announce_with("replicator", listener.local_addr()?, config.tls.as_ref());
     serve(config, listener, shutdown).await
 }
 

@@ -37,7 +37,7 @@ pub struct GatewayLink {
 impl GatewayLink {
     /// A link to the gateway at `url`, authenticating with the cluster `secret`.
     pub fn new(url: String, secret: Secret) -> Self {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder()
             .connect_timeout(std::time::Duration::from_secs(2))
             .timeout(std::time::Duration::from_secs(10))
             .build()

@@ -142,6 +142,8 @@ pub struct UsersConfig {
     pub secure_cookies: bool,
     /// Base URL of the gateway (the key browser lists, shows and deletes keys through it).
     pub gateway_url: String,
+    /// Serve HTTPS with this certificate (`--tls-cert` / `--tls-key`); plain HTTP when `None`.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl UsersConfig {
@@ -156,6 +158,7 @@ impl UsersConfig {
             last_used_flush: Duration::from_secs(5),
             secure_cookies: false,
             gateway_url: browser::DEFAULT_GATEWAY_URL.to_string(),
+            tls: None,
         }
     }
 
@@ -184,6 +187,7 @@ impl UsersArgs {
         Ok(UsersConfig {
             secure_cookies: self.secure_cookies,
             gateway_url: self.gateway_url.trim().trim_end_matches('/').to_string(),
+            tls: self.server.tls()?,
             ..UsersConfig::new(database, jwt_secret, cluster_secret).with_lifetime(jwt_lifetime)
         })
     }
@@ -194,7 +198,7 @@ impl UsersArgs {
         let port = self.port;
         let config = self.into_config()?;
         let listener = crate::server::bind(&host, port, "--port / USERMANAGER_PORT").await?;
-        crate::server::announce("users", listener.local_addr()?);
+        crate::server::announce_with("users", listener.local_addr()?, config.tls.as_ref());
         let shutdown = Shutdown::new();
         shutdown.trigger_on_signals();
         serve(config, listener, shutdown).await
@@ -221,9 +225,10 @@ pub async fn serve(config: UsersConfig, listener: TcpListener, shutdown: Shutdow
     }));
     let flusher = tokio::spawn(flush_last_used(state.clone(), config.last_used_flush, shutdown.clone()));
     if let Ok(address) = listener.local_addr() {
-        tracing::info!(%address, "users: listening on http://{address}");
+        let scheme = crate::tls::scheme(config.tls.as_ref());
+        tracing::info!(%address, "users: listening on {scheme}://{address}");
     }
-    let served = crate::server::serve(listener, app(state.clone()), shutdown.clone()).await;
+    let served = crate::server::serve_with(listener, app(state.clone()), shutdown.clone(), config.tls.clone()).await;
     shutdown.trigger();
     if let Err(error) = flusher.await {
         tracing::warn!(%error, "users: last-used flusher failed");
@@ -271,6 +276,9 @@ async fn flush_last_used(state: UsersState, every: Duration, shutdown: Shutdown)
     }
 }
 
+/// The OpenAPI 3 document of the JSON API, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// The router: JSON API, internal endpoints, web pages and the stylesheet.
 pub fn app(state: UsersState) -> Router {
     Router::new()
@@ -284,6 +292,7 @@ pub fn app(state: UsersState) -> Router {
         .route("/usage", get(routes::usage).post(routes::record_usage).layer(DefaultBodyLimit::max(MAX_USAGE_BODY)))
         .route("/validate-key", post(routes::validate_key))
         .route("/health", get(routes::health))
+        .route("/openapi.json", get(|| async { crate::server::openapi_response(OPENAPI) }))
         .route("/metrics", get(routes::metrics))
         .merge(web::router())
         .fallback(web::not_found)
@@ -299,7 +308,13 @@ mod tests {
 
     fn args(dir: &std::path::Path) -> UsersArgs {
         UsersArgs {
-            server: ServerArgs { data_dir: Some(dir.to_path_buf()), host: "127.0.0.1".into(), cluster_secret: None },
+            server: ServerArgs {
+                data_dir: Some(dir.to_path_buf()),
+                host: "127.0.0.1".into(),
+                cluster_secret: None,
+                tls_cert: None,
+                tls_key: None,
+            },
             port: DEFAULT_PORT,
             database_url: None,
             jwt_secret: None,

@@ -310,16 +310,9 @@ pub(super) fn minute(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-/// `1.5 KiB`-style byte counts.
+/// A byte count from the database (never negative) for people: `1.5 KiB`.
 pub(super) fn bytes(count: i64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = count as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < units.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{count} B") } else { format!("{value:.1} {}", units[unit]) }
+    crate::units::bytes(u64::try_from(count).unwrap_or(0))
 }
 
 async fn render_dashboard(
@@ -614,14 +607,6 @@ pub async fn security_headers(mut response: Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn byte_counts_are_readable() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(1023), "1023 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(5 * 1024 * 1024), "5.0 MiB");
-    }
 
     #[test]
     fn every_page_renders() {
