@@ -342,7 +342,7 @@ pub async fn execute(plan: &Plan, show_progress: bool) -> anyhow::Result<Summary
         value_of_size(plan.value_size),
         plan.ttl.as_deref(),
     )?);
-    let client = reqwest::Client::builder()
+    let client = crate::tls::client_builder()
         .pool_max_idle_per_host(plan.clients)
         .tcp_nodelay(true)
         .http1_only()
