@@ -61,6 +61,7 @@ async fn start_node(data_dir: &Path, id: &str, port: u16) -> Service {
         salvage_wal: false,
         tombstone_grace: Duration::from_secs(3600),
         sweep_interval: Duration::from_secs(1),
+        anti_entropy: None,
     };
     let listener = bind(port).await;
     let url = format!("http://{}", listener.local_addr().unwrap());
