@@ -133,6 +133,8 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
         let mut node_args: node::NodeArgs = from_env("node")?;
         node_args.server = server.clone();
         node_args.node_id = format!("node-{index}");
+        // The peers are this cluster's nodes (set below once their ports are known), never YDHT_NODES.
+        node_args.peers = None;
         // Checked now; resolved again below with the real peer list.
         node_args.clone().into_config()?;
         node_args_list.push(node_args);
