@@ -135,7 +135,8 @@ impl NodeClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Below the servers' idle keep-alive timeout (crate::server::Limits), so the pool drops a connection first.
+            .pool_idle_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .build()
