@@ -86,13 +86,13 @@ impl Default for Limits {
 /// Serves `router` on `listener` with the default [`Limits`] until `shutdown`
 /// fires, then stops accepting and lets in-flight requests finish (up to [`DRAIN_TIMEOUT`]).
 pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) -> anyhow::Result<()> {
-    serve_with(listener, router, shutdown, Limits::default()).await
+    serve_limited(listener, router, shutdown, Limits::default()).await
 }
 
 /// [`serve`] with explicit limits. Each connection is served by hyper's
 /// HTTP/1.1 server with the header limits and timeout; every request gets the
 /// peer address as `ConnectInfo<SocketAddr>`.
-pub async fn serve_with(
+pub async fn serve_limited(
     listener: TcpListener,
     router: Router,
     shutdown: Shutdown,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use node_process::NodeProcess;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use ydht::server::{Limits, serve_with};
+use ydht::server::{Limits, serve_limited};
 use ydht::shutdown::Shutdown;
 
 /// A router with `/health`, served with `limits`; returns its base URL and address.
@@ -23,7 +23,7 @@ async fn start(limits: Limits) -> (String, std::net::SocketAddr, Shutdown) {
         .route("/health", get(|| async { "healthy" }))
         .route("/echo", post(|body: Bytes| async move { body }));
     let shutdown = Shutdown::new();
-    tokio::spawn(serve_with(listener, router, shutdown.clone(), limits));
+    tokio::spawn(serve_limited(listener, router, shutdown.clone(), limits));
     (format!("http://{address}"), address, shutdown)
 }
 
