@@ -85,6 +85,7 @@ async fn measure(layer: Layer, mode: SyncMode, writers: usize, duration: Duratio
             sync_mode: mode,
             started: Instant::now(),
         }),
+        anti_entropy: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -13,10 +13,12 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{StatusCode, Url};
 
 use crate::config::Secret;
+use crate::daemon::node::batch;
 use crate::proto::{
-    CLUSTER_SECRET_HEADER, EXPIRES_AT_HEADER, NodeHealth, NodeKeyPage, NodeMetrics, StoreWriteResponse,
-    TOMBSTONE_HEADER, VERSION_HEADER,
+    CLUSTER_SECRET_HEADER, EXPIRES_AT_HEADER, NodeBatchResponse, NodeDigest, NodeExportRequest, NodeHealth,
+    NodeKeyPage, NodeMetrics, NodeRangePage, NodeRangeRequest, StoreWriteResponse, TOMBSTONE_HEADER, VERSION_HEADER,
 };
+use crate::wal::Record;
 
 /// The content type a node stores when a write names none.
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
@@ -133,7 +135,8 @@ impl NodeClient {
         let http = crate::tls::client_builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Below the servers' idle keep-alive timeout (crate::server::Limits), so the pool drops a connection first.
+            .pool_idle_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .build()
@@ -264,6 +267,53 @@ impl NodeClient {
             .send()
             .await
             .map_err(|source| unreachable(&url, source))?;
+        json_or_status(&url, response).await
+    }
+}
+
+impl NodeClient {
+    /// `GET /digest`: the node's per-arc hashes (anti-entropy).
+    pub async fn digest(&self, base: &str) -> Result<NodeDigest, NodeError> {
+        let url = Self::url(base, &["digest"])?;
+        let request = self.http.get(url.clone()).header(CLUSTER_SECRET_HEADER, self.secret.expose());
+        let response = request.send().await.map_err(|source| unreachable(&url, source))?;
+        json_or_status(&url, response).await
+    }
+
+    /// `POST /range`: one page of the node's entries in some arcs (anti-entropy).
+    pub async fn range(&self, base: &str, request: &NodeRangeRequest) -> Result<NodeRangePage, NodeError> {
+        let url = Self::url(base, &["range"])?;
+        let request = self.http.post(url.clone()).header(CLUSTER_SECRET_HEADER, self.secret.expose()).json(request);
+        let response = request.send().await.map_err(|source| unreachable(&url, source))?;
+        json_or_status(&url, response).await
+    }
+
+    /// `POST /export`: the node's current records of `keys` (those it holds).
+    pub async fn export(&self, base: &str, keys: Vec<String>) -> Result<Vec<Record>, NodeError> {
+        let url = Self::url(base, &["export"])?;
+        let request = self
+            .http
+            .post(url.clone())
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .json(&NodeExportRequest { keys });
+        let response = request.send().await.map_err(|source| unreachable(&url, source))?;
+        if response.status() != StatusCode::OK {
+            return Err(status_error(&url, response).await);
+        }
+        let body = response.bytes().await.map_err(|source| unreachable(&url, source))?;
+        batch::decode(&body).map_err(|message| invalid_response(&url, message))
+    }
+
+    /// `POST /batch`: applies a batch body ([`batch::encode`]) with one WAL sync.
+    pub async fn batch(&self, base: &str, body: Vec<u8>) -> Result<NodeBatchResponse, NodeError> {
+        let url = Self::url(base, &["batch"])?;
+        let request = self
+            .http
+            .post(url.clone())
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .header(CONTENT_TYPE, batch::BATCH_CONTENT_TYPE)
+            .body(body);
+        let response = request.send().await.map_err(|source| unreachable(&url, source))?;
         json_or_status(&url, response).await
     }
 }

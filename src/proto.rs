@@ -173,6 +173,21 @@ pub struct NodeMetrics {
     pub tombstones_purged: u64,
     /// Seconds since the node started.
     pub uptime_secs: u64,
+    /// Whether this node runs anti-entropy (it was given its peers and a non-zero interval).
+    #[serde(default)]
+    pub anti_entropy_enabled: bool,
+    /// Anti-entropy rounds finished since start.
+    #[serde(default)]
+    pub anti_entropy_rounds: u64,
+    /// Records this node pulled from or pushed to its peers that became the current version there.
+    #[serde(default)]
+    pub anti_entropy_keys_repaired: u64,
+    /// Peer exchanges that failed (peer down, wrong secret, different ring) since start.
+    #[serde(default)]
+    pub anti_entropy_errors: u64,
+    /// Seconds since the last round in which every peer was compared successfully; absent before the first.
+    #[serde(default)]
+    pub anti_entropy_last_sync_age_secs: Option<u64>,
 }
 
 /// `POST /batch` answer of a storage node: one result per record, in the batch's order.
@@ -333,4 +348,63 @@ pub struct ClusterView {
     pub replicator_url: String,
     /// Base URL of the users service.
     pub users_url: String,
+}
+
+/// A node's `GET /digest` (cluster secret): one hash per ring arc for anti-entropy.
+///
+/// Every key of one arc of the ring has the same owners, so two nodes compare
+/// exactly the arcs both own. `buckets[arc]` is the XOR of a 64-bit hash of
+/// (key, version, tombstone) over the node's entries in that arc, tombstones
+/// included; it is maintained on every write, so a digest costs O(arcs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDigest {
+    /// The answering node's id.
+    pub node_id: String,
+    /// Hash of the ring (member ids, vnodes, replicas): digests are only comparable when equal.
+    pub fingerprint: u64,
+    /// One hash per arc, indexed like the ring's points.
+    pub buckets: Vec<u64>,
+}
+
+/// A node's `POST /range` request (cluster secret): its entries in some arcs, by key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRangeRequest {
+    /// The arcs (digest bucket indexes) to list.
+    pub buckets: Vec<usize>,
+    /// List keys after this one (exclusive); absent to start at the beginning.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Most entries to return (1..=1000).
+    pub limit: usize,
+}
+
+/// One entry of a [`NodeRangePage`]: a key's current version, tombstones included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRangeEntry {
+    /// The stored key.
+    pub key: String,
+    /// Its current version.
+    pub version: u64,
+    /// Whether that version is a delete.
+    pub tombstone: bool,
+    /// Absolute expiry in Unix milliseconds, if any.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+}
+
+/// A node's answer to `POST /range`: entries in ascending key order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRangePage {
+    /// The entries.
+    pub entries: Vec<NodeRangeEntry>,
+    /// The last key returned when more follow; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A node's `POST /export` request (cluster secret): the answer is a `/batch`
+/// body holding the node's current record (value or tombstone) of each key it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeExportRequest {
+    /// The keys wanted (at most 1000).
+    pub keys: Vec<String>,
 }

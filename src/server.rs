@@ -3,14 +3,25 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use axum::Router;
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
 
 use crate::error::Exit;
 use crate::shutdown::Shutdown;
-use crate::tls::{TlsConfig, TlsListener};
+use crate::tls::TlsConfig;
+use tokio_rustls::TlsAcceptor;
 
 /// Binds `host:port`; a port in use or a bad host becomes a one-line usage error
 /// naming the flag and environment variable that choose another.
@@ -71,56 +82,186 @@ pub fn openapi_response(document: &'static str) -> axum::response::Response {
 /// How long in-flight requests may take to finish after shutdown is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` fires, then stops accepting and
-/// lets in-flight requests finish (up to [`DRAIN_TIMEOUT`]).
+/// Bounds every service puts on its connections, so hostile clients (slow
+/// headers, huge headers, floods of idle connections) cannot exhaust it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections served at once; connections beyond are closed at once
+    /// (and logged), so the accept loop never blocks.
+    pub max_connections: usize,
+    /// Time a client has to send a request's complete headers, including while
+    /// an idle keep-alive connection waits for its next request.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line + headers) in bytes; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more gets 431.
+    pub max_headers: usize,
+    /// Time a request body has to arrive completely, from the end of its
+    /// headers; a slower (or endless) body fails to read, and the handler answers 4xx.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            body_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serves `router` on `listener` with the default [`Limits`] until `shutdown`
+/// fires, then stops accepting and lets in-flight requests finish (up to [`DRAIN_TIMEOUT`]).
 pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) -> anyhow::Result<()> {
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    let graceful = axum::serve(listener, app).with_graceful_shutdown({
-        let shutdown = shutdown.clone();
-        async move { shutdown.wait().await }
-    });
-    drain(tokio::spawn(async move { graceful.await }), shutdown).await
+    serve_limited(listener, router, shutdown, Limits::default(), None).await
 }
 
-/// Like [`serve`], but over TLS: connections are accepted and handshaken with `tls`
-/// (a client speaking plain HTTP is dropped after the failed handshake).
-pub async fn serve_tls(
-    listener: TcpListener,
-    router: Router,
-    shutdown: Shutdown,
-    tls: TlsConfig,
-) -> anyhow::Result<()> {
-    // `tap_io` only adapts the listener so `ConnectInfo<SocketAddr>` works with it.
-    let listener = TlsListener::new(listener, tls, shutdown.clone())?.tap_io(|_| {});
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    let graceful = axum::serve(listener, app).with_graceful_shutdown({
-        let shutdown = shutdown.clone();
-        async move { shutdown.wait().await }
-    });
-    drain(tokio::spawn(async move { graceful.await }), shutdown).await
-}
-
-/// [`serve_tls`] when `tls` is set, else [`serve`].
+/// [`serve`], over TLS when `tls` is set (a client speaking plain HTTP is dropped
+/// after its failed handshake).
 pub async fn serve_with(
     listener: TcpListener,
     router: Router,
     shutdown: Shutdown,
     tls: Option<TlsConfig>,
 ) -> anyhow::Result<()> {
-    match tls {
-        Some(tls) => serve_tls(listener, router, shutdown, tls).await,
-        None => serve(listener, router, shutdown).await,
+    serve_limited(listener, router, shutdown, Limits::default(), tls).await
+}
+
+/// [`serve`] with explicit limits, over TLS when `tls` is set. Each connection is served by hyper's
+/// HTTP/1.1 server with the header limits and timeout; every request gets the
+/// peer address as `ConnectInfo<SocketAddr>`.
+pub async fn serve_limited(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+    limits: Limits,
+    tls: Option<TlsConfig>,
+) -> anyhow::Result<()> {
+    let acceptor = tls.map(|tls| tls.acceptor());
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
+    let mut refused: u64 = 0;
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // EMFILE and friends: wait a little instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    max = limits.max_connections,
+                    refused,
+                    "connection limit reached; closing new connections"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        connections.spawn(serve_connection(
+            stream,
+            peer,
+            router.clone(),
+            shutdown.clone(),
+            limits,
+            acceptor.clone(),
+            slot,
+        ));
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; closing them");
+        connections.abort_all();
+    }
+    Ok(())
+}
+
+/// The error a body yields when it did not arrive in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} (send it faster, or in smaller requests)", crate::duration::format(*.0))]
+pub struct BodyTimeout(pub Duration);
+
+/// `body`, failing with [`BodyTimeout`] if it has not ended `timeout` from now.
+/// A body that ends in time is passed through unchanged (no copy).
+fn timed_body(body: Body, timeout: Duration) -> Body {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let chunks = futures_util::stream::unfold(Some(body.into_data_stream()), move |stream| async move {
+        let mut stream = stream?;
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(chunk)) => Some((chunk, Some(stream))),
+            Ok(None) => None,
+            Err(_) => Some((Err(axum::Error::new(BodyTimeout(timeout))), None)),
+        }
+    });
+    Body::from_stream(chunks)
+}
+
+/// Serves one connection until it closes; on shutdown, finishes its current request and closes.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    shutdown: Shutdown,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        return serve_io(TokioIo::new(stream), peer, router, shutdown, limits).await;
+    };
+    // The handshake runs in this connection's task, bounded in time, so a slow or
+    // plain-HTTP client holds only its own connection slot.
+    match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve_io(TokioIo::new(stream), peer, router, shutdown, limits).await,
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
-/// Waits for `shutdown`, then for the server to finish its in-flight requests (up to [`DRAIN_TIMEOUT`]).
-async fn drain(server: JoinHandle<std::io::Result<()>>, shutdown: Shutdown) -> anyhow::Result<()> {
-    shutdown.wait().await;
-    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
-        Ok(joined) => joined??,
-        Err(_) => tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; closing them"),
+/// Serves HTTP/1.1 on one (plain or TLS) connection with the header limits and timeouts.
+async fn serve_io<I>(io: I, peer: SocketAddr, router: Router, shutdown: Shutdown, limits: Limits)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = router.map_request(move |request: Request<Incoming>| {
+        let mut request = request.map(|body| timed_body(Body::new(body), limits.body_timeout));
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    });
+    let service = TowerToHyperService::new(service);
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            return;
+        }
+        () = shutdown.wait() => connection.as_mut().graceful_shutdown(),
     }
-    Ok(())
+    let _ = connection.await;
 }
 
 /// Most bytes of a refused body read and dropped, so a client still sending sees the 413, not a reset.

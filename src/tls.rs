@@ -11,29 +11,18 @@
 //! trust, and every service of `ydht serve all` shares it.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 use crate::error::Exit;
-use crate::shutdown::Shutdown;
 
 /// How long a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handshaken connections waiting for the HTTP server to pick them up.
-const ACCEPT_QUEUE: usize = 128;
-
-/// Most TLS handshakes in progress at once; past that, accepting waits (backpressure).
-pub const MAX_HANDSHAKES: usize = 1024;
 
 /// A loaded server certificate and key, ready to accept TLS connections; cheap to clone.
 #[derive(Clone)]
@@ -46,6 +35,11 @@ impl fmt::Debug for TlsConfig {
 }
 
 impl TlsConfig {
+    /// An acceptor for this certificate, for the server's connection tasks.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(Arc::clone(&self.0))
+    }
+
     /// Reads the PEM certificate chain at `cert` and the PEM private key at `key`;
     /// any problem is a one-line usage error naming the file and the flag.
     pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
@@ -92,86 +86,6 @@ impl TlsConfig {
 /// `https` with TLS, `http` without: the scheme of a service's URLs.
 pub fn scheme(tls: Option<&TlsConfig>) -> &'static str {
     if tls.is_some() { "https" } else { "http" }
-}
-
-/// An `axum::serve` listener that accepts TCP connections and completes their
-/// TLS handshakes in the background (each bounded by [`HANDSHAKE_TIMEOUT`]), so
-/// a slow or non-TLS client never holds up the others.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    /// Starts accepting on `listener` until `shutdown` fires.
-    pub fn new(listener: TcpListener, tls: TlsConfig, shutdown: Shutdown) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
-        let (sender, ready) = mpsc::channel(ACCEPT_QUEUE);
-        tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls.0), sender, shutdown));
-        Ok(Self { ready, local })
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-    shutdown: Shutdown,
-) {
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    loop {
-        let permit = tokio::select! {
-            () = shutdown.wait() => return,
-            permit = handshakes.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-        };
-        let accepted = tokio::select! {
-            () = shutdown.wait() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Per-connection errors are transient; others (e.g. too many open files) get a pause.
-                if !matches!(error.kind(), std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset)
-                {
-                    tracing::warn!(%error, "accept failed; retrying in 1s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
-            drop(permit);
-            match handshake {
-                Ok(Ok(stream)) => {
-                    let _ = ready.send((stream, peer)).await;
-                }
-                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accept loop stopped (shutdown): no more connections, ever.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }
 
 /// Extra root certificates every HTTP client of this process trusts.

@@ -466,7 +466,9 @@ async fn strong_read_returns_the_newest_version_and_repairs_stale_replicas() {
     let (primary, second) = (&owners[0], &owners[1]);
     assert!(
         eventually(Duration::from_secs(20), || async {
+            // The strong write's majority may not include the primary; wait for both copies.
             read_node(&client, second, &secret, &storage_key).await.0 == 200
+                && read_node(&client, primary, &secret, &storage_key).await.0 == 200
         })
         .await
     );

@@ -129,12 +129,16 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
     let mut replicator_args: replicator::ReplicatorArgs = from_env("replicator")?;
     replicator_args.server = server.clone();
     let replicator_config = replicator_args.into_config()?;
-    let mut node_configs = Vec::new();
+    let mut node_args_list = Vec::new();
     for index in 1..=args.node_count {
         let mut node_args: node::NodeArgs = from_env("node")?;
         node_args.server = server.clone();
         node_args.node_id = format!("node-{index}");
-        node_configs.push(node_args.into_config()?);
+        // The peers are this cluster's nodes (set below once their ports are known), never YDHT_NODES.
+        node_args.peers = None;
+        // Checked now; resolved again below with the real peer list.
+        node_args.clone().into_config()?;
+        node_args_list.push(node_args);
     }
     let mut gateway_args: gateway::GatewayArgs = from_env("gateway")?;
     gateway_args.server = server.clone();
@@ -156,10 +160,16 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
     let replicator_url = url_of(replicator_listener.local_addr()?, tls);
     let gateway_url = url_of(gateway_listener.local_addr()?, tls);
     let mut nodes = Vec::new();
-    for (config, listener) in node_configs.iter().zip(&node_listeners) {
-        nodes.push(NodeInfo { id: config.node_id.clone(), url: url_of(listener.local_addr()?, tls) });
+    for (node_args, listener) in node_args_list.iter().zip(&node_listeners) {
+        nodes.push(NodeInfo { id: node_args.node_id.clone(), url: url_of(listener.local_addr()?, tls) });
     }
-    gateway_args.nodes = nodes.iter().map(|node| format!("{}={}", node.id, node.url)).collect::<Vec<_>>().join(",");
+    let member_list = nodes.iter().map(|node| format!("{}={}", node.id, node.url)).collect::<Vec<_>>().join(",");
+    let mut node_configs = Vec::new();
+    for mut node_args in node_args_list {
+        node_args.peers = Some(member_list.clone());
+        node_configs.push(node_args.into_config()?);
+    }
+    gateway_args.nodes = member_list;
     gateway_args.users_url = users_url.clone();
     gateway_args.replicator_url = replicator_url.clone();
     let gateway_config = gateway_args.into_config()?;

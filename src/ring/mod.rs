@@ -102,14 +102,36 @@ impl Ring {
     /// Every physical node in preference order for `key`: primary first, then
     /// replicas, then fallbacks. Take the first N for the key's owners.
     pub fn preference_list(&self, key: &[u8]) -> Vec<&NodeInfo> {
+        if self.points.is_empty() {
+            return Vec::new();
+        }
+        self.arc_preference(self.arc_of(key))
+    }
+
+    /// Number of arcs: one per point (`nodes × vnodes`). Every key of one arc
+    /// has the same preference list, so an arc is the unit anti-entropy compares.
+    pub fn arc_count(&self) -> usize {
+        self.points.len()
+    }
+
+    /// The arc `key` falls in: the index of the first point clockwise from its
+    /// position (0 on an empty ring).
+    pub fn arc_of(&self, key: &[u8]) -> usize {
+        if self.points.is_empty() {
+            return 0;
+        }
+        self.points.partition_point(|(position, _)| *position < point(key)) % self.points.len()
+    }
+
+    /// The preference list shared by every key of `arc` (see [`Ring::arc_of`]).
+    pub fn arc_preference(&self, arc: usize) -> Vec<&NodeInfo> {
         let mut order = Vec::with_capacity(self.nodes.len());
         if self.points.is_empty() {
             return order;
         }
-        let start = self.points.partition_point(|(position, _)| *position < point(key));
         let mut seen = vec![false; self.nodes.len()];
         for offset in 0..self.points.len() {
-            let (_, index) = self.points[(start + offset) % self.points.len()];
+            let (_, index) = self.points[(arc + offset) % self.points.len()];
             if !seen[index] {
                 seen[index] = true;
                 order.push(&self.nodes[index]);

@@ -31,7 +31,7 @@ pub use record::Record;
 pub use segment::{DirLock, Segment, WalDir};
 
 use record::FILE_HEADER_BYTES;
-use segment::{ScanEnd, WAL_MAGIC, scan};
+use segment::ScanEnd;
 
 /// Everything that can go wrong with the WAL.
 #[derive(Debug, thiserror::Error)]
@@ -130,14 +130,10 @@ pub fn recover(dir: &WalDir, salvage: bool, mut apply: impl FnMut(Record)) -> Re
     for (index, (generation, path)) in segments.iter().enumerate() {
         let is_newest = index + 1 == segments.len();
         let bytes = fs::read(path).map_err(|source| WalError::io("cannot read WAL segment", path, source))?;
-        let (valid, end) = match record::check_file_header(&bytes, WAL_MAGIC) {
-            Ok(()) => scan(&bytes, FILE_HEADER_BYTES, |found| {
-                replayed_records += 1;
-                apply(found);
-            }),
-            Err(_) if bytes.len() < FILE_HEADER_BYTES => (0, ScanEnd::Torn { offset: 0, bytes: bytes.len() as u64 }),
-            Err(reason) => (0, ScanEnd::Corrupt { offset: 0, reason }),
-        };
+        let (valid, end) = segment::decode_segment(&bytes, |found| {
+            replayed_records += 1;
+            apply(found);
+        });
         let keep = match end {
             ScanEnd::Clean => valid as u64,
             ScanEnd::Torn { offset, bytes } if is_newest => {

@@ -52,25 +52,30 @@ pub fn write(dir: &WalDir, generation: u64, records: &[Record]) -> Result<u64, W
 /// Reads the snapshot at `path`, handing each record to `each`; returns how many there were.
 /// Any damage is an error: a snapshot is never partially trusted.
 pub fn load(path: &Path, each: impl FnMut(Record)) -> Result<usize, WalError> {
-    let bad = |reason: String| WalError::Snapshot { path: path.to_path_buf(), reason };
     let bytes = fs::read(path).map_err(|source| WalError::io("cannot read snapshot", path, source))?;
-    record::check_file_header(&bytes, SNAPSHOT_MAGIC).map_err(bad)?;
+    decode(&bytes, each).map_err(|reason| WalError::Snapshot { path: path.to_path_buf(), reason })
+}
+
+/// Decodes a whole snapshot file's bytes, handing each record to `each`;
+/// returns how many there were, or what is wrong and where. Never panics on
+/// any input (fuzzed by `fuzz/fuzz_targets/snapshot_decode.rs`).
+pub fn decode(bytes: &[u8], mut each: impl FnMut(Record)) -> Result<usize, String> {
+    record::check_file_header(bytes, SNAPSHOT_MAGIC)?;
     let count_end = FILE_HEADER_BYTES + 8;
     let count = bytes
         .get(FILE_HEADER_BYTES..count_end)
         .map(|count| u64::from_le_bytes(count.try_into().expect("8 bytes")))
-        .ok_or_else(|| bad("the record count is missing".into()))?;
+        .ok_or_else(|| "the record count is missing".to_string())?;
     let mut seen = 0u64;
-    let mut counting = each;
-    let (_, end) = scan(&bytes, count_end, |found| {
+    let (_, end) = scan(bytes, count_end, |found| {
         seen += 1;
-        counting(found);
+        each(found);
     });
     match end {
         ScanEnd::Clean if seen == count => Ok(seen as usize),
-        ScanEnd::Clean => Err(bad(format!("it holds {seen} records but its header promises {count}"))),
-        ScanEnd::Torn { offset, .. } => Err(bad(format!("it ends inside a record at byte offset {offset}"))),
-        ScanEnd::Corrupt { offset, reason } => Err(bad(format!("{reason} at byte offset {offset}"))),
+        ScanEnd::Clean => Err(format!("it holds {seen} records but its header promises {count}")),
+        ScanEnd::Torn { offset, .. } => Err(format!("it ends inside a record at byte offset {offset}")),
+        ScanEnd::Corrupt { offset, reason } => Err(format!("{reason} at byte offset {offset}")),
     }
 }
 

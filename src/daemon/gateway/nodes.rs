@@ -29,7 +29,8 @@ pub fn http_client() -> reqwest::Client {
     crate::tls::client_builder()
         .connect_timeout(Duration::from_secs(1))
         .timeout(NODE_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Below the servers' idle keep-alive timeout (crate::server::Limits), so the pool drops a connection first.
+        .pool_idle_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(64)
         .tcp_nodelay(true)
         .build()

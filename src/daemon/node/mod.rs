@@ -5,8 +5,12 @@
 //! - [`store`]: the map, versioned writes through the WAL, TTL sweeping, listing.
 //! - [`routes`]: the HTTP API (`/store/{key}`, `/keys`, `/batch`, `/metrics`, `/health`).
 //! - [`batch`]: the binary body of `POST /batch`.
+//! - [`digest`]: per-arc hashes of the node's entries, kept current on every write.
+//! - [`antientropy`]: the background task that compares digests with peers and repairs differences.
 
+pub mod antientropy;
 pub mod batch;
+pub mod digest;
 pub mod routes;
 pub mod store;
 
@@ -22,8 +26,11 @@ use tokio::net::TcpListener;
 use crate::auth::cluster::ClusterSecret;
 use crate::config::{Secret, ServerArgs};
 use crate::error::Exit;
+use crate::nodeclient::NodeClient;
+use crate::ring::{NodeInfo, Ring};
 use crate::shutdown::Shutdown;
 use crate::wal::SyncMode;
+use antientropy::{AntiEntropyConfig, AntiEntropyStats};
 
 pub use routes::app;
 pub use store::{Store, StoreOptions};
@@ -59,6 +66,27 @@ pub struct NodeArgs {
     #[arg(long, env = "YDHT_TOMBSTONE_GRACE", default_value = "24h", value_parser = parse_duration)]
     pub tombstone_grace: Duration,
 
+    /// Every storage node of the cluster, this one included (id=url,…; same format as the gateway's);
+    /// enables anti-entropy with the others
+    #[arg(long, env = "YDHT_NODES", value_name = "ID=URL,…")]
+    pub peers: Option<String>,
+
+    /// Copies kept of every key (must match the gateway's; decides which keys this node shares with each peer)
+    #[arg(long, env = "YDHT_REPLICAS", default_value_t = 3)]
+    pub replicas: usize,
+
+    /// Virtual nodes per physical node on the ring (must match the gateway's)
+    #[arg(long, env = "YDHT_VNODES", default_value_t = 150)]
+    pub vnodes: usize,
+
+    /// Time between anti-entropy rounds with the peers; 0 disables anti-entropy
+    #[arg(long, env = "YDHT_ANTI_ENTROPY_INTERVAL", default_value = "30s", value_parser = parse_interval)]
+    pub anti_entropy_interval: Duration,
+
+    /// Most records one anti-entropy round transfers (pulled + pushed), so repairs never starve client traffic
+    #[arg(long, env = "YDHT_ANTI_ENTROPY_MAX_KEYS", default_value_t = 10_000)]
+    pub anti_entropy_max_keys: usize,
+
     /// Shared server flags.
     #[command(flatten)]
     pub server: ServerArgs,
@@ -66,6 +94,14 @@ pub struct NodeArgs {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::duration::parse(text).map_err(|error| error.to_string())
+}
+
+/// A duration, or `0` / `off` for "disabled" (returned as zero).
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match text.trim() {
+        "0" | "off" => Ok(Duration::ZERO),
+        other => parse_duration(other),
+    }
 }
 
 /// Smallest accepted `--wal-max-bytes`.
@@ -94,6 +130,8 @@ pub struct NodeConfig {
     pub sweep_interval: Duration,
     /// Serve HTTPS with this certificate (`--tls-cert` / `--tls-key`); plain HTTP when `None`.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Anti-entropy with the peers; `None` when the node was given no peers or a zero interval.
+    pub anti_entropy: Option<AntiEntropyConfig>,
 }
 
 impl NodeArgs {
@@ -110,6 +148,7 @@ impl NodeArgs {
         if self.max_value_bytes == 0 {
             return Err(Exit::usage("--max-value-bytes / YDHT_MAX_VALUE_BYTES must be positive").into());
         }
+        let anti_entropy = self.anti_entropy_config()?;
         let data_dir = self.server.data_dir()?;
         let cluster_secret = self.server.cluster_secret(&data_dir)?;
         Ok(NodeConfig {
@@ -123,7 +162,42 @@ impl NodeArgs {
             tombstone_grace: self.tombstone_grace,
             sweep_interval: Duration::from_secs(1),
             tls: self.server.tls()?,
+            anti_entropy,
         })
+    }
+
+    fn anti_entropy_config(&self) -> anyhow::Result<Option<AntiEntropyConfig>> {
+        let Some(peers) = self.peers.as_deref().filter(|peers| !peers.trim().is_empty()) else { return Ok(None) };
+        let nodes =
+            NodeInfo::parse_list(peers).map_err(|error| Exit::usage(format!("--peers / YDHT_NODES: {error}")))?;
+        if !nodes.iter().any(|node| node.id == self.node_id) {
+            return Err(Exit::usage(format!(
+                "--peers / YDHT_NODES does not list this node ({}); list every node as id=url, this one included",
+                self.node_id
+            ))
+            .into());
+        }
+        if self.replicas == 0 || self.vnodes == 0 {
+            return Err(Exit::usage("--replicas / YDHT_REPLICAS and --vnodes / YDHT_VNODES must be at least 1").into());
+        }
+        if self.anti_entropy_max_keys == 0 {
+            return Err(Exit::usage(
+                "--anti-entropy-max-keys / YDHT_ANTI_ENTROPY_MAX_KEYS must be positive (use --anti-entropy-interval 0 to disable)",
+            )
+            .into());
+        }
+        if self.anti_entropy_interval.is_zero() {
+            return Ok(None);
+        }
+        Ok(Some(AntiEntropyConfig {
+            ring: Ring::new(nodes, self.vnodes),
+            node_id: self.node_id.clone(),
+            replicas: self.replicas,
+            interval: self.anti_entropy_interval,
+            max_keys_per_round: self.anti_entropy_max_keys,
+            tombstone_grace: self.tombstone_grace,
+            max_batch_bytes: max_batch_bytes(self.max_value_bytes),
+        }))
     }
 
     /// Runs the node until SIGINT/SIGTERM.
@@ -172,8 +246,21 @@ pub struct NodeSettings {
 impl NodeSettings {
     /// Largest `POST /batch` body: room for several maximum-size values, at least 8 MiB.
     pub fn max_batch_bytes(&self) -> usize {
-        self.max_value_bytes.saturating_mul(4).max(8 << 20)
+        max_batch_bytes(self.max_value_bytes)
     }
+}
+
+fn max_batch_bytes(max_value_bytes: usize) -> usize {
+    max_value_bytes.saturating_mul(4).max(8 << 20)
+}
+
+/// What the HTTP API needs to know about anti-entropy.
+#[derive(Debug, Clone)]
+pub struct AntiEntropyHandle {
+    /// The ring fingerprint `/digest` reports.
+    pub fingerprint: u64,
+    /// Progress counters for `/metrics`.
+    pub stats: AntiEntropyStats,
 }
 
 /// Shared handler state; cheap to clone.
@@ -185,6 +272,8 @@ pub struct NodeState {
     pub secret: ClusterSecret,
     /// Fixed settings.
     pub settings: Arc<NodeSettings>,
+    /// Anti-entropy, when enabled (`/digest`, `/range` and `/export` answer 404 otherwise).
+    pub anti_entropy: Option<AntiEntropyHandle>,
 }
 
 impl FromRef<NodeState> for ClusterSecret {
@@ -216,7 +305,16 @@ pub async fn serve(config: NodeConfig, listener: TcpListener, shutdown: Shutdown
         sync_mode = config.sync_mode.as_str(),
         "recovered node data"
     );
+    let anti_entropy = config.anti_entropy.clone().map(|settings| {
+        store.enable_digest(settings.ring.clone());
+        let handle = AntiEntropyHandle {
+            fingerprint: digest::fingerprint(&settings.ring, settings.replicas),
+            stats: AntiEntropyStats::default(),
+        };
+        (settings, handle)
+    });
     let state = NodeState {
+        anti_entropy: anti_entropy.as_ref().map(|(_, handle)| handle.clone()),
         store: store.clone(),
         secret: ClusterSecret::new(config.cluster_secret.clone()),
         settings: Arc::new(NodeSettings {
@@ -228,10 +326,17 @@ pub async fn serve(config: NodeConfig, listener: TcpListener, shutdown: Shutdown
         }),
     };
     let sweeper = tokio::spawn(sweep(store.clone(), config.sweep_interval, config.tombstone_grace, shutdown.clone()));
+    let repairer = anti_entropy.map(|(settings, handle)| {
+        let client = NodeClient::new(config.cluster_secret.clone(), Duration::from_secs(30));
+        tokio::spawn(antientropy::run(store.clone(), settings, client, handle.stats, shutdown.clone()))
+    });
     crate::server::announce_with("node", listener.local_addr()?, config.tls.as_ref());
     let served = crate::server::serve_with(listener, app(state), shutdown.clone(), config.tls.clone()).await;
     shutdown.trigger();
     let _ = sweeper.await;
+    if let Some(repairer) = repairer {
+        let _ = repairer.await;
+    }
     store.close().await;
     tracing::info!(node_id = %config.node_id, "node stopped; WAL synced");
     served

@@ -15,14 +15,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde::Deserialize;
 
-use super::NodeState;
+use super::antientropy::PAGE;
 use super::batch;
 use super::store::Lookup;
+use super::{AntiEntropyHandle, NodeState};
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
 use crate::proto::{
-    EXPIRES_AT_HEADER, NodeBatchResponse, NodeHealth, NodeKeyPage, NodeMetrics, StoreWriteResponse, TOMBSTONE_HEADER,
-    VERSION_HEADER,
+    EXPIRES_AT_HEADER, NodeBatchResponse, NodeDigest, NodeExportRequest, NodeHealth, NodeKeyPage, NodeMetrics,
+    NodeRangePage, NodeRangeRequest, StoreWriteResponse, TOMBSTONE_HEADER, VERSION_HEADER,
 };
 use crate::wal::{Record, WalError};
 
@@ -43,6 +44,9 @@ pub fn app(state: NodeState) -> Router {
         .route("/store/{*key}", get(get_value).put(put_value).delete(delete_value))
         .route("/keys", get(list_keys))
         .route("/batch", post(apply_batch))
+        .route("/digest", get(digest))
+        .route("/range", post(range))
+        .route("/export", post(export))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .fallback(|| async { ApiError::not_found("no such endpoint on a ydht node") })
@@ -231,6 +235,78 @@ async fn apply_batch(
     Ok(Json(NodeBatchResponse { results }))
 }
 
+fn anti_entropy(state: &NodeState) -> Result<&AntiEntropyHandle, ApiError> {
+    state
+        .anti_entropy
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("anti-entropy is off on this node; start it with --peers / YDHT_NODES"))
+}
+
+/// Largest JSON body of `/range` and `/export` requests.
+const MAX_REQUEST_JSON_BYTES: usize = 4 << 20;
+
+async fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+    let bytes = crate::server::read_limited_body(headers, body, MAX_REQUEST_JSON_BYTES, "the request").await?;
+    serde_json::from_slice(&bytes).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
+}
+
+async fn digest(_: Internal, State(state): State<NodeState>) -> Result<Json<NodeDigest>, ApiError> {
+    let handle = anti_entropy(&state)?;
+    Ok(Json(NodeDigest {
+        node_id: state.settings.node_id.clone(),
+        fingerprint: handle.fingerprint,
+        buckets: state.store.digest().unwrap_or_default(),
+    }))
+}
+
+async fn range(
+    _: Internal,
+    State(state): State<NodeState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<NodeRangePage>, ApiError> {
+    anti_entropy(&state)?;
+    let mut request: NodeRangeRequest = json_body(&headers, body).await?;
+    if request.limit == 0 || request.limit > PAGE {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {PAGE}")));
+    }
+    request.buckets.sort_unstable();
+    request.buckets.dedup();
+    let store = state.store.clone();
+    let page =
+        tokio::task::spawn_blocking(move || store.range(&request.buckets, request.cursor.as_deref(), request.limit))
+            .await
+            .map_err(|error| ApiError::unavailable(format!("the range scan failed: {error}")))?;
+    Ok(Json(page))
+}
+
+async fn export(
+    _: Internal,
+    State(state): State<NodeState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    anti_entropy(&state)?;
+    let request: NodeExportRequest = json_body(&headers, body).await?;
+    if request.keys.len() > PAGE {
+        return Err(ApiError::bad_request(format!("at most {PAGE} keys per export")));
+    }
+    // Bounded like a /batch body: the records that fit; the caller asks again for the rest.
+    let limit = state.settings.max_batch_bytes();
+    let mut size = 12;
+    let mut records = state.store.export(&request.keys);
+    let fitting = records
+        .iter()
+        .position(|record| {
+            size += record.framed_len();
+            size > limit
+        })
+        .map_or(records.len(), |first_over| first_over.max(1));
+    records.truncate(fitting);
+    let body = batch::encode(&records).map_err(|error| ApiError::unavailable(error.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, batch::BATCH_CONTENT_TYPE)], body).into_response())
+}
+
 async fn health(State(state): State<NodeState>) -> Json<NodeHealth> {
     Json(NodeHealth { status: "healthy".into(), node_id: state.settings.node_id.clone() })
 }
@@ -241,6 +317,7 @@ async fn metrics(State(state): State<NodeState>) -> Json<NodeMetrics> {
     let counters = store.counters();
     let (key_count, tombstones) = store.counts();
     let (disk_total_bytes, disk_available_bytes) = disk_space(&state.settings.data_dir);
+    let anti_entropy = state.anti_entropy.as_ref().map(|handle| handle.stats.snapshot()).unwrap_or_default();
     Json(NodeMetrics {
         node_id: state.settings.node_id.clone(),
         key_count,
@@ -261,6 +338,11 @@ async fn metrics(State(state): State<NodeState>) -> Json<NodeMetrics> {
         expired_swept: counters.expired.load(Ordering::Relaxed),
         tombstones_purged: counters.purged.load(Ordering::Relaxed),
         uptime_secs: state.settings.started.elapsed().as_secs(),
+        anti_entropy_enabled: state.anti_entropy.is_some(),
+        anti_entropy_rounds: anti_entropy.rounds,
+        anti_entropy_keys_repaired: anti_entropy.keys_repaired,
+        anti_entropy_errors: anti_entropy.errors,
+        anti_entropy_last_sync_age_secs: anti_entropy.last_full_sync.map(|at| at.elapsed().as_secs()),
     })
 }
 

@@ -15,8 +15,10 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 
+use super::digest::Digest;
 use crate::hlc;
-use crate::proto::{NodeKeyEntry, NodeKeyPage, StoreWriteResponse};
+use crate::proto::{NodeKeyEntry, NodeKeyPage, NodeRangeEntry, NodeRangePage, StoreWriteResponse};
+use crate::ring::Ring;
 use crate::wal::{
     self, Apply, Committer, CommitterConfig, CompactionTicket, DirLock, Record, SyncMode, WalDir, WalError, WalStats,
 };
@@ -131,6 +133,8 @@ struct State {
     tombstones: usize,
     /// Expired entries the sweeper has already emptied.
     swept: usize,
+    /// Per-arc hashes for anti-entropy, once enabled.
+    digest: Option<Digest>,
 }
 
 impl State {
@@ -144,11 +148,17 @@ impl State {
             }
             Some(existing) => {
                 let replaced = std::mem::replace(existing, entry);
+                if let Some(digest) = &mut self.digest {
+                    digest.toggle(&key, replaced.version, replaced.tombstone);
+                }
                 self.forget(&replaced);
             }
             None => {
-                self.map.insert(key, entry);
+                self.map.insert(key.clone(), entry);
             }
+        }
+        if let Some(digest) = &mut self.digest {
+            digest.toggle(&key, version, tombstone);
         }
         if tombstone {
             self.tombstones += 1;
@@ -377,6 +387,9 @@ impl Store {
             state.swept += expire.len();
             for key in &purge {
                 if let Some(entry) = state.map.remove(key) {
+                    if let Some(digest) = &mut state.digest {
+                        digest.toggle(key, entry.version, entry.tombstone);
+                    }
                     state.forget(&entry);
                 }
             }
@@ -388,6 +401,64 @@ impl Store {
             }
             cursor = last;
         }
+    }
+
+    /// Starts keeping the per-arc digest of `ring` (built from the current map
+    /// once, then maintained by every write and purge).
+    pub fn enable_digest(&self, ring: Ring) {
+        let mut digest = Digest::new(ring);
+        let mut state = self.shared.state();
+        for (key, entry) in &state.map {
+            digest.toggle(key, entry.version, entry.tombstone);
+        }
+        state.digest = Some(digest);
+    }
+
+    /// The per-arc hashes, when the digest is enabled.
+    pub fn digest(&self) -> Option<Vec<u64>> {
+        self.shared.state().digest.as_ref().map(|digest| digest.buckets().to_vec())
+    }
+
+    /// Up to `limit` entries (tombstones and expired entries included) whose
+    /// digest bucket is in `buckets`, in ascending key order after `cursor`.
+    /// Scans in chunks so writers never wait long; empty when the digest is off.
+    pub fn range(&self, buckets: &[usize], cursor: Option<&str>, limit: usize) -> NodeRangePage {
+        const CHUNK: usize = 4096;
+        let mut entries = Vec::new();
+        let mut position = cursor.map(str::to_string);
+        loop {
+            let state = self.shared.state();
+            let Some(digest) = &state.digest else { return NodeRangePage { entries, next_cursor: None } };
+            let wanted = |key: &str| buckets.binary_search(&digest.bucket_of(key)).is_ok();
+            let start = position.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let mut scanned = 0;
+            for (key, entry) in state.map.range::<str, _>((start, Bound::Unbounded)).take(CHUNK) {
+                scanned += 1;
+                position = Some(key.clone());
+                if !wanted(key) {
+                    continue;
+                }
+                entries.push(NodeRangeEntry {
+                    key: key.clone(),
+                    version: entry.version,
+                    tombstone: entry.tombstone,
+                    expires_at: entry.expires_at,
+                });
+                if entries.len() == limit {
+                    let next_cursor = Some(key.clone());
+                    return NodeRangePage { entries, next_cursor };
+                }
+            }
+            if scanned < CHUNK {
+                return NodeRangePage { entries, next_cursor: None };
+            }
+        }
+    }
+
+    /// The current records (values or tombstones) of those `keys` the store holds.
+    pub fn export(&self, keys: &[String]) -> Vec<Record> {
+        let state = self.shared.state();
+        keys.iter().filter_map(|key| state.map.get(key).map(|entry| entry.to_record(key))).collect()
     }
 
     /// `(live keys, tombstones)`: live counts every entry that is neither a

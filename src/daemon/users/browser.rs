@@ -40,6 +40,8 @@ impl GatewayLink {
         let http = crate::tls::client_builder()
             .connect_timeout(std::time::Duration::from_secs(2))
             .timeout(std::time::Duration::from_secs(10))
+            // Below the gateway's idle keep-alive timeout (crate::server::Limits), so the pool drops a connection first.
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
             .build()
             .expect("the HTTP client configuration is valid");
         Self { url, secret, http }

@@ -1,0 +1,371 @@
+//! Anti-entropy: replicas converge even when the replicator's queue and hints are lost.
+//!
+//! Every `interval`, the node compares itself with each peer, one at a time:
+//!
+//! 1. `GET /digest` of the peer: one hash per ring arc ([`super::digest`]).
+//!    Only arcs whose N owners include both nodes are compared, so a node is
+//!    never sent keys it does not own (and never asks for them).
+//! 2. For the arcs whose hashes differ, both sides list their entries of those
+//!    arcs (`POST /range` on the peer, [`Store::range`] locally), page by page
+//!    in key order, and compare versions key by key.
+//! 3. Keys the peer holds newer are pulled (`POST /export`, then one local WAL
+//!    append); keys this node holds newer are pushed (`POST /batch`).
+//!
+//! Throttling: a round transfers at most `max_keys_per_round` records in all
+//! (pulled + pushed), in requests of at most one page (and one batch body)
+//! each, one request at a time; the rest waits for the next round. Tombstones
+//! and expired entries past their grace period are not transferred (each node's
+//! sweeper purges them on its own).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::batch;
+use super::digest::fingerprint;
+use super::routes::now_millis;
+use super::store::Store;
+use crate::hlc;
+use crate::nodeclient::{NodeClient, NodeError};
+use crate::proto::{NodeRangeEntry, NodeRangePage, NodeRangeRequest};
+use crate::ring::{NodeInfo, Ring};
+use crate::shutdown::Shutdown;
+use crate::wal::Record;
+
+/// Entries per `/range` page and keys per `/export` request.
+pub const PAGE: usize = 1000;
+
+/// Anti-entropy settings of one node.
+#[derive(Debug, Clone)]
+pub struct AntiEntropyConfig {
+    /// The cluster's ring (the same on every node).
+    pub ring: Ring,
+    /// This node's id on the ring.
+    pub node_id: String,
+    /// Copies kept of every key (N).
+    pub replicas: usize,
+    /// Time between rounds.
+    pub interval: Duration,
+    /// Most records transferred (pulled + pushed) per round.
+    pub max_keys_per_round: usize,
+    /// Tombstones and expired entries older than this are not transferred.
+    pub tombstone_grace: Duration,
+    /// Largest batch body sent to a peer.
+    pub max_batch_bytes: usize,
+}
+
+/// Progress counters, read by `/metrics`. One lock so a reader never sees a
+/// round's keys without the round itself.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AntiEntropyStatus {
+    /// Rounds finished.
+    pub rounds: u64,
+    /// Records pulled or pushed that became the current version on the receiving side.
+    pub keys_repaired: u64,
+    /// Peer exchanges that failed.
+    pub errors: u64,
+    /// When a round last compared every peer successfully.
+    pub last_full_sync: Option<Instant>,
+}
+
+/// Shared handle on the status.
+#[derive(Debug, Default, Clone)]
+pub struct AntiEntropyStats(Arc<Mutex<AntiEntropyStatus>>);
+
+impl AntiEntropyStats {
+    /// A copy of the current status.
+    pub fn snapshot(&self) -> AntiEntropyStatus {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn finish_round(&self, repaired: u64, errors: u64) {
+        let mut status = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        status.rounds += 1;
+        status.keys_repaired += repaired;
+        status.errors += errors;
+        if errors == 0 {
+            status.last_full_sync = Some(Instant::now());
+        }
+    }
+}
+
+/// One peer and the arcs this node shares with it.
+struct Peer {
+    node: NodeInfo,
+    /// Sorted arc indexes whose owners include both nodes.
+    shared: Vec<usize>,
+}
+
+/// The background task: a round every `interval` until `shutdown`.
+pub async fn run(
+    store: Store,
+    config: AntiEntropyConfig,
+    client: NodeClient,
+    stats: AntiEntropyStats,
+    shutdown: Shutdown,
+) {
+    let peers = peers_of(&config);
+    let ours = fingerprint(&config.ring, config.replicas);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + config.interval, config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(peers = peers.len(), interval_ms = config.interval.as_millis() as u64, "anti-entropy started");
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return,
+            _ = ticker.tick() => {}
+        }
+        let round = Round { store: &store, config: &config, client: &client, fingerprint: ours };
+        let mut budget = config.max_keys_per_round;
+        let mut repaired = 0;
+        let mut errors = 0;
+        for peer in &peers {
+            let exchange = tokio::select! {
+                () = shutdown.wait() => return,
+                exchange = round.with_peer(peer, &mut budget) => exchange,
+            };
+            match exchange {
+                Ok(count) => repaired += count,
+                Err(error) => {
+                    errors += 1;
+                    tracing::warn!(peer = %peer.node.id, %error, "anti-entropy exchange failed; retrying next round");
+                }
+            }
+        }
+        if repaired > 0 {
+            tracing::info!(repaired, "anti-entropy repaired records");
+        }
+        stats.finish_round(repaired, errors);
+    }
+}
+
+/// Every other node of the ring with the arcs both own.
+fn peers_of(config: &AntiEntropyConfig) -> Vec<Peer> {
+    let ring = &config.ring;
+    let mut peers: BTreeMap<&str, Peer> = ring
+        .nodes()
+        .iter()
+        .filter(|node| node.id != config.node_id)
+        .map(|node| (node.id.as_str(), Peer { node: node.clone(), shared: Vec::new() }))
+        .collect();
+    for arc in 0..ring.arc_count() {
+        let mut owners = ring.arc_preference(arc);
+        owners.truncate(config.replicas);
+        if !owners.iter().any(|node| node.id == config.node_id) {
+            continue;
+        }
+        for owner in owners {
+            if let Some(peer) = peers.get_mut(owner.id.as_str()) {
+                peer.shared.push(arc);
+            }
+        }
+    }
+    let order: Vec<&str> = ring.nodes().iter().map(|node| node.id.as_str()).collect();
+    let mut list: Vec<Peer> = peers.into_values().filter(|peer| !peer.shared.is_empty()).collect();
+    list.sort_by_key(|peer| order.iter().position(|id| *id == peer.node.id));
+    list
+}
+
+/// Why an exchange with a peer failed.
+#[derive(Debug, thiserror::Error)]
+enum ExchangeError {
+    /// A request failed.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The peer was started with another member list, vnodes or replicas.
+    #[error("peer {0} uses a different ring (YDHT_NODES / YDHT_VNODES / YDHT_REPLICAS differ); not comparing")]
+    RingMismatch(String),
+    /// Local records could not be written or encoded.
+    #[error("{0}")]
+    Local(String),
+}
+
+struct Round<'a> {
+    store: &'a Store,
+    config: &'a AntiEntropyConfig,
+    client: &'a NodeClient,
+    fingerprint: u64,
+}
+
+impl Round<'_> {
+    /// Compares this node with `peer` and exchanges what differs; returns the records repaired.
+    async fn with_peer(&self, peer: &Peer, budget: &mut usize) -> Result<u64, ExchangeError> {
+        if *budget == 0 {
+            return Ok(0);
+        }
+        let url = peer.node.url.as_str();
+        let theirs = self.client.digest(url).await?;
+        if theirs.fingerprint != self.fingerprint {
+            return Err(ExchangeError::RingMismatch(peer.node.id.clone()));
+        }
+        let ours = self.store.digest().unwrap_or_default();
+        let differing: Vec<usize> =
+            peer.shared.iter().copied().filter(|&arc| ours.get(arc) != theirs.buckets.get(arc)).collect();
+        if differing.is_empty() {
+            return Ok(0);
+        }
+        let mut repaired = 0;
+        let mut cursor: Option<String> = None;
+        while *budget > 0 {
+            let request = NodeRangeRequest { buckets: differing.clone(), cursor: cursor.clone(), limit: PAGE };
+            let remote = self.client.range(url, &request).await?;
+            let local = self.store.range(&differing, cursor.as_deref(), PAGE);
+            let bound = window_end(&remote, &local);
+            let (mut pull, mut push) = self.compare(&remote.entries, &local.entries, bound.as_deref());
+            pull.truncate(*budget);
+            push.truncate(*budget - pull.len());
+            *budget -= pull.len() + push.len();
+            repaired += self.pull(url, pull).await?;
+            repaired += self.push(url, push).await?;
+            match bound {
+                Some(bound) => cursor = Some(bound),
+                None => break,
+            }
+        }
+        Ok(repaired)
+    }
+
+    /// Keys to pull and keys to push among the entries up to `bound` (inclusive; `None`: all).
+    fn compare(
+        &self,
+        remote: &[NodeRangeEntry],
+        local: &[NodeRangeEntry],
+        bound: Option<&str>,
+    ) -> (Vec<String>, Vec<String>) {
+        let within = |entry: &&NodeRangeEntry| bound.is_none_or(|bound| entry.key.as_str() <= bound);
+        let theirs: BTreeMap<&str, &NodeRangeEntry> =
+            remote.iter().filter(within).map(|entry| (entry.key.as_str(), entry)).collect();
+        let ours: BTreeMap<&str, &NodeRangeEntry> =
+            local.iter().filter(within).map(|entry| (entry.key.as_str(), entry)).collect();
+        let now = now_millis();
+        let grace = self.config.tombstone_grace.as_millis() as u64;
+        let alive = |entry: &NodeRangeEntry| {
+            let dead_since = if entry.tombstone { Some(hlc::millis_of(entry.version)) } else { entry.expires_at };
+            dead_since.is_none_or(|since| since.saturating_add(grace) > now)
+        };
+        let version = |entry: Option<&&NodeRangeEntry>| entry.map_or(0, |entry| entry.version);
+        let mut pull = Vec::new();
+        let mut push = Vec::new();
+        for (key, entry) in &theirs {
+            if entry.version > version(ours.get(key)) && alive(entry) {
+                pull.push(key.to_string());
+            }
+        }
+        for (key, entry) in &ours {
+            if entry.version > version(theirs.get(key)) && alive(entry) {
+                push.push(key.to_string());
+            }
+        }
+        (pull, push)
+    }
+
+    /// Fetches `keys` from the peer and applies them locally; returns how many became current.
+    async fn pull(&self, url: &str, keys: Vec<String>) -> Result<u64, ExchangeError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut records = self.client.export(url, keys.clone()).await?;
+        records.retain(|record| keys.binary_search(&record.key).is_ok());
+        let answers = self.store.write(records).await.map_err(|error| ExchangeError::Local(error.to_string()))?;
+        Ok(answers.iter().filter(|answer| answer.applied).count() as u64)
+    }
+
+    /// Sends this node's records of `keys` to the peer in bounded batches; returns how many became current there.
+    async fn push(&self, url: &str, keys: Vec<String>) -> Result<u64, ExchangeError> {
+        let records = self.store.export(&keys);
+        let mut applied = 0;
+        for chunk in chunks_by_size(records, self.config.max_batch_bytes) {
+            let body = batch::encode(&chunk).map_err(|error| ExchangeError::Local(error.to_string()))?;
+            let answer = self.client.batch(url, body).await?;
+            applied += answer.results.iter().filter(|result| result.applied).count() as u64;
+        }
+        Ok(applied)
+    }
+}
+
+/// The last key both listings cover: the smaller `next_cursor` of the two, or
+/// `None` when both listings reached their end.
+fn window_end(remote: &NodeRangePage, local: &NodeRangePage) -> Option<String> {
+    match (&remote.next_cursor, &local.next_cursor) {
+        (None, None) => None,
+        (Some(end), None) | (None, Some(end)) => Some(end.clone()),
+        (Some(first), Some(second)) => Some(first.min(second).clone()),
+    }
+}
+
+/// Splits `records` into batches whose bodies stay under `max_bytes` (a single larger record goes alone).
+fn chunks_by_size(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 12;
+    for record in records {
+        let framed = record.framed_len();
+        if !current.is_empty() && size + framed > max_bytes {
+            chunks.push(std::mem::take(&mut current));
+            size = 12;
+        }
+        size += framed;
+        current.push(record);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(count: usize) -> Ring {
+        let nodes = (1..=count).map(|i| NodeInfo { id: format!("node-{i}"), url: format!("http://n{i}") }).collect();
+        Ring::new(nodes, 30)
+    }
+
+    fn config(count: usize, replicas: usize) -> AntiEntropyConfig {
+        AntiEntropyConfig {
+            ring: ring(count),
+            node_id: "node-1".into(),
+            replicas,
+            interval: Duration::from_secs(1),
+            max_keys_per_round: 10,
+            tombstone_grace: Duration::from_secs(60),
+            max_batch_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn peers_share_exactly_the_arcs_both_own() {
+        let config = config(4, 2);
+        let peers = peers_of(&config);
+        for peer in &peers {
+            for arc in 0..config.ring.arc_count() {
+                let owners: Vec<_> = config.ring.arc_preference(arc).into_iter().take(2).collect();
+                let both = owners.iter().any(|n| n.id == "node-1") && owners.iter().any(|n| n.id == peer.node.id);
+                assert_eq!(peer.shared.contains(&arc), both, "{} arc {arc}", peer.node.id);
+            }
+        }
+        // With N equal to the node count, every node shares every arc with every other.
+        let full = config_all();
+        assert!(peers_of(&full).iter().all(|peer| peer.shared.len() == full.ring.arc_count()));
+    }
+
+    fn config_all() -> AntiEntropyConfig {
+        config(3, 3)
+    }
+
+    #[test]
+    fn the_window_ends_at_the_shorter_listing() {
+        let page = |next: Option<&str>| NodeRangePage { entries: Vec::new(), next_cursor: next.map(str::to_string) };
+        assert_eq!(window_end(&page(None), &page(None)), None);
+        assert_eq!(window_end(&page(Some("m")), &page(None)).as_deref(), Some("m"));
+        assert_eq!(window_end(&page(Some("m")), &page(Some("c"))).as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn batches_are_split_by_size() {
+        let records: Vec<Record> = (0..10).map(|n| Record::put(format!("k{n}"), 1, vec![0u8; 100], "t")).collect();
+        let framed = records[0].framed_len();
+        let chunks = chunks_by_size(records, 12 + 3 * framed);
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 3, 1]);
+    }
+}
