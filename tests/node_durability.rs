@@ -124,7 +124,8 @@ async fn every_acknowledged_write_survives_sigkill() {
     assert!(acked.len() >= 1400);
 
     let node = NodeProcess::start(data.path(), &[], &[]);
-    for (key, Uncertain { put, delete_version }) in uncertain.lock().unwrap().clone() {
+    let uncertain = uncertain.lock().unwrap().clone();
+    for (key, Uncertain { put, delete_version }) in uncertain {
         let response = read(&client, &node.url, &key).await;
         if response.status() == 404 {
             assert_eq!(header(&response, "x-version"), Some(delete_version.to_string()), "{key}");

@@ -461,7 +461,7 @@ mod tests {
             writer.await.unwrap();
         }
         let syncs = committer.stats().syncs();
-        assert!(syncs >= 1 && syncs <= 64 * 25, "{syncs} syncs");
+        assert!((1..=64 * 25).contains(&syncs), "{syncs} syncs");
         committer.close().await;
 
         // Everything acknowledged is in the log, in the order it was applied.
