@@ -1,8 +1,8 @@
 //! What the services report, read defensively.
 //!
-//! Metrics shapes grow between versions and differ slightly between services,
-//! so the dashboard looks fields up by name, accepts the few spellings in use,
-//! and treats anything missing or malformed as unknown — never as an error.
+//! Metrics shapes grow between versions, so the dashboard looks fields up by
+//! the names in [`crate::proto`] and treats anything missing or malformed as
+//! unknown — never as an error (an older or newer server still shows what it can).
 
 use serde_json::Value;
 
@@ -94,10 +94,10 @@ impl ClusterReading {
             .unwrap_or_default();
         Self {
             nodes,
-            replicas: count(value, &["replicas", "replication_factor"]),
+            replicas: count(value, &["replicas"]),
             vnodes: count(value, &["vnodes"]),
-            replicator_url: text(value, &["replicator_url", "replicator"]),
-            users_url: text(value, &["users_url", "users"]),
+            replicator_url: text(value, &["replicator_url"]),
+            users_url: text(value, &["users_url"]),
         }
     }
 }
@@ -107,7 +107,7 @@ impl RingMember {
         let url = text(value, &["url"])?;
         let share = number(value, &["share"]).map(|share| if share > 1.0 { share / 100.0 } else { share });
         Some(Self {
-            id: text(value, &["id", "node_id"]).unwrap_or_else(|| url.clone()),
+            id: text(value, &["id"]).unwrap_or_else(|| url.clone()),
             url,
             healthy: at(value, "healthy").and_then(Value::as_bool),
             since_ms: at(value, "since").and_then(timestamp_ms),
@@ -178,10 +178,7 @@ impl ReplicatorReading {
             average_ack_time_ms: number(value, &["average_ack_time_ms"]),
             max_replication_lag_ms: number(value, &["max_replication_lag_ms"]),
             retries_in_progress: count(value, &["retries_in_progress"]),
-            hinted_handoffs: count(
-                value,
-                &["hinted_handoffs", "hinted_handoff", "hinted_handoff_backlog", "hints_pending", "hints"],
-            ),
+            hinted_handoffs: count(value, &["hinted_handoffs"]),
         }
     }
 }
