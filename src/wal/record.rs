@@ -92,6 +92,43 @@ impl Record {
 
     /// Bytes this record takes once framed.
     pub fn framed_len(&self) -> usize {
+        self.borrowed().framed_len()
+    }
+
+    /// The record's fields, borrowed.
+    pub fn borrowed(&self) -> RecordRef<'_> {
+        RecordRef {
+            key: &self.key,
+            version: self.version,
+            expires_at: self.expires_at,
+            tombstone: self.tombstone,
+            content_type: &self.content_type,
+            value: &self.value,
+        }
+    }
+}
+
+/// A record's fields borrowed from wherever they live (e.g. the node's map), so
+/// they can be encoded without first being copied into a [`Record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// The key.
+    pub key: &'a str,
+    /// The version.
+    pub version: u64,
+    /// Absolute expiry in Unix milliseconds, `None` when it never expires.
+    pub expires_at: Option<u64>,
+    /// `true` for a delete.
+    pub tombstone: bool,
+    /// The value's content type.
+    pub content_type: &'a str,
+    /// The value bytes.
+    pub value: &'a [u8],
+}
+
+impl RecordRef<'_> {
+    /// Bytes this record takes once framed.
+    pub fn framed_len(&self) -> usize {
         FRAME_HEADER_BYTES + self.payload_len()
     }
 
@@ -116,6 +153,11 @@ pub enum EncodeError {
 
 /// Appends `record` as one frame to `out`.
 pub fn encode(record: &Record, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    encode_borrowed(record.borrowed(), out)
+}
+
+/// Appends the borrowed `record` as one frame to `out` (the same bytes as [`encode`]).
+pub fn encode_borrowed(record: RecordRef<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let key_len = u16::try_from(record.key.len()).map_err(|_| EncodeError::KeyTooLong(record.key.len()))?;
     let type_len = u16::try_from(record.content_type.len())
         .map_err(|_| EncodeError::ContentTypeTooLong(record.content_type.len()))?;
@@ -137,7 +179,7 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     out.extend_from_slice(record.key.as_bytes());
     out.extend_from_slice(&type_len.to_le_bytes());
     out.extend_from_slice(record.content_type.as_bytes());
-    out.extend_from_slice(&record.value);
+    out.extend_from_slice(record.value);
     let crc = crc32fast::hash(&out[payload_at..]);
     out[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
     Ok(())

@@ -9,44 +9,101 @@
 //! snapshot or the new one, never a partial file under the final name.
 //!
 //! [`compact`] is the background half of compaction: the writer thread starts
-//! a new segment once the active one passes the threshold, the state at that
-//! instant is snapshotted, and the segments it covers are deleted.
+//! a new segment once the active one passes the threshold, the state is
+//! snapshotted, and the segments it covers are deleted. The caller may copy its
+//! state into the snapshot piece by piece while writes go on (the node does:
+//! see `Store`), as long as every record is at least as new as it was when the
+//! segment started: records written since are in the newer segments too, and
+//! replaying them over the snapshot changes nothing (the newest version wins).
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
 use super::WalError;
 use super::commit::CompactionTicket;
-use super::record::{self, FILE_HEADER_BYTES, Record};
+use super::record::{self, FILE_HEADER_BYTES, Record, RecordRef};
 use super::segment::{ScanEnd, WalDir, scan};
 
 /// Magic at the start of every snapshot.
 pub const SNAPSHOT_MAGIC: &[u8; 7] = b"YDHTSNP";
 
+/// Writes one snapshot record by record: [`SnapshotWriter::push`] encodes into a
+/// buffer in memory (cheap enough to call while holding the caller's lock),
+/// [`SnapshotWriter::flush`] writes that buffer out (call it without the lock),
+/// and [`SnapshotWriter::finish`] fills in the record count and puts the file in place.
+pub struct SnapshotWriter {
+    path: PathBuf,
+    temporary: PathBuf,
+    file: File,
+    pending: Vec<u8>,
+    count: u64,
+    size: u64,
+}
+
+impl SnapshotWriter {
+    /// Starts the snapshot of `generation` in a temporary file.
+    pub fn create(dir: &WalDir, generation: u64) -> Result<Self, WalError> {
+        let path = dir.snapshot_path(generation);
+        let temporary = path.with_extension("snap.tmp");
+        let file =
+            File::create(&temporary).map_err(|source| WalError::io("cannot write snapshot", &temporary, source))?;
+        let mut pending = Vec::with_capacity(1 << 20);
+        pending.extend_from_slice(&record::file_header(SNAPSHOT_MAGIC));
+        // The record count, filled in by `finish`.
+        pending.extend_from_slice(&0u64.to_le_bytes());
+        Ok(Self { path, temporary, file, pending, count: 0, size: 0 })
+    }
+
+    /// Adds one record (to the buffer; nothing is written yet).
+    pub fn push(&mut self, found: RecordRef<'_>) -> Result<(), WalError> {
+        record::encode_borrowed(found, &mut self.pending)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Bytes pushed but not written yet.
+    pub fn buffered(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Writes the buffered records to the file.
+    pub fn flush(&mut self) -> Result<(), WalError> {
+        self.file.write_all(&self.pending).map_err(|source| self.failed(source))?;
+        self.size += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes the rest and the record count, fsyncs, renames the file into place
+    /// and fsyncs the directory; returns the snapshot's size in bytes.
+    pub fn finish(mut self, dir: &WalDir) -> Result<u64, WalError> {
+        self.flush()?;
+        let count = self.count.to_le_bytes();
+        let written = self
+            .file
+            .seek(SeekFrom::Start(FILE_HEADER_BYTES as u64))
+            .and_then(|_| self.file.write_all(&count))
+            .and_then(|()| self.file.sync_all());
+        written.map_err(|source| self.failed(source))?;
+        fs::rename(&self.temporary, &self.path)
+            .map_err(|source| WalError::io("cannot rename snapshot into place", &self.path, source))?;
+        dir.sync()?;
+        Ok(self.size)
+    }
+
+    fn failed(&self, source: std::io::Error) -> WalError {
+        WalError::io("cannot write snapshot", &self.temporary, source)
+    }
+}
+
 /// Writes `records` as the snapshot of `generation` and returns its size in bytes.
 pub fn write(dir: &WalDir, generation: u64, records: &[Record]) -> Result<u64, WalError> {
-    let path = dir.snapshot_path(generation);
-    let temporary = path.with_extension("snap.tmp");
-    let failed = |source| WalError::io("cannot write snapshot", &temporary, source);
-    let file = File::create(&temporary).map_err(failed)?;
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    writer.write_all(&record::file_header(SNAPSHOT_MAGIC)).map_err(failed)?;
-    writer.write_all(&(records.len() as u64).to_le_bytes()).map_err(failed)?;
-    let mut frame = Vec::new();
-    let mut size = (FILE_HEADER_BYTES + 8) as u64;
+    let mut writer = SnapshotWriter::create(dir, generation)?;
     for found in records {
-        frame.clear();
-        record::encode(found, &mut frame)?;
-        writer.write_all(&frame).map_err(failed)?;
-        size += frame.len() as u64;
+        writer.push(found.borrowed())?;
     }
-    let file = writer.into_inner().map_err(|error| failed(error.into_error()))?;
-    file.sync_all().map_err(failed)?;
-    drop(file);
-    fs::rename(&temporary, &path).map_err(|source| WalError::io("cannot rename snapshot into place", &path, source))?;
-    dir.sync()?;
-    Ok(size)
+    writer.finish(dir)
 }
 
 /// Reads the snapshot at `path`, handing each record to `each`; returns how many there were.
@@ -79,12 +136,22 @@ pub fn decode(bytes: &[u8], mut each: impl FnMut(Record)) -> Result<usize, Strin
     }
 }
 
-/// Writes the snapshot of `generation` from `records` (the state when that
-/// segment started), then deletes every older segment and snapshot. Runs on a
-/// background thread; the writer will not rotate again until it ends.
-pub fn compact(dir: &WalDir, ticket: CompactionTicket, generation: u64, records: &[Record]) {
-    match write(dir, generation, records) {
-        Ok(bytes) => {
+/// Writes the snapshot of `generation` with `fill` (which pushes every record of
+/// the state, see [`SnapshotWriter`]), then deletes every older segment and
+/// snapshot. Runs on a background thread; the writer will not rotate again until it ends.
+pub fn compact(
+    dir: &WalDir,
+    ticket: CompactionTicket,
+    generation: u64,
+    fill: impl FnOnce(&mut SnapshotWriter) -> Result<(), WalError>,
+) {
+    let written = SnapshotWriter::create(dir, generation).and_then(|mut writer| {
+        fill(&mut writer)?;
+        let records = writer.count;
+        writer.finish(dir).map(|bytes| (records, bytes))
+    });
+    match written {
+        Ok((records, bytes)) => {
             match dir.list() {
                 Ok(listing) => {
                     let covered =
@@ -98,7 +165,7 @@ pub fn compact(dir: &WalDir, ticket: CompactionTicket, generation: u64, records:
                 Err(error) => tracing::warn!(%error, "cannot list the WAL directory after a snapshot"),
             }
             ticket.stats().compacted(bytes);
-            tracing::info!(generation, records = records.len(), bytes, "snapshot written; older WAL segments removed");
+            tracing::info!(generation, records, bytes, "snapshot written; older WAL segments removed");
         }
         Err(error) => tracing::error!(%error, "snapshot failed; older WAL segments are kept"),
     }

@@ -3,6 +3,7 @@
 //! ([`crate::wal`]), and serves the internal API the gateway and replicator use.
 //!
 //! - [`store`]: the map, versioned writes through the WAL, TTL sweeping, listing.
+//! - [`slot`]: how the map holds one key compactly, and the shared content-type table.
 //! - [`routes`]: the HTTP API (`/store/{key}`, `/keys`, `/batch`, `/metrics`, `/health`).
 //! - [`batch`]: the binary body of `POST /batch`.
 //! - [`digest`]: per-arc hashes of the node's entries, kept current on every write.
@@ -12,6 +13,7 @@ pub mod antientropy;
 pub mod batch;
 pub mod digest;
 pub mod routes;
+pub mod slot;
 pub mod store;
 
 use std::path::PathBuf;

@@ -166,14 +166,14 @@ async fn get_value(
         response
     };
     match state.store.get(&key, now_millis()) {
-        Lookup::Found(entry) => {
-            let content_type = HeaderValue::from_str(&entry.content_type)
+        Lookup::Found(found) => {
+            let content_type = HeaderValue::from_str(&found.content_type)
                 .unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
-            let mut response = (StatusCode::OK, entry.value).into_response();
+            let mut response = (StatusCode::OK, found.value).into_response();
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, content_type);
-            headers.insert(VERSION_HEADER, HeaderValue::from(entry.version));
-            if let Some(expires_at) = entry.expires_at {
+            headers.insert(VERSION_HEADER, HeaderValue::from(found.version));
+            if let Some(expires_at) = found.expires_at {
                 headers.insert(EXPIRES_AT_HEADER, HeaderValue::from(expires_at));
             }
             Ok(response)

@@ -1,12 +1,12 @@
-//! The node's data: an ordered in-memory map of key → versioned entry, made
-//! durable by the WAL. Writes go through the group-commit writer, which
+//! The node's data: an ordered in-memory set of versioned entries ([`Slot`]s,
+//! one per key), made durable by the WAL. Writes go through the group-commit writer, which
 //! applies them to the map after their sync; reads only touch the map.
 //!
 //! The map sits behind a std `Mutex`: every critical section is short (one
 //! lookup, one insert, or one chunk of a scan) and never awaits, so an async
 //! lock would only add overhead.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,69 +16,33 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 
 use super::digest::Digest;
+use super::slot::{ContentTypes, Slot};
 use crate::hlc;
 use crate::proto::{NodeKeyEntry, NodeKeyPage, NodeRangeEntry, NodeRangePage, StoreWriteResponse};
 use crate::ring::Ring;
+use crate::wal::snapshot::SnapshotWriter;
 use crate::wal::{
     self, Apply, Committer, CommitterConfig, CompactionTicket, DirLock, Record, SyncMode, WalDir, WalError, WalStats,
 };
 
-/// One key's current version: a value or a tombstone.
+/// A live value as a read finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// The version that wrote this entry.
+pub struct Found {
+    /// The version that wrote it.
     pub version: u64,
     /// Absolute expiry in Unix milliseconds, if any.
     pub expires_at: Option<u64>,
-    /// Whether the key was deleted at `version`.
-    pub tombstone: bool,
     /// The value's content type.
-    pub content_type: String,
-    /// The value (empty for tombstones and for expired entries already swept).
+    pub content_type: Arc<str>,
+    /// The value.
     pub value: Bytes,
-    /// Whether the sweeper already dropped the value of this expired entry.
-    pub swept: bool,
-}
-
-impl Entry {
-    fn from_record(record: Record) -> (String, Self) {
-        let entry = Self {
-            version: record.version,
-            expires_at: record.expires_at,
-            tombstone: record.tombstone,
-            content_type: record.content_type,
-            value: record.value,
-            swept: false,
-        };
-        (record.key, entry)
-    }
-
-    fn to_record(&self, key: &str) -> Record {
-        Record {
-            key: key.to_string(),
-            version: self.version,
-            expires_at: self.expires_at,
-            tombstone: self.tombstone,
-            content_type: self.content_type.clone(),
-            value: self.value.clone(),
-        }
-    }
-
-    /// Whether the entry has expired at `now` (Unix ms).
-    pub fn is_expired(&self, now: u64) -> bool {
-        self.expires_at.is_some_and(|expires_at| expires_at <= now)
-    }
-
-    fn is_live(&self, now: u64) -> bool {
-        !self.tombstone && !self.is_expired(now)
-    }
 }
 
 /// What a read found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     /// A live value.
-    Found(Entry),
+    Found(Found),
     /// Deleted at this version.
     Tombstone(u64),
     /// Expired; the entry had this version.
@@ -128,7 +92,10 @@ pub struct StoreCounters {
 
 #[derive(Default)]
 struct State {
-    map: BTreeMap<String, Entry>,
+    /// Every key's current entry, ordered by key.
+    map: BTreeSet<Slot>,
+    /// The content types the entries name.
+    types: ContentTypes,
     /// Tombstones in `map`.
     tombstones: usize,
     /// Expired entries the sweeper has already emptied.
@@ -139,39 +106,46 @@ struct State {
 
 impl State {
     fn apply(&mut self, record: Record) -> StoreWriteResponse {
-        let (key, entry) = Entry::from_record(record);
-        let version = entry.version;
-        let tombstone = entry.tombstone;
-        match self.map.get_mut(&key) {
-            Some(existing) if existing.version >= version => {
+        if let Some(existing) = self.map.get(record.key.as_bytes()) {
+            if existing.version >= record.version {
                 return StoreWriteResponse { applied: false, version: existing.version };
             }
-            Some(existing) => {
-                let replaced = std::mem::replace(existing, entry);
-                if let Some(digest) = &mut self.digest {
-                    digest.toggle(&key, replaced.version, replaced.tombstone);
-                }
-                self.forget(&replaced);
+        }
+        let content_type = self.types.acquire(&record.content_type);
+        if let Some(replaced) = self.map.replace(Slot::new(&record, content_type)) {
+            if let Some(digest) = &mut self.digest {
+                digest.toggle(&record.key, replaced.version, replaced.tombstone);
             }
-            None => {
-                self.map.insert(key.clone(), entry);
-            }
+            self.forget(&replaced);
         }
         if let Some(digest) = &mut self.digest {
-            digest.toggle(&key, version, tombstone);
+            digest.toggle(&record.key, record.version, record.tombstone);
         }
-        if tombstone {
+        if record.tombstone {
             self.tombstones += 1;
         }
-        StoreWriteResponse { applied: true, version }
+        StoreWriteResponse { applied: true, version: record.version }
     }
 
-    /// Drops `entry` from the tombstone / swept counts (it is being replaced or removed).
-    fn forget(&mut self, entry: &Entry) {
-        if entry.tombstone {
+    /// Drops `slot` from the counts and its content type's users (it is being replaced or removed).
+    fn forget(&mut self, slot: &Slot) {
+        if slot.tombstone {
             self.tombstones -= 1;
-        } else if entry.swept {
+        } else if slot.swept {
             self.swept -= 1;
+        }
+        self.types.release(slot.content_type);
+    }
+
+    fn to_record(&self, slot: &Slot) -> Record {
+        let found = slot.borrowed(&self.types);
+        Record {
+            key: found.key.to_string(),
+            version: found.version,
+            expires_at: found.expires_at,
+            tombstone: found.tombstone,
+            content_type: found.content_type.to_string(),
+            value: Bytes::copy_from_slice(found.value),
         }
     }
 }
@@ -217,17 +191,16 @@ impl Apply for Applier {
         outcomes
     }
 
-    /// Copies the map (values are shared `Bytes`, so this copies keys and
-    /// metadata while holding the lock) and writes the snapshot on its own thread.
+    /// Writes the snapshot on its own thread, copying the map into it a chunk at a
+    /// time (never the whole map at once: no second copy of the data in memory, and
+    /// writers wait at most one chunk). Every entry it copies is the one of the
+    /// rotation or a newer one, which the later segments hold too, so loading the
+    /// snapshot and replaying them gives the same state (see `wal::snapshot`).
     fn rotated(&mut self, generation: u64, ticket: CompactionTicket) {
-        let records: Vec<Record> = {
-            let state = self.shared.state();
-            state.map.iter().map(|(key, entry)| entry.to_record(key)).collect()
-        };
         let shared = Arc::clone(&self.shared);
         let thread = std::thread::Builder::new()
             .name("wal-snapshot".into())
-            .spawn(move || wal::snapshot::compact(&shared.dir, ticket, generation, &records));
+            .spawn(move || wal::snapshot::compact(&shared.dir, ticket, generation, |writer| shared.copy_into(writer)));
         match thread {
             Ok(thread) => {
                 let previous = self.shared.snapshot_thread.lock().expect("snapshot handle").replace(thread);
@@ -240,6 +213,31 @@ impl Apply for Applier {
                 tracing::error!(%error, "cannot start the snapshot thread; older WAL segments are kept");
             }
         }
+    }
+}
+
+impl Shared {
+    /// Pushes every entry of the map into `writer`, in key order, a chunk at a time.
+    fn copy_into(&self, writer: &mut SnapshotWriter) -> Result<(), WalError> {
+        const CHUNK: usize = 4096;
+        let mut cursor: Option<Box<[u8]>> = None;
+        loop {
+            {
+                let state = self.state();
+                let start = cursor.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+                let mut copied = 0;
+                for slot in state.map.range::<[u8], _>((start, Bound::Unbounded)).take(CHUNK) {
+                    writer.push(slot.borrowed(&state.types))?;
+                    copied += 1;
+                    cursor = Some(slot.key().as_bytes().into());
+                }
+                if copied < CHUNK {
+                    break;
+                }
+            }
+            writer.flush()?;
+        }
+        Ok(())
     }
 }
 
@@ -286,7 +284,7 @@ impl Store {
         {
             let state = self.shared.state();
             for (index, record) in records.into_iter().enumerate() {
-                match state.map.get(&record.key) {
+                match state.map.get(record.key.as_bytes()) {
                     Some(existing) if existing.version >= record.version => {
                         answers[index] = Some(StoreWriteResponse { applied: false, version: existing.version });
                     }
@@ -311,11 +309,16 @@ impl Store {
     /// The current state of `key` at time `now` (Unix ms).
     pub fn get(&self, key: &str, now: u64) -> Lookup {
         let state = self.shared.state();
-        match state.map.get(key) {
+        match state.map.get(key.as_bytes()) {
             None => Lookup::Missing,
-            Some(entry) if entry.tombstone => Lookup::Tombstone(entry.version),
-            Some(entry) if entry.is_expired(now) => Lookup::Expired(entry.version),
-            Some(entry) => Lookup::Found(entry.clone()),
+            Some(slot) if slot.tombstone => Lookup::Tombstone(slot.version),
+            Some(slot) if slot.is_expired(now) => Lookup::Expired(slot.version),
+            Some(slot) => Lookup::Found(Found {
+                version: slot.version,
+                expires_at: slot.expires_at(),
+                content_type: Arc::clone(state.types.name(slot.content_type)),
+                value: Bytes::copy_from_slice(slot.value()),
+            }),
         }
     }
 
@@ -323,16 +326,17 @@ impl Store {
     pub fn list(&self, prefix: &str, cursor: Option<&str>, limit: usize, now: u64) -> NodeKeyPage {
         let state = self.shared.state();
         let start = match cursor {
-            Some(cursor) if cursor >= prefix => Bound::Excluded(cursor),
-            _ => Bound::Included(prefix),
+            Some(cursor) if cursor >= prefix => Bound::Excluded(cursor.as_bytes()),
+            _ => Bound::Included(prefix.as_bytes()),
         };
         let mut keys = Vec::new();
         let mut more = false;
-        for (key, entry) in state.map.range::<str, _>((start, Bound::Unbounded)) {
+        for slot in state.map.range::<[u8], _>((start, Bound::Unbounded)) {
+            let key = slot.key();
             if !key.starts_with(prefix) {
                 break;
             }
-            if !entry.is_live(now) {
+            if !slot.is_live(now) {
                 continue;
             }
             if keys.len() == limit {
@@ -340,10 +344,10 @@ impl Store {
                 break;
             }
             keys.push(NodeKeyEntry {
-                key: key.clone(),
-                size: entry.value.len() as u64,
-                version: entry.version,
-                expires_at: entry.expires_at,
+                key: key.to_string(),
+                size: slot.value().len() as u64,
+                version: slot.version,
+                expires_at: slot.expires_at(),
             });
         }
         let next_cursor = if more { keys.last().map(|entry| entry.key.clone()) } else { None };
@@ -359,38 +363,37 @@ impl Store {
         let mut cursor: Option<String> = None;
         loop {
             let mut state = self.shared.state();
-            let start = cursor.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let start = cursor.as_deref().map_or(Bound::Unbounded, |key| Bound::Excluded(key.as_bytes()));
             let mut expire = Vec::new();
             let mut purge = Vec::new();
             let mut scanned = 0;
             let mut last = None;
-            for (key, entry) in state.map.range::<str, _>((start, Bound::Unbounded)).take(CHUNK) {
+            for slot in state.map.range::<[u8], _>((start, Bound::Unbounded)).take(CHUNK) {
                 scanned += 1;
-                last = Some(key.clone());
-                let dead_since = if entry.tombstone {
-                    Some(hlc::millis_of(entry.version))
+                last = Some(slot.key().to_string());
+                let dead_since = if slot.tombstone {
+                    Some(hlc::millis_of(slot.version))
                 } else {
-                    entry.expires_at.filter(|&expires_at| expires_at <= now)
+                    slot.expires_at().filter(|&expires_at| expires_at <= now)
                 };
                 match dead_since {
-                    Some(since) if since.saturating_add(grace) <= now => purge.push(key.clone()),
-                    Some(_) if !entry.tombstone && !entry.swept => expire.push(key.clone()),
+                    Some(since) if since.saturating_add(grace) <= now => purge.push(slot.key().to_string()),
+                    Some(_) if !slot.tombstone && !slot.swept => expire.push(slot.key().to_string()),
                     _ => {}
                 }
             }
             for key in &expire {
-                if let Some(entry) = state.map.get_mut(key) {
-                    entry.value = Bytes::new();
-                    entry.swept = true;
+                if let Some(slot) = state.map.take(key.as_bytes()) {
+                    state.map.insert(slot.swept());
                 }
             }
             state.swept += expire.len();
             for key in &purge {
-                if let Some(entry) = state.map.remove(key) {
+                if let Some(slot) = state.map.take(key.as_bytes()) {
                     if let Some(digest) = &mut state.digest {
-                        digest.toggle(key, entry.version, entry.tombstone);
+                        digest.toggle(key, slot.version, slot.tombstone);
                     }
-                    state.forget(&entry);
+                    state.forget(&slot);
                 }
             }
             drop(state);
@@ -408,8 +411,8 @@ impl Store {
     pub fn enable_digest(&self, ring: Ring) {
         let mut digest = Digest::new(ring);
         let mut state = self.shared.state();
-        for (key, entry) in &state.map {
-            digest.toggle(key, entry.version, entry.tombstone);
+        for slot in &state.map {
+            digest.toggle(slot.key(), slot.version, slot.tombstone);
         }
         state.digest = Some(digest);
     }
@@ -430,22 +433,23 @@ impl Store {
             let state = self.shared.state();
             let Some(digest) = &state.digest else { return NodeRangePage { entries, next_cursor: None } };
             let wanted = |key: &str| buckets.binary_search(&digest.bucket_of(key)).is_ok();
-            let start = position.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let start = position.as_deref().map_or(Bound::Unbounded, |key| Bound::Excluded(key.as_bytes()));
             let mut scanned = 0;
-            for (key, entry) in state.map.range::<str, _>((start, Bound::Unbounded)).take(CHUNK) {
+            for slot in state.map.range::<[u8], _>((start, Bound::Unbounded)).take(CHUNK) {
+                let key = slot.key();
                 scanned += 1;
-                position = Some(key.clone());
+                position = Some(key.to_string());
                 if !wanted(key) {
                     continue;
                 }
                 entries.push(NodeRangeEntry {
-                    key: key.clone(),
-                    version: entry.version,
-                    tombstone: entry.tombstone,
-                    expires_at: entry.expires_at,
+                    key: key.to_string(),
+                    version: slot.version,
+                    tombstone: slot.tombstone,
+                    expires_at: slot.expires_at(),
                 });
                 if entries.len() == limit {
-                    let next_cursor = Some(key.clone());
+                    let next_cursor = Some(key.to_string());
                     return NodeRangePage { entries, next_cursor };
                 }
             }
@@ -458,7 +462,7 @@ impl Store {
     /// The current records (values or tombstones) of those `keys` the store holds.
     pub fn export(&self, keys: &[String]) -> Vec<Record> {
         let state = self.shared.state();
-        keys.iter().filter_map(|key| state.map.get(key).map(|entry| entry.to_record(key))).collect()
+        keys.iter().filter_map(|key| state.map.get(key.as_bytes()).map(|slot| state.to_record(slot))).collect()
     }
 
     /// `(live keys, tombstones)`: live counts every entry that is neither a
@@ -528,7 +532,7 @@ mod tests {
 
         let store = open(dir.path(), u64::MAX);
         match store.get("k", 0) {
-            Lookup::Found(entry) => assert_eq!((entry.version, &entry.value[..]), (5, &b"five"[..])),
+            Lookup::Found(found) => assert_eq!((found.version, &found.value[..]), (5, &b"five"[..])),
             other => panic!("{other:?}"),
         }
         assert_eq!(store.get("gone", 0), Lookup::Tombstone(9));
@@ -600,10 +604,51 @@ mod tests {
         let store = open(dir.path(), 16 * 1024);
         for n in 0..20 {
             match store.get(&format!("k{n}"), 0) {
-                Lookup::Found(entry) => assert_eq!((entry.version, entry.value.len()), (40, 200)),
+                Lookup::Found(found) => assert_eq!((found.version, found.value.len()), (40, 200)),
                 other => panic!("k{n}: {other:?}"),
             }
         }
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn snapshots_copied_in_chunks_while_writes_go_on_recover_every_latest_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 256 * 1024);
+        // More keys than one chunk of the snapshot copy, overwritten while snapshots run.
+        const KEYS: u64 = 6000;
+        for round in 1..=3u64 {
+            for start in (0..KEYS).step_by(500) {
+                let records = (start..start + 500)
+                    .map(|n| {
+                        let content_type = if n % 2 == 0 { "text/plain" } else { "application/json" };
+                        Record::put(format!("k{n:05}"), round, vec![round as u8; 64], content_type)
+                    })
+                    .collect();
+                store.write(records).await.unwrap();
+            }
+            store.write(vec![Record::delete(format!("k{round:05}"), 10 + round)]).await.unwrap();
+        }
+        assert!(store.wal_stats().snapshots() >= 1 || store.wal_stats().compacting());
+        store.close().await;
+        drop(store);
+
+        let store = open(dir.path(), 256 * 1024);
+        for n in 0..KEYS {
+            let key = format!("k{n:05}");
+            match store.get(&key, 0) {
+                Lookup::Tombstone(version) => assert!((1..=3).contains(&n) && version == 10 + n, "{key}"),
+                Lookup::Found(found) => {
+                    let content_type = if n % 2 == 0 { "text/plain" } else { "application/json" };
+                    assert_eq!(
+                        (found.version, &*found.content_type, &found.value[..]),
+                        (3, content_type, &[3; 64][..])
+                    );
+                }
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        assert_eq!(store.counts(), (KEYS - 3, 3));
         store.close().await;
     }
 }
