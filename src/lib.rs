@@ -15,6 +15,7 @@
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
 //! - [`hlc`]: the hybrid logical clock that versions every write.
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
+//! - [`coalesce`]: batching concurrent requests (replication jobs, replica copies) into one request each.
 //! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
 //! - [`daemon`]: the services behind `ydht serve …` (one module each).
 //! - [`units`]: human-readable byte counts for tables and pages.
@@ -27,6 +28,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod coalesce;
 pub mod completions;
 pub mod config;
 pub mod daemon;

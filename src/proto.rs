@@ -207,6 +207,13 @@ pub struct JobAccepted {
     pub acked: Option<u32>,
 }
 
+/// The replicator's answer to `POST /jobs` (a batch of jobs): 202 once every job is durable in its queue log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobsAccepted {
+    /// The jobs' ids in the replicator's queue, in the order of the body.
+    pub job_ids: Vec<u64>,
+}
+
 /// The replicator's 504 when `x-ydht-wait: N` targets did not acknowledge in time.
 /// The job stays queued and is still delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The replicator over real HTTP: jobs in, versioned writes out to target nodes.
 //!
 //! The targets here are small axum servers implementing the node's
-//! `PUT/DELETE /store/{key}` and `/health` contract and recording what they
+//! `PUT/DELETE /store/{key}`, `POST /batch` and `/health` contract and recording what they
 //! received — stand-ins for *remote peers*, so delivery, retries and hinted
 //! handoff can be observed exactly. End-to-end tests with real nodes live with
 //! the cluster tests.
@@ -18,13 +18,16 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use ydht::config::Secret;
+use ydht::daemon::node::batch as node_batch;
+use ydht::daemon::replicator::batch::{self as jobs_body, JOBS_CONTENT_TYPE};
 use ydht::daemon::replicator::{ReplicatorConfig, serve};
 use ydht::shutdown::Shutdown;
+use ydht::wal::Record;
 
 const SECRET: &str = "replicator-test-secret";
 
@@ -40,7 +43,8 @@ struct Received {
 }
 
 /// A stand-in remote node that records every authorized write; it refuses
-/// keys under `refused/` for good (400), recording them as op `refused`.
+/// keys under `refused/` for good (400), recording them as op `refused` when
+/// written alone (a batch holding one is refused whole and records nothing, as a node does).
 struct TargetNode {
     url: String,
     received: Arc<Mutex<Vec<Received>>>,
@@ -78,6 +82,7 @@ impl TargetNode {
         let received = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new()
             .route("/store/{*key}", put(store_put).delete(store_delete))
+            .route("/batch", post(store_batch))
             .route("/health", get(|| async { axum::Json(json!({"status": "healthy", "node_id": "stand-in"})) }))
             .with_state(received.clone());
         let task = tokio::spawn(async move {
@@ -135,6 +140,33 @@ async fn store_delete(
     headers: HeaderMap,
 ) -> (StatusCode, String) {
     record(&log, "delete", key, &headers, &[])
+}
+
+async fn store_batch(State(log): State<Log>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    if headers.get("x-cluster-secret").and_then(|v| v.to_str().ok()) != Some(SECRET) {
+        return (StatusCode::UNAUTHORIZED, json!({"error": "wrong cluster secret"}).to_string());
+    }
+    let records = match node_batch::decode(&body) {
+        Ok(records) => records,
+        Err(error) => return (StatusCode::BAD_REQUEST, json!({ "error": error }).to_string()),
+    };
+    if records.iter().any(|record| record.key.starts_with("refused/")) {
+        return (StatusCode::BAD_REQUEST, json!({"error": "this stand-in refuses keys under refused/"}).to_string());
+    }
+    let mut results = Vec::new();
+    let mut received = log.lock().unwrap();
+    for record in records {
+        results.push(json!({"applied": true, "version": record.version}));
+        received.push(Received {
+            op: if record.tombstone { "delete" } else { "put" },
+            key: record.key,
+            version: record.version,
+            expires_at: record.expires_at,
+            content_type: (!record.tombstone).then_some(record.content_type),
+            body: record.value.to_vec(),
+        });
+    }
+    (StatusCode::OK, json!({ "results": results }).to_string())
 }
 
 /// A port with nothing listening on it (a node that is down), to be started later.
@@ -210,6 +242,22 @@ async fn try_post_job(
         headers.insert(name, value.parse().unwrap());
     }
     http.post(url).headers(headers).body(body.to_vec()).send().await
+}
+
+/// `POST /jobs` with the secret: `jobs` as (comma-separated targets, write).
+async fn post_jobs(http: &reqwest::Client, base: &str, jobs: &[(String, Record)]) -> reqwest::Response {
+    let body = jobs_body::encode(jobs.iter().map(|(targets, write)| (targets.as_str(), write.borrowed()))).unwrap();
+    post_jobs_body(http, base, body).await
+}
+
+async fn post_jobs_body(http: &reqwest::Client, base: &str, body: Vec<u8>) -> reqwest::Response {
+    http.post(format!("{base}/jobs"))
+        .header("x-cluster-secret", SECRET)
+        .header("content-type", JOBS_CONTENT_TYPE)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn json_of(http: &reqwest::Client, url: String) -> Value {
@@ -291,6 +339,105 @@ async fn every_job_reaches_every_target_with_its_metadata() {
     assert_eq!(metrics["successful_replicas"], 33);
     assert_eq!(metrics["failed_replicas"], 0);
     assert_eq!(metrics["max_replication_lag_ms"], 0.0);
+    replicator.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_of_jobs_is_durable_together_and_every_copy_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = [TargetNode::start().await, TargetNode::start().await, TargetNode::start().await];
+    let replicator = Running::start(config(dir.path())).await;
+    let http = reqwest::Client::new();
+
+    // 60 jobs, each to two of the three nodes; every fifth a delete.
+    let jobs: Vec<(String, Record)> = (0..60u64)
+        .map(|i| {
+            let targets = format!("{},{}", nodes[i as usize % 3].url, nodes[(i as usize + 1) % 3].url);
+            let write = if i % 5 == 0 {
+                Record::delete(format!("7/k{i}"), 100 + i)
+            } else {
+                Record::put(format!("7/k{i}"), 100 + i, format!("v{i}").into_bytes(), "text/plain")
+                    .with_expiry(Some(1_999_999_999_999))
+            };
+            (targets, write)
+        })
+        .collect();
+    let response = post_jobs(&http, &replicator.url, &jobs).await;
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.unwrap();
+    let ids: Vec<u64> = accepted["job_ids"].as_array().unwrap().iter().map(|id| id.as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), 60);
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+
+    for (index, node) in nodes.iter().enumerate() {
+        let wanted: Vec<&Record> =
+            jobs.iter().filter(|(targets, _)| targets.split(',').any(|t| t == node.url)).map(|(_, w)| w).collect();
+        eventually("every copy on its node", || node.received().len() == wanted.len()).await;
+        let mut received = node.received();
+        received.sort_by_key(|write| write.version);
+        for (got, write) in received.iter().zip(&wanted) {
+            assert_eq!((got.key.as_str(), got.version), (write.key.as_str(), write.version), "node {index}");
+            assert_eq!(got.op, if write.tombstone { "delete" } else { "put" });
+            if !write.tombstone {
+                assert_eq!(got.body, write.value);
+                assert_eq!((got.content_type.as_deref(), got.expires_at), (Some("text/plain"), write.expires_at));
+            }
+        }
+    }
+    let metrics = metrics_until(&http, &replicator.url, "an empty queue", |m| m["queue_size"] == 0).await;
+    assert_eq!(
+        (metrics["total_replications"].as_u64(), metrics["successful_replicas"].as_u64()),
+        (Some(60), Some(120))
+    );
+    assert_eq!(metrics["failed_replicas"], 0);
+    replicator.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_batch_is_refused_whole_and_nothing_is_enqueued() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TargetNode::start().await;
+    let mut settings = config(dir.path());
+    settings.max_value_bytes = 1024;
+    settings.max_queue = 3;
+    let replicator = Running::start(settings).await;
+    let http = reqwest::Client::new();
+    let base = replicator.url.as_str();
+    let good = |key: &str| (node.url.clone(), Record::put(key, 1, &b"v"[..], "text/plain"));
+
+    let unauthorized = http.post(format!("{base}/jobs")).body(vec![1u8; 10]).send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    let cases: Vec<(&str, Vec<(String, Record)>, u16, &str)> = vec![
+        ("a bad target", vec![good("a"), ("ftp://x:1".into(), Record::put("b", 1, &b"v"[..], ""))], 400, "job 1 of 2"),
+        ("no targets", vec![(String::new(), Record::put("b", 1, &b"v"[..], ""))], 400, "job 0 of 1"),
+        ("a zero version", vec![good("a"), (node.url.clone(), Record::delete("b", 0))], 400, "version"),
+        ("a control character", vec![good("bad\u{1}key")], 400, "control"),
+        (
+            "a value too large",
+            vec![good("a"), (node.url.clone(), Record::put("b", 1, vec![0; 1025], ""))],
+            413,
+            "job 1",
+        ),
+        ("more jobs than the queue holds", (0..4).map(|i| good(&format!("k{i}"))).collect(), 503, "queue is full"),
+    ];
+    for (name, jobs, status, needle) in cases {
+        let response = post_jobs(&http, base, &jobs).await;
+        assert_eq!(response.status(), status, "{name}");
+        let error: Value = response.json().await.unwrap();
+        assert!(error["error"].as_str().is_some_and(|message| message.contains(needle)), "{name}: {error}");
+    }
+    let mut body = jobs_body::encode([("http://a:1", Record::delete("k", 1).borrowed())].into_iter()).unwrap();
+    body.push(0);
+    assert_eq!(post_jobs_body(&http, base, body).await.status(), 400);
+    assert_eq!(post_jobs_body(&http, base, b"{}".to_vec()).await.status(), 400);
+
+    let metrics = json_of(&http, format!("{base}/metrics")).await;
+    assert_eq!((metrics["total_replications"].as_u64(), metrics["queue_size"].as_u64()), (Some(0), Some(0)));
+    assert!(node.received().is_empty());
+    // A batch that fits is taken whole.
+    let response = post_jobs(&http, base, &[good("x"), good("y"), good("z")]).await;
+    assert_eq!(response.status(), 202);
+    eventually("the three copies delivered", || node.received().len() == 3).await;
     replicator.stop().await;
 }
 

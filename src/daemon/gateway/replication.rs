@@ -1,10 +1,14 @@
-//! Handing copies to the replicator (`POST /jobs/{key}`), and copying from the
-//! gateway itself, in a bounded background task, when the replicator cannot take them.
+//! Handing copies to the replicator, and copying from the gateway itself, in a
+//! bounded background task, when the replicator cannot take them.
+//!
+//! Concurrent jobs are coalesced ([`crate::coalesce`]) into one `POST /jobs`
+//! request, which the replicator makes durable with one append and one fsync;
+//! each write's caller hears back only once the request covering its job was
+//! answered 202.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::http::header;
 use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 
@@ -12,9 +16,12 @@ use super::metrics::Metrics;
 use super::nodes::NodeClient;
 use super::placement::Placement;
 use super::quorum::{Mutation, MutationKind};
+use crate::coalesce::{self, Coalescer};
 use crate::config::Secret;
-use crate::proto::{CLUSTER_SECRET_HEADER, EXPIRES_AT_HEADER, JOB_OP_HEADER, JOB_TARGETS_HEADER, VERSION_HEADER};
+use crate::daemon::replicator::batch::{self as jobs_body, JOBS_CONTENT_TYPE};
+use crate::proto::CLUSTER_SECRET_HEADER;
 use crate::ring::NodeInfo;
+use crate::wal::record::RecordRef;
 
 /// Copies the gateway makes itself at once when the replicator is unreachable; beyond that they are dropped
 /// (and counted), left to the nodes' anti-entropy.
@@ -23,6 +30,38 @@ const MAX_FALLBACK_COPIES: usize = 256;
 const HAND_OVER_PATIENCE: Duration = Duration::from_secs(600);
 /// Attempts per target for a fallback copy.
 const FALLBACK_ATTEMPTS: u32 = 3;
+/// How jobs are batched: up to 1024 jobs or 4 MiB per request (the replicator takes
+/// at least 8 MiB), 4 requests in flight.
+const JOB_LIMITS: coalesce::Limits =
+    coalesce::Limits { max_items: 1024, max_bytes: 4 << 20, in_flight: 4, queue: 4096 };
+
+/// One job as it waits for its batch.
+#[derive(Debug)]
+struct Job {
+    key: String,
+    mutation: Mutation,
+    /// Target node base URLs, comma-separated.
+    targets: String,
+}
+
+impl Job {
+    /// About the job's size in a request body.
+    fn size(&self) -> usize {
+        let value = match &self.mutation.kind {
+            MutationKind::Put { value, content_type, .. } => value.len() + content_type.len(),
+            MutationKind::Delete => 0,
+        };
+        64 + self.key.len() + self.targets.len() + value
+    }
+
+    fn write(&self) -> RecordRef<'_> {
+        let (tombstone, content_type, value, expires_at): (bool, &str, &[u8], Option<u64>) = match &self.mutation.kind {
+            MutationKind::Put { value, content_type, expires_at } => (false, content_type, value, *expires_at),
+            MutationKind::Delete => (true, "", &[], None),
+        };
+        RecordRef { key: &self.key, version: self.mutation.version, expires_at, tombstone, content_type, value }
+    }
+}
 
 /// Sends replication jobs; cheap to clone.
 #[derive(Debug, Clone)]
@@ -34,6 +73,8 @@ pub struct Replication {
     placement: Arc<Placement>,
     metrics: Arc<Metrics>,
     fallback: Arc<Semaphore>,
+    /// The batching task, started on the first job (it needs the runtime).
+    jobs: Arc<OnceLock<Coalescer<Job, Result<(), String>>>>,
 }
 
 impl Replication {
@@ -54,34 +95,25 @@ impl Replication {
             placement,
             metrics,
             fallback: Arc::new(Semaphore::new(MAX_FALLBACK_COPIES)),
+            jobs: Arc::default(),
         }
     }
 
+    /// Queues one job for the next batch and waits until the replicator took it.
     async fn post_job(&self, key: &str, mutation: &Mutation, targets: &[NodeInfo]) -> Result<(), String> {
-        let mut url = Url::parse(&self.replicator_url).map_err(|error| format!("bad replicator URL: {error}"))?;
-        url.path_segments_mut().map_err(|()| "bad replicator URL".to_string())?.pop_if_empty().extend(["jobs", key]);
         let targets = targets.iter().map(|node| node.url.as_str()).collect::<Vec<_>>().join(",");
-        let mut request = self
-            .http
-            .post(url)
-            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
-            .header(VERSION_HEADER, mutation.version.to_string())
-            .header(JOB_TARGETS_HEADER, targets);
-        request = match &mutation.kind {
-            MutationKind::Put { value, content_type, expires_at } => {
-                request = request.header(JOB_OP_HEADER, "put").header(header::CONTENT_TYPE, content_type);
-                if let Some(expires_at) = expires_at {
-                    request = request.header(EXPIRES_AT_HEADER, expires_at.to_string());
+        let job = Job { key: key.to_string(), mutation: mutation.clone(), targets };
+        let jobs = self.jobs.get_or_init(|| {
+            let (http, secret, replicator_url) = (self.http.clone(), self.secret.clone(), self.replicator_url.clone());
+            Coalescer::spawn(JOB_LIMITS, Job::size, move |batch: Vec<Job>| {
+                let (http, secret, replicator_url) = (http.clone(), secret.clone(), replicator_url.clone());
+                async move {
+                    let answer = post_jobs(&http, &replicator_url, &secret, &batch).await;
+                    vec![answer; batch.len()]
                 }
-                request.body(value.clone())
-            }
-            MutationKind::Delete => request.header(JOB_OP_HEADER, "delete"),
-        };
-        let response = request.send().await.map_err(super::nodes::describe)?;
-        match response.status() {
-            StatusCode::ACCEPTED | StatusCode::OK => Ok(()),
-            status => Err(format!("answered {status}: {}", response.text().await.unwrap_or_default())),
-        }
+            })
+        });
+        jobs.submit(job).await.unwrap_or_else(|| Err("the job batching task stopped".to_string()))
     }
 
     /// Makes sure `targets` get `mutation` of `key`: a durable replicator job, or — if the
@@ -151,5 +183,25 @@ impl Replication {
             }
         }
         false
+    }
+}
+
+/// `POST /jobs` with `batch`: Ok once the replicator answered that every job of it is durable.
+async fn post_jobs(http: &reqwest::Client, replicator_url: &str, secret: &Secret, batch: &[Job]) -> Result<(), String> {
+    let mut url = Url::parse(replicator_url).map_err(|error| format!("bad replicator URL: {error}"))?;
+    url.path_segments_mut().map_err(|()| "bad replicator URL".to_string())?.pop_if_empty().push("jobs");
+    let body = jobs_body::encode(batch.iter().map(|job| (job.targets.as_str(), job.write())))
+        .map_err(|error| format!("cannot encode the jobs: {error}"))?;
+    let response = http
+        .post(url)
+        .header(CLUSTER_SECRET_HEADER, secret.expose())
+        .header(reqwest::header::CONTENT_TYPE, JOBS_CONTENT_TYPE)
+        .body(body)
+        .send()
+        .await
+        .map_err(super::nodes::describe)?;
+    match response.status() {
+        StatusCode::ACCEPTED | StatusCode::OK => Ok(()),
+        status => Err(format!("answered {status}: {}", response.text().await.unwrap_or_default())),
     }
 }

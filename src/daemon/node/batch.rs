@@ -15,7 +15,7 @@
 //! holds an invalid key or an oversized value, is refused whole (400 / 413)
 //! and nothing of it is written.
 
-use crate::wal::record::{self, EncodeError, FILE_HEADER_BYTES, Record};
+use crate::wal::record::{self, EncodeError, FILE_HEADER_BYTES, Record, RecordRef};
 use crate::wal::segment::{ScanEnd, scan};
 
 /// Magic at the start of a batch body.
@@ -27,11 +27,18 @@ pub const MAX_BATCH_RECORDS: usize = 10_000;
 
 /// Encodes `records` as a batch body.
 pub fn encode(records: &[Record]) -> Result<Vec<u8>, EncodeError> {
-    let mut body = Vec::with_capacity(12 + records.iter().map(Record::framed_len).sum::<usize>());
+    encode_borrowed(records.iter().map(Record::borrowed))
+}
+
+/// Encodes borrowed records as a batch body (the same bytes as [`encode`]).
+pub fn encode_borrowed<'a>(
+    records: impl ExactSizeIterator<Item = RecordRef<'a>> + Clone,
+) -> Result<Vec<u8>, EncodeError> {
+    let mut body = Vec::with_capacity(12 + records.clone().map(|found| found.framed_len()).sum::<usize>());
     body.extend_from_slice(&record::file_header(BATCH_MAGIC));
     body.extend_from_slice(&(records.len() as u32).to_le_bytes());
     for found in records {
-        record::encode(found, &mut body)?;
+        record::encode_borrowed(found, &mut body)?;
     }
     Ok(body)
 }

@@ -2,10 +2,12 @@
 //! copies each write to its target nodes, in parallel, with retries and
 //! hinted handoff.
 //!
+//! - [`batch`]: the body of `POST /jobs`, many jobs in one request.
 //! - [`queue`]: the append-only queue log (group commit, done markers, compaction, torn-tail recovery).
 //! - [`state`]: the in-memory queue, delivery tasks, the handoff prober and the metrics.
-//! - [`routes`]: the HTTP API (`POST /jobs/{key}`, `/metrics`, `/health`).
+//! - [`routes`]: the HTTP API (`POST /jobs/{key}`, `POST /jobs`, `/metrics`, `/health`).
 
+pub mod batch;
 pub mod queue;
 pub mod routes;
 pub mod state;

@@ -122,7 +122,7 @@ impl CompactionPolicy {
 }
 
 enum Command {
-    Append { job: Arc<Job>, reply: oneshot::Sender<io::Result<()>> },
+    Append { jobs: Vec<Arc<Job>>, reply: oneshot::Sender<io::Result<()>> },
     Done { job_id: u64, target: u16 },
     Close { reply: oneshot::Sender<()> },
 }
@@ -183,8 +183,13 @@ impl QueueLog {
     /// Hands `job` to the writer at once; the returned future completes once it is
     /// fsynced (sharing the fsync with concurrent appends). It does not borrow the log.
     pub fn append(&self, job: Arc<Job>) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        self.append_all(vec![job])
+    }
+
+    /// Like [`QueueLog::append`] for several jobs, written together (one write, one fsync).
+    pub fn append_all(&self, jobs: Vec<Arc<Job>>) -> impl Future<Output = io::Result<()>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        let sent = self.sender.send(Command::Append { job, reply });
+        let sent = self.sender.send(Command::Append { jobs, reply });
         async move {
             sent.map_err(|_| closed())?;
             answer.await.map_err(|_| closed())?
@@ -434,9 +439,11 @@ impl Writer {
         let mut close = None;
         for command in batch {
             match command {
-                Command::Append { job, reply } => {
-                    frame(&mut buffer, &encode_job(&job));
-                    jobs.push(job);
+                Command::Append { jobs: appended, reply } => {
+                    for job in appended {
+                        frame(&mut buffer, &encode_job(&job));
+                        jobs.push(job);
+                    }
                     replies.push(reply);
                 }
                 Command::Done { job_id, target } => {

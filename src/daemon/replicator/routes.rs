@@ -6,9 +6,13 @@
 //!   value (empty for a delete). 202 [`JobAccepted`] once the job is durable
 //!   (and, with `x-ydht-wait`, once N targets acknowledged; else 504
 //!   [`JobWaitTimedOut`]). 400 bad headers or key, 413 body too large, 503 queue full.
+//! - `POST /jobs` (cluster secret): many jobs in one binary body ([`super::batch`]),
+//!   made durable together (one queue-log append and fsync, all or none). 202
+//!   [`JobsAccepted`] with their ids; 400 malformed body or bad job (naming it),
+//!   413 body too large, 503 queue full (no job of the body is queued).
 //! - `GET /metrics` → [`crate::proto::ReplicatorMetrics`]; `GET /health` → [`crate::proto::ReplicatorHealth`].
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -18,13 +22,15 @@ use axum::{Json, Router};
 use reqwest::Url;
 
 use super::MAX_TARGETS;
+use super::batch::{self, BatchJob};
 use super::queue::Op;
 use super::state::{EnqueueError, NewJob, Progress, Replicator};
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
 use crate::nodeclient::DEFAULT_CONTENT_TYPE;
 use crate::proto::{
-    EXPIRES_AT_HEADER, JOB_OP_HEADER, JOB_TARGETS_HEADER, JOB_WAIT_HEADER, JobAccepted, JobWaitTimedOut, VERSION_HEADER,
+    EXPIRES_AT_HEADER, JOB_OP_HEADER, JOB_TARGETS_HEADER, JOB_WAIT_HEADER, JobAccepted, JobWaitTimedOut, JobsAccepted,
+    VERSION_HEADER,
 };
 
 /// Longest key a job may carry, in bytes (user keys are at most 1024 plus the tenant prefix).
@@ -39,6 +45,7 @@ pub fn app(state: Replicator) -> Router {
     let body_limit = state.config().max_value_bytes;
     Router::new()
         .route("/jobs/{*key}", post(post_job))
+        .route("/jobs", post(post_jobs))
         .route("/jobs/", post(|| async { ApiError::bad_request("the key is missing: POST /jobs/{key}") }))
         .route("/metrics", get(|State(state): State<Replicator>| async move { Json(state.metrics()) }))
         .route("/health", get(|State(state): State<Replicator>| async move { Json(state.health()) }))
@@ -105,14 +112,7 @@ async fn accept(
     let (job_id, mut progress) = state
         .enqueue(NewJob { op, key, version, expires_at, content_type, targets, value })
         .await
-        .map_err(|error| match error {
-            EnqueueError::Full(_) => {
-                let mut api = ApiError::unavailable(error.to_string());
-                api.retry_after = Some(1);
-                api
-            }
-            EnqueueError::Log(_) => ApiError::unavailable(error.to_string()),
-        })?;
+        .map_err(enqueue_error)?;
     if wait == 0 {
         return Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id, acked: None })).into_response());
     }
@@ -128,6 +128,77 @@ async fn accept(
         crate::duration::format(state.config().wait_timeout)
     );
     Ok((StatusCode::GATEWAY_TIMEOUT, Json(JobWaitTimedOut { error, job_id, acked })).into_response())
+}
+
+fn enqueue_error(error: EnqueueError) -> ApiError {
+    match error {
+        EnqueueError::Full(_) => {
+            let mut api = ApiError::unavailable(error.to_string());
+            api.retry_after = Some(1);
+            api
+        }
+        EnqueueError::Log(_) => ApiError::unavailable(error.to_string()),
+    }
+}
+
+/// Largest `POST /jobs` body: a full batch of small jobs, or one job with a maximum-size value.
+pub fn max_batch_body_bytes(max_value_bytes: usize) -> usize {
+    max_value_bytes.saturating_add(64 * 1024).max(8 << 20)
+}
+
+async fn post_jobs(_: Internal, State(state): State<Replicator>, headers: HeaderMap, body: Body) -> Response {
+    match accept_batch(state, &headers, body).await {
+        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn accept_batch(state: Replicator, headers: &HeaderMap, body: Body) -> Result<JobsAccepted, ApiError> {
+    let limit = max_batch_body_bytes(state.config().max_value_bytes);
+    let body = crate::server::read_limited_body(headers, body, limit, "the jobs body").await?;
+    let jobs = batch::decode(&body).map_err(ApiError::bad_request)?;
+    let max_value = state.config().max_value_bytes;
+    let count = jobs.len();
+    let jobs = jobs
+        .into_iter()
+        .enumerate()
+        .map(|(index, job)| {
+            new_job(job, max_value).map_err(|mut error| {
+                error.message = format!("job {index} of {count}: {}", error.message);
+                error
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let accepted = state.enqueue_all(jobs).await.map_err(enqueue_error)?;
+    Ok(JobsAccepted { job_ids: accepted.into_iter().map(|(id, _)| id).collect() })
+}
+
+/// Checks one job of a batch as `POST /jobs/{key}` checks its headers and body.
+fn new_job(job: BatchJob, max_value: usize) -> Result<NewJob, ApiError> {
+    let BatchJob { targets, record } = job;
+    validate_key(&record.key)?;
+    if record.version == 0 {
+        return Err(ApiError::bad_request("the version must be a positive integer"));
+    }
+    if record.value.len() > max_value {
+        return Err(too_large(max_value));
+    }
+    let content_type = match record.content_type.trim() {
+        "" => DEFAULT_CONTENT_TYPE.to_string(),
+        text if text.len() > MAX_CONTENT_TYPE_BYTES => {
+            return Err(ApiError::bad_request(format!("content-type is longer than {MAX_CONTENT_TYPE_BYTES} bytes")));
+        }
+        text => text.to_string(),
+    };
+    Ok(NewJob {
+        op: if record.tombstone { Op::Delete } else { Op::Put },
+        key: record.key,
+        version: record.version,
+        expires_at: record.expires_at,
+        content_type,
+        targets: targets_from(&targets)?,
+        value: record.value,
+    })
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -185,7 +256,11 @@ fn parse_content_type(headers: &HeaderMap) -> Result<String, ApiError> {
 
 /// Parses `x-ydht-targets`: 1 to [`MAX_TARGETS`] distinct http(s) base URLs.
 fn parse_targets(headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
-    let text = header_text(headers, JOB_TARGETS_HEADER)?.unwrap_or("");
+    targets_from(header_text(headers, JOB_TARGETS_HEADER)?.unwrap_or(""))
+}
+
+/// Parses a comma-separated list of 1 to [`MAX_TARGETS`] distinct http(s) base URLs.
+fn targets_from(text: &str) -> Result<Vec<String>, ApiError> {
     let mut targets: Vec<String> = Vec::new();
     for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
         let invalid = |reason: &str| {

@@ -19,14 +19,39 @@ use tokio::sync::{Notify, Semaphore, watch};
 use super::ReplicatorConfig;
 use super::queue::{Job, Op, QueueLog, Unfinished};
 use crate::auth::cluster::ClusterSecret;
+use crate::coalesce::{self, Coalescer};
+use crate::daemon::node::batch as node_batch;
 use crate::nodeclient::{NodeClient, NodeError, WriteMeta};
 use crate::proto::{ReplicatorHealth, ReplicatorMetrics};
 use crate::shutdown::Shutdown;
+use crate::wal::record::RecordRef;
 
 /// A failed copy is retried this many times before it becomes a hinted handoff.
 pub const MAX_RETRIES: u32 = 3;
 /// Outgoing node requests in flight at once.
 const MAX_CONCURRENT_COPIES: usize = 64;
+/// How copies for one node are batched: up to 1024 records or 4 MiB per `/batch`
+/// (a node takes at least 8 MiB), 4 batches in flight per node.
+const DELIVERY_LIMITS: coalesce::Limits =
+    coalesce::Limits { max_items: 1024, max_bytes: 4 << 20, in_flight: 4, queue: 8192 };
+
+/// Why one copy attempt failed.
+#[derive(Debug, Clone)]
+struct CopyFailed {
+    /// Retrying can never succeed: the node refused this write itself (see [`NodeError::is_permanent`]).
+    permanent: bool,
+    /// What happened, for the log.
+    message: String,
+}
+
+impl From<NodeError> for CopyFailed {
+    fn from(error: NodeError) -> Self {
+        Self { permanent: error.is_permanent(), message: error.to_string() }
+    }
+}
+
+/// Copies for one node, batched.
+type Delivery = Coalescer<Arc<Job>, Result<(), CopyFailed>>;
 
 /// Acknowledgement progress of one job, watched by `x-ydht-wait` requests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -113,7 +138,10 @@ struct Inner {
     /// every critical section is a few map operations.
     jobs: Mutex<Jobs>,
     counters: Counters,
-    permits: Semaphore,
+    /// Bounds the requests to nodes in flight at once.
+    permits: Arc<Semaphore>,
+    /// One batching task per target node, created on its first copy.
+    deliveries: Mutex<HashMap<String, Delivery>>,
     shutdown: Shutdown,
     /// Copy tasks running; shutdown waits for them (briefly).
     active: AtomicUsize,
@@ -155,7 +183,8 @@ impl Replicator {
                 client,
                 jobs: Mutex::new(jobs),
                 counters: Counters::default(),
-                permits: Semaphore::new(MAX_CONCURRENT_COPIES),
+                permits: Arc::new(Semaphore::new(MAX_CONCURRENT_COPIES)),
+                deliveries: Mutex::new(HashMap::new()),
                 shutdown,
                 active: AtomicUsize::new(0),
                 idle: Notify::new(),
@@ -199,22 +228,31 @@ impl Replicator {
     }
 
     /// Makes the job durable, then starts delivering it. The receiver follows its acknowledgements.
+    pub async fn enqueue(&self, new: NewJob) -> Result<(u64, watch::Receiver<Progress>), EnqueueError> {
+        let mut accepted = self.enqueue_all(vec![new]).await?;
+        Ok(accepted.remove(0))
+    }
+
+    /// Makes `jobs` durable together (one log append, one fsync; all of them or
+    /// none), then starts delivering them. Answers each job's id and a receiver
+    /// following its acknowledgements, in order.
     ///
     /// Runs in its own task, so a client hanging up mid-request cannot leave a job
     /// written to the log but never delivered.
-    pub async fn enqueue(&self, new: NewJob) -> Result<(u64, watch::Receiver<Progress>), EnqueueError> {
+    pub async fn enqueue_all(&self, jobs: Vec<NewJob>) -> Result<Vec<(u64, watch::Receiver<Progress>)>, EnqueueError> {
         let this = self.clone();
-        tokio::spawn(async move { this.enqueue_now(new).await })
+        tokio::spawn(async move { this.enqueue_now(jobs).await })
             .await
             .unwrap_or_else(|error| Err(EnqueueError::Log(std::io::Error::other(error.to_string()))))
     }
 
-    async fn enqueue_now(&self, new: NewJob) -> Result<(u64, watch::Receiver<Progress>), EnqueueError> {
-        let size = new.value.len() as u64;
-        let id = {
+    async fn enqueue_now(&self, new: Vec<NewJob>) -> Result<Vec<(u64, watch::Receiver<Progress>)>, EnqueueError> {
+        let count = new.len();
+        let size: u64 = new.iter().map(|job| job.value.len() as u64).sum();
+        let first_id = {
             let mut jobs = self.inner.jobs.lock().expect("jobs lock");
             let queued = jobs.pending.len() + jobs.reserved;
-            if queued >= self.inner.config.max_queue {
+            if queued + count > self.inner.config.max_queue {
                 return Err(EnqueueError::Full(format!("{queued} jobs, the maximum is --max-queue")));
             }
             if jobs.bytes + size > self.inner.config.max_queue_bytes {
@@ -223,53 +261,66 @@ impl Replicator {
                     jobs.bytes
                 )));
             }
-            jobs.reserved += 1;
+            jobs.reserved += count;
             jobs.bytes += size;
             let id = jobs.next_id;
-            jobs.next_id += 1;
+            jobs.next_id += count as u64;
             id
         };
-        let job = Arc::new(Job {
-            id,
-            accepted_at_ms: now_ms(),
-            op: new.op,
-            key: new.key,
-            version: new.version,
-            expires_at: new.expires_at,
-            content_type: new.content_type,
-            targets: new.targets,
-            value: new.value,
-        });
-        let appended = self.append_to_log(job.clone()).await.map_err(EnqueueError::Log);
+        let accepted_at_ms = now_ms();
+        let new_jobs: Vec<Arc<Job>> = new
+            .into_iter()
+            .zip(first_id..)
+            .map(|(new, id)| {
+                Arc::new(Job {
+                    id,
+                    accepted_at_ms,
+                    op: new.op,
+                    key: new.key,
+                    version: new.version,
+                    expires_at: new.expires_at,
+                    content_type: new.content_type,
+                    targets: new.targets,
+                    value: new.value,
+                })
+            })
+            .collect();
+        let appended = self.append_to_log(new_jobs.clone()).await.map_err(EnqueueError::Log);
         let mut jobs = self.inner.jobs.lock().expect("jobs lock");
-        jobs.reserved -= 1;
+        jobs.reserved -= count;
         if let Err(error) = appended {
             jobs.bytes -= size;
             return Err(error);
         }
-        let targets = job.targets.len();
-        let (progress, receiver) = watch::channel(Progress::default());
-        jobs.pending.insert(
-            id,
-            Entry {
-                job: job.clone(),
-                delivered: vec![false; targets],
-                remaining: targets,
-                failed_once: vec![false; targets],
-                progress,
-            },
-        );
-        drop(jobs);
-        self.inner.counters.total_replications.fetch_add(1, Ordering::Relaxed);
-        for target in 0..targets {
-            self.spawn_copy(job.clone(), target);
+        let mut accepted = Vec::with_capacity(count);
+        for job in &new_jobs {
+            let targets = job.targets.len();
+            let (progress, receiver) = watch::channel(Progress::default());
+            jobs.pending.insert(
+                job.id,
+                Entry {
+                    job: job.clone(),
+                    delivered: vec![false; targets],
+                    remaining: targets,
+                    failed_once: vec![false; targets],
+                    progress,
+                },
+            );
+            accepted.push((job.id, receiver));
         }
-        Ok((id, receiver))
+        drop(jobs);
+        self.inner.counters.total_replications.fetch_add(count as u64, Ordering::Relaxed);
+        for job in new_jobs {
+            for target in 0..job.targets.len() {
+                self.spawn_copy(job.clone(), target);
+            }
+        }
+        Ok(accepted)
     }
 
-    async fn append_to_log(&self, job: Arc<Job>) -> std::io::Result<()> {
+    async fn append_to_log(&self, jobs: Vec<Arc<Job>>) -> std::io::Result<()> {
         // Submit under the lock, wait for the fsync without it.
-        let pending = self.inner.log.lock().expect("log lock").as_ref().map(|log| log.append(job));
+        let pending = self.inner.log.lock().expect("log lock").as_ref().map(|log| log.append_all(jobs));
         match pending {
             Some(pending) => pending.await,
             None => Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the replicator is shutting down")),
@@ -314,40 +365,50 @@ impl Replicator {
             let Some(result) = self.send_copy(&job, target).await else { return };
             match result {
                 Ok(()) => return self.copy_acked(&job, target),
-                Err(error) if error.is_permanent() => {
+                Err(failed) if failed.permanent => {
+                    let error = failed.message;
                     tracing::error!(job = job.id, key = %job.key, %error, "a node refused a replica write for good; dropping that copy");
                     return self.copy_rejected(&job, target);
                 }
-                Err(error) => {
-                    tracing::debug!(job = job.id, attempt, %error, "replica write failed");
+                Err(failed) => {
+                    tracing::debug!(job = job.id, attempt, error = %failed.message, "replica write failed");
                 }
             }
         }
         self.hand_off(&job, target);
     }
 
-    /// One attempt; `None` when shutdown cut it off after the grace period.
-    async fn send_copy(&self, job: &Job, target: usize) -> Option<Result<(), NodeError>> {
-        let base = &job.targets[target];
+    /// One attempt, batched with the other copies for the same node in flight;
+    /// `None` when shutdown cut it off after the grace period.
+    async fn send_copy(&self, job: &Arc<Job>, target: usize) -> Option<Result<(), CopyFailed>> {
+        let delivery = self.delivery_to(&job.targets[target]);
         let attempt = async {
-            let _permit = self.inner.permits.acquire().await.expect("the semaphore is never closed");
-            match job.op {
-                Op::Put => {
-                    let meta = WriteMeta {
-                        version: job.version,
-                        expires_at: job.expires_at,
-                        content_type: job.content_type.clone(),
-                    };
-                    self.inner.client.put(base, &job.key, job.value.clone(), &meta).await.map(|_| ())
-                }
-                Op::Delete => self.inner.client.delete(base, &job.key, job.version).await.map(|_| ()),
-            }
+            let stopped = || CopyFailed { permanent: false, message: "the delivery task stopped".to_string() };
+            delivery.submit(Arc::clone(job)).await.unwrap_or_else(|| Err(stopped()))
         };
         let grace = self.inner.config.shutdown_grace;
         tokio::select! {
             result = attempt => Some(result),
             _ = async { self.inner.shutdown.wait().await; tokio::time::sleep(grace).await } => None,
         }
+    }
+
+    /// The batching task for copies to the node at `base`, started on first use.
+    fn delivery_to(&self, base: &str) -> Delivery {
+        let mut deliveries = self.inner.deliveries.lock().expect("deliveries lock");
+        if let Some(delivery) = deliveries.get(base) {
+            return delivery.clone();
+        }
+        let (client, permits, target) = (self.inner.client.clone(), Arc::clone(&self.inner.permits), base.to_string());
+        let delivery = Coalescer::spawn(DELIVERY_LIMITS, copy_size, move |jobs| {
+            let (client, permits, target) = (client.clone(), Arc::clone(&permits), target.clone());
+            async move {
+                let _permit = permits.acquire_owned().await.expect("the semaphore is never closed");
+                send_copies(&client, &target, &jobs).await
+            }
+        });
+        deliveries.insert(base.to_string(), delivery.clone());
+        delivery
     }
 
     fn copy_acked(&self, job: &Job, target: usize) {
@@ -510,6 +571,60 @@ impl Replicator {
             tracing::info!(jobs = queued, "unfinished replication jobs stay in the queue log for the next start");
         }
     }
+}
+
+/// What one copy weighs in a batch (about its framed size).
+fn copy_size(job: &Arc<Job>) -> usize {
+    64 + job.key.len() + job.content_type.len() + job.value.len()
+}
+
+/// The write a job copies, as a record.
+fn write_of(job: &Job) -> RecordRef<'_> {
+    let tombstone = job.op == Op::Delete;
+    RecordRef {
+        key: &job.key,
+        version: job.version,
+        expires_at: job.expires_at,
+        tombstone,
+        content_type: if tombstone { "" } else { &job.content_type },
+        value: &job.value,
+    }
+}
+
+/// Sends copies to the node at `base` in one request: a lone copy as a plain
+/// `PUT`/`DELETE /store/{key}`, several as one `POST /batch` (one WAL sync on the
+/// node). When the node refuses a batch itself (a 4xx: one bad record refuses it
+/// whole), every copy is sent alone, so only the bad one fails for good.
+async fn send_copies(client: &NodeClient, base: &str, jobs: &[Arc<Job>]) -> Vec<Result<(), CopyFailed>> {
+    if jobs.len() > 1 {
+        if let Ok(body) = node_batch::encode_borrowed(jobs.iter().map(|job| write_of(job))) {
+            match client.batch(base, body).await {
+                Ok(answer) if answer.results.len() == jobs.len() => return vec![Ok(()); jobs.len()],
+                Ok(answer) => {
+                    let message =
+                        format!("{base} answered {} results to a batch of {}", answer.results.len(), jobs.len());
+                    return vec![Err(CopyFailed { permanent: false, message }); jobs.len()];
+                }
+                Err(error) if !error.is_permanent() => return vec![Err(CopyFailed::from(error)); jobs.len()],
+                Err(error) => {
+                    tracing::debug!(%error, copies = jobs.len(), "a node refused a batch; sending its copies one by one")
+                }
+            }
+        }
+    }
+    futures_util::future::join_all(jobs.iter().map(|job| send_copy_alone(client, base, job))).await
+}
+
+async fn send_copy_alone(client: &NodeClient, base: &str, job: &Job) -> Result<(), CopyFailed> {
+    let sent = match job.op {
+        Op::Put => {
+            let meta =
+                WriteMeta { version: job.version, expires_at: job.expires_at, content_type: job.content_type.clone() };
+            client.put(base, &job.key, job.value.clone(), &meta).await
+        }
+        Op::Delete => client.delete(base, &job.key, job.version).await,
+    };
+    sent.map(|_| ()).map_err(CopyFailed::from)
 }
 
 /// The wait before retry `attempt` (1-based): `base · 2^(attempt-1)`, plus up to 50% random jitter.

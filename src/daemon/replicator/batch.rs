@@ -1,0 +1,143 @@
+//! The `POST /jobs` body: many replication jobs in one request. The gateway
+//! coalesces concurrent jobs into one body ([`crate::coalesce`]); the replicator
+//! makes all of them durable with one queue-log append and one fsync.
+//!
+//! # Layout (format version 1), integers little-endian
+//!
+//! ```text
+//! 8 bytes   magic "YDHTJOB" + format version byte (1)
+//! 4 bytes   job count N (u32), 1..=MAX_BATCH_JOBS
+//! N times:
+//!   2 bytes   length T of the targets (u16), then T bytes of UTF-8: the job's
+//!             target node base URLs, comma-separated (as in `x-ydht-targets`)
+//!   frame     the write to copy, exactly a WAL frame (see crate::wal::record):
+//!             a put (value, content type, expiry) or a delete, with key and version
+//! ```
+//!
+//! Nothing may follow the last job. A body that is malformed anywhere is
+//! refused whole (400) and no job of it is queued.
+
+use crate::wal::record::{self, Decoded, EncodeError, FILE_HEADER_BYTES, Record, RecordRef};
+
+/// Magic at the start of a jobs body.
+pub const JOBS_MAGIC: &[u8; 7] = b"YDHTJOB";
+/// Content type of a jobs body.
+pub const JOBS_CONTENT_TYPE: &str = "application/x-ydht-jobs";
+/// Most jobs one body may carry.
+pub const MAX_BATCH_JOBS: usize = 4096;
+
+/// One job of a body: where to copy, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchJob {
+    /// The target node base URLs, comma-separated.
+    pub targets: String,
+    /// The write (a tombstone for a delete).
+    pub record: Record,
+}
+
+/// Encodes jobs, each given as (comma-separated targets, write), as a jobs body.
+pub fn encode<'a>(jobs: impl ExactSizeIterator<Item = (&'a str, RecordRef<'a>)>) -> Result<Vec<u8>, EncodeError> {
+    let count = u32::try_from(jobs.len()).expect("batches hold far fewer than 2^32 jobs");
+    let mut body = Vec::new();
+    body.extend_from_slice(&record::file_header(JOBS_MAGIC));
+    body.extend_from_slice(&count.to_le_bytes());
+    for (targets, write) in jobs {
+        let length = u16::try_from(targets.len()).map_err(|_| EncodeError::TooLarge(targets.len()))?;
+        body.reserve(2 + targets.len() + write.framed_len());
+        body.extend_from_slice(&length.to_le_bytes());
+        body.extend_from_slice(targets.as_bytes());
+        record::encode_borrowed(write, &mut body)?;
+    }
+    Ok(body)
+}
+
+/// Decodes a jobs body; the error names what is wrong and where.
+pub fn decode(body: &[u8]) -> Result<Vec<BatchJob>, String> {
+    record::check_file_header(body, JOBS_MAGIC).map_err(|reason| format!("not a ydht jobs body: {reason}"))?;
+    let count_end = FILE_HEADER_BYTES + 4;
+    let count = body
+        .get(FILE_HEADER_BYTES..count_end)
+        .map(|count| u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize)
+        .ok_or("the body ends before its job count")?;
+    if count == 0 || count > MAX_BATCH_JOBS {
+        return Err(format!("the body holds {count} jobs; it must hold 1 to {MAX_BATCH_JOBS}"));
+    }
+    let mut jobs = Vec::with_capacity(count);
+    let mut offset = count_end;
+    while jobs.len() < count {
+        let at = offset;
+        let length = body
+            .get(offset..offset + 2)
+            .map(|length| usize::from(u16::from_le_bytes(length.try_into().expect("2 bytes"))))
+            .ok_or_else(|| format!("job {} ends inside its targets length at byte offset {at}", jobs.len()))?;
+        offset += 2;
+        let targets = body
+            .get(offset..offset + length)
+            .ok_or_else(|| format!("job {} ends inside its targets at byte offset {at}", jobs.len()))?;
+        let targets = std::str::from_utf8(targets)
+            .map_err(|_| format!("job {}: the targets at byte offset {at} are not UTF-8", jobs.len()))?
+            .to_string();
+        offset += length;
+        let record = match record::decode(&body[offset..]) {
+            Decoded::Record(record, used) => {
+                offset += used;
+                record
+            }
+            Decoded::Incomplete => {
+                return Err(format!("job {} ends inside its write at byte offset {offset}", jobs.len()));
+            }
+            Decoded::Corrupt(reason) => {
+                return Err(format!("job {}: bad write at byte offset {offset}: {reason}", jobs.len()));
+            }
+        };
+        jobs.push(BatchJob { targets, record });
+    }
+    if offset != body.len() {
+        return Err(format!("{} bytes follow the last of the {count} jobs", body.len() - offset));
+    }
+    Ok(jobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<BatchJob> {
+        vec![
+            BatchJob {
+                targets: "http://a:1,http://b:2".into(),
+                record: Record::put("7/k", 3, &b"value"[..], "text/plain").with_expiry(Some(99)),
+            },
+            BatchJob { targets: "http://c:3".into(), record: Record::delete("7/gone", 4) },
+        ]
+    }
+
+    fn encode_all(jobs: &[BatchJob]) -> Vec<u8> {
+        encode(jobs.iter().map(|job| (job.targets.as_str(), job.record.borrowed()))).unwrap()
+    }
+
+    #[test]
+    fn bodies_round_trip() {
+        let jobs = sample();
+        assert_eq!(decode(&encode_all(&jobs)).unwrap(), jobs);
+    }
+
+    #[test]
+    fn every_truncation_and_any_trailing_byte_is_refused() {
+        let body = encode_all(&sample());
+        for cut in 0..body.len() {
+            assert!(decode(&body[..cut]).is_err(), "cut at {cut} accepted");
+        }
+        let mut longer = body.clone();
+        longer.push(0);
+        assert!(decode(&longer).unwrap_err().contains("follow the last"));
+        let mut flipped = body.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(decode(&flipped).unwrap_err().contains("bad write"));
+        let mut empty = body[..FILE_HEADER_BYTES].to_vec();
+        empty.extend_from_slice(&0u32.to_le_bytes());
+        assert!(decode(&empty).unwrap_err().contains("1 to"));
+        assert!(decode(b"{\"json\": true}").unwrap_err().contains("not a ydht jobs body"));
+    }
+}
