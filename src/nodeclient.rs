@@ -5,7 +5,8 @@
 //! freely (clones share the pool). Keys travel as one percent-encoded path
 //! segment, so keys containing `/`, `%`, `?` or spaces reach the node intact.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -122,11 +123,17 @@ pub enum NodeRead {
     Missing,
 }
 
+/// Most node base URLs a client keeps parsed (a cluster has far fewer nodes).
+const MAX_PARSED_BASES: usize = 1024;
+
 /// A typed client for the node internal API; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct NodeClient {
     http: reqwest::Client,
     secret: Arc<Secret>,
+    /// Node base URLs already parsed: parsing one (host, IDNA) cost more than the
+    /// rest of building a request. The std mutex guards one short map lookup, never an await.
+    bases: Arc<Mutex<HashMap<String, Url>>>,
 }
 
 impl NodeClient {
@@ -141,7 +148,7 @@ impl NodeClient {
             .tcp_nodelay(true)
             .build()
             .expect("the HTTP client configuration is valid");
-        Self { http, secret: Arc::new(secret) }
+        Self { http, secret: Arc::new(secret), bases: Arc::default() }
     }
 
     /// `{base}/store/{key}` with the key percent-encoded as one path segment.
@@ -150,16 +157,24 @@ impl NodeClient {
     }
 
     fn url(base: &str, segments: &[&str]) -> Result<Url, NodeError> {
-        let invalid = |reason: String| NodeError::InvalidUrl { url: base.to_string(), reason };
-        let mut url = Url::parse(base).map_err(|error| invalid(error.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid("the scheme must be http or https".to_string()));
-        }
-        url.path_segments_mut()
-            .map_err(|()| invalid("it cannot have a path".to_string()))?
-            .pop_if_empty()
-            .extend(segments);
-        Ok(url)
+        Ok(with_segments(parse_base(base)?, segments))
+    }
+
+    /// [`NodeClient::url`], parsing each node's base URL only once.
+    fn node_url(&self, base: &str, segments: &[&str]) -> Result<Url, NodeError> {
+        let cached = self.bases.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(base).cloned();
+        let parsed = match cached {
+            Some(parsed) => parsed,
+            None => {
+                let parsed = parse_base(base)?;
+                let mut bases = self.bases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if bases.len() < MAX_PARSED_BASES {
+                    bases.insert(base.to_string(), parsed.clone());
+                }
+                parsed
+            }
+        };
+        Ok(with_segments(parsed, segments))
     }
 
     /// `PUT /store/{key}`: a versioned write; the node answers whether it applied it.
@@ -170,7 +185,7 @@ impl NodeClient {
         value: Bytes,
         meta: &WriteMeta,
     ) -> Result<StoreWriteResponse, NodeError> {
-        let url = Self::store_url(base, key)?;
+        let url = self.node_url(base, &["store", key])?;
         let mut request = self
             .http
             .put(url.clone())
@@ -187,7 +202,7 @@ impl NodeClient {
 
     /// `DELETE /store/{key}`: writes a tombstone at `version`.
     pub async fn delete(&self, base: &str, key: &str, version: u64) -> Result<StoreWriteResponse, NodeError> {
-        let url = Self::store_url(base, key)?;
+        let url = self.node_url(base, &["store", key])?;
         let response = self
             .http
             .delete(url.clone())
@@ -201,7 +216,7 @@ impl NodeClient {
 
     /// `GET /store/{key}`: the live value, a tombstone, or nothing.
     pub async fn get(&self, base: &str, key: &str) -> Result<NodeRead, NodeError> {
-        let url = Self::store_url(base, key)?;
+        let url = self.node_url(base, &["store", key])?;
         let response = self
             .http
             .get(url.clone())
@@ -232,14 +247,14 @@ impl NodeClient {
 
     /// `GET /health`: answers only if the node is up and healthy.
     pub async fn health(&self, base: &str) -> Result<NodeHealth, NodeError> {
-        let url = Self::url(base, &["health"])?;
+        let url = self.node_url(base, &["health"])?;
         let response = self.http.get(url.clone()).send().await.map_err(|source| unreachable(&url, source))?;
         json_or_status(&url, response).await
     }
 
     /// `GET /metrics`: the node's counters (key count, WAL size, disk usage, …).
     pub async fn metrics(&self, base: &str) -> Result<NodeMetrics, NodeError> {
-        let url = Self::url(base, &["metrics"])?;
+        let url = self.node_url(base, &["metrics"])?;
         let response = self.http.get(url.clone()).send().await.map_err(|source| unreachable(&url, source))?;
         json_or_status(&url, response).await
     }
@@ -252,7 +267,7 @@ impl NodeClient {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<NodeKeyPage, NodeError> {
-        let mut url = Self::url(base, &["keys"])?;
+        let mut url = self.node_url(base, &["keys"])?;
         {
             let mut query = url.query_pairs_mut();
             query.append_pair("prefix", prefix).append_pair("limit", &limit.to_string());
@@ -274,7 +289,7 @@ impl NodeClient {
 impl NodeClient {
     /// `GET /digest`: the node's per-arc hashes (anti-entropy).
     pub async fn digest(&self, base: &str) -> Result<NodeDigest, NodeError> {
-        let url = Self::url(base, &["digest"])?;
+        let url = self.node_url(base, &["digest"])?;
         let request = self.http.get(url.clone()).header(CLUSTER_SECRET_HEADER, self.secret.expose());
         let response = request.send().await.map_err(|source| unreachable(&url, source))?;
         json_or_status(&url, response).await
@@ -282,7 +297,7 @@ impl NodeClient {
 
     /// `POST /range`: one page of the node's entries in some arcs (anti-entropy).
     pub async fn range(&self, base: &str, request: &NodeRangeRequest) -> Result<NodeRangePage, NodeError> {
-        let url = Self::url(base, &["range"])?;
+        let url = self.node_url(base, &["range"])?;
         let request = self.http.post(url.clone()).header(CLUSTER_SECRET_HEADER, self.secret.expose()).json(request);
         let response = request.send().await.map_err(|source| unreachable(&url, source))?;
         json_or_status(&url, response).await
@@ -290,7 +305,7 @@ impl NodeClient {
 
     /// `POST /export`: the node's current records of `keys` (those it holds).
     pub async fn export(&self, base: &str, keys: Vec<String>) -> Result<Vec<Record>, NodeError> {
-        let url = Self::url(base, &["export"])?;
+        let url = self.node_url(base, &["export"])?;
         let request = self
             .http
             .post(url.clone())
@@ -306,7 +321,7 @@ impl NodeClient {
 
     /// `POST /batch`: applies a batch body ([`batch::encode`]) with one WAL sync.
     pub async fn batch(&self, base: &str, body: Vec<u8>) -> Result<NodeBatchResponse, NodeError> {
-        let url = Self::url(base, &["batch"])?;
+        let url = self.node_url(base, &["batch"])?;
         let request = self
             .http
             .post(url.clone())
@@ -316,6 +331,25 @@ impl NodeClient {
         let response = request.send().await.map_err(|source| unreachable(&url, source))?;
         json_or_status(&url, response).await
     }
+}
+
+/// Parses a node base URL: http or https, able to take a path.
+fn parse_base(base: &str) -> Result<Url, NodeError> {
+    let invalid = |reason: String| NodeError::InvalidUrl { url: base.to_string(), reason };
+    let url = Url::parse(base).map_err(|error| invalid(error.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https".to_string()));
+    }
+    if url.cannot_be_a_base() {
+        return Err(invalid("it cannot have a path".to_string()));
+    }
+    Ok(url)
+}
+
+/// `base` with `segments` appended, each percent-encoded as one path segment.
+fn with_segments(mut base: Url, segments: &[&str]) -> Url {
+    base.path_segments_mut().expect("checked by parse_base").pop_if_empty().extend(segments);
+    base
 }
 
 fn unreachable(url: &Url, source: reqwest::Error) -> NodeError {
