@@ -407,7 +407,9 @@ async fn a_bad_batch_is_refused_whole_and_nothing_is_enqueued() {
 
     let unauthorized = http.post(format!("{base}/jobs")).body(vec![1u8; 10]).send().await.unwrap();
     assert_eq!(unauthorized.status(), 401);
-    let cases: Vec<(&str, Vec<(String, Record)>, u16, &str)> = vec![
+    /// (name, jobs, expected status, a word the error names)
+    type Case<'a> = (&'a str, Vec<(String, Record)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("a bad target", vec![good("a"), ("ftp://x:1".into(), Record::put("b", 1, &b"v"[..], ""))], 400, "job 1 of 2"),
         ("no targets", vec![(String::new(), Record::put("b", 1, &b"v"[..], ""))], 400, "job 0 of 1"),
         ("a zero version", vec![good("a"), (node.url.clone(), Record::delete("b", 0))], 400, "version"),
