@@ -436,10 +436,12 @@ async fn a_bad_batch_is_refused_whole_and_nothing_is_enqueued() {
     let metrics = json_of(&http, format!("{base}/metrics")).await;
     assert_eq!((metrics["total_replications"].as_u64(), metrics["queue_size"].as_u64()), (Some(0), Some(0)));
     assert!(node.received().is_empty());
-    // A batch that fits is taken whole.
-    let response = post_jobs(&http, base, &[good("x"), good("y"), good("z")]).await;
+    // A batch that fits is taken whole, even when the body is larger than one value may be.
+    let big = |key: &str| (node.url.clone(), Record::put(key, 1, vec![7u8; 1000], "text/plain"));
+    let response = post_jobs(&http, base, &[big("x"), big("y"), big("z")]).await;
     assert_eq!(response.status(), 202);
     eventually("the three copies delivered", || node.received().len() == 3).await;
+    assert!(node.received().iter().all(|write| write.body == vec![7u8; 1000]));
     replicator.stop().await;
 }
 
