@@ -225,10 +225,10 @@ impl NodeClient {
             .await
             .map_err(|source| unreachable(&url, source))?;
         let status = response.status();
-        let headers = response.headers().clone();
+        let headers = response.headers();
         if status == StatusCode::NOT_FOUND {
             let tombstone = headers.get(TOMBSTONE_HEADER).is_some_and(|value| value.as_bytes() == b"true");
-            return Ok(match (tombstone, header_u64(&url, &headers, VERSION_HEADER)?) {
+            return Ok(match (tombstone, header_u64(&url, headers, VERSION_HEADER)?) {
                 (true, Some(version)) => NodeRead::Tombstone { version },
                 _ => NodeRead::Missing,
             });
@@ -236,9 +236,9 @@ impl NodeClient {
         if status != StatusCode::OK {
             return Err(status_error(&url, response).await);
         }
-        let version = header_u64(&url, &headers, VERSION_HEADER)?
+        let version = header_u64(&url, headers, VERSION_HEADER)?
             .ok_or_else(|| invalid_response(&url, format!("missing {VERSION_HEADER} header")))?;
-        let expires_at = header_u64(&url, &headers, EXPIRES_AT_HEADER)?;
+        let expires_at = header_u64(&url, headers, EXPIRES_AT_HEADER)?;
         let content_type =
             headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or(DEFAULT_CONTENT_TYPE).to_string();
         let value = response.bytes().await.map_err(|source| unreachable(&url, source))?;
