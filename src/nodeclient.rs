@@ -1,17 +1,25 @@
 //! A small typed client for a storage node's internal API (`/store/{key}`,
 //! `/keys`, `/health`, `/metrics`), shared by the replicator and the gateway.
 //!
-//! One [`NodeClient`] holds one pooled, keep-alive `reqwest::Client`; clone it
-//! freely (clones share the pool). Keys travel as one percent-encoded path
-//! segment, so keys containing `/`, `%`, `?` or spaces reach the node intact.
+//! One [`NodeClient`] holds two pooled, keep-alive clients; clone it freely
+//! (clones share the pools). The hot endpoints (`/store/{key}` and `/batch`)
+//! go through hyper's client directly: reqwest's layers parse every request's
+//! URL twice more and were a quarter of a gateway read's instructions
+//! (bench/RESULTS.md). The rest use `reqwest`. Both trust the same roots
+//! ([`crate::tls`]). Keys travel as one percent-encoded path segment, so keys
+//! containing `/`, `%`, `?` or spaces reach the node intact.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{CONTENT_TYPE, HeaderMap};
-use reqwest::{StatusCode, Url};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
 
 use crate::config::Secret;
 use crate::daemon::node::batch;
@@ -36,12 +44,12 @@ pub enum NodeError {
         reason: String,
     },
     /// No answer: connection refused, reset, timed out.
-    #[error("node {url} is unreachable: {source}")]
+    #[error("node {url} is unreachable: {}", causes(source.as_ref()))]
     Unreachable {
         /// The request URL.
         url: String,
         /// The transport error.
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The node answered with an unexpected status.
     #[error("node {url} answered {status}: {message}")]
@@ -126,10 +134,32 @@ pub enum NodeRead {
 /// Most node base URLs a client keeps parsed (a cluster has far fewer nodes).
 const MAX_PARSED_BASES: usize = 1024;
 
+/// An error and its causes on one line, each cause once.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// hyper's pooled client, over plain TCP or rustls.
+type HotClient = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// A typed client for the node internal API; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct NodeClient {
     http: reqwest::Client,
+    /// The client of `/store/{key}` and `/batch`.
+    hot: HotClient,
+    /// Time allowed for one request, answer included.
+    timeout: Duration,
     secret: Arc<Secret>,
     /// Node base URLs already parsed: parsing one (host, IDNA) cost more than the
     /// rest of building a request. The std mutex guards one short map lookup, never an await.
@@ -148,7 +178,20 @@ impl NodeClient {
             .tcp_nodelay(true)
             .build()
             .expect("the HTTP client configuration is valid");
-        Self { http, secret: Arc::new(secret), bases: Arc::default() }
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(3))));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(crate::tls::rustls_client_config())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let hot = HyperClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Self { http, hot, timeout, secret: Arc::new(secret), bases: Arc::default() }
     }
 
     /// `{base}/store/{key}` with the key percent-encoded as one path segment.
@@ -186,63 +229,82 @@ impl NodeClient {
         meta: &WriteMeta,
     ) -> Result<StoreWriteResponse, NodeError> {
         let url = self.node_url(base, &["store", key])?;
-        let mut request = self
-            .http
-            .put(url.clone())
-            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
-            .header(VERSION_HEADER, meta.version)
-            .header(CONTENT_TYPE, meta.content_type.as_str())
-            .body(value);
+        let content_type = HeaderValue::from_str(&meta.content_type)
+            .map_err(|_| invalid_request(&url, "the content type is not a valid header value"))?;
+        let mut headers = vec![
+            (HeaderName::from_static(VERSION_HEADER), HeaderValue::from(meta.version)),
+            (CONTENT_TYPE, content_type),
+        ];
         if let Some(expires_at) = meta.expires_at {
-            request = request.header(EXPIRES_AT_HEADER, expires_at);
+            headers.push((HeaderName::from_static(EXPIRES_AT_HEADER), HeaderValue::from(expires_at)));
         }
-        let response = request.send().await.map_err(|source| unreachable(&url, source))?;
-        json_or_status(&url, response).await
+        let answer = self.send(Method::PUT, &url, &headers, value).await?;
+        answer.json(&url)
     }
 
     /// `DELETE /store/{key}`: writes a tombstone at `version`.
     pub async fn delete(&self, base: &str, key: &str, version: u64) -> Result<StoreWriteResponse, NodeError> {
         let url = self.node_url(base, &["store", key])?;
-        let response = self
-            .http
-            .delete(url.clone())
-            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
-            .header(VERSION_HEADER, version)
-            .send()
-            .await
-            .map_err(|source| unreachable(&url, source))?;
-        json_or_status(&url, response).await
+        let headers = [(HeaderName::from_static(VERSION_HEADER), HeaderValue::from(version))];
+        let answer = self.send(Method::DELETE, &url, &headers, Bytes::new()).await?;
+        answer.json(&url)
     }
 
     /// `GET /store/{key}`: the live value, a tombstone, or nothing.
     pub async fn get(&self, base: &str, key: &str) -> Result<NodeRead, NodeError> {
         let url = self.node_url(base, &["store", key])?;
-        let response = self
-            .http
-            .get(url.clone())
-            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
-            .send()
-            .await
-            .map_err(|source| unreachable(&url, source))?;
-        let status = response.status();
-        let headers = response.headers();
-        if status == StatusCode::NOT_FOUND {
+        let answer = self.send(Method::GET, &url, &[], Bytes::new()).await?;
+        let headers = &answer.headers;
+        if answer.status == StatusCode::NOT_FOUND {
             let tombstone = headers.get(TOMBSTONE_HEADER).is_some_and(|value| value.as_bytes() == b"true");
             return Ok(match (tombstone, header_u64(&url, headers, VERSION_HEADER)?) {
                 (true, Some(version)) => NodeRead::Tombstone { version },
                 _ => NodeRead::Missing,
             });
         }
-        if status != StatusCode::OK {
-            return Err(status_error(&url, response).await);
+        if answer.status != StatusCode::OK {
+            return Err(answer.status_error(&url));
         }
         let version = header_u64(&url, headers, VERSION_HEADER)?
             .ok_or_else(|| invalid_response(&url, format!("missing {VERSION_HEADER} header")))?;
         let expires_at = header_u64(&url, headers, EXPIRES_AT_HEADER)?;
         let content_type =
             headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or(DEFAULT_CONTENT_TYPE).to_string();
-        let value = response.bytes().await.map_err(|source| unreachable(&url, source))?;
-        Ok(NodeRead::Found(StoredValue { value, version, expires_at, content_type }))
+        Ok(NodeRead::Found(StoredValue { value: answer.body, version, expires_at, content_type }))
+    }
+
+    /// One request to a hot endpoint with the cluster secret and `headers`, answer
+    /// read whole, within the client's timeout.
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+    ) -> Result<Answer, NodeError> {
+        let mut request = axum::http::Request::builder().method(method).uri(url.as_str());
+        let secret = HeaderValue::from_str(self.secret.expose())
+            .map_err(|_| invalid_request(url, "the cluster secret is not a valid header value"))?;
+        request = request.header(CLUSTER_SECRET_HEADER, secret);
+        for (name, value) in headers {
+            request = request.header(name, value.clone());
+        }
+        let request = request.body(Full::new(body)).map_err(|error| invalid_request(url, &error.to_string()))?;
+        let unreachable =
+            |source: Box<dyn std::error::Error + Send + Sync>| NodeError::Unreachable { url: url.to_string(), source };
+        let exchange = async {
+            let response = self.hot.request(request).await.map_err(|error| unreachable(Box::new(error)))?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.map_err(|error| unreachable(Box::new(error)))?.to_bytes();
+            Ok(Answer { status: parts.status, headers: parts.headers, body })
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(unreachable(Box::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} ms", self.timeout.as_millis()),
+            )))),
+        }
     }
 
     /// `GET /health`: answers only if the node is up and healthy.
@@ -322,14 +384,9 @@ impl NodeClient {
     /// `POST /batch`: applies a batch body ([`batch::encode`]) with one WAL sync.
     pub async fn batch(&self, base: &str, body: Vec<u8>) -> Result<NodeBatchResponse, NodeError> {
         let url = self.node_url(base, &["batch"])?;
-        let request = self
-            .http
-            .post(url.clone())
-            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
-            .header(CONTENT_TYPE, batch::BATCH_CONTENT_TYPE)
-            .body(body);
-        let response = request.send().await.map_err(|source| unreachable(&url, source))?;
-        json_or_status(&url, response).await
+        let headers = [(CONTENT_TYPE, HeaderValue::from_static(batch::BATCH_CONTENT_TYPE))];
+        let answer = self.send(Method::POST, &url, &headers, Bytes::from(body)).await?;
+        answer.json(&url)
     }
 }
 
@@ -352,8 +409,34 @@ fn with_segments(mut base: Url, segments: &[&str]) -> Url {
     base
 }
 
+/// A whole answer of a hot endpoint.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    /// The JSON body of a 200, or the error the answer means.
+    fn json<T: serde::de::DeserializeOwned>(self, url: &Url) -> Result<T, NodeError> {
+        if self.status != StatusCode::OK {
+            return Err(self.status_error(url));
+        }
+        serde_json::from_slice(&self.body).map_err(|error| invalid_response(url, format!("unexpected JSON: {error}")))
+    }
+
+    fn status_error(&self, url: &Url) -> NodeError {
+        status_error_of(url, self.status, &self.body)
+    }
+}
+
 fn unreachable(url: &Url, source: reqwest::Error) -> NodeError {
-    NodeError::Unreachable { url: url.to_string(), source }
+    NodeError::Unreachable { url: url.to_string(), source: Box::new(source) }
+}
+
+/// A request this client cannot even build (a header the node would never accept).
+fn invalid_request(url: &Url, reason: &str) -> NodeError {
+    NodeError::InvalidUrl { url: url.to_string(), reason: reason.to_string() }
 }
 
 fn invalid_response(url: &Url, message: String) -> NodeError {
@@ -386,11 +469,15 @@ async fn json_or_status<T: serde::de::DeserializeOwned>(
 async fn status_error(url: &Url, response: reqwest::Response) -> NodeError {
     let status = response.status();
     let body = response.bytes().await.unwrap_or_default();
+    status_error_of(url, status, &body)
+}
+
+fn status_error_of(url: &Url, status: StatusCode, body: &[u8]) -> NodeError {
     #[derive(serde::Deserialize)]
     struct ErrorBody {
         error: String,
     }
-    let message = match serde_json::from_slice::<ErrorBody>(&body) {
+    let message = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(parsed) => parsed.error,
         Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
     };

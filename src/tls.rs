@@ -90,6 +90,8 @@ pub fn scheme(tls: Option<&TlsConfig>) -> &'static str {
 
 /// Extra root certificates every HTTP client of this process trusts.
 static EXTRA_ROOTS: OnceLock<Vec<reqwest::Certificate>> = OnceLock::new();
+/// The same certificates, for clients built on rustls directly ([`rustls_client_config`]).
+static EXTRA_ROOT_DERS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
 
 /// Makes every HTTP client built afterwards with [`client_builder`] trust the
 /// PEM certificate(s) in `path`; an unreadable or certificate-less file is a usage error.
@@ -108,8 +110,28 @@ pub fn trust_ca_file(path: &Path) -> anyhow::Result<()> {
         ))
         .into());
     }
+    let ders = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>().map_err(|error| {
+        Exit::usage(format!("invalid CA file {}: {error}; it must hold PEM certificates", path.display()))
+    })?;
     let _ = EXTRA_ROOTS.set(certificates);
+    let _ = EXTRA_ROOT_DERS.set(ders);
     Ok(())
+}
+
+/// A rustls client configuration trusting what [`client_builder`] trusts: the
+/// public web roots plus the CA file, if one was given.
+pub fn rustls_client_config() -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    for certificate in EXTRA_ROOT_DERS.get().into_iter().flatten() {
+        if let Err(error) = roots.add(certificate.clone()) {
+            tracing::warn!(%error, "a certificate of the CA file cannot be a root; ignoring it");
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// A `reqwest` client builder that trusts the public web roots plus the CA file, if one was given.

@@ -121,7 +121,7 @@ impl LocateArgs {
                 let healthy = view.member(&node.id).is_none_or(|member| member.healthy);
                 let (record, error) = match nodes.get(&node.url, stored_as).await {
                     Ok(read) => (Some(NodeRecord::from_read(read)), None),
-                    Err(NodeError::Unreachable { source, .. }) => (None, Some(root_cause(&source))),
+                    Err(NodeError::Unreachable { source, .. }) => (None, Some(root_cause(&*source))),
                     Err(error) => (None, Some(error.to_string())),
                 };
                 OwnerReport { role, id: node.id.clone(), url: node.url.clone(), healthy, record, error }
