@@ -135,7 +135,7 @@ pub enum NodeRead {
 const MAX_PARSED_BASES: usize = 1024;
 
 /// An error and its causes on one line, each cause once.
-fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn causes(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

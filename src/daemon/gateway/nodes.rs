@@ -1,13 +1,23 @@
 //! The gateway's view of the nodes' internal API: [`crate::nodeclient`] (one
 //! pooled keep-alive client) adapted to the gateway's records and mutations,
 //! plus the `/metrics` probe used as the health check.
+//!
+//! Writes to one node are coalesced ([`crate::coalesce`]): concurrent writes
+//! go out as one `POST /batch` (one request, one WAL sync on the node), each
+//! caller getting its own record's answer once the node has synced it; a lone
+//! write is a plain `PUT`/`DELETE` at once.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::quorum::{Mutation, MutationKind, NodeRecord};
+use crate::coalesce::{self, Coalescer};
 use crate::config::Secret;
+use crate::daemon::node::batch as node_batch;
 use crate::nodeclient::{self, NodeRead, StoredValue, WriteMeta};
 use crate::proto::{NodeKeyPage, StoreWriteResponse};
+use crate::wal::record::RecordRef;
 
 pub use crate::nodeclient::{DEFAULT_CONTENT_TYPE, NodeError};
 
@@ -53,32 +63,76 @@ pub fn describe(error: reqwest::Error) -> String {
     text
 }
 
+/// How writes to one node are batched: up to 256 records or 4 MiB per `/batch`
+/// (a node takes at least 8 MiB), 4 batches in flight per node.
+const WRITE_LIMITS: coalesce::Limits =
+    coalesce::Limits { max_items: 256, max_bytes: 4 << 20, in_flight: 4, queue: 4096 };
+
+/// One write waiting for its node's next batch.
+#[derive(Debug)]
+struct Write {
+    key: String,
+    mutation: Mutation,
+}
+
+impl Write {
+    /// About its framed size.
+    fn size(&self) -> usize {
+        let value = match &self.mutation.kind {
+            MutationKind::Put { value, content_type, .. } => value.len() + content_type.len(),
+            MutationKind::Delete => 0,
+        };
+        64 + self.key.len() + value
+    }
+
+    fn record(&self) -> RecordRef<'_> {
+        let (tombstone, content_type, value, expires_at): (bool, &str, &[u8], Option<u64>) = match &self.mutation.kind {
+            MutationKind::Put { value, content_type, expires_at } => (false, content_type, value, *expires_at),
+            MutationKind::Delete => (true, "", &[], None),
+        };
+        RecordRef { key: &self.key, version: self.mutation.version, expires_at, tombstone, content_type, value }
+    }
+}
+
+/// The batching task of the writes to one node.
+type NodeWrites = Coalescer<Write, Result<StoreWriteResponse, NodeError>>;
+
 /// A typed client for the cluster's nodes; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct NodeClient {
     client: nodeclient::NodeClient,
     http: reqwest::Client,
+    /// One batching task per node written to, started on its first write.
+    writes: Arc<Mutex<HashMap<String, NodeWrites>>>,
 }
 
 impl NodeClient {
     /// A client authenticating with the cluster `secret`; `http` is used for the unauthenticated probes.
     pub fn new(http: reqwest::Client, secret: Secret) -> Self {
-        Self { client: nodeclient::NodeClient::new(secret, NODE_TIMEOUT), http }
+        Self { client: nodeclient::NodeClient::new(secret, NODE_TIMEOUT), http, writes: Arc::default() }
     }
 
-    /// Writes `mutation` of `key` to the node at `base` (PUT or DELETE `/store/{key}`).
+    /// Writes `mutation` of `key` to the node at `base`, batched with the other
+    /// writes to that node in flight; answers once the node has synced it.
     pub async fn write(&self, base: &str, key: &str, mutation: &Mutation) -> Result<StoreWriteResponse, NodeError> {
-        match &mutation.kind {
-            MutationKind::Put { value, content_type, expires_at } => {
-                let meta = WriteMeta {
-                    version: mutation.version,
-                    expires_at: *expires_at,
-                    content_type: content_type.clone(),
-                };
-                self.client.put(base, key, value.clone(), &meta).await
-            }
-            MutationKind::Delete => self.client.delete(base, key, mutation.version).await,
+        let write = Write { key: key.to_string(), mutation: mutation.clone() };
+        self.writes_to(base).submit(write).await.unwrap_or_else(|| {
+            Err(NodeError::InvalidResponse { url: base.to_string(), message: "the write batching task stopped".into() })
+        })
+    }
+
+    fn writes_to(&self, base: &str) -> NodeWrites {
+        let mut writes = self.writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(node) = writes.get(base) {
+            return node.clone();
         }
+        let (client, target) = (self.client.clone(), base.to_string());
+        let node = Coalescer::spawn(WRITE_LIMITS, Write::size, move |batch: Vec<Write>| {
+            let (client, target) = (client.clone(), target.clone());
+            async move { write_batch(&client, &target, &batch).await }
+        });
+        writes.insert(base.to_string(), node.clone());
+        node
     }
 
     /// Reads `key` from the node at `base`.
@@ -112,5 +166,67 @@ impl NodeClient {
         }
         let metrics: serde_json::Value = response.json().await.map_err(describe)?;
         Ok(metrics.get("key_count").and_then(serde_json::Value::as_u64))
+    }
+}
+
+/// Sends `batch` to the node at `base`: one write alone as `PUT`/`DELETE`, several
+/// as one `/batch`. A batch the node refuses whole (4xx: one bad record refuses
+/// it) is resent one write at a time, so only the bad write fails.
+async fn write_batch(
+    client: &nodeclient::NodeClient,
+    base: &str,
+    batch: &[Write],
+) -> Vec<Result<StoreWriteResponse, NodeError>> {
+    if batch.len() > 1 {
+        if let Ok(body) = node_batch::encode_borrowed(batch.iter().map(Write::record)) {
+            match client.batch(base, body).await {
+                Ok(answer) if answer.results.len() == batch.len() => {
+                    return answer.results.into_iter().map(Ok).collect();
+                }
+                Ok(answer) => {
+                    let message = format!("answered {} results to a batch of {}", answer.results.len(), batch.len());
+                    let error = NodeError::InvalidResponse { url: base.to_string(), message };
+                    return batch.iter().map(|_| Err(same_error(&error))).collect();
+                }
+                Err(error) if !error.is_permanent() => return batch.iter().map(|_| Err(same_error(&error))).collect(),
+                Err(_) => {}
+            }
+        }
+    }
+    futures_util::future::join_all(batch.iter().map(|write| write_alone(client, base, write))).await
+}
+
+async fn write_alone(
+    client: &nodeclient::NodeClient,
+    base: &str,
+    write: &Write,
+) -> Result<StoreWriteResponse, NodeError> {
+    match &write.mutation.kind {
+        MutationKind::Put { value, content_type, expires_at } => {
+            let meta = WriteMeta {
+                version: write.mutation.version,
+                expires_at: *expires_at,
+                content_type: content_type.clone(),
+            };
+            client.put(base, &write.key, value.clone(), &meta).await
+        }
+        MutationKind::Delete => client.delete(base, &write.key, write.mutation.version).await,
+    }
+}
+
+/// An equivalent error for each writer of a failed batch (the transport error's causes as text).
+fn same_error(error: &NodeError) -> NodeError {
+    match error {
+        NodeError::InvalidUrl { url, reason } => NodeError::InvalidUrl { url: url.clone(), reason: reason.clone() },
+        NodeError::Unreachable { url, source } => NodeError::Unreachable {
+            url: url.clone(),
+            source: Box::new(std::io::Error::other(nodeclient::causes(source.as_ref()))),
+        },
+        NodeError::Status { url, status, message } => {
+            NodeError::Status { url: url.clone(), status: *status, message: message.clone() }
+        }
+        NodeError::InvalidResponse { url, message } => {
+            NodeError::InvalidResponse { url: url.clone(), message: message.clone() }
+        }
     }
 }
