@@ -1,5 +1,6 @@
 //! The real node binary's internal API: bad input gets a clear 4xx JSON error
-//! and changes nothing; `/batch`, listing, health and metrics work as documented.
+//! and changes nothing; `/batch`, listing, health and metrics work as documented;
+//! the gateway's batched writes to it answer each writer.
 
 mod node_process;
 
@@ -178,4 +179,48 @@ async fn a_second_node_on_the_same_data_refuses_to_start() {
     let (status, stderr) = NodeProcess::start_failing(data.path(), &[]);
     assert!(!status.success());
     assert!(stderr.contains("already using"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_batched_writes_answer_each_writer_and_a_bad_one_fails_alone() {
+    use ydht::config::Secret;
+    use ydht::daemon::gateway::nodes::{NodeClient, http_client};
+    use ydht::daemon::gateway::quorum::{Mutation, MutationKind, NodeRecord};
+
+    let data = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(data.path(), &[], &[]);
+    let nodes = NodeClient::new(http_client(), Secret::new(SECRET));
+    let put = |version: u64, value: &str| Mutation {
+        version,
+        kind: MutationKind::Put {
+            value: value.to_string().into(),
+            content_type: "text/plain".into(),
+            expires_at: None,
+        },
+    };
+    // 64 writers at once (they share /batch requests), one of them with a key the node refuses.
+    let writers: Vec<_> = (0..64u64)
+        .map(|n| {
+            let (nodes, base) = (nodes.clone(), node.url.clone());
+            let key = if n == 13 { "k".repeat(3000) } else { format!("u/{n}") };
+            let mutation =
+                if n == 7 { Mutation { version: 100, kind: MutationKind::Delete } } else { put(100 + n, "v") };
+            tokio::spawn(async move { (n, nodes.write(&base, &key, &mutation).await) })
+        })
+        .collect();
+    for writer in writers {
+        let (n, answer) = writer.await.unwrap();
+        match answer {
+            Ok(written) => assert!(n != 13 && written.applied, "writer {n}: {written:?}"),
+            Err(error) => assert!(n == 13 && error.is_permanent(), "writer {n}: {error}"),
+        }
+    }
+    for n in (0..64u64).filter(|n| *n != 13) {
+        let record = nodes.read(&node.url, &format!("u/{n}")).await.unwrap();
+        match (n, record) {
+            (7, NodeRecord::Tombstone { version }) => assert_eq!(version, 100),
+            (_, NodeRecord::Value { value, version, .. }) => assert_eq!((&value[..], version), (&b"v"[..], 100 + n)),
+            (n, other) => panic!("u/{n}: {other:?}"),
+        }
+    }
 }
