@@ -333,6 +333,13 @@ pub struct ClusterNode {
     pub vnodes: usize,
     /// Its live key count from its last successful health check.
     pub key_count: Option<u64>,
+    /// Its membership state: `joining`, `active`, `leaving` or `down`.
+    #[serde(default = "active")]
+    pub state: String,
+}
+
+fn active() -> String {
+    "active".to_string()
 }
 
 /// The gateway's `GET /cluster` (cluster secret): ring members and the services it uses.
@@ -348,6 +355,9 @@ pub struct ClusterView {
     pub replicator_url: String,
     /// Base URL of the users service.
     pub users_url: String,
+    /// The membership version the ring was built from (0: the static `YDHT_NODES` ring).
+    #[serde(default)]
+    pub membership_version: u64,
 }
 
 /// A node's `GET /digest` (cluster secret): one hash per ring arc for anti-entropy.

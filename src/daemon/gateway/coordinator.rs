@@ -82,10 +82,10 @@ impl GatewayState {
     /// Updates a node's health from the outcome of a request to it.
     fn note(&self, node: &NodeInfo, error: Option<&NodeError>) {
         match error {
-            None => self.placement.set_health(&node.id, true),
+            None => self.placement().set_health(&node.id, true),
             Some(error) if node_is_down(error) => {
                 tracing::warn!(%error, "node request failed");
-                self.placement.record_failure(&node.id);
+                self.placement().record_failure(&node.id);
             }
             Some(_) => {}
         }
@@ -105,8 +105,10 @@ impl GatewayState {
     }
 
     async fn write_eventual(&self, key: &str, mutation: Mutation) -> Result<WriteOutcome, ApiError> {
-        let owners = self.placement.owners(key);
-        let mut candidates = self.placement.healthy_first(key).into_iter();
+        let placement = self.placement();
+        // During a membership change, the old ring's owners get a copy too.
+        let owners = placement.write_targets(key);
+        let mut candidates = placement.healthy_first(key).into_iter();
         let Some(first) = candidates.next() else {
             return Err(ApiError::unavailable("no storage node could take the write; every node is down"));
         };
@@ -144,9 +146,10 @@ impl GatewayState {
     }
 
     async fn write_strong(&self, key: &str, mutation: Mutation) -> Result<WriteOutcome, ApiError> {
-        let owners = self.placement.owners(key);
+        let placement = self.placement();
+        let owners = placement.owners(key);
         let need = majority(owners.len());
-        let write_set = self.placement.write_set(key);
+        let write_set = placement.write_set(key);
         let (sender, mut results) = mpsc::channel(write_set.len());
         for (target, standing_in_for) in write_set.iter().cloned() {
             let this = self.clone();
@@ -182,7 +185,7 @@ impl GatewayState {
         }
         // Still short of a majority: try the rest of the preference list, one at a time.
         if acked.len() < need {
-            for node in self.placement.healthy_first(key) {
+            for node in placement.healthy_first(key) {
                 if acked.len() >= need {
                     break;
                 }
@@ -207,7 +210,8 @@ impl GatewayState {
         });
         let acked_ids: HashSet<&str> = acked.iter().map(|node| node.id.as_str()).collect();
         let mut hand_back: Vec<NodeInfo> = Vec::new();
-        for owner in missed {
+        // During a membership change the old ring's owners get it too (best effort, not waited for).
+        for owner in missed.into_iter().chain(placement.old_only_owners(key)) {
             if !acked_ids.contains(owner.id.as_str()) && !hand_back.contains(&owner) {
                 hand_back.push(owner);
             }
@@ -233,9 +237,12 @@ impl GatewayState {
     }
 
     async fn read_eventual(&self, key: &str) -> Result<ReadOutcome, ApiError> {
-        let replicas = self.placement.replicas();
+        let placement = self.placement();
+        // The owners, and during a membership change the old ring's owners (which may not have
+        // handed the key over yet), are all asked before answering "not found".
+        let replicas = placement.write_targets(key).len();
         let mut participants = Vec::new();
-        for node in self.placement.healthy_first(key) {
+        for node in placement.healthy_first(key) {
             match self.read_one(&node, key).await {
                 Ok(NodeRecord::Missing) => {
                     participants.push(node.url);
@@ -259,31 +266,14 @@ impl GatewayState {
     }
 
     async fn read_strong(&self, key: &str) -> Result<ReadOutcome, ApiError> {
-        let need = majority(self.placement.replicas());
-        let mut candidates = self.placement.healthy_first(key).into_iter();
+        let placement = self.placement();
         let mut responders: Vec<(NodeInfo, NodeRecord)> = Vec::new();
-        while responders.len() < need {
-            let wave: Vec<NodeInfo> = candidates.by_ref().take(need - responders.len()).collect();
-            if wave.is_empty() {
-                break;
-            }
-            let reads = wave.into_iter().map(|node| async move {
-                let outcome = self.read_one(&node, key).await;
-                (node, outcome)
-            });
-            for (node, outcome) in futures_util::future::join_all(reads).await {
-                match outcome {
-                    Ok(record) => responders.push((node, record)),
-                    Err(error) if node_is_down(&error) => {}
-                    Err(error) => return Err(bad_gateway(&error)),
-                }
-            }
-        }
-        if responders.len() < need {
-            return Err(ApiError::unavailable(format!(
-                "strong read reached only {} of the {need} nodes it needs; retry, or read with X-Consistency: eventual",
-                responders.len()
-            )));
+        self.read_majority(key, placement.healthy_first(key), majority(placement.replicas()), &mut responders).await?;
+        if placement.in_transition() {
+            // The newest version may still be only on the old ring's owners: read a majority there too.
+            let layout = placement.layout();
+            let need = majority(layout.replicas_in(&layout.old));
+            self.read_majority(key, placement.old_healthy_first(key), need, &mut responders).await?;
         }
         let records: Vec<NodeRecord> = responders.iter().map(|(_, record)| record.clone()).collect();
         let resolution = resolve(&records);
@@ -306,12 +296,56 @@ impl GatewayState {
         Ok(ReadOutcome { record, participants })
     }
 
+    /// Reads `key` from `candidates`, in waves, until `need` of them (counting those already in
+    /// `responders`) answered.
+    async fn read_majority(
+        &self,
+        key: &str,
+        candidates: Vec<NodeInfo>,
+        need: usize,
+        responders: &mut Vec<(NodeInfo, NodeRecord)>,
+    ) -> Result<(), ApiError> {
+        let read_already = |node: &NodeInfo, responders: &[(NodeInfo, NodeRecord)]| {
+            responders.iter().any(|(responder, _)| responder.id == node.id)
+        };
+        let mut have = candidates.iter().filter(|node| read_already(node, responders)).count();
+        let mut candidates = candidates.into_iter().filter(|node| !read_already(node, responders)).collect::<Vec<_>>();
+        candidates.reverse();
+        while have < need {
+            let wave: Vec<NodeInfo> = (0..need - have).map_while(|_| candidates.pop()).collect();
+            if wave.is_empty() {
+                break;
+            }
+            let reads = wave.into_iter().map(|node| async move {
+                let outcome = self.read_one(&node, key).await;
+                (node, outcome)
+            });
+            for (node, outcome) in futures_util::future::join_all(reads).await {
+                match outcome {
+                    Ok(record) => {
+                        responders.push((node, record));
+                        have += 1;
+                    }
+                    Err(error) if node_is_down(&error) => {}
+                    Err(error) => return Err(bad_gateway(&error)),
+                }
+            }
+        }
+        if have < need {
+            return Err(ApiError::unavailable(format!(
+                "strong read reached only {have} of the {need} nodes it needs; retry, or read with X-Consistency: eventual"
+            )));
+        }
+        Ok(())
+    }
+
     /// Lists live keys under the storage prefix `prefix`, after the storage key `cursor`:
     /// every node's listing merged, only entries from a key's owners, newest version of each.
     /// Listings omit tombstones, so where owners disagree (a delete or write not yet copied
     /// everywhere) the silent owners are asked directly and a newer tombstone hides the key.
     pub async fn list(&self, prefix: &str, cursor: Option<&str>, limit: usize) -> Result<ListOutcome, ApiError> {
-        let nodes = self.placement.all();
+        let placement = self.placement();
+        let nodes = placement.all();
         let listings = nodes.iter().map(|node| async move {
             let outcome = self.nodes.list(&node.url, prefix, cursor, limit).await;
             self.note(node, outcome.as_ref().err());
@@ -337,7 +371,7 @@ impl GatewayState {
                 bound = Some(last.key.clone());
             }
             for entry in page.keys {
-                if !self.placement.owners(&entry.key).iter().any(|owner| owner.id == node.id) {
+                if !placement.write_targets(&entry.key).iter().any(|owner| owner.id == node.id) {
                     continue;
                 }
                 let slot = merged.entry(entry.key.clone()).or_insert_with(|| (entry.clone(), Vec::new()));
@@ -348,7 +382,7 @@ impl GatewayState {
             }
         }
         // Every key lives on N nodes: with more than N-1 of them silent, some keys could be missing.
-        if failed >= self.placement.replicas() || answered.is_empty() {
+        if failed >= placement.replicas() || answered.is_empty() {
             return Err(ApiError::unavailable(format!(
                 "{failed} storage nodes did not answer; the listing would be incomplete, retry later"
             )));
@@ -365,11 +399,10 @@ impl GatewayState {
             (true, Some((last, _))) => Some(last.key.clone()),
             (true, None) => bound,
         };
-        let answered = &answered;
+        let (answered, placement) = (&answered, &placement);
         let checks = page.into_iter().map(|(entry, listed_by)| async move {
-            let silent: Vec<NodeInfo> = self
-                .placement
-                .owners(&entry.key)
+            let silent: Vec<NodeInfo> = placement
+                .write_targets(&entry.key)
                 .into_iter()
                 .filter(|owner| !listed_by.contains(&owner.id) && answered.iter().any(|node| node.id == owner.id))
                 .collect();

@@ -81,6 +81,11 @@ impl NodeClient {
         }
     }
 
+    /// The node's `/health` (its id).
+    pub async fn health(&self, base: &str) -> Result<crate::proto::NodeHealth, NodeError> {
+        self.client.health(base).await
+    }
+
     /// Reads `key` from the node at `base`.
     pub async fn read(&self, base: &str, key: &str) -> Result<NodeRecord, NodeError> {
         Ok(match self.client.get(base, key).await? {

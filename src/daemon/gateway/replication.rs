@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 
 use super::metrics::Metrics;
 use super::nodes::NodeClient;
-use super::placement::Placement;
+use super::placement::Topology;
 use super::quorum::{Mutation, MutationKind};
 use crate::config::Secret;
 use crate::proto::{CLUSTER_SECRET_HEADER, EXPIRES_AT_HEADER, JOB_OP_HEADER, JOB_TARGETS_HEADER, VERSION_HEADER};
@@ -31,7 +31,7 @@ pub struct Replication {
     replicator_url: String,
     secret: Secret,
     nodes: NodeClient,
-    placement: Arc<Placement>,
+    topology: Topology,
     metrics: Arc<Metrics>,
     fallback: Arc<Semaphore>,
 }
@@ -43,7 +43,7 @@ impl Replication {
         replicator_url: String,
         secret: Secret,
         nodes: NodeClient,
-        placement: Arc<Placement>,
+        topology: Topology,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -51,7 +51,7 @@ impl Replication {
             replicator_url,
             secret,
             nodes,
-            placement,
+            topology,
             metrics,
             fallback: Arc::new(Semaphore::new(MAX_FALLBACK_COPIES)),
         }
@@ -135,12 +135,12 @@ impl Replication {
         for attempt in 1..=FALLBACK_ATTEMPTS {
             match self.nodes.write(&target.url, key, mutation).await {
                 Ok(_) => {
-                    self.placement.set_health(&target.id, true);
+                    self.topology.current().set_health(&target.id, true);
                     return true;
                 }
                 Err(error) => {
                     if super::nodes::node_is_down(&error) {
-                        self.placement.record_failure(&target.id);
+                        self.topology.current().record_failure(&target.id);
                     }
                     tracing::warn!(%error, attempt, "fallback copy failed");
                 }
