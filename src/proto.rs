@@ -418,3 +418,17 @@ pub struct NodeExportRequest {
     /// The keys wanted (at most 1000).
     pub keys: Vec<String>,
 }
+
+/// A node's `POST /scan` request (cluster secret): its entries whose ring position lies in
+/// some intervals, by key. Rebalancing pulls the segments a node gains with it; unlike
+/// `/range` it does not depend on the node's own view of the ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeScanRequest {
+    /// Ring intervals `(start, end]` (see [`crate::membership::in_interval`]).
+    pub intervals: Vec<(u64, u64)>,
+    /// List keys after this one (exclusive); absent to start at the beginning.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Most entries to return (1..=1000).
+    pub limit: usize,
+}

@@ -167,6 +167,8 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
     let mut node_configs = Vec::new();
     for mut node_args in node_args_list {
         node_args.peers = Some(member_list.clone());
+        // Every node follows the membership through this cluster's gateway (online joins and removals).
+        node_args.join = Some(gateway_url.clone());
         node_configs.push(node_args.into_config()?);
     }
     gateway_args.nodes = member_list;

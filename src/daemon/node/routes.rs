@@ -23,7 +23,7 @@ use crate::auth::cluster::Internal;
 use crate::error::ApiError;
 use crate::proto::{
     EXPIRES_AT_HEADER, NodeBatchResponse, NodeDigest, NodeExportRequest, NodeHealth, NodeKeyPage, NodeMetrics,
-    NodeRangePage, NodeRangeRequest, StoreWriteResponse, TOMBSTONE_HEADER, VERSION_HEADER,
+    NodeRangePage, NodeRangeRequest, NodeScanRequest, StoreWriteResponse, TOMBSTONE_HEADER, VERSION_HEADER,
 };
 use crate::wal::{Record, WalError};
 
@@ -47,6 +47,7 @@ pub fn app(state: NodeState) -> Router {
         .route("/digest", get(digest))
         .route("/range", post(range))
         .route("/export", post(export))
+        .route("/scan", post(scan))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .fallback(|| async { ApiError::not_found("no such endpoint on a ydht node") })
@@ -254,7 +255,7 @@ async fn digest(_: Internal, State(state): State<NodeState>) -> Result<Json<Node
     let handle = anti_entropy(&state)?;
     Ok(Json(NodeDigest {
         node_id: state.settings.node_id.clone(),
-        fingerprint: handle.fingerprint,
+        fingerprint: handle.fingerprint.get(),
         buckets: state.store.digest().unwrap_or_default(),
     }))
 }
@@ -280,13 +281,36 @@ async fn range(
     Ok(Json(page))
 }
 
+async fn scan(
+    _: Internal,
+    State(state): State<NodeState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<NodeRangePage>, ApiError> {
+    let request: NodeScanRequest = json_body(&headers, body).await?;
+    if request.limit == 0 || request.limit > PAGE {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {PAGE}")));
+    }
+    if request.intervals.len() > MAX_SCAN_INTERVALS {
+        return Err(ApiError::bad_request(format!("at most {MAX_SCAN_INTERVALS} intervals per scan")));
+    }
+    let store = state.store.clone();
+    let page =
+        tokio::task::spawn_blocking(move || store.scan(&request.intervals, request.cursor.as_deref(), request.limit))
+            .await
+            .map_err(|error| ApiError::unavailable(format!("the scan failed: {error}")))?;
+    Ok(Json(page))
+}
+
+/// Most intervals in one `/scan` request.
+const MAX_SCAN_INTERVALS: usize = 10_000;
+
 async fn export(
     _: Internal,
     State(state): State<NodeState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    anti_entropy(&state)?;
     let request: NodeExportRequest = json_body(&headers, body).await?;
     if request.keys.len() > PAGE {
         return Err(ApiError::bad_request(format!("at most {PAGE} keys per export")));
