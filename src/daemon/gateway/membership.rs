@@ -8,6 +8,7 @@
 //!   forwarded to the users service; `join` without an id asks the node's
 //!   `/health` for it.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -86,6 +87,15 @@ impl GatewayState {
         })
     }
 
+    /// Offers `YDHT_NODES` as the initial membership (once): it must come before any node's own
+    /// join, or the first node to register would make up the cluster alone.
+    async fn seed(&self) -> Result<Membership, ApiError> {
+        let seed = SeedRequest { nodes: self.config.nodes.clone() };
+        let membership = self.membership_call(Method::POST, "membership/seed", None, Some(&seed)).await?;
+        self.seeded.store(true, Ordering::Release);
+        Ok(membership)
+    }
+
     /// Builds and swaps in the placement of `membership` (ignored while it has no members).
     pub fn apply_membership(&self, membership: &Membership) {
         if membership.members.is_empty() {
@@ -106,12 +116,11 @@ impl GatewayState {
 
 /// Seeds the membership from `YDHT_NODES`, then follows it until shutdown.
 pub async fn watch_loop(state: GatewayState, shutdown: Shutdown) {
-    let seed = SeedRequest { nodes: state.config.nodes.clone() };
     let mut known: Option<u64> = None;
     loop {
         let call = async {
             match known {
-                None => state.membership_call(Method::POST, "membership/seed", None, Some(&seed)).await,
+                None => state.seed().await,
                 Some(after) => {
                     let query = MembershipQuery { after: Some(after), wait: Some(WATCH_WAIT.as_secs()) };
                     state.membership_call::<()>(Method::GET, "membership", Some(query), None).await
@@ -166,6 +175,9 @@ pub async fn join(
     body: Body,
 ) -> Result<Response, ApiError> {
     let mut request: JoinRequest = json_body(&headers, body).await?;
+    if !state.seeded.load(Ordering::Acquire) {
+        state.seed().await?;
+    }
     request.url = request.url.trim().trim_end_matches('/').to_string();
     if !reqwest::Url::parse(&request.url).is_ok_and(|url| matches!(url.scheme(), "http" | "https")) {
         return Err(ApiError::bad_request(format!("invalid node URL {:?}; expected http(s)://host:port", request.url)));

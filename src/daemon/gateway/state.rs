@@ -41,6 +41,8 @@ pub struct Shared {
     pub replication: Replication,
     /// Guards `GET /cluster`.
     pub cluster_secret: ClusterSecret,
+    /// Whether the users service has been offered `YDHT_NODES` as the initial membership.
+    pub seeded: std::sync::atomic::AtomicBool,
 }
 
 /// The handle in the router's state; clones share one [`Shared`].
@@ -74,6 +76,7 @@ impl GatewayState {
             usage: UsageLog::default(),
             metrics,
             replication,
+            seeded: Default::default(),
         }))
     }
 }
