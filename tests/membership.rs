@@ -405,6 +405,7 @@ async fn keys_stay_readable_while_nodes_join_and_leave() {
         &failures[..failures.len().min(5)]
     );
     assert!(acked.len() > 20, "the load wrote only {} keys", acked.len());
+    println!("{} keys acknowledged under load", acked.len());
     keys.extend(acked);
     harness.assert_all_readable(&keys).await;
     harness.assert_placed(&last, &keys).await;
@@ -444,10 +445,23 @@ async fn a_node_killed_mid_rebalance_finishes_the_move_after_a_restart() {
     harness.assert_all_readable(&keys).await;
 
     let log = dirs.path().join("node-4.log");
-    let (_node4, _) = harness.spawn_node("node-4", &dir, port, &[], Some(&log));
+    let (mut node4, _) = harness.spawn_node("node-4", &dir, port, &[], Some(&log));
     let settled = harness.wait_settled(&["node-1", "node-2", "node-3", "node-4"], Duration::from_secs(60)).await;
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("resuming rebalancing"), "{logged}");
     harness.assert_all_readable(&keys).await;
     harness.assert_placed(&settled, &keys).await;
+
+    // node-4 dies for good: `leave --force` rebuilds its share from the other copies.
+    node4.kill();
+    let (gateway, secret) = (harness.cluster.gateway.clone(), harness.secret.clone());
+    let left = tokio::task::spawn_blocking(move || {
+        ydht_cli(&["cluster", "leave", "node-4", "--force", "--gateway", &gateway, "--cluster-secret", &secret])
+    })
+    .await
+    .unwrap();
+    assert!(left.status.success(), "{}", String::from_utf8_lossy(&left.stderr));
+    let rebuilt = harness.wait_settled(&["node-1", "node-2", "node-3"], Duration::from_secs(10)).await;
+    harness.assert_all_readable(&keys).await;
+    harness.assert_placed(&rebuilt, &keys).await;
 }

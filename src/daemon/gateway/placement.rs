@@ -307,6 +307,65 @@ mod tests {
         assert!(placement.write_set("7/k").iter().all(|(_, standing_in)| standing_in.is_none()));
     }
 
+    fn membership(states: &[MemberState]) -> Membership {
+        Membership {
+            version: 3,
+            members: states
+                .iter()
+                .enumerate()
+                .map(|(i, state)| crate::membership::Member {
+                    id: format!("node-{}", i + 1),
+                    url: format!("http://n{}", i + 1),
+                    state: *state,
+                    since: Utc::now(),
+                    progress: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn during_a_change_writes_reach_both_rings_and_reads_fall_back_to_the_old_owners() {
+        use MemberState::{Active, Joining, Leaving};
+        let placement = Placement::of_membership(&membership(&[Active, Active, Active, Joining, Leaving]), 50, 3, None);
+        assert!(placement.in_transition());
+        assert_eq!(placement.all().len(), 5);
+        let mut checked = 0;
+        for i in 0..500 {
+            let key = format!("1/k{i}");
+            let owners = placement.owners(&key);
+            let old_only = placement.old_only_owners(&key);
+            assert!(owners.iter().all(|node| node.id != "node-5"), "a leaving node owns nothing new");
+            let targets = placement.write_targets(&key);
+            assert_eq!(targets, owners.iter().chain(&old_only).cloned().collect::<Vec<_>>());
+            // Reads: the new owners, then the old-only owners, then the fallbacks.
+            let order = placement.healthy_first(&key);
+            assert_eq!(order[..targets.len()], targets[..]);
+            // Every node of the new ring, plus the leaving node only where it holds the key.
+            assert_eq!(order.len(), 4 + old_only.iter().filter(|node| node.id == "node-5").count());
+            checked += usize::from(!old_only.is_empty());
+        }
+        assert!(checked > 0, "some keys move");
+        let members = placement.members();
+        let state_of = |id: &str| members.iter().find(|node| node.id == id).unwrap().state.clone();
+        assert_eq!((state_of("node-4"), state_of("node-5")), ("joining".to_string(), "leaving".to_string()));
+    }
+
+    #[test]
+    fn health_survives_a_membership_swap() {
+        use MemberState::{Active, Joining};
+        let before = Placement::of_membership(&membership(&[Active, Active, Active]), 50, 3, None);
+        before.record_failure("node-2");
+        let after = Placement::of_membership(&membership(&[Active, Active, Active, Joining]), 50, 3, Some(&before));
+        assert!(!after.is_healthy("node-2") && after.is_healthy("node-4"));
+        assert_eq!(after.errors().iter().find(|(id, _)| id == "node-2").unwrap().1, 1);
+        // A shared node state: a probe through either placement is seen by both.
+        after.set_health("node-2", true);
+        assert!(before.is_healthy("node-2"));
+        let settled = Placement::of_membership(&membership(&[Active, Active, Active, Active]), 50, 3, Some(&after));
+        assert!(!settled.in_transition() && settled.old_only_owners("1/k").is_empty());
+    }
+
     #[test]
     fn replicas_never_exceed_the_node_count() {
         let nodes = vec![NodeInfo { id: "a".into(), url: "http://a".into() }];
