@@ -147,6 +147,20 @@ impl Membership {
         (done, movers.len())
     }
 
+    /// The summary `GET /cluster` and `ydht top` show.
+    pub fn summary(&self) -> crate::proto::RebalanceSummary {
+        let (arcs_done, arcs_total) = self.arcs_moved();
+        let (nodes_done, nodes) = self.rebalance_done();
+        crate::proto::RebalanceSummary {
+            version: self.version,
+            settled: self.is_settled(),
+            arcs_done,
+            arcs_total,
+            nodes_done: nodes_done as u64,
+            nodes: nodes as u64,
+        }
+    }
+
     /// Segments moved so far and in all, summed over the members' reports for this version.
     pub fn arcs_moved(&self) -> (u64, u64) {
         self.members

@@ -358,6 +358,26 @@ pub struct ClusterView {
     /// The membership version the ring was built from (0: the static `YDHT_NODES` ring).
     #[serde(default)]
     pub membership_version: u64,
+    /// Progress of the membership change in progress (absent on a static ring).
+    #[serde(default)]
+    pub rebalance: Option<RebalanceSummary>,
+}
+
+/// Where a membership change stands, as `GET /cluster` and `ydht top` show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceSummary {
+    /// The membership version.
+    pub version: u64,
+    /// No member is joining, leaving or down.
+    pub settled: bool,
+    /// Ring segments pulled so far, summed over the nodes.
+    pub arcs_done: u64,
+    /// Ring segments to pull in all.
+    pub arcs_total: u64,
+    /// Nodes of the new ring that finished.
+    pub nodes_done: u64,
+    /// Nodes of the new ring.
+    pub nodes: u64,
 }
 
 /// A node's `GET /digest` (cluster secret): one hash per ring arc for anti-entropy.

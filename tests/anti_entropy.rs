@@ -84,6 +84,7 @@ impl Cluster {
                 tombstone_grace: Duration::from_secs(3600),
                 max_batch_bytes: 8 << 20,
             }),
+            membership: None,
         };
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = Shutdown::new();

@@ -83,6 +83,8 @@ pub struct ClusterReading {
     pub replicator_url: Option<String>,
     /// The users service's base URL.
     pub users_url: Option<String>,
+    /// The membership change in progress, if the gateway follows a membership.
+    pub rebalance: Option<crate::proto::RebalanceSummary>,
 }
 
 impl ClusterReading {
@@ -98,6 +100,7 @@ impl ClusterReading {
             vnodes: count(value, &["vnodes"]),
             replicator_url: text(value, &["replicator_url"]),
             users_url: text(value, &["users_url"]),
+            rebalance: at(value, "rebalance").and_then(|value| serde_json::from_value(value.clone()).ok()),
         }
     }
 }

@@ -181,6 +181,8 @@ pub struct GatewayView {
     pub replicas: Option<u64>,
     /// Virtual nodes per node.
     pub vnodes: Option<u64>,
+    /// The membership change in progress (or settled), if the gateway follows a membership.
+    pub rebalance: Option<crate::proto::RebalanceSummary>,
     /// Whether the users service answers, once the gateway named it.
     pub users: Option<Health>,
     /// Requests per second.

@@ -114,6 +114,7 @@ impl App {
         if let Some(cluster) = cluster {
             self.gateway.replicas = cluster.replicas;
             self.gateway.vnodes = cluster.vnodes;
+            self.gateway.rebalance = cluster.rebalance;
         }
         if let Some(users) = &snapshot.users {
             let health = Health::of(&users.health);

@@ -96,6 +96,11 @@ impl GatewayState {
         Ok(membership)
     }
 
+    /// The current membership with fresh progress reports, straight from the users service.
+    pub async fn fresh_membership(&self) -> Result<Membership, ApiError> {
+        self.membership_call::<()>(Method::GET, "membership", None, None).await
+    }
+
     /// Builds and swaps in the placement of `membership` (ignored while it has no members).
     pub fn apply_membership(&self, membership: &Membership) {
         if membership.members.is_empty() {

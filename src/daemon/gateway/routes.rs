@@ -24,8 +24,8 @@ use super::tenant::Tenant;
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
 use crate::proto::{
-    ClusterView, EXPIRES_AT_HEADER, KvListEntry, KvListResponse, KvWriteResponse, NODES_HEADER, ServiceHealth,
-    VERSION_HEADER,
+    ClusterView, EXPIRES_AT_HEADER, KvListEntry, KvListResponse, KvWriteResponse, NODES_HEADER, RebalanceSummary,
+    ServiceHealth, VERSION_HEADER,
 };
 
 /// The OpenAPI 3 document of the public API (`/v1/kv…`, `/health`), served at `/openapi.json`.
@@ -372,13 +372,23 @@ async fn metrics(State(state): State<GatewayState>) -> Response {
 
 async fn cluster(State(state): State<GatewayState>, _: Internal) -> Json<ClusterView> {
     let placement = state.placement();
+    let version = placement.layout().version;
+    let rebalance = if version == 0 {
+        None
+    } else if placement.in_transition() {
+        // Progress reports do not bump the version: read them fresh while data moves.
+        state.fresh_membership().await.ok().map(|membership| membership.summary())
+    } else {
+        Some(RebalanceSummary { version, settled: true, ..RebalanceSummary::default() })
+    };
     Json(ClusterView {
         nodes: placement.members(),
         replicas: placement.replicas(),
         vnodes: placement.ring().vnodes(),
         replicator_url: state.config.replicator_url.clone(),
         users_url: state.config.users_url.clone(),
-        membership_version: placement.layout().version,
+        membership_version: version,
+        rebalance,
     })
 }
 

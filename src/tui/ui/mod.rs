@@ -231,6 +231,24 @@ mod tests {
     }
 
     #[test]
+    fn a_membership_change_shows_its_progress_in_the_ring_title() {
+        let mut snapshot = healthy_snapshot(10_000, 0, 0, 0);
+        if let Ok(cluster) = &mut snapshot.cluster {
+            cluster["rebalance"] = serde_json::json!({
+                "version": 5, "settled": false, "arcs_done": 30, "arcs_total": 60, "nodes_done": 1, "nodes": 4
+            });
+        }
+        let screen = screen(&polled(vec![snapshot]), 100, 24);
+        assert!(line_with(&screen, "Ring").contains("rebalancing [====    ] 50%"), "{}", screen.join("\n"));
+        let settled = screen_of_healthy_cluster();
+        assert!(!settled.join("\n").contains("rebalancing"));
+    }
+
+    fn screen_of_healthy_cluster() -> Vec<String> {
+        screen(&polled(vec![healthy_snapshot(10_000, 0, 0, 0)]), 100, 24)
+    }
+
+    #[test]
     fn a_down_node_shows_down_with_its_error() {
         let app = polled(vec![healthy_snapshot(10_000, 0, 0, 0), node_down_snapshot(11_000, 0)]);
         let screen = screen(&app, 80, 24);

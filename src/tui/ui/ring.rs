@@ -62,6 +62,11 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     if let Some(vnodes) = app.gateway.vnodes {
         title.push(Span::raw(format!("· {vnodes} vnodes/node ")));
     }
+    if let Some(rebalance) = app.gateway.rebalance.filter(|rebalance| !rebalance.settled) {
+        let percent = (rebalance.arcs_done * 100).checked_div(rebalance.arcs_total).unwrap_or(0);
+        let bar = crate::client::membership::progress_bar(rebalance.arcs_done, rebalance.arcs_total, 8);
+        title.push(Span::styled(format!("· rebalancing {bar} {percent}% "), Style::new().fg(Color::Yellow)));
+    }
     let block = panel_block(app, Panel::Ring, Line::from(title));
     let columns = Columns::for_width(block.inner(area).width as usize);
 
