@@ -42,6 +42,7 @@ complete -c ydht -n "__fish_ydht_needs_command" -f -a "logout" -d 'Revoke the lo
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "whoami" -d 'Show who is logged in'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "apikey" -d 'Manage your API keys'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "kv" -d 'Store, read, delete, list and locate your keys (uses an API key)'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "cluster" -d 'Change the cluster online: join or remove storage nodes, watch the data move'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "man" -d 'Print the manual page (or write one per command with --dir)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "bench" -d 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
@@ -90,6 +91,9 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l vnodes -d 'Virtual nodes per physical node on the ring (must match the gateway\'s)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l anti-entropy-interval -d 'Time between anti-entropy rounds with the peers; 0 disables anti-entropy' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l anti-entropy-max-keys -d 'Most records one anti-entropy round transfers (pulled + pushed), so repairs never starve client traffic' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l join -d 'Register this node at start through the gateway at this URL and follow the cluster membership: online joins and removals, rebalancing, anti-entropy with every member' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l advertise-url -d 'The URL other services reach this node at [default: http(s)://HOST:PORT it bound]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l rebalance-rate -d 'Most records per second this node pulls while rebalancing after a membership change' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l data-dir -d 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l host -d 'Address to bind; use 0.0.0.0 to accept connections from other machines' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l cluster-secret -d 'Shared secret guarding internal endpoints [default: generated once into the data dir]' -r
@@ -351,6 +355,56 @@ complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "list" -d 'List your keys'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -f -a "join" -d 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving'
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -f -a "leave" -d 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)'
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -f -a "status" -d 'The members, their states (joining, active, leaving, down) and the progress of a change'
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l id -d 'The node\'s id [default: asked from the node\'s /health]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l cluster-secret -d 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l data-dir -d 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l no-wait -d 'Return once the change is recorded, without waiting for the data to move'
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l cluster-secret -d 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l data-dir -d 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l force -d 'The node is gone for good: rebuild its keys from the other copies instead of from it'
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l no-wait -d 'Return once the change is recorded, without waiting for the data to move'
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l cluster-secret -d 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l data-dir -d 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "join" -d 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving'
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "leave" -d 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)'
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "status" -d 'The members, their states (joining, active, leaving, down) and the progress of a change'
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand status" -l cluster-secret -d 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand status" -l data-dir -d 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand status" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
@@ -394,19 +448,20 @@ complete -c ydht -n "__fish_ydht_using_subcommand bench" -l api-key -d 'API key 
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv status man bench help" -f -a "serve" -d 'Run a server (one service of the cluster)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv status man bench help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv status man bench help" -f -a "top" -d 'Live dashboard of the cluster: ring, replication, gateway traffic, history, events'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv status man bench help" -f -a "signup" -d 'Create an account and log in'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv status man bench help" -f -a "login" -d 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv status man bench help" -f -a "logout" -d 'Revoke the login session and forget its tokens'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv status man bench help" -f -a "whoami" -d 'Show who is logged in'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv status man bench help" -f -a "apikey" -d 'Manage your API keys'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv status man bench help" -f -a "kv" -d 'Store, read, delete, list and locate your keys (uses an API key)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv status man bench help" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv status man bench help" -f -a "man" -d 'Print the manual page (or write one per command with --dir)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv status man bench help" -f -a "bench" -d 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv status man bench help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "serve" -d 'Run a server (one service of the cluster)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "top" -d 'Live dashboard of the cluster: ring, replication, gateway traffic, history, events'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "signup" -d 'Create an account and log in'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "login" -d 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "logout" -d 'Revoke the login session and forget its tokens'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "whoami" -d 'Show who is logged in'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "apikey" -d 'Manage your API keys'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "kv" -d 'Store, read, delete, list and locate your keys (uses an API key)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "cluster" -d 'Change the cluster online: join or remove storage nodes, watch the data move'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "man" -d 'Print the manual page (or write one per command with --dir)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "bench" -d 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "all" -d 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'
@@ -420,3 +475,6 @@ complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcomma
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "delete" -d 'Delete a key; exit 1 if it does not exist'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "list" -d 'List your keys'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "join" -d 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "leave" -d 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "status" -d 'The members, their states (joining, active, leaving, down) and the progress of a change'

@@ -64,6 +64,9 @@ pub struct NodeHealth {
     pub status: String,
     /// The node's id, e.g. `node-1`.
     pub node_id: String,
+    /// Whether it follows the cluster membership (started with `--join`), so it can take part in a change.
+    #[serde(default)]
+    pub follows_membership: bool,
 }
 
 /// `GET /health` of the users service, gateway and other services.

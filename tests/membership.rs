@@ -413,6 +413,18 @@ async fn keys_stay_readable_while_nodes_join_and_leave() {
     let status = ydht_cli(&["cluster", "status", "--gateway", &gateway, "--cluster-secret", &secret]);
     let shown = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success() && shown.contains("node-5") && shown.contains("settled"), "{shown}");
+
+    // A node that does not follow the membership cannot be joined: it could never move its share.
+    let dir = dirs.path().join("9");
+    let env = [("YDHT_CLUSTER_SECRET", secret.as_str())];
+    let (_static_node, url) = Service::spawn_one(
+        &["serve", "node", "--node-id", "node-9", "--port", "0", "--data-dir", dir.to_str().unwrap()],
+        &env,
+    );
+    let refused = ydht_cli(&["cluster", "join", &url, "--gateway", &gateway, "--cluster-secret", &secret]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("--join"), "{said}");
+    assert!(harness.membership().await.member("node-9").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -187,14 +187,28 @@ pub async fn join(
     if !reqwest::Url::parse(&request.url).is_ok_and(|url| matches!(url.scheme(), "http" | "https")) {
         return Err(ApiError::bad_request(format!("invalid node URL {:?}; expected http(s)://host:port", request.url)));
     }
-    if request.id.as_deref().is_none_or(|id| id.trim().is_empty()) {
-        let health = state.nodes.health(&request.url).await.map_err(|error| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("cannot ask the node at {} for its id ({error}); pass the id with --id", request.url),
-            )
-        })?;
-        request.id = Some(health.node_id);
+    // The gateway must reach the node, and the node must follow the membership to take part.
+    let health = state.nodes.health(&request.url).await.map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("the gateway cannot reach the node at {}: {error}; check the URL and that it runs", request.url),
+        )
+    })?;
+    if !health.follows_membership {
+        return Err(ApiError::conflict(format!(
+            "the node at {} does not follow the cluster membership; restart it with --join GATEWAY_URL (YDHT_JOIN), \
+             which also registers it",
+            request.url
+        )));
+    }
+    match request.id.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
+        Some(id) if id != health.node_id => {
+            return Err(ApiError::bad_request(format!(
+                "the node at {} is {}, not {id}; pass its own id (or none)",
+                request.url, health.node_id
+            )));
+        }
+        _ => request.id = Some(health.node_id),
     }
     let membership = state.membership_call(Method::POST, "membership/join", None, Some(&request)).await?;
     state.apply_membership(&membership);

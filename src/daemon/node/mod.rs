@@ -296,6 +296,8 @@ pub struct NodeSettings {
     pub sync_mode: SyncMode,
     /// When the node started.
     pub started: Instant,
+    /// Whether it follows the cluster membership (`--join`).
+    pub follows_membership: bool,
 }
 
 impl NodeSettings {
@@ -381,6 +383,7 @@ pub async fn serve(config: NodeConfig, listener: TcpListener, shutdown: Shutdown
             max_value_bytes: config.max_value_bytes,
             sync_mode: config.sync_mode,
             started,
+            follows_membership: config.membership.is_some(),
         }),
     };
     let sweeper = tokio::spawn(sweep(store.clone(), config.sweep_interval, config.tombstone_grace, shutdown.clone()));

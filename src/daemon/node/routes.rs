@@ -332,7 +332,11 @@ async fn export(
 }
 
 async fn health(State(state): State<NodeState>) -> Json<NodeHealth> {
-    Json(NodeHealth { status: "healthy".into(), node_id: state.settings.node_id.clone() })
+    Json(NodeHealth {
+        status: "healthy".into(),
+        node_id: state.settings.node_id.clone(),
+        follows_membership: state.settings.follows_membership,
+    })
 }
 
 async fn metrics(State(state): State<NodeState>) -> Json<NodeMetrics> {
