@@ -49,6 +49,8 @@ async fn membership_endpoints(ctx: Ctx) {
     assert_eq!(seeded.version, 1);
     assert!(seeded.members.iter().all(|member| member.state == MemberState::Active));
     assert_eq!(seeded.members.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["node-1", "node-2", "node-3"]);
+    let twice = json!({"nodes": [node(1), node(1)]});
+    assert_error(&s.internal("/membership/seed", twice).await, StatusCode::BAD_REQUEST);
     let again = membership(&s.internal("/membership/seed", json!({"nodes": [node(1), node(7)]})).await);
     assert_eq!(again.version, 1, "a second seed changes nothing");
 
@@ -409,6 +411,29 @@ async fn keys_stay_readable_while_nodes_join_and_leave() {
     keys.extend(acked);
     harness.assert_all_readable(&keys).await;
     harness.assert_placed(&last, &keys).await;
+
+    // A stray copy on a node that does not own the key (as a late write by the old ring would
+    // leave) is handed to the owners and dropped there.
+    let storage_key = format!("{}/stray", harness.user_id);
+    let ring = Ring::new(last.new_nodes(), VNODES);
+    let owners = ring.owners(storage_key.as_bytes(), REPLICAS);
+    let outsider = last.members.iter().find(|member| !owners.iter().any(|owner| owner.id == member.id)).unwrap();
+    let version = ydht::hlc::from_millis(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64,
+    );
+    let stored = harness
+        .client
+        .put(format!("{}/store/{}", outsider.url, storage_key.replace('/', "%2F")))
+        .header("x-cluster-secret", &harness.secret)
+        .header("x-version", version.to_string())
+        .body("value of stray")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), StatusCode::OK);
+    keys.push("stray".to_string());
+    harness.assert_placed(&last, &keys).await;
+    harness.assert_all_readable(&keys).await;
 
     let status = ydht_cli(&["cluster", "status", "--gateway", &gateway, "--cluster-secret", &secret]);
     let shown = String::from_utf8_lossy(&status.stdout);

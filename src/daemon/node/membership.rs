@@ -14,9 +14,11 @@
 //!    gateway after every chunk; the last "done" report completes the change.
 //! 4. Once the membership is settled, it drops (in memory, without
 //!    tombstones) the keys it no longer owns, but only after every owner of
-//!    such a key confirmed holding that version or a newer one. The clean-up
-//!    repeats every minute, so stray copies (a late write from a gateway that
-//!    had not seen the change yet, or records a restart replayed) go too.
+//!    such a key confirmed holding that version or a newer one; an owner that
+//!    lacks it is sent the record first (`POST /batch`). The clean-up repeats
+//!    every 10 s, so stray copies (a late write from a gateway that had not
+//!    seen the change yet, a replication job for a former owner, or records a
+//!    restart replayed) reach their owners and go too.
 //!
 //! Anti-entropy follows the settled ring and pauses during a change.
 
@@ -46,9 +48,11 @@ const SETTLE_DELAY: Duration = Duration::from_secs(2);
 /// Segments pulled per chunk (one cursor update and progress report each).
 const CHUNK_SEGMENTS: usize = 16;
 /// Time between clean-ups of keys this node does not own.
-const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+const CLEANUP_INTERVAL: Duration = Duration::from_secs(10);
 /// The durable rebalancing cursor in the node's data dir.
 const CURSOR_FILE: &str = "rebalance.json";
+/// Largest `/batch` body the clean-up sends (nodes accept at least 8 MiB).
+const MAX_HANDOFF_BYTES: usize = 4 << 20;
 
 /// How a node takes part in membership changes.
 #[derive(Debug, Clone)]
@@ -124,7 +128,7 @@ impl Member {
         path: &str,
         query: Option<MembershipQuery>,
         body: Option<&T>,
-    ) -> Result<Membership, String> {
+    ) -> Result<Membership, CallError> {
         let wait = query.and_then(|query| query.wait).unwrap_or(0);
         let mut request = http
             .request(method, format!("{}/{path}", self.settings.gateway_url))
@@ -136,18 +140,38 @@ impl Member {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|error| error.without_url().to_string())?;
+        let unreachable =
+            |error: reqwest::Error| CallError { refused: false, message: error.without_url().to_string() };
+        let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
-        let text = response.text().await.map_err(|error| error.without_url().to_string())?;
+        let text = response.text().await.map_err(unreachable)?;
         if !status.is_success() {
-            return Err(format!("the gateway answered {status}: {text}"));
+            return Err(CallError {
+                refused: status.is_client_error(),
+                message: format!("the gateway answered {status}: {text}"),
+            });
         }
-        serde_json::from_str(&text).map_err(|error| format!("unreadable membership: {error}"))
+        serde_json::from_str(&text)
+            .map_err(|error| CallError { refused: false, message: format!("unreadable membership: {error}") })
     }
 
-    async fn report(&self, http: &reqwest::Client, progress: RebalanceProgress) -> Result<Membership, String> {
+    async fn report(&self, http: &reqwest::Client, progress: RebalanceProgress) -> Result<Membership, CallError> {
         let report = ProgressReport { node_id: self.node_id.clone(), progress };
         self.call(http, reqwest::Method::POST, "membership/progress", None, Some(&report)).await
+    }
+}
+
+/// A failed call to the gateway.
+#[derive(Debug)]
+struct CallError {
+    /// The gateway refused it (4xx): retrying the same request will not help.
+    refused: bool,
+    message: String,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
@@ -156,6 +180,7 @@ pub async fn run(member: Member, shutdown: Shutdown) {
     let http = member.http();
     let join = JoinRequest { url: member.url.clone(), id: Some(member.node_id.clone()) };
     let mut known: Option<u64> = None;
+    let mut was_member = false;
     let mut failures = 0u32;
     let mut mover: Option<(u64, JoinHandle<()>)> = None;
     let mut cleaner: Option<(u64, JoinHandle<()>)> = None;
@@ -175,6 +200,12 @@ pub async fn run(member: Member, shutdown: Shutdown) {
         };
         let membership = match outcome {
             Ok(membership) => membership,
+            Err(error) if known.is_none() && error.refused => {
+                // E.g. this node is leaving: it cannot join again, but it still follows the membership.
+                tracing::warn!(%error, "the gateway refused to register this node; following the membership without joining");
+                known = Some(0);
+                continue;
+            }
             Err(error) => {
                 failures += 1;
                 // The gateway often starts after its nodes: only keep complaining.
@@ -197,6 +228,11 @@ pub async fn run(member: Member, shutdown: Shutdown) {
         known = Some(membership.version);
         let layout = Layout::new(&membership, member.settings.vnodes, member.settings.replicas);
         let in_new_ring = layout.new.nodes().iter().any(|node| node.id == member.node_id);
+        let is_member = membership.member(&member.node_id).is_some();
+        if was_member && !is_member {
+            tracing::warn!(node_id = %member.node_id, "this node was removed from the cluster; its data is no longer served, stop it");
+        }
+        was_member = is_member;
         member.rings.set((!layout.in_transition() && in_new_ring).then(|| layout.new.clone()));
         // A newer version replaces any work for an older one.
         for task in [&mut mover, &mut cleaner] {
@@ -403,7 +439,7 @@ async fn clean_up(member: &Member, client: &NodeClient, layout: &Layout) -> Resu
             })
             .collect();
         if !foreign.is_empty() {
-            let confirmed = confirmed_elsewhere(client, &foreign).await?;
+            let confirmed = confirmed_elsewhere(&member.store, client, &foreign).await?;
             dropped += member.store.forget(&confirmed);
         }
         match page.next_cursor {
@@ -414,8 +450,10 @@ async fn clean_up(member: &Member, client: &NodeClient, layout: &Layout) -> Resu
 }
 
 /// The entries every owner holds at the same or a newer version (a tombstone also when an owner
-/// has nothing: it never saw the key or already purged the delete).
+/// has nothing: it never saw the key or already purged the delete). Owners that hold an older
+/// version or none are sent this node's record first.
 async fn confirmed_elsewhere(
+    store: &Store,
     client: &NodeClient,
     foreign: &[(NodeRangeEntry, Vec<NodeInfo>)],
 ) -> Result<Vec<(String, u64)>, String> {
@@ -440,16 +478,58 @@ async fn confirmed_elsewhere(
             }
         }
     }
+    let confirmed = |owner: &NodeInfo, entry: &NodeRangeEntry, held: &HashMap<String, HashMap<String, u64>>| match held
+        .get(&owner.id)
+        .and_then(|versions| versions.get(&entry.key))
+    {
+        Some(version) => *version >= entry.version,
+        None => entry.tombstone,
+    };
+    // Hand this node's records to the owners that lack them (a late write only this node got).
+    let mut lacking: BTreeMap<String, (NodeInfo, Vec<String>)> = BTreeMap::new();
+    for (entry, owners) in foreign {
+        for owner in owners.iter().filter(|owner| !confirmed(owner, entry, &held)) {
+            lacking.entry(owner.id.clone()).or_insert_with(|| (owner.clone(), Vec::new())).1.push(entry.key.clone());
+        }
+    }
+    for (owner, keys) in lacking.into_values() {
+        let versions = held.entry(owner.id.clone()).or_default();
+        for chunk in chunks_by_size(store.export(&keys)) {
+            let body = super::batch::encode(&chunk).map_err(|error| error.to_string())?;
+            let answer = client.batch(&owner.url, body).await.map_err(|error| format!("{}: {error}", owner.id))?;
+            for (record, result) in chunk.iter().zip(answer.results) {
+                versions.insert(record.key.clone(), result.version);
+            }
+        }
+    }
     Ok(foreign
         .iter()
-        .filter(|(entry, owners)| {
-            owners.iter().all(|owner| match held.get(&owner.id).and_then(|versions| versions.get(&entry.key)) {
-                Some(version) => *version >= entry.version,
-                None => entry.tombstone,
-            })
-        })
+        .filter(|(entry, owners)| owners.iter().all(|owner| confirmed(owner, entry, &held)))
         .map(|(entry, _)| (entry.key.clone(), entry.version))
         .collect())
+}
+
+/// Splits `records` into `/batch` bodies of at most [`MAX_HANDOFF_BYTES`] and
+/// [`super::batch::MAX_BATCH_RECORDS`] records (a single larger record goes alone).
+fn chunks_by_size(records: Vec<crate::wal::Record>) -> Vec<Vec<crate::wal::Record>> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for record in records {
+        let framed = record.framed_len();
+        if !current.is_empty()
+            && (size + framed > MAX_HANDOFF_BYTES || current.len() == super::batch::MAX_BATCH_RECORDS)
+        {
+            chunks.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += framed;
+        current.push(record);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
 }
 
 #[cfg(test)]

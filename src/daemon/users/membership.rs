@@ -459,8 +459,11 @@ pub async fn seed(
     ApiJson(request): ApiJson<SeedRequest>,
 ) -> Result<Json<Membership>, ApiError> {
     let nodes: Vec<NodeInfo> = request.nodes.iter().map(normalized).collect();
-    for node in &nodes {
+    for (index, node) in nodes.iter().enumerate() {
         check_node(node)?;
+        if nodes[..index].iter().any(|other| other.id == node.id || other.url == node.url) {
+            return Err(ApiError::bad_request(format!("node {} ({}) is listed twice", node.id, node.url)));
+        }
     }
     apply(&state, Change::Seed(nodes)).await
 }
