@@ -318,13 +318,17 @@ impl Layout {
         self.old.owners(key.as_bytes(), self.replicas_in(&self.old)).into_iter().cloned().collect()
     }
 
-    /// Owners in the old ring that are not owners in the new one (none when settled).
+    /// Owners in the old ring that are not owners in the new one, except members declared down
+    /// (none when settled): during a change they still get writes and are asked by reads.
     pub fn old_only_owners(&self, key: &str) -> Vec<NodeInfo> {
         if !self.in_transition() {
             return Vec::new();
         }
         let new = self.new_owners(key);
-        self.old_owners(key).into_iter().filter(|old| !new.iter().any(|node| node.id == old.id)).collect()
+        self.old_owners(key)
+            .into_iter()
+            .filter(|old| !self.is_down(&old.id) && !new.iter().any(|node| node.id == old.id))
+            .collect()
     }
 
     /// The hash space cut at every point of both rings, each piece with its owners in each.
@@ -448,6 +452,7 @@ mod tests {
             assert!(segment.old_owners.iter().any(|node| node.id == "node-5"));
         }
         let down = Layout::new(&membership(&[Active, Active, Active, Active, Down]), 50, 3);
+        assert!((0..500).all(|i| down.old_only_owners(&format!("k{i}")).is_empty()), "a dead node gets nothing");
         for segment in down.gained_by("node-2") {
             let sources = down.sources(&segment, "node-2");
             assert!(!sources.is_empty() && sources.iter().all(|node| node.id != "node-5" && node.id != "node-2"));

@@ -71,7 +71,7 @@ pub struct MembershipSettings {
 
 /// Everything the membership task works with.
 #[derive(Clone)]
-pub struct Member {
+pub struct Follower {
     /// The node's data.
     pub store: Store,
     /// This node's id.
@@ -113,7 +113,7 @@ impl Cursor {
     }
 }
 
-impl Member {
+impl Follower {
     fn http(&self) -> reqwest::Client {
         crate::tls::client_builder()
             .connect_timeout(Duration::from_secs(2))
@@ -166,6 +166,7 @@ impl Member {
 struct CallError {
     /// The gateway refused it (4xx): retrying the same request will not help.
     refused: bool,
+    /// What went wrong, for the log.
     message: String,
 }
 
@@ -176,7 +177,7 @@ impl std::fmt::Display for CallError {
 }
 
 /// Registers the node, then follows the membership until shutdown.
-pub async fn run(member: Member, shutdown: Shutdown) {
+pub async fn run(member: Follower, shutdown: Shutdown) {
     let http = member.http();
     let join = JoinRequest { url: member.url.clone(), id: Some(member.node_id.clone()) };
     let mut known: Option<u64> = None;
@@ -262,7 +263,7 @@ pub async fn run(member: Member, shutdown: Shutdown) {
 }
 
 /// Pulls every segment this node gains in `layout`, reporting progress, then reports done.
-async fn rebalance(member: Member, layout: Layout) {
+async fn rebalance(member: Follower, layout: Layout) {
     tokio::time::sleep(SETTLE_DELAY).await;
     let http = member.http();
     let client = NodeClient::new(member.secret.clone(), Duration::from_secs(30));
@@ -285,11 +286,13 @@ async fn rebalance(member: Member, layout: Layout) {
     };
     let _ = member.report(&http, progress(&cursor, false)).await;
     let puller = Puller { member: &member, client: &client, layout: &layout };
+    let mut failures = 0u32;
     while (cursor.arcs_done as usize) < gained.len() {
         let start = cursor.arcs_done as usize;
         let chunk = &gained[start..(start + CHUNK_SEGMENTS).min(gained.len())];
         match puller.pull(chunk).await {
             Ok(moved) => {
+                failures = 0;
                 cursor.arcs_done += chunk.len() as u64;
                 cursor.keys_moved += moved;
                 if let Err(error) = cursor.save(&member.data_dir) {
@@ -300,8 +303,9 @@ async fn rebalance(member: Member, layout: Layout) {
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, "rebalancing: pulling a chunk failed; retrying");
-                tokio::time::sleep(RETRY_DELAY).await;
+                failures += 1;
+                tracing::warn!(%error, failures, "rebalancing: pulling a chunk failed; retrying");
+                tokio::time::sleep(RETRY_DELAY * failures.min(10)).await;
             }
         }
     }
@@ -326,7 +330,7 @@ async fn rebalance(member: Member, layout: Layout) {
 }
 
 struct Puller<'a> {
-    member: &'a Member,
+    member: &'a Follower,
     client: &'a NodeClient,
     layout: &'a Layout,
 }
@@ -411,7 +415,7 @@ fn newer_than_local(store: &Store, entry: &NodeRangeEntry) -> bool {
 }
 
 /// Drops the keys this node does not own in the settled `layout`, now and every [`CLEANUP_INTERVAL`].
-async fn clean_up_loop(member: Member, layout: Layout) {
+async fn clean_up_loop(member: Follower, layout: Layout) {
     tokio::time::sleep(SETTLE_DELAY).await;
     let client = NodeClient::new(member.secret.clone(), Duration::from_secs(30));
     loop {
@@ -424,7 +428,7 @@ async fn clean_up_loop(member: Member, layout: Layout) {
     }
 }
 
-async fn clean_up(member: &Member, client: &NodeClient, layout: &Layout) -> Result<usize, String> {
+async fn clean_up(member: &Follower, client: &NodeClient, layout: &Layout) -> Result<usize, String> {
     let whole_ring = [(0, 0)];
     let mut cursor: Option<String> = None;
     let mut dropped = 0;

@@ -407,7 +407,7 @@ pub async fn serve(config: NodeConfig, listener: TcpListener, shutdown: Shutdown
             .advertise_url
             .clone()
             .unwrap_or_else(|| format!("{}://{address}", crate::tls::scheme(config.tls.as_ref())));
-        let member = membership::Member {
+        let member = membership::Follower {
             store: store.clone(),
             node_id: config.node_id.clone(),
             url,
