@@ -483,7 +483,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
-            [CompletionResult]::new('join', 'join', [CompletionResultType]::ParameterValue, 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving')
+            [CompletionResult]::new('join', 'join', [CompletionResultType]::ParameterValue, 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)')
             [CompletionResult]::new('leave', 'leave', [CompletionResultType]::ParameterValue, 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'The members, their states (joining, active, leaving, down) and the progress of a change')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -533,7 +533,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             break
         }
         'ydht;cluster;help' {
-            [CompletionResult]::new('join', 'join', [CompletionResultType]::ParameterValue, 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving')
+            [CompletionResult]::new('join', 'join', [CompletionResultType]::ParameterValue, 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)')
             [CompletionResult]::new('leave', 'leave', [CompletionResultType]::ParameterValue, 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'The members, their states (joining, active, leaving, down) and the progress of a change')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -699,7 +699,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             break
         }
         'ydht;help;cluster' {
-            [CompletionResult]::new('join', 'join', [CompletionResultType]::ParameterValue, 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving')
+            [CompletionResult]::new('join', 'join', [CompletionResultType]::ParameterValue, 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)')
             [CompletionResult]::new('leave', 'leave', [CompletionResultType]::ParameterValue, 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'The members, their states (joining, active, leaving, down) and the progress of a change')
             break

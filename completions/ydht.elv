@@ -438,7 +438,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --ca-file 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
-            cand join 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving'
+            cand join 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)'
             cand leave 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)'
             cand status 'The members, their states (joining, active, leaving, down) and the progress of a change'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -484,7 +484,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --help 'Print help (see more with ''--help'')'
         }
         &'ydht;cluster;help'= {
-            cand join 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving'
+            cand join 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)'
             cand leave 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)'
             cand status 'The members, their states (joining, active, leaving, down) and the progress of a change'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -619,7 +619,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;help;kv;locate'= {
         }
         &'ydht;help;cluster'= {
-            cand join 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving'
+            cand join 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)'
             cand leave 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)'
             cand status 'The members, their states (joining, active, leaving, down) and the progress of a change'
         }

@@ -24,6 +24,7 @@ const POLL: Duration = Duration::from_millis(500);
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
     /// Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving
+    /// (the node must run with --join, which registers it by itself)
     Join(JoinArgs),
     /// Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)
     Leave(LeaveArgs),
