@@ -367,9 +367,11 @@ async fn keys_stay_readable_while_nodes_join_and_leave() {
         (0..4).map(|task| tokio::spawn(load(harness.clone(), task, ledger.clone(), stop.clone()))).collect();
 
     // A 4th and a 5th node join (each registers itself with --join).
-    let (_node4, _) = harness.spawn_node("node-4", &dirs.path().join("4"), 0, &[], None);
+    // Throttled, so the moves overlap plenty of client traffic.
+    let slow: &[&str] = &["--rebalance-rate", "500"];
+    let (_node4, _) = harness.spawn_node("node-4", &dirs.path().join("4"), 0, slow, None);
     harness.wait_settled(&["node-1", "node-2", "node-3", "node-4"], Duration::from_secs(60)).await;
-    let (_node5, node5_url) = harness.spawn_node("node-5", &dirs.path().join("5"), 0, &[], None);
+    let (_node5, node5_url) = harness.spawn_node("node-5", &dirs.path().join("5"), 0, slow, None);
     harness.wait_settled(&["node-1", "node-2", "node-3", "node-4", "node-5"], Duration::from_secs(60)).await;
 
     // `cluster join` of a member is a no-op; `cluster leave` waits until node-2's keys have moved.
