@@ -346,6 +346,18 @@ impl<A: Apply> Writer<A> {
             ends.push(start + buffer.len() as u64);
         }
         if let Err(error) = self.segment.append(buffer).and_then(|()| self.segment.sync()) {
+            // Nothing of this batch was acknowledged: cut it off so the log ends on its last good frame.
+            let cut = self.segment.cut_back(start);
+            if super::is_out_of_space(&error) && cut.is_ok() {
+                tracing::warn!(
+                    file = %self.segment.path().display(),
+                    "WAL write refused: the disk is full; writes resume once space is freed"
+                );
+                for request in batch {
+                    let _ = request.reply.send(Err(WalError::DiskFull(self.dir.path().to_path_buf())));
+                }
+                return;
+            }
             let reason = format!("{}: {error}", self.segment.path().display());
             tracing::error!(error = %reason, "WAL write failed; refusing further writes until restart");
             for request in batch {

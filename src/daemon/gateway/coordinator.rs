@@ -58,6 +58,24 @@ fn bad_gateway(error: &NodeError) -> ApiError {
     ApiError::new(StatusCode::BAD_GATEWAY, format!("storage node refused the request: {error}"))
 }
 
+/// The node's own message when it refused a write because its disk is full (507).
+fn disk_full_message(error: &NodeError) -> Option<&str> {
+    match error {
+        NodeError::Status { status, message, .. } if *status == StatusCode::INSUFFICIENT_STORAGE => Some(message),
+        _ => None,
+    }
+}
+
+/// A write that was not stored: 507 naming the full nodes (with the nodes' own advice) when a full
+/// disk is why, else 503 with `cause`.
+fn not_stored(summary: &str, cause: &str, disk_full: &[String]) -> ApiError {
+    if disk_full.is_empty() {
+        ApiError::unavailable(format!("{summary}; {cause}"))
+    } else {
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, format!("{summary}; {}", disk_full.join("; ")))
+    }
+}
+
 impl GatewayState {
     async fn write_one(
         &self,
@@ -120,9 +138,10 @@ impl GatewayState {
             self.write_one(&first, key, &mutation),
             self.replication.enqueue(key, &mutation, others(&first))
         );
+        let mut disk_full = Vec::new();
         match outcome {
             Ok(_) => return Ok(WriteOutcome { primary: first.url.clone(), participants: vec![first.url] }),
-            Err(error) if node_is_down(&error) => {}
+            Err(error) if node_is_down(&error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
             Err(error) => return Err(bad_gateway(&error)),
         }
         let mut durable = None;
@@ -132,12 +151,12 @@ impl GatewayState {
                     durable = Some(node);
                     break;
                 }
-                Err(error) if node_is_down(&error) => continue,
+                Err(error) if node_is_down(&error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
                 Err(error) => return Err(bad_gateway(&error)),
             }
         }
         let Some(durable) = durable else {
-            return Err(ApiError::unavailable("no storage node could take the write; every node is down"));
+            return Err(not_stored("no storage node could take the write", "every node is down", &disk_full));
         };
         self.replication.enqueue(key, &mutation, others(&durable)).await;
         Ok(WriteOutcome { primary: durable.url.clone(), participants: vec![durable.url] })
@@ -162,6 +181,7 @@ impl GatewayState {
         let mut acked: Vec<NodeInfo> = Vec::new();
         let mut missed: Vec<NodeInfo> = Vec::new();
         let mut refusal = None;
+        let mut disk_full = Vec::new();
         while acked.len() < need {
             let Some((target, standing_in_for, outcome)) = results.recv().await else { break };
             match outcome {
@@ -170,6 +190,7 @@ impl GatewayState {
                     acked.push(target);
                 }
                 Err(error) => {
+                    disk_full.extend(disk_full_message(&error).map(str::to_string));
                     if !node_is_down(&error) {
                         refusal = Some(error);
                     }
@@ -186,8 +207,12 @@ impl GatewayState {
                 if acked.len() >= need {
                     break;
                 }
-                if tried.insert(node.id.clone()) && self.write_one(&node, key, &mutation).await.is_ok() {
-                    acked.push(node);
+                if !tried.insert(node.id.clone()) {
+                    continue;
+                }
+                match self.write_one(&node, key, &mutation).await {
+                    Ok(_) => acked.push(node),
+                    Err(error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
                 }
             }
         }
@@ -214,10 +239,8 @@ impl GatewayState {
         }
         self.replication.enqueue(key, &mutation, hand_back).await;
         if acked.len() < need {
-            return Err(ApiError::unavailable(format!(
-                "strong write reached only {} of the {need} nodes it needs; it may still be applied later, retry it",
-                acked.len()
-            )));
+            let summary = format!("strong write reached only {} of the {need} nodes it needs", acked.len());
+            return Err(not_stored(&summary, "it may still be applied later, retry it", &disk_full));
         }
         let primary =
             owners.first().filter(|primary| acked_ids.contains(primary.id.as_str())).unwrap_or(&acked[0]).url.clone();
