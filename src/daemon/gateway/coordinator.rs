@@ -414,3 +414,33 @@ impl GatewayState {
         Ok(ListOutcome { entries, next_cursor, participants })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: StatusCode, message: &str) -> NodeError {
+        NodeError::Status { url: "http://n3/store/k".into(), status, message: message.into() }
+    }
+
+    #[test]
+    fn a_full_node_turns_into_507_with_its_own_advice() {
+        let full = answered(StatusCode::INSUFFICIENT_STORAGE, "node-3: disk full at /d/node-3: free space and …");
+        let busy = answered(StatusCode::SERVICE_UNAVAILABLE, "the write was not stored");
+        assert_eq!(disk_full_message(&full), Some("node-3: disk full at /d/node-3: free space and …"));
+        assert_eq!(disk_full_message(&busy), None);
+
+        let error = not_stored(
+            "strong write reached only 1 of the 2 nodes it needs",
+            "retry it",
+            &["node-3: disk full at /d/node-3: free space and …".into()],
+        );
+        assert_eq!(error.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert!(error.message.starts_with("strong write reached only 1 of the 2"), "{}", error.message);
+        assert!(error.message.contains("node-3: disk full at /d/node-3"), "{}", error.message);
+
+        let error = not_stored("no storage node could take the write", "every node is down", &[]);
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.message, "no storage node could take the write; every node is down");
+    }
+}
