@@ -392,6 +392,9 @@ type Acceptable = Box<dyn Fn(Option<&str>) -> Result<(), String>>;
 /// the same version within [`CONVERGENCE`], holding a value no acknowledged write
 /// superseded, and that the gateway serves that value at both consistencies.
 async fn check_after(fault: &str, cluster: &Cluster, load: &Load, user_id: i64) {
+    // First the load runs on against the healed cluster: a node that is back but still
+    // missing writes is when stale reads would show.
+    load.wait_ops(OPS_PER_FAULT / 2).await;
     let _paused = load.gate.write().await;
     let began = Instant::now();
     let (eventual, history) = {
