@@ -339,6 +339,26 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_append_cut_back_leaves_a_log_that_replays_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = WalDir::new(dir.path());
+        let records = sample(3);
+        let mut segment = Segment::create(&wal, 0).unwrap();
+        segment.append(&frames(&records[..1])).unwrap();
+        let good = segment.len();
+        // What a write cut short by a full disk leaves: part of a frame, and the file position past it.
+        segment.file.write_all(&frames(&records[1..2])[..10]).unwrap();
+        segment.cut_back(good).unwrap();
+        assert_eq!(fs::metadata(segment.path()).unwrap().len(), good);
+        segment.append(&frames(&records[2..])).unwrap();
+        let mut seen = Vec::new();
+        let (end, how) = decode_segment(&fs::read(segment.path()).unwrap(), |found| seen.push(found));
+        assert_eq!(how, ScanEnd::Clean, "no hole where the partial frame was");
+        assert_eq!(end as u64, segment.len());
+        assert_eq!(seen, vec![records[0].clone(), records[2].clone()]);
+    }
+
+    #[test]
     fn generations_parse_from_file_names() {
         let dir = tempfile::tempdir().unwrap();
         let wal = WalDir::new(dir.path());
