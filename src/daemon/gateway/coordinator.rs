@@ -66,6 +66,12 @@ fn disk_full_message(error: &NodeError) -> Option<&str> {
     }
 }
 
+/// Whether a write this node failed should go to another node instead: the node is down, or its
+/// disk is full (it stays up for reads).
+fn try_elsewhere(error: &NodeError) -> bool {
+    node_is_down(error) || disk_full_message(error).is_some()
+}
+
 /// A write that was not stored: 507 naming the full nodes (with the nodes' own advice) when a full
 /// disk is why, else 503 with `cause`.
 fn not_stored(summary: &str, cause: &str, disk_full: &[String]) -> ApiError {
@@ -141,7 +147,7 @@ impl GatewayState {
         let mut disk_full = Vec::new();
         match outcome {
             Ok(_) => return Ok(WriteOutcome { primary: first.url.clone(), participants: vec![first.url] }),
-            Err(error) if node_is_down(&error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
+            Err(error) if try_elsewhere(&error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
             Err(error) => return Err(bad_gateway(&error)),
         }
         let mut durable = None;
@@ -151,7 +157,7 @@ impl GatewayState {
                     durable = Some(node);
                     break;
                 }
-                Err(error) if node_is_down(&error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
+                Err(error) if try_elsewhere(&error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
                 Err(error) => return Err(bad_gateway(&error)),
             }
         }
@@ -191,7 +197,7 @@ impl GatewayState {
                 }
                 Err(error) => {
                     disk_full.extend(disk_full_message(&error).map(str::to_string));
-                    if !node_is_down(&error) {
+                    if !try_elsewhere(&error) {
                         refusal = Some(error);
                     }
                     missed.push(standing_in_for.unwrap_or(target));
@@ -429,6 +435,9 @@ mod tests {
         let busy = answered(StatusCode::SERVICE_UNAVAILABLE, "the write was not stored");
         assert_eq!(disk_full_message(&full), Some("node-3: disk full at /d/node-3: free space and …"));
         assert_eq!(disk_full_message(&busy), None);
+        assert!(!node_is_down(&full), "a full node still serves reads");
+        assert!(try_elsewhere(&full) && try_elsewhere(&busy));
+        assert!(!try_elsewhere(&answered(StatusCode::BAD_REQUEST, "bad key")));
 
         let error = not_stored(
             "strong write reached only 1 of the 2 nodes it needs",
