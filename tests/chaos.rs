@@ -198,6 +198,9 @@ fn start_node(dir: &str, links: &Links, index: usize, port: &str) -> (Service, S
             ("DHTNODE_PORT", port.to_string()),
             ("YDHT_NODES", links.node_list(Some(index))),
             ("YDHT_ANTI_ENTROPY_INTERVAL", "1s".into()),
+            // Small segments: compactions (new segment + snapshot) happen under the faults too,
+            // including while node-3's disk is full.
+            ("YDHT_WAL_MAX_BYTES", "32768".into()),
         ],
     )
 }
