@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use chaos_support::linearizability::{self, Event, Op};
 use chaos_support::proxy::Proxy;
 use chaos_support::tmpfs::Tmpfs;
-use common::{Service, read_node, tenant};
+use common::{Service, create_key, read_node, tenant};
 use tokio::sync::RwLock;
 
 const SECRET: &str = "chaos-cluster-secret";
@@ -582,6 +582,16 @@ async fn acknowledged_writes_survive_faults_under_load() {
     let port = port_of(&cluster.users.1);
     cluster.users = spawn(&["serve", "users"], &path, &[("USERMANAGER_PORT", port)]);
     check_after("SIGKILL of the users service", &cluster, &load, account.user_id).await;
+    // The gateway caches validated keys: a key made after the restart proves it reaches the new process.
+    let (_, fresh_key) = create_key(&http, &cluster.users.1, &account, &["read", "write"]).await;
+    let response = http
+        .put(format!("{}/v1/kv/after-users-restart", cluster.gateway.1))
+        .header("X-API-Key", &fresh_key)
+        .body("ok")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "a key made after the users service restarted");
 
     cluster.links.isolate(1, true);
     load.wait_ops(OPS_PER_FAULT).await;
