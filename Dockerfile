@@ -49,12 +49,14 @@ USER 10001:10001
 EXPOSE 8080 8081 8082 8083 8084 8085
 
 # Probes: every service answers GET /health with 200 and {"status":"healthy",…}
-# on its own port, so the check belongs to whoever picks the service
-# (compose.yaml's healthcheck, Kubernetes' httpGet probes in deploy/k8s/).
-# This default fits the default command, `serve all`, whose gateway is on 8080;
-# it needs no curl: bash opens the TCP connection itself.
-HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 2 grep -q healthy <&3"]
+# on its own port. This check needs no curl (bash opens the TCP connection) and
+# fits whichever service the container runs: it tries the port variables that are
+# set (GATEWAY_PORT, USERMANAGER_PORT, DHTNODE_PORT, REPLICATOR_PORT), then the
+# default ports, and is healthy when one answers. compose.yaml names each
+# service's port itself; Kubernetes ignores HEALTHCHECK and uses the httpGet probes
+# in deploy/k8s/. With TLS on, replace it (plain HTTP gets no answer from a TLS port).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["bash", "-c", "for port in ${GATEWAY_PORT:-} ${USERMANAGER_PORT:-} ${DHTNODE_PORT:-} ${REPLICATOR_PORT:-} 8080 8081 8082 8085; do (exec 3<>/dev/tcp/127.0.0.1/$port && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 2 grep -q healthy <&3) 2>/dev/null && exit 0; done; exit 1"]
 
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["ydht"]
