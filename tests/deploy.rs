@@ -610,3 +610,58 @@ fn k8s_manifests_pass_the_schema_check() {
     let Some(output) = run_tool("kubernetes-validate", &args, &[], "pip install kubernetes-validate") else { return };
     assert!(output.status.success(), "kubernetes-validate --strict:\n{}", text(&output));
 }
+
+// ---- the initial members ----------------------------------------------------------------------
+
+/// `id=url` pairs of a `YDHT_NODES` value.
+fn members(value: &str) -> Vec<(String, String)> {
+    value.split(',').filter_map(|pair| pair.split_once('=')).map(|(id, url)| (id.into(), url.into())).collect()
+}
+
+#[test]
+fn initial_members_name_the_nodes_that_exist() {
+    // compose.yaml: every member the gateway seeds is a service with that NODE_ID, on that port.
+    let compose = compose();
+    let services = &compose["services"];
+    let seeded = members(services["gateway"]["environment"]["YDHT_NODES"].as_str().expect("gateway YDHT_NODES"));
+    assert_eq!(seeded.len(), 3, "compose.yaml seeds three nodes");
+    for (id, url) in &seeded {
+        let node = &services[id.as_str()];
+        let port = node["environment"]["DHTNODE_PORT"].as_str().unwrap_or_default();
+        assert_eq!(node["environment"]["NODE_ID"].as_str(), Some(id.as_str()), "compose.yaml: no service {id}");
+        assert_eq!(url, &format!("http://{id}:{port}"), "compose.yaml: member {id}");
+    }
+
+    // deploy/k8s: the gateway seeds the StatefulSet's first pods by their headless-Service names,
+    // and each pod advertises the same form of URL.
+    let documents = k8s_documents();
+    let find = |kind: &str, name: &str| {
+        documents
+            .iter()
+            .map(|(_, doc)| doc)
+            .find(|doc| doc["kind"].as_str() == Some(kind) && doc["metadata"]["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("deploy/k8s: no {kind} {name}"))
+    };
+    let env_of = |doc: &Value, name: &str| {
+        doc["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|entry| entry["name"].as_str() == Some(name))
+            .and_then(|entry| entry["value"].as_str().map(String::from))
+            .unwrap_or_else(|| panic!("deploy/k8s: {} sets no {name}", doc["metadata"]["name"].as_str().unwrap()))
+    };
+    let nodes = find("StatefulSet", "ydht-node");
+    let service = nodes["spec"]["serviceName"].as_str().unwrap();
+    assert_eq!(find("Service", service)["spec"]["clusterIP"].as_str(), Some("None"), "{service} is headless");
+    let port = nodes["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"].as_i64().unwrap();
+    assert_eq!(env_of(nodes, "DHTNODE_PORT"), port.to_string());
+    assert_eq!(env_of(nodes, "NODE_ID"), "$(POD_NAME)");
+    assert_eq!(env_of(nodes, "YDHT_ADVERTISE_URL"), format!("http://$(POD_NAME).{service}:{port}"));
+    let gateway = find("Deployment", "ydht-gateway");
+    let expected: Vec<(String, String)> = (0..nodes["spec"]["replicas"].as_i64().unwrap())
+        .map(|i| (format!("ydht-node-{i}"), format!("http://ydht-node-{i}.{service}:{port}")))
+        .collect();
+    assert_eq!(members(&env_of(gateway, "YDHT_NODES")), expected, "deploy/k8s: the gateway's YDHT_NODES");
+    assert!(env_of(nodes, "YDHT_JOIN").starts_with("http://ydht-gateway:"), "nodes join through the gateway Service");
+}
