@@ -2,9 +2,9 @@
 #
 # The ydht image: one binary, every service. Pick the service with the command:
 #
-#   docker build -t ydht .
-#   docker run --rm -p 8080-8085:8080-8085 ydht                 # `serve all` (the default command)
-#   docker run --rm ydht serve node --help                      # one service; see compose.yaml
+#   docker build -t ydht:local .
+#   docker run --rm -p 8080-8085:8080-8085 ydht:local            # `serve all` (the default command)
+#   docker run --rm ydht:local serve node --help                # one service; see compose.yaml
 #
 # Build stage: the registry and target directories are BuildKit cache mounts, so
 # a rebuild after a source change recompiles only ydht, not its dependencies.
