@@ -37,16 +37,22 @@ const UID: i64 = 10001;
 /// One place that starts `ydht serve <service>`, with the flags and variables it passes.
 #[derive(Debug)]
 struct Invocation {
+    /// The file (and service, resource or unit in it), for the failure message.
     origin: String,
+    /// The `serve` subcommand: `users`, `node`, `replicator`, `gateway` or `all`.
     service: String,
+    /// The `--flag` words of its command line.
     flags: Vec<String>,
+    /// The names of the environment variables it is given.
     env: Vec<String>,
 }
 
 /// What `ydht serve <service> --help` lists under "Options:", plus the global `--ca-file`.
 #[derive(Debug, Default)]
 struct Accepted {
+    /// Long flags, `--help` included.
     flags: BTreeSet<String>,
+    /// Environment variables named by `[env: …]`.
     env: BTreeSet<String>,
 }
 
