@@ -25,6 +25,9 @@ use chaos_support::proxy::Proxy;
 use chaos_support::tmpfs::Tmpfs;
 use common::{Service, create_key, read_node, tenant};
 use tokio::sync::RwLock;
+use ydht::wal::{
+    Apply, Committer, CommitterConfig, CompactionTicket, Record, SyncMode, WalDir, WalError, WalStats, snapshot,
+};
 
 const SECRET: &str = "chaos-cluster-secret";
 const NODES: usize = 3;
@@ -698,4 +701,77 @@ async fn a_full_disk_reaches_the_client_as_507_naming_the_node() {
     assert_eq!(read.text().await.unwrap(), "after");
     drop((gateway, node, users));
     drop(tmpfs);
+}
+
+/// Applies nothing; remembers the keys in log order.
+struct KeyLog(Arc<Mutex<Vec<String>>>);
+
+impl Apply for KeyLog {
+    type Outcome = ();
+
+    fn apply(&mut self, records: Vec<Record>) -> Vec<()> {
+        let mut keys = self.0.lock().unwrap();
+        records.into_iter().map(|record| keys.push(record.key)).collect()
+    }
+
+    fn rotated(&mut self, _generation: u64, _ticket: CompactionTicket) {}
+}
+
+/// The WAL itself on a full tmpfs: appends are refused with `DiskFull` (the writer is not
+/// poisoned), a snapshot fails without leaving its temporary file, and once space is freed
+/// appends go on — and the log replays every acknowledged record and nothing else.
+#[tokio::test]
+async fn the_wal_refuses_appends_on_a_full_disk_and_resumes_with_a_valid_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmpfs = match Tmpfs::mount(dir.path(), 256 << 10) {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let wal = WalDir::new(dir.path().join("wal"));
+    let recovered = ydht::wal::recover(&wal, false, |_| {}).unwrap();
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let config = CommitterConfig { mode: SyncMode::Group, max_segment_bytes: u64::MAX };
+    let stats = Arc::new(WalStats::default());
+    let committer = Committer::start(wal.clone(), recovered.segment, config, stats, KeyLog(Arc::clone(&applied)));
+    let record = |key: String| Record::put(key, 1, vec![b'v'; 1000], "application/octet-stream");
+    let mut acknowledged = Vec::new();
+    for n in 0..10 {
+        committer.append(vec![record(format!("before-{n}"))]).await.unwrap();
+        acknowledged.push(format!("before-{n}"));
+    }
+
+    tmpfs.fill();
+    let mut refused = None;
+    for n in 0..1000 {
+        match committer.append(vec![record(format!("full-{n}"))]).await {
+            Ok(_) => acknowledged.push(format!("full-{n}")),
+            Err(error) => {
+                refused = Some(error);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("appends kept succeeding on a full disk");
+    assert!(matches!(refused, WalError::DiskFull(_)), "{refused:?}");
+    let message = refused.to_string();
+    assert!(message.contains("disk full at ") && message.contains("free space"), "{message}");
+    // Refused again, not poisoned: the same error while the disk stays full.
+    assert!(matches!(committer.append(vec![record("again".into())]).await, Err(WalError::DiskFull(_))));
+    let snapshot = snapshot::write(&wal, 1, &[record("snap".into())]);
+    assert!(snapshot.is_err(), "a snapshot cannot fit on a full disk");
+    assert!(wal.list().unwrap().temporaries.is_empty(), "the half-written snapshot was removed");
+
+    tmpfs.free();
+    committer.append(vec![record("after".into())]).await.unwrap();
+    acknowledged.push("after".into());
+    committer.close().await;
+    assert_eq!(*applied.lock().unwrap(), acknowledged);
+
+    let mut replayed = Vec::new();
+    let recovered = ydht::wal::recover(&wal, false, |found| replayed.push(found.key)).unwrap();
+    assert_eq!(replayed, acknowledged, "the log holds exactly the acknowledged records");
+    assert_eq!(recovered.truncated_bytes, 0, "no partial record was left behind");
 }
