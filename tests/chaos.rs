@@ -4,11 +4,15 @@
 //! load of eventual and strong writes and reads, one fault at a time:
 //! SIGKILL and restart of each node, the replicator, the gateway and the users
 //! service; one node cut off the network and healed; one node's disk (a tmpfs)
-//! filled and freed. After each fault heals the load pauses and the suite checks
-//! that every acknowledged write is readable, that all replicas converge within
-//! a deadline, and that no strong read returned a value older than the last
-//! acknowledged strong write; at the end the whole history of strong operations
-//! goes through a linearizability checker (Wing–Gong, per key).
+//! filled and freed. After each fault heals, and the load ran on for a while,
+//! the load pauses and the suite checks that every acknowledged write is
+//! readable, that all replicas converge within a deadline, and that no strong
+//! read returned a value older than the last acknowledged strong write; at the
+//! end the whole history of strong operations goes through a linearizability
+//! checker (Wing–Gong, per key).
+//!
+//! Two smaller tests fill a tmpfs under a single node behind a gateway, and
+//! under the WAL alone.
 
 mod chaos_support;
 mod common;
@@ -44,7 +48,7 @@ const CONVERGENCE: Duration = Duration::from_secs(40);
 /// Size of the tmpfs that runs out.
 const TMPFS_BYTES: u64 = 16 << 20;
 
-/// Process-wide wall of the test: history times are microseconds since this.
+/// Microseconds since `start`: the clock of the recorded history.
 fn micros(start: Instant) -> u64 {
     start.elapsed().as_micros() as u64
 }
