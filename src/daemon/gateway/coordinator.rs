@@ -321,15 +321,24 @@ impl GatewayState {
             return Ok(ReadOutcome { record: NodeRecord::Missing, participants });
         };
         let record = records[newest].clone();
-        if let Some(repair) = Mutation::restoring(&record) {
-            for index in resolution.stale {
-                let (this, node, key, repair) =
-                    (self.clone(), responders[index].0.clone(), key.to_string(), repair.clone());
-                tokio::spawn(async move {
-                    if this.write_one(&node, &key, &repair).await.is_ok() {
-                        this.metrics.read_repaired();
-                    }
-                });
+        // Before answering, the newest version must be durable on a majority: otherwise a strong
+        // write still in flight could be seen here and missed by a later read of another majority.
+        // Every stale responder is repaired now and awaited, not in the background.
+        let holders = responders.len() - resolution.stale.len();
+        if let Some(repair) = Mutation::restoring(&record).filter(|_| !resolution.stale.is_empty()) {
+            let repairs = resolution.stale.iter().map(|&index| {
+                let (node, repair) = (&responders[index].0, &repair);
+                async move { self.write_one(node, key, repair).await.is_ok() }
+            });
+            let repaired = futures_util::future::join_all(repairs).await.into_iter().filter(|ok| *ok).count();
+            for _ in 0..repaired {
+                self.metrics.read_repaired();
+            }
+            if holders + repaired < need {
+                return Err(ApiError::unavailable(format!(
+                    "strong read found a newer version on {holders} node(s) but could not copy it to a majority of \
+                     {need}; retry, or read with X-Consistency: eventual"
+                )));
             }
         }
         Ok(ReadOutcome { record, participants })
