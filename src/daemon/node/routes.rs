@@ -354,6 +354,7 @@ async fn metrics(State(state): State<NodeState>) -> Json<NodeMetrics> {
 }
 
 /// `(total, available)` bytes of the file system holding `path` (zeros if unknown).
+#[allow(clippy::useless_conversion, reason = "statvfs field types are u32 on some platforms, u64 on others")]
 fn disk_space(path: &std::path::Path) -> (u64, u64) {
     #[cfg(unix)]
     {
@@ -364,8 +365,8 @@ fn disk_space(path: &std::path::Path) -> (u64, u64) {
         if unsafe { libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) } == 0 {
             // SAFETY: statvfs returned 0, so it initialised `stats`.
             let stats = unsafe { stats.assume_init() };
-            let fragment = stats.f_frsize as u64;
-            return (stats.f_blocks as u64 * fragment, stats.f_bavail as u64 * fragment);
+            let fragment = u64::from(stats.f_frsize);
+            return (u64::from(stats.f_blocks) * fragment, u64::from(stats.f_bavail) * fragment);
         }
     }
     let _ = path;
