@@ -26,10 +26,19 @@ pub const SNAPSHOT_MAGIC: &[u8; 7] = b"YDHTSNP";
 
 /// Writes `records` as the snapshot of `generation` and returns its size in bytes.
 pub fn write(dir: &WalDir, generation: u64, records: &[Record]) -> Result<u64, WalError> {
+    let temporary = dir.snapshot_path(generation).with_extension("snap.tmp");
+    let written = write_to(dir, generation, records, &temporary);
+    if written.is_err() {
+        // A half-written snapshot (e.g. on a full disk) would only hold on to the space.
+        let _ = fs::remove_file(&temporary);
+    }
+    written
+}
+
+fn write_to(dir: &WalDir, generation: u64, records: &[Record], temporary: &Path) -> Result<u64, WalError> {
     let path = dir.snapshot_path(generation);
-    let temporary = path.with_extension("snap.tmp");
-    let failed = |source| WalError::io("cannot write snapshot", &temporary, source);
-    let file = File::create(&temporary).map_err(failed)?;
+    let failed = |source| WalError::io("cannot write snapshot", temporary, source);
+    let file = File::create(temporary).map_err(failed)?;
     let mut writer = BufWriter::with_capacity(1 << 20, file);
     writer.write_all(&record::file_header(SNAPSHOT_MAGIC)).map_err(failed)?;
     writer.write_all(&(records.len() as u64).to_le_bytes()).map_err(failed)?;
@@ -44,7 +53,7 @@ pub fn write(dir: &WalDir, generation: u64, records: &[Record]) -> Result<u64, W
     let file = writer.into_inner().map_err(|error| failed(error.into_error()))?;
     file.sync_all().map_err(failed)?;
     drop(file);
-    fs::rename(&temporary, &path).map_err(|source| WalError::io("cannot rename snapshot into place", &path, source))?;
+    fs::rename(temporary, &path).map_err(|source| WalError::io("cannot rename snapshot into place", &path, source))?;
     dir.sync()?;
     Ok(size)
 }

@@ -58,6 +58,30 @@ fn bad_gateway(error: &NodeError) -> ApiError {
     ApiError::new(StatusCode::BAD_GATEWAY, format!("storage node refused the request: {error}"))
 }
 
+/// The node's own message when it refused a write because its disk is full (507).
+fn disk_full_message(error: &NodeError) -> Option<&str> {
+    match error {
+        NodeError::Status { status, message, .. } if *status == StatusCode::INSUFFICIENT_STORAGE => Some(message),
+        _ => None,
+    }
+}
+
+/// Whether a write this node failed should go to another node instead: the node is down, or its
+/// disk is full (it stays up for reads).
+fn try_elsewhere(error: &NodeError) -> bool {
+    node_is_down(error) || disk_full_message(error).is_some()
+}
+
+/// A write that was not stored: 507 naming the full nodes (with the nodes' own advice) when a full
+/// disk is why, else 503 with `cause`.
+fn not_stored(summary: &str, cause: &str, disk_full: &[String]) -> ApiError {
+    if disk_full.is_empty() {
+        ApiError::unavailable(format!("{summary}; {cause}"))
+    } else {
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, format!("{summary}; {}", disk_full.join("; ")))
+    }
+}
+
 impl GatewayState {
     async fn write_one(
         &self,
@@ -122,9 +146,10 @@ impl GatewayState {
             self.write_one(&first, key, &mutation),
             self.replication.enqueue(key, &mutation, others(&first))
         );
+        let mut disk_full = Vec::new();
         match outcome {
             Ok(_) => return Ok(WriteOutcome { primary: first.url.clone(), participants: vec![first.url] }),
-            Err(error) if node_is_down(&error) => {}
+            Err(error) if try_elsewhere(&error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
             Err(error) => return Err(bad_gateway(&error)),
         }
         let mut durable = None;
@@ -134,12 +159,12 @@ impl GatewayState {
                     durable = Some(node);
                     break;
                 }
-                Err(error) if node_is_down(&error) => continue,
+                Err(error) if try_elsewhere(&error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
                 Err(error) => return Err(bad_gateway(&error)),
             }
         }
         let Some(durable) = durable else {
-            return Err(ApiError::unavailable("no storage node could take the write; every node is down"));
+            return Err(not_stored("no storage node could take the write", "every node is down", &disk_full));
         };
         self.replication.enqueue(key, &mutation, others(&durable)).await;
         Ok(WriteOutcome { primary: durable.url.clone(), participants: vec![durable.url] })
@@ -165,6 +190,7 @@ impl GatewayState {
         let mut acked: Vec<NodeInfo> = Vec::new();
         let mut missed: Vec<NodeInfo> = Vec::new();
         let mut refusal = None;
+        let mut disk_full = Vec::new();
         while acked.len() < need {
             let Some((target, standing_in_for, outcome)) = results.recv().await else { break };
             match outcome {
@@ -173,7 +199,8 @@ impl GatewayState {
                     acked.push(target);
                 }
                 Err(error) => {
-                    if !node_is_down(&error) {
+                    disk_full.extend(disk_full_message(&error).map(str::to_string));
+                    if !try_elsewhere(&error) {
                         refusal = Some(error);
                     }
                     missed.push(standing_in_for.unwrap_or(target));
@@ -189,8 +216,12 @@ impl GatewayState {
                 if acked.len() >= need {
                     break;
                 }
-                if tried.insert(node.id.clone()) && self.write_one(&node, key, &mutation).await.is_ok() {
-                    acked.push(node);
+                if !tried.insert(node.id.clone()) {
+                    continue;
+                }
+                match self.write_one(&node, key, &mutation).await {
+                    Ok(_) => acked.push(node),
+                    Err(error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
                 }
             }
         }
@@ -218,10 +249,8 @@ impl GatewayState {
         }
         self.replication.enqueue(key, &mutation, hand_back).await;
         if acked.len() < need {
-            return Err(ApiError::unavailable(format!(
-                "strong write reached only {} of the {need} nodes it needs; it may still be applied later, retry it",
-                acked.len()
-            )));
+            let summary = format!("strong write reached only {} of the {need} nodes it needs", acked.len());
+            return Err(not_stored(&summary, "it may still be applied later, retry it", &disk_full));
         }
         let primary =
             owners.first().filter(|primary| acked_ids.contains(primary.id.as_str())).unwrap_or(&acked[0]).url.clone();
@@ -267,13 +296,14 @@ impl GatewayState {
 
     async fn read_strong(&self, key: &str) -> Result<ReadOutcome, ApiError> {
         let placement = self.placement();
+        let need = majority(placement.replicas());
         let mut responders: Vec<(NodeInfo, NodeRecord)> = Vec::new();
-        self.read_majority(key, placement.healthy_first(key), majority(placement.replicas()), &mut responders).await?;
+        self.read_majority(key, placement.healthy_first(key), need, &mut responders).await?;
         if placement.in_transition() {
             // The newest version may still be only on the old ring's owners: read a majority there too.
             let layout = placement.layout();
-            let need = majority(layout.replicas_in(&layout.old));
-            self.read_majority(key, placement.old_healthy_first(key), need, &mut responders).await?;
+            let old_need = majority(layout.replicas_in(&layout.old));
+            self.read_majority(key, placement.old_healthy_first(key), old_need, &mut responders).await?;
         }
         let records: Vec<NodeRecord> = responders.iter().map(|(_, record)| record.clone()).collect();
         let resolution = resolve(&records);
@@ -282,15 +312,24 @@ impl GatewayState {
             return Ok(ReadOutcome { record: NodeRecord::Missing, participants });
         };
         let record = records[newest].clone();
-        if let Some(repair) = Mutation::restoring(&record) {
-            for index in resolution.stale {
-                let (this, node, key, repair) =
-                    (self.clone(), responders[index].0.clone(), key.to_string(), repair.clone());
-                tokio::spawn(async move {
-                    if this.write_one(&node, &key, &repair).await.is_ok() {
-                        this.metrics.read_repaired();
-                    }
-                });
+        // Before answering, the newest version must be durable on a majority: otherwise a strong
+        // write still in flight could be seen here and missed by a later read of another majority.
+        // Every stale responder is repaired now and awaited, not in the background.
+        let holders = responders.len() - resolution.stale.len();
+        if let Some(repair) = Mutation::restoring(&record).filter(|_| !resolution.stale.is_empty()) {
+            let repairs = resolution.stale.iter().map(|&index| {
+                let (node, repair) = (&responders[index].0, &repair);
+                async move { self.write_one(node, key, repair).await.is_ok() }
+            });
+            let repaired = futures_util::future::join_all(repairs).await.into_iter().filter(|ok| *ok).count();
+            for _ in 0..repaired {
+                self.metrics.read_repaired();
+            }
+            if holders + repaired < need {
+                return Err(ApiError::unavailable(format!(
+                    "strong read found a newer version on {holders} node(s) but could not copy it to a majority of \
+                     {need}; retry, or read with X-Consistency: eventual"
+                )));
             }
         }
         Ok(ReadOutcome { record, participants })
@@ -422,5 +461,38 @@ impl GatewayState {
             futures_util::stream::iter(checks).buffered(16).filter_map(|entry| async move { entry }).collect().await;
         let participants = answered.iter().map(|node| node.url.clone()).collect();
         Ok(ListOutcome { entries, next_cursor, participants })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: StatusCode, message: &str) -> NodeError {
+        NodeError::Status { url: "http://n3/store/k".into(), status, message: message.into() }
+    }
+
+    #[test]
+    fn a_full_node_turns_into_507_with_its_own_advice() {
+        let full = answered(StatusCode::INSUFFICIENT_STORAGE, "node-3: disk full at /d/node-3: free space and …");
+        let busy = answered(StatusCode::SERVICE_UNAVAILABLE, "the write was not stored");
+        assert_eq!(disk_full_message(&full), Some("node-3: disk full at /d/node-3: free space and …"));
+        assert_eq!(disk_full_message(&busy), None);
+        assert!(!node_is_down(&full), "a full node still serves reads");
+        assert!(try_elsewhere(&full) && try_elsewhere(&busy));
+        assert!(!try_elsewhere(&answered(StatusCode::BAD_REQUEST, "bad key")));
+
+        let error = not_stored(
+            "strong write reached only 1 of the 2 nodes it needs",
+            "retry it",
+            &["node-3: disk full at /d/node-3: free space and …".into()],
+        );
+        assert_eq!(error.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert!(error.message.starts_with("strong write reached only 1 of the 2"), "{}", error.message);
+        assert!(error.message.contains("node-3: disk full at /d/node-3"), "{}", error.message);
+
+        let error = not_stored("no storage node could take the write", "every node is down", &[]);
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.message, "no storage node could take the write; every node is down");
     }
 }

@@ -15,11 +15,14 @@ pub use crate::nodeclient::{DEFAULT_CONTENT_TYPE, NodeError};
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether a failed request says the node is unwell (unreachable, garbled or 5xx), as opposed to
-/// refusing this particular request.
+/// refusing this particular request. A 507 (its disk is full) is not "down": the node still
+/// serves reads, and takes writes again by itself once space is freed.
 pub fn node_is_down(error: &NodeError) -> bool {
     match error {
         NodeError::Unreachable { .. } | NodeError::InvalidResponse { .. } => true,
-        NodeError::Status { status, .. } => status.is_server_error(),
+        NodeError::Status { status, .. } => {
+            status.is_server_error() && *status != reqwest::StatusCode::INSUFFICIENT_STORAGE
+        }
         NodeError::InvalidUrl { .. } => false,
     }
 }

@@ -202,6 +202,15 @@ impl NodeArgs {
         if self.rebalance_rate == 0 {
             return Err(Exit::usage("--rebalance-rate / YDHT_REBALANCE_RATE must be positive").into());
         }
+        let unspecified = self.server.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+        if unspecified && self.advertise_url.as_deref().is_none_or(|url| url.trim().is_empty()) {
+            return Err(Exit::usage(format!(
+                "--join needs --advertise-url / YDHT_ADVERTISE_URL when listening on {}: the other services \
+                 cannot reach this node there; give the URL they reach it at",
+                self.server.host
+            ))
+            .into());
+        }
         Ok(Some(MembershipSettings {
             gateway_url: check("--join / YDHT_JOIN", gateway)?,
             advertise_url: match self.advertise_url.as_deref().filter(|url| !url.trim().is_empty()) {

@@ -116,9 +116,15 @@ fn content_type_header(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(if text.is_empty() { DEFAULT_CONTENT_TYPE.to_string() } else { text.to_string() })
 }
 
-fn write_error(error: WalError) -> ApiError {
+/// How a failed store write is answered: a full disk is 507 Insufficient
+/// Storage naming this node (reads keep working, writes resume by themselves
+/// once space is freed); any other storage failure is 503.
+fn write_error(state: &NodeState, error: WalError) -> ApiError {
     match error {
         WalError::Encode(error) => ApiError::bad_request(error.to_string()),
+        full @ WalError::DiskFull(_) => {
+            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, format!("{}: {full}", state.settings.node_id))
+        }
         other => ApiError::unavailable(format!("the write was not stored: {other}")),
     }
 }
@@ -136,7 +142,7 @@ async fn put_value(
     let content_type = content_type_header(&headers)?;
     let value = crate::server::read_limited_body(&headers, body, state.settings.max_value_bytes, "the value").await?;
     let record = Record::put(key, version, value, content_type).with_expiry(expires_at);
-    let mut answers = state.store.write(vec![record]).await.map_err(write_error)?;
+    let mut answers = state.store.write(vec![record]).await.map_err(|error| write_error(&state, error))?;
     Ok(Json(answers.remove(0)))
 }
 
@@ -148,7 +154,8 @@ async fn delete_value(
 ) -> Result<Json<StoreWriteResponse>, ApiError> {
     let key = store_key(path)?;
     let version = version_header(&headers)?;
-    let mut answers = state.store.write(vec![Record::delete(key, version)]).await.map_err(write_error)?;
+    let mut answers =
+        state.store.write(vec![Record::delete(key, version)]).await.map_err(|error| write_error(&state, error))?;
     Ok(Json(answers.remove(0)))
 }
 
@@ -232,7 +239,7 @@ async fn apply_batch(
             return Err(ApiError::bad_request(format!("record {index}: the content type is too long")));
         }
     }
-    let results = state.store.write(records).await.map_err(write_error)?;
+    let results = state.store.write(records).await.map_err(|error| write_error(&state, error))?;
     Ok(Json(NodeBatchResponse { results }))
 }
 
@@ -375,6 +382,7 @@ async fn metrics(State(state): State<NodeState>) -> Json<NodeMetrics> {
 }
 
 /// `(total, available)` bytes of the file system holding `path` (zeros if unknown).
+#[allow(clippy::useless_conversion, reason = "statvfs field types are u32 on some platforms, u64 on others")]
 fn disk_space(path: &std::path::Path) -> (u64, u64) {
     #[cfg(unix)]
     {
@@ -385,8 +393,8 @@ fn disk_space(path: &std::path::Path) -> (u64, u64) {
         if unsafe { libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) } == 0 {
             // SAFETY: statvfs returned 0, so it initialised `stats`.
             let stats = unsafe { stats.assume_init() };
-            let fragment = stats.f_frsize as u64;
-            return (stats.f_blocks as u64 * fragment, stats.f_bavail as u64 * fragment);
+            let fragment = u64::from(stats.f_frsize);
+            return (u64::from(stats.f_blocks) * fragment, u64::from(stats.f_bavail) * fragment);
         }
     }
     let _ = path;

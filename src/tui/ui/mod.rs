@@ -219,6 +219,7 @@ mod tests {
             "{node_2}"
         );
         assert!(line_with(&screen, "NODE").contains("WAL"));
+        assert!(line_with(&screen, "Ring").contains("synced ≤3s ago, 6 repaired"), "worst age, total repairs");
         assert!(line_with(&screen, "queue").contains("4 jobs"));
         assert!(line_with(&screen, "lag").contains("42.0ms"));
         assert!(line_with(&screen, "rps").contains("50.0"));
@@ -246,6 +247,19 @@ mod tests {
 
     fn screen_of_healthy_cluster() -> Vec<String> {
         screen(&polled(vec![healthy_snapshot(10_000, 0, 0, 0)]), 100, 24)
+    }
+
+    #[test]
+    fn a_wide_terminal_shows_each_nodes_anti_entropy() {
+        let mut snapshot = healthy_snapshot(10_000, 0, 0, 0);
+        let metrics = snapshot.nodes[2].metrics.as_mut().unwrap();
+        metrics["anti_entropy_last_sync_age_secs"] = serde_json::Value::Null;
+        let app = polled(vec![snapshot]);
+        let screen = screen(&app, 120, 30);
+        assert!(line_with(&screen, "NODE").contains("ANTI-ENTROPY"));
+        assert!(line_with(&screen, "node-2").contains("20 rounds 2 fixed 2s ago"));
+        assert!(line_with(&screen, "node-3").contains("30 rounds 3 fixed never"));
+        assert!(line_with(&screen, "Ring").contains("not all synced yet, 6 repaired"));
     }
 
     #[test]
