@@ -383,17 +383,26 @@ pub async fn follow(db: Db, watch: MembershipWatch, shutdown: Shutdown) {
     loop {
         let notified = async {
             match listener.as_mut() {
-                Some(listener) => listener.recv().await.ok().and_then(|note| note.payload().parse::<u64>().ok()),
+                Some(listener) => listener.recv().await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             () = shutdown.wait() => return,
-            version = notified => {
-                if let Some(version) = version {
-                    watch.saw(version);
+            note = notified => {
+                match note {
+                    Ok(note) => {
+                        if let Ok(version) = note.payload().parse::<u64>() {
+                            watch.saw(version);
+                        }
+                        continue;
+                    }
+                    // The listener reconnects on its next receive; meanwhile the poll below covers.
+                    Err(error) => {
+                        tracing::debug!(%error, "users: membership notifications interrupted");
+                        tokio::time::sleep(POLL_INTERVAL).await;
+                    }
                 }
-                continue;
             }
             () = tokio::time::sleep(POLL_INTERVAL) => {}
         }
