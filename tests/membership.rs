@@ -454,11 +454,53 @@ async fn keys_stay_readable_while_nodes_join_and_leave() {
     assert!(harness.membership().await.member("node-9").is_none());
 }
 
+/// The membership endpoints of the gateway and the nodes' `/scan` refuse bad input with a 4xx JSON error.
+async fn bad_requests_are_refused(harness: &Harness) {
+    let (client, gateway, secret) = (&harness.client, &harness.cluster.gateway, &harness.secret);
+    let post = |url: String, body: &'static str, with_secret: bool| {
+        let mut request = client.post(url).header("content-type", "application/json").body(body);
+        if with_secret {
+            request = request.header("x-cluster-secret", secret.as_str());
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert!(body["error"].as_str().is_some_and(|error| !error.is_empty()), "{status}: {body}");
+            status
+        }
+    };
+    let join = format!("{gateway}/membership/join");
+    assert_eq!(post(join.clone(), r#"{"url":"http://127.0.0.1:1"}"#, false).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(post(join.clone(), r#"{"url":"ftp://x"}"#, true).await, StatusCode::BAD_REQUEST);
+    assert_eq!(post(join.clone(), "{not json", true).await, StatusCode::BAD_REQUEST);
+    assert_eq!(post(join, r#"{"url":"http://127.0.0.1:1"}"#, true).await, StatusCode::BAD_GATEWAY);
+    let leave = format!("{gateway}/membership/leave");
+    assert_eq!(post(leave, r#"{"id":"node-77"}"#, true).await, StatusCode::NOT_FOUND);
+    let scan = format!("{}/scan", harness.cluster.nodes[0]);
+    assert_eq!(post(scan.clone(), r#"{"intervals":[[0,0]],"limit":10}"#, false).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(post(scan.clone(), r#"{"intervals":[[0,0]],"limit":0}"#, true).await, StatusCode::BAD_REQUEST);
+    assert_eq!(post(scan.clone(), r#"{"intervals":"all","limit":10}"#, true).await, StatusCode::BAD_REQUEST);
+    let page: Value = client
+        .post(scan)
+        .header("x-cluster-secret", secret.as_str())
+        .json(&json!({"intervals": [[0, 0]], "limit": 5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["entries"].as_array().unwrap().len(), 5, "the whole ring, one page: {page}");
+    assert!(page["next_cursor"].is_string());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_mid_rebalance_finishes_the_move_after_a_restart() {
     let harness = Harness::start().await;
     let dirs = tempfile::tempdir().unwrap();
     let keys = harness.preload("crash", 1200).await;
+    bad_requests_are_refused(&harness).await;
     harness.wait_settled(&["node-1", "node-2", "node-3"], Duration::from_secs(30)).await;
 
     // Slowly, so the kill lands in the middle of the move.
