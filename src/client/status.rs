@@ -60,6 +60,8 @@ pub struct ServiceStatus {
     pub p99_ms: Option<f64>,
     /// Anti-entropy progress (nodes that report it).
     pub anti_entropy: Option<AntiEntropyStatus>,
+    /// Membership state (nodes): `joining`, `active`, `leaving` or `down`.
+    pub state: Option<String>,
 }
 
 /// A node's anti-entropy progress, from its `/metrics`.
@@ -97,6 +99,7 @@ impl StatusArgs {
         let mut targets = vec![(context.gateway.clone(), Kind::Gateway)];
         let mut problem: Option<anyhow::Error> = None;
         let mut users = context.users.clone();
+        let mut states: Vec<(String, Option<String>)> = Vec::new();
         match self.operator.cluster_secret()? {
             None => {
                 problem = Some(
@@ -119,15 +122,19 @@ impl StatusArgs {
                         ));
                     }
                     for member in &view.members {
-                        targets
-                            .push((Endpoint::parse(member.id.clone(), &member.url, "the cluster view")?, Kind::Node));
+                        let endpoint = Endpoint::parse(member.id.clone(), &member.url, "the cluster view")?;
+                        targets.push((endpoint, Kind::Node));
+                        states.push((member.id.clone(), member.state.clone()));
                     }
                 }
                 Err(error) => problem = Some(error),
             },
         }
         targets.insert(1, (users, Kind::Users));
-        let rows = join_all(targets.iter().map(|(endpoint, kind)| probe(context, endpoint, *kind))).await;
+        let mut rows = join_all(targets.iter().map(|(endpoint, kind)| probe(context, endpoint, *kind))).await;
+        for row in rows.iter_mut().filter(|row| row.kind == Kind::Node) {
+            row.state = states.iter().find(|(id, _)| *id == row.name).and_then(|(_, state)| state.clone());
+        }
         let down: Vec<&str> = rows.iter().filter(|row| !row.healthy).map(|row| row.name.as_str()).collect();
         if context.json() {
             print_json(&serde_json::json!({ "healthy": down.is_empty() && problem.is_none(), "services": rows }))?;
@@ -174,6 +181,7 @@ async fn probe(context: &Context, endpoint: &Endpoint, kind: Kind) -> ServiceSta
         lag_ms: None,
         p99_ms: None,
         anti_entropy: None,
+        state: None,
     };
     let (health, metrics) = tokio::join!(
         context.api.get_json::<Value>(endpoint, &["health"], None),
@@ -208,9 +216,8 @@ fn fill_metrics(row: &mut ServiceStatus, metrics: &Value) {
             row.lag_ms = metrics.get("max_replication_lag_ms").and_then(Value::as_f64);
         }
         Kind::Gateway => {
-            row.p99_ms = ["/latency_ms/p99", "/latency/p99_ms", "/latency/p99", "/p99_ms", "/latency_p99_ms"]
-                .iter()
-                .find_map(|pointer| metrics.pointer(pointer).and_then(Value::as_f64));
+            // `latency_ms.p99` of [`crate::proto::GatewayMetrics`].
+            row.p99_ms = metrics.pointer("/latency_ms/p99").and_then(Value::as_f64);
         }
         Kind::Users => {}
     }
@@ -243,11 +250,15 @@ pub fn render(rows: &[ServiceStatus]) -> String {
     let mut rendered = table(["SERVICE", "URL", "HEALTH", "KEYS", "WAL", "ANTI-ENTROPY", "QUEUE", "LAG", "P99"]);
     let dash = || "-".to_string();
     for row in rows {
-        let health = if row.healthy {
+        let mut health = if row.healthy {
             "up".to_string()
         } else {
             format!("DOWN: {}", row.error.as_deref().unwrap_or("no answer"))
         };
+        // A member in the middle of a membership change says so next to its health.
+        if let Some(state) = row.state.as_deref().filter(|state| *state != "active") {
+            health = format!("{health} ({state})");
+        }
         rendered.add_row([
             row.name.clone(),
             row.url.clone(),
@@ -281,6 +292,7 @@ mod tests {
             lag_ms: None,
             p99_ms: None,
             anti_entropy: None,
+            state: None,
         }
     }
 
@@ -309,6 +321,20 @@ mod tests {
         let text = render(&[up, node]);
         assert!(text.contains("DOWN: cannot reach node-2"));
         assert!(text.contains("1.5 KiB") && text.contains("node-1"));
+    }
+
+    #[test]
+    fn members_in_a_change_show_their_state_and_active_ones_do_not() {
+        let mut joining = row("node-4", Kind::Node);
+        joining.state = Some("joining".into());
+        let mut active = row("node-1", Kind::Node);
+        active.state = Some("active".into());
+        let mut down = row("node-2", Kind::Node);
+        (down.healthy, down.error, down.state) = (false, Some("connection refused".into()), Some("down".into()));
+        let text = render(&[active, joining, down]);
+        assert!(line_of(&text, "node-4").contains("up (joining)"), "{text}");
+        assert!(line_of(&text, "node-2").contains("DOWN: connection refused (down)"), "{text}");
+        assert!(!line_of(&text, "node-1").contains('('), "{text}");
     }
 
     #[test]
