@@ -84,6 +84,7 @@ async fn measure(layer: Layer, mode: SyncMode, writers: usize, duration: Duratio
             max_value_bytes: 1 << 20,
             sync_mode: mode,
             started: Instant::now(),
+            follows_membership: false,
         }),
         anti_entropy: None,
     };

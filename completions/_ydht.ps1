@@ -40,6 +40,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('whoami', 'whoami', [CompletionResultType]::ParameterValue, 'Show who is logged in')
             [CompletionResult]::new('apikey', 'apikey', [CompletionResultType]::ParameterValue, 'Manage your API keys')
             [CompletionResult]::new('kv', 'kv', [CompletionResultType]::ParameterValue, 'Store, read, delete, list and locate your keys (uses an API key)')
+            [CompletionResult]::new('cluster', 'cluster', [CompletionResultType]::ParameterValue, 'Change the cluster online: join or remove storage nodes, watch the data move')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Health and metrics of every service, as one table; exit 4 if any is down')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the manual page (or write one per command with --dir)')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)')
@@ -96,6 +97,9 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--vnodes', '--vnodes', [CompletionResultType]::ParameterName, 'Virtual nodes per physical node on the ring (must match the gateway''s)')
             [CompletionResult]::new('--anti-entropy-interval', '--anti-entropy-interval', [CompletionResultType]::ParameterName, 'Time between anti-entropy rounds with the peers; 0 disables anti-entropy')
             [CompletionResult]::new('--anti-entropy-max-keys', '--anti-entropy-max-keys', [CompletionResultType]::ParameterName, 'Most records one anti-entropy round transfers (pulled + pushed), so repairs never starve client traffic')
+            [CompletionResult]::new('--join', '--join', [CompletionResultType]::ParameterName, 'Register this node at start through the gateway at this URL and follow the cluster membership: online joins and removals, rebalancing, anti-entropy with every member')
+            [CompletionResult]::new('--advertise-url', '--advertise-url', [CompletionResultType]::ParameterName, 'The URL other services reach this node at [default: http(s)://HOST:PORT it bound]')
+            [CompletionResult]::new('--rebalance-rate', '--rebalance-rate', [CompletionResultType]::ParameterName, 'Most records per second this node pulls while rebalancing after a membership change')
             [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]')
             [CompletionResult]::new('--host', '--host', [CompletionResultType]::ParameterName, 'Address to bind; use 0.0.0.0 to accept connections from other machines')
             [CompletionResult]::new('--cluster-secret', '--cluster-secret', [CompletionResultType]::ParameterName, 'Shared secret guarding internal endpoints [default: generated once into the data dir]')
@@ -470,6 +474,83 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
         'ydht;kv;help;help' {
             break
         }
+        'ydht;cluster' {
+            [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
+            [CompletionResult]::new('--users', '--users', [CompletionResultType]::ParameterName, 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key for `kv` commands [default: the one stored by `apikey create --use`]')
+            [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
+            [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('join', 'join', [CompletionResultType]::ParameterValue, 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)')
+            [CompletionResult]::new('leave', 'leave', [CompletionResultType]::ParameterValue, 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'The members, their states (joining, active, leaving, down) and the progress of a change')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ydht;cluster;join' {
+            [CompletionResult]::new('--id', '--id', [CompletionResultType]::ParameterName, 'The node''s id [default: asked from the node''s /health]')
+            [CompletionResult]::new('--cluster-secret', '--cluster-secret', [CompletionResultType]::ParameterName, 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]')
+            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]')
+            [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
+            [CompletionResult]::new('--users', '--users', [CompletionResultType]::ParameterName, 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key for `kv` commands [default: the one stored by `apikey create --use`]')
+            [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
+            [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)')
+            [CompletionResult]::new('--no-wait', '--no-wait', [CompletionResultType]::ParameterName, 'Return once the change is recorded, without waiting for the data to move')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'ydht;cluster;leave' {
+            [CompletionResult]::new('--cluster-secret', '--cluster-secret', [CompletionResultType]::ParameterName, 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]')
+            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]')
+            [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
+            [CompletionResult]::new('--users', '--users', [CompletionResultType]::ParameterName, 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key for `kv` commands [default: the one stored by `apikey create --use`]')
+            [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
+            [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'The node is gone for good: rebuild its keys from the other copies instead of from it')
+            [CompletionResult]::new('--no-wait', '--no-wait', [CompletionResultType]::ParameterName, 'Return once the change is recorded, without waiting for the data to move')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'ydht;cluster;status' {
+            [CompletionResult]::new('--cluster-secret', '--cluster-secret', [CompletionResultType]::ParameterName, 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]')
+            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]')
+            [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
+            [CompletionResult]::new('--users', '--users', [CompletionResultType]::ParameterName, 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key for `kv` commands [default: the one stored by `apikey create --use`]')
+            [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
+            [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'ydht;cluster;help' {
+            [CompletionResult]::new('join', 'join', [CompletionResultType]::ParameterValue, 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)')
+            [CompletionResult]::new('leave', 'leave', [CompletionResultType]::ParameterValue, 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'The members, their states (joining, active, leaving, down) and the progress of a change')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ydht;cluster;help;join' {
+            break
+        }
+        'ydht;cluster;help;leave' {
+            break
+        }
+        'ydht;cluster;help;status' {
+            break
+        }
+        'ydht;cluster;help;help' {
+            break
+        }
         'ydht;status' {
             [CompletionResult]::new('--cluster-secret', '--cluster-secret', [CompletionResultType]::ParameterName, 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]')
             [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]')
@@ -531,6 +612,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('whoami', 'whoami', [CompletionResultType]::ParameterValue, 'Show who is logged in')
             [CompletionResult]::new('apikey', 'apikey', [CompletionResultType]::ParameterValue, 'Manage your API keys')
             [CompletionResult]::new('kv', 'kv', [CompletionResultType]::ParameterValue, 'Store, read, delete, list and locate your keys (uses an API key)')
+            [CompletionResult]::new('cluster', 'cluster', [CompletionResultType]::ParameterValue, 'Change the cluster online: join or remove storage nodes, watch the data move')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Health and metrics of every service, as one table; exit 4 if any is down')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the manual page (or write one per command with --dir)')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)')
@@ -614,6 +696,21 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             break
         }
         'ydht;help;kv;locate' {
+            break
+        }
+        'ydht;help;cluster' {
+            [CompletionResult]::new('join', 'join', [CompletionResultType]::ParameterValue, 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)')
+            [CompletionResult]::new('leave', 'leave', [CompletionResultType]::ParameterValue, 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'The members, their states (joining, active, leaving, down) and the progress of a change')
+            break
+        }
+        'ydht;help;cluster;join' {
+            break
+        }
+        'ydht;help;cluster;leave' {
+            break
+        }
+        'ydht;help;cluster;status' {
             break
         }
         'ydht;help;status' {

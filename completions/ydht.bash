@@ -22,6 +22,9 @@ _ydht() {
             ydht,bench)
                 cmd="ydht__subcmd__bench"
                 ;;
+            ydht,cluster)
+                cmd="ydht__subcmd__cluster"
+                ;;
             ydht,completions)
                 cmd="ydht__subcmd__completions"
                 ;;
@@ -79,11 +82,38 @@ _ydht() {
             ydht__subcmd__apikey__subcmd__help,revoke)
                 cmd="ydht__subcmd__apikey__subcmd__help__subcmd__revoke"
                 ;;
+            ydht__subcmd__cluster,help)
+                cmd="ydht__subcmd__cluster__subcmd__help"
+                ;;
+            ydht__subcmd__cluster,join)
+                cmd="ydht__subcmd__cluster__subcmd__join"
+                ;;
+            ydht__subcmd__cluster,leave)
+                cmd="ydht__subcmd__cluster__subcmd__leave"
+                ;;
+            ydht__subcmd__cluster,status)
+                cmd="ydht__subcmd__cluster__subcmd__status"
+                ;;
+            ydht__subcmd__cluster__subcmd__help,help)
+                cmd="ydht__subcmd__cluster__subcmd__help__subcmd__help"
+                ;;
+            ydht__subcmd__cluster__subcmd__help,join)
+                cmd="ydht__subcmd__cluster__subcmd__help__subcmd__join"
+                ;;
+            ydht__subcmd__cluster__subcmd__help,leave)
+                cmd="ydht__subcmd__cluster__subcmd__help__subcmd__leave"
+                ;;
+            ydht__subcmd__cluster__subcmd__help,status)
+                cmd="ydht__subcmd__cluster__subcmd__help__subcmd__status"
+                ;;
             ydht__subcmd__help,apikey)
                 cmd="ydht__subcmd__help__subcmd__apikey"
                 ;;
             ydht__subcmd__help,bench)
                 cmd="ydht__subcmd__help__subcmd__bench"
+                ;;
+            ydht__subcmd__help,cluster)
+                cmd="ydht__subcmd__help__subcmd__cluster"
                 ;;
             ydht__subcmd__help,completions)
                 cmd="ydht__subcmd__help__subcmd__completions"
@@ -126,6 +156,15 @@ _ydht() {
                 ;;
             ydht__subcmd__help__subcmd__apikey,revoke)
                 cmd="ydht__subcmd__help__subcmd__apikey__subcmd__revoke"
+                ;;
+            ydht__subcmd__help__subcmd__cluster,join)
+                cmd="ydht__subcmd__help__subcmd__cluster__subcmd__join"
+                ;;
+            ydht__subcmd__help__subcmd__cluster,leave)
+                cmd="ydht__subcmd__help__subcmd__cluster__subcmd__leave"
+                ;;
+            ydht__subcmd__help__subcmd__cluster,status)
+                cmd="ydht__subcmd__help__subcmd__cluster__subcmd__status"
                 ;;
             ydht__subcmd__help__subcmd__kv,delete)
                 cmd="ydht__subcmd__help__subcmd__kv__subcmd__delete"
@@ -236,7 +275,7 @@ _ydht() {
 
     case "${cmd}" in
         ydht)
-            opts="-h -V --gateway --users --output --api-key --config-dir --ca-file --help --version serve completions top signup login logout whoami apikey kv status man bench help"
+            opts="-h -V --gateway --users --output --api-key --config-dir --ca-file --help --version serve completions top signup login logout whoami apikey kv cluster status man bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -605,6 +644,256 @@ _ydht() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ydht__subcmd__cluster)
+            opts="-h --gateway --users --output --api-key --config-dir --ca-file --help join leave status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --users)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__cluster__subcmd__help)
+            opts="join leave status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__cluster__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__cluster__subcmd__help__subcmd__join)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__cluster__subcmd__help__subcmd__leave)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__cluster__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__cluster__subcmd__join)
+            opts="-h --id --no-wait --cluster-secret --data-dir --gateway --users --output --api-key --config-dir --ca-file --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --users)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__cluster__subcmd__leave)
+            opts="-h --force --no-wait --cluster-secret --data-dir --gateway --users --output --api-key --config-dir --ca-file --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --users)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__cluster__subcmd__status)
+            opts="-h --cluster-secret --data-dir --gateway --users --output --api-key --config-dir --ca-file --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --users)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ydht__subcmd__completions)
             opts="-h --dir --gateway --users --output --api-key --config-dir --ca-file --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -648,7 +937,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help)
-            opts="serve completions top signup login logout whoami apikey kv status man bench help"
+            opts="serve completions top signup login logout whoami apikey kv cluster status man bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -720,6 +1009,62 @@ _ydht() {
         ydht__subcmd__help__subcmd__bench)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__cluster)
+            opts="join leave status"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__cluster__subcmd__join)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__cluster__subcmd__leave)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__cluster__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1834,7 +2179,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__node)
-            opts="-h --port --node-id --max-value-bytes --wal-max-bytes --sync-mode --salvage-wal --tombstone-grace --peers --replicas --vnodes --anti-entropy-interval --anti-entropy-max-keys --data-dir --host --cluster-secret --tls-cert --tls-key --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --port --node-id --max-value-bytes --wal-max-bytes --sync-mode --salvage-wal --tombstone-grace --peers --replicas --vnodes --anti-entropy-interval --anti-entropy-max-keys --join --advertise-url --rebalance-rate --data-dir --host --cluster-secret --tls-cert --tls-key --gateway --users --output --api-key --config-dir --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1881,6 +2226,18 @@ _ydht() {
                     return 0
                     ;;
                 --anti-entropy-max-keys)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --join)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --advertise-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rebalance-rate)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

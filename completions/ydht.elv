@@ -37,6 +37,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand whoami 'Show who is logged in'
             cand apikey 'Manage your API keys'
             cand kv 'Store, read, delete, list and locate your keys (uses an API key)'
+            cand cluster 'Change the cluster online: join or remove storage nodes, watch the data move'
             cand status 'Health and metrics of every service, as one table; exit 4 if any is down'
             cand man 'Print the manual page (or write one per command with --dir)'
             cand bench 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
@@ -90,6 +91,9 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --vnodes 'Virtual nodes per physical node on the ring (must match the gateway''s)'
             cand --anti-entropy-interval 'Time between anti-entropy rounds with the peers; 0 disables anti-entropy'
             cand --anti-entropy-max-keys 'Most records one anti-entropy round transfers (pulled + pushed), so repairs never starve client traffic'
+            cand --join 'Register this node at start through the gateway at this URL and follow the cluster membership: online joins and removals, rebalancing, anti-entropy with every member'
+            cand --advertise-url 'The URL other services reach this node at [default: http(s)://HOST:PORT it bound]'
+            cand --rebalance-rate 'Most records per second this node pulls while rebalancing after a membership change'
             cand --data-dir 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]'
             cand --host 'Address to bind; use 0.0.0.0 to accept connections from other machines'
             cand --cluster-secret 'Shared secret guarding internal endpoints [default: generated once into the data dir]'
@@ -425,6 +429,74 @@ set edit:completion:arg-completer[ydht] = {|@words|
         }
         &'ydht;kv;help;help'= {
         }
+        &'ydht;cluster'= {
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --ca-file 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand join 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)'
+            cand leave 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)'
+            cand status 'The members, their states (joining, active, leaving, down) and the progress of a change'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ydht;cluster;join'= {
+            cand --id 'The node''s id [default: asked from the node''s /health]'
+            cand --cluster-secret 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]'
+            cand --data-dir 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --ca-file 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)'
+            cand --no-wait 'Return once the change is recorded, without waiting for the data to move'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;cluster;leave'= {
+            cand --cluster-secret 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]'
+            cand --data-dir 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --ca-file 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)'
+            cand --force 'The node is gone for good: rebuild its keys from the other copies instead of from it'
+            cand --no-wait 'Return once the change is recorded, without waiting for the data to move'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;cluster;status'= {
+            cand --cluster-secret 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]'
+            cand --data-dir 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
+            cand --output 'Output format'
+            cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --ca-file 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;cluster;help'= {
+            cand join 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)'
+            cand leave 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)'
+            cand status 'The members, their states (joining, active, leaving, down) and the progress of a change'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ydht;cluster;help;join'= {
+        }
+        &'ydht;cluster;help;leave'= {
+        }
+        &'ydht;cluster;help;status'= {
+        }
+        &'ydht;cluster;help;help'= {
+        }
         &'ydht;status'= {
             cand --cluster-secret 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]'
             cand --data-dir 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]'
@@ -483,6 +555,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand whoami 'Show who is logged in'
             cand apikey 'Manage your API keys'
             cand kv 'Store, read, delete, list and locate your keys (uses an API key)'
+            cand cluster 'Change the cluster online: join or remove storage nodes, watch the data move'
             cand status 'Health and metrics of every service, as one table; exit 4 if any is down'
             cand man 'Print the manual page (or write one per command with --dir)'
             cand bench 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
@@ -544,6 +617,17 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;help;kv;list'= {
         }
         &'ydht;help;kv;locate'= {
+        }
+        &'ydht;help;cluster'= {
+            cand join 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)'
+            cand leave 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)'
+            cand status 'The members, their states (joining, active, leaving, down) and the progress of a change'
+        }
+        &'ydht;help;cluster;join'= {
+        }
+        &'ydht;help;cluster;leave'= {
+        }
+        &'ydht;help;cluster;status'= {
         }
         &'ydht;help;status'= {
         }

@@ -9,6 +9,7 @@ use crate::client::ClientArgs;
 use crate::client::account::{LoginArgs, LogoutArgs, SignupArgs, WhoamiArgs};
 use crate::client::apikey::ApikeyCommand;
 use crate::client::kv::KvCommand;
+use crate::client::membership::ClusterCommand;
 use crate::client::status::StatusArgs;
 use crate::completions::CompletionsArgs;
 use crate::error::exit_code_of;
@@ -64,6 +65,9 @@ pub enum Command {
     /// Store, read, delete, list and locate your keys (uses an API key)
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Change the cluster online: join or remove storage nodes, watch the data move
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Health and metrics of every service, as one table; exit 4 if any is down
     Status(StatusArgs),
     /// Print the manual page (or write one per command with --dir)
@@ -94,6 +98,7 @@ impl Cli {
             Command::Whoami(args) => args.run(&self.client.context()?).await,
             Command::Apikey(command) => command.run(&self.client.context()?).await,
             Command::Kv(command) => command.run(&self.client.context()?).await,
+            Command::Cluster(command) => command.run(&self.client.context()?).await,
             Command::Status(args) => args.run(&self.client.context()?).await,
             Command::Man(args) => args.run(),
             Command::Bench(args) => args.run(&self.client.context()?).await,
@@ -140,8 +145,14 @@ fn one_line(error: &anyhow::Error) -> String {
 fn init_tracing(default_level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    // Colour only on a terminal: journald, docker logs and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .try_init();
 }
 
 #[cfg(test)]

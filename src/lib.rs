@@ -13,6 +13,7 @@
 //! - [`auth`]: the cluster-secret extractor, argon2id passwords, HS256 access tokens.
 //! - [`duration`]: the `30s` / `1h30m` duration syntax used by TTLs and flags.
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
+//! - [`membership`]: member states, the old/new rings of a membership change, the segments that move.
 //! - [`hlc`]: the hybrid logical clock that versions every write.
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
 //! - [`coalesce`]: batching concurrent requests (replication jobs, replica copies) into one request each.
@@ -36,6 +37,7 @@ pub mod duration;
 pub mod error;
 pub mod hlc;
 pub mod man;
+pub mod membership;
 pub mod nodeclient;
 pub mod proto;
 pub mod ring;

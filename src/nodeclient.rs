@@ -365,6 +365,14 @@ impl NodeClient {
         json_or_status(&url, response).await
     }
 
+    /// `POST /scan`: one page of the node's entries in some ring intervals (rebalancing).
+    pub async fn scan(&self, base: &str, request: &crate::proto::NodeScanRequest) -> Result<NodeRangePage, NodeError> {
+        let url = Self::url(base, &["scan"])?;
+        let request = self.http.post(url.clone()).header(CLUSTER_SECRET_HEADER, self.secret.expose()).json(request);
+        let response = request.send().await.map_err(|source| unreachable(&url, source))?;
+        json_or_status(&url, response).await
+    }
+
     /// `POST /export`: the node's current records of `keys` (those it holds).
     pub async fn export(&self, base: &str, keys: Vec<String>) -> Result<Vec<Record>, NodeError> {
         let url = self.node_url(base, &["export"])?;

@@ -64,6 +64,9 @@ pub struct NodeHealth {
     pub status: String,
     /// The node's id, e.g. `node-1`.
     pub node_id: String,
+    /// Whether it follows the cluster membership (started with `--join`), so it can take part in a change.
+    #[serde(default)]
+    pub follows_membership: bool,
 }
 
 /// `GET /health` of the users service, gateway and other services.
@@ -340,6 +343,13 @@ pub struct ClusterNode {
     pub vnodes: usize,
     /// Its live key count from its last successful health check.
     pub key_count: Option<u64>,
+    /// Its membership state: `joining`, `active`, `leaving` or `down`.
+    #[serde(default = "active")]
+    pub state: String,
+}
+
+fn active() -> String {
+    "active".to_string()
 }
 
 /// The gateway's `GET /cluster` (cluster secret): ring members and the services it uses.
@@ -355,6 +365,29 @@ pub struct ClusterView {
     pub replicator_url: String,
     /// Base URL of the users service.
     pub users_url: String,
+    /// The membership version the ring was built from (0: the static `YDHT_NODES` ring).
+    #[serde(default)]
+    pub membership_version: u64,
+    /// Progress of the membership change in progress (absent on a static ring).
+    #[serde(default)]
+    pub rebalance: Option<RebalanceSummary>,
+}
+
+/// Where a membership change stands, as `GET /cluster` and `ydht top` show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceSummary {
+    /// The membership version.
+    pub version: u64,
+    /// No member is joining, leaving or down.
+    pub settled: bool,
+    /// Ring segments pulled so far, summed over the nodes.
+    pub arcs_done: u64,
+    /// Ring segments to pull in all.
+    pub arcs_total: u64,
+    /// Nodes of the new ring that finished.
+    pub nodes_done: u64,
+    /// Nodes of the new ring.
+    pub nodes: u64,
 }
 
 /// A node's `GET /digest` (cluster secret): one hash per ring arc for anti-entropy.
@@ -414,4 +447,18 @@ pub struct NodeRangePage {
 pub struct NodeExportRequest {
     /// The keys wanted (at most 1000).
     pub keys: Vec<String>,
+}
+
+/// A node's `POST /scan` request (cluster secret): its entries whose ring position lies in
+/// some intervals, by key. Rebalancing pulls the segments a node gains with it; unlike
+/// `/range` it does not depend on the node's own view of the ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeScanRequest {
+    /// Ring intervals `(start, end]` (see [`crate::membership::in_interval`]).
+    pub intervals: Vec<(u64, u64)>,
+    /// List keys after this one (exclusive); absent to start at the beginning.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Most entries to return (1..=1000).
+    pub limit: usize,
 }

@@ -161,8 +161,14 @@ fn account_keys_values_locate_and_status_end_to_end() {
         .map(|service| service["key_count"].as_u64().expect("node key_count"))
         .sum();
     assert!(node_keys >= 3, "the nodes hold the keys: {status}");
+    // `serve all` gives every node its peers: each reports its anti-entropy progress.
+    for node in status["services"].as_array().unwrap().iter().filter(|service| service["kind"] == "node") {
+        assert_eq!(node["anti_entropy"]["enabled"], true, "{node}");
+        assert!(node["anti_entropy"]["rounds"].is_u64() && node["anti_entropy"]["keys_repaired"].is_u64(), "{node}");
+    }
     let table = String::from_utf8(client.ok(&["status"])).unwrap();
     assert!(table.contains("node-1") && table.contains("replicator") && table.contains("up"), "{table}");
+    assert!(table.contains("ANTI-ENTROPY") && table.contains(" rounds, "), "{table}");
 
     // revoke the default key: it is forgotten, and the gateway stops accepting it.
     let old_key = client.credentials()["api_key"]["key"].as_str().unwrap().to_string();

@@ -161,7 +161,7 @@ async fn batches_listing_health_and_metrics() {
     assert_eq!(listed, [("u1/a".to_string(), 5), ("u1/c/with/slashes".to_string(), 3)]);
 
     let health: serde_json::Value = client.get(node.at("/health")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(health, serde_json::json!({"status": "healthy", "node_id": "node-t"}));
+    assert_eq!(health, serde_json::json!({"status": "healthy", "node_id": "node-t", "follows_membership": false}));
     let metrics = metrics(&client, &node).await;
     assert_eq!(metrics["node_id"], "node-t");
     assert_eq!(metrics["key_count"], 3);

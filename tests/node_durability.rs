@@ -12,6 +12,9 @@ use node_process::{NodeProcess, SECRET, metrics, node_dir, now_millis, store_url
 use rand::{Rng, SeedableRng};
 use ydht::wal::Record;
 
+/// The key and value of an acknowledged write.
+type AckedWrite = (String, Vec<u8>);
+
 /// What a client was told about one key.
 #[derive(Debug, Clone)]
 enum Acked {
@@ -311,7 +314,7 @@ async fn sigterm_under_load_exits_zero_and_keeps_every_acknowledged_write() {
     let mut node = NodeProcess::start(data.path(), &[], &[]);
     let client = reqwest::Client::new();
     let base = ydht::hlc::from_millis(now_millis());
-    let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<AckedWrite>>> = Arc::default();
     let writers: Vec<_> = (0..16u64)
         .map(|writer| {
             let (client, target, acked) = (client.clone(), node.url.clone(), Arc::clone(&acked));

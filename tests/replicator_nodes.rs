@@ -63,6 +63,7 @@ async fn start_node(data_dir: &Path, id: &str, port: u16) -> Service {
         sweep_interval: Duration::from_secs(1),
         tls: None,
         anti_entropy: None,
+        membership: None,
     };
     let listener = bind(port).await;
     let url = format!("http://{}", listener.local_addr().unwrap());

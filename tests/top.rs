@@ -270,28 +270,31 @@ fn a_running_cluster_is_shown_live_and_q_exits_0() {
 #[test]
 fn a_down_node_is_shown_down_with_its_error_and_logged() {
     let cluster = common::start_cluster();
-    // A second gateway over the same cluster plus a fourth member that is not running.
+    // A fourth member that is not running, registered straight in the membership store (the
+    // gateway would refuse a node it cannot reach), once the gateway has seeded the first three.
     let missing = format!("http://127.0.0.1:{}", closed_port());
-    let members =
-        format!("node-1={},node-2={},node-3={},node-4={missing}", cluster.nodes[0], cluster.nodes[1], cluster.nodes[2]);
     let data_dir = cluster.data_dir.path().to_str().unwrap();
-    let (_gateway, gateway_url) = common::Service::spawn_one(
-        &[
-            "serve",
-            "gateway",
-            "--port",
-            "0",
-            "--data-dir",
-            data_dir,
-            "--nodes",
-            &members,
-            "--replicator-url",
-            &cluster.replicator,
-            "--users-url",
-            &cluster.users,
-        ],
-        &[],
-    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let membership = |path: &str, body: Option<serde_json::Value>| {
+        runtime.block_on(async {
+            let client = common::http();
+            let url = format!("{}/membership{path}", cluster.users);
+            let request = match body {
+                Some(body) => client.post(url).json(&body),
+                None => client.get(url),
+            };
+            let response = request.header("x-cluster-secret", cluster.secret()).send().await.unwrap();
+            assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+            response.json::<serde_json::Value>().await.unwrap()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while membership("", None)["version"].as_u64() == Some(0) {
+        assert!(Instant::now() < deadline, "the gateway never seeded the membership");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    membership("/join", Some(serde_json::json!({"id": "node-4", "url": missing})));
+    let gateway_url = cluster.gateway.clone();
     // No --cluster-secret: `top` reads the one `serve all` generated in the data dir.
     let tmux = Tmux::start(&["--gateway", &gateway_url, "--data-dir", data_dir, "--interval", "300ms"]);
     let screen = tmux.wait_for_screen("node-4 DOWN and the others UP", |s| {

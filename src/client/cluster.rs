@@ -56,6 +56,9 @@ pub struct Member {
     /// Its share of the ring as primary (0–1).
     #[serde(default)]
     pub share: Option<f64>,
+    /// Its membership state (`joining`, `active`, `leaving`, `down`); absent from older gateways.
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 fn up() -> bool {
@@ -63,10 +66,15 @@ fn up() -> bool {
 }
 
 impl ClusterView {
-    /// The ring the gateway places keys on (same ids, same virtual node count).
+    /// The ring the gateway places keys on (same ids, same virtual node count); during a
+    /// membership change, the new ring (active and joining members).
     pub fn ring(&self) -> Ring {
-        let nodes =
-            self.members.iter().map(|member| NodeInfo { id: member.id.clone(), url: member.url.clone() }).collect();
+        let nodes = self
+            .members
+            .iter()
+            .filter(|member| member.state.as_deref().is_none_or(|state| matches!(state, "active" | "joining")))
+            .map(|member| NodeInfo { id: member.id.clone(), url: member.url.clone() })
+            .collect();
         Ring::new(nodes, self.vnodes)
     }
 

@@ -8,6 +8,7 @@
 //! - [`apikey`]: `apikey create|list|revoke`.
 //! - [`kv`]: `kv put|get|delete|list`; [`locate`]: `kv locate`.
 //! - [`cluster`]: the operator view (`GET /cluster`) and the cluster secret; [`status`]: `ydht status`.
+//! - [`membership`]: `cluster join|leave|status` (online membership changes).
 //!
 //! Settings are layered: built-in default → `config.json` → environment → flag.
 
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod credentials;
 pub mod kv;
 pub mod locate;
+pub mod membership;
 pub mod output;
 pub mod status;
 

@@ -1,6 +1,7 @@
 //! `ydht status`: one table of every service — URL, health, key count, WAL
-//! size, replication queue and lag, gateway p99 — from the gateway's
-//! `/cluster` and each service's `/health` and `/metrics`. Exit 4 if any is down.
+//! size, anti-entropy progress (rounds, keys repaired, last full sync),
+//! replication queue and lag, gateway p99 — from the gateway's `/cluster` and
+//! each service's `/health` and `/metrics`. Exit 4 if any is down.
 
 use clap::Args;
 use futures_util::future::join_all;
@@ -57,6 +58,39 @@ pub struct ServiceStatus {
     pub lag_ms: Option<f64>,
     /// Request latency p99, ms (gateway).
     pub p99_ms: Option<f64>,
+    /// Anti-entropy progress (nodes that report it).
+    pub anti_entropy: Option<AntiEntropyStatus>,
+    /// Membership state (nodes): `joining`, `active`, `leaving` or `down`.
+    pub state: Option<String>,
+}
+
+/// A node's anti-entropy progress, from its `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AntiEntropyStatus {
+    /// Whether the node runs anti-entropy at all (it needs its peers).
+    pub enabled: bool,
+    /// Rounds finished since the node started.
+    pub rounds: u64,
+    /// Records pulled or pushed that became the current version on the other side.
+    pub keys_repaired: u64,
+    /// Failed peer exchanges since start.
+    pub errors: u64,
+    /// Seconds since every peer was last compared successfully; `None` before the first such round.
+    pub last_sync_age_secs: Option<u64>,
+}
+
+impl AntiEntropyStatus {
+    /// The table cell: `off`, or `<rounds> rounds, <n> repaired, synced <age> ago` (or `never synced`).
+    fn summary(&self) -> String {
+        if !self.enabled {
+            return "off".to_string();
+        }
+        let synced = self
+            .last_sync_age_secs
+            .map_or_else(|| "never synced".to_string(), |age| format!("synced {} ago", age_text(age)));
+        let errors = if self.errors > 0 { format!(", {} errors", self.errors) } else { String::new() };
+        format!("{} rounds, {} repaired{errors}, {synced}", self.rounds, self.keys_repaired)
+    }
 }
 
 impl StatusArgs {
@@ -65,6 +99,7 @@ impl StatusArgs {
         let mut targets = vec![(context.gateway.clone(), Kind::Gateway)];
         let mut problem: Option<anyhow::Error> = None;
         let mut users = context.users.clone();
+        let mut states: Vec<(String, Option<String>)> = Vec::new();
         match self.operator.cluster_secret()? {
             None => {
                 problem = Some(
@@ -87,15 +122,19 @@ impl StatusArgs {
                         ));
                     }
                     for member in &view.members {
-                        targets
-                            .push((Endpoint::parse(member.id.clone(), &member.url, "the cluster view")?, Kind::Node));
+                        let endpoint = Endpoint::parse(member.id.clone(), &member.url, "the cluster view")?;
+                        targets.push((endpoint, Kind::Node));
+                        states.push((member.id.clone(), member.state.clone()));
                     }
                 }
                 Err(error) => problem = Some(error),
             },
         }
         targets.insert(1, (users, Kind::Users));
-        let rows = join_all(targets.iter().map(|(endpoint, kind)| probe(context, endpoint, *kind))).await;
+        let mut rows = join_all(targets.iter().map(|(endpoint, kind)| probe(context, endpoint, *kind))).await;
+        for row in rows.iter_mut().filter(|row| row.kind == Kind::Node) {
+            row.state = states.iter().find(|(id, _)| *id == row.name).and_then(|(_, state)| state.clone());
+        }
         let down: Vec<&str> = rows.iter().filter(|row| !row.healthy).map(|row| row.name.as_str()).collect();
         if context.json() {
             print_json(&serde_json::json!({ "healthy": down.is_empty() && problem.is_none(), "services": rows }))?;
@@ -141,6 +180,8 @@ async fn probe(context: &Context, endpoint: &Endpoint, kind: Kind) -> ServiceSta
         queue_size: None,
         lag_ms: None,
         p99_ms: None,
+        anti_entropy: None,
+        state: None,
     };
     let (health, metrics) = tokio::join!(
         context.api.get_json::<Value>(endpoint, &["health"], None),
@@ -168,36 +209,63 @@ fn fill_metrics(row: &mut ServiceStatus, metrics: &Value) {
         Kind::Node => {
             row.key_count = metrics.get("key_count").and_then(Value::as_u64);
             row.wal_size = metrics.get("wal_size").and_then(Value::as_u64);
+            row.anti_entropy = anti_entropy_of(metrics);
         }
         Kind::Replicator => {
             row.queue_size = metrics.get("queue_size").and_then(Value::as_u64);
             row.lag_ms = metrics.get("max_replication_lag_ms").and_then(Value::as_f64);
         }
         Kind::Gateway => {
-            row.p99_ms = ["/latency_ms/p99", "/latency/p99_ms", "/latency/p99", "/p99_ms", "/latency_p99_ms"]
-                .iter()
-                .find_map(|pointer| metrics.pointer(pointer).and_then(Value::as_f64));
+            // `latency_ms.p99` of [`crate::proto::GatewayMetrics`].
+            row.p99_ms = metrics.pointer("/latency_ms/p99").and_then(Value::as_f64);
         }
         Kind::Users => {}
     }
 }
 
+/// `42s`, `5m`, `3h`: an age at the precision that matters for it.
+fn age_text(secs: u64) -> String {
+    match secs {
+        0..120 => format!("{secs}s"),
+        120..7200 => format!("{}m", secs / 60),
+        _ => format!("{}h", secs / 3600),
+    }
+}
+
+/// The anti-entropy fields of a node's `/metrics` ([`crate::proto::NodeMetrics`]), if it reports them.
+fn anti_entropy_of(metrics: &Value) -> Option<AntiEntropyStatus> {
+    let enabled = metrics.get("anti_entropy_enabled").and_then(Value::as_bool)?;
+    let count = |name: &str| metrics.get(name).and_then(Value::as_u64).unwrap_or(0);
+    Some(AntiEntropyStatus {
+        enabled,
+        rounds: count("anti_entropy_rounds"),
+        keys_repaired: count("anti_entropy_keys_repaired"),
+        errors: count("anti_entropy_errors"),
+        last_sync_age_secs: metrics.get("anti_entropy_last_sync_age_secs").and_then(Value::as_u64),
+    })
+}
+
 /// The status table.
 pub fn render(rows: &[ServiceStatus]) -> String {
-    let mut rendered = table(["SERVICE", "URL", "HEALTH", "KEYS", "WAL", "QUEUE", "LAG", "P99"]);
+    let mut rendered = table(["SERVICE", "URL", "HEALTH", "KEYS", "WAL", "ANTI-ENTROPY", "QUEUE", "LAG", "P99"]);
     let dash = || "-".to_string();
     for row in rows {
-        let health = if row.healthy {
+        let mut health = if row.healthy {
             "up".to_string()
         } else {
             format!("DOWN: {}", row.error.as_deref().unwrap_or("no answer"))
         };
+        // A member in the middle of a membership change says so next to its health.
+        if let Some(state) = row.state.as_deref().filter(|state| *state != "active") {
+            health = format!("{health} ({state})");
+        }
         rendered.add_row([
             row.name.clone(),
             row.url.clone(),
             health,
             row.key_count.map_or_else(dash, |count| count.to_string()),
             row.wal_size.map_or_else(dash, human_bytes),
+            row.anti_entropy.as_ref().map_or_else(dash, AntiEntropyStatus::summary),
             row.queue_size.map_or_else(dash, |size| size.to_string()),
             row.lag_ms.map_or_else(dash, human_millis),
             row.p99_ms.map_or_else(dash, human_millis),
@@ -223,6 +291,8 @@ mod tests {
             queue_size: None,
             lag_ms: None,
             p99_ms: None,
+            anti_entropy: None,
+            state: None,
         }
     }
 
@@ -234,6 +304,7 @@ mod tests {
         let mut replicator = row("replicator", Kind::Replicator);
         fill_metrics(&mut replicator, &json!({"queue_size": 3, "max_replication_lag_ms": 12.5}));
         assert_eq!((replicator.queue_size, replicator.lag_ms), (Some(3), Some(12.5)));
+        assert_eq!(node.anti_entropy, None, "a node that does not report anti-entropy shows none");
         let mut gateway = row("gateway", Kind::Gateway);
         fill_metrics(&mut gateway, &json!({"latency_ms": {"p50": 1.0, "p99": 7.5}}));
         assert_eq!(gateway.p99_ms, Some(7.5));
@@ -250,5 +321,55 @@ mod tests {
         let text = render(&[up, node]);
         assert!(text.contains("DOWN: cannot reach node-2"));
         assert!(text.contains("1.5 KiB") && text.contains("node-1"));
+    }
+
+    #[test]
+    fn members_in_a_change_show_their_state_and_active_ones_do_not() {
+        let mut joining = row("node-4", Kind::Node);
+        joining.state = Some("joining".into());
+        let mut active = row("node-1", Kind::Node);
+        active.state = Some("active".into());
+        let mut down = row("node-2", Kind::Node);
+        (down.healthy, down.error, down.state) = (false, Some("connection refused".into()), Some("down".into()));
+        let text = render(&[active, joining, down]);
+        assert!(line_of(&text, "node-4").contains("up (joining)"), "{text}");
+        assert!(line_of(&text, "node-2").contains("DOWN: connection refused (down)"), "{text}");
+        assert!(!line_of(&text, "node-1").contains('('), "{text}");
+    }
+
+    #[test]
+    fn anti_entropy_progress_is_read_and_shown_per_node() {
+        let mut syncing = row("node-1", Kind::Node);
+        fill_metrics(
+            &mut syncing,
+            &json!({"key_count": 7, "anti_entropy_enabled": true, "anti_entropy_rounds": 12,
+                    "anti_entropy_keys_repaired": 3, "anti_entropy_errors": 0, "anti_entropy_last_sync_age_secs": 4}),
+        );
+        let expected =
+            AntiEntropyStatus { enabled: true, rounds: 12, keys_repaired: 3, errors: 0, last_sync_age_secs: Some(4) };
+        assert_eq!(syncing.anti_entropy, Some(expected));
+        let mut starting = row("node-2", Kind::Node);
+        fill_metrics(
+            &mut starting,
+            &json!({"anti_entropy_enabled": true, "anti_entropy_rounds": 0, "anti_entropy_keys_repaired": 0,
+                    "anti_entropy_errors": 2, "anti_entropy_last_sync_age_secs": null}),
+        );
+        let mut off = row("node-3", Kind::Node);
+        fill_metrics(&mut off, &json!({"anti_entropy_enabled": false, "anti_entropy_rounds": 0}));
+        let text = render(&[syncing.clone(), starting, off]);
+        assert!(text.contains("ANTI-ENTROPY"), "{text}");
+        assert!(text.contains("12 rounds, 3 repaired, synced 4s ago"), "{text}");
+        assert!(text.contains("0 rounds, 0 repaired, 2 errors, never synced"), "{text}");
+        assert!(line_of(&text, "node-3").contains(" off "), "{text}");
+        assert_eq!((age_text(119), age_text(600), age_text(7200)), ("119s".into(), "10m".into(), "2h".into()));
+
+        let json = serde_json::to_value(&syncing).unwrap();
+        assert_eq!(json["anti_entropy"]["rounds"], 12);
+        assert_eq!(json["anti_entropy"]["keys_repaired"], 3);
+        assert_eq!(json["anti_entropy"]["last_sync_age_secs"], 4);
+    }
+
+    fn line_of<'a>(text: &'a str, needle: &str) -> &'a str {
+        text.lines().find(|line| line.contains(needle)).unwrap_or_else(|| panic!("no {needle} in {text}"))
     }
 }

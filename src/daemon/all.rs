@@ -165,8 +165,12 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
     }
     let member_list = nodes.iter().map(|node| format!("{}={}", node.id, node.url)).collect::<Vec<_>>().join(",");
     let mut node_configs = Vec::new();
-    for mut node_args in node_args_list {
+    for (mut node_args, node) in node_args_list.into_iter().zip(&nodes) {
         node_args.peers = Some(member_list.clone());
+        // Every node follows the membership through this cluster's gateway (online joins and removals),
+        // under the URL the gateway was given for it.
+        node_args.join = Some(gateway_url.clone());
+        node_args.advertise_url = Some(node.url.clone());
         node_configs.push(node_args.into_config()?);
     }
     gateway_args.nodes = member_list;

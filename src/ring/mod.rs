@@ -58,7 +58,8 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 
 /// FNV-1a has weak avalanche on short, similar inputs (`node-1#0`, `node-1#1`),
 /// which clusters virtual nodes; a final mix spreads them over the whole ring.
-fn point(bytes: &[u8]) -> u64 {
+/// Keys and virtual nodes are placed at `point(bytes)`.
+pub fn point(bytes: &[u8]) -> u64 {
     let mut x = fnv1a64(bytes);
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -121,6 +122,19 @@ impl Ring {
             return 0;
         }
         self.points.partition_point(|(position, _)| *position < point(key)) % self.points.len()
+    }
+
+    /// The arc holding ring position `position` (see [`point`]): the index of the first point at or after it.
+    pub fn arc_at(&self, position: u64) -> usize {
+        if self.points.is_empty() {
+            return 0;
+        }
+        self.points.partition_point(|(point, _)| *point < position) % self.points.len()
+    }
+
+    /// Every point's position, ascending (arc `i` ends at the `i`-th).
+    pub fn positions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.points.iter().map(|(position, _)| *position)
     }
 
     /// The preference list shared by every key of `arc` (see [`Ring::arc_of`]).

@@ -83,6 +83,8 @@ pub struct ClusterReading {
     pub replicator_url: Option<String>,
     /// The users service's base URL.
     pub users_url: Option<String>,
+    /// The membership change in progress, if the gateway follows a membership.
+    pub rebalance: Option<crate::proto::RebalanceSummary>,
 }
 
 impl ClusterReading {
@@ -98,6 +100,7 @@ impl ClusterReading {
             vnodes: count(value, &["vnodes"]),
             replicator_url: text(value, &["replicator_url"]),
             users_url: text(value, &["users_url"]),
+            rebalance: at(value, "rebalance").and_then(|value| serde_json::from_value(value.clone()).ok()),
         }
     }
 }
@@ -118,6 +121,35 @@ impl RingMember {
     }
 }
 
+/// A node's anti-entropy progress (the `anti_entropy_*` fields of [`crate::proto::NodeMetrics`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AntiEntropyReading {
+    /// Whether the node runs anti-entropy (it was given its peers).
+    pub enabled: bool,
+    /// Rounds finished since the node started.
+    pub rounds: u64,
+    /// Records that became the current version on one side of an exchange.
+    pub keys_repaired: u64,
+    /// Failed peer exchanges since start.
+    pub errors: u64,
+    /// Seconds since every peer was last compared successfully; `None` before the first such round.
+    pub last_sync_age_secs: Option<u64>,
+}
+
+impl AntiEntropyReading {
+    /// Reads the fields; `None` from a node that does not report anti-entropy at all.
+    pub fn from_json(value: &Value) -> Option<Self> {
+        let enabled = at(value, "anti_entropy_enabled")?.as_bool()?;
+        Some(Self {
+            enabled,
+            rounds: count(value, &["anti_entropy_rounds"]).unwrap_or(0),
+            keys_repaired: count(value, &["anti_entropy_keys_repaired"]).unwrap_or(0),
+            errors: count(value, &["anti_entropy_errors"]).unwrap_or(0),
+            last_sync_age_secs: count(value, &["anti_entropy_last_sync_age_secs"]),
+        })
+    }
+}
+
 /// A storage node's `GET /metrics` ([`crate::proto::NodeMetrics`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct NodeReading {
@@ -131,6 +163,8 @@ pub struct NodeReading {
     pub disk_total: Option<u64>,
     /// Free space on that file system.
     pub disk_available: Option<u64>,
+    /// Anti-entropy progress, when the node reports it.
+    pub anti_entropy: Option<AntiEntropyReading>,
 }
 
 impl NodeReading {
@@ -142,6 +176,7 @@ impl NodeReading {
             data_bytes: count(value, &["data_bytes"]),
             disk_total: count(value, &["disk_total_bytes"]),
             disk_available: count(value, &["disk_available_bytes"]),
+            anti_entropy: AntiEntropyReading::from_json(value),
         }
     }
 }
@@ -285,15 +320,23 @@ mod tests {
             data_bytes: 5000,
             disk_total_bytes: 1000,
             disk_available_bytes: 400,
+            anti_entropy_enabled: true,
+            anti_entropy_rounds: 9,
+            anti_entropy_keys_repaired: 4,
+            anti_entropy_errors: 1,
+            anti_entropy_last_sync_age_secs: Some(30),
             ..Default::default()
         };
         let node = NodeReading::from_json(&serde_json::to_value(metrics).unwrap());
+        let anti_entropy =
+            AntiEntropyReading { enabled: true, rounds: 9, keys_repaired: 4, errors: 1, last_sync_age_secs: Some(30) };
         let expected = NodeReading {
             key_count: Some(12),
             wal_size: Some(4096),
             data_bytes: Some(5000),
             disk_total: Some(1000),
             disk_available: Some(400),
+            anti_entropy: Some(anti_entropy),
         };
         assert_eq!(node, expected);
         assert_eq!(NodeReading::from_json(&json!("garbage")), NodeReading::default());

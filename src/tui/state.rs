@@ -6,6 +6,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use super::readings::AntiEntropyReading;
+
 /// Samples kept per history series (five minutes at the default 1 s interval).
 pub const HISTORY_LEN: usize = 300;
 /// Entries kept in the events log.
@@ -137,6 +139,8 @@ pub struct NodeView {
     pub disk_total: Option<u64>,
     /// Free space on that file system.
     pub disk_available: Option<u64>,
+    /// Anti-entropy progress (last known while down).
+    pub anti_entropy: Option<AntiEntropyReading>,
 }
 
 /// The replicator as shown.
@@ -181,6 +185,8 @@ pub struct GatewayView {
     pub replicas: Option<u64>,
     /// Virtual nodes per node.
     pub vnodes: Option<u64>,
+    /// The membership change in progress (or settled), if the gateway follows a membership.
+    pub rebalance: Option<crate::proto::RebalanceSummary>,
     /// Whether the users service answers, once the gateway named it.
     pub users: Option<Health>,
     /// Requests per second.

@@ -114,6 +114,7 @@ impl App {
         if let Some(cluster) = cluster {
             self.gateway.replicas = cluster.replicas;
             self.gateway.vnodes = cluster.vnodes;
+            self.gateway.rebalance = cluster.rebalance;
         }
         if let Some(users) = &snapshot.users {
             let health = Health::of(&users.health);
@@ -216,6 +217,7 @@ impl App {
                 view.data_bytes = reading.data_bytes.or(view.data_bytes);
                 view.disk_total = reading.disk_total.or(view.disk_total);
                 view.disk_available = reading.disk_available.or(view.disk_available);
+                view.anti_entropy = reading.anti_entropy.or(view.anti_entropy);
             }
             view.health = health;
             nodes.push(view);
@@ -340,7 +342,9 @@ pub(crate) mod tests {
             metrics: Ok(json!({
                 "node_id": format!("node-{n}"), "key_count": 1000 * n, "wal_size": 1_048_576 * n,
                 "timestamp": at_ms, "data_bytes": 2_097_152 * n,
-                "disk_total_bytes": 10_737_418_240u64, "disk_available_bytes": 8_589_934_592u64
+                "disk_total_bytes": 10_737_418_240u64, "disk_available_bytes": 8_589_934_592u64,
+                "anti_entropy_enabled": true, "anti_entropy_rounds": 10 * n, "anti_entropy_keys_repaired": n,
+                "anti_entropy_errors": 0, "anti_entropy_last_sync_age_secs": n
             })),
             health: Ok(json!({"status": "healthy", "node_id": format!("node-{n}")})),
         };
@@ -415,6 +419,8 @@ pub(crate) mod tests {
         assert_eq!(node.since_ms, Some(T0), "the gateway's since (in seconds) is used");
         assert_eq!(node.data_bytes, Some(4_194_304));
         assert_eq!(node.disk_fill(), Some(0.2));
+        let progress = node.anti_entropy.expect("anti-entropy progress");
+        assert_eq!((progress.rounds, progress.keys_repaired, progress.last_sync_age_secs), (20, 2, Some(2)));
         assert_eq!(app.replication.queue_size, Some(4));
         assert_eq!(app.replication.max_lag_ms, Some(42.0));
         assert_eq!(app.replication.retries, Some(2));

@@ -231,6 +231,7 @@ impl<O: Send + 'static> Committer<O> {
             applier,
             receiver,
             failed: None,
+            disk_full: false,
         };
         let thread = std::thread::Builder::new()
             .name("wal-writer".into())
@@ -287,6 +288,8 @@ struct Writer<A: Apply> {
     next_rotation_at: u64,
     /// Set after a failed write or sync: nothing written afterwards could be trusted.
     failed: Option<String>,
+    /// Whether the last append was refused for lack of space (so that is logged once, not per write).
+    disk_full: bool,
 }
 
 impl<A: Apply> Writer<A> {
@@ -346,6 +349,21 @@ impl<A: Apply> Writer<A> {
             ends.push(start + buffer.len() as u64);
         }
         if let Err(error) = self.segment.append(buffer).and_then(|()| self.segment.sync()) {
+            // Nothing of this batch was acknowledged: cut it off so the log ends on its last good frame.
+            let cut = self.segment.cut_back(start);
+            if super::is_out_of_space(&error) && cut.is_ok() {
+                if !self.disk_full {
+                    tracing::warn!(
+                        file = %self.segment.path().display(),
+                        "the disk is full: refusing writes (reads go on); they resume once space is freed"
+                    );
+                    self.disk_full = true;
+                }
+                for request in batch {
+                    let _ = request.reply.send(Err(WalError::DiskFull(self.dir.path().to_path_buf())));
+                }
+                return;
+            }
             let reason = format!("{}: {error}", self.segment.path().display());
             tracing::error!(error = %reason, "WAL write failed; refusing further writes until restart");
             for request in batch {
@@ -353,6 +371,9 @@ impl<A: Apply> Writer<A> {
             }
             self.failed = Some(reason);
             return;
+        }
+        if std::mem::take(&mut self.disk_full) {
+            tracing::info!(file = %self.segment.path().display(), "disk space is back: taking writes again");
         }
         let sync = self.stats.syncs.fetch_add(1, Ordering::AcqRel) + 1;
         self.stats.synced_bytes.store(self.segment.len(), Ordering::Release);

@@ -74,6 +74,11 @@ pub enum WalError {
     /// A record cannot be encoded.
     #[error("cannot log the record: {0}")]
     Encode(#[from] record::EncodeError),
+    /// The file system holding the WAL is full: the write was refused and the
+    /// log cut back to its last acknowledged record, so the next write after
+    /// space is freed goes through.
+    #[error("disk full at {}: free space and the node resumes", .0.display())]
+    DiskFull(PathBuf),
     /// An earlier write or sync failed, so no further write can be trusted.
     #[error("the write-ahead log stopped accepting writes after an I/O error ({0}); restart the node")]
     Failed(String),
@@ -87,6 +92,12 @@ impl WalError {
     pub fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
         Self::Io { action, path: path.to_path_buf(), source }
     }
+}
+
+/// Whether `error` means the file system is out of space (or quota): a
+/// condition that goes away when space is freed, unlike a failing disk.
+pub fn is_out_of_space(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
 /// What recovery found, and the segment to continue appending to.

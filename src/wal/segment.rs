@@ -7,7 +7,7 @@
 //! segments numbered G and up. Generations are zero-padded to sort by name.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::WalError;
@@ -153,9 +153,12 @@ impl Segment {
             .write(true)
             .open(&path)
             .map_err(|source| WalError::io("cannot create WAL segment", &path, source))?;
-        file.write_all(&record::file_header(WAL_MAGIC))
-            .and_then(|()| file.sync_all())
-            .map_err(|source| WalError::io("cannot write WAL segment", &path, source))?;
+        let written = file.write_all(&record::file_header(WAL_MAGIC)).and_then(|()| file.sync_all());
+        if let Err(source) = written {
+            // A header cut short (e.g. by a full disk) must not linger as the newest segment.
+            let _ = fs::remove_file(&path);
+            return Err(WalError::io("cannot write WAL segment", &path, source));
+        }
         dir.sync()?;
         Ok(Self { file, path, generation, len: FILE_HEADER_BYTES as u64 })
     }
@@ -178,10 +181,21 @@ impl Segment {
                 Ok(())
             }
             Err(error) => {
-                let _ = self.file.set_len(self.len);
+                let _ = self.cut_back(self.len);
                 Err(error)
             }
         }
+    }
+
+    /// Drops everything after the first `len` bytes (frames written but never
+    /// acknowledged, e.g. when a sync failed), durably, and continues appending
+    /// from there. Shrinking a file needs no free space, so this works on a full disk.
+    pub fn cut_back(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)?;
+        // A segment created by `create` is not in append mode: move the write position back too.
+        self.file.seek(SeekFrom::Start(len))?;
+        self.len = len;
+        self.file.sync_data()
     }
 
     /// Makes everything appended so far durable (fdatasync).
@@ -322,6 +336,26 @@ mod tests {
         let (end, how) = scan(&bytes, 0, |_| {});
         assert_eq!(end, second);
         assert!(matches!(how, ScanEnd::Corrupt { offset, .. } if offset == second as u64), "{how:?}");
+    }
+
+    #[test]
+    fn a_partial_append_cut_back_leaves_a_log_that_replays_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = WalDir::new(dir.path());
+        let records = sample(3);
+        let mut segment = Segment::create(&wal, 0).unwrap();
+        segment.append(&frames(&records[..1])).unwrap();
+        let good = segment.len();
+        // What a write cut short by a full disk leaves: part of a frame, and the file position past it.
+        segment.file.write_all(&frames(&records[1..2])[..10]).unwrap();
+        segment.cut_back(good).unwrap();
+        assert_eq!(fs::metadata(segment.path()).unwrap().len(), good);
+        segment.append(&frames(&records[2..])).unwrap();
+        let mut seen = Vec::new();
+        let (end, how) = decode_segment(&fs::read(segment.path()).unwrap(), |found| seen.push(found));
+        assert_eq!(how, ScanEnd::Clean, "no hole where the partial frame was");
+        assert_eq!(end as u64, segment.len());
+        assert_eq!(seen, vec![records[0].clone(), records[2].clone()]);
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct SnapshotWriter {
     pending: Vec<u8>,
     count: u64,
     size: u64,
+    /// Renamed into place: nothing to clean up.
+    finished: bool,
 }
 
 impl SnapshotWriter {
@@ -52,7 +54,7 @@ impl SnapshotWriter {
         pending.extend_from_slice(&record::file_header(SNAPSHOT_MAGIC));
         // The record count, filled in by `finish`.
         pending.extend_from_slice(&0u64.to_le_bytes());
-        Ok(Self { path, temporary, file, pending, count: 0, size: 0 })
+        Ok(Self { path, temporary, file, pending, count: 0, size: 0, finished: false })
     }
 
     /// Adds one record (to the buffer; nothing is written yet).
@@ -88,12 +90,23 @@ impl SnapshotWriter {
         written.map_err(|source| self.failed(source))?;
         fs::rename(&self.temporary, &self.path)
             .map_err(|source| WalError::io("cannot rename snapshot into place", &self.path, source))?;
+        self.finished = true;
         dir.sync()?;
         Ok(self.size)
     }
 
     fn failed(&self, source: std::io::Error) -> WalError {
         WalError::io("cannot write snapshot", &self.temporary, source)
+    }
+}
+
+impl Drop for SnapshotWriter {
+    /// A snapshot that failed or was abandoned before [`SnapshotWriter::finish`]
+    /// renamed it (e.g. on a full disk) would only hold on to the space.
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_file(&self.temporary);
+        }
     }
 }
 

@@ -56,6 +56,9 @@ impl Service {
             "REPLICATOR_PORT",
             "RATE_LIMIT_PER_MINUTE",
             "RATE_LIMIT_BURST",
+            "YDHT_JOIN",
+            "YDHT_ADVERTISE_URL",
+            "YDHT_REBALANCE_RATE",
         ] {
             command.env_remove(name);
         }
@@ -95,6 +98,14 @@ impl Service {
             }
         }
         service
+    }
+
+    /// Like [`Service::spawn_one`], with the process's stderr (its logs) written to `log`.
+    pub fn spawn_one_logging_to(args: &[&str], env: &[(&str, &str)], log: &std::path::Path) -> (Service, String) {
+        let file = std::fs::File::create(log).expect("create log file");
+        let service = Service::spawn_until(args, env, &|urls| !urls.is_empty(), Stdio::from(file));
+        let url = service.urls.values().next().expect("one announce line").clone();
+        (service, url)
     }
 
     /// Spawns a single service (`ydht serve <name>`) and returns it with the URL it announced.

@@ -58,6 +58,30 @@ fn bad_gateway(error: &NodeError) -> ApiError {
     ApiError::new(StatusCode::BAD_GATEWAY, format!("storage node refused the request: {error}"))
 }
 
+/// The node's own message when it refused a write because its disk is full (507).
+fn disk_full_message(error: &NodeError) -> Option<&str> {
+    match error {
+        NodeError::Status { status, message, .. } if *status == StatusCode::INSUFFICIENT_STORAGE => Some(message),
+        _ => None,
+    }
+}
+
+/// Whether a write this node failed should go to another node instead: the node is down, or its
+/// disk is full (it stays up for reads).
+fn try_elsewhere(error: &NodeError) -> bool {
+    node_is_down(error) || disk_full_message(error).is_some()
+}
+
+/// A write that was not stored: 507 naming the full nodes (with the nodes' own advice) when a full
+/// disk is why, else 503 with `cause`.
+fn not_stored(summary: &str, cause: &str, disk_full: &[String]) -> ApiError {
+    if disk_full.is_empty() {
+        ApiError::unavailable(format!("{summary}; {cause}"))
+    } else {
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, format!("{summary}; {}", disk_full.join("; ")))
+    }
+}
+
 impl GatewayState {
     async fn write_one(
         &self,
@@ -82,10 +106,10 @@ impl GatewayState {
     /// Updates a node's health from the outcome of a request to it.
     fn note(&self, node: &NodeInfo, error: Option<&NodeError>) {
         match error {
-            None => self.placement.set_health(&node.id, true),
+            None => self.placement().set_health(&node.id, true),
             Some(error) if node_is_down(error) => {
                 tracing::warn!(%error, "node request failed");
-                self.placement.record_failure(&node.id);
+                self.placement().record_failure(&node.id);
             }
             Some(_) => {}
         }
@@ -105,8 +129,10 @@ impl GatewayState {
     }
 
     async fn write_eventual(&self, key: &str, mutation: Mutation) -> Result<WriteOutcome, ApiError> {
-        let owners = self.placement.owners(key);
-        let mut candidates = self.placement.healthy_first(key).into_iter();
+        let placement = self.placement();
+        // During a membership change, the old ring's owners get a copy too.
+        let owners = placement.write_targets(key);
+        let mut candidates = placement.healthy_first(key).into_iter();
         let Some(first) = candidates.next() else {
             return Err(ApiError::unavailable("no storage node could take the write; every node is down"));
         };
@@ -120,9 +146,10 @@ impl GatewayState {
             self.write_one(&first, key, &mutation),
             self.replication.enqueue(key, &mutation, others(&first))
         );
+        let mut disk_full = Vec::new();
         match outcome {
             Ok(_) => return Ok(WriteOutcome { primary: first.url.clone(), participants: vec![first.url] }),
-            Err(error) if node_is_down(&error) => {}
+            Err(error) if try_elsewhere(&error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
             Err(error) => return Err(bad_gateway(&error)),
         }
         let mut durable = None;
@@ -132,21 +159,22 @@ impl GatewayState {
                     durable = Some(node);
                     break;
                 }
-                Err(error) if node_is_down(&error) => continue,
+                Err(error) if try_elsewhere(&error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
                 Err(error) => return Err(bad_gateway(&error)),
             }
         }
         let Some(durable) = durable else {
-            return Err(ApiError::unavailable("no storage node could take the write; every node is down"));
+            return Err(not_stored("no storage node could take the write", "every node is down", &disk_full));
         };
         self.replication.enqueue(key, &mutation, others(&durable)).await;
         Ok(WriteOutcome { primary: durable.url.clone(), participants: vec![durable.url] })
     }
 
     async fn write_strong(&self, key: &str, mutation: Mutation) -> Result<WriteOutcome, ApiError> {
-        let owners = self.placement.owners(key);
+        let placement = self.placement();
+        let owners = placement.owners(key);
         let need = majority(owners.len());
-        let write_set = self.placement.write_set(key);
+        let write_set = placement.write_set(key);
         let (sender, mut results) = mpsc::channel(write_set.len());
         for (target, standing_in_for) in write_set.iter().cloned() {
             let this = self.clone();
@@ -162,6 +190,7 @@ impl GatewayState {
         let mut acked: Vec<NodeInfo> = Vec::new();
         let mut missed: Vec<NodeInfo> = Vec::new();
         let mut refusal = None;
+        let mut disk_full = Vec::new();
         while acked.len() < need {
             let Some((target, standing_in_for, outcome)) = results.recv().await else { break };
             match outcome {
@@ -170,7 +199,8 @@ impl GatewayState {
                     acked.push(target);
                 }
                 Err(error) => {
-                    if !node_is_down(&error) {
+                    disk_full.extend(disk_full_message(&error).map(str::to_string));
+                    if !try_elsewhere(&error) {
                         refusal = Some(error);
                     }
                     missed.push(standing_in_for.unwrap_or(target));
@@ -182,12 +212,16 @@ impl GatewayState {
         }
         // Still short of a majority: try the rest of the preference list, one at a time.
         if acked.len() < need {
-            for node in self.placement.healthy_first(key) {
+            for node in placement.healthy_first(key) {
                 if acked.len() >= need {
                     break;
                 }
-                if tried.insert(node.id.clone()) && self.write_one(&node, key, &mutation).await.is_ok() {
-                    acked.push(node);
+                if !tried.insert(node.id.clone()) {
+                    continue;
+                }
+                match self.write_one(&node, key, &mutation).await {
+                    Ok(_) => acked.push(node),
+                    Err(error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
                 }
             }
         }
@@ -207,17 +241,16 @@ impl GatewayState {
         });
         let acked_ids: HashSet<&str> = acked.iter().map(|node| node.id.as_str()).collect();
         let mut hand_back: Vec<NodeInfo> = Vec::new();
-        for owner in missed {
+        // During a membership change the old ring's owners get it too (best effort, not waited for).
+        for owner in missed.into_iter().chain(placement.old_only_owners(key)) {
             if !acked_ids.contains(owner.id.as_str()) && !hand_back.contains(&owner) {
                 hand_back.push(owner);
             }
         }
         self.replication.enqueue(key, &mutation, hand_back).await;
         if acked.len() < need {
-            return Err(ApiError::unavailable(format!(
-                "strong write reached only {} of the {need} nodes it needs; it may still be applied later, retry it",
-                acked.len()
-            )));
+            let summary = format!("strong write reached only {} of the {need} nodes it needs", acked.len());
+            return Err(not_stored(&summary, "it may still be applied later, retry it", &disk_full));
         }
         let primary =
             owners.first().filter(|primary| acked_ids.contains(primary.id.as_str())).unwrap_or(&acked[0]).url.clone();
@@ -233,9 +266,12 @@ impl GatewayState {
     }
 
     async fn read_eventual(&self, key: &str) -> Result<ReadOutcome, ApiError> {
-        let replicas = self.placement.replicas();
+        let placement = self.placement();
+        // The owners, and during a membership change the old ring's owners (which may not have
+        // handed the key over yet), are all asked before answering "not found".
+        let replicas = placement.write_targets(key).len();
         let mut participants = Vec::new();
-        for node in self.placement.healthy_first(key) {
+        for node in placement.healthy_first(key) {
             match self.read_one(&node, key).await {
                 Ok(NodeRecord::Missing) => {
                     participants.push(node.url);
@@ -259,11 +295,63 @@ impl GatewayState {
     }
 
     async fn read_strong(&self, key: &str) -> Result<ReadOutcome, ApiError> {
-        let need = majority(self.placement.replicas());
-        let mut candidates = self.placement.healthy_first(key).into_iter();
+        let placement = self.placement();
+        let need = majority(placement.replicas());
         let mut responders: Vec<(NodeInfo, NodeRecord)> = Vec::new();
-        while responders.len() < need {
-            let wave: Vec<NodeInfo> = candidates.by_ref().take(need - responders.len()).collect();
+        self.read_majority(key, placement.healthy_first(key), need, &mut responders).await?;
+        if placement.in_transition() {
+            // The newest version may still be only on the old ring's owners: read a majority there too.
+            let layout = placement.layout();
+            let old_need = majority(layout.replicas_in(&layout.old));
+            self.read_majority(key, placement.old_healthy_first(key), old_need, &mut responders).await?;
+        }
+        let records: Vec<NodeRecord> = responders.iter().map(|(_, record)| record.clone()).collect();
+        let resolution = resolve(&records);
+        let participants = responders.iter().map(|(node, _)| node.url.clone()).collect();
+        let Some(newest) = resolution.newest else {
+            return Ok(ReadOutcome { record: NodeRecord::Missing, participants });
+        };
+        let record = records[newest].clone();
+        // Before answering, the newest version must be durable on a majority: otherwise a strong
+        // write still in flight could be seen here and missed by a later read of another majority.
+        // Every stale responder is repaired now and awaited, not in the background.
+        let holders = responders.len() - resolution.stale.len();
+        if let Some(repair) = Mutation::restoring(&record).filter(|_| !resolution.stale.is_empty()) {
+            let repairs = resolution.stale.iter().map(|&index| {
+                let (node, repair) = (&responders[index].0, &repair);
+                async move { self.write_one(node, key, repair).await.is_ok() }
+            });
+            let repaired = futures_util::future::join_all(repairs).await.into_iter().filter(|ok| *ok).count();
+            for _ in 0..repaired {
+                self.metrics.read_repaired();
+            }
+            if holders + repaired < need {
+                return Err(ApiError::unavailable(format!(
+                    "strong read found a newer version on {holders} node(s) but could not copy it to a majority of \
+                     {need}; retry, or read with X-Consistency: eventual"
+                )));
+            }
+        }
+        Ok(ReadOutcome { record, participants })
+    }
+
+    /// Reads `key` from `candidates`, in waves, until `need` of them (counting those already in
+    /// `responders`) answered.
+    async fn read_majority(
+        &self,
+        key: &str,
+        candidates: Vec<NodeInfo>,
+        need: usize,
+        responders: &mut Vec<(NodeInfo, NodeRecord)>,
+    ) -> Result<(), ApiError> {
+        let read_already = |node: &NodeInfo, responders: &[(NodeInfo, NodeRecord)]| {
+            responders.iter().any(|(responder, _)| responder.id == node.id)
+        };
+        let mut have = candidates.iter().filter(|node| read_already(node, responders)).count();
+        let mut candidates = candidates.into_iter().filter(|node| !read_already(node, responders)).collect::<Vec<_>>();
+        candidates.reverse();
+        while have < need {
+            let wave: Vec<NodeInfo> = (0..need - have).map_while(|_| candidates.pop()).collect();
             if wave.is_empty() {
                 break;
             }
@@ -273,37 +361,21 @@ impl GatewayState {
             });
             for (node, outcome) in futures_util::future::join_all(reads).await {
                 match outcome {
-                    Ok(record) => responders.push((node, record)),
+                    Ok(record) => {
+                        responders.push((node, record));
+                        have += 1;
+                    }
                     Err(error) if node_is_down(&error) => {}
                     Err(error) => return Err(bad_gateway(&error)),
                 }
             }
         }
-        if responders.len() < need {
+        if have < need {
             return Err(ApiError::unavailable(format!(
-                "strong read reached only {} of the {need} nodes it needs; retry, or read with X-Consistency: eventual",
-                responders.len()
+                "strong read reached only {have} of the {need} nodes it needs; retry, or read with X-Consistency: eventual"
             )));
         }
-        let records: Vec<NodeRecord> = responders.iter().map(|(_, record)| record.clone()).collect();
-        let resolution = resolve(&records);
-        let participants = responders.iter().map(|(node, _)| node.url.clone()).collect();
-        let Some(newest) = resolution.newest else {
-            return Ok(ReadOutcome { record: NodeRecord::Missing, participants });
-        };
-        let record = records[newest].clone();
-        if let Some(repair) = Mutation::restoring(&record) {
-            for index in resolution.stale {
-                let (this, node, key, repair) =
-                    (self.clone(), responders[index].0.clone(), key.to_string(), repair.clone());
-                tokio::spawn(async move {
-                    if this.write_one(&node, &key, &repair).await.is_ok() {
-                        this.metrics.read_repaired();
-                    }
-                });
-            }
-        }
-        Ok(ReadOutcome { record, participants })
+        Ok(())
     }
 
     /// Lists live keys under the storage prefix `prefix`, after the storage key `cursor`:
@@ -311,7 +383,8 @@ impl GatewayState {
     /// Listings omit tombstones, so where owners disagree (a delete or write not yet copied
     /// everywhere) the silent owners are asked directly and a newer tombstone hides the key.
     pub async fn list(&self, prefix: &str, cursor: Option<&str>, limit: usize) -> Result<ListOutcome, ApiError> {
-        let nodes = self.placement.all();
+        let placement = self.placement();
+        let nodes = placement.all();
         let listings = nodes.iter().map(|node| async move {
             let outcome = self.nodes.list(&node.url, prefix, cursor, limit).await;
             self.note(node, outcome.as_ref().err());
@@ -337,7 +410,7 @@ impl GatewayState {
                 bound = Some(last.key.clone());
             }
             for entry in page.keys {
-                if !self.placement.owners(&entry.key).iter().any(|owner| owner.id == node.id) {
+                if !placement.write_targets(&entry.key).iter().any(|owner| owner.id == node.id) {
                     continue;
                 }
                 let slot = merged.entry(entry.key.clone()).or_insert_with(|| (entry.clone(), Vec::new()));
@@ -348,7 +421,7 @@ impl GatewayState {
             }
         }
         // Every key lives on N nodes: with more than N-1 of them silent, some keys could be missing.
-        if failed >= self.placement.replicas() || answered.is_empty() {
+        if failed >= placement.replicas() || answered.is_empty() {
             return Err(ApiError::unavailable(format!(
                 "{failed} storage nodes did not answer; the listing would be incomplete, retry later"
             )));
@@ -365,11 +438,10 @@ impl GatewayState {
             (true, Some((last, _))) => Some(last.key.clone()),
             (true, None) => bound,
         };
-        let answered = &answered;
+        let (answered, placement) = (&answered, &placement);
         let checks = page.into_iter().map(|(entry, listed_by)| async move {
-            let silent: Vec<NodeInfo> = self
-                .placement
-                .owners(&entry.key)
+            let silent: Vec<NodeInfo> = placement
+                .write_targets(&entry.key)
                 .into_iter()
                 .filter(|owner| !listed_by.contains(&owner.id) && answered.iter().any(|node| node.id == owner.id))
                 .collect();
@@ -389,5 +461,38 @@ impl GatewayState {
             futures_util::stream::iter(checks).buffered(16).filter_map(|entry| async move { entry }).collect().await;
         let participants = answered.iter().map(|node| node.url.clone()).collect();
         Ok(ListOutcome { entries, next_cursor, participants })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: StatusCode, message: &str) -> NodeError {
+        NodeError::Status { url: "http://n3/store/k".into(), status, message: message.into() }
+    }
+
+    #[test]
+    fn a_full_node_turns_into_507_with_its_own_advice() {
+        let full = answered(StatusCode::INSUFFICIENT_STORAGE, "node-3: disk full at /d/node-3: free space and …");
+        let busy = answered(StatusCode::SERVICE_UNAVAILABLE, "the write was not stored");
+        assert_eq!(disk_full_message(&full), Some("node-3: disk full at /d/node-3: free space and …"));
+        assert_eq!(disk_full_message(&busy), None);
+        assert!(!node_is_down(&full), "a full node still serves reads");
+        assert!(try_elsewhere(&full) && try_elsewhere(&busy));
+        assert!(!try_elsewhere(&answered(StatusCode::BAD_REQUEST, "bad key")));
+
+        let error = not_stored(
+            "strong write reached only 1 of the 2 nodes it needs",
+            "retry it",
+            &["node-3: disk full at /d/node-3: free space and …".into()],
+        );
+        assert_eq!(error.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert!(error.message.starts_with("strong write reached only 1 of the 2"), "{}", error.message);
+        assert!(error.message.contains("node-3: disk full at /d/node-3"), "{}", error.message);
+
+        let error = not_stored("no storage node could take the write", "every node is down", &[]);
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.message, "no storage node could take the write; every node is down");
     }
 }

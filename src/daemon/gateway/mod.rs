@@ -8,7 +8,8 @@
 //! - [`usage`]: usage totals flushed to the users service.
 //! - [`metrics`]: request rates, latency percentiles, failures.
 //! - [`input`]: key, consistency and TTL checks.
-//! - [`placement`]: the ring and node health.
+//! - [`placement`]: the ring (two during a membership change) and node health.
+//! - [`membership`]: follows the membership in the users service; the `/membership…` endpoints.
 //! - [`coordinator`]: reads and writes at eventual / strong consistency.
 //! - [`quorum`]: records, mutations and newest-version resolution.
 //! - [`nodes`]: the HTTP client for the nodes' internal API.
@@ -16,6 +17,7 @@
 
 pub mod coordinator;
 pub mod input;
+pub mod membership;
 pub mod metrics;
 pub mod nodes;
 pub mod placement;
@@ -151,14 +153,15 @@ impl GatewayArgs {
 /// node prober and usage flusher; flushes usage once more on the way out.
 pub async fn serve(config: GatewayConfig, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let state = GatewayState::new(config);
-    if state.placement.replicas() < state.config.replicas {
+    if state.placement().replicas() < state.config.replicas {
         tracing::warn!(
             nodes = state.config.nodes.len(),
             replicas = state.config.replicas,
             "fewer nodes than replicas; keeping one copy per node"
         );
     }
-    let prober = tokio::spawn(state.placement.clone().probe_loop(state.nodes.clone(), shutdown.clone()));
+    let prober = tokio::spawn(state.topology.clone().probe_loop(state.nodes.clone(), shutdown.clone()));
+    let watcher = tokio::spawn(membership::watch_loop(state.clone(), shutdown.clone()));
     let flusher = {
         let state = state.clone();
         let shutdown = shutdown.clone();
@@ -171,6 +174,7 @@ pub async fn serve(config: GatewayConfig, listener: TcpListener, shutdown: Shutd
     let tls = state.config.tls.clone();
     let served = crate::server::serve_with(listener, app(state), shutdown, tls).await;
     let _ = prober.await;
+    let _ = watcher.await;
     let _ = flusher.await;
     served
 }

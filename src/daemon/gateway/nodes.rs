@@ -25,11 +25,14 @@ pub use crate::nodeclient::{DEFAULT_CONTENT_TYPE, NodeError};
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether a failed request says the node is unwell (unreachable, garbled or 5xx), as opposed to
-/// refusing this particular request.
+/// refusing this particular request. A 507 (its disk is full) is not "down": the node still
+/// serves reads, and takes writes again by itself once space is freed.
 pub fn node_is_down(error: &NodeError) -> bool {
     match error {
         NodeError::Unreachable { .. } | NodeError::InvalidResponse { .. } => true,
-        NodeError::Status { status, .. } => status.is_server_error(),
+        NodeError::Status { status, .. } => {
+            status.is_server_error() && *status != reqwest::StatusCode::INSUFFICIENT_STORAGE
+        }
         NodeError::InvalidUrl { .. } => false,
     }
 }
@@ -133,6 +136,11 @@ impl NodeClient {
         });
         writes.insert(base.to_string(), node.clone());
         node
+    }
+
+    /// The node's `/health` (its id).
+    pub async fn health(&self, base: &str) -> Result<crate::proto::NodeHealth, NodeError> {
+        self.client.health(base).await
     }
 
     /// Reads `key` from the node at `base`.

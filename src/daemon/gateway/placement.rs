@@ -1,13 +1,19 @@
-//! Where a key lives and which nodes are up: the ring plus each node's health,
+//! Where a key lives and which nodes are up: the ring (two rings while the
+//! membership changes, see [`crate::membership`]) plus each node's health,
 //! kept fresh by a background prober and by the outcome of real requests.
+//!
+//! A [`Placement`] is immutable apart from health; a membership change builds a
+//! new one and swaps it into the [`Topology`], which every request reads once.
+//! Health is kept across swaps: nodes in both share their [`NodeState`].
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::nodes::NodeClient;
+use crate::membership::{Layout, MemberState, Membership};
 use crate::proto::ClusterNode;
 use crate::ring::{NodeInfo, Ring};
 use crate::shutdown::Shutdown;
@@ -26,45 +32,74 @@ pub struct NodeState {
     errors: AtomicU64,
 }
 
-/// The ring and the health of its nodes; shared by every request.
+impl NodeState {
+    fn new(info: NodeInfo) -> Self {
+        Self {
+            info,
+            healthy: AtomicBool::new(true),
+            since: Mutex::new(Utc::now()),
+            key_count: Mutex::new(None),
+            errors: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The rings and the health of their nodes; shared by every request.
 #[derive(Debug)]
 pub struct Placement {
-    ring: Ring,
-    /// Same order as `ring.nodes()`.
-    nodes: Vec<NodeState>,
-    replicas: usize,
+    layout: Layout,
+    /// Every node of either ring: the new ring's first, in its order.
+    nodes: Vec<Arc<NodeState>>,
+    /// Member states by id (empty for a static `YDHT_NODES` ring).
+    states: Vec<(String, MemberState)>,
 }
 
 impl Placement {
-    /// Builds the ring over `nodes`; every node starts as healthy until a probe or request says otherwise.
+    /// A settled ring over `nodes`; every node starts as healthy until a probe or request says otherwise.
     pub fn new(nodes: Vec<NodeInfo>, vnodes: usize, replicas: usize) -> Self {
-        let now = Utc::now();
-        let states = nodes
-            .iter()
-            .map(|info| NodeState {
-                info: info.clone(),
-                healthy: AtomicBool::new(true),
-                since: Mutex::new(now),
-                key_count: Mutex::new(None),
-                errors: AtomicU64::new(0),
-            })
-            .collect();
-        let replicas = replicas.clamp(1, nodes.len().max(1));
-        Self { ring: Ring::new(nodes, vnodes), nodes: states, replicas }
+        Self::from_layout(Layout::settled(nodes, vnodes, replicas), Vec::new(), None)
+    }
+
+    /// The placement of `membership`, keeping the health of nodes `previous` knew.
+    pub fn of_membership(
+        membership: &Membership,
+        vnodes: usize,
+        replicas: usize,
+        previous: Option<&Placement>,
+    ) -> Self {
+        let states = membership.members.iter().map(|member| (member.id.clone(), member.state)).collect();
+        Self::from_layout(Layout::new(membership, vnodes, replicas), states, previous)
+    }
+
+    fn from_layout(layout: Layout, states: Vec<(String, MemberState)>, previous: Option<&Placement>) -> Self {
+        let mut nodes: Vec<Arc<NodeState>> = Vec::new();
+        for info in layout.new.nodes().iter().chain(layout.old.nodes()) {
+            if nodes.iter().any(|node| node.info.id == info.id) {
+                continue;
+            }
+            let known = previous.and_then(|previous| previous.nodes.iter().find(|node| node.info == *info));
+            nodes.push(known.cloned().unwrap_or_else(|| Arc::new(NodeState::new(info.clone()))));
+        }
+        Self { layout, nodes, states }
     }
 
     /// N: copies kept of each key (at most the number of nodes).
     pub fn replicas(&self) -> usize {
-        self.replicas
+        self.layout.replicas_in(&self.layout.new)
     }
 
-    /// The ring.
+    /// The (new) ring.
     pub fn ring(&self) -> &Ring {
-        &self.ring
+        &self.layout.new
+    }
+
+    /// Both rings and the membership version.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     fn state(&self, id: &str) -> Option<&NodeState> {
-        self.nodes.iter().find(|node| node.info.id == id)
+        self.nodes.iter().find(|node| node.info.id == id).map(|node| &**node)
     }
 
     /// Whether the node is currently considered up.
@@ -93,25 +128,57 @@ impl Placement {
         self.set_health(id, false);
     }
 
-    /// The key's owners (primary first), N of them.
+    /// The key's owners (primary first), N of them, in the new ring.
     pub fn owners(&self, key: &str) -> Vec<NodeInfo> {
-        self.ring.owners(key.as_bytes(), self.replicas).into_iter().cloned().collect()
+        self.layout.new_owners(key)
     }
 
-    /// The whole preference list with healthy nodes first (each group in ring order);
-    /// down nodes stay at the end as a last resort.
+    /// Every node a write of `key` goes to: its owners, then (during a membership change)
+    /// its owners in the old ring that are not owners in the new one.
+    pub fn write_targets(&self, key: &str) -> Vec<NodeInfo> {
+        let mut targets = self.owners(key);
+        targets.extend(self.layout.old_only_owners(key));
+        targets
+    }
+
+    /// Owners in the old ring that are not owners in the new one (empty when settled).
+    pub fn old_only_owners(&self, key: &str) -> Vec<NodeInfo> {
+        self.layout.old_only_owners(key)
+    }
+
+    /// The preference list (owners, then old-ring owners during a membership change, then the
+    /// fallbacks) with healthy nodes first (each group in that order); down nodes stay at the
+    /// end as a last resort.
     pub fn healthy_first(&self, key: &str) -> Vec<NodeInfo> {
-        let list = self.ring.preference_list(key.as_bytes());
+        let mut list = self.write_targets(key);
+        for node in self.layout.new.preference_list(key.as_bytes()) {
+            if !list.iter().any(|listed| listed.id == node.id) {
+                list.push(node.clone());
+            }
+        }
+        let (up, down): (Vec<NodeInfo>, Vec<NodeInfo>) = list.into_iter().partition(|node| self.is_healthy(&node.id));
+        up.into_iter().chain(down).collect()
+    }
+
+    /// The old ring's preference list for `key`, healthy nodes first (during a membership change:
+    /// strong reads also consult a majority there).
+    pub fn old_healthy_first(&self, key: &str) -> Vec<NodeInfo> {
+        let list = self.layout.old.preference_list(key.as_bytes());
         let (up, down): (Vec<&NodeInfo>, Vec<&NodeInfo>) = list.into_iter().partition(|node| self.is_healthy(&node.id));
         up.into_iter().chain(down).cloned().collect()
+    }
+
+    /// Whether data is moving between two rings.
+    pub fn in_transition(&self) -> bool {
+        self.layout.in_transition()
     }
 
     /// The nodes to write for a strong write: each owner, or — if it is down — the next healthy
     /// node after the owners in the preference list (sloppy quorum). Returns
     /// `(target, owner_it_stands_in_for)`; the owner is `None` when the target is the owner itself.
     pub fn write_set(&self, key: &str) -> Vec<(NodeInfo, Option<NodeInfo>)> {
-        let list = self.ring.preference_list(key.as_bytes());
-        let (owners, rest) = list.split_at(self.replicas.min(list.len()));
+        let list = self.layout.new.preference_list(key.as_bytes());
+        let (owners, rest) = list.split_at(self.replicas().min(list.len()));
         let mut substitutes = rest.iter().filter(|node| self.is_healthy(&node.id));
         owners
             .iter()
@@ -128,9 +195,9 @@ impl Placement {
             .collect()
     }
 
-    /// Every node, for listings and probes.
+    /// Every node of either ring, for listings and probes.
     pub fn all(&self) -> Vec<NodeInfo> {
-        self.ring.nodes().to_vec()
+        self.nodes.iter().map(|node| node.info.clone()).collect()
     }
 
     /// Failed requests per node id.
@@ -138,28 +205,56 @@ impl Placement {
         self.nodes.iter().map(|node| (node.info.id.clone(), node.errors.load(Ordering::Relaxed))).collect()
     }
 
-    /// The ring members as `GET /cluster` shows them.
+    /// The nodes of both rings as `GET /cluster` shows them (shares are in the new ring).
     pub fn members(&self) -> Vec<ClusterNode> {
-        let shares = self.ring.shares();
+        let shares = self.layout.new.shares();
         self.nodes
             .iter()
-            .zip(shares)
-            .map(|(node, (_, share))| ClusterNode {
+            .map(|node| ClusterNode {
                 id: node.info.id.clone(),
                 url: node.info.url.clone(),
                 healthy: node.healthy.load(Ordering::Acquire),
                 since: *node.since.lock().expect("placement lock poisoned"),
-                share,
-                vnodes: self.ring.vnodes(),
+                share: shares.iter().find(|(info, _)| info.id == node.info.id).map_or(0.0, |(_, share)| *share),
+                vnodes: self.layout.new.vnodes(),
                 key_count: *node.key_count.lock().expect("placement lock poisoned"),
+                state: self
+                    .states
+                    .iter()
+                    .find(|(id, _)| *id == node.info.id)
+                    .map_or(MemberState::Active, |(_, state)| *state)
+                    .as_str()
+                    .to_string(),
             })
             .collect()
     }
+}
 
-    /// Probes every node each [`PROBE_INTERVAL`] until shutdown.
-    pub async fn probe_loop(self: std::sync::Arc<Self>, client: NodeClient, shutdown: Shutdown) {
+/// The current [`Placement`], swapped whole when the membership changes; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Topology(Arc<RwLock<Arc<Placement>>>);
+
+impl Topology {
+    /// Starts with `placement`.
+    pub fn new(placement: Placement) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(placement))))
+    }
+
+    /// The placement now; a request uses one snapshot throughout.
+    pub fn current(&self) -> Arc<Placement> {
+        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Replaces the placement.
+    pub fn swap(&self, placement: Placement) {
+        *self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(placement);
+    }
+
+    /// Probes every node of the current placement each [`PROBE_INTERVAL`] until shutdown.
+    pub async fn probe_loop(self, client: NodeClient, shutdown: Shutdown) {
         loop {
-            let probes = self.nodes.iter().map(|node| {
+            let placement = self.current();
+            let probes = placement.nodes.iter().map(|node| {
                 let client = client.clone();
                 async move { (node, client.probe(&node.info.url).await) }
             });
@@ -167,11 +262,11 @@ impl Placement {
                 match outcome {
                     Ok(key_count) => {
                         *node.key_count.lock().expect("placement lock poisoned") = key_count;
-                        self.set_health(&node.info.id, true);
+                        placement.set_health(&node.info.id, true);
                     }
                     Err(error) => {
                         tracing::debug!(%error, "health probe failed");
-                        self.set_health(&node.info.id, false);
+                        placement.set_health(&node.info.id, false);
                     }
                 }
             }
@@ -210,6 +305,65 @@ mod tests {
 
         placement.set_health(&list[1].id, true);
         assert!(placement.write_set("7/k").iter().all(|(_, standing_in)| standing_in.is_none()));
+    }
+
+    fn membership(states: &[MemberState]) -> Membership {
+        Membership {
+            version: 3,
+            members: states
+                .iter()
+                .enumerate()
+                .map(|(i, state)| crate::membership::Member {
+                    id: format!("node-{}", i + 1),
+                    url: format!("http://n{}", i + 1),
+                    state: *state,
+                    since: Utc::now(),
+                    progress: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn during_a_change_writes_reach_both_rings_and_reads_fall_back_to_the_old_owners() {
+        use MemberState::{Active, Joining, Leaving};
+        let placement = Placement::of_membership(&membership(&[Active, Active, Active, Joining, Leaving]), 50, 3, None);
+        assert!(placement.in_transition());
+        assert_eq!(placement.all().len(), 5);
+        let mut checked = 0;
+        for i in 0..500 {
+            let key = format!("1/k{i}");
+            let owners = placement.owners(&key);
+            let old_only = placement.old_only_owners(&key);
+            assert!(owners.iter().all(|node| node.id != "node-5"), "a leaving node owns nothing new");
+            let targets = placement.write_targets(&key);
+            assert_eq!(targets, owners.iter().chain(&old_only).cloned().collect::<Vec<_>>());
+            // Reads: the new owners, then the old-only owners, then the fallbacks.
+            let order = placement.healthy_first(&key);
+            assert_eq!(order[..targets.len()], targets[..]);
+            // Every node of the new ring, plus the leaving node only where it holds the key.
+            assert_eq!(order.len(), 4 + old_only.iter().filter(|node| node.id == "node-5").count());
+            checked += usize::from(!old_only.is_empty());
+        }
+        assert!(checked > 0, "some keys move");
+        let members = placement.members();
+        let state_of = |id: &str| members.iter().find(|node| node.id == id).unwrap().state.clone();
+        assert_eq!((state_of("node-4"), state_of("node-5")), ("joining".to_string(), "leaving".to_string()));
+    }
+
+    #[test]
+    fn health_survives_a_membership_swap() {
+        use MemberState::{Active, Joining};
+        let before = Placement::of_membership(&membership(&[Active, Active, Active]), 50, 3, None);
+        before.record_failure("node-2");
+        let after = Placement::of_membership(&membership(&[Active, Active, Active, Joining]), 50, 3, Some(&before));
+        assert!(!after.is_healthy("node-2") && after.is_healthy("node-4"));
+        assert_eq!(after.errors().iter().find(|(id, _)| id == "node-2").unwrap().1, 1);
+        // A shared node state: a probe through either placement is seen by both.
+        after.set_health("node-2", true);
+        assert!(before.is_healthy("node-2"));
+        let settled = Placement::of_membership(&membership(&[Active, Active, Active, Active]), 50, 3, Some(&after));
+        assert!(!settled.in_transition() && settled.old_only_owners("1/k").is_empty());
     }
 
     #[test]

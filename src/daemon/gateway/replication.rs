@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::metrics::Metrics;
 use super::nodes::NodeClient;
-use super::placement::Placement;
+use super::placement::Topology;
 use super::quorum::{Mutation, MutationKind};
 use crate::coalesce::{self, Coalescer};
 use crate::config::Secret;
@@ -70,7 +70,7 @@ pub struct Replication {
     replicator_url: String,
     secret: Secret,
     nodes: NodeClient,
-    placement: Arc<Placement>,
+    topology: Topology,
     metrics: Arc<Metrics>,
     fallback: Arc<Semaphore>,
     /// The batching task, started on the first job (it needs the runtime).
@@ -84,7 +84,7 @@ impl Replication {
         replicator_url: String,
         secret: Secret,
         nodes: NodeClient,
-        placement: Arc<Placement>,
+        topology: Topology,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -92,7 +92,7 @@ impl Replication {
             replicator_url,
             secret,
             nodes,
-            placement,
+            topology,
             metrics,
             fallback: Arc::new(Semaphore::new(MAX_FALLBACK_COPIES)),
             jobs: Arc::default(),
@@ -167,12 +167,12 @@ impl Replication {
         for attempt in 1..=FALLBACK_ATTEMPTS {
             match self.nodes.write(&target.url, key, mutation).await {
                 Ok(_) => {
-                    self.placement.set_health(&target.id, true);
+                    self.topology.current().set_health(&target.id, true);
                     return true;
                 }
                 Err(error) => {
                     if super::nodes::node_is_down(&error) {
-                        self.placement.record_failure(&target.id);
+                        self.topology.current().record_failure(&target.id);
                     }
                     tracing::warn!(%error, attempt, "fallback copy failed");
                 }

@@ -9,7 +9,7 @@ use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -24,8 +24,8 @@ use super::tenant::Tenant;
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
 use crate::proto::{
-    ClusterView, EXPIRES_AT_HEADER, KvListEntry, KvListResponse, KvWriteResponse, NODES_HEADER, ServiceHealth,
-    VERSION_HEADER,
+    ClusterView, EXPIRES_AT_HEADER, KvListEntry, KvListResponse, KvWriteResponse, NODES_HEADER, RebalanceSummary,
+    ServiceHealth, VERSION_HEADER,
 };
 
 /// The OpenAPI 3 document of the public API (`/v1/kv…`, `/health`), served at `/openapi.json`.
@@ -52,6 +52,10 @@ pub fn app(state: GatewayState) -> Router {
         .route("/openapi.json", get(|| async { crate::server::openapi_response(OPENAPI) }))
         .route("/metrics", get(metrics))
         .route("/cluster", get(cluster))
+        .route("/membership", get(super::membership::get))
+        .route("/membership/join", post(super::membership::join))
+        .route("/membership/leave", post(super::membership::leave))
+        .route("/membership/progress", post(super::membership::progress))
         .route("/internal/tenants/{user_id}/kv", get(internal_list))
         .route("/internal/tenants/{user_id}/kv/{*key}", get(internal_get).delete(internal_delete))
         .fallback(|| async { ApiError::not_found("no such endpoint; the KV API is under /v1/kv/{key}") })
@@ -166,7 +170,7 @@ fn write_response(state: &GatewayState, key: String, outcome: WriteOutcome) -> R
         success: true,
         key,
         primary_node: outcome.primary,
-        replicas: state.placement.replicas().saturating_sub(1),
+        replicas: state.placement().replicas().saturating_sub(1),
     };
     with_nodes(Json(body).into_response(), &outcome.participants)
 }
@@ -363,16 +367,28 @@ async fn health() -> Json<ServiceHealth> {
 }
 
 async fn metrics(State(state): State<GatewayState>) -> Response {
-    Json(state.metrics.snapshot(state.placement.errors())).into_response()
+    Json(state.metrics.snapshot(state.placement().errors())).into_response()
 }
 
 async fn cluster(State(state): State<GatewayState>, _: Internal) -> Json<ClusterView> {
+    let placement = state.placement();
+    let version = placement.layout().version;
+    let rebalance = if version == 0 {
+        None
+    } else if placement.in_transition() {
+        // Progress reports do not bump the version: read them fresh while data moves.
+        state.fresh_membership().await.ok().map(|membership| membership.summary())
+    } else {
+        Some(RebalanceSummary { version, settled: true, ..RebalanceSummary::default() })
+    };
     Json(ClusterView {
-        nodes: state.placement.members(),
-        replicas: state.placement.replicas(),
-        vnodes: state.placement.ring().vnodes(),
+        nodes: placement.members(),
+        replicas: placement.replicas(),
+        vnodes: placement.ring().vnodes(),
         replicator_url: state.config.replicator_url.clone(),
         users_url: state.config.users_url.clone(),
+        membership_version: version,
+        rebalance,
     })
 }
 

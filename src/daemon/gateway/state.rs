@@ -8,7 +8,7 @@ use axum::extract::FromRef;
 use super::GatewayConfig;
 use super::metrics::Metrics;
 use super::nodes::{NodeClient, http_client};
-use super::placement::Placement;
+use super::placement::{Placement, Topology};
 use super::ratelimit::RateLimiter;
 use super::replication::Replication;
 use super::tenant::KeyCache;
@@ -21,8 +21,8 @@ use crate::hlc::Hlc;
 pub struct Shared {
     /// The resolved settings.
     pub config: GatewayConfig,
-    /// The ring and node health.
-    pub placement: Arc<Placement>,
+    /// The ring(s) and node health, swapped when the membership changes.
+    pub topology: Topology,
     /// Client for the nodes' internal API.
     pub nodes: NodeClient,
     /// The pooled keep-alive client for the users service and replicator.
@@ -41,6 +41,8 @@ pub struct Shared {
     pub replication: Replication,
     /// Guards `GET /cluster`.
     pub cluster_secret: ClusterSecret,
+    /// Whether the users service has been offered `YDHT_NODES` as the initial membership.
+    pub seeded: std::sync::atomic::AtomicBool,
 }
 
 /// The handle in the router's state; clones share one [`Shared`].
@@ -51,7 +53,7 @@ impl GatewayState {
     /// Builds the state for `config`.
     pub fn new(config: GatewayConfig) -> Self {
         let http = http_client();
-        let placement = Arc::new(Placement::new(config.nodes.clone(), config.vnodes, config.replicas));
+        let topology = Topology::new(Placement::new(config.nodes.clone(), config.vnodes, config.replicas));
         let nodes = NodeClient::new(http.clone(), config.cluster_secret.clone());
         let metrics = Arc::new(Metrics::default());
         let replication = Replication::new(
@@ -59,14 +61,14 @@ impl GatewayState {
             config.replicator_url.clone(),
             config.cluster_secret.clone(),
             nodes.clone(),
-            placement.clone(),
+            topology.clone(),
             metrics.clone(),
         );
         Self(Arc::new(Shared {
             limiter: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
             cluster_secret: ClusterSecret::new(config.cluster_secret.clone()),
             config,
-            placement,
+            topology,
             nodes,
             http,
             hlc: Hlc::new(),
@@ -74,7 +76,15 @@ impl GatewayState {
             usage: UsageLog::default(),
             metrics,
             replication,
+            seeded: Default::default(),
         }))
+    }
+}
+
+impl GatewayState {
+    /// The current placement (take it once per request).
+    pub fn placement(&self) -> Arc<Placement> {
+        self.topology.current()
     }
 }
 

@@ -11,6 +11,11 @@
 //! 3. Keys the peer holds newer are pulled (`POST /export`, then one local WAL
 //!    append); keys this node holds newer are pushed (`POST /batch`).
 //!
+//! The ring can change (online membership, [`crate::membership`]): the task
+//! follows a [`RingSource`]; on a new ring it rebuilds the digest and its peer
+//! list, and while a membership change is in progress (no ring) it pauses and
+//! answers `/digest` with fingerprint 0, which matches no peer.
+//!
 //! Throttling: a round transfers at most `max_keys_per_round` records in all
 //! (pulled + pushed), in requests of at most one page (and one batch body)
 //! each, one request at a time; the rest waits for the next round. Tombstones
@@ -18,6 +23,7 @@
 //! sweeper purges them on its own).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,6 +95,43 @@ impl AntiEntropyStats {
     }
 }
 
+/// The ring anti-entropy compares by: fixed (`YDHT_NODES`), or set by the membership watcher;
+/// `None` pauses anti-entropy (a membership change is moving data). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RingSource(Arc<tokio::sync::watch::Sender<Option<Ring>>>);
+
+impl RingSource {
+    /// Starts with `ring`.
+    pub fn new(ring: Option<Ring>) -> Self {
+        Self(Arc::new(tokio::sync::watch::channel(ring).0))
+    }
+
+    /// Switches to `ring` (`None` pauses).
+    pub fn set(&self, ring: Option<Ring>) {
+        self.0.send_replace(ring);
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<Ring>> {
+        self.0.subscribe()
+    }
+}
+
+/// The fingerprint `/digest` reports (0: paused); shared with the HTTP handlers.
+#[derive(Debug, Clone, Default)]
+pub struct SharedFingerprint(Arc<AtomicU64>);
+
+impl SharedFingerprint {
+    /// The current fingerprint.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Sets the fingerprint.
+    pub fn set(&self, fingerprint: u64) {
+        self.0.store(fingerprint, Ordering::Release);
+    }
+}
+
 /// One peer and the arcs this node shares with it.
 struct Peer {
     node: NodeInfo,
@@ -96,23 +139,54 @@ struct Peer {
     shared: Vec<usize>,
 }
 
-/// The background task: a round every `interval` until `shutdown`.
+/// The background task: a round every `interval` until `shutdown`, over the ring `rings` gives.
 pub async fn run(
     store: Store,
-    config: AntiEntropyConfig,
+    mut config: AntiEntropyConfig,
     client: NodeClient,
     stats: AntiEntropyStats,
+    rings: RingSource,
+    reported: SharedFingerprint,
     shutdown: Shutdown,
 ) {
-    let peers = peers_of(&config);
-    let ours = fingerprint(&config.ring, config.replicas);
+    let mut rings = rings.subscribe();
+    let mut active = rings.borrow_and_update().is_some();
+    let mut peers = peers_of(&config);
+    let mut ours = fingerprint(&config.ring, config.replicas);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + config.interval, config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(peers = peers.len(), interval_ms = config.interval.as_millis() as u64, "anti-entropy started");
     loop {
         tokio::select! {
             () = shutdown.wait() => return,
+            changed = rings.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let ring = rings.borrow_and_update().clone();
+                match ring {
+                    None => {
+                        active = false;
+                        reported.set(0);
+                    }
+                    Some(ring) => {
+                        active = true;
+                        if fingerprint(&ring, config.replicas) != ours || !store.digest_enabled() {
+                            config.ring = ring;
+                            store.enable_digest(config.ring.clone());
+                            peers = peers_of(&config);
+                            ours = fingerprint(&config.ring, config.replicas);
+                            tracing::info!(peers = peers.len(), "anti-entropy: ring updated");
+                        }
+                        reported.set(ours);
+                    }
+                }
+                continue;
+            }
             _ = ticker.tick() => {}
+        }
+        if !active {
+            continue;
         }
         let round = Round { store: &store, config: &config, client: &client, fingerprint: ours };
         let mut budget = config.max_keys_per_round;

@@ -8,10 +8,12 @@
 //! - [`batch`]: the binary body of `POST /batch`.
 //! - [`digest`]: per-arc hashes of the node's entries, kept current on every write.
 //! - [`antientropy`]: the background task that compares digests with peers and repairs differences.
+//! - [`membership`]: with `--join`: registering, following the membership, rebalancing, clean-up.
 
 pub mod antientropy;
 pub mod batch;
 pub mod digest;
+pub mod membership;
 pub mod routes;
 pub mod slot;
 pub mod store;
@@ -32,7 +34,8 @@ use crate::nodeclient::NodeClient;
 use crate::ring::{NodeInfo, Ring};
 use crate::shutdown::Shutdown;
 use crate::wal::SyncMode;
-use antientropy::{AntiEntropyConfig, AntiEntropyStats};
+use antientropy::{AntiEntropyConfig, AntiEntropyStats, RingSource, SharedFingerprint};
+use membership::MembershipSettings;
 
 pub use routes::app;
 pub use store::{Store, StoreOptions};
@@ -89,6 +92,19 @@ pub struct NodeArgs {
     #[arg(long, env = "YDHT_ANTI_ENTROPY_MAX_KEYS", default_value_t = 10_000)]
     pub anti_entropy_max_keys: usize,
 
+    /// Register this node at start through the gateway at this URL and follow the cluster
+    /// membership: online joins and removals, rebalancing, anti-entropy with every member
+    #[arg(long, env = "YDHT_JOIN", value_name = "GATEWAY_URL")]
+    pub join: Option<String>,
+
+    /// The URL other services reach this node at [default: http(s)://HOST:PORT it bound]
+    #[arg(long, env = "YDHT_ADVERTISE_URL", value_name = "URL")]
+    pub advertise_url: Option<String>,
+
+    /// Most records per second this node pulls while rebalancing after a membership change
+    #[arg(long, env = "YDHT_REBALANCE_RATE", default_value_t = 5000)]
+    pub rebalance_rate: u32,
+
     /// Shared server flags.
     #[command(flatten)]
     pub server: ServerArgs,
@@ -132,8 +148,10 @@ pub struct NodeConfig {
     pub sweep_interval: Duration,
     /// Serve HTTPS with this certificate (`--tls-cert` / `--tls-key`); plain HTTP when `None`.
     pub tls: Option<crate::tls::TlsConfig>,
-    /// Anti-entropy with the peers; `None` when the node was given no peers or a zero interval.
+    /// Anti-entropy with the peers; `None` when the node was given no peers (nor `--join`) or a zero interval.
     pub anti_entropy: Option<AntiEntropyConfig>,
+    /// Online membership (`--join`); `None` for a node on a fixed ring.
+    pub membership: Option<MembershipSettings>,
 }
 
 impl NodeArgs {
@@ -151,6 +169,7 @@ impl NodeArgs {
             return Err(Exit::usage("--max-value-bytes / YDHT_MAX_VALUE_BYTES must be positive").into());
         }
         let anti_entropy = self.anti_entropy_config()?;
+        let membership = self.membership_settings()?;
         let data_dir = self.server.data_dir()?;
         let cluster_secret = self.server.cluster_secret(&data_dir)?;
         Ok(NodeConfig {
@@ -165,14 +184,59 @@ impl NodeArgs {
             sweep_interval: Duration::from_secs(1),
             tls: self.server.tls()?,
             anti_entropy,
+            membership,
         })
     }
 
+    fn membership_settings(&self) -> anyhow::Result<Option<MembershipSettings>> {
+        let Some(gateway) = self.join.as_deref().map(str::trim).filter(|url| !url.is_empty()) else {
+            return Ok(None);
+        };
+        let check =
+            |flag: &str, url: &str| -> anyhow::Result<String> {
+                let url = url.trim().trim_end_matches('/');
+                match reqwest::Url::parse(url) {
+                    Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(url.to_string()),
+                    _ => Err(Exit::usage(format!("invalid {flag} {url:?}; expected a URL like http://127.0.0.1:8080"))
+                        .into()),
+                }
+            };
+        if self.rebalance_rate == 0 {
+            return Err(Exit::usage("--rebalance-rate / YDHT_REBALANCE_RATE must be positive").into());
+        }
+        let unspecified = self.server.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+        if unspecified && self.advertise_url.as_deref().is_none_or(|url| url.trim().is_empty()) {
+            return Err(Exit::usage(format!(
+                "--join needs --advertise-url / YDHT_ADVERTISE_URL when listening on {}: the other services \
+                 cannot reach this node there; give the URL they reach it at",
+                self.server.host
+            ))
+            .into());
+        }
+        Ok(Some(MembershipSettings {
+            gateway_url: check("--join / YDHT_JOIN", gateway)?,
+            advertise_url: match self.advertise_url.as_deref().filter(|url| !url.trim().is_empty()) {
+                Some(url) => Some(check("--advertise-url / YDHT_ADVERTISE_URL", url)?),
+                None => None,
+            },
+            rebalance_rate: self.rebalance_rate,
+            vnodes: self.vnodes.max(1),
+            replicas: self.replicas.max(1),
+        }))
+    }
+
     fn anti_entropy_config(&self) -> anyhow::Result<Option<AntiEntropyConfig>> {
-        let Some(peers) = self.peers.as_deref().filter(|peers| !peers.trim().is_empty()) else { return Ok(None) };
-        let nodes =
-            NodeInfo::parse_list(peers).map_err(|error| Exit::usage(format!("--peers / YDHT_NODES: {error}")))?;
-        if !nodes.iter().any(|node| node.id == self.node_id) {
+        let peers = self.peers.as_deref().filter(|peers| !peers.trim().is_empty());
+        let joins = self.join.as_deref().is_some_and(|url| !url.trim().is_empty());
+        let nodes = match peers {
+            Some(peers) => {
+                NodeInfo::parse_list(peers).map_err(|error| Exit::usage(format!("--peers / YDHT_NODES: {error}")))?
+            }
+            // The membership gives the ring later.
+            None if joins => Vec::new(),
+            None => return Ok(None),
+        };
+        if peers.is_some() && !nodes.iter().any(|node| node.id == self.node_id) {
             return Err(Exit::usage(format!(
                 "--peers / YDHT_NODES does not list this node ({}); list every node as id=url, this one included",
                 self.node_id
@@ -243,6 +307,8 @@ pub struct NodeSettings {
     pub sync_mode: SyncMode,
     /// When the node started.
     pub started: Instant,
+    /// Whether it follows the cluster membership (`--join`).
+    pub follows_membership: bool,
 }
 
 impl NodeSettings {
@@ -259,8 +325,8 @@ fn max_batch_bytes(max_value_bytes: usize) -> usize {
 /// What the HTTP API needs to know about anti-entropy.
 #[derive(Debug, Clone)]
 pub struct AntiEntropyHandle {
-    /// The ring fingerprint `/digest` reports.
-    pub fingerprint: u64,
+    /// The ring fingerprint `/digest` reports (0 while paused).
+    pub fingerprint: SharedFingerprint,
     /// Progress counters for `/metrics`.
     pub stats: AntiEntropyStats,
 }
@@ -274,7 +340,7 @@ pub struct NodeState {
     pub secret: ClusterSecret,
     /// Fixed settings.
     pub settings: Arc<NodeSettings>,
-    /// Anti-entropy, when enabled (`/digest`, `/range` and `/export` answer 404 otherwise).
+    /// Anti-entropy, when enabled (`/digest` and `/range` answer 404 otherwise).
     pub anti_entropy: Option<AntiEntropyHandle>,
 }
 
@@ -308,15 +374,18 @@ pub async fn serve(config: NodeConfig, listener: TcpListener, shutdown: Shutdown
         "recovered node data"
     );
     let anti_entropy = config.anti_entropy.clone().map(|settings| {
-        store.enable_digest(settings.ring.clone());
-        let handle = AntiEntropyHandle {
-            fingerprint: digest::fingerprint(&settings.ring, settings.replicas),
-            stats: AntiEntropyStats::default(),
-        };
-        (settings, handle)
+        let fingerprint = SharedFingerprint::default();
+        // A node given no peers (only --join) waits for the membership's ring.
+        let initial = (!settings.ring.nodes().is_empty()).then(|| settings.ring.clone());
+        if let Some(ring) = &initial {
+            store.enable_digest(ring.clone());
+            fingerprint.set(digest::fingerprint(ring, settings.replicas));
+        }
+        let handle = AntiEntropyHandle { fingerprint, stats: AntiEntropyStats::default() };
+        (settings, handle, RingSource::new(initial))
     });
     let state = NodeState {
-        anti_entropy: anti_entropy.as_ref().map(|(_, handle)| handle.clone()),
+        anti_entropy: anti_entropy.as_ref().map(|(_, handle, _)| handle.clone()),
         store: store.clone(),
         secret: ClusterSecret::new(config.cluster_secret.clone()),
         settings: Arc::new(NodeSettings {
@@ -325,19 +394,50 @@ pub async fn serve(config: NodeConfig, listener: TcpListener, shutdown: Shutdown
             max_value_bytes: config.max_value_bytes,
             sync_mode: config.sync_mode,
             started,
+            follows_membership: config.membership.is_some(),
         }),
     };
     let sweeper = tokio::spawn(sweep(store.clone(), config.sweep_interval, config.tombstone_grace, shutdown.clone()));
-    let repairer = anti_entropy.map(|(settings, handle)| {
+    let rings = anti_entropy.as_ref().map_or_else(|| RingSource::new(None), |(_, _, rings)| rings.clone());
+    let repairer = anti_entropy.map(|(settings, handle, rings)| {
         let client = NodeClient::new(config.cluster_secret.clone(), Duration::from_secs(30));
-        tokio::spawn(antientropy::run(store.clone(), settings, client, handle.stats, shutdown.clone()))
+        let task = antientropy::run(
+            store.clone(),
+            settings,
+            client,
+            handle.stats,
+            rings,
+            handle.fingerprint,
+            shutdown.clone(),
+        );
+        tokio::spawn(task)
     });
-    crate::server::announce_with("node", listener.local_addr()?, config.tls.as_ref());
+    let address = listener.local_addr()?;
+    let follower = config.membership.clone().map(|settings| {
+        let url = settings
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("{}://{address}", crate::tls::scheme(config.tls.as_ref())));
+        let member = membership::Follower {
+            store: store.clone(),
+            node_id: config.node_id.clone(),
+            url,
+            data_dir: config.data_dir.clone(),
+            secret: config.cluster_secret.clone(),
+            settings,
+            rings,
+        };
+        tokio::spawn(membership::run(member, shutdown.clone()))
+    });
+    crate::server::announce_with("node", address, config.tls.as_ref());
     let served = crate::server::serve_with(listener, app(state), shutdown.clone(), config.tls.clone()).await;
     shutdown.trigger();
     let _ = sweeper.await;
     if let Some(repairer) = repairer {
         let _ = repairer.await;
+    }
+    if let Some(follower) = follower {
+        let _ = follower.await;
     }
     store.close().await;
     tracing::info!(node_id = %config.node_id, "node stopped; WAL synced");

@@ -23,7 +23,7 @@ use crate::auth::cluster::Internal;
 use crate::error::ApiError;
 use crate::proto::{
     EXPIRES_AT_HEADER, NodeBatchResponse, NodeDigest, NodeExportRequest, NodeHealth, NodeKeyPage, NodeMetrics,
-    NodeRangePage, NodeRangeRequest, StoreWriteResponse, TOMBSTONE_HEADER, VERSION_HEADER,
+    NodeRangePage, NodeRangeRequest, NodeScanRequest, StoreWriteResponse, TOMBSTONE_HEADER, VERSION_HEADER,
 };
 use crate::wal::{Record, WalError};
 
@@ -47,6 +47,7 @@ pub fn app(state: NodeState) -> Router {
         .route("/digest", get(digest))
         .route("/range", post(range))
         .route("/export", post(export))
+        .route("/scan", post(scan))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .fallback(|| async { ApiError::not_found("no such endpoint on a ydht node") })
@@ -115,9 +116,15 @@ fn content_type_header(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(if text.is_empty() { DEFAULT_CONTENT_TYPE.to_string() } else { text.to_string() })
 }
 
-fn write_error(error: WalError) -> ApiError {
+/// How a failed store write is answered: a full disk is 507 Insufficient
+/// Storage naming this node (reads keep working, writes resume by themselves
+/// once space is freed); any other storage failure is 503.
+fn write_error(state: &NodeState, error: WalError) -> ApiError {
     match error {
         WalError::Encode(error) => ApiError::bad_request(error.to_string()),
+        full @ WalError::DiskFull(_) => {
+            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, format!("{}: {full}", state.settings.node_id))
+        }
         other => ApiError::unavailable(format!("the write was not stored: {other}")),
     }
 }
@@ -135,7 +142,7 @@ async fn put_value(
     let content_type = content_type_header(&headers)?;
     let value = crate::server::read_limited_body(&headers, body, state.settings.max_value_bytes, "the value").await?;
     let record = Record::put(key, version, value, content_type).with_expiry(expires_at);
-    let mut answers = state.store.write(vec![record]).await.map_err(write_error)?;
+    let mut answers = state.store.write(vec![record]).await.map_err(|error| write_error(&state, error))?;
     Ok(Json(answers.remove(0)))
 }
 
@@ -147,7 +154,8 @@ async fn delete_value(
 ) -> Result<Json<StoreWriteResponse>, ApiError> {
     let key = store_key(path)?;
     let version = version_header(&headers)?;
-    let mut answers = state.store.write(vec![Record::delete(key, version)]).await.map_err(write_error)?;
+    let mut answers =
+        state.store.write(vec![Record::delete(key, version)]).await.map_err(|error| write_error(&state, error))?;
     Ok(Json(answers.remove(0)))
 }
 
@@ -231,7 +239,7 @@ async fn apply_batch(
             return Err(ApiError::bad_request(format!("record {index}: the content type is too long")));
         }
     }
-    let results = state.store.write(records).await.map_err(write_error)?;
+    let results = state.store.write(records).await.map_err(|error| write_error(&state, error))?;
     Ok(Json(NodeBatchResponse { results }))
 }
 
@@ -254,7 +262,7 @@ async fn digest(_: Internal, State(state): State<NodeState>) -> Result<Json<Node
     let handle = anti_entropy(&state)?;
     Ok(Json(NodeDigest {
         node_id: state.settings.node_id.clone(),
-        fingerprint: handle.fingerprint,
+        fingerprint: handle.fingerprint.get(),
         buckets: state.store.digest().unwrap_or_default(),
     }))
 }
@@ -280,13 +288,36 @@ async fn range(
     Ok(Json(page))
 }
 
+async fn scan(
+    _: Internal,
+    State(state): State<NodeState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<NodeRangePage>, ApiError> {
+    let request: NodeScanRequest = json_body(&headers, body).await?;
+    if request.limit == 0 || request.limit > PAGE {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {PAGE}")));
+    }
+    if request.intervals.len() > MAX_SCAN_INTERVALS {
+        return Err(ApiError::bad_request(format!("at most {MAX_SCAN_INTERVALS} intervals per scan")));
+    }
+    let store = state.store.clone();
+    let page =
+        tokio::task::spawn_blocking(move || store.scan(&request.intervals, request.cursor.as_deref(), request.limit))
+            .await
+            .map_err(|error| ApiError::unavailable(format!("the scan failed: {error}")))?;
+    Ok(Json(page))
+}
+
+/// Most intervals in one `/scan` request.
+const MAX_SCAN_INTERVALS: usize = 10_000;
+
 async fn export(
     _: Internal,
     State(state): State<NodeState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    anti_entropy(&state)?;
     let request: NodeExportRequest = json_body(&headers, body).await?;
     if request.keys.len() > PAGE {
         return Err(ApiError::bad_request(format!("at most {PAGE} keys per export")));
@@ -308,7 +339,11 @@ async fn export(
 }
 
 async fn health(State(state): State<NodeState>) -> Json<NodeHealth> {
-    Json(NodeHealth { status: "healthy".into(), node_id: state.settings.node_id.clone() })
+    Json(NodeHealth {
+        status: "healthy".into(),
+        node_id: state.settings.node_id.clone(),
+        follows_membership: state.settings.follows_membership,
+    })
 }
 
 async fn metrics(State(state): State<NodeState>) -> Json<NodeMetrics> {
@@ -347,6 +382,7 @@ async fn metrics(State(state): State<NodeState>) -> Json<NodeMetrics> {
 }
 
 /// `(total, available)` bytes of the file system holding `path` (zeros if unknown).
+#[allow(clippy::useless_conversion, reason = "statvfs field types are u32 on some platforms, u64 on others")]
 fn disk_space(path: &std::path::Path) -> (u64, u64) {
     #[cfg(unix)]
     {
@@ -357,8 +393,8 @@ fn disk_space(path: &std::path::Path) -> (u64, u64) {
         if unsafe { libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) } == 0 {
             // SAFETY: statvfs returned 0, so it initialised `stats`.
             let stats = unsafe { stats.assume_init() };
-            let fragment = stats.f_frsize as u64;
-            return (stats.f_blocks as u64 * fragment, stats.f_bavail as u64 * fragment);
+            let fragment = u64::from(stats.f_frsize);
+            return (u64::from(stats.f_blocks) * fragment, u64::from(stats.f_bavail) * fragment);
         }
     }
     let _ = path;

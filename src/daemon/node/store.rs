@@ -417,6 +417,11 @@ impl Store {
         state.digest = Some(digest);
     }
 
+    /// Whether the per-arc digest is kept.
+    pub fn digest_enabled(&self) -> bool {
+        self.shared.state().digest.is_some()
+    }
+
     /// The per-arc hashes, when the digest is enabled.
     pub fn digest(&self) -> Option<Vec<u64>> {
         self.shared.state().digest.as_ref().map(|digest| digest.buckets().to_vec())
@@ -457,6 +462,65 @@ impl Store {
                 return NodeRangePage { entries, next_cursor: None };
             }
         }
+    }
+
+    /// Up to `limit` entries (tombstones and expired entries included) whose ring position
+    /// lies in one of `intervals`, in ascending key order after `cursor`. Scans in chunks so
+    /// writers never wait long.
+    pub fn scan(&self, intervals: &[(u64, u64)], cursor: Option<&str>, limit: usize) -> NodeRangePage {
+        const CHUNK: usize = 4096;
+        let wanted = |key: &str| {
+            let position = crate::ring::point(key.as_bytes());
+            intervals.iter().any(|(start, end)| crate::membership::in_interval(*start, *end, position))
+        };
+        let mut entries = Vec::new();
+        let mut position = cursor.map(str::to_string);
+        loop {
+            let state = self.shared.state();
+            let start = position.as_deref().map_or(Bound::Unbounded, |key| Bound::Excluded(key.as_bytes()));
+            let mut scanned = 0;
+            for slot in state.map.range::<[u8], _>((start, Bound::Unbounded)).take(CHUNK) {
+                let key = slot.key();
+                scanned += 1;
+                position = Some(key.to_string());
+                if !wanted(key) {
+                    continue;
+                }
+                entries.push(NodeRangeEntry {
+                    key: key.to_string(),
+                    version: slot.version,
+                    tombstone: slot.tombstone,
+                    expires_at: slot.expires_at(),
+                });
+                if entries.len() == limit {
+                    return NodeRangePage { entries, next_cursor: Some(key.to_string()) };
+                }
+            }
+            if scanned < CHUNK {
+                return NodeRangePage { entries, next_cursor: None };
+            }
+        }
+    }
+
+    /// Drops the entries of `keys` still at the given versions from memory, without a tombstone:
+    /// used for keys this node no longer owns after their owners confirmed holding them. Not
+    /// logged, so a restart brings them back until the next clean-up drops them again.
+    pub fn forget(&self, keys: &[(String, u64)]) -> usize {
+        let mut state = self.shared.state();
+        let mut dropped = 0;
+        for (key, version) in keys {
+            if state.map.get(key.as_bytes()).is_none_or(|slot| slot.version != *version) {
+                continue;
+            }
+            if let Some(slot) = state.map.take(key.as_bytes()) {
+                if let Some(digest) = &mut state.digest {
+                    digest.toggle(key, slot.version, slot.tombstone);
+                }
+                state.forget(&slot);
+                dropped += 1;
+            }
+        }
+        dropped
     }
 
     /// The current records (values or tombstones) of those `keys` the store holds.

@@ -37,6 +37,7 @@ macro_rules! on_pool {
         }
     };
 }
+pub(crate) use on_pool;
 
 /// A storage failure, typed so handlers can answer 404 / 409 instead of 500.
 #[derive(Debug, thiserror::Error)]

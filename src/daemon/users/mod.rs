@@ -4,6 +4,7 @@
 //! - [`db`]: the two database backends behind one type, migrations.
 //! - [`routes`]: the JSON API; [`web`]: the server-rendered pages.
 //! - [`accounts`]: what both do (sign-up, login, sessions, keys, usage).
+//! - [`membership`]: the cluster membership (control plane of online membership changes).
 //! - [`extract`]: Bearer / web-session / CSRF extractors.
 //! - [`state`], [`throttle`], [`validate`]: shared state, login throttle, input rules.
 
@@ -11,6 +12,7 @@ pub mod accounts;
 pub mod browser;
 pub mod db;
 pub mod extract;
+pub mod membership;
 pub mod routes;
 pub mod state;
 pub mod throttle;
@@ -222,8 +224,10 @@ pub async fn serve(config: UsersConfig, listener: TcpListener, shutdown: Shutdow
         counters: Default::default(),
         secure_cookies: config.secure_cookies,
         gateway: browser::GatewayLink::new(config.gateway_url.clone(), config.cluster_secret.clone()),
+        membership: Default::default(),
     }));
     let flusher = tokio::spawn(flush_last_used(state.clone(), config.last_used_flush, shutdown.clone()));
+    let follower = tokio::spawn(membership::follow(db.clone(), state.membership.clone(), shutdown.clone()));
     if let Ok(address) = listener.local_addr() {
         let scheme = crate::tls::scheme(config.tls.as_ref());
         tracing::info!(%address, "users: listening on {scheme}://{address}");
@@ -233,6 +237,7 @@ pub async fn serve(config: UsersConfig, listener: TcpListener, shutdown: Shutdow
     if let Err(error) = flusher.await {
         tracing::warn!(%error, "users: last-used flusher failed");
     }
+    let _ = follower.await;
     if let Err(error) = state.last_used.flush(&state.db).await {
         tracing::warn!(%error, "users: could not write last-used times at shutdown");
     }
@@ -291,6 +296,11 @@ pub fn app(state: UsersState) -> Router {
         .route("/apikeys/{id}", delete(routes::revoke_key))
         .route("/usage", get(routes::usage).post(routes::record_usage).layer(DefaultBodyLimit::max(MAX_USAGE_BODY)))
         .route("/validate-key", post(routes::validate_key))
+        .route("/membership", get(membership::get))
+        .route("/membership/seed", post(membership::seed))
+        .route("/membership/join", post(membership::join))
+        .route("/membership/leave", post(membership::leave))
+        .route("/membership/progress", post(membership::progress))
         .route("/health", get(routes::health))
         .route("/openapi.json", get(|| async { crate::server::openapi_response(OPENAPI) }))
         .route("/metrics", get(routes::metrics))

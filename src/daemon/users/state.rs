@@ -63,6 +63,8 @@ pub struct Shared {
     pub secure_cookies: bool,
     /// The gateway, for the dashboard's key browser.
     pub gateway: super::browser::GatewayLink,
+    /// The latest cluster membership version seen; membership long-polls wait on it.
+    pub membership: super::membership::MembershipWatch,
 }
 
 /// Monotonic counters reported by `/metrics`.

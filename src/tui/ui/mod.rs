@@ -219,6 +219,7 @@ mod tests {
             "{node_2}"
         );
         assert!(line_with(&screen, "NODE").contains("WAL"));
+        assert!(line_with(&screen, "Ring").contains("synced ≤3s ago, 6 repaired"), "worst age, total repairs");
         assert!(line_with(&screen, "queue").contains("4 jobs"));
         assert!(line_with(&screen, "lag").contains("42.0ms"));
         assert!(line_with(&screen, "rps").contains("50.0"));
@@ -228,6 +229,37 @@ mod tests {
             assert!(text.contains(title), "{title} missing:\n{text}");
         }
         assert!(!text.contains("DOWN"), "{text}");
+    }
+
+    #[test]
+    fn a_membership_change_shows_its_progress_in_the_ring_title() {
+        let mut snapshot = healthy_snapshot(10_000, 0, 0, 0);
+        if let Ok(cluster) = &mut snapshot.cluster {
+            cluster["rebalance"] = serde_json::json!({
+                "version": 5, "settled": false, "arcs_done": 30, "arcs_total": 60, "nodes_done": 1, "nodes": 4
+            });
+        }
+        let screen = screen(&polled(vec![snapshot]), 100, 24);
+        assert!(line_with(&screen, "Ring").contains("rebalancing [====    ] 50%"), "{}", screen.join("\n"));
+        let settled = screen_of_healthy_cluster();
+        assert!(!settled.join("\n").contains("rebalancing"));
+    }
+
+    fn screen_of_healthy_cluster() -> Vec<String> {
+        screen(&polled(vec![healthy_snapshot(10_000, 0, 0, 0)]), 100, 24)
+    }
+
+    #[test]
+    fn a_wide_terminal_shows_each_nodes_anti_entropy() {
+        let mut snapshot = healthy_snapshot(10_000, 0, 0, 0);
+        let metrics = snapshot.nodes[2].metrics.as_mut().unwrap();
+        metrics["anti_entropy_last_sync_age_secs"] = serde_json::Value::Null;
+        let app = polled(vec![snapshot]);
+        let screen = screen(&app, 120, 30);
+        assert!(line_with(&screen, "NODE").contains("ANTI-ENTROPY"));
+        assert!(line_with(&screen, "node-2").contains("20 rounds 2 fixed 2s ago"));
+        assert!(line_with(&screen, "node-3").contains("30 rounds 3 fixed never"));
+        assert!(line_with(&screen, "Ring").contains("not all synced yet, 6 repaired"));
     }
 
     #[test]

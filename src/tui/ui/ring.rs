@@ -1,4 +1,6 @@
-//! The Ring panel: one line per member with health, share, keys, WAL and disk.
+//! The Ring panel: one line per member with health, share, keys, WAL, disk and
+//! (on wide terminals) anti-entropy progress; the title sums anti-entropy up
+//! for the whole ring (oldest last sync, keys repaired).
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -17,6 +19,8 @@ const SHARE_TEXT: usize = 6;
 const KEYS: usize = 9;
 const WAL: usize = 9;
 const DISK_MIN: usize = 8;
+/// `120 rounds 3 fixed 4m12s ago`.
+const SYNC: usize = 28;
 /// File-system fill shown in red.
 const DISK_ALARM: f64 = 0.9;
 
@@ -27,10 +31,12 @@ pub fn wanted_height(app: &App) -> u16 {
     (3 + app.nodes.len() + errors + notice) as u16
 }
 
-/// Widths that depend on the panel's width: the share bar, and the disk column if it fits.
+/// Widths that depend on the panel's width: the share bar, the disk column if it
+/// fits, and the anti-entropy column if it fits too.
 struct Columns {
     bar: usize,
     disk: Option<usize>,
+    sync: Option<usize>,
 }
 
 impl Columns {
@@ -38,7 +44,38 @@ impl Columns {
         let fixed = NODE + STATE + SINCE + SHARE_TEXT + KEYS + WAL + 6;
         let bar = inner.saturating_sub(fixed + 1 + DISK_MIN + 1).clamp(3, 10);
         let rest = inner.saturating_sub(fixed + 1 + bar);
-        Self { bar, disk: (rest > DISK_MIN).then(|| rest - 1) }
+        let sync = (rest > DISK_MIN + 1 + SYNC + 1).then_some(SYNC);
+        let rest = rest - sync.map_or(0, |width| width + 1);
+        Self { bar, disk: (rest > DISK_MIN).then(|| rest - 1), sync }
+    }
+}
+
+/// The ring's anti-entropy in a few words: the oldest last full sync and the keys repaired, over
+/// the nodes that run it (`None` when none reports it).
+fn sync_summary(app: &App) -> Option<String> {
+    let running: Vec<_> = app.nodes.iter().filter_map(|node| node.anti_entropy).filter(|sync| sync.enabled).collect();
+    if running.is_empty() {
+        return app.nodes.iter().any(|node| node.anti_entropy.is_some()).then(|| "anti-entropy off".to_string());
+    }
+    let repaired: u64 = running.iter().map(|sync| sync.keys_repaired).sum();
+    let oldest = running.iter().map(|sync| sync.last_sync_age_secs).try_fold(0, |oldest, age| Some(oldest.max(age?)));
+    let synced = match oldest {
+        Some(age) => format!("synced ≤{} ago", format::age(age * 1000)),
+        None => "not all synced yet".to_string(),
+    };
+    Some(format!("{synced}, {} repaired", format::count(repaired)))
+}
+
+/// One node's anti-entropy cell.
+fn sync_cell(node: &NodeView) -> String {
+    match node.anti_entropy {
+        None => UNKNOWN.to_string(),
+        Some(sync) if !sync.enabled => "off".to_string(),
+        Some(sync) => {
+            let age =
+                sync.last_sync_age_secs.map_or_else(|| "never".to_string(), |age| format::age(age * 1000) + " ago");
+            format!("{} rounds {} fixed {age}", format::count(sync.rounds), format::count(sync.keys_repaired))
+        }
     }
 }
 
@@ -62,6 +99,14 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     if let Some(vnodes) = app.gateway.vnodes {
         title.push(Span::raw(format!("· {vnodes} vnodes/node ")));
     }
+    if let Some(summary) = sync_summary(app) {
+        title.push(Span::raw(format!("· {summary} ")));
+    }
+    if let Some(rebalance) = app.gateway.rebalance.filter(|rebalance| !rebalance.settled) {
+        let percent = (rebalance.arcs_done * 100).checked_div(rebalance.arcs_total).unwrap_or(0);
+        let bar = crate::client::membership::progress_bar(rebalance.arcs_done, rebalance.arcs_total, 8);
+        title.push(Span::styled(format!("· rebalancing {bar} {percent}% "), Style::new().fg(Color::Yellow)));
+    }
     let block = panel_block(app, Panel::Ring, Line::from(title));
     let columns = Columns::for_width(block.inner(area).width as usize);
 
@@ -80,6 +125,10 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         "KEYS",
         "WAL"
     );
+    if let Some(width) = columns.sync {
+        header.push(' ');
+        header.push_str(&fit("ANTI-ENTROPY", width));
+    }
     if columns.disk.is_some() {
         header.push_str(" DATA, FS USED");
     }
@@ -127,6 +176,10 @@ fn node_line<'a>(app: &App, node: &NodeView, columns: &Columns) -> Line<'a> {
         Span::raw(" "),
         Span::styled(format!("{:>WAL$}", fit_right(&or_unknown(node.wal_size, format::bytes), WAL)), value_style),
     ];
+    if let Some(width) = columns.sync {
+        spans.push(Span::raw(" "));
+        spans.push(Span::styled(fit(&sync_cell(node), width), value_style));
+    }
     if let Some(width) = columns.disk {
         let data = or_unknown(node.data_bytes, format::bytes);
         let fill = node.disk_fill();
@@ -155,10 +208,13 @@ mod tests {
         for inner in [55usize, 58, 78, 120, 300] {
             let columns = Columns::for_width(inner);
             let fixed = NODE + STATE + SINCE + SHARE_TEXT + KEYS + WAL + 6;
-            let used = fixed + columns.bar + columns.disk.map_or(0, |disk| disk + 1);
+            let used =
+                fixed + columns.bar + columns.disk.map_or(0, |disk| disk + 1) + columns.sync.map_or(0, |sync| sync + 1);
             assert!(used <= inner, "{inner}: {used}");
         }
         assert!(Columns::for_width(78).disk.is_some(), "80 columns show disk usage");
+        assert!(Columns::for_width(78).sync.is_none(), "80 columns leave anti-entropy to the title");
+        assert!(Columns::for_width(118).sync.is_some() && Columns::for_width(118).disk.is_some());
         assert!(Columns::for_width(58).disk.is_none());
     }
 }
