@@ -108,6 +108,8 @@ pub struct WalStats {
     retired_bytes: AtomicU64,
     generation: AtomicU64,
     compacting: AtomicBool,
+    /// A snapshot was asked for regardless of the active segment's size (see [`Committer::request_snapshot`]).
+    snapshot_requested: AtomicBool,
     snapshots: AtomicU64,
     snapshot_bytes: AtomicU64,
     last_snapshot_unix_ms: AtomicU64,
@@ -252,6 +254,16 @@ impl<O: Send + 'static> Committer<O> {
         answer.await.map_err(|_| WalError::Closed)?
     }
 
+    /// Asks the writer to rotate and snapshot soon even though the active segment is not full:
+    /// state changed in memory without a log record (keys dropped after a membership change)
+    /// becomes durable once a snapshot taken after the change replaces the older segments. If a
+    /// snapshot is running, another one follows it (the running one may have copied the old state).
+    pub fn request_snapshot(&self) {
+        self.stats.snapshot_requested.store(true, Ordering::Release);
+        // A full queue means the writer is busy and checks the request after its next batch anyway.
+        let _ = self.sender.try_send(Message::Maintain);
+    }
+
     /// Appends waiting for the writer right now.
     pub fn queued(&self) -> usize {
         self.sender.max_capacity() - self.sender.capacity()
@@ -387,9 +399,14 @@ impl<A: Apply> Writer<A> {
     }
 
     fn rotate_if_full(&mut self) {
-        if self.failed.is_some() || self.segment.len() < self.next_rotation_at || self.stats.compacting() {
+        let requested = self.stats.snapshot_requested.load(Ordering::Acquire);
+        if self.failed.is_some()
+            || (self.segment.len() < self.next_rotation_at && !requested)
+            || self.stats.compacting()
+        {
             return;
         }
+        self.stats.snapshot_requested.store(false, Ordering::Release);
         let generation = self.segment.generation() + 1;
         match Segment::create(&self.dir, generation) {
             Ok(next) => {

@@ -12,13 +12,14 @@
 //!    (`rebalance.json` in the node's data dir) records the segments done, so a
 //!    restarted node resumes where it stopped. Progress is reported to the
 //!    gateway after every chunk; the last "done" report completes the change.
-//! 4. Once the membership is settled, it drops (in memory, without
-//!    tombstones) the keys it no longer owns, but only after every owner of
+//! 4. Once the membership is settled, it drops (without tombstones; a
+//!    snapshot right after makes the drop durable) the keys it no longer
+//!    owns, but only after every owner of
 //!    such a key confirmed holding that version or a newer one; an owner that
 //!    lacks it is sent the record first (`POST /batch`). The clean-up repeats
 //!    every 10 s, so stray copies (a late write from a gateway that had not
-//!    seen the change yet, a replication job for a former owner, or records a
-//!    restart replayed) reach their owners and go too.
+//!    seen the change yet, a replication job for a former owner) reach their
+//!    owners and go too.
 //!
 //! Anti-entropy follows the settled ring and pauses during a change.
 

@@ -502,9 +502,10 @@ impl Store {
         }
     }
 
-    /// Drops the entries of `keys` still at the given versions from memory, without a tombstone:
-    /// used for keys this node no longer owns after their owners confirmed holding them. Not
-    /// logged, so a restart brings them back until the next clean-up drops them again.
+    /// Drops the entries of `keys` still at the given versions, without a tombstone: used for keys
+    /// this node no longer owns after their owners confirmed holding them. Nothing is logged; the
+    /// drop becomes durable when the snapshot it asks for (taken after the drop) replaces the
+    /// older segments, so a restart does not bring the keys back.
     pub fn forget(&self, keys: &[(String, u64)]) -> usize {
         let mut state = self.shared.state();
         let mut dropped = 0;
@@ -519,6 +520,10 @@ impl Store {
                 state.forget(&slot);
                 dropped += 1;
             }
+        }
+        drop(state);
+        if dropped > 0 {
+            self.committer.request_snapshot();
         }
         dropped
     }
@@ -671,6 +676,32 @@ mod tests {
                 Lookup::Found(found) => assert_eq!((found.version, found.value.len()), (40, 200)),
                 other => panic!("k{n}: {other:?}"),
             }
+        }
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn forgotten_keys_stay_gone_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        // A large segment limit: only the snapshot `forget` asks for compacts anything.
+        let store = open(dir.path(), u64::MAX);
+        let records = (0..50u64).map(|n| Record::put(format!("k{n}"), 7, vec![n as u8; 100], "t")).collect();
+        store.write(records).await.unwrap();
+        // Only the entries at the given version go: k1 at a version it does not have stays.
+        let dropped = store.forget(&[("k0".into(), 7), ("k1".into(), 6), ("k2".into(), 7), ("missing".into(), 7)]);
+        assert_eq!(dropped, 2);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while store.wal_stats().snapshots() == 0 || store.wal_stats().compacting() {
+            assert!(std::time::Instant::now() < deadline, "forget asked for a snapshot but none was written");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        store.close().await;
+        drop(store);
+
+        let store = open(dir.path(), u64::MAX);
+        for n in 0..50u64 {
+            let found = matches!(store.get(&format!("k{n}"), 0), Lookup::Found(_));
+            assert_eq!(found, n != 0 && n != 2, "k{n} after the restart");
         }
         store.close().await;
     }
