@@ -121,7 +121,8 @@ impl Ring {
         if self.points.is_empty() {
             return 0;
         }
-        self.points.partition_point(|(position, _)| *position < point(key)) % self.points.len()
+        let position = point(key);
+        self.points.partition_point(|(at, _)| *at < position) % self.points.len()
     }
 
     /// The arc holding ring position `position` (see [`point`]): the index of the first point at or after it.

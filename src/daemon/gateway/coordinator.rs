@@ -269,7 +269,8 @@ impl GatewayState {
         let placement = self.placement();
         // The owners, and during a membership change the old ring's owners (which may not have
         // handed the key over yet), are all asked before answering "not found".
-        let replicas = placement.write_targets(key).len();
+        let replicas =
+            if placement.in_transition() { placement.write_targets(key).len() } else { placement.replicas() };
         let mut participants = Vec::new();
         for node in placement.healthy_first(key) {
             match self.read_one(&node, key).await {

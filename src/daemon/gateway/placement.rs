@@ -150,6 +150,20 @@ impl Placement {
     /// fallbacks) with healthy nodes first (each group in that order); down nodes stay at the
     /// end as a last resort.
     pub fn healthy_first(&self, key: &str) -> Vec<NodeInfo> {
+        if !self.in_transition() {
+            // Settled (every request but those during a membership change): the write targets are the
+            // first N of the preference list, so the list is the preference list itself. Each node's
+            // health is read once, and only the result is cloned.
+            let mut list: Vec<(bool, &NodeInfo)> = self
+                .layout
+                .new
+                .preference_list(key.as_bytes())
+                .into_iter()
+                .map(|node| (!self.is_healthy(&node.id), node))
+                .collect();
+            list.sort_by_key(|(down, _)| *down);
+            return list.into_iter().map(|(_, node)| node.clone()).collect();
+        }
         let mut list = self.write_targets(key);
         for node in self.layout.new.preference_list(key.as_bytes()) {
             if !list.iter().any(|listed| listed.id == node.id) {

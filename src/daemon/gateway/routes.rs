@@ -328,7 +328,7 @@ async fn list_tenant_keys(state: &GatewayState, tenant: &Tenant, query: ListQuer
 
 /// The tenant an internal (cluster-secret) request acts for, e.g. the users service's key browser.
 fn internal_tenant(user_id: i64) -> Tenant {
-    Tenant { user_id, scopes: vec!["admin".to_string()] }
+    Tenant { user_id, scopes: vec!["admin".to_string()].into() }
 }
 
 async fn internal_list(
