@@ -429,50 +429,33 @@ impl Store {
 
     /// Up to `limit` entries (tombstones and expired entries included) whose
     /// digest bucket is in `buckets`, in ascending key order after `cursor`.
-    /// Scans in chunks so writers never wait long; empty when the digest is off.
+    /// Empty when the digest is off.
     pub fn range(&self, buckets: &[usize], cursor: Option<&str>, limit: usize) -> NodeRangePage {
-        const CHUNK: usize = 4096;
-        let mut entries = Vec::new();
-        let mut position = cursor.map(str::to_string);
-        loop {
-            let state = self.shared.state();
-            let Some(digest) = &state.digest else { return NodeRangePage { entries, next_cursor: None } };
-            let wanted = |key: &str| buckets.binary_search(&digest.bucket_of(key)).is_ok();
-            let start = position.as_deref().map_or(Bound::Unbounded, |key| Bound::Excluded(key.as_bytes()));
-            let mut scanned = 0;
-            for slot in state.map.range::<[u8], _>((start, Bound::Unbounded)).take(CHUNK) {
-                let key = slot.key();
-                scanned += 1;
-                position = Some(key.to_string());
-                if !wanted(key) {
-                    continue;
-                }
-                entries.push(NodeRangeEntry {
-                    key: key.to_string(),
-                    version: slot.version,
-                    tombstone: slot.tombstone,
-                    expires_at: slot.expires_at(),
-                });
-                if entries.len() == limit {
-                    let next_cursor = Some(key.to_string());
-                    return NodeRangePage { entries, next_cursor };
-                }
-            }
-            if scanned < CHUNK {
-                return NodeRangePage { entries, next_cursor: None };
-            }
-        }
+        self.select(cursor, limit, |state, key| {
+            let digest = state.digest.as_ref()?;
+            Some(buckets.binary_search(&digest.bucket_of(key)).is_ok())
+        })
     }
 
     /// Up to `limit` entries (tombstones and expired entries included) whose ring position
-    /// lies in one of `intervals`, in ascending key order after `cursor`. Scans in chunks so
-    /// writers never wait long.
+    /// lies in one of `intervals`, in ascending key order after `cursor`.
     pub fn scan(&self, intervals: &[(u64, u64)], cursor: Option<&str>, limit: usize) -> NodeRangePage {
-        const CHUNK: usize = 4096;
-        let wanted = |key: &str| {
+        self.select(cursor, limit, |_, key| {
             let position = crate::ring::point(key.as_bytes());
-            intervals.iter().any(|(start, end)| crate::membership::in_interval(*start, *end, position))
-        };
+            Some(intervals.iter().any(|(start, end)| crate::membership::in_interval(*start, *end, position)))
+        })
+    }
+
+    /// Up to `limit` entries after `cursor` that `wanted` picks, in ascending key order. Scans
+    /// in chunks of 4096 entries, taking the lock once per chunk, so writers never wait long.
+    /// `wanted` returning `None` ends the page there, with no cursor.
+    fn select(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+        wanted: impl Fn(&State, &str) -> Option<bool>,
+    ) -> NodeRangePage {
+        const CHUNK: usize = 4096;
         let mut entries = Vec::new();
         let mut position = cursor.map(str::to_string);
         loop {
@@ -483,8 +466,10 @@ impl Store {
                 let key = slot.key();
                 scanned += 1;
                 position = Some(key.to_string());
-                if !wanted(key) {
-                    continue;
+                match wanted(&state, key) {
+                    None => return NodeRangePage { entries, next_cursor: None },
+                    Some(false) => continue,
+                    Some(true) => {}
                 }
                 entries.push(NodeRangeEntry {
                     key: key.to_string(),
