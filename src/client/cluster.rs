@@ -127,20 +127,27 @@ impl OperatorArgs {
 
 /// `GET /cluster` on the gateway; a refused secret is an auth error (exit 3).
 pub async fn fetch(context: &Context, secret: &Secret) -> anyhow::Result<ClusterView> {
-    context.api.get_json(&context.gateway, &["cluster"], Some(secret.expose())).await.map_err(|error| {
-        if crate::error::exit_code_of(&error) == exit::AUTH {
-            Exit::new(
-                exit::AUTH,
-                format!(
-                    "the gateway at {} refused the cluster secret; pass the cluster's secret with --cluster-secret",
-                    context.gateway.display
-                ),
-            )
-            .into()
-        } else {
-            error
-        }
-    })
+    context
+        .api
+        .get_json(&context.gateway, &["cluster"], Some(secret.expose()))
+        .await
+        .map_err(|error| secret_refused(context, error))
+}
+
+/// Turns the gateway's refusal of the cluster secret (exit 3) into advice on passing the right
+/// one; any other error is returned as it is.
+pub fn secret_refused(context: &Context, error: anyhow::Error) -> anyhow::Error {
+    if crate::error::exit_code_of(&error) != exit::AUTH {
+        return error;
+    }
+    Exit::new(
+        exit::AUTH,
+        format!(
+            "the gateway at {} refused the cluster secret; pass the cluster's secret with --cluster-secret",
+            context.gateway.display
+        ),
+    )
+    .into()
 }
 
 #[cfg(test)]

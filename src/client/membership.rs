@@ -13,7 +13,6 @@ use serde::Serialize;
 use super::output::{print_json, print_line, table};
 use super::{Context, OperatorArgs};
 use crate::config::Secret;
-use crate::error::{Exit, exit};
 use crate::membership::{JoinRequest, LeaveRequest, Membership};
 use crate::proto::CLUSTER_SECRET_HEADER;
 
@@ -120,20 +119,11 @@ async fn call<T: Serialize>(
     if let Some(body) = body {
         request = request.json(body);
     }
-    context.api.send_json(&context.gateway, request).await.map_err(|error| {
-        if crate::error::exit_code_of(&error) == exit::AUTH {
-            Exit::new(
-                exit::AUTH,
-                format!(
-                    "the gateway at {} refused the cluster secret; pass the cluster's secret with --cluster-secret",
-                    context.gateway.display
-                ),
-            )
-            .into()
-        } else {
-            error
-        }
-    })
+    context
+        .api
+        .send_json(&context.gateway, request)
+        .await
+        .map_err(|error| super::cluster::secret_refused(context, error))
 }
 
 /// Prints the membership after a change, or waits (with a progress bar) until it has settled.
