@@ -4,6 +4,7 @@
 //! transfers more records than its budget.
 
 mod common;
+mod in_process;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -11,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use ydht::config::Secret;
 use ydht::daemon::node::antientropy::AntiEntropyConfig;
 use ydht::daemon::node::{self, NodeConfig, batch};
@@ -20,30 +20,15 @@ use ydht::nodeclient::{NodeClient, NodeRead, WriteMeta};
 use ydht::proto::NodeMetrics;
 use ydht::ring::{NodeInfo, Ring};
 use ydht::shutdown::Shutdown;
+
+use in_process::InProcess;
 use ydht::wal::{Record, SyncMode};
 
 const SECRET: &str = "anti-entropy-secret";
 const VNODES: usize = 16;
 
 /// A node running in this process, stopped on drop.
-struct Node {
-    url: String,
-    shutdown: Shutdown,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Node {
-    async fn stop(mut self) {
-        self.shutdown.trigger();
-        self.task.take().unwrap().await.unwrap().unwrap();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
+type Node = InProcess;
 
 /// Settings shared by the nodes of one test.
 #[derive(Clone)]
@@ -88,8 +73,7 @@ impl Cluster {
         };
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = Shutdown::new();
-        let task = tokio::spawn(node::serve(config, listener, shutdown.clone()));
-        Node { url, shutdown, task: Some(task) }
+        InProcess::spawn(url, shutdown.clone(), node::serve(config, listener, shutdown))
     }
 }
 

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use ydht::config::Secret;
 use ydht::daemon::node::{self, NodeConfig};
 use ydht::daemon::replicator::{self, ReplicatorConfig};
@@ -15,27 +14,10 @@ use ydht::nodeclient::{NodeClient, NodeRead, StoredValue};
 use ydht::shutdown::Shutdown;
 use ydht::wal::SyncMode;
 
+mod in_process;
+use in_process::InProcess;
+
 const SECRET: &str = "replicator-nodes-secret";
-
-/// A server of either kind running in this process, stopped on drop.
-struct Service {
-    url: String,
-    shutdown: Shutdown,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Service {
-    async fn stop(mut self) {
-        self.shutdown.trigger();
-        self.task.take().unwrap().await.unwrap().unwrap();
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
 
 async fn bind(port: u16) -> TcpListener {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -50,7 +32,7 @@ async fn bind(port: u16) -> TcpListener {
     }
 }
 
-async fn start_node(data_dir: &Path, id: &str, port: u16) -> Service {
+async fn start_node(data_dir: &Path, id: &str, port: u16) -> InProcess {
     let config = NodeConfig {
         node_id: id.to_string(),
         data_dir: data_dir.join(id),
@@ -68,19 +50,17 @@ async fn start_node(data_dir: &Path, id: &str, port: u16) -> Service {
     let listener = bind(port).await;
     let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = Shutdown::new();
-    let task = tokio::spawn(node::serve(config, listener, shutdown.clone()));
-    Service { url, shutdown, task: Some(task) }
+    InProcess::spawn(url, shutdown.clone(), node::serve(config, listener, shutdown))
 }
 
-async fn start_replicator(data_dir: &Path) -> Service {
+async fn start_replicator(data_dir: &Path) -> InProcess {
     let mut config = ReplicatorConfig::with_defaults(data_dir.to_path_buf(), Secret::new(SECRET));
     config.retry_base = Duration::from_millis(20);
     config.probe_interval = Duration::from_millis(50);
     let listener = bind(0).await;
     let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = Shutdown::new();
-    let task = tokio::spawn(replicator::serve(config, listener, shutdown.clone()));
-    Service { url, shutdown, task: Some(task) }
+    InProcess::spawn(url, shutdown.clone(), replicator::serve(config, listener, shutdown))
 }
 
 async fn post(
