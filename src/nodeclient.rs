@@ -22,7 +22,8 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 
 use crate::config::Secret;
-use crate::daemon::node::batch;
+use crate::daemon::node::store::Lookup;
+use crate::daemon::node::{batch, read};
 use crate::proto::{
     CLUSTER_SECRET_HEADER, EXPIRES_AT_HEADER, NodeBatchResponse, NodeDigest, NodeExportRequest, NodeHealth,
     NodeKeyPage, NodeMetrics, NodeRangePage, NodeRangeRequest, StoreWriteResponse, TOMBSTONE_HEADER, VERSION_HEADER,
@@ -395,6 +396,33 @@ impl NodeClient {
         let headers = [(CONTENT_TYPE, HeaderValue::from_static(batch::BATCH_CONTENT_TYPE))];
         let answer = self.send(Method::POST, &url, &headers, Bytes::from(body)).await?;
         answer.json(&url)
+    }
+
+    /// `POST /read`: `keys` in one request; one answer per key, in order, `None`
+    /// for a key the node left out of a full answer (read it alone with [`NodeClient::get`]).
+    pub async fn read_many(&self, base: &str, keys: &[&str]) -> Result<Vec<Option<NodeRead>>, NodeError> {
+        let url = self.node_url(base, &["read"])?;
+        let body = read::encode_request(keys.iter().copied()).map_err(|reason| invalid_request(&url, &reason))?;
+        let headers = [(CONTENT_TYPE, HeaderValue::from_static(read::READ_CONTENT_TYPE))];
+        let answer = self.send(Method::POST, &url, &headers, Bytes::from(body)).await?;
+        if answer.status != StatusCode::OK {
+            return Err(answer.status_error(&url));
+        }
+        let entries = read::decode_answer(&answer.body, keys.len()).map_err(|reason| invalid_response(&url, reason))?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| match entry {
+                read::Entry::LeftOut => None,
+                read::Entry::Read(Lookup::Found(found)) => Some(NodeRead::Found(StoredValue {
+                    value: found.value,
+                    version: found.version,
+                    expires_at: found.expires_at,
+                    content_type: found.content_type.to_string(),
+                })),
+                read::Entry::Read(Lookup::Tombstone(version)) => Some(NodeRead::Tombstone { version }),
+                read::Entry::Read(Lookup::Missing | Lookup::Expired(_)) => Some(NodeRead::Missing),
+            })
+            .collect())
     }
 }
 

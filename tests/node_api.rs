@@ -1,12 +1,12 @@
 //! The real node binary's internal API: bad input gets a clear 4xx JSON error
 //! and changes nothing; `/batch`, listing, health and metrics work as documented;
-//! the gateway's batched writes to it answer each writer.
+//! the gateway's batched writes and reads answer each caller.
 
 mod node_process;
 
 use node_process::{NodeProcess, SECRET, metrics, now_millis, store_url};
 use reqwest::StatusCode;
-use ydht::daemon::node::batch;
+use ydht::daemon::node::{batch, read};
 use ydht::wal::Record;
 
 /// Sends a request and returns its status and JSON error message.
@@ -77,6 +77,22 @@ async fn bad_input_is_refused_with_a_clear_4xx_and_nothing_is_written() {
     let request = client.post(&batch_url).header("x-cluster-secret", SECRET).body(truncated);
     assert_eq!(refused(request).await.0, StatusCode::BAD_REQUEST);
     let request = client.post(&batch_url).body(batch::encode(&[Record::delete("victim", 9)]).unwrap());
+    assert_eq!(refused(request).await.0, StatusCode::UNAUTHORIZED);
+
+    let read_url = node.at("/read");
+    let (status, message) =
+        refused(client.post(&read_url).header("x-cluster-secret", SECRET).body("{\"keys\": [\"victim\"]}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message.contains("not a ydht read request"), "{message}");
+    let control = read::encode_request(["victim", "bad\u{7}key"].into_iter()).unwrap();
+    let (status, message) = refused(client.post(&read_url).header("x-cluster-secret", SECRET).body(control)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message.contains("key 1: the key contains control characters"), "{message}");
+    let mut truncated = read::encode_request(["victim"].into_iter()).unwrap();
+    truncated.pop();
+    let request = client.post(&read_url).header("x-cluster-secret", SECRET).body(truncated);
+    assert_eq!(refused(request).await.0, StatusCode::BAD_REQUEST);
+    let request = client.post(&read_url).body(read::encode_request(["victim"].into_iter()).unwrap());
     assert_eq!(refused(request).await.0, StatusCode::UNAUTHORIZED);
 
     let request = client.get(node.at("/keys?limit=0")).header("x-cluster-secret", SECRET);
@@ -221,6 +237,85 @@ async fn the_gateways_batched_writes_answer_each_writer_and_a_bad_one_fails_alon
             (7, NodeRecord::Tombstone { version }) => assert_eq!(version, 100),
             (_, NodeRecord::Value { value, version, .. }) => assert_eq!((&value[..], version), (&b"v"[..], 100 + n)),
             (n, other) => panic!("u/{n}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_batched_reads_answer_each_reader_even_past_the_byte_limit() {
+    use ydht::config::Secret;
+    use ydht::daemon::gateway::nodes::{NodeClient, http_client};
+    use ydht::daemon::gateway::quorum::NodeRecord;
+    use ydht::nodeclient::{self, NodeRead};
+
+    const BIG: usize = 3 << 20;
+    let data = tempfile::tempdir().unwrap();
+    // 3 MiB values: one answer carries at most 12 MiB of values (4 × the largest value).
+    let node = NodeProcess::start(data.path(), &[], &[("YDHT_MAX_VALUE_BYTES", &BIG.to_string())]);
+    let client = reqwest::Client::new();
+    let mut records = vec![
+        Record::put("u/small", 5, &b"tiny"[..], "text/plain").with_expiry(Some(now_millis() + 3_600_000)),
+        Record::delete("u/gone", 6),
+        Record::put("u/expired", 7, &b"old"[..], "text/plain").with_expiry(Some(now_millis() - 1_000)),
+    ];
+    for n in 0..5u8 {
+        records.push(Record::put(format!("u/big{n}"), 10 + u64::from(n), vec![n; BIG], "application/x-big"));
+    }
+    for record in records {
+        let response = client
+            .post(node.at("/batch"))
+            .header("x-cluster-secret", SECRET)
+            .body(batch::encode(&[record]).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    // One /read of everything: four big values fill the answer, the fifth is left out.
+    let keys = ["u/small", "u/gone", "u/expired", "u/never", "u/big0", "u/big1", "u/big2", "u/big3", "u/big4"];
+    let direct = nodeclient::NodeClient::new(Secret::new(SECRET), std::time::Duration::from_secs(10));
+    let answer = direct.read_many(&node.url, &keys).await.unwrap();
+    assert_eq!(answer.len(), keys.len());
+    match &answer[0] {
+        Some(NodeRead::Found(found)) => {
+            assert_eq!((&found.value[..], found.version, found.content_type.as_str()), (&b"tiny"[..], 5, "text/plain"));
+            assert!(found.expires_at.is_some());
+        }
+        other => panic!("u/small: {other:?}"),
+    }
+    assert_eq!(answer[1], Some(NodeRead::Tombstone { version: 6 }));
+    assert_eq!(answer[2], Some(NodeRead::Missing), "an expired value reads as missing");
+    assert_eq!(answer[3], Some(NodeRead::Missing));
+    for (n, entry) in answer[4..8].iter().enumerate() {
+        match entry {
+            Some(NodeRead::Found(found)) => assert!(found.value.len() == BIG && found.value[0] == n as u8),
+            other => panic!("u/big{n}: {:?}", other.as_ref().map(|_| "not a value")),
+        }
+    }
+    assert!(answer[8].is_none(), "the fifth big value is past the answer's limit");
+
+    // The gateway's client: every reader at once gets its own key, the left-out one included.
+    let nodes = NodeClient::new(http_client(), Secret::new(SECRET));
+    let readers: Vec<_> = (0..64)
+        .map(|n| {
+            let (nodes, base) = (nodes.clone(), node.url.clone());
+            let key = keys[n % keys.len()];
+            tokio::spawn(async move { (key, nodes.read(&base, key).await.unwrap()) })
+        })
+        .collect();
+    for reader in readers {
+        let (key, record) = reader.await.unwrap();
+        match (key, record) {
+            ("u/small", NodeRecord::Value { value, version: 5, .. }) => assert_eq!(&value[..], b"tiny"),
+            ("u/gone", NodeRecord::Tombstone { version: 6 }) => {}
+            ("u/expired" | "u/never", NodeRecord::Missing) => {}
+            (big, NodeRecord::Value { value, version, content_type, .. }) if big.starts_with("u/big") => {
+                let n = big.as_bytes()[5] - b'0';
+                assert_eq!((value.len(), value[BIG - 1], version), (BIG, n, 10 + u64::from(n)));
+                assert_eq!(content_type, "application/x-big");
+            }
+            (key, other) => panic!("{key}: {other:?}"),
         }
     }
 }

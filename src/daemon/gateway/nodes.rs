@@ -5,7 +5,8 @@
 //! Writes to one node are coalesced ([`crate::coalesce`]): concurrent writes
 //! go out as one `POST /batch` (one request, one WAL sync on the node), each
 //! caller getting its own record's answer once the node has synced it; a lone
-//! write is a plain `PUT`/`DELETE` at once.
+//! write is a plain `PUT`/`DELETE` at once. Reads are coalesced the same way,
+//! into one `POST /read` of several keys; a lone read is a plain `GET`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -97,61 +98,67 @@ impl Write {
     }
 }
 
+/// How reads of one node are batched: up to 128 keys per `/read`, 4 batches in flight per node.
+const READ_LIMITS: coalesce::Limits =
+    coalesce::Limits { max_items: 128, max_bytes: 128 * 4096, in_flight: 4, queue: 4096 };
+
 /// The batching task of the writes to one node.
 type NodeWrites = Coalescer<Write, Result<StoreWriteResponse, NodeError>>;
+/// The batching task of the reads of one node.
+type NodeReads = Coalescer<String, Result<NodeRecord, NodeError>>;
+
+/// One batching task per node, started on the node's first request.
+type PerNode<T> = Arc<Mutex<HashMap<String, T>>>;
 
 /// A typed client for the cluster's nodes; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct NodeClient {
     client: nodeclient::NodeClient,
     http: reqwest::Client,
-    /// One batching task per node written to, started on its first write.
-    writes: Arc<Mutex<HashMap<String, NodeWrites>>>,
+    writes: PerNode<NodeWrites>,
+    reads: PerNode<NodeReads>,
 }
 
 impl NodeClient {
     /// A client authenticating with the cluster `secret`; `http` is used for the unauthenticated probes.
     pub fn new(http: reqwest::Client, secret: Secret) -> Self {
-        Self { client: nodeclient::NodeClient::new(secret, NODE_TIMEOUT), http, writes: Arc::default() }
+        Self {
+            client: nodeclient::NodeClient::new(secret, NODE_TIMEOUT),
+            http,
+            writes: Arc::default(),
+            reads: Arc::default(),
+        }
     }
 
     /// Writes `mutation` of `key` to the node at `base`, batched with the other
     /// writes to that node in flight; answers once the node has synced it.
     pub async fn write(&self, base: &str, key: &str, mutation: &Mutation) -> Result<StoreWriteResponse, NodeError> {
         let write = Write { key: key.to_string(), mutation: mutation.clone() };
-        self.writes_to(base).submit(write).await.unwrap_or_else(|| {
-            Err(NodeError::InvalidResponse { url: base.to_string(), message: "the write batching task stopped".into() })
-        })
+        let writes = per_node(&self.writes, base, || {
+            let (client, target) = (self.client.clone(), base.to_string());
+            Coalescer::spawn(WRITE_LIMITS, Write::size, move |batch: Vec<Write>| {
+                let (client, target) = (client.clone(), target.clone());
+                async move { write_batch(&client, &target, &batch).await }
+            })
+        });
+        writes.submit(write).await.unwrap_or_else(|| Err(stopped(base, "write")))
     }
 
-    fn writes_to(&self, base: &str) -> NodeWrites {
-        let mut writes = self.writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(node) = writes.get(base) {
-            return node.clone();
-        }
-        let (client, target) = (self.client.clone(), base.to_string());
-        let node = Coalescer::spawn(WRITE_LIMITS, Write::size, move |batch: Vec<Write>| {
-            let (client, target) = (client.clone(), target.clone());
-            async move { write_batch(&client, &target, &batch).await }
+    /// Reads `key` from the node at `base`, batched with the other reads of that node in flight.
+    pub async fn read(&self, base: &str, key: &str) -> Result<NodeRecord, NodeError> {
+        let reads = per_node(&self.reads, base, || {
+            let (client, target) = (self.client.clone(), base.to_string());
+            Coalescer::spawn(READ_LIMITS, String::len, move |keys: Vec<String>| {
+                let (client, target) = (client.clone(), target.clone());
+                async move { read_batch(&client, &target, &keys).await }
+            })
         });
-        writes.insert(base.to_string(), node.clone());
-        node
+        reads.submit(key.to_string()).await.unwrap_or_else(|| Err(stopped(base, "read")))
     }
 
     /// The node's `/health` (its id).
     pub async fn health(&self, base: &str) -> Result<crate::proto::NodeHealth, NodeError> {
         self.client.health(base).await
-    }
-
-    /// Reads `key` from the node at `base`.
-    pub async fn read(&self, base: &str, key: &str) -> Result<NodeRecord, NodeError> {
-        Ok(match self.client.get(base, key).await? {
-            NodeRead::Found(StoredValue { value, version, expires_at, content_type }) => {
-                NodeRecord::Value { value, content_type, version, expires_at }
-            }
-            NodeRead::Tombstone { version } => NodeRecord::Tombstone { version },
-            NodeRead::Missing => NodeRecord::Missing,
-        })
     }
 
     /// One page of the node's live keys under `prefix`, after `cursor` (exclusive).
@@ -175,6 +182,64 @@ impl NodeClient {
         let metrics: serde_json::Value = response.json().await.map_err(describe)?;
         Ok(metrics.get("key_count").and_then(serde_json::Value::as_u64))
     }
+}
+
+/// The batching task of `base` in `tasks`, started with `start` if there is none yet.
+fn per_node<T: Clone>(tasks: &PerNode<T>, base: &str, start: impl FnOnce() -> T) -> T {
+    let mut tasks = tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(task) = tasks.get(base) {
+        return task.clone();
+    }
+    let task = start();
+    tasks.insert(base.to_string(), task.clone());
+    task
+}
+
+/// The error of a request whose batching task has stopped (the runtime is shutting down).
+fn stopped(base: &str, what: &str) -> NodeError {
+    NodeError::InvalidResponse { url: base.to_string(), message: format!("the {what} batching task stopped") }
+}
+
+fn record_of(read: NodeRead) -> NodeRecord {
+    match read {
+        NodeRead::Found(StoredValue { value, version, expires_at, content_type }) => {
+            NodeRecord::Value { value, content_type, version, expires_at }
+        }
+        NodeRead::Tombstone { version } => NodeRecord::Tombstone { version },
+        NodeRead::Missing => NodeRecord::Missing,
+    }
+}
+
+/// Reads `keys` from the node at `base`: one key alone as `GET /store/{key}`,
+/// several as one `POST /read`. Keys the answer left out (it was full), and
+/// every key of a read the node refuses whole (a node without `/read` answers
+/// 404), are read alone.
+async fn read_batch(
+    client: &nodeclient::NodeClient,
+    base: &str,
+    keys: &[String],
+) -> Vec<Result<NodeRecord, NodeError>> {
+    if keys.len() > 1 {
+        let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+        match client.read_many(base, &names).await {
+            Ok(entries) => {
+                let reads = keys.iter().zip(entries).map(|(key, entry)| async move {
+                    match entry {
+                        Some(read) => Ok(record_of(read)),
+                        None => read_alone(client, base, key).await,
+                    }
+                });
+                return futures_util::future::join_all(reads).await;
+            }
+            Err(error) if !error.is_permanent() => return keys.iter().map(|_| Err(same_error(&error))).collect(),
+            Err(_) => {}
+        }
+    }
+    futures_util::future::join_all(keys.iter().map(|key| read_alone(client, base, key))).await
+}
+
+async fn read_alone(client: &nodeclient::NodeClient, base: &str, key: &str) -> Result<NodeRecord, NodeError> {
+    client.get(base, key).await.map(record_of)
 }
 
 /// Sends `batch` to the node at `base`: one write alone as `PUT`/`DELETE`, several

@@ -14,6 +14,7 @@ pub mod antientropy;
 pub mod batch;
 pub mod digest;
 pub mod membership;
+pub mod read;
 pub mod routes;
 pub mod slot;
 pub mod store;

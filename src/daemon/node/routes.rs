@@ -16,9 +16,9 @@ use axum::routing::{any, get, post};
 use serde::Deserialize;
 
 use super::antientropy::PAGE;
-use super::batch;
 use super::store::Lookup;
 use super::{AntiEntropyHandle, NodeState};
+use super::{batch, read};
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
 use crate::proto::{
@@ -44,6 +44,7 @@ pub fn app(state: NodeState) -> Router {
         .route("/store/{*key}", get(get_value).put(put_value).delete(delete_value))
         .route("/keys", get(list_keys))
         .route("/batch", post(apply_batch))
+        .route("/read", post(read_many))
         .route("/digest", get(digest))
         .route("/range", post(range))
         .route("/export", post(export))
@@ -190,6 +191,24 @@ async fn get_value(
         Lookup::Expired(version) => Ok(not_found(version, false)),
         Lookup::Missing => Err(ApiError::not_found("Key not found")),
     }
+}
+
+/// `POST /read`: several keys at once ([`read`] has the bodies). The answer
+/// holds one entry per key; past the batch byte limit, keys are left out for
+/// the caller to read alone.
+async fn read_many(
+    _: Internal,
+    State(state): State<NodeState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = crate::server::read_limited_body(&headers, body, read::MAX_REQUEST_BYTES, "the read request").await?;
+    let keys = read::decode_request(&body).map_err(ApiError::bad_request)?;
+    for (index, key) in keys.iter().enumerate() {
+        validate_key(key).map_err(|error| ApiError::bad_request(format!("key {index}: {}", error.message)))?;
+    }
+    let lookups = state.store.get_many(&keys, now_millis(), state.settings.max_batch_bytes());
+    Ok(([(header::CONTENT_TYPE, read::READ_CONTENT_TYPE)], read::encode_answer(&lookups)).into_response())
 }
 
 /// Query of `GET /keys`.

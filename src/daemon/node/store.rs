@@ -105,6 +105,20 @@ struct State {
 }
 
 impl State {
+    fn lookup(&self, key: &str, now: u64) -> Lookup {
+        match self.map.get(key.as_bytes()) {
+            None => Lookup::Missing,
+            Some(slot) if slot.tombstone => Lookup::Tombstone(slot.version),
+            Some(slot) if slot.is_expired(now) => Lookup::Expired(slot.version),
+            Some(slot) => Lookup::Found(Found {
+                version: slot.version,
+                expires_at: slot.expires_at(),
+                content_type: Arc::clone(self.types.name(slot.content_type)),
+                value: Bytes::copy_from_slice(slot.value()),
+            }),
+        }
+    }
+
     fn apply(&mut self, record: Record) -> StoreWriteResponse {
         if let Some(existing) = self.map.get(record.key.as_bytes()) {
             if existing.version >= record.version {
@@ -308,18 +322,26 @@ impl Store {
 
     /// The current state of `key` at time `now` (Unix ms).
     pub fn get(&self, key: &str, now: u64) -> Lookup {
+        self.shared.state().lookup(key, now)
+    }
+
+    /// [`Store::get`] of each of `keys`, under one lock. Once the values copied
+    /// reach `max_bytes`, the remaining keys are `None` (the first key is always read).
+    pub fn get_many(&self, keys: &[&str], now: u64, max_bytes: usize) -> Vec<Option<Lookup>> {
         let state = self.shared.state();
-        match state.map.get(key.as_bytes()) {
-            None => Lookup::Missing,
-            Some(slot) if slot.tombstone => Lookup::Tombstone(slot.version),
-            Some(slot) if slot.is_expired(now) => Lookup::Expired(slot.version),
-            Some(slot) => Lookup::Found(Found {
-                version: slot.version,
-                expires_at: slot.expires_at(),
-                content_type: Arc::clone(state.types.name(slot.content_type)),
-                value: Bytes::copy_from_slice(slot.value()),
-            }),
-        }
+        let mut bytes = 0;
+        keys.iter()
+            .map(|key| {
+                if bytes > 0 && bytes >= max_bytes {
+                    return None;
+                }
+                let lookup = state.lookup(key, now);
+                if let Lookup::Found(found) = &lookup {
+                    bytes += found.value.len().max(1);
+                }
+                Some(lookup)
+            })
+            .collect()
     }
 
     /// Up to `limit` live keys starting with `prefix`, in ascending order, after `cursor` (exclusive).

@@ -1,0 +1,262 @@
+//! The `POST /read` bodies: several keys read in one request, for the gateway,
+//! which coalesces concurrent reads of one node ([`crate::coalesce`]).
+//!
+//! # Layout (format version 1), integers little-endian
+//!
+//! ```text
+//! request   8 bytes  magic "YDHTRDQ" + format version byte (1)
+//!           4 bytes  key count N (u32), 1..=MAX_READ_KEYS
+//!           N times  key length (u16), key (UTF-8)
+//!
+//! answer    8 bytes  magic "YDHTRDA" + format version byte (1)
+//!           4 bytes  entry count (u32), equal to the request's N
+//!           N times  one entry per requested key, in request order:
+//!             tag 0  missing (never written, purged, or expired)
+//!             tag 1  tombstone: version (u64)
+//!             tag 2  value: version (u64), expires_at (u64, 0 = never),
+//!                    content type length (u16), content type, value length (u32), value
+//!             tag 3  left out: the answer reached its byte limit; read this key alone
+//! ```
+//!
+//! Nothing may follow the last key or entry. A malformed request is refused
+//! whole (400) and a malformed answer is an error for every key in it.
+
+use bytes::Bytes;
+
+use super::store::{Found, Lookup};
+use crate::wal::record::{FILE_HEADER_BYTES, check_file_header, file_header};
+
+/// Magic at the start of a request body.
+pub const REQUEST_MAGIC: &[u8; 7] = b"YDHTRDQ";
+/// Magic at the start of an answer body.
+pub const ANSWER_MAGIC: &[u8; 7] = b"YDHTRDA";
+/// Content type of both bodies.
+pub const READ_CONTENT_TYPE: &str = "application/x-ydht-read";
+/// Most keys one request may name.
+pub const MAX_READ_KEYS: usize = 1024;
+/// Largest request body: every key at the longest a node accepts, with its length.
+pub const MAX_REQUEST_BYTES: usize = FILE_HEADER_BYTES + 4 + MAX_READ_KEYS * (2 + super::routes::MAX_KEY_BYTES);
+
+const MISSING: u8 = 0;
+const TOMBSTONE: u8 = 1;
+const VALUE: u8 = 2;
+const LEFT_OUT: u8 = 3;
+
+/// What the answer says of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// What the node holds (an expired value reads as missing).
+    Read(Lookup),
+    /// Not in this answer (its byte limit was reached first); read the key alone.
+    LeftOut,
+}
+
+/// Encodes a request for `keys`. Keys longer than `u16::MAX` bytes cannot be named (nodes refuse them anyway).
+pub fn encode_request<'a>(keys: impl ExactSizeIterator<Item = &'a str> + Clone) -> Result<Vec<u8>, String> {
+    if keys.len() == 0 || keys.len() > MAX_READ_KEYS {
+        return Err(format!("a read names 1 to {MAX_READ_KEYS} keys, not {}", keys.len()));
+    }
+    let mut body = Vec::with_capacity(FILE_HEADER_BYTES + 4 + keys.clone().map(|key| 2 + key.len()).sum::<usize>());
+    body.extend_from_slice(&file_header(REQUEST_MAGIC));
+    body.extend_from_slice(&(keys.len() as u32).to_le_bytes());
+    for key in keys {
+        let len = u16::try_from(key.len()).map_err(|_| format!("a {}-byte key cannot be read", key.len()))?;
+        body.extend_from_slice(&len.to_le_bytes());
+        body.extend_from_slice(key.as_bytes());
+    }
+    Ok(body)
+}
+
+/// Decodes a request body into its keys (not yet validated as keys); the error names what is wrong and where.
+pub fn decode_request(body: &[u8]) -> Result<Vec<&str>, String> {
+    check_file_header(body, REQUEST_MAGIC).map_err(|reason| format!("not a ydht read request: {reason}"))?;
+    let mut reader = Reader { bytes: body, at: FILE_HEADER_BYTES };
+    let count = reader.u32().map_err(|_| "the request ends before its key count".to_string())? as usize;
+    if count == 0 || count > MAX_READ_KEYS {
+        return Err(format!("the request names {count} keys; it must name 1 to {MAX_READ_KEYS}"));
+    }
+    let mut keys = Vec::with_capacity(count);
+    for index in 0..count {
+        let ends = || format!("the request ends inside key {index}");
+        let len = reader.u16().map_err(|_| ends())? as usize;
+        let key = reader.take(len).map_err(|_| ends())?;
+        keys.push(std::str::from_utf8(key).map_err(|_| format!("key {index} is not UTF-8"))?);
+    }
+    if reader.at != body.len() {
+        return Err(format!("{} bytes follow the last key", body.len() - reader.at));
+    }
+    Ok(keys)
+}
+
+/// Encodes the answer to a read of `lookups.len()` keys; `None` is a key left out.
+pub fn encode_answer(lookups: &[Option<Lookup>]) -> Vec<u8> {
+    let values: usize = lookups
+        .iter()
+        .map(|lookup| match lookup {
+            Some(Lookup::Found(found)) => found.value.len() + found.content_type.len(),
+            _ => 0,
+        })
+        .sum();
+    let mut body = Vec::with_capacity(FILE_HEADER_BYTES + 4 + lookups.len() * 23 + values);
+    body.extend_from_slice(&file_header(ANSWER_MAGIC));
+    body.extend_from_slice(&(lookups.len() as u32).to_le_bytes());
+    for lookup in lookups {
+        match lookup {
+            None => body.push(LEFT_OUT),
+            Some(Lookup::Missing | Lookup::Expired(_)) => body.push(MISSING),
+            Some(Lookup::Tombstone(version)) => {
+                body.push(TOMBSTONE);
+                body.extend_from_slice(&version.to_le_bytes());
+            }
+            Some(Lookup::Found(found)) => {
+                // The node stores content types of at most 255 bytes and values far below 4 GiB.
+                body.push(VALUE);
+                body.extend_from_slice(&found.version.to_le_bytes());
+                body.extend_from_slice(&found.expires_at.unwrap_or(0).to_le_bytes());
+                body.extend_from_slice(&(found.content_type.len() as u16).to_le_bytes());
+                body.extend_from_slice(found.content_type.as_bytes());
+                body.extend_from_slice(&(found.value.len() as u32).to_le_bytes());
+                body.extend_from_slice(&found.value);
+            }
+        }
+    }
+    body
+}
+
+/// Decodes an answer that must hold `expected` entries; values share `body`'s memory.
+pub fn decode_answer(body: &Bytes, expected: usize) -> Result<Vec<Entry>, String> {
+    check_file_header(body, ANSWER_MAGIC).map_err(|reason| format!("not a ydht read answer: {reason}"))?;
+    let mut reader = Reader { bytes: body, at: FILE_HEADER_BYTES };
+    let count = reader.u32().map_err(|_| "the answer ends before its entry count".to_string())? as usize;
+    if count != expected {
+        return Err(format!("the answer holds {count} entries for {expected} keys"));
+    }
+    let mut entries = Vec::with_capacity(count);
+    for index in 0..count {
+        let ends = |_| format!("the answer ends inside entry {index}");
+        let entry = match reader.u8().map_err(ends)? {
+            MISSING => Entry::Read(Lookup::Missing),
+            TOMBSTONE => Entry::Read(Lookup::Tombstone(reader.u64().map_err(ends)?)),
+            VALUE => {
+                let version = reader.u64().map_err(ends)?;
+                let expires_at = Some(reader.u64().map_err(ends)?).filter(|&millis| millis > 0);
+                let type_len = reader.u16().map_err(ends)? as usize;
+                let content_type = std::str::from_utf8(reader.take(type_len).map_err(ends)?)
+                    .map_err(|_| format!("entry {index}: the content type is not UTF-8"))?;
+                let value_len = reader.u32().map_err(ends)? as usize;
+                let start = reader.at;
+                reader.take(value_len).map_err(ends)?;
+                Entry::Read(Lookup::Found(Found {
+                    version,
+                    expires_at,
+                    content_type: content_type.into(),
+                    value: body.slice(start..start + value_len),
+                }))
+            }
+            LEFT_OUT => Entry::LeftOut,
+            tag => return Err(format!("entry {index} has the unknown tag {tag}")),
+        };
+        entries.push(entry);
+    }
+    if reader.at != body.len() {
+        return Err(format!("{} bytes follow the last entry", body.len() - reader.at));
+    }
+    Ok(entries)
+}
+
+/// Reads little-endian integers and byte runs off a buffer, never past its end.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, count: usize) -> Result<&'a [u8], ()> {
+        let end = self.at.checked_add(count).filter(|&end| end <= self.bytes.len()).ok_or(())?;
+        let taken = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ()> {
+        Ok(self.take(N)?.try_into().expect("took N bytes"))
+    }
+
+    fn u8(&mut self) -> Result<u8, ()> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, ()> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, ()> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, ()> {
+        self.array().map(u64::from_le_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_refuse_damage() {
+        let keys = ["u/a", "u/über", "u/c d"];
+        let body = encode_request(keys.iter().copied()).unwrap();
+        assert_eq!(decode_request(&body).unwrap(), keys);
+
+        assert!(decode_request(&body[..body.len() - 1]).unwrap_err().contains("ends inside key 2"));
+        assert!(decode_request(b"{\"keys\": []}").unwrap_err().contains("not a ydht read request"));
+        let mut trailing = body.clone();
+        trailing.push(0);
+        assert!(decode_request(&trailing).unwrap_err().contains("1 bytes follow"));
+        let mut zero = body.clone();
+        zero[8..12].copy_from_slice(&0u32.to_le_bytes());
+        assert!(decode_request(&zero).unwrap_err().contains("names 0 keys"));
+        let mut too_many = body.clone();
+        too_many[8..12].copy_from_slice(&(MAX_READ_KEYS as u32 + 1).to_le_bytes());
+        assert!(decode_request(&too_many).unwrap_err().contains("must name 1 to"));
+        assert!(encode_request(std::iter::empty()).is_err());
+    }
+
+    #[test]
+    fn answers_round_trip_every_kind_of_entry() {
+        let found = Found {
+            version: 9,
+            expires_at: Some(1_700_000_000_000),
+            content_type: "text/plain".into(),
+            value: Bytes::from_static(b"hello"),
+        };
+        let lookups = [
+            Some(Lookup::Found(found.clone())),
+            Some(Lookup::Tombstone(7)),
+            Some(Lookup::Missing),
+            Some(Lookup::Expired(3)),
+            None,
+            Some(Lookup::Found(Found { expires_at: None, value: Bytes::new(), ..found.clone() })),
+        ];
+        let body = Bytes::from(encode_answer(&lookups));
+        let entries = decode_answer(&body, lookups.len()).unwrap();
+        assert_eq!(
+            entries,
+            vec![
+                Entry::Read(Lookup::Found(found.clone())),
+                Entry::Read(Lookup::Tombstone(7)),
+                Entry::Read(Lookup::Missing),
+                Entry::Read(Lookup::Missing),
+                Entry::LeftOut,
+                Entry::Read(Lookup::Found(Found { expires_at: None, value: Bytes::new(), ..found })),
+            ]
+        );
+
+        assert!(decode_answer(&body, 5).unwrap_err().contains("6 entries for 5 keys"));
+        assert!(decode_answer(&body.slice(..body.len() - 1), 6).unwrap_err().contains("inside entry 5"));
+        let mut bad_tag = body.to_vec();
+        bad_tag[12] = 9;
+        assert!(decode_answer(&Bytes::from(bad_tag), 6).unwrap_err().contains("unknown tag 9"));
+    }
+}
