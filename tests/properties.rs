@@ -8,7 +8,8 @@ use bytes::Bytes;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use ydht::daemon::gateway::input;
-use ydht::daemon::node::{batch, routes};
+use ydht::daemon::node::store::{Found, Lookup};
+use ydht::daemon::node::{batch, read, routes};
 use ydht::hlc::{self, Hlc};
 use ydht::ring::{NodeInfo, Ring};
 use ydht::wal::record::{self, Decoded, Record};
@@ -88,6 +89,20 @@ proptest! {
         if let Ok(records) = batch::decode(&bytes) {
             prop_assert_eq!(batch::encode(&records).unwrap(), bytes.clone());
         }
+        if let Ok(keys) = read::decode_request(&bytes) {
+            prop_assert_eq!(read::encode_request(keys.iter().copied()).unwrap(), bytes.clone());
+        }
+        let claimed = bytes.get(8..12).map_or(0, |count| u32::from_le_bytes(count.try_into().unwrap()) as usize);
+        if let Ok(entries) = read::decode_answer(&bytes.clone().into(), claimed) {
+            let lookups: Vec<_> = entries
+                .into_iter()
+                .map(|entry| match entry {
+                    read::Entry::Read(lookup) => Some(lookup),
+                    read::Entry::LeftOut => None,
+                })
+                .collect();
+            prop_assert_eq!(read::encode_answer(&lookups), bytes.clone());
+        }
     }
 
     #[test]
@@ -124,6 +139,39 @@ proptest! {
         damaged[at] ^= mask;
         prop_assert!(batch::decode(&damaged).is_err(), "byte {} ^ {:#x} was accepted", at, mask);
         prop_assert!(batch::decode(&body[..body.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn reads_round_trip_and_a_cut_body_is_refused(
+        keys in vec(text(64), 1..6),
+        records in vec(proptest::option::of(a_record()), 0..6),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let request = read::encode_request(keys.iter().map(String::as_str)).unwrap();
+        prop_assert_eq!(read::decode_request(&request).unwrap(), keys.iter().map(String::as_str).collect::<Vec<_>>());
+        prop_assert!(read::decode_request(&request[..cut.index(request.len())]).is_err());
+
+        // A record as a node reads it back (`None`: left out of a full answer).
+        let lookups: Vec<Option<Lookup>> = records
+            .iter()
+            .map(|record| {
+                record.as_ref().map(|record| match record.tombstone {
+                    true => Lookup::Tombstone(record.version),
+                    false => Lookup::Found(Found {
+                        version: record.version,
+                        expires_at: record.expires_at,
+                        content_type: record.content_type.as_str().into(),
+                        value: record.value.clone(),
+                    }),
+                })
+            })
+            .collect();
+        let answer = Bytes::from(read::encode_answer(&lookups));
+        let entries = read::decode_answer(&answer, lookups.len()).unwrap();
+        let expected: Vec<read::Entry> =
+            lookups.iter().map(|lookup| lookup.clone().map_or(read::Entry::LeftOut, read::Entry::Read)).collect();
+        prop_assert_eq!(entries, expected);
+        prop_assert!(read::decode_answer(&answer.slice(..cut.index(answer.len())), lookups.len()).is_err());
     }
 
     #[test]
