@@ -31,9 +31,9 @@ const HAND_OVER_PATIENCE: Duration = Duration::from_secs(600);
 /// Attempts per target for a fallback copy.
 const FALLBACK_ATTEMPTS: u32 = 3;
 /// How jobs are batched: up to 1024 jobs or 4 MiB per request (the replicator takes
-/// at least 8 MiB), 4 requests in flight.
+/// at least 8 MiB), one request in flight (the next collects the jobs arriving meanwhile).
 const JOB_LIMITS: coalesce::Limits =
-    coalesce::Limits { max_items: 1024, max_bytes: 4 << 20, in_flight: 4, queue: 4096 };
+    coalesce::Limits { max_items: 1024, max_bytes: 4 << 20, in_flight: 1, queue: 4096 };
 
 /// One job as it waits for its batch.
 #[derive(Debug)]

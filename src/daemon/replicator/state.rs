@@ -31,9 +31,10 @@ pub const MAX_RETRIES: u32 = 3;
 /// Outgoing node requests in flight at once.
 const MAX_CONCURRENT_COPIES: usize = 64;
 /// How copies for one node are batched: up to 1024 records or 4 MiB per `/batch`
-/// (a node takes at least 8 MiB), 4 batches in flight per node.
+/// (a node takes at least 8 MiB), one batch in flight per node (the next collects the copies
+/// arriving meanwhile).
 const DELIVERY_LIMITS: coalesce::Limits =
-    coalesce::Limits { max_items: 1024, max_bytes: 4 << 20, in_flight: 4, queue: 8192 };
+    coalesce::Limits { max_items: 1024, max_bytes: 4 << 20, in_flight: 1, queue: 8192 };
 
 /// Why one copy attempt failed.
 #[derive(Debug, Clone)]
