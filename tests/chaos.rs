@@ -671,20 +671,21 @@ async fn a_full_disk_reaches_the_client_as_507_naming_the_node() {
     );
     let http = common::http();
     let (_, api_key) = tenant(&http, &users.1, "full").await;
-    let put = |consistency: &'static str, value: &'static str| {
+    let put = |consistency: &'static str, value: String| {
         http.put(format!("{}/v1/kv/k", gateway.1))
             .header("X-API-Key", &api_key)
             .header("X-Consistency", consistency)
             .body(value)
             .send()
     };
-    assert_eq!(put("strong", "before").await.unwrap().status(), 200);
+    assert_eq!(put("strong", "before".into()).await.unwrap().status(), 200);
     tmpfs.fill();
     for consistency in ["eventual", "strong"] {
-        // The WAL's last page may take a few more small records: write until it is full.
+        // Space the WAL set aside before the disk filled up (up to 1 MiB of zeros written
+        // ahead of its records) still takes records: write until that is used up too.
         let mut answer = None;
         for _ in 0..200 {
-            let response = put(consistency, "during").await.unwrap();
+            let response = put(consistency, "v".repeat(32 << 10)).await.unwrap();
             if response.status() != 200 {
                 answer = Some((response.status().as_u16(), response.text().await.unwrap()));
                 break;
@@ -699,7 +700,7 @@ async fn a_full_disk_reaches_the_client_as_507_naming_the_node() {
     let read = http.get(format!("{}/v1/kv/k", gateway.1)).header("X-API-Key", &api_key).send().await.unwrap();
     assert_eq!(read.status(), 200, "reads keep working on a full disk");
     tmpfs.free();
-    let response = put("strong", "after").await.unwrap();
+    let response = put("strong", "after".into()).await.unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     let read = http.get(format!("{}/v1/kv/k", gateway.1)).header("X-API-Key", &api_key).send().await.unwrap();
     assert_eq!(read.text().await.unwrap(), "after");

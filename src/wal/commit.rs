@@ -222,6 +222,8 @@ impl<O: Send + 'static> Committer<O> {
     where
         A: Apply<Outcome = O>,
     {
+        let mut segment = segment;
+        segment.fit_preallocation(config.max_segment_bytes);
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer {
             wake: sender.downgrade(),
@@ -336,7 +338,8 @@ impl<A: Apply> Writer<A> {
                 self.commit(batch, &mut buffer);
             }
             if let Some(done) = stop {
-                if let Err(error) = self.segment.sync() {
+                // Closed cleanly, the segment ends on its last record (trimming syncs too).
+                if let Err(error) = self.segment.trim() {
                     tracing::error!(%error, file = %self.segment.path().display(), "final WAL sync failed");
                 }
                 let _ = done.send(());
@@ -409,8 +412,13 @@ impl<A: Apply> Writer<A> {
         self.stats.snapshot_requested.store(false, Ordering::Release);
         let generation = self.segment.generation() + 1;
         match Segment::create(&self.dir, generation) {
-            Ok(next) => {
-                let previous = std::mem::replace(&mut self.segment, next);
+            Ok(mut next) => {
+                next.fit_preallocation(self.config.max_segment_bytes);
+                let mut previous = std::mem::replace(&mut self.segment, next);
+                if let Err(error) = previous.trim() {
+                    // Harmless: recovery reads the zeros left after its records as padding.
+                    tracing::warn!(%error, file = %previous.path().display(), "cannot trim a full WAL segment");
+                }
                 self.stats.retired_bytes.fetch_add(previous.len(), Ordering::Relaxed);
                 self.stats.synced_bytes.store(self.segment.len(), Ordering::Release);
                 self.stats.generation.store(generation, Ordering::Relaxed);

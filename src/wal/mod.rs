@@ -147,6 +147,13 @@ pub fn recover(dir: &WalDir, salvage: bool, mut apply: impl FnMut(Record)) -> Re
         });
         let keep = match end {
             ScanEnd::Clean => valid as u64,
+            // Zeros written ahead of the records (segment::PREALLOCATE_BYTES): not damage.
+            ScanEnd::Torn { offset, .. } if bytes[offset as usize..].iter().all(|&byte| byte == 0) => {
+                if is_newest {
+                    truncate(path, offset)?;
+                }
+                offset
+            }
             ScanEnd::Torn { offset, bytes } if is_newest => {
                 tracing::warn!(
                     file = %path.display(),
@@ -264,15 +271,20 @@ mod tests {
         let written = records(5);
         let template = tempfile::tempdir().unwrap();
         let ends = write_segment(&WalDir::new(template.path()), &written);
-        let full = fs::read(WalDir::new(template.path()).segment_path(0)).unwrap();
+        let mut full = fs::read(WalDir::new(template.path()).segment_path(0)).unwrap();
+        full.truncate(ends[ends.len() - 1] as usize);
         let last_start = ends[ends.len() - 2] as usize;
-        for cut in last_start..full.len() {
+        // The crash cut the last append short where the file ended, or inside the zeros written ahead.
+        for (cut, padding) in (last_start..full.len()).flat_map(|cut| [(cut, 0), (cut, 4096)]) {
             let dir = tempfile::tempdir().unwrap();
             let wal = WalDir::new(dir.path());
-            fs::write(wal.segment_path(0), &full[..cut]).unwrap();
+            let mut bytes = full[..cut].to_vec();
+            bytes.resize(cut + padding, 0);
+            fs::write(wal.segment_path(0), &bytes).unwrap();
             let (seen, recovered) = recover_all(&wal, false).unwrap();
-            assert_eq!(seen, written[..4], "cut at {cut}");
-            assert_eq!(recovered.truncated_bytes, (cut - last_start) as u64, "cut at {cut}");
+            assert_eq!(seen, written[..4], "cut at {cut}, {padding} zeros");
+            let torn = if cut == last_start { 0 } else { cut - last_start + padding };
+            assert_eq!(recovered.truncated_bytes, torn as u64, "cut at {cut}, {padding} zeros");
             assert_eq!(fs::metadata(wal.segment_path(0)).unwrap().len(), last_start as u64);
             // Appending after recovery produces a log that replays cleanly.
             let mut segment = recovered.segment;
@@ -289,7 +301,8 @@ mod tests {
         let written = records(6);
         let template = tempfile::tempdir().unwrap();
         let ends = write_segment(&WalDir::new(template.path()), &written);
-        let full = fs::read(WalDir::new(template.path()).segment_path(0)).unwrap();
+        let mut full = fs::read(WalDir::new(template.path()).segment_path(0)).unwrap();
+        full.truncate(ends[ends.len() - 1] as usize);
         // Every bit of the third record (records 4..6 follow it).
         let (start, end) = (ends[1] as usize, ends[2] as usize);
         for bit in start * 8..end * 8 {

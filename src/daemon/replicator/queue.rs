@@ -27,6 +27,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -36,6 +37,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::error::Exit;
+use crate::wal::segment;
 
 /// The queue log's file name inside the replicator's directory.
 pub const LOG_FILE: &str = "queue.log";
@@ -148,13 +150,14 @@ impl QueueLog {
         let path = dir.join(LOG_FILE);
         let replay = replay(&path)?;
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&path)
             .with_context(|| format!("cannot open the queue log {}", path.display()))?;
         let mut writer = Writer {
             dir: dir.to_path_buf(),
             file,
             len: replay.valid_len,
+            allocated: replay.valid_len,
             live: replay.live,
             live_bytes: replay.live_bytes,
             next_id: replay.next_id,
@@ -302,18 +305,24 @@ fn replay(path: &Path) -> anyhow::Result<Replay> {
     let mut next_id = 1;
     let mut offset = MAGIC.len();
     let mut torn = false;
-    // A crash can leave a partial record, or a file extended with zeros whose data never
-    // reached the disk; both only ever at the end. Anything else is corruption.
-    let zero_from = |from: usize| data[from..].iter().all(|byte| *byte == 0);
+    // Zeros after the last record are the writer's preallocation (or a file extended
+    // whose data never reached the disk). A crash can leave a partial record before
+    // them, or at the end of the file; anything else is corruption.
+    let zero_from = |from: usize| data.get(from..).is_none_or(|rest| rest.iter().all(|byte| *byte == 0));
     while offset < data.len() {
+        if zero_from(offset) {
+            break;
+        }
         let rest = &data[offset..];
         if rest.len() < FRAME_HEADER {
             torn = true;
             break;
         }
+        // Nothing but zeros after this record's header: its header is all that reached the disk.
+        let only_header = zero_from(offset + FRAME_HEADER);
         let length = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
         let checksum = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        if length > MAX_RECORD_BYTES && !zero_from(offset) {
+        if length > MAX_RECORD_BYTES && !only_header {
             return Err(corrupt(path, offset, "impossible record length"));
         }
         if length > rest.len() - FRAME_HEADER {
@@ -323,20 +332,13 @@ fn replay(path: &Path) -> anyhow::Result<Replay> {
         let payload = &rest[FRAME_HEADER..FRAME_HEADER + length];
         let end = offset + FRAME_HEADER + length;
         if crc32fast::hash(payload) != checksum {
-            if end == data.len() || zero_from(offset) {
+            if zero_from(end) || only_header {
                 torn = true;
                 break;
             }
             return Err(corrupt(path, offset, "checksum mismatch"));
         }
-        let record = match decode(payload) {
-            Ok(record) => record,
-            Err(_) if zero_from(offset) => {
-                torn = true;
-                break;
-            }
-            Err(reason) => return Err(corrupt(path, offset, &reason)),
-        };
+        let record = decode(payload).map_err(|reason| corrupt(path, offset, &reason))?;
         match record {
             Record::Job(job) => {
                 next_id = next_id.max(job.id + 1);
@@ -357,7 +359,7 @@ fn replay(path: &Path) -> anyhow::Result<Replay> {
         }
         offset = end;
     }
-    let truncated_bytes = (data.len() - offset) as u64;
+    let truncated_bytes = if torn { (data.len() - offset) as u64 } else { 0 };
     if torn {
         tracing::warn!(
             path = %path.display(),
@@ -365,6 +367,8 @@ fn replay(path: &Path) -> anyhow::Result<Replay> {
             bytes = truncated_bytes,
             "queue log ends in a torn record (a crash during an append); truncating it"
         );
+    }
+    if offset < data.len() {
         let file = OpenOptions::new().write(true).open(path)?;
         file.set_len(offset as u64)?;
         file.sync_all()?;
@@ -403,7 +407,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 struct Writer {
     dir: PathBuf,
     file: File,
+    /// Bytes of records (and magic): where the next append goes.
     len: u64,
+    /// Bytes the file holds: `len` plus zeros written ahead, so an fdatasync
+    /// flushes data only (see [`crate::wal::segment::PREALLOCATE_BYTES`]).
+    allocated: u64,
     live: BTreeMap<u64, Live>,
     live_bytes: u64,
     next_id: u64,
@@ -424,8 +432,16 @@ impl Writer {
                 }
             }
             if self.commit(batch) {
-                return;
+                return self.trim();
             }
+        }
+        self.trim();
+    }
+
+    /// Drops the zeros written ahead and syncs: a log closed cleanly ends on its last record.
+    fn trim(&mut self) {
+        if self.broken.is_none() && self.file.set_len(self.len).is_ok() {
+            self.allocated = self.len;
         }
         let _ = self.file.sync_data();
     }
@@ -491,14 +507,18 @@ impl Writer {
         if buffer.is_empty() && !sync {
             return Ok(());
         }
-        let result = self.file.write_all(buffer).and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
+        let end = self.len + buffer.len() as u64;
+        let result = segment::reserve(&self.file, &mut self.allocated, end, segment::PREALLOCATE_BYTES)
+            .and_then(|()| self.file.write_all_at(buffer, self.len))
+            .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
         match result {
             Ok(()) => {
-                self.len += buffer.len() as u64;
+                self.len = end;
                 Ok(())
             }
             Err(error) => {
                 tracing::error!(%error, "cannot write the replicator queue log; refusing jobs until it is writable");
+                self.allocated = self.len;
                 if let Err(undo) = self.file.set_len(self.len).and_then(|()| self.file.sync_data()) {
                     self.broken = Some(format!("the queue log is unusable after a failed write ({error}; {undo})"));
                 }
@@ -547,8 +567,9 @@ impl Writer {
         }
         let path = self.dir.join(LOG_FILE);
         write_atomically(&path, &buffer)?;
-        self.file = OpenOptions::new().append(true).open(&path)?;
+        self.file = OpenOptions::new().write(true).open(&path)?;
         self.len = buffer.len() as u64;
+        self.allocated = self.len;
         tracing::info!(before, after = self.len, unfinished = self.live.len(), "compacted the replicator queue log");
         Ok(())
     }
@@ -823,7 +844,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_zero_filled_tail_is_truncated() {
+    async fn zeros_after_the_last_record_are_padding_not_damage() {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = open(dir.path(), lenient());
         log.append(job(1, 1, b"first")).await.unwrap();
@@ -835,8 +856,47 @@ mod tests {
         drop(file);
         let (_log, recovered) = open(dir.path(), lenient());
         assert_eq!(recovered.unfinished.iter().map(|u| u.job.id).collect::<Vec<_>>(), vec![1]);
-        assert_eq!(recovered.truncated_bytes, 4096);
+        assert_eq!(recovered.truncated_bytes, 0);
         assert_eq!(fs::metadata(&path).unwrap().len(), clean_len);
+    }
+
+    #[tokio::test]
+    async fn appends_fill_zeros_written_ahead_and_a_record_torn_inside_them_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), lenient());
+        log.append(job(1, 1, b"first")).await.unwrap();
+        log.append(job(2, 1, b"second")).await.unwrap();
+        let path = dir.path().join(LOG_FILE);
+        let mut bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, segment::PREALLOCATE_BYTES, "zeros written ahead of the records");
+        let first_end = MAGIC.len() + FRAME_HEADER + job_payload_len(&job(1, 1, b"first"));
+        let second_end = first_end + FRAME_HEADER + job_payload_len(&job(2, 1, b"second"));
+        assert!(bytes[second_end..].iter().all(|byte| *byte == 0));
+        log.close().await;
+        assert_eq!(fs::metadata(&path).unwrap().len(), second_end as u64, "closed cleanly, it ends on its last record");
+        bytes.truncate(second_end);
+        bytes.resize(segment::PREALLOCATE_BYTES as usize, 0);
+
+        // A crash mid-append: the second record's last bytes never reached the disk.
+        let mut torn = bytes.clone();
+        torn[second_end - 3..second_end].fill(0);
+        fs::write(&path, &torn).unwrap();
+        let (log, recovered) = open(dir.path(), lenient());
+        assert_eq!(recovered.unfinished.iter().map(|u| u.job.id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(recovered.truncated_bytes, (torn.len() - first_end) as u64);
+        assert_eq!(fs::metadata(&path).unwrap().len(), first_end as u64);
+        log.append(job(3, 1, b"third")).await.unwrap();
+        log.close().await;
+        let (log, recovered) = open(dir.path(), lenient());
+        assert_eq!(recovered.unfinished.iter().map(|u| u.job.id).collect::<Vec<_>>(), vec![1, 3]);
+        log.close().await;
+
+        // Only its header made it.
+        let mut header_only = bytes.clone();
+        header_only[first_end + FRAME_HEADER..].fill(0);
+        fs::write(&path, &header_only).unwrap();
+        let (_log, recovered) = open(dir.path(), lenient());
+        assert_eq!(recovered.unfinished.iter().map(|u| u.job.id).collect::<Vec<_>>(), vec![1]);
     }
 
     #[tokio::test]
