@@ -12,11 +12,13 @@
 //! One writer thread owns the file. Appends of jobs are group-committed: every
 //! job waiting when a batch starts is written and covered by one `fdatasync`
 //! before any of their callers hears "durable". Done markers ride along with
-//! the next batch (losing one only means a copy is delivered twice, which
-//! versioned writes make harmless).
+//! the next batch, or are written unsynced after 100 ms without one (losing one
+//! only means a copy is delivered twice, which versioned writes make harmless).
 //!
 //! On open the log is replayed: jobs with a done marker for every target are
-//! finished; the rest come back as unfinished work. A torn record at the end
+//! finished; the rest come back as unfinished work. Zeros after the last record
+//! are the writer's preallocation (see [`crate::wal::segment::PREALLOCATE_BYTES`])
+//! and are dropped without a warning. A torn record at the end
 //! (a crash mid-append) is truncated with a warning; a bad record anywhere
 //! else is corruption and refuses to start, naming the file and offset.
 //!
@@ -29,8 +31,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -125,14 +128,22 @@ impl CompactionPolicy {
 
 enum Command {
     Append { jobs: Vec<Arc<Job>>, reply: oneshot::Sender<io::Result<()>> },
-    Done { job_id: u64, target: u16 },
     Close { reply: oneshot::Sender<()> },
 }
+
+/// Done markers waiting for the writer: it takes them with its next batch, or
+/// after [`DONE_FLUSH_INTERVAL`] without one. Marking a copy done never wakes
+/// the writer thread (a wake-up per delivered copy cost more than the write).
+type PendingDones = Arc<Mutex<Vec<(u64, u16)>>>;
+
+/// Longest a done marker waits for the writer when no job arrives.
+const DONE_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Handle to the queue log; the writer thread stops when it is closed or dropped.
 #[derive(Debug)]
 pub struct QueueLog {
     sender: mpsc::Sender<Command>,
+    dones: PendingDones,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -153,8 +164,10 @@ impl QueueLog {
             .write(true)
             .open(&path)
             .with_context(|| format!("cannot open the queue log {}", path.display()))?;
+        let dones = PendingDones::default();
         let mut writer = Writer {
             dir: dir.to_path_buf(),
+            dones: Arc::clone(&dones),
             file,
             len: replay.valid_len,
             allocated: replay.valid_len,
@@ -180,7 +193,7 @@ impl QueueLog {
             .name("replicator-queue-log".to_string())
             .spawn(move || writer.run(receiver))
             .context("cannot start the queue log writer thread")?;
-        Ok((QueueLog { sender, thread: Some(thread) }, recovered))
+        Ok((QueueLog { sender, dones, thread: Some(thread) }, recovered))
     }
 
     /// Hands `job` to the writer at once; the returned future completes once it is
@@ -203,7 +216,7 @@ impl QueueLog {
     /// After close this does nothing (the copy is simply delivered again after restart).
     pub fn mark_done(&self, job_id: u64, target: usize) {
         let target = u16::try_from(target).expect("targets are bounded far below u16::MAX");
-        let _ = self.sender.send(Command::Done { job_id, target });
+        self.dones.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((job_id, target));
     }
 
     /// Writes and fsyncs everything pending, then stops the writer thread.
@@ -406,6 +419,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// The writer thread's state.
 struct Writer {
     dir: PathBuf,
+    dones: PendingDones,
     file: File,
     /// Bytes of records (and magic): where the next append goes.
     len: u64,
@@ -423,7 +437,15 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, receiver: mpsc::Receiver<Command>) {
-        while let Ok(first) = receiver.recv() {
+        loop {
+            let first = match receiver.recv_timeout(DONE_FLUSH_INTERVAL) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.commit(Vec::new());
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match receiver.try_recv() {
@@ -446,12 +468,16 @@ impl Writer {
         let _ = self.file.sync_data();
     }
 
-    /// Writes one batch with one fsync and answers its appenders; true when asked to close.
+    /// Writes one batch with one fsync (and the done markers waiting, which need
+    /// none) and answers its appenders; true when asked to close.
     fn commit(&mut self, batch: Vec<Command>) -> bool {
         let mut buffer = Vec::new();
         let mut replies = Vec::new();
         let mut jobs = Vec::new();
-        let mut dones = Vec::new();
+        let dones = std::mem::take(&mut *self.dones.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        for &(job_id, target) in &dones {
+            frame(&mut buffer, &encode_done(job_id, target));
+        }
         let mut close = None;
         for command in batch {
             match command {
@@ -461,10 +487,6 @@ impl Writer {
                         jobs.push(job);
                     }
                     replies.push(reply);
-                }
-                Command::Done { job_id, target } => {
-                    frame(&mut buffer, &encode_done(job_id, target));
-                    dones.push((job_id, target));
                 }
                 Command::Close { reply } => close = Some(reply),
             }
@@ -841,6 +863,29 @@ mod tests {
         log.close().await;
         let (_log, recovered) = open(dir.path(), lenient());
         assert_eq!(recovered.unfinished.iter().map(|u| u.job.id).collect::<Vec<_>>(), vec![1, 3]);
+    }
+
+    #[tokio::test]
+    async fn done_markers_reach_the_log_without_another_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = CompactionPolicy { max_bytes: u64::MAX, idle_bytes: 1 };
+        let (log, _) = open(dir.path(), policy);
+        log.append(job(1, 2, b"first")).await.unwrap();
+        log.mark_done(1, 0);
+        log.mark_done(1, 1);
+        // Nothing else is appended: the writer still takes the markers, sees every job
+        // finished and compacts the log down to its header and next id.
+        let path = dir.path().join(LOG_FILE);
+        let compacted = (MAGIC.len() + FRAME_HEADER + encode_next_id(2).len()) as u64;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while fs::metadata(&path).unwrap().len() != compacted {
+            assert!(std::time::Instant::now() < deadline, "the done markers never reached the log");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        log.close().await;
+        let (_log, recovered) = open(dir.path(), policy);
+        assert!(recovered.unfinished.is_empty());
+        assert_eq!(recovered.next_id, 2);
     }
 
     #[tokio::test]
