@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use reqwest::Url;
+use std::collections::HashMap;
 
 use super::MAX_TARGETS;
 use super::batch::{self, BatchJob};
@@ -159,11 +160,12 @@ async fn accept_batch(state: Replicator, headers: &HeaderMap, body: Body) -> Res
     let jobs = batch::decode(&body).map_err(ApiError::bad_request)?;
     let max_value = state.config().max_value_bytes;
     let count = jobs.len();
+    let mut lists = TargetLists::default();
     let jobs = jobs
         .into_iter()
         .enumerate()
         .map(|(index, job)| {
-            new_job(job, max_value).map_err(|mut error| {
+            new_job(job, max_value, &mut lists).map_err(|mut error| {
                 error.message = format!("job {index} of {count}: {}", error.message);
                 error
             })
@@ -173,8 +175,24 @@ async fn accept_batch(state: Replicator, headers: &HeaderMap, body: Body) -> Res
     Ok(JobsAccepted { job_ids: accepted.into_iter().map(|(id, _)| id).collect() })
 }
 
+/// The target lists of one jobs body, each checked once: a body repeats a few
+/// lists (one per set of owners), and parsing URLs is most of checking a job.
+#[derive(Default)]
+struct TargetLists(HashMap<String, Vec<String>>);
+
+impl TargetLists {
+    fn parse(&mut self, text: String) -> Result<Vec<String>, ApiError> {
+        if let Some(targets) = self.0.get(&text) {
+            return Ok(targets.clone());
+        }
+        let targets = targets_from(&text)?;
+        self.0.insert(text, targets.clone());
+        Ok(targets)
+    }
+}
+
 /// Checks one job of a batch as `POST /jobs/{key}` checks its headers and body.
-fn new_job(job: BatchJob, max_value: usize) -> Result<NewJob, ApiError> {
+fn new_job(job: BatchJob, max_value: usize, lists: &mut TargetLists) -> Result<NewJob, ApiError> {
     let BatchJob { targets, record } = job;
     validate_key(&record.key)?;
     if record.version == 0 {
@@ -196,7 +214,7 @@ fn new_job(job: BatchJob, max_value: usize) -> Result<NewJob, ApiError> {
         version: record.version,
         expires_at: record.expires_at,
         content_type,
-        targets: targets_from(&targets)?,
+        targets: lists.parse(targets)?,
         value: record.value,
     })
 }
