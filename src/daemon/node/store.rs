@@ -120,13 +120,16 @@ impl State {
     }
 
     fn apply(&mut self, record: Record) -> StoreWriteResponse {
-        if let Some(existing) = self.map.get(record.key.as_bytes()) {
-            if existing.version >= record.version {
-                return StoreWriteResponse { applied: false, version: existing.version };
-            }
-        }
+        // One descent of the map in the usual case (the key is new, or this version is newer);
+        // an older or equal record swaps the existing entry back in.
         let content_type = self.types.acquire(&record.content_type);
         if let Some(replaced) = self.map.replace(Slot::new(&record, content_type)) {
+            if replaced.version >= record.version {
+                let version = replaced.version;
+                let ours = self.map.replace(replaced).expect("the entry was just inserted");
+                self.types.release(ours.content_type);
+                return StoreWriteResponse { applied: false, version };
+            }
             if let Some(digest) = &mut self.digest {
                 digest.toggle(&record.key, replaced.version, replaced.tombstone);
             }
@@ -581,6 +584,24 @@ mod tests {
         let options =
             StoreOptions { dir: dir.to_path_buf(), sync_mode: SyncMode::Group, wal_max_bytes, salvage_wal: false };
         Store::open(&options).unwrap().0
+    }
+
+    #[test]
+    fn an_older_record_leaves_the_entry_and_the_content_type_counts_alone() {
+        let mut state = State::default();
+        assert!(state.apply(Record::put("k", 5, &b"five"[..], "text/plain")).applied);
+        let older = state.apply(Record::put("k", 3, &b"three"[..], "application/x-older"));
+        assert_eq!(older, StoreWriteResponse { applied: false, version: 5 });
+        assert_eq!(state.apply(Record::delete("k", 5)), StoreWriteResponse { applied: false, version: 5 });
+        assert_eq!(state.types.count(), 1, "the refused records' content types were released");
+        let found = Found {
+            version: 5,
+            expires_at: None,
+            content_type: "text/plain".into(),
+            value: Bytes::from_static(b"five"),
+        };
+        assert_eq!(state.lookup("k", 0), Lookup::Found(found));
+        assert_eq!((state.map.len(), state.tombstones), (1, 0));
     }
 
     #[tokio::test]
