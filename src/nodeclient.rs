@@ -409,20 +409,17 @@ impl NodeClient {
             return Err(answer.status_error(&url));
         }
         let entries = read::decode_answer(&answer.body, keys.len()).map_err(|reason| invalid_response(&url, reason))?;
-        Ok(entries
-            .into_iter()
-            .map(|entry| match entry {
-                read::Entry::LeftOut => None,
-                read::Entry::Read(Lookup::Found(found)) => Some(NodeRead::Found(StoredValue {
-                    value: found.value,
-                    version: found.version,
-                    expires_at: found.expires_at,
-                    content_type: found.content_type.to_string(),
-                })),
-                read::Entry::Read(Lookup::Tombstone(version)) => Some(NodeRead::Tombstone { version }),
-                read::Entry::Read(Lookup::Missing | Lookup::Expired(_)) => Some(NodeRead::Missing),
-            })
-            .collect())
+        let read_of = |lookup| match lookup {
+            Lookup::Found(found) => NodeRead::Found(StoredValue {
+                value: found.value,
+                version: found.version,
+                expires_at: found.expires_at,
+                content_type: found.content_type.to_string(),
+            }),
+            Lookup::Tombstone(version) => NodeRead::Tombstone { version },
+            Lookup::Missing | Lookup::Expired(_) => NodeRead::Missing,
+        };
+        Ok(entries.into_iter().map(|entry| entry.into_lookup().map(read_of)).collect())
     }
 }
 

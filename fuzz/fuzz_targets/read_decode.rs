@@ -12,13 +12,7 @@ fuzz_target!(|bytes: &[u8]| {
     }
     let claimed = bytes.get(8..12).map_or(0, |count| u32::from_le_bytes(count.try_into().unwrap()) as usize);
     if let Ok(entries) = read::decode_answer(&bytes.to_vec().into(), claimed) {
-        let lookups: Vec<_> = entries
-            .into_iter()
-            .map(|entry| match entry {
-                read::Entry::Read(lookup) => Some(lookup),
-                read::Entry::LeftOut => None,
-            })
-            .collect();
+        let lookups: Vec<_> = entries.into_iter().map(read::Entry::into_lookup).collect();
         assert_eq!(read::encode_answer(&lookups), bytes);
     }
 });

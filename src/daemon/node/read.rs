@@ -51,6 +51,16 @@ pub enum Entry {
     LeftOut,
 }
 
+impl Entry {
+    /// What the node holds, or `None` for a key left out ([`encode_answer`]'s input form).
+    pub fn into_lookup(self) -> Option<Lookup> {
+        match self {
+            Entry::Read(lookup) => Some(lookup),
+            Entry::LeftOut => None,
+        }
+    }
+}
+
 /// Encodes a request for `keys`. Keys longer than `u16::MAX` bytes cannot be named (nodes refuse them anyway).
 pub fn encode_request<'a>(keys: impl ExactSizeIterator<Item = &'a str> + Clone) -> Result<Vec<u8>, String> {
     if keys.len() == 0 || keys.len() > MAX_READ_KEYS {
