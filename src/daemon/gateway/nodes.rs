@@ -53,18 +53,7 @@ pub fn http_client() -> reqwest::Client {
 
 /// A reqwest error with its causes on one line (`error sending request: … Connection refused`), without the URL.
 pub fn describe(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    nodeclient::causes(&error.without_url())
 }
 
 /// How writes to one node are batched: up to 256 records or 4 MiB per `/batch`
