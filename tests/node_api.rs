@@ -1,6 +1,7 @@
 //! The real node binary's internal API: bad input gets a clear 4xx JSON error
 //! and changes nothing; `/batch`, listing, health and metrics work as documented;
-//! the gateway's batched writes and reads answer each caller.
+//! the gateway's batched writes and reads answer each caller, and its reads fall back
+//! to one GET per key on a node without `POST /read`.
 
 mod node_process;
 
@@ -318,4 +319,52 @@ async fn the_gateways_batched_reads_answer_each_reader_even_past_the_byte_limit(
             (key, other) => panic!("{key}: {other:?}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_fall_back_to_one_get_per_key_on_a_node_without_read() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::extract::Path;
+    use axum::routing::{get, post};
+    use ydht::config::Secret;
+    use ydht::daemon::gateway::nodes::{NodeClient, http_client};
+    use ydht::daemon::gateway::quorum::NodeRecord;
+
+    // A node from before `POST /read` existed: it answers only `GET /store/{key}`.
+    let read_requests = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&read_requests);
+    let app = axum::Router::new()
+        .route(
+            "/read",
+            post(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { StatusCode::NOT_FOUND }
+            }),
+        )
+        .route(
+            "/store/{*key}",
+            get(|Path(key): Path<String>| async move { ([("x-version", "7")], format!("value of {key}")) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let nodes = NodeClient::new(http_client(), Secret::new(SECRET));
+    let readers: Vec<_> = (0..16)
+        .map(|n| {
+            let (nodes, base) = (nodes.clone(), base.clone());
+            tokio::spawn(async move { (n, nodes.read(&base, &format!("u/{n}")).await) })
+        })
+        .collect();
+    for reader in readers {
+        let (n, record) = reader.await.unwrap();
+        match record.unwrap() {
+            NodeRecord::Value { value, version: 7, .. } => assert_eq!(value, format!("value of u/{n}")),
+            other => panic!("u/{n}: {other:?}"),
+        }
+    }
+    assert!(read_requests.load(Ordering::SeqCst) >= 1, "16 readers at once never shared a POST /read");
+    server.abort();
 }
