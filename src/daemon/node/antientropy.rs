@@ -36,7 +36,6 @@ use crate::nodeclient::{NodeClient, NodeError};
 use crate::proto::{NodeRangeEntry, NodeRangePage, NodeRangeRequest};
 use crate::ring::{NodeInfo, Ring};
 use crate::shutdown::Shutdown;
-use crate::wal::Record;
 
 /// Entries per `/range` page and keys per `/export` request.
 pub const PAGE: usize = 1000;
@@ -347,7 +346,7 @@ impl Round<'_> {
     async fn push(&self, url: &str, keys: Vec<String>) -> Result<u64, ExchangeError> {
         let records = self.store.export(&keys);
         let mut applied = 0;
-        for chunk in chunks_by_size(records, self.config.max_batch_bytes) {
+        for chunk in batch::chunks(records, self.config.max_batch_bytes) {
             let body = batch::encode(&chunk).map_err(|error| ExchangeError::Local(error.to_string()))?;
             let answer = self.client.batch(url, body).await?;
             applied += answer.results.iter().filter(|result| result.applied).count() as u64;
@@ -364,26 +363,6 @@ fn window_end(remote: &NodeRangePage, local: &NodeRangePage) -> Option<String> {
         (Some(end), None) | (None, Some(end)) => Some(end.clone()),
         (Some(first), Some(second)) => Some(first.min(second).clone()),
     }
-}
-
-/// Splits `records` into batches whose bodies stay under `max_bytes` (a single larger record goes alone).
-fn chunks_by_size(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>> {
-    let mut chunks = Vec::new();
-    let mut current = Vec::new();
-    let mut size = 12;
-    for record in records {
-        let framed = record.framed_len();
-        if !current.is_empty() && size + framed > max_bytes {
-            chunks.push(std::mem::take(&mut current));
-            size = 12;
-        }
-        size += framed;
-        current.push(record);
-    }
-    if !current.is_empty() {
-        chunks.push(current);
-    }
-    chunks
 }
 
 #[cfg(test)]
@@ -433,13 +412,5 @@ mod tests {
         assert_eq!(window_end(&page(None), &page(None)), None);
         assert_eq!(window_end(&page(Some("m")), &page(None)).as_deref(), Some("m"));
         assert_eq!(window_end(&page(Some("m")), &page(Some("c"))).as_deref(), Some("c"));
-    }
-
-    #[test]
-    fn batches_are_split_by_size() {
-        let records: Vec<Record> = (0..10).map(|n| Record::put(format!("k{n}"), 1, vec![0u8; 100], "t")).collect();
-        let framed = records[0].framed_len();
-        let chunks = chunks_by_size(records, 12 + 3 * framed);
-        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 3, 1]);
     }
 }

@@ -43,6 +43,28 @@ pub fn encode_borrowed<'a>(
     Ok(body)
 }
 
+/// Splits `records` into batches whose bodies take at most `max_bytes` (header
+/// included) and [`MAX_BATCH_RECORDS`] records each; a single larger record goes alone.
+pub fn chunks(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>> {
+    let header = FILE_HEADER_BYTES + 4;
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut size = header;
+    for record in records {
+        let framed = record.framed_len();
+        if !current.is_empty() && (size + framed > max_bytes || current.len() == MAX_BATCH_RECORDS) {
+            chunks.push(std::mem::take(&mut current));
+            size = header;
+        }
+        size += framed;
+        current.push(record);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
 /// Decodes a batch body; the error names what is wrong and where.
 pub fn decode(body: &[u8]) -> Result<Vec<Record>, String> {
     record::check_file_header(body, BATCH_MAGIC).map_err(|reason| format!("not a ydht batch: {reason}"))?;
@@ -83,5 +105,20 @@ mod tests {
         let mut flipped = body.clone();
         flipped[12 + 14] ^= 1;
         assert!(decode(&flipped).unwrap_err().contains("bad record at byte offset 12"));
+    }
+
+    #[test]
+    fn chunks_stay_within_the_bytes_and_the_record_count() {
+        let records: Vec<Record> = (0..10).map(|n| Record::put(format!("k{n}"), 1, vec![0u8; 100], "t")).collect();
+        let framed = records[0].framed_len();
+        let by_bytes = chunks(records.clone(), 12 + 3 * framed);
+        assert_eq!(by_bytes.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 3, 1]);
+        assert!(by_bytes.iter().all(|chunk| encode(chunk).unwrap().len() <= 12 + 3 * framed));
+        let alone = chunks(records[..2].to_vec(), 1);
+        assert_eq!(alone.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1], "a record larger than the limit goes alone");
+
+        let many: Vec<Record> = (0..MAX_BATCH_RECORDS + 5).map(|n| Record::delete(format!("k{n}"), 1)).collect();
+        let by_count = chunks(many, usize::MAX);
+        assert_eq!(by_count.iter().map(Vec::len).collect::<Vec<_>>(), [MAX_BATCH_RECORDS, 5]);
     }
 }

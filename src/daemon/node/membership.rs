@@ -499,7 +499,7 @@ async fn confirmed_elsewhere(
     }
     for (owner, keys) in lacking.into_values() {
         let versions = held.entry(owner.id.clone()).or_default();
-        for chunk in chunks_by_size(store.export(&keys)) {
+        for chunk in super::batch::chunks(store.export(&keys), MAX_HANDOFF_BYTES) {
             let body = super::batch::encode(&chunk).map_err(|error| error.to_string())?;
             let answer = client.batch(&owner.url, body).await.map_err(|error| format!("{}: {error}", owner.id))?;
             for (record, result) in chunk.iter().zip(answer.results) {
@@ -512,29 +512,6 @@ async fn confirmed_elsewhere(
         .filter(|(entry, owners)| owners.iter().all(|owner| confirmed(owner, entry, &held)))
         .map(|(entry, _)| (entry.key.clone(), entry.version))
         .collect())
-}
-
-/// Splits `records` into `/batch` bodies of at most [`MAX_HANDOFF_BYTES`] and
-/// [`super::batch::MAX_BATCH_RECORDS`] records (a single larger record goes alone).
-fn chunks_by_size(records: Vec<crate::wal::Record>) -> Vec<Vec<crate::wal::Record>> {
-    let mut chunks = Vec::new();
-    let mut current = Vec::new();
-    let mut size = 0;
-    for record in records {
-        let framed = record.framed_len();
-        if !current.is_empty()
-            && (size + framed > MAX_HANDOFF_BYTES || current.len() == super::batch::MAX_BATCH_RECORDS)
-        {
-            chunks.push(std::mem::take(&mut current));
-            size = 0;
-        }
-        size += framed;
-        current.push(record);
-    }
-    if !current.is_empty() {
-        chunks.push(current);
-    }
-    chunks
 }
 
 #[cfg(test)]
