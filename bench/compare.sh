@@ -52,8 +52,8 @@ ETCD_PORT=${ETCD_PORT:-23790}
 MEMORY_KEYS=${MEMORY_KEYS:-1000000}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=${YDHT_BIN:-$TARGET_DIR/release/ydht}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ydht-compare.XXXXXX")
 PIDS=()
 
@@ -70,32 +70,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-for tool in curl jq bc; do
-    command -v "$tool" >/dev/null || die "$tool is required (apt-get install $tool)"
-done
-
-if [[ -z ${YDHT_BIN:-} ]]; then
-    say "building the release binary ($BIN)"
-    (cd "$ROOT" && cargo build --release --quiet --bin ydht)
-fi
-
-# Waits until FILE contains "ydht NAME listening on URL" and prints URL.
-announced() {
-    local file=$1 name=$2 pid=$3 deadline=$((SECONDS + 60)) url
-    while ((SECONDS < deadline)); do
-        url=$(sed -n "s/^ydht $name listening on \(http[^ ]*\).*/\1/p" "$file" | head -n 1)
-        if [[ -n $url ]]; then
-            echo "$url"
-            return
-        fi
-        kill -0 "$pid" 2>/dev/null || die "$name exited before it listened; see its log above"
-        sleep 0.1
-    done
-    die "$name did not announce itself within 60 s"
-}
+prepare
 
 # bench LABEL ARGS…: one `ydht bench` run, its JSON saved as $WORK/LABEL.json.
 bench() {
@@ -187,26 +162,12 @@ fi
 
 # ---------------------------------------------------------------- one node: memory and restart
 if [[ ${SKIP_MEMORY:-0} != 1 ]]; then
-    say "memory: one node with $MEMORY_KEYS keys of 100 B"
-    start_node() {
-        YDHT_DATA_DIR=$WORK/mem DHTNODE_PORT=0 RUST_LOG=warn "$BIN" serve node >"$WORK/mem.out" 2>>"$WORK/mem.err" &
-        MEM_PID=$!
-        PIDS+=("$MEM_PID")
-        MEM_URL=$(announced "$WORK/mem.out" node "$MEM_PID")
-    }
-    start_node
-    MEM_SECRET=$(cat "$WORK/mem/cluster.secret")
-    # A get run creates every key once, in order, before its (one) measured request.
-    "$BIN" bench --output json --target-node "$MEM_URL" --cluster-secret "$MEM_SECRET" --op get \
-        --keys "$MEMORY_KEYS" --value-size 100 --clients "$CLIENTS" --requests 1 --warmup 0s >"$WORK/mem_fill.json"
-    RSS_KB=$(awk '/^VmRSS/ {print $2}' "/proc/$MEM_PID/status")
-    kill -KILL "$MEM_PID"
-    wait "$MEM_PID" 2>/dev/null || true
-    started=$(date +%s.%N)
-    start_node
-    until curl -sf "$MEM_URL/health" >/dev/null; do sleep 0.02; done
-    RESTART_S=$(echo "$(date +%s.%N) - $started" | bc -l)
-    KEY_COUNT=$(curl -sf "$MEM_URL/metrics" | jq -r .key_count)
+    say "memory: one node with $MEMORY_KEYS keys of 100 B (bench/memory.sh)"
+    YDHT_BIN=$BIN MEMORY_KEYS=$MEMORY_KEYS VALUE_SIZE=100 CLIENTS=$CLIENTS MEMORY_FIGURES=$WORK/memory.figures \
+        bash "$ROOT/bench/memory.sh" >&2
+    RSS_MB=$(jq -r .rss_filled_mb "$WORK/memory.figures")
+    RESTART_S=$(jq -r .restart_s "$WORK/memory.figures")
+    KEY_COUNT=$(jq -r .keys_after "$WORK/memory.figures")
 fi
 
 # ---------------------------------------------------------------- report
@@ -216,7 +177,6 @@ echo "load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/
 printf '%-22s %8s %10s %10s %10s %10s %8s\n' run clients ops/s p50_ms p99_ms p99.9_ms errors
 for file in "$WORK"/*.json; do
     label=$(basename "$file" .json)
-    [[ $label == mem_fill ]] && continue
     jq -r --arg name "$label" \
         '[$name, .clients, (.ops_per_sec|floor), .latency_ms.p50, .latency_ms.p99, .latency_ms.p99_9, ([.errors[]]|add // 0)] | @tsv' \
         "$file" | awk -F'\t' '{printf "%-22s %8s %10s %10.3f %10.3f %10.3f %8s\n", $1, $2, $3, $4, $5, $6, $7}'
@@ -247,7 +207,6 @@ if [[ ${SKIP_ETCD:-0} != 1 ]]; then
         "$(verdict "$R" '>=' 1)"
 fi
 if [[ ${SKIP_MEMORY:-0} != 1 ]]; then
-    RSS_MB=$(echo "scale=1; $RSS_KB / 1024" | bc -l)
     row "node RSS MB with $MEMORY_KEYS keys" "$RSS_MB" "" "" "<= 300" "$(verdict "$RSS_MB" '<=' 300)"
     row "node restart s after SIGKILL ($KEY_COUNT keys)" "$(printf '%.2f' "$RESTART_S")" "" "" "<= 3" \
         "$(verdict "$RESTART_S" '<=' 3)"

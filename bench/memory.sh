@@ -13,7 +13,9 @@
 #
 # Settings (environment): MEMORY_KEYS (1000000), VALUE_SIZE (100), CLIENTS (64),
 # CARGO_TARGET_DIR (where the release binary is built), YDHT_BIN (use this binary
-# instead of building). The node and the temporary directory are removed on exit.
+# instead of building), MEMORY_FIGURES (also write the figures to this file as
+# JSON; bench/compare.sh reads them). The node and the temporary directory are
+# removed on exit.
 set -euo pipefail
 
 MEMORY_KEYS=${MEMORY_KEYS:-1000000}
@@ -21,8 +23,8 @@ VALUE_SIZE=${VALUE_SIZE:-100}
 CLIENTS=${CLIENTS:-64}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=${YDHT_BIN:-$TARGET_DIR/release/ydht}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ydht-memory.XXXXXX")
 NODE_PID=""
 
@@ -36,28 +38,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-for tool in curl jq bc; do
-    command -v "$tool" >/dev/null || die "$tool is required (apt-get install $tool)"
-done
-if [[ -z ${YDHT_BIN:-} ]]; then
-    say "building the release binary ($BIN)"
-    (cd "$ROOT" && cargo build --release --quiet --bin ydht)
-fi
+prepare
 
 start_node() {
     YDHT_DATA_DIR=$WORK/data DHTNODE_PORT=0 RUST_LOG=warn "$BIN" serve node >"$WORK/node.out" 2>>"$WORK/node.err" &
     NODE_PID=$!
-    local deadline=$((SECONDS + 60))
-    NODE_URL=""
-    while [[ -z $NODE_URL ]]; do
-        ((SECONDS < deadline)) || die "the node did not announce itself within 60 s"
-        kill -0 "$NODE_PID" 2>/dev/null || { cat "$WORK/node.err" >&2; die "the node exited"; }
-        NODE_URL=$(sed -n 's/^ydht node listening on \(http[^ ]*\).*/\1/p' "$WORK/node.out" | head -n 1)
-        [[ -n $NODE_URL ]] || sleep 0.05
-    done
+    NODE_URL=$(announced "$WORK/node.out" node "$NODE_PID") || { cat "$WORK/node.err" >&2; exit 1; }
 }
 rss_mb() { echo "scale=1; $(awk '/^VmRSS/ {print $2}' "/proc/$NODE_PID/status") / 1024" | bc -l; }
 metric() { curl -sf "$NODE_URL/metrics" | jq -r "$1"; }
@@ -96,3 +82,9 @@ printf '%-38s %10s\n' "restart s after SIGKILL" "$(printf '%.2f' "$RESTART_S")"
 printf '%-38s %10s\n' "RSS MB right after the restart" "$RSS_RESTARTED"
 printf '%-38s %10s\n' "RSS MB 2 s after the restart" "$RSS_RESTARTED_LATER"
 printf '%-38s %10s\n' "keys before / after the restart" "$KEYS_BEFORE / $KEYS_AFTER"
+if [[ -n ${MEMORY_FIGURES:-} ]]; then
+    jq -n --argjson rss_filled_mb "$RSS_FILLED" --argjson rss_settled_mb "$RSS_SETTLED" \
+        --argjson restart_s "$(printf '%.3f' "$RESTART_S")" --argjson keys_after "$KEYS_AFTER" \
+        '{rss_filled_mb: $rss_filled_mb, rss_settled_mb: $rss_settled_mb, restart_s: $restart_s, keys_after: $keys_after}' \
+        >"$MEMORY_FIGURES"
+fi
