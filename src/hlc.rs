@@ -26,7 +26,8 @@ pub fn millis_of(version: u64) -> u64 {
     version >> LOGICAL_BITS
 }
 
-fn wall_millis() -> u64 {
+/// Wall-clock Unix milliseconds (0 if the clock is before 1970).
+pub fn wall_millis() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 

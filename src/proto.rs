@@ -146,6 +146,9 @@ pub struct NodeMetrics {
     pub wal_size: u64,
     /// When these metrics were taken (Unix seconds).
     pub timestamp: u64,
+    /// The same in Unix milliseconds: gateways measure their clock offset against it.
+    #[serde(default)]
+    pub timestamp_ms: u64,
     /// Deleted keys remembered until their grace period ends.
     pub tombstones: u64,
     /// Bytes of this node's WAL segments and snapshot.
@@ -324,6 +327,12 @@ pub struct GatewayMetrics {
     pub replicator_failures: u64,
     /// Stale replicas repaired after a strong read.
     pub read_repairs: u64,
+    /// Writes rewritten with a newer version because a node already held a newer one.
+    #[serde(default)]
+    pub writes_overtaken: u64,
+    /// The storage nodes' clocks minus this gateway's (median, ms); `null` before the first probe.
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// One ring member in the gateway's `GET /cluster`.

@@ -780,3 +780,267 @@ async fn the_wal_refuses_appends_on_a_full_disk_and_resumes_with_a_valid_log() {
     assert_eq!(replayed, acknowledged, "the log holds exactly the acknowledged records");
     assert_eq!(recovered.truncated_bytes, 0, "no partial record was left behind");
 }
+
+/// A small cluster of separate processes without proxies: `nodes` storage nodes (no anti-entropy,
+/// so nothing but the gateway and the replicator moves data), users, replicator and gateway.
+struct Plain {
+    gateway: (Service, String),
+    replicator: (Service, String),
+    users: (Service, String),
+    nodes: Vec<(Service, String)>,
+    dir: tempfile::TempDir,
+}
+
+impl Plain {
+    fn start(nodes: usize, gateway_env: &[(&'static str, String)]) -> Plain {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap().to_string();
+        let users = spawn(&["serve", "users"], &path, &[("USERMANAGER_PORT", "0".into())]);
+        let nodes: Vec<(Service, String)> = (1..=nodes).map(|index| Plain::node(&path, index, "0")).collect();
+        let replicator = spawn(&["serve", "replicator"], &path, &[("REPLICATOR_PORT", "0".into())]);
+        let mut env = vec![
+            ("GATEWAY_PORT", "0".to_string()),
+            ("YDHT_NODES", Plain::node_list(&nodes)),
+            ("YDHT_USERS_URL", users.1.clone()),
+            ("YDHT_REPLICATOR_URL", replicator.1.clone()),
+            ("RATE_LIMIT_PER_MINUTE", "0".into()),
+        ];
+        env.extend_from_slice(gateway_env);
+        let gateway = spawn(&["serve", "gateway"], &path, &env);
+        Plain { gateway, replicator, users, nodes, dir }
+    }
+
+    fn node(path: &str, index: usize, port: &str) -> (Service, String) {
+        spawn(&["serve", "node"], path, &[("NODE_ID", format!("node-{index}")), ("DHTNODE_PORT", port.to_string())])
+    }
+
+    fn node_list(nodes: &[(Service, String)]) -> String {
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| format!("node-{}={}", index + 1, node.1))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn infos(&self) -> Vec<ydht::ring::NodeInfo> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| ydht::ring::NodeInfo { id: format!("node-{}", index + 1), url: node.1.clone() })
+            .collect()
+    }
+
+    /// Restarts node `index` (0-based) on its old port and data.
+    fn restart_node(&mut self, index: usize) {
+        let path = self.dir.path().to_str().unwrap().to_string();
+        let port = port_of(&self.nodes[index].1);
+        self.nodes[index].0.kill();
+        self.nodes[index] = Plain::node(&path, index + 1, &port);
+    }
+}
+
+/// A strong operation against the gateway, recorded for the linearizability checker.
+async fn strong_op(
+    http: &reqwest::Client,
+    gateway: &str,
+    api_key: &str,
+    start: Instant,
+    key: &str,
+    write: Option<&str>,
+) -> (u16, Event) {
+    let url = format!("{gateway}/v1/kv/{key}");
+    let invoke = micros(start);
+    let request = match write {
+        Some(value) => http.put(&url).body(value.to_string()),
+        None => http.get(&url),
+    };
+    let response = request.header("X-API-Key", api_key).header("X-Consistency", "strong").send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    let ret = micros(start);
+    let event = match write {
+        // A write refused with a 5xx may still have been applied: its outcome is unknown.
+        Some(value) => {
+            Event { key: key.into(), invoke, ret: (status == 200).then_some(ret), op: Op::Write(value.into()) }
+        }
+        None => {
+            assert!(status == 200 || status == 404, "strong read of {key}: {status} {body}");
+            Event { key: key.into(), invoke, ret: Some(ret), op: Op::Read((status == 200).then_some(body)) }
+        }
+    };
+    (status, event)
+}
+
+/// Issue 14, item 2: with two of a key's three owners down, a strong write must not be
+/// acknowledged by the surviving owner plus a stand-in (whose copy is only a hint): once the
+/// stand-in and the surviving owner are gone and the two other owners are back, a strong read
+/// reads a majority of the owners that shares no node with such a write, and would return the
+/// value it replaced. The write is refused with 503 instead, and the history stays linearizable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strong_writes_need_a_majority_of_the_owners_not_of_stand_ins() {
+    let mut cluster = Plain::start(4, &[]);
+    let http = common::http();
+    let (account, api_key) = tenant(&http, &cluster.users.1, "owners").await;
+    let layout = ydht::membership::Layout::settled(cluster.infos(), 150, 3);
+    let owner_ids = |key: &str| -> Vec<String> {
+        let mut ids: Vec<String> =
+            layout.new_owners(&format!("{}/{key}", account.user_id)).into_iter().map(|node| node.id).collect();
+        ids.sort();
+        ids
+    };
+    // Five keys with the same three owners, so one set of faults covers them all.
+    let owners = owner_ids("reg-0");
+    let keys: Vec<String> =
+        (0..1000).map(|i| format!("reg-{i}")).filter(|key| owner_ids(key) == owners).take(5).collect();
+    assert_eq!(keys.len(), 5);
+    let index_of = |id: &str| id.trim_start_matches("node-").parse::<usize>().unwrap() - 1;
+    let owner_indices: Vec<usize> = owners.iter().map(|id| index_of(id)).collect();
+    let stand_in = (0..4).find(|index| !owner_indices.contains(index)).unwrap();
+    let (survivor, killed) = (owner_indices[0], [owner_indices[1], owner_indices[2]]);
+
+    let start = Instant::now();
+    let gateway = cluster.gateway.1.clone();
+    let mut history = Vec::new();
+    for key in &keys {
+        let (status, event) = strong_op(&http, &gateway, &api_key, start, key, Some(&format!("{key}=v1"))).await;
+        assert_eq!(status, 200, "strong write of v1 with every node up");
+        history.push(event);
+    }
+    for index in killed {
+        cluster.nodes[index].0.kill();
+    }
+    for key in &keys {
+        let (status, event) = strong_op(&http, &gateway, &api_key, start, key, Some(&format!("{key}=v2"))).await;
+        assert_eq!(status, 503, "a strong write reaching one owner of three (plus a stand-in) must be refused");
+        history.push(event);
+    }
+    // The stand-in, the replicator and the surviving owner go; the two other owners come back.
+    cluster.nodes[stand_in].0.kill();
+    cluster.replicator.0.kill();
+    cluster.nodes[survivor].0.kill();
+    for index in killed {
+        cluster.restart_node(index);
+    }
+    for key in &keys {
+        let (status, event) = strong_op(&http, &gateway, &api_key, start, key, None).await;
+        assert_eq!(status, 200, "a strong read of two owners of three");
+        history.push(event);
+    }
+    let verdict = linearizability::check(&history);
+    assert!(verdict.is_ok(), "{}", verdict.unwrap_err());
+}
+
+/// Writes `value` of `storage_key` straight to a node at `version`, as a gateway would.
+async fn put_version(http: &reqwest::Client, node: &str, storage_key: &str, version: u64, value: &str) {
+    let mut url = reqwest::Url::parse(node).unwrap();
+    url.path_segments_mut().unwrap().pop_if_empty().extend(["store", storage_key]);
+    let response = http
+        .put(url)
+        .header("x-cluster-secret", SECRET)
+        .header("x-version", version.to_string())
+        .body(value.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+/// Issue 14, item 4: a gateway whose clock ran ahead left every owner holding a version from the
+/// future; writes through a gateway with a good clock must still win (the node answers with the
+/// version it holds, the gateway moves its clock past it and writes again), never be answered 200
+/// while the nodes keep the old value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_after_a_write_from_the_future_win() {
+    let cluster = Plain::start(3, &[]);
+    let http = common::http();
+    let (account, api_key) = tenant(&http, &cluster.users.1, "future").await;
+    let gateway = &cluster.gateway.1;
+    let mut ahead = 0;
+    for consistency in ["eventual", "strong"] {
+        for round in 0..3 {
+            let key = format!("{consistency}-{round}");
+            let storage_key = format!("{}/{key}", account.user_id);
+            // Each time further ahead than the gateway's clock, which moved past the last one.
+            ahead += 60_000;
+            let future = ydht::hlc::from_millis(ydht::hlc::wall_millis() + ahead);
+            for node in &cluster.nodes {
+                put_version(&http, &node.1, &storage_key, future, "v1 from the future").await;
+            }
+            let response = http
+                .put(format!("{gateway}/v1/kv/{key}"))
+                .header("X-API-Key", &api_key)
+                .header("X-Consistency", consistency)
+                .body("v2")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+            for read in ["eventual", "strong"] {
+                let response = http
+                    .get(format!("{gateway}/v1/kv/{key}"))
+                    .header("X-API-Key", &api_key)
+                    .header("X-Consistency", read)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.text().await.unwrap(), "v2", "{read} read after a {consistency} write");
+            }
+        }
+    }
+    let metrics: serde_json::Value = http.get(format!("{gateway}/metrics")).send().await.unwrap().json().await.unwrap();
+    assert!(metrics["writes_overtaken"].as_u64().unwrap() >= 6, "{metrics}");
+}
+
+/// libfaketime, which runs a process with a skewed clock (Debian's `faketime` package).
+fn libfaketime() -> Option<&'static str> {
+    let path = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    if std::path::Path::new(path).exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("YDHT_REQUIRE_FAKETIME").is_none(),
+        "YDHT_REQUIRE_FAKETIME is set but {path} is missing (apt-get install faketime)"
+    );
+    None
+}
+
+/// Issue 14, item 4: a gateway whose clock runs 60 s ahead of the nodes' must not stamp writes
+/// with versions from the future: it measures the offset (health probes) and refuses writes with
+/// a 503 naming the cause, past `--max-clock-offset`; reads still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_with_a_skewed_clock_refuses_writes() {
+    let Some(library) = libfaketime() else {
+        println!("skipped: libfaketime is not installed (apt-get install faketime)");
+        return;
+    };
+    let skewed = [
+        ("LD_PRELOAD", library.to_string()),
+        ("FAKETIME", "+60s".to_string()),
+        // Timers and timeouts keep real time; only the wall clock is off.
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+    ];
+    let cluster = Plain::start(3, &skewed);
+    let http = common::http();
+    let (_, api_key) = tenant(&http, &cluster.users.1, "skewed").await;
+    let gateway = &cluster.gateway.1;
+    let put = || async {
+        let response =
+            http.put(format!("{gateway}/v1/kv/k")).header("X-API-Key", &api_key).body("v").send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    // The first probe may not have measured the offset yet: poll until writes are refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = put().await;
+    while last.0 != 503 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = put().await;
+    }
+    assert_eq!(last.0, 503, "a gateway 60 s ahead kept writing: {last:?}");
+    assert!(last.1.contains("clock") && last.1.contains("ahead"), "{}", last.1);
+    let metrics: serde_json::Value = http.get(format!("{gateway}/metrics")).send().await.unwrap().json().await.unwrap();
+    let offset = metrics["clock_offset_ms"].as_i64().unwrap();
+    assert!((-61_000..=-59_000).contains(&offset), "{metrics}");
+    let response = http.get(format!("{gateway}/v1/kv/k")).header("X-API-Key", &api_key).send().await.unwrap();
+    assert!(matches!(response.status().as_u16(), 200 | 404), "reads still work: {}", response.status());
+}

@@ -4,12 +4,22 @@
 //!   durable while (in parallel) a replicator job is queued to copy it to the
 //!   other owners; if that node fails, the next one takes it, with its own job.
 //!   (A write answered 502 because a node refused it may still reach the other owners.)
-//! - strong write: every owner (or, for a down owner, the next healthy node:
-//!   sloppy quorum) is written in parallel; the answer waits for a majority.
+//! - strong write: every owner (or, for a down owner, the next healthy node,
+//!   which keeps a hint) is written in parallel; the answer waits for a
+//!   majority *of the key's owners*. Hints never count: a write and a later
+//!   read that each reached a majority of the owners share at least one owner.
 //!   Owners that missed it get a replicator job, which hands the data back.
 //! - eventual read: owners in preference order until one holds the key.
-//! - strong read: a majority is read; the newest version wins; stale
-//!   responders are repaired in the background.
+//! - strong read: a majority of the owners is read; the newest version wins;
+//!   stale owners are repaired before the answer.
+//!
+//! Every write's version comes from the gateway's hybrid logical clock. A node
+//! that already holds a newer version ignores an older write and says which
+//! version it holds; the gateway then observes that version (the HLC receive
+//! rule), so its clock moves past it, and writes again with a newer version: a
+//! write that completes after another one wins, whatever the clocks say. A
+//! gateway whose clock is further than `--max-clock-offset` from the nodes'
+//! refuses writes instead of stamping them with versions from the future.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -32,7 +42,20 @@ pub struct WriteOutcome {
     pub primary: String,
     /// Every node that acknowledged before the answer.
     pub participants: Vec<String>,
+    /// The version the write was stored with (newer than the one asked for when it had to be rewritten).
+    pub version: u64,
 }
+
+/// How one attempt at a write ended.
+enum Attempt {
+    /// Stored as the consistency level promises.
+    Stored(WriteOutcome),
+    /// A node already held this newer version, so the write did not take effect there.
+    Overtaken(u64),
+}
+
+/// Times a write overtaken by a newer version is rewritten with a newer one before giving up.
+const OVERTAKEN_RETRIES: usize = 3;
 
 /// A record read from the cluster, with the nodes consulted.
 #[derive(Debug, Clone)]
@@ -82,6 +105,24 @@ fn not_stored(summary: &str, cause: &str, disk_full: &[String]) -> ApiError {
     }
 }
 
+/// The newer version a node holds instead of `mutation`, when it ignored the write for it.
+/// (The same version again is a repeat of this very write: stored.)
+fn overtaken(mutation: &Mutation, answer: &StoreWriteResponse) -> Option<u64> {
+    (!answer.applied && answer.version > mutation.version).then_some(answer.version)
+}
+
+/// An eventual write that `node` answered.
+fn stored_alone(node: NodeInfo, mutation: &Mutation, answer: &StoreWriteResponse) -> Attempt {
+    match overtaken(mutation, answer) {
+        Some(held) => Attempt::Overtaken(held),
+        None => Attempt::Stored(WriteOutcome {
+            primary: node.url.clone(),
+            participants: vec![node.url],
+            version: mutation.version,
+        }),
+    }
+}
+
 impl GatewayState {
     async fn write_one(
         &self,
@@ -119,16 +160,50 @@ impl GatewayState {
     pub async fn write(
         &self,
         key: &str,
-        mutation: Mutation,
+        mut mutation: Mutation,
         consistency: Consistency,
     ) -> Result<WriteOutcome, ApiError> {
-        match consistency {
-            Consistency::Eventual => self.write_eventual(key, mutation).await,
-            Consistency::Strong => self.write_strong(key, mutation).await,
+        self.check_clock()?;
+        for _ in 0..=OVERTAKEN_RETRIES {
+            let attempt = match consistency {
+                Consistency::Eventual => self.write_eventual(key, &mutation).await?,
+                Consistency::Strong => self.write_strong(key, &mutation).await?,
+            };
+            match attempt {
+                Attempt::Stored(outcome) => return Ok(outcome),
+                Attempt::Overtaken(held) => {
+                    tracing::debug!(held, ours = mutation.version, "write overtaken by a newer version; rewriting");
+                    self.metrics.write_overtaken();
+                    self.hlc.observe(held);
+                    mutation.version = self.hlc.now();
+                }
+            }
         }
+        Err(ApiError::unavailable(format!(
+            "the write was overtaken by a newer version {} times in a row; retry it (if this persists, a \
+             gateway's clock may be ahead: compare the clock_offset_ms of every gateway's /metrics)",
+            OVERTAKEN_RETRIES + 1
+        )))
     }
 
-    async fn write_eventual(&self, key: &str, mutation: Mutation) -> Result<WriteOutcome, ApiError> {
+    /// Refuses writes while this gateway's clock is further from the nodes' than `--max-clock-offset`:
+    /// its versions would outlast later writes from gateways with good clocks.
+    fn check_clock(&self) -> Result<(), ApiError> {
+        let Some(offset) = self.placement().clock_offset_ms() else { return Ok(()) };
+        let max = self.config.max_clock_offset.as_millis() as i64;
+        if offset.abs() <= max {
+            return Ok(());
+        }
+        let (amount, direction) =
+            (offset.unsigned_abs() as f64 / 1000.0, if offset < 0 { "ahead of" } else { "behind" });
+        Err(ApiError::unavailable(format!(
+            "this gateway's clock is {amount:.1} s {direction} the storage nodes' (at most {} allowed, \
+             --max-clock-offset / YDHT_MAX_CLOCK_OFFSET); writes are refused until its time is synchronised (NTP)",
+            crate::duration::format(self.config.max_clock_offset)
+        )))
+    }
+
+    async fn write_eventual(&self, key: &str, mutation: &Mutation) -> Result<Attempt, ApiError> {
         let placement = self.placement();
         // During a membership change, the old ring's owners get a copy too.
         let owners = placement.write_targets(key);
@@ -143,34 +218,31 @@ impl GatewayState {
             owners.iter().filter(|owner| owner.id != durable.id).cloned().collect()
         };
         let (outcome, ()) = tokio::join!(
-            self.write_one(&first, key, &mutation),
-            self.replication.enqueue(key, &mutation, others(&first))
+            self.write_one(&first, key, mutation),
+            self.replication.enqueue(key, mutation, others(&first))
         );
         let mut disk_full = Vec::new();
         match outcome {
-            Ok(_) => return Ok(WriteOutcome { primary: first.url.clone(), participants: vec![first.url] }),
+            Ok(answer) => return Ok(stored_alone(first, mutation, &answer)),
             Err(error) if try_elsewhere(&error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
             Err(error) => return Err(bad_gateway(&error)),
         }
-        let mut durable = None;
         for node in candidates {
-            match self.write_one(&node, key, &mutation).await {
-                Ok(_) => {
-                    durable = Some(node);
-                    break;
+            match self.write_one(&node, key, mutation).await {
+                Ok(answer) => {
+                    if overtaken(mutation, &answer).is_none() {
+                        self.replication.enqueue(key, mutation, others(&node)).await;
+                    }
+                    return Ok(stored_alone(node, mutation, &answer));
                 }
                 Err(error) if try_elsewhere(&error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
                 Err(error) => return Err(bad_gateway(&error)),
             }
         }
-        let Some(durable) = durable else {
-            return Err(not_stored("no storage node could take the write", "every node is down", &disk_full));
-        };
-        self.replication.enqueue(key, &mutation, others(&durable)).await;
-        Ok(WriteOutcome { primary: durable.url.clone(), participants: vec![durable.url] })
+        Err(not_stored("no storage node could take the write", "every node is down", &disk_full))
     }
 
-    async fn write_strong(&self, key: &str, mutation: Mutation) -> Result<WriteOutcome, ApiError> {
+    async fn write_strong(&self, key: &str, mutation: &Mutation) -> Result<Attempt, ApiError> {
         let placement = self.placement();
         let owners = placement.owners(key);
         let need = majority(owners.len());
@@ -187,16 +259,22 @@ impl GatewayState {
         drop(sender);
 
         let mut tried: HashSet<String> = write_set.iter().map(|(target, _)| target.id.clone()).collect();
+        // Owners that stored the write: only these count towards the majority.
         let mut acked: Vec<NodeInfo> = Vec::new();
         let mut missed: Vec<NodeInfo> = Vec::new();
+        let mut newer_held = None;
         let mut refusal = None;
         let mut disk_full = Vec::new();
-        while acked.len() < need {
+        while acked.len() < need && newer_held.is_none() {
             let Some((target, standing_in_for, outcome)) = results.recv().await else { break };
             match outcome {
-                Ok(_) => {
-                    missed.extend(standing_in_for);
-                    acked.push(target);
+                Ok(answer) => {
+                    newer_held = overtaken(mutation, &answer);
+                    match standing_in_for {
+                        // A hint on a stand-in: the owner still needs the write, and it does not count.
+                        Some(owner) => missed.push(owner),
+                        None => acked.push(target),
+                    }
                 }
                 Err(error) => {
                     disk_full.extend(disk_full_message(&error).map(str::to_string));
@@ -210,27 +288,38 @@ impl GatewayState {
         if let Some(error) = refusal.filter(|_| acked.len() < need) {
             return Err(bad_gateway(&error));
         }
-        // Still short of a majority: try the rest of the preference list, one at a time.
-        if acked.len() < need {
-            for node in placement.healthy_first(key) {
+        // Still short of a majority of the owners: owners believed down are tried directly after all
+        // (a stand-in's copy cannot make up for them).
+        if acked.len() < need && newer_held.is_none() {
+            for owner in placement.owners_healthy_first(key) {
                 if acked.len() >= need {
                     break;
                 }
-                if !tried.insert(node.id.clone()) {
+                if !tried.insert(owner.id.clone()) {
                     continue;
                 }
-                match self.write_one(&node, key, &mutation).await {
-                    Ok(_) => acked.push(node),
+                match self.write_one(&owner, key, mutation).await {
+                    Ok(answer) => match overtaken(mutation, &answer) {
+                        Some(held) => {
+                            newer_held = Some(held);
+                            break;
+                        }
+                        None => acked.push(owner),
+                    },
                     Err(error) => disk_full.extend(disk_full_message(&error).map(str::to_string)),
                 }
             }
         }
-        // Writes still in flight finish in the background; owners they miss get a job too.
+        // Writes still in flight finish in the background; owners they miss get a job too. A late
+        // answer naming a newer version moves the clock past it for the next write.
         let this = self.clone();
         let (background_key, background_mutation) = (key.to_string(), mutation.clone());
         tokio::spawn(async move {
             let mut late = Vec::new();
             while let Some((target, standing_in_for, outcome)) = results.recv().await {
+                if let Some(held) = outcome.as_ref().ok().and_then(|answer| overtaken(&background_mutation, answer)) {
+                    this.hlc.observe(held);
+                }
                 match (outcome, standing_in_for) {
                     (Ok(_), Some(owner)) => late.push(owner),
                     (Ok(_), None) => {}
@@ -239,6 +328,9 @@ impl GatewayState {
             }
             this.replication.enqueue(&background_key, &background_mutation, late).await;
         });
+        if let Some(held) = newer_held {
+            return Ok(Attempt::Overtaken(held));
+        }
         let acked_ids: HashSet<&str> = acked.iter().map(|node| node.id.as_str()).collect();
         let mut hand_back: Vec<NodeInfo> = Vec::new();
         // During a membership change the old ring's owners get it too (best effort, not waited for).
@@ -247,14 +339,19 @@ impl GatewayState {
                 hand_back.push(owner);
             }
         }
-        self.replication.enqueue(key, &mutation, hand_back).await;
+        self.replication.enqueue(key, mutation, hand_back).await;
         if acked.len() < need {
-            let summary = format!("strong write reached only {} of the {need} nodes it needs", acked.len());
+            let summary = format!(
+                "strong write reached only {} of the {need} owners of the key it needs (copies on other nodes do \
+                 not count)",
+                acked.len()
+            );
             return Err(not_stored(&summary, "it may still be applied later, retry it", &disk_full));
         }
         let primary =
             owners.first().filter(|primary| acked_ids.contains(primary.id.as_str())).unwrap_or(&acked[0]).url.clone();
-        Ok(WriteOutcome { primary, participants: acked.into_iter().map(|node| node.url).collect() })
+        let participants = acked.into_iter().map(|node| node.url).collect();
+        Ok(Attempt::Stored(WriteOutcome { primary, participants, version: mutation.version }))
     }
 
     /// Reads the storage key `key` at `consistency`.
@@ -297,14 +394,15 @@ impl GatewayState {
 
     async fn read_strong(&self, key: &str) -> Result<ReadOutcome, ApiError> {
         let placement = self.placement();
-        let need = majority(placement.replicas());
+        let owners = placement.owners_healthy_first(key);
+        let need = majority(owners.len());
         let mut responders: Vec<(NodeInfo, NodeRecord)> = Vec::new();
-        self.read_majority(key, placement.healthy_first(key), need, &mut responders).await?;
+        self.read_majority(key, owners, need, &mut responders).await?;
         if placement.in_transition() {
             // The newest version may still be only on the old ring's owners: read a majority there too.
-            let layout = placement.layout();
-            let old_need = majority(layout.replicas_in(&layout.old));
-            self.read_majority(key, placement.old_healthy_first(key), old_need, &mut responders).await?;
+            let old_owners = placement.old_owners_healthy_first(key);
+            let old_need = majority(old_owners.len());
+            self.read_majority(key, old_owners, old_need, &mut responders).await?;
         }
         let records: Vec<NodeRecord> = responders.iter().map(|(_, record)| record.clone()).collect();
         let resolution = resolve(&records);
@@ -471,6 +569,19 @@ mod tests {
 
     fn answered(status: StatusCode, message: &str) -> NodeError {
         NodeError::Status { url: "http://n3/store/k".into(), status, message: message.into() }
+    }
+
+    #[test]
+    fn only_a_newer_version_held_overtakes_a_write() {
+        let mutation = Mutation { version: 100, kind: super::super::quorum::MutationKind::Delete };
+        let answer = |applied, version| StoreWriteResponse { applied, version };
+        assert_eq!(overtaken(&mutation, &answer(true, 100)), None);
+        assert_eq!(overtaken(&mutation, &answer(false, 100)), None, "a repeat of this very write is stored");
+        assert_eq!(overtaken(&mutation, &answer(false, 250)), Some(250));
+        let node = NodeInfo { id: "node-1".into(), url: "http://n1".into() };
+        assert!(matches!(stored_alone(node.clone(), &mutation, &answer(false, 250)), Attempt::Overtaken(250)));
+        let Attempt::Stored(outcome) = stored_alone(node, &mutation, &answer(true, 100)) else { panic!("stored") };
+        assert_eq!((outcome.primary.as_str(), outcome.version), ("http://n1", 100));
     }
 
     #[test]

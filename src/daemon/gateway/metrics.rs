@@ -63,6 +63,7 @@ pub struct Metrics {
     rate_limit_hits: AtomicU64,
     replicator_failures: AtomicU64,
     read_repairs: AtomicU64,
+    writes_overtaken: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -76,6 +77,7 @@ impl Default for Metrics {
             rate_limit_hits: AtomicU64::new(0),
             replicator_failures: AtomicU64::new(0),
             read_repairs: AtomicU64::new(0),
+            writes_overtaken: AtomicU64::new(0),
         }
     }
 }
@@ -113,6 +115,11 @@ impl Metrics {
     /// Counts a stale replica repaired after a strong read.
     pub fn read_repaired(&self) {
         self.read_repairs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a write rewritten with a newer version because a node held a newer one.
+    pub fn write_overtaken(&self) {
+        self.writes_overtaken.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A snapshot for `GET /metrics`; `node_errors` comes from the placement.
@@ -160,6 +167,8 @@ impl Metrics {
             node_errors: node_errors.into_iter().collect(),
             replicator_failures: self.replicator_failures.load(Ordering::Relaxed),
             read_repairs: self.read_repairs.load(Ordering::Relaxed),
+            writes_overtaken: self.writes_overtaken.load(Ordering::Relaxed),
+            clock_offset_ms: None,
         }
     }
 }

@@ -29,6 +29,8 @@ pub mod state;
 pub mod tenant;
 pub mod usage;
 
+use std::time::Duration;
+
 use clap::Args;
 use tokio::net::TcpListener;
 
@@ -87,6 +89,15 @@ pub struct GatewayArgs {
     /// Largest value accepted, in bytes (larger → 413)
     #[arg(long, env = "YDHT_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
     pub max_value_bytes: usize,
+
+    /// Largest offset between this gateway's clock and the storage nodes' (median) it writes
+    /// with; past it writes get 503 until the clocks agree again (`500ms`, `2s`)
+    #[arg(long, env = "YDHT_MAX_CLOCK_OFFSET", default_value = "500ms", value_parser = parse_duration)]
+    pub max_clock_offset: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::duration::parse(text).map_err(|error| error.to_string())
 }
 
 /// The gateway's resolved settings.
@@ -108,6 +119,8 @@ pub struct GatewayConfig {
     pub rate_limit_burst: u32,
     /// Largest value accepted, in bytes.
     pub max_value_bytes: usize,
+    /// Largest clock offset from the nodes the gateway writes with.
+    pub max_clock_offset: Duration,
     /// The cluster secret for internal calls.
     pub cluster_secret: Secret,
     /// Serve HTTPS with this certificate (`--tls-cert` / `--tls-key`); plain HTTP when `None`.
@@ -143,6 +156,7 @@ impl GatewayArgs {
             rate_limit_per_minute: self.rate_limit_per_minute,
             rate_limit_burst: self.rate_limit_burst,
             max_value_bytes: self.max_value_bytes,
+            max_clock_offset: self.max_clock_offset,
             cluster_secret: self.server.cluster_secret(&data_dir)?,
             tls: self.server.tls()?,
         })

@@ -165,16 +165,40 @@ impl NodeClient {
         self.client.keys(base, prefix, limit, cursor).await
     }
 
-    /// The node's `/metrics` (unauthenticated), used as its health check; returns its key count if reported.
-    pub async fn probe(&self, base: &str) -> Result<Option<u64>, String> {
+    /// The node's `/metrics` (unauthenticated), used as its health check: its key count and how far
+    /// its clock is from this process's, when it reports them.
+    pub async fn probe(&self, base: &str) -> Result<Probe, String> {
+        let sent = crate::hlc::wall_millis();
         let response =
             self.http.get(format!("{base}/metrics")).timeout(Duration::from_secs(2)).send().await.map_err(describe)?;
         if !response.status().is_success() {
             return Err(format!("answered {}", response.status()));
         }
         let metrics: serde_json::Value = response.json().await.map_err(describe)?;
-        Ok(metrics.get("key_count").and_then(serde_json::Value::as_u64))
+        let received = crate::hlc::wall_millis();
+        let node_time = metrics.get("timestamp_ms").and_then(serde_json::Value::as_u64);
+        Ok(Probe {
+            key_count: metrics.get("key_count").and_then(serde_json::Value::as_u64),
+            clock_offset_ms: node_time.and_then(|node_time| clock_offset_ms(sent, node_time, received)),
+        })
     }
+}
+
+/// What a health probe learnt about a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// Its live keys, if reported.
+    pub key_count: Option<u64>,
+    /// Its clock minus ours, in ms, if it reported its time and the exchange was quick enough to tell.
+    pub clock_offset_ms: Option<i64>,
+}
+
+/// The offset of a clock that read `remote` (ms) while ours went from `sent` to `received`:
+/// measured against the middle of the exchange, so it is off by at most half the round trip.
+/// `None` when the round trip took over a second (too slow to tell a skew from a delay).
+pub fn clock_offset_ms(sent: u64, remote: u64, received: u64) -> Option<i64> {
+    let round_trip = received.checked_sub(sent)?;
+    (round_trip <= 1000).then(|| remote as i64 - (sent + round_trip / 2) as i64)
 }
 
 /// The batching task of `base` in `tasks`, started with `start` if there is none yet.
@@ -294,5 +318,19 @@ fn same_error(error: &NodeError) -> NodeError {
         NodeError::InvalidResponse { url, message } => {
             NodeError::InvalidResponse { url: url.clone(), message: message.clone() }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clock_offset_ms;
+
+    #[test]
+    fn clock_offsets_are_measured_against_the_middle_of_the_exchange() {
+        // Sent at 1000, answered at 1010: the node read 61005 in the middle, 60 s ahead.
+        assert_eq!(clock_offset_ms(1000, 61_005, 1010), Some(60_000));
+        assert_eq!(clock_offset_ms(61_000, 1_005, 61_010), Some(-60_000));
+        assert_eq!(clock_offset_ms(1000, 1000, 3000), None, "a 2 s round trip tells nothing");
+        assert_eq!(clock_offset_ms(1000, 1000, 999), None, "our clock went backwards");
     }
 }

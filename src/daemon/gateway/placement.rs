@@ -6,7 +6,7 @@
 //! new one and swaps it into the [`Topology`], which every request reads once.
 //! Health is kept across swaps: nodes in both share their [`NodeState`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -30,7 +30,12 @@ pub struct NodeState {
     since: Mutex<DateTime<Utc>>,
     key_count: Mutex<Option<u64>>,
     errors: AtomicU64,
+    /// The node's clock minus the gateway's, in ms, from the last probe ([`NO_OFFSET`] until one measured it).
+    clock_offset_ms: AtomicI64,
 }
+
+/// `clock_offset_ms` of a node whose clock has not been measured.
+const NO_OFFSET: i64 = i64::MIN;
 
 impl NodeState {
     fn new(info: NodeInfo) -> Self {
@@ -40,6 +45,7 @@ impl NodeState {
             since: Mutex::new(Utc::now()),
             key_count: Mutex::new(None),
             errors: AtomicU64::new(0),
+            clock_offset_ms: AtomicI64::new(NO_OFFSET),
         }
     }
 }
@@ -141,6 +147,36 @@ impl Placement {
         targets
     }
 
+    /// The key's owners (primary first), healthy ones before down ones: the nodes a strong
+    /// read or write must reach a majority of. Other nodes of the preference list never count.
+    pub fn owners_healthy_first(&self, key: &str) -> Vec<NodeInfo> {
+        self.healthy_before_down(self.owners(key))
+    }
+
+    /// The key's owners in the old ring, healthy ones first (during a membership change strong
+    /// reads also read a majority of them).
+    pub fn old_owners_healthy_first(&self, key: &str) -> Vec<NodeInfo> {
+        self.healthy_before_down(self.layout.old_owners(key))
+    }
+
+    fn healthy_before_down(&self, nodes: Vec<NodeInfo>) -> Vec<NodeInfo> {
+        let (up, down): (Vec<NodeInfo>, Vec<NodeInfo>) = nodes.into_iter().partition(|node| self.is_healthy(&node.id));
+        up.into_iter().chain(down).collect()
+    }
+
+    /// How far the gateway's clock is behind the nodes' (positive: the nodes are ahead), in ms:
+    /// the median of the last measured offsets, `None` before any probe measured one.
+    pub fn clock_offset_ms(&self) -> Option<i64> {
+        let mut offsets: Vec<i64> = self
+            .nodes
+            .iter()
+            .map(|node| node.clock_offset_ms.load(Ordering::Relaxed))
+            .filter(|offset| *offset != NO_OFFSET)
+            .collect();
+        offsets.sort_unstable();
+        offsets.get(offsets.len() / 2).copied()
+    }
+
     /// Owners in the old ring that are not owners in the new one (empty when settled).
     pub fn old_only_owners(&self, key: &str) -> Vec<NodeInfo> {
         self.layout.old_only_owners(key)
@@ -172,14 +208,6 @@ impl Placement {
         }
         let (up, down): (Vec<NodeInfo>, Vec<NodeInfo>) = list.into_iter().partition(|node| self.is_healthy(&node.id));
         up.into_iter().chain(down).collect()
-    }
-
-    /// The old ring's preference list for `key`, healthy nodes first (during a membership change:
-    /// strong reads also consult a majority there).
-    pub fn old_healthy_first(&self, key: &str) -> Vec<NodeInfo> {
-        let list = self.layout.old.preference_list(key.as_bytes());
-        let (up, down): (Vec<&NodeInfo>, Vec<&NodeInfo>) = list.into_iter().partition(|node| self.is_healthy(&node.id));
-        up.into_iter().chain(down).cloned().collect()
     }
 
     /// Whether data is moving between two rings.
@@ -274,8 +302,11 @@ impl Topology {
             });
             for (node, outcome) in futures_util::future::join_all(probes).await {
                 match outcome {
-                    Ok(key_count) => {
-                        *node.key_count.lock().expect("placement lock poisoned") = key_count;
+                    Ok(probe) => {
+                        *node.key_count.lock().expect("placement lock poisoned") = probe.key_count;
+                        if let Some(offset) = probe.clock_offset_ms {
+                            node.clock_offset_ms.store(offset, Ordering::Relaxed);
+                        }
                         placement.set_health(&node.info.id, true);
                     }
                     Err(error) => {
@@ -378,6 +409,28 @@ mod tests {
         assert!(before.is_healthy("node-2"));
         let settled = Placement::of_membership(&membership(&[Active, Active, Active, Active]), 50, 3, Some(&after));
         assert!(!settled.in_transition() && settled.old_only_owners("1/k").is_empty());
+    }
+
+    #[test]
+    fn the_clock_offset_is_the_median_of_the_measured_nodes() {
+        let placement = placement();
+        assert_eq!(placement.clock_offset_ms(), None, "nothing measured yet");
+        for (index, offset) in [(0, 40), (1, -60_000), (2, 55), (3, 30)] {
+            placement.nodes[index].clock_offset_ms.store(offset, Ordering::Relaxed);
+        }
+        // One node with a bad clock does not make the gateway's look bad.
+        assert_eq!(placement.clock_offset_ms(), Some(40));
+    }
+
+    #[test]
+    fn strong_quorums_are_drawn_from_the_owners_only() {
+        let placement = placement();
+        let owners = placement.owners("k");
+        placement.set_health(&owners[1].id, false);
+        let ordered = placement.owners_healthy_first("k");
+        assert_eq!(ordered.len(), 3);
+        assert_eq!(ordered.last().unwrap().id, owners[1].id, "a down owner comes last, but stays");
+        assert!(ordered.iter().all(|node| owners.contains(node)));
     }
 
     #[test]

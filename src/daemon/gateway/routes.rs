@@ -367,7 +367,10 @@ async fn health() -> Json<ServiceHealth> {
 }
 
 async fn metrics(State(state): State<GatewayState>) -> Response {
-    Json(state.metrics.snapshot(state.placement().errors())).into_response()
+    let placement = state.placement();
+    let mut metrics = state.metrics.snapshot(placement.errors());
+    metrics.clock_offset_ms = placement.clock_offset_ms();
+    Json(metrics).into_response()
 }
 
 async fn cluster(State(state): State<GatewayState>, _: Internal) -> Json<ClusterView> {
@@ -411,6 +414,7 @@ mod tests {
             rate_limit_per_minute: 100,
             rate_limit_burst: 10,
             max_value_bytes: 1024,
+            max_clock_offset: std::time::Duration::from_millis(500),
             cluster_secret: Secret::new("s3cret"),
             tls: None,
         })

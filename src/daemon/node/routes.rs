@@ -377,6 +377,7 @@ async fn metrics(State(state): State<NodeState>) -> Json<NodeMetrics> {
         key_count,
         wal_size: wal.wal_bytes(),
         timestamp: now_millis() / 1000,
+        timestamp_ms: now_millis(),
         tombstones,
         data_bytes: store.disk_bytes(),
         disk_total_bytes,
