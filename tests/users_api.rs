@@ -72,13 +72,13 @@ async fn signup_and_its_bad_input(ctx: Ctx) {
             StatusCode::CONFLICT,
             "username",
         ),
-        (json!({"email": "bob@example.com", "password": "password-123"}), StatusCode::UNPROCESSABLE_ENTITY, "username"),
+        (json!({"email": "bob@example.com", "password": "password-123"}), StatusCode::BAD_REQUEST, "username"),
         (
             json!({"email": "bob@example.com", "username": "bob", "password": 12345678}),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             "password",
         ),
-        (json!(["bob@example.com"]), StatusCode::UNPROCESSABLE_ENTITY, ""),
+        (json!(["bob@example.com"]), StatusCode::BAD_REQUEST, ""),
     ];
     for (body, status, mentions) in cases {
         let answer = s.post("/signup", body.clone(), None).await;
@@ -90,7 +90,14 @@ async fn signup_and_its_bad_input(ctx: Ctx) {
         s.send(s.request(Method::POST, "/signup", None).header("content-type", "application/json").body("{oops")).await;
     assert_error(&not_json, StatusCode::BAD_REQUEST);
     let no_type = s.send(s.request(Method::POST, "/signup", None).body(r#"{"email":"x@y.io"}"#)).await;
-    assert_error(&no_type, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_error(&no_type, StatusCode::BAD_REQUEST);
+    assert!(no_type.error().contains("missing field `username`"), "{}", no_type.error());
+    let text = s
+        .send(
+            s.request(Method::POST, "/signup", None).header("content-type", "text/plain").body(r#"{"email":"x@y.io"}"#),
+        )
+        .await;
+    assert_error(&text, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let empty = s.send(s.request(Method::POST, "/signup", None).header("content-type", "application/json")).await;
     assert_error(&empty, StatusCode::BAD_REQUEST);
 
@@ -126,10 +133,7 @@ async fn login_me_and_credentials(ctx: Ctx) {
     let long_email = s.post("/login", json!({"email": "e".repeat(20_000), "password": "password-123"}), None).await;
     assert_eq!(long_email.text, unknown_email.text);
     assert_eq!(s.get("/metrics", None).await.json["login_failures"], 4);
-    assert_error(
-        &s.post("/login", json!({"email": "carol@example.com"}), None).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    );
+    assert_error(&s.post("/login", json!({"email": "carol@example.com"}), None).await, StatusCode::BAD_REQUEST);
     let not_json =
         s.send(s.request(Method::POST, "/login", None).header("content-type", "application/json").body("x")).await;
     assert_error(&not_json, StatusCode::BAD_REQUEST);
@@ -207,7 +211,7 @@ async fn token_lifecycle(ctx: Ctx) {
 
     // Bad refresh requests.
     assert_error(&s.post("/refresh", json!({"refresh_token": "nope"}), None).await, StatusCode::UNAUTHORIZED);
-    assert_error(&s.post("/refresh", json!({}), None).await, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_error(&s.post("/refresh", json!({}), None).await, StatusCode::BAD_REQUEST);
 }
 
 async fn api_key_lifecycle(ctx: Ctx) {
@@ -265,7 +269,7 @@ async fn api_key_lifecycle(ctx: Ctx) {
     let unknown = format!("ydht_{}", "0".repeat(40));
     assert_error(&s.internal("/validate-key", json!({"key": unknown})).await, StatusCode::UNAUTHORIZED);
     assert_error(&s.internal("/validate-key", json!({"key": "nonsense"})).await, StatusCode::UNAUTHORIZED);
-    assert_error(&s.internal("/validate-key", json!({"nokey": 1})).await, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_error(&s.internal("/validate-key", json!({"nokey": 1})).await, StatusCode::BAD_REQUEST);
 
     // Revocation: only by the owner, idempotent, effective at once.
     assert_error(&s.delete(&format!("/apikeys/{id}"), Some(&other_token)).await, StatusCode::NOT_FOUND);
@@ -297,10 +301,7 @@ async fn api_key_lifecycle(ctx: Ctx) {
         assert_error(&answer, StatusCode::BAD_REQUEST);
         assert!(answer.error().contains(mentions), "{body}: {}", answer.error());
     }
-    assert_error(
-        &s.post("/apikeys", json!({"scopes": ["read"]}), Some(&token)).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    );
+    assert_error(&s.post("/apikeys", json!({"scopes": ["read"]}), Some(&token)).await, StatusCode::BAD_REQUEST);
     assert_error(&s.post("/apikeys", json!({"name": "x"}), None).await, StatusCode::UNAUTHORIZED);
     assert_eq!(s.get("/apikeys", Some(&token)).await.json["count"], 3, "refused requests created nothing");
 }
@@ -373,17 +374,14 @@ async fn usage_batches_and_report(ctx: Ctx) {
     for body in rejected {
         assert_error(&s.internal("/usage", body).await, StatusCode::BAD_REQUEST);
     }
-    assert_error(
-        &s.internal("/usage", json!({"records": [{"user_id": hana}]})).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    );
+    assert_error(&s.internal("/usage", json!({"records": [{"user_id": hana}]})).await, StatusCode::BAD_REQUEST);
     assert_error(
         &s.internal(
             "/usage",
             json!({"records": [{"user_id": hana, "operation": "put", "requests": -1, "bytes_in": 0, "bytes_out": 0}]}),
         )
         .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::BAD_REQUEST,
     );
     assert_error(&s.post("/usage", json!({"records": []}), None).await, StatusCode::UNAUTHORIZED);
     assert_eq!(s.get("/usage", Some(&token)).await.json["total"]["requests"], 16, "refused batches changed nothing");

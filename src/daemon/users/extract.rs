@@ -1,4 +1,4 @@
-//! Extractors: request bodies with JSON errors, the Bearer user of the API,
+//! Extractors of the users service: the Bearer user of the API,
 //! the signed-in user of the web pages, the client address and CSRF tokens.
 //! Authentication happens here, before a handler runs — never inside one.
 
@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::de::DeserializeOwned;
 
@@ -14,21 +14,6 @@ use super::db::{SessionKind, UserRow};
 use super::state::{UsersState, now, token_hash};
 use crate::auth::jwt::TokenError;
 use crate::error::ApiError;
-
-/// A JSON body whose rejections are `{"error": …}` with a 4xx status.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
-pub struct ApiJson<T>(pub T);
-
-/// Path parameters whose rejections are JSON 400s.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
-pub struct ApiPath<T>(pub T);
-
-/// A query string whose rejections are JSON 400s.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
-pub struct ApiQuery<T>(pub T);
 
 /// The account behind a valid `Authorization: Bearer <access token>` whose
 /// session is still active; 401 otherwise.
@@ -204,7 +189,12 @@ where
     async fn from_request(request: Request, state: &UsersState) -> Result<Self, Response> {
         let expected = cookie(request.headers(), CSRF_COOKIE).map(str::to_string);
         let axum::Form(form) = axum::Form::<T>::from_request(request, state).await.map_err(|rejection| {
-            ApiError::new(rejection.status(), format!("invalid form: {}", rejection.body_text())).into_response()
+            // A missing or mistyped field is a bad request like any other (axum says 422).
+            let status = match rejection.status() {
+                StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+                status => status,
+            };
+            ApiError::new(status, format!("invalid form: {}", rejection.body_text())).into_response()
         })?;
         let valid = expected.is_some_and(|expected| {
             use subtle::ConstantTimeEq;

@@ -49,7 +49,7 @@ pub const SQLITE_FILE: &str = "users.db";
 /// Largest request body of the public API and forms.
 const MAX_BODY: usize = 64 * 1024;
 /// Largest `POST /usage` body.
-const MAX_USAGE_BODY: usize = 2 * 1024 * 1024;
+pub const MAX_USAGE_BODY: usize = 2 * 1024 * 1024;
 
 /// Flags of `ydht serve users`.
 #[derive(Args, Clone)]
@@ -294,7 +294,7 @@ pub fn app(state: UsersState) -> Router {
         .route("/me", get(routes::me))
         .route("/apikeys", post(routes::create_key).get(routes::list_keys))
         .route("/apikeys/{id}", delete(routes::revoke_key))
-        .route("/usage", get(routes::usage).post(routes::record_usage).layer(DefaultBodyLimit::max(MAX_USAGE_BODY)))
+        .route("/usage", get(routes::usage).post(routes::record_usage))
         .route("/validate-key", post(routes::validate_key))
         .route("/membership", get(membership::get))
         .route("/membership/seed", post(membership::seed))

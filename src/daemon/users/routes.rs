@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::accounts::{self, ApiKeyView, load};
 use super::db::{DbError, SessionKind, UsageIncrement, UserRow};
-use super::extract::{ApiJson, ApiPath, ApiQuery, BearerUser, ClientAddress, internal};
+use super::extract::{BearerUser, ClientAddress, internal};
 use super::state::{Counters, UsersState, looks_like_api_key, now, token_hash};
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::proto::{ServiceHealth, UsageBatch, ValidateKeyRequest, ValidateKeyResponse};
 
 /// Most rows accepted in one `POST /usage` batch.
@@ -294,7 +295,7 @@ pub async fn validate_key(
 pub async fn record_usage(
     axum::extract::State(state): axum::extract::State<UsersState>,
     _: Internal,
-    ApiJson(batch): ApiJson<UsageBatch>,
+    ApiJson(batch): ApiJson<UsageBatch, { super::MAX_USAGE_BODY }>,
 ) -> Result<StatusCode, ApiError> {
     if batch.records.len() > MAX_USAGE_ROWS {
         return Err(ApiError::too_large(format!("a usage batch may hold at most {MAX_USAGE_ROWS} records")));

@@ -18,9 +18,10 @@ use sha2::{Digest, Sha256};
 
 use super::accounts::{self, FieldError};
 use super::db::{DbError, SessionKind};
-use super::extract::{ApiPath, ClientAddress, CsrfField, CsrfForm, CsrfToken, SESSION_COOKIE, WebUser, cookie_header};
+use super::extract::{ClientAddress, CsrfField, CsrfForm, CsrfToken, SESSION_COOKIE, WebUser, cookie_header};
 use super::state::{NewKey, UsersState, WEB_SESSION_LIFETIME, now};
 use crate::error::ApiError;
+use crate::extract::ApiPath;
 
 /// The stylesheet, embedded in the binary.
 const STYLESHEET: &str = include_str!("../../../web/static/style.css");
