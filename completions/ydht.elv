@@ -144,6 +144,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --jwt-secret 'Secret signing access tokens (HS256) [default: generated once into <data-dir>/jwt.secret]'
             cand --jwt-expiration 'Access-token lifetime, e.g. 15m, 1h, 24h'
             cand --gateway-url 'Base URL of the gateway, for the dashboard''s key browser'
+            cand --signups-per-hour 'Sign-ups allowed per client address (IPv6: per /64) and hour; 0 = no limit'
             cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
             cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
             cand --output 'Output format'

@@ -204,6 +204,31 @@ where
     }
 }
 
+/// A storage failure as an answer: an overloaded database (no pooled
+/// connection free in time, SQLite busy or locked) is a 503 with
+/// `Retry-After`, since the same request can succeed a moment later; anything
+/// else is a logged 500.
+pub fn storage(error: super::db::DbError) -> ApiError {
+    use super::db::DbError;
+    let overloaded = match &error {
+        DbError::Sqlx(sqlx::Error::PoolTimedOut) => true,
+        DbError::Sqlx(sqlx::Error::Database(database)) => {
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+            database.code().and_then(|code| code.parse::<i64>().ok()).is_some_and(|code| matches!(code & 0xff, 5 | 6))
+                && database.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+        }
+        _ => false,
+    };
+    if overloaded {
+        tracing::warn!(%error, "users: database overloaded");
+        let mut answer = ApiError::unavailable("the users database is busy; retry in a moment");
+        answer.retry_after = Some(1);
+        answer
+    } else {
+        internal(error)
+    }
+}
+
 /// Logs a storage failure and turns it into a 500 with a generic message.
 pub fn internal(error: impl std::fmt::Display) -> ApiError {
     ApiError::internal(error.to_string())
