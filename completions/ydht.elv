@@ -170,6 +170,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --rate-limit-per-minute 'Requests per minute each user''s bucket refills (0 disables rate limiting)'
             cand --rate-limit-burst 'Requests a user may make in a burst'
             cand --max-value-bytes 'Largest value accepted, in bytes (larger → 413)'
+            cand --auth-failures-per-minute 'Failed API-key checks allowed per client address and minute before 429 (0 disables)'
             cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
             cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
             cand --output 'Output format'

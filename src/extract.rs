@@ -1,9 +1,13 @@
 //! Request extractors shared by every service, whose rejections are the JSON
-//! [`ApiError`] shape: a JSON body, path parameters and a query string. A
+//! [`ApiError`] shape: a JSON body, path parameters and a query string; and the
+//! client's address, with the key per-address limits count it under. A
 //! malformed or incomplete input is always a 400 naming the problem (never
 //! axum's plain-text 422).
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
@@ -86,6 +90,43 @@ pub struct ApiPath<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
+/// The client's address (the TCP peer; `unknown` when not served over TCP).
+#[derive(Debug, Clone)]
+pub struct ClientAddress(pub String);
+
+impl ClientAddress {
+    /// The peer address of a request.
+    pub fn of(parts: &Parts) -> Self {
+        let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string());
+        ClientAddress(address.unwrap_or_else(|| "unknown".to_string()))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(parts))
+    }
+}
+
+/// The key a client address is counted under: the address itself for IPv4
+/// (also IPv4-mapped IPv6), its /64 for IPv6 (one host usually holds a whole
+/// /64, so counting single IPv6 addresses would limit nothing); anything else as is.
+pub fn address_key(address: &str) -> String {
+    match address.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let segments = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", segments[0], segments[1], segments[2], segments[3])
+            }
+        },
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Err(_) => address.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +175,14 @@ mod tests {
         let large = extract(None, &format!(r#"{{"email":"{}","password":"p"}}"#, "a".repeat(64))).await.unwrap_err();
         assert_eq!(large.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(large.message.contains("64 bytes"), "{}", large.message);
+    }
+
+    #[test]
+    fn addresses_are_keyed_per_ipv4_and_per_ipv6_64() {
+        assert_eq!(address_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(address_key("2001:db8:1:2:bbbb::9"), "2001:db8:1:2::/64");
+        assert_eq!(address_key("::ffff:10.0.0.1"), "10.0.0.1");
+        assert_eq!(address_key("10.0.0.1"), "10.0.0.1");
+        assert_eq!(address_key("unknown"), "unknown");
     }
 }

@@ -1,10 +1,8 @@
 //! Extractors of the users service: the Bearer user of the API,
-//! the signed-in user of the web pages, the client address and CSRF tokens.
+//! the signed-in user of the web pages and CSRF tokens.
 //! Authentication happens here, before a handler runs — never inside one.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -114,19 +112,6 @@ impl OptionalFromRequestParts<UsersState> for WebUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &UsersState) -> Result<Option<Self>, ApiError> {
         web_user(parts, state).await
-    }
-}
-
-/// The client's address (the TCP peer; `unknown` when not served over TCP).
-#[derive(Debug, Clone)]
-pub struct ClientAddress(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string());
-        Ok(ClientAddress(address.unwrap_or_else(|| "unknown".to_string())))
     }
 }
 

@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::accounts::{self, ApiKeyView, load};
 use super::db::{DbError, SessionKind, UsageIncrement, UserRow};
-use super::extract::{BearerUser, ClientAddress, internal, storage};
+use super::extract::{BearerUser, internal, storage};
 use super::state::{Counters, UsersState, looks_like_api_key, now, token_hash};
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, ClientAddress};
 use crate::proto::{ServiceHealth, UsageBatch, ValidateKeyRequest, ValidateKeyResponse};
 
 /// Most rows accepted in one `POST /usage` batch.

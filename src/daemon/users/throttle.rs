@@ -7,13 +7,13 @@
 //!   same critical section as the check, so parallel guesses cannot slip past.
 //! - [`SignupLimit`]: sign-ups per client address within an hour.
 //!
-//! Client addresses are counted per IPv4 address and per IPv6 /64 (one host
-//! usually holds a whole /64, so counting single IPv6 addresses limits nothing).
+//! Client addresses are counted by [`address_key`]: per IPv4 address and per IPv6 /64.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::extract::address_key;
 
 /// Limits of the login throttle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,22 +92,6 @@ impl SlidingWindow {
 
     fn clear(&mut self, key: &str) {
         self.events.remove(key);
-    }
-}
-
-/// The key a client address is counted under: the address itself for IPv4
-/// (also IPv4-mapped IPv6), its /64 for IPv6; anything unparsable as is.
-pub fn address_key(address: &str) -> String {
-    match address.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let segments = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", segments[0], segments[1], segments[2], segments[3])
-            }
-        },
-        Ok(IpAddr::V4(v4)) => v4.to_string(),
-        Err(_) => address.to_string(),
     }
 }
 
@@ -280,15 +264,6 @@ mod tests {
             assert!(start.elapsed() < Duration::from_secs(5), "the failure never expired");
             std::thread::yield_now();
         }
-    }
-
-    #[test]
-    fn ipv6_addresses_count_per_64() {
-        assert_eq!(address_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
-        assert_eq!(address_key("2001:db8:1:2:bbbb::9"), "2001:db8:1:2::/64");
-        assert_eq!(address_key("::ffff:10.0.0.1"), "10.0.0.1");
-        assert_eq!(address_key("10.0.0.1"), "10.0.0.1");
-        assert_eq!(address_key("unknown"), "unknown");
     }
 
     #[test]

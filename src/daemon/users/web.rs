@@ -18,10 +18,11 @@ use sha2::{Digest, Sha256};
 
 use super::accounts::{self, FieldError};
 use super::db::{DbError, SessionKind};
-use super::extract::{ClientAddress, CsrfField, CsrfForm, CsrfToken, SESSION_COOKIE, WebUser, cookie_header};
+use super::extract::{CsrfField, CsrfForm, CsrfToken, SESSION_COOKIE, WebUser, cookie_header};
 use super::state::{NewKey, UsersState, WEB_SESSION_LIFETIME, now};
 use crate::error::ApiError;
 use crate::extract::ApiPath;
+use crate::extract::ClientAddress;
 
 /// The stylesheet, embedded in the binary.
 const STYLESHEET: &str = include_str!("../../../web/static/style.css");
