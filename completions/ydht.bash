@@ -1987,7 +1987,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__gateway)
-            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --nodes --replicator-url --users-url --replicas --vnodes --rate-limit-per-minute --rate-limit-burst --max-value-bytes --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --nodes --replicator-url --users-url --replicas --vnodes --rate-limit-per-minute --rate-limit-burst --max-value-bytes --auth-failures-per-minute --gateway --users --output --api-key --config-dir --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2046,6 +2046,10 @@ _ydht() {
                     return 0
                     ;;
                 --max-value-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --auth-failures-per-minute)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2387,7 +2391,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__users)
-            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --database-url --jwt-secret --jwt-expiration --secure-cookies --gateway-url --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --database-url --jwt-secret --jwt-expiration --secure-cookies --gateway-url --signups-per-hour --gateway --users --output --api-key --config-dir --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2430,6 +2434,10 @@ _ydht() {
                     return 0
                     ;;
                 --gateway-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --signups-per-hour)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

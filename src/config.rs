@@ -96,9 +96,37 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
     })
 }
 
-/// Creates `dir` if needed and checks that files can be created in it.
+/// Mode of every directory ydht creates for its data: only its owner may enter it.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of every data file ydht creates: only its owner may read or write it.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` and any missing parents with mode 0700, whatever the umask
+/// (directories that already exist keep their mode).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, PRIVATE_DIR_MODE);
+    builder.create(dir)
+}
+
+/// Makes a file created through `options` get mode 0600, whatever the umask
+/// (an existing file keeps its mode).
+pub fn private_file(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, PRIVATE_FILE_MODE);
+    options
+}
+
+/// Creates (or truncates) the file at `path` for writing, with mode 0600 when it is created.
+pub fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
+    private_file(OpenOptions::new().write(true).create(true).truncate(true)).open(path)
+}
+
+/// Creates `dir` (mode 0700) if needed and checks that files can be created in it.
 pub fn ensure_writable_dir(dir: &Path) -> anyhow::Result<()> {
-    fs::create_dir_all(dir).map_err(|error| {
+    create_private_dir(dir).map_err(|error| {
         Exit::usage(format!(
             "cannot create data dir {}: {error}; choose another with --data-dir or YDHT_DATA_DIR",
             dir.display()
@@ -161,11 +189,7 @@ pub fn load_or_generate_secret(data_dir: &Path, name: &str) -> anyhow::Result<Se
             Err(error) if error.kind() == ErrorKind::NotFound => {}
             Err(error) => return Err(error).with_context(|| format!("cannot read secret file {}", path.display())),
         }
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        match options.open(&path) {
+        match private_file(OpenOptions::new().write(true).create_new(true)).open(&path) {
             Ok(mut file) => {
                 let secret = random_hex(32);
                 file.write_all(secret.as_bytes())

@@ -103,13 +103,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Turns axum's body/path/query/JSON rejections into our JSON error shape.
-impl From<axum::extract::rejection::JsonRejection> for ApiError {
-    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
-        Self::new(rejection.status(), format!("invalid JSON body: {}", rejection.body_text()))
-    }
-}
-
+/// Turns axum's body/path/query rejections into our JSON error shape (JSON
+/// bodies go through [`crate::extract::ApiJson`], which answers 400 where axum says 422).
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
         Self::bad_request(format!("invalid query string: {}", rejection.body_text()))

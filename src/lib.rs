@@ -7,6 +7,7 @@
 //! - [`config`]: shared server settings (data dir, bind address, secrets files).
 //! - [`error`]: the JSON API error every service returns, and CLI exit codes.
 //! - [`shutdown`]: one shutdown signal shared by every task of a process.
+//! - [`extract`]: JSON body / path / query extractors whose rejections are JSON 400s.
 //! - [`server`]: binding listeners with actionable errors and serving routers.
 //! - [`tls`]: HTTPS serving (rustls) and trusting a private CA in every HTTP client.
 //! - [`proto`]: wire types and header names shared by daemons and the client.
@@ -35,6 +36,7 @@ pub mod config;
 pub mod daemon;
 pub mod duration;
 pub mod error;
+pub mod extract;
 pub mod hlc;
 pub mod man;
 pub mod membership;

@@ -77,6 +77,22 @@ fn every_public_route_is_documented_and_nothing_else() {
     }
 }
 
+#[test]
+fn bad_bodies_are_documented_as_400_never_422() {
+    for document in [ydht::daemon::gateway::routes::OPENAPI, ydht::daemon::users::OPENAPI] {
+        let document: Value = serde_json::from_str(document).unwrap();
+        for (path, operations) in document["paths"].as_object().unwrap() {
+            for (method, operation) in operations.as_object().unwrap() {
+                let responses = operation["responses"].as_object().unwrap();
+                assert!(!responses.contains_key("422"), "{method} {path} lists 422; a bad body is a 400");
+                if operation.get("requestBody").is_some() {
+                    assert!(responses.contains_key("400"), "{method} {path} takes a body but lists no 400");
+                }
+            }
+        }
+    }
+}
+
 /// Resolves `#/components/…` references.
 fn resolve<'a>(document: &'a Value, schema: &'a Value) -> &'a Value {
     match schema.get("$ref").and_then(Value::as_str) {

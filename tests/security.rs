@@ -193,3 +193,54 @@ async fn every_page_and_api_answer_sends_security_headers() {
     let csp = response.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("sandbox"), "{csp}");
 }
+
+/// Every directory and file `serve all` creates in its data dir (users.db and its WAL,
+/// the nodes' WAL segments, snapshots and cursors, the replicator queue, secrets) is
+/// private to its owner, whatever the umask: dirs 0700, files 0600.
+#[tokio::test]
+async fn data_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: umask only sets the process's file-creation mask; 022 is the usual default,
+    // which leaves created files world-readable unless ydht asks for a mode.
+    unsafe { libc::umask(0o022) };
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let cluster = common::start_cluster_with(&[("YDHT_DATA_DIR", data.to_str().unwrap())]);
+    let client = common::http();
+    let account = signup_and_login(&client, &cluster.users, "umask").await;
+    let (_, key) = create_key(&client, &cluster.users, &account, &["read", "write"]).await;
+    for consistency in ["eventual", "strong"] {
+        let response = client
+            .put(format!("{}/v1/kv/private-{consistency}", cluster.gateway))
+            .header("X-API-Key", &key)
+            .header("X-Consistency", consistency)
+            .body("secret value")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    let mut pending = vec![data.clone()];
+    let (mut dirs, mut files, mut exposed) = (0, 0, Vec::new());
+    while let Some(path) = pending.pop() {
+        let metadata = std::fs::symlink_metadata(&path).unwrap();
+        let mode = metadata.permissions().mode() & 0o777;
+        if metadata.is_dir() {
+            dirs += 1;
+            if mode != 0o700 {
+                exposed.push(format!("{} is a directory with mode {mode:o}", path.display()));
+            }
+            for entry in std::fs::read_dir(&path).unwrap() {
+                pending.push(entry.unwrap().path());
+            }
+        } else {
+            files += 1;
+            if mode != 0o600 {
+                exposed.push(format!("{} has mode {mode:o}", path.display()));
+            }
+        }
+    }
+    assert!(data.join("users.db").exists() && files >= 8 && dirs >= 4, "{files} files, {dirs} dirs");
+    assert!(exposed.is_empty(), "readable by others:\n{}", exposed.join("\n"));
+}

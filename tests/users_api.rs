@@ -17,6 +17,7 @@ both_backends!(
     api_key_expiry_and_last_used,
     usage_batches_and_report,
     login_throttling_per_email,
+    parallel_wrong_passwords_are_throttled_and_never_500,
     health_metrics_and_bad_requests,
     web_forms_csrf_and_headers,
 );
@@ -72,13 +73,13 @@ async fn signup_and_its_bad_input(ctx: Ctx) {
             StatusCode::CONFLICT,
             "username",
         ),
-        (json!({"email": "bob@example.com", "password": "password-123"}), StatusCode::UNPROCESSABLE_ENTITY, "username"),
+        (json!({"email": "bob@example.com", "password": "password-123"}), StatusCode::BAD_REQUEST, "username"),
         (
             json!({"email": "bob@example.com", "username": "bob", "password": 12345678}),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             "password",
         ),
-        (json!(["bob@example.com"]), StatusCode::UNPROCESSABLE_ENTITY, ""),
+        (json!(["bob@example.com"]), StatusCode::BAD_REQUEST, ""),
     ];
     for (body, status, mentions) in cases {
         let answer = s.post("/signup", body.clone(), None).await;
@@ -90,7 +91,14 @@ async fn signup_and_its_bad_input(ctx: Ctx) {
         s.send(s.request(Method::POST, "/signup", None).header("content-type", "application/json").body("{oops")).await;
     assert_error(&not_json, StatusCode::BAD_REQUEST);
     let no_type = s.send(s.request(Method::POST, "/signup", None).body(r#"{"email":"x@y.io"}"#)).await;
-    assert_error(&no_type, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_error(&no_type, StatusCode::BAD_REQUEST);
+    assert!(no_type.error().contains("missing field `username`"), "{}", no_type.error());
+    let text = s
+        .send(
+            s.request(Method::POST, "/signup", None).header("content-type", "text/plain").body(r#"{"email":"x@y.io"}"#),
+        )
+        .await;
+    assert_error(&text, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let empty = s.send(s.request(Method::POST, "/signup", None).header("content-type", "application/json")).await;
     assert_error(&empty, StatusCode::BAD_REQUEST);
 
@@ -126,10 +134,7 @@ async fn login_me_and_credentials(ctx: Ctx) {
     let long_email = s.post("/login", json!({"email": "e".repeat(20_000), "password": "password-123"}), None).await;
     assert_eq!(long_email.text, unknown_email.text);
     assert_eq!(s.get("/metrics", None).await.json["login_failures"], 4);
-    assert_error(
-        &s.post("/login", json!({"email": "carol@example.com"}), None).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    );
+    assert_error(&s.post("/login", json!({"email": "carol@example.com"}), None).await, StatusCode::BAD_REQUEST);
     let not_json =
         s.send(s.request(Method::POST, "/login", None).header("content-type", "application/json").body("x")).await;
     assert_error(&not_json, StatusCode::BAD_REQUEST);
@@ -207,7 +212,7 @@ async fn token_lifecycle(ctx: Ctx) {
 
     // Bad refresh requests.
     assert_error(&s.post("/refresh", json!({"refresh_token": "nope"}), None).await, StatusCode::UNAUTHORIZED);
-    assert_error(&s.post("/refresh", json!({}), None).await, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_error(&s.post("/refresh", json!({}), None).await, StatusCode::BAD_REQUEST);
 }
 
 async fn api_key_lifecycle(ctx: Ctx) {
@@ -265,7 +270,7 @@ async fn api_key_lifecycle(ctx: Ctx) {
     let unknown = format!("ydht_{}", "0".repeat(40));
     assert_error(&s.internal("/validate-key", json!({"key": unknown})).await, StatusCode::UNAUTHORIZED);
     assert_error(&s.internal("/validate-key", json!({"key": "nonsense"})).await, StatusCode::UNAUTHORIZED);
-    assert_error(&s.internal("/validate-key", json!({"nokey": 1})).await, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_error(&s.internal("/validate-key", json!({"nokey": 1})).await, StatusCode::BAD_REQUEST);
 
     // Revocation: only by the owner, idempotent, effective at once.
     assert_error(&s.delete(&format!("/apikeys/{id}"), Some(&other_token)).await, StatusCode::NOT_FOUND);
@@ -297,10 +302,7 @@ async fn api_key_lifecycle(ctx: Ctx) {
         assert_error(&answer, StatusCode::BAD_REQUEST);
         assert!(answer.error().contains(mentions), "{body}: {}", answer.error());
     }
-    assert_error(
-        &s.post("/apikeys", json!({"scopes": ["read"]}), Some(&token)).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    );
+    assert_error(&s.post("/apikeys", json!({"scopes": ["read"]}), Some(&token)).await, StatusCode::BAD_REQUEST);
     assert_error(&s.post("/apikeys", json!({"name": "x"}), None).await, StatusCode::UNAUTHORIZED);
     assert_eq!(s.get("/apikeys", Some(&token)).await.json["count"], 3, "refused requests created nothing");
 }
@@ -373,17 +375,14 @@ async fn usage_batches_and_report(ctx: Ctx) {
     for body in rejected {
         assert_error(&s.internal("/usage", body).await, StatusCode::BAD_REQUEST);
     }
-    assert_error(
-        &s.internal("/usage", json!({"records": [{"user_id": hana}]})).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    );
+    assert_error(&s.internal("/usage", json!({"records": [{"user_id": hana}]})).await, StatusCode::BAD_REQUEST);
     assert_error(
         &s.internal(
             "/usage",
             json!({"records": [{"user_id": hana, "operation": "put", "requests": -1, "bytes_in": 0, "bytes_out": 0}]}),
         )
         .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::BAD_REQUEST,
     );
     assert_error(&s.post("/usage", json!({"records": []}), None).await, StatusCode::UNAUTHORIZED);
     assert_eq!(s.get("/usage", Some(&token)).await.json["total"]["requests"], 16, "refused batches changed nothing");
@@ -415,6 +414,23 @@ async fn login_throttling_per_email(ctx: Ctx) {
     assert_eq!(metrics["login_failures"], limit as u64);
 }
 
+/// Failures are counted before the password is verified, atomically with the
+/// check: 60 parallel guesses for one email get exactly the limit of 401s, the
+/// rest 429, and none a 500.
+async fn parallel_wrong_passwords_are_throttled_and_never_500(ctx: Ctx) {
+    let s = ctx.start().await;
+    s.signup("mia@example.com", "mia", "password-123").await;
+    let guesses = (0..60)
+        .map(|n| s.post("/login", json!({"email": "mia@example.com", "password": format!("wrong-{n:03}")}), None));
+    let answers = futures_util::future::join_all(guesses).await;
+    let count = |status: StatusCode| answers.iter().filter(|answer| answer.status == status).count();
+    let statuses: Vec<u16> = answers.iter().map(|answer| answer.status.as_u16()).collect();
+    assert_eq!(count(StatusCode::UNAUTHORIZED), ctx.config.throttle.per_email, "{statuses:?}");
+    assert_eq!(count(StatusCode::TOO_MANY_REQUESTS), 60 - ctx.config.throttle.per_email, "{statuses:?}");
+    let metrics = s.get("/metrics", None).await.json;
+    assert_eq!(metrics["login_failures"], ctx.config.throttle.per_email as u64);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_throttling_per_address_sqlite() {
     per_address(users_support::Backend::Sqlite).await;
@@ -438,6 +454,61 @@ async fn per_address(backend: users_support::Backend) {
         let answer = s.post("/login", json!({"email": "lena@example.com", "password": "password-123"}), None).await;
         assert_error(&answer, StatusCode::TOO_MANY_REQUESTS);
         assert!(answer.header("retry-after").is_some());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signups_and_hashing_are_bounded_sqlite() {
+    signups_and_hashing_are_bounded(users_support::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signups_and_hashing_are_bounded_postgres() {
+    signups_and_hashing_are_bounded(users_support::Backend::Postgres).await;
+}
+
+/// Sign-ups are limited per client address; password hashing runs on one slot
+/// here, and a request that cannot get it in time is a 503 with Retry-After
+/// (never a 500) that does not count as a failed login.
+async fn signups_and_hashing_are_bounded(backend: users_support::Backend) {
+    let tweak = |config: &mut ydht::daemon::users::UsersConfig| {
+        config.signups_per_hour = 3;
+        config.hashing_slots = 1;
+        config.hashing_queue_deadline = std::time::Duration::from_millis(1);
+        config.throttle.per_address = 1000;
+    };
+    users_support::run_with(backend, "signups_and_hashing_are_bounded", tweak, |ctx| async move {
+        let s = ctx.start().await;
+        for name in ["nina", "omar", "pia"] {
+            s.signup(&format!("{name}@example.com"), name, "password-123").await;
+        }
+        let refused = s
+            .post("/signup", json!({"email": "quin@example.com", "username": "quin", "password": "password-123"}), None)
+            .await;
+        assert_error(&refused, StatusCode::TOO_MANY_REQUESTS);
+        let retry_after: u64 = refused.header("retry-after").expect("Retry-After").parse().unwrap();
+        assert!(retry_after > 3500 && retry_after <= 3600, "{retry_after}");
+        assert!(refused.error().contains("sign-ups"), "{}", refused.error());
+        let invalid =
+            s.post("/signup", json!({"email": "bad", "username": "quin", "password": "password-123"}), None).await;
+        assert_error(&invalid, StatusCode::BAD_REQUEST);
+
+        let guesses = (0..30).map(|n| {
+            s.post("/login", json!({"email": format!("guess{n}@example.com"), "password": "password-123"}), None)
+        });
+        let answers = futures_util::future::join_all(guesses).await;
+        let statuses: Vec<u16> = answers.iter().map(|answer| answer.status.as_u16()).collect();
+        assert!(statuses.iter().all(|status| matches!(status, 401 | 503)), "{statuses:?}");
+        let busy: Vec<_> = answers.iter().filter(|answer| answer.status == StatusCode::SERVICE_UNAVAILABLE).collect();
+        assert!(!busy.is_empty(), "one hashing slot and a 1 ms queue: some logins must be refused: {statuses:?}");
+        assert!(busy.iter().all(|answer| answer.header("retry-after") == Some("1")), "{busy:?}");
+        let metrics = s.get("/metrics", None).await.json;
+        assert_eq!(metrics["users"], 3, "the refused sign-up created nothing");
+        assert_eq!(metrics["signups_throttled"], 1);
+        assert_eq!(metrics["hashing_busy"], busy.len() as u64);
+        assert_eq!(metrics["login_failures"], (30 - busy.len()) as u64, "a refused login is not a failed one");
+        s.login("nina@example.com", "password-123").await;
     })
     .await;
 }

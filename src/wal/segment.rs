@@ -45,9 +45,10 @@ impl WalDir {
         &self.path
     }
 
-    /// Creates the directory if it does not exist.
+    /// Creates the directory (mode 0700) if it does not exist.
     pub fn create(&self) -> Result<(), WalError> {
-        fs::create_dir_all(&self.path).map_err(|source| WalError::io("cannot create WAL directory", &self.path, source))
+        crate::config::create_private_dir(&self.path)
+            .map_err(|source| WalError::io("cannot create WAL directory", &self.path, source))
     }
 
     /// The path of segment `generation`.
@@ -94,10 +95,7 @@ impl WalDir {
     /// guard, so two nodes can never write the same WAL.
     pub fn lock(&self) -> Result<DirLock, WalError> {
         let path = self.path.join("LOCK");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        let file = crate::config::private_file(OpenOptions::new().create(true).truncate(false).write(true))
             .open(&path)
             .map_err(|source| WalError::io("cannot open lock file", &path, source))?;
         #[cfg(unix)]
@@ -194,11 +192,7 @@ impl Segment {
     /// Creates segment `generation` holding only its header, durably (file and directory fsynced).
     pub fn create(dir: &WalDir, generation: u64) -> Result<Self, WalError> {
         let path = dir.segment_path(generation);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
+        let mut file = crate::config::create_private_file(&path)
             .map_err(|source| WalError::io("cannot create WAL segment", &path, source))?;
         let written = file.write_all(&record::file_header(WAL_MAGIC)).and_then(|()| file.sync_all());
         if let Err(source) = written {

@@ -48,8 +48,8 @@ impl SnapshotWriter {
     pub fn create(dir: &WalDir, generation: u64) -> Result<Self, WalError> {
         let path = dir.snapshot_path(generation);
         let temporary = path.with_extension("snap.tmp");
-        let file =
-            File::create(&temporary).map_err(|source| WalError::io("cannot write snapshot", &temporary, source))?;
+        let file = crate::config::create_private_file(&temporary)
+            .map_err(|source| WalError::io("cannot write snapshot", &temporary, source))?;
         let mut pending = Vec::with_capacity(1 << 20);
         pending.extend_from_slice(&record::file_header(SNAPSHOT_MAGIC));
         // The record count, filled in by `finish`.

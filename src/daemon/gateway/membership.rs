@@ -11,10 +11,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use reqwest::Method;
 
@@ -23,6 +22,7 @@ use super::placement::Placement;
 use super::state::GatewayState;
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
+use crate::extract::ApiJson;
 use crate::membership::{JoinRequest, LeaveRequest, MAX_WAIT, Membership, MembershipQuery, SeedRequest};
 use crate::proto::CLUSTER_SECRET_HEADER;
 use crate::shutdown::Shutdown;
@@ -155,11 +155,6 @@ fn json_response(membership: Membership) -> Response {
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(membership)).into_response()
 }
 
-async fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
-    let bytes = crate::server::read_limited_body(headers, body, MAX_BODY, "the request").await?;
-    serde_json::from_slice(&bytes).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
-}
-
 /// `GET /membership?after=V&wait=S` (cluster secret).
 pub async fn get(
     _: Internal,
@@ -176,10 +171,8 @@ pub async fn get(
 pub async fn join(
     _: Internal,
     State(state): State<GatewayState>,
-    headers: HeaderMap,
-    body: Body,
+    ApiJson(mut request): ApiJson<JoinRequest, MAX_BODY>,
 ) -> Result<Response, ApiError> {
-    let mut request: JoinRequest = json_body(&headers, body).await?;
     if !state.seeded.load(Ordering::Acquire) {
         state.seed().await?;
     }
@@ -219,10 +212,8 @@ pub async fn join(
 pub async fn leave(
     _: Internal,
     State(state): State<GatewayState>,
-    headers: HeaderMap,
-    body: Body,
+    ApiJson(request): ApiJson<LeaveRequest, MAX_BODY>,
 ) -> Result<Response, ApiError> {
-    let request: LeaveRequest = json_body(&headers, body).await?;
     let membership = state.membership_call(Method::POST, "membership/leave", None, Some(&request)).await?;
     state.apply_membership(&membership);
     Ok(json_response(membership))
@@ -232,10 +223,8 @@ pub async fn leave(
 pub async fn progress(
     _: Internal,
     State(state): State<GatewayState>,
-    headers: HeaderMap,
-    body: Body,
+    ApiJson(report): ApiJson<crate::membership::ProgressReport, MAX_BODY>,
 ) -> Result<Response, ApiError> {
-    let report: crate::membership::ProgressReport = json_body(&headers, body).await?;
     let membership = state.membership_call(Method::POST, "membership/progress", None, Some(&report)).await?;
     state.apply_membership(&membership);
     Ok(json_response(membership))

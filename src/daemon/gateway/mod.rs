@@ -3,7 +3,8 @@
 //! accounting and tunable consistency.
 //!
 //! - [`routes`]: the HTTP surface and the `/v1` guard layer.
-//! - [`tenant`]: the API-key extractor (users service `/validate-key`, cached).
+//! - [`tenant`]: the API-key extractor (users service `/validate-key`, cached, refusals too).
+//! - [`authlimit`]: failed API-key checks limited per client address.
 //! - [`ratelimit`]: per-user token buckets.
 //! - [`usage`]: usage totals flushed to the users service.
 //! - [`metrics`]: request rates, latency percentiles, failures.
@@ -15,6 +16,7 @@
 //! - [`nodes`]: the HTTP client for the nodes' internal API.
 //! - [`replication`]: replicator jobs, with a fallback copy from the gateway.
 
+pub mod authlimit;
 pub mod coordinator;
 pub mod input;
 pub mod membership;
@@ -90,6 +92,9 @@ pub struct GatewayArgs {
     #[arg(long, env = "YDHT_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
     pub max_value_bytes: usize,
 
+    /// Failed API-key checks allowed per client address and minute before 429 (0 disables)
+    #[arg(long, env = "YDHT_AUTH_FAILURES_PER_MINUTE", default_value_t = authlimit::DEFAULT_AUTH_FAILURES_PER_MINUTE)]
+    pub auth_failures_per_minute: u32,
     /// Largest offset between this gateway's clock and the storage nodes' (median) it writes
     /// with; past it writes get 503 until the clocks agree again (`500ms`, `2s`)
     #[arg(long, env = "YDHT_MAX_CLOCK_OFFSET", default_value = "500ms", value_parser = parse_duration)]
@@ -119,6 +124,8 @@ pub struct GatewayConfig {
     pub rate_limit_burst: u32,
     /// Largest value accepted, in bytes.
     pub max_value_bytes: usize,
+    /// Failed API-key checks allowed per client address and minute (0 disables).
+    pub auth_failures_per_minute: u32,
     /// Largest clock offset from the nodes the gateway writes with.
     pub max_clock_offset: Duration,
     /// The cluster secret for internal calls.
@@ -156,6 +163,7 @@ impl GatewayArgs {
             rate_limit_per_minute: self.rate_limit_per_minute,
             rate_limit_burst: self.rate_limit_burst,
             max_value_bytes: self.max_value_bytes,
+            auth_failures_per_minute: self.auth_failures_per_minute,
             max_clock_offset: self.max_clock_offset,
             cluster_secret: self.server.cluster_secret(&data_dir)?,
             tls: self.server.tls()?,

@@ -414,6 +414,7 @@ mod tests {
             rate_limit_per_minute: 100,
             rate_limit_burst: 10,
             max_value_bytes: 1024,
+            auth_failures_per_minute: 30,
             max_clock_offset: std::time::Duration::from_millis(500),
             cluster_secret: Secret::new("s3cret"),
             tls: None,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 
 use super::GatewayConfig;
+use super::authlimit::AuthFailures;
 use super::metrics::Metrics;
 use super::nodes::{NodeClient, http_client};
 use super::placement::{Placement, Topology};
@@ -29,8 +30,10 @@ pub struct Shared {
     pub http: reqwest::Client,
     /// Source of write versions.
     pub hlc: Hlc,
-    /// Recently validated API keys.
+    /// Recently validated (and refused) API keys.
     pub keys: KeyCache,
+    /// Failed API-key checks per client address.
+    pub auth_failures: AuthFailures,
     /// Per-user token buckets.
     pub limiter: RateLimiter,
     /// Usage totals waiting to be flushed.
@@ -66,6 +69,7 @@ impl GatewayState {
         );
         Self(Arc::new(Shared {
             limiter: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
+            auth_failures: AuthFailures::new(config.auth_failures_per_minute),
             cluster_secret: ClusterSecret::new(config.cluster_secret.clone()),
             config,
             topology,

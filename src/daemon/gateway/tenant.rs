@@ -1,5 +1,7 @@
 //! Who is calling: the `X-API-Key` header checked against the users service's
 //! `/validate-key`, cached briefly, with the scope the request method needs.
+//! Refused keys are cached too, for [`REFUSED_KEY_CACHE_TTL`], and failed
+//! checks are limited per client address ([`super::authlimit`]).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -21,7 +23,13 @@ use crate::proto::{API_KEY_HEADER, CLUSTER_SECRET_HEADER, ValidateKeyRequest, Va
 /// Kept under the 5 s in which a revoked key must stop working.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(3);
 
-/// Cached keys before expired entries are swept.
+/// How long a refused key is answered 401 without asking the users service
+/// again. Short: a key that was refused because its account is disabled works
+/// again at most this long after the account is re-enabled. (A newly created
+/// key is never in this cache: keys are random, so no one sent it before.)
+pub const REFUSED_KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// Cached keys (each of the two caches) before expired entries are swept.
 const MAX_CACHED_KEYS: usize = 10_000;
 
 /// The authenticated tenant of a `/v1` request (an axum extractor).
@@ -73,6 +81,7 @@ type Fingerprint = u128;
 pub struct KeyCache {
     seed: RandomState,
     entries: Mutex<HashMap<Fingerprint, (Instant, Tenant)>>,
+    refused: Mutex<HashMap<Fingerprint, Instant>>,
 }
 
 impl KeyCache {
@@ -104,6 +113,23 @@ impl KeyCache {
             }
         }
         entries.insert(digest, (Instant::now(), tenant));
+    }
+
+    /// Whether the users service refused this key less than [`REFUSED_KEY_CACHE_TTL`] ago.
+    fn is_refused_at(&self, digest: &Fingerprint, now: Instant) -> bool {
+        let refused = self.refused.lock().expect("key cache lock poisoned");
+        refused.get(digest).is_some_and(|at| now.saturating_duration_since(*at) < REFUSED_KEY_CACHE_TTL)
+    }
+
+    fn insert_refused(&self, digest: Fingerprint) {
+        let mut refused = self.refused.lock().expect("key cache lock poisoned");
+        if refused.len() >= MAX_CACHED_KEYS {
+            refused.retain(|_, at| at.elapsed() < REFUSED_KEY_CACHE_TTL);
+            if refused.len() >= MAX_CACHED_KEYS {
+                refused.clear();
+            }
+        }
+        refused.insert(digest, Instant::now());
     }
 }
 
@@ -153,10 +179,25 @@ impl FromRequestParts<GatewayState> for Tenant {
         let tenant = match state.keys.get(&digest) {
             Some(tenant) => tenant,
             None => {
+                let crate::extract::ClientAddress(address) = crate::extract::ClientAddress::of(parts);
+                if let Some(wait) = state.auth_failures.blocked(&address) {
+                    return Err(ApiError::too_many_requests(
+                        "too many requests with invalid API keys from your address; check the key and retry later",
+                        wait.as_secs_f64().ceil() as u64,
+                    ));
+                }
+                let refused = || {
+                    state.auth_failures.record(&address);
+                    ApiError::unauthorized("invalid, revoked or expired API key")
+                };
+                if state.keys.is_refused_at(&digest, Instant::now()) {
+                    return Err(refused());
+                }
                 let validated =
                     validate_key(&state.http, &state.config.users_url, &state.config.cluster_secret, key).await?;
                 let Some(validated) = validated else {
-                    return Err(ApiError::unauthorized("invalid, revoked or expired API key"));
+                    state.keys.insert_refused(digest);
+                    return Err(refused());
                 };
                 let tenant = Tenant { user_id: validated.user_id, scopes: validated.scopes.into() };
                 state.keys.insert(digest, tenant.clone());
@@ -199,5 +240,19 @@ mod tests {
         assert_eq!(cache.get_at(&cache.fingerprint("ydht_kez"), now), None);
         assert_eq!(cache.get_at(&digest, now + KEY_CACHE_TTL), None);
         assert!(KEY_CACHE_TTL < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn refused_keys_are_remembered_briefly() {
+        let cache = KeyCache::default();
+        let digest = cache.fingerprint("ydht_wrong");
+        let now = Instant::now();
+        assert!(!cache.is_refused_at(&digest, now));
+        cache.insert_refused(digest);
+        assert!(cache.is_refused_at(&digest, now));
+        assert!(!cache.is_refused_at(&cache.fingerprint("ydht_other"), now));
+        let later = Instant::now() + REFUSED_KEY_CACHE_TTL;
+        assert!(!cache.is_refused_at(&digest, later), "gone after the TTL");
+        assert!(cache.get(&digest).is_none(), "a refused key is never a valid one");
     }
 }

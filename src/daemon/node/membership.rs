@@ -106,7 +106,7 @@ impl Cursor {
     fn save(&self, dir: &Path) -> std::io::Result<()> {
         use std::io::Write;
         let temporary = dir.join(format!("{CURSOR_FILE}.tmp"));
-        let mut file = std::fs::File::create(&temporary)?;
+        let mut file = crate::config::create_private_file(&temporary)?;
         file.write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
         file.sync_all()?;
         std::fs::rename(&temporary, dir.join(CURSOR_FILE))?;

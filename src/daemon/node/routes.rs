@@ -21,6 +21,7 @@ use super::{AntiEntropyHandle, NodeState};
 use super::{batch, read};
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
+use crate::extract::ApiJson;
 use crate::proto::{
     EXPIRES_AT_HEADER, NodeBatchResponse, NodeDigest, NodeExportRequest, NodeHealth, NodeKeyPage, NodeMetrics,
     NodeRangePage, NodeRangeRequest, NodeScanRequest, StoreWriteResponse, TOMBSTONE_HEADER, VERSION_HEADER,
@@ -272,11 +273,6 @@ fn anti_entropy(state: &NodeState) -> Result<&AntiEntropyHandle, ApiError> {
 /// Largest JSON body of `/range` and `/export` requests.
 const MAX_REQUEST_JSON_BYTES: usize = 4 << 20;
 
-async fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
-    let bytes = crate::server::read_limited_body(headers, body, MAX_REQUEST_JSON_BYTES, "the request").await?;
-    serde_json::from_slice(&bytes).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
-}
-
 async fn digest(_: Internal, State(state): State<NodeState>) -> Result<Json<NodeDigest>, ApiError> {
     let handle = anti_entropy(&state)?;
     Ok(Json(NodeDigest {
@@ -289,11 +285,9 @@ async fn digest(_: Internal, State(state): State<NodeState>) -> Result<Json<Node
 async fn range(
     _: Internal,
     State(state): State<NodeState>,
-    headers: HeaderMap,
-    body: Body,
+    ApiJson(mut request): ApiJson<NodeRangeRequest, MAX_REQUEST_JSON_BYTES>,
 ) -> Result<Json<NodeRangePage>, ApiError> {
     anti_entropy(&state)?;
-    let mut request: NodeRangeRequest = json_body(&headers, body).await?;
     if request.limit == 0 || request.limit > PAGE {
         return Err(ApiError::bad_request(format!("limit must be between 1 and {PAGE}")));
     }
@@ -310,10 +304,8 @@ async fn range(
 async fn scan(
     _: Internal,
     State(state): State<NodeState>,
-    headers: HeaderMap,
-    body: Body,
+    ApiJson(request): ApiJson<NodeScanRequest, MAX_REQUEST_JSON_BYTES>,
 ) -> Result<Json<NodeRangePage>, ApiError> {
-    let request: NodeScanRequest = json_body(&headers, body).await?;
     if request.limit == 0 || request.limit > PAGE {
         return Err(ApiError::bad_request(format!("limit must be between 1 and {PAGE}")));
     }
@@ -334,10 +326,8 @@ const MAX_SCAN_INTERVALS: usize = 10_000;
 async fn export(
     _: Internal,
     State(state): State<NodeState>,
-    headers: HeaderMap,
-    body: Body,
+    ApiJson(request): ApiJson<NodeExportRequest, MAX_REQUEST_JSON_BYTES>,
 ) -> Result<Response, ApiError> {
-    let request: NodeExportRequest = json_body(&headers, body).await?;
     if request.keys.len() > PAGE {
         return Err(ApiError::bad_request(format!("at most {PAGE} keys per export")));
     }

@@ -151,7 +151,7 @@ impl QueueLog {
     /// Opens (or creates) the log in `dir`, replays it and starts the writer thread.
     /// Blocking: call it from `spawn_blocking` in async code.
     pub fn open(dir: &Path, policy: CompactionPolicy) -> anyhow::Result<(QueueLog, Recovered)> {
-        fs::create_dir_all(dir).map_err(|error| {
+        crate::config::create_private_dir(dir).map_err(|error| {
             Exit::usage(format!(
                 "cannot create the replicator queue dir {}: {error}; choose another --data-dir",
                 dir.display()
@@ -249,10 +249,7 @@ fn closed() -> io::Error {
 /// Takes an exclusive `flock` on the queue's lock file, held while the writer lives.
 fn lock_dir(dir: &Path) -> anyhow::Result<File> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
+    let file = crate::config::private_file(OpenOptions::new().create(true).truncate(false).write(true))
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     #[cfg(unix)]
@@ -403,12 +400,8 @@ fn corrupt(path: &Path, offset: usize, reason: &str) -> anyhow::Error {
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let temp = dir.join(TEMP_FILE);
-    let mut options = OpenOptions::new();
-    options.create(true).truncate(true).write(true);
     // Job values are tenants' data: readable by the owner only.
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&temp)?;
+    let mut file = crate::config::create_private_file(&temp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::db::{ApiKeyRow, DbError, SessionKind, UserRow};
-use super::extract::internal;
+use super::extract::{internal, storage};
 use super::state::{Counters, UsersState, new_api_key, new_family, new_session_token, now, token_hash};
 use super::validate;
 use crate::auth::password;
@@ -41,16 +41,27 @@ impl From<FieldError> for ApiError {
 /// Message of every failed login, whether the email or the password was wrong.
 pub const BAD_CREDENTIALS: &str = "invalid email or password";
 
-/// Validates and creates an account.
-pub async fn sign_up(state: &UsersState, email: &str, username: &str, pass: &str) -> Result<UserRow, FieldError> {
+/// Validates and creates an account: 429 once `address` used up its sign-ups
+/// for the hour (counted after validation, before the password is hashed);
+/// 503 when no hashing slot frees up in time.
+pub async fn sign_up(
+    state: &UsersState,
+    email: &str,
+    username: &str,
+    pass: &str,
+    address: &str,
+) -> Result<UserRow, FieldError> {
     let email = validate::email(email).map_err(|message| FieldError::bad("email", message))?;
     let username = validate::username(username).map_err(|message| FieldError::bad("username", message))?;
     validate::password(pass).map_err(|message| FieldError::bad("password", message))?;
-    let pass = pass.to_string();
-    let hash = tokio::task::spawn_blocking(move || password::hash(&pass))
-        .await
-        .map_err(|error| FieldError::general(internal(error)))?
-        .map_err(|error| FieldError::general(internal(error)))?;
+    if let Err(wait) = state.signups.take(address) {
+        Counters::bump(&state.counters.signups_throttled);
+        return Err(FieldError::general(ApiError::too_many_requests(
+            "too many sign-ups from your address; wait before trying again",
+            wait.as_secs_f64().ceil() as u64,
+        )));
+    }
+    let hash = state.hasher.hash(pass).await.map_err(|error| FieldError::general(hashing_failed(state, error)))?;
     match state.db.insert_user(&email, &username, &hash, now()).await {
         Ok(user) => {
             Counters::bump(&state.counters.signups);
@@ -61,8 +72,16 @@ pub async fn sign_up(state: &UsersState, email: &str, username: &str, pass: &str
             let field = if message.contains("email") { "email" } else { "username" };
             Err(FieldError { field, error: ApiError::conflict(message) })
         }
-        Err(error) => Err(FieldError::general(internal(error))),
+        Err(error) => Err(FieldError::general(storage(error))),
     }
+}
+
+/// Counts a hashing refusal for lack of a slot.
+fn hashing_failed(state: &UsersState, error: ApiError) -> ApiError {
+    if error.status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+        Counters::bump(&state.counters.hashing_busy);
+    }
+    error
 }
 
 /// Checks credentials: 429 when throttled, the same 401 for an unknown email
@@ -71,29 +90,47 @@ pub async fn sign_up(state: &UsersState, email: &str, username: &str, pass: &str
 pub async fn authenticate(state: &UsersState, email: &str, pass: &str, address: &str) -> Result<UserRow, ApiError> {
     // Longer than any stored email can be: cut, so the throttle's keys stay small.
     let email: String = email.trim().to_lowercase().chars().take(validate::MAX_EMAIL_LEN + 1).collect();
-    if let Err(wait) = state.throttle.check(&email, address) {
-        Counters::bump(&state.counters.logins_throttled);
-        return Err(ApiError::too_many_requests(
-            "too many failed logins; wait before trying again",
-            wait.as_secs_f64().ceil() as u64,
-        ));
-    }
-    let user = state.db.user_by_email(&email).await.map_err(internal)?;
+    // The attempt counts as a failure from here on (atomically with the check),
+    // so parallel guesses cannot all pass the check before one is recorded.
+    let attempt = match state.throttle.begin(&email, address) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            Counters::bump(&state.counters.logins_throttled);
+            return Err(ApiError::too_many_requests(
+                "too many failed logins; wait before trying again",
+                wait.as_secs_f64().ceil() as u64,
+            ));
+        }
+    };
+    let user = match state.db.user_by_email(&email).await {
+        Ok(user) => user,
+        Err(error) => {
+            attempt.not_judged();
+            return Err(storage(error));
+        }
+    };
     let stored = user.as_ref().map_or_else(|| password::decoy_hash().to_string(), |user| user.password_hash.clone());
     // No stored password is longer than the sign-up limit, so a longer one is
     // refused without spending hashing work on it.
-    let matches = pass.len() <= validate::MAX_PASSWORD_BYTES && {
-        let pass = pass.to_string();
-        tokio::task::spawn_blocking(move || password::verify(&pass, &stored)).await.map_err(internal)?
+    let matches = if pass.len() <= validate::MAX_PASSWORD_BYTES {
+        match state.hasher.verify(pass, stored).await {
+            Ok(matches) => matches,
+            Err(error) => {
+                attempt.not_judged();
+                return Err(hashing_failed(state, error));
+            }
+        }
+    } else {
+        false
     };
     match user {
         Some(user) if matches && user.is_active => {
-            state.throttle.clear_email(&email);
+            attempt.succeeded();
             Counters::bump(&state.counters.logins);
             Ok(user)
         }
         _ => {
-            state.throttle.record_failure(&email, address);
+            attempt.failed();
             Counters::bump(&state.counters.login_failures);
             Err(ApiError::unauthorized(BAD_CREDENTIALS))
         }
@@ -116,7 +153,7 @@ pub async fn open_session(
     let token = new_session_token();
     let created = now();
     let expires = created + ChronoDuration::seconds(lifetime.as_secs() as i64);
-    state.db.insert_session(user_id, &family, kind, &token_hash(&token), expires, created).await.map_err(internal)?;
+    state.db.insert_session(user_id, &family, kind, &token_hash(&token), expires, created).await.map_err(storage)?;
     Ok((family, token))
 }
 

@@ -211,6 +211,25 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Creates a missing SQLite database file empty with mode 0600 (SQLite opens an
+/// empty file as a new database, and creates its `-wal` and `-shm` files with
+/// the database file's mode), so the accounts are readable by the owner only
+/// whatever the umask. In-memory databases and existing files are left alone.
+fn create_private_database_file(path: &std::path::Path) -> std::io::Result<()> {
+    let in_memory = path.as_os_str().is_empty() || path.to_str().is_some_and(|name| name.starts_with(":memory:"));
+    if in_memory {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        crate::config::create_private_dir(parent)?;
+    }
+    match crate::config::private_file(std::fs::OpenOptions::new().write(true).create_new(true)).open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 impl Db {
     /// Connects to `url` (`postgres://…`, `postgresql://…` or `sqlite:…`) and
     /// applies the embedded migrations. Any failure is a one-line error naming
@@ -255,6 +274,14 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(5));
+            create_private_database_file(options.get_filename()).map_err(|error| {
+                Exit::new(
+                    exit::UNAVAILABLE,
+                    format!(
+                        "cannot create the database file of {shown}: {error}; check DATABASE_URL and the directory"
+                    ),
+                )
+            })?;
             let pool = SqlitePoolOptions::new()
                 .max_connections(5)
                 .acquire_timeout(Duration::from_secs(5))

@@ -1,12 +1,10 @@
-//! Extractors: request bodies with JSON errors, the Bearer user of the API,
-//! the signed-in user of the web pages, the client address and CSRF tokens.
+//! Extractors of the users service: the Bearer user of the API,
+//! the signed-in user of the web pages and CSRF tokens.
 //! Authentication happens here, before a handler runs — never inside one.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::de::DeserializeOwned;
 
@@ -14,21 +12,6 @@ use super::db::{SessionKind, UserRow};
 use super::state::{UsersState, now, token_hash};
 use crate::auth::jwt::TokenError;
 use crate::error::ApiError;
-
-/// A JSON body whose rejections are `{"error": …}` with a 4xx status.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
-pub struct ApiJson<T>(pub T);
-
-/// Path parameters whose rejections are JSON 400s.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
-pub struct ApiPath<T>(pub T);
-
-/// A query string whose rejections are JSON 400s.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
-pub struct ApiQuery<T>(pub T);
 
 /// The account behind a valid `Authorization: Bearer <access token>` whose
 /// session is still active; 401 otherwise.
@@ -132,19 +115,6 @@ impl OptionalFromRequestParts<UsersState> for WebUser {
     }
 }
 
-/// The client's address (the TCP peer; `unknown` when not served over TCP).
-#[derive(Debug, Clone)]
-pub struct ClientAddress(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string());
-        Ok(ClientAddress(address.unwrap_or_else(|| "unknown".to_string())))
-    }
-}
-
 /// The CSRF token of this browser: the `ydht_csrf` cookie, or a new one
 /// (then [`CsrfToken::set_cookie`] must be sent with the response).
 #[derive(Debug, Clone)]
@@ -204,13 +174,43 @@ where
     async fn from_request(request: Request, state: &UsersState) -> Result<Self, Response> {
         let expected = cookie(request.headers(), CSRF_COOKIE).map(str::to_string);
         let axum::Form(form) = axum::Form::<T>::from_request(request, state).await.map_err(|rejection| {
-            ApiError::new(rejection.status(), format!("invalid form: {}", rejection.body_text())).into_response()
+            // A missing or mistyped field is a bad request like any other (axum says 422).
+            let status = match rejection.status() {
+                StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+                status => status,
+            };
+            ApiError::new(status, format!("invalid form: {}", rejection.body_text())).into_response()
         })?;
         let valid = expected.is_some_and(|expected| {
             use subtle::ConstantTimeEq;
             !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(form.csrf().as_bytes()))
         });
         if valid { Ok(CsrfForm(form)) } else { Err(super::web::csrf_failure()) }
+    }
+}
+
+/// A storage failure as an answer: an overloaded database (no pooled
+/// connection free in time, SQLite busy or locked) is a 503 with
+/// `Retry-After`, since the same request can succeed a moment later; anything
+/// else is a logged 500.
+pub fn storage(error: super::db::DbError) -> ApiError {
+    use super::db::DbError;
+    let overloaded = match &error {
+        DbError::Sqlx(sqlx::Error::PoolTimedOut) => true,
+        DbError::Sqlx(sqlx::Error::Database(database)) => {
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+            database.code().and_then(|code| code.parse::<i64>().ok()).is_some_and(|code| matches!(code & 0xff, 5 | 6))
+                && database.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+        }
+        _ => false,
+    };
+    if overloaded {
+        tracing::warn!(%error, "users: database overloaded");
+        let mut answer = ApiError::unavailable("the users database is busy; retry in a moment");
+        answer.retry_after = Some(1);
+        answer
+    } else {
+        internal(error)
     }
 }
 

@@ -24,10 +24,11 @@ use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
 use super::db::{Db, DbError, on_pool};
-use super::extract::{ApiJson, ApiQuery, internal};
+use super::extract::internal;
 use super::state::{UsersState, now};
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::membership::{
     JoinRequest, LeaveRequest, MAX_WAIT, Member, MemberState, Membership, MembershipQuery, ProgressReport,
     RebalanceProgress, SeedRequest,

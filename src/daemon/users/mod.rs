@@ -6,12 +6,14 @@
 //! - [`accounts`]: what both do (sign-up, login, sessions, keys, usage).
 //! - [`membership`]: the cluster membership (control plane of online membership changes).
 //! - [`extract`]: Bearer / web-session / CSRF extractors.
-//! - [`state`], [`throttle`], [`validate`]: shared state, login throttle, input rules.
+//! - [`state`], [`throttle`], [`validate`]: shared state, login and sign-up throttles, input rules.
+//! - [`hashing`]: password hashing bounded to about one hash per core.
 
 pub mod accounts;
 pub mod browser;
 pub mod db;
 pub mod extract;
+pub mod hashing;
 pub mod membership;
 pub mod routes;
 pub mod state;
@@ -34,8 +36,9 @@ use clap::Args;
 use tokio::net::TcpListener;
 
 use self::db::Db;
+use self::hashing::PasswordHasher;
 use self::state::{Shared, UsersState};
-use self::throttle::{LoginThrottle, ThrottlePolicy};
+use self::throttle::{DEFAULT_SIGNUPS_PER_HOUR, LoginThrottle, SignupLimit, ThrottlePolicy};
 use crate::auth::cluster::ClusterSecret;
 use crate::auth::jwt::{DEFAULT_LIFETIME, JWT_SECRET_FILE, JwtKeys};
 use crate::config::{Secret, ServerArgs, load_or_generate_secret};
@@ -49,7 +52,7 @@ pub const SQLITE_FILE: &str = "users.db";
 /// Largest request body of the public API and forms.
 const MAX_BODY: usize = 64 * 1024;
 /// Largest `POST /usage` body.
-const MAX_USAGE_BODY: usize = 2 * 1024 * 1024;
+pub const MAX_USAGE_BODY: usize = 2 * 1024 * 1024;
 
 /// Flags of `ydht serve users`.
 #[derive(Args, Clone)]
@@ -81,6 +84,10 @@ pub struct UsersArgs {
     /// Base URL of the gateway, for the dashboard's key browser
     #[arg(long, env = "YDHT_GATEWAY_URL", default_value = browser::DEFAULT_GATEWAY_URL)]
     pub gateway_url: String,
+
+    /// Sign-ups allowed per client address (IPv6: per /64) and hour; 0 = no limit
+    #[arg(long, env = "YDHT_SIGNUPS_PER_HOUR", default_value_t = DEFAULT_SIGNUPS_PER_HOUR)]
+    pub signups_per_hour: usize,
 }
 
 impl std::fmt::Debug for UsersArgs {
@@ -93,6 +100,7 @@ impl std::fmt::Debug for UsersArgs {
             .field("jwt_expiration", &self.jwt_expiration)
             .field("secure_cookies", &self.secure_cookies)
             .field("gateway_url", &self.gateway_url)
+            .field("signups_per_hour", &self.signups_per_hour)
             .finish()
     }
 }
@@ -138,6 +146,12 @@ pub struct UsersConfig {
     pub cluster_secret: Secret,
     /// Failed-login limits.
     pub throttle: ThrottlePolicy,
+    /// Sign-ups allowed per client address and hour (0: no limit).
+    pub signups_per_hour: usize,
+    /// Password hashes run at once (about one per core).
+    pub hashing_slots: usize,
+    /// Longest wait for a hashing slot before answering 503.
+    pub hashing_queue_deadline: Duration,
     /// How often buffered `last_used_at` times are written.
     pub last_used_flush: Duration,
     /// Whether cookies carry `Secure`.
@@ -157,6 +171,9 @@ impl UsersConfig {
             jwt_lifetime: DEFAULT_LIFETIME,
             cluster_secret,
             throttle: ThrottlePolicy::default(),
+            signups_per_hour: DEFAULT_SIGNUPS_PER_HOUR,
+            hashing_slots: hashing::default_slots(),
+            hashing_queue_deadline: hashing::DEFAULT_QUEUE_DEADLINE,
             last_used_flush: Duration::from_secs(5),
             secure_cookies: false,
             gateway_url: browser::DEFAULT_GATEWAY_URL.to_string(),
@@ -188,6 +205,7 @@ impl UsersArgs {
         };
         Ok(UsersConfig {
             secure_cookies: self.secure_cookies,
+            signups_per_hour: self.signups_per_hour,
             gateway_url: self.gateway_url.trim().trim_end_matches('/').to_string(),
             tls: self.server.tls()?,
             ..UsersConfig::new(database, jwt_secret, cluster_secret).with_lifetime(jwt_lifetime)
@@ -219,6 +237,8 @@ pub async fn serve(config: UsersConfig, listener: TcpListener, shutdown: Shutdow
         jwt: JwtKeys::new(&config.jwt_secret, config.jwt_lifetime),
         cluster_secret: ClusterSecret::new(config.cluster_secret.clone()),
         throttle: LoginThrottle::new(config.throttle),
+        signups: SignupLimit::new(config.signups_per_hour),
+        hasher: PasswordHasher::new(config.hashing_slots, config.hashing_queue_deadline),
         last_used: Default::default(),
         flash: Default::default(),
         counters: Default::default(),
@@ -294,7 +314,7 @@ pub fn app(state: UsersState) -> Router {
         .route("/me", get(routes::me))
         .route("/apikeys", post(routes::create_key).get(routes::list_keys))
         .route("/apikeys/{id}", delete(routes::revoke_key))
-        .route("/usage", get(routes::usage).post(routes::record_usage).layer(DefaultBodyLimit::max(MAX_USAGE_BODY)))
+        .route("/usage", get(routes::usage).post(routes::record_usage))
         .route("/validate-key", post(routes::validate_key))
         .route("/membership", get(membership::get))
         .route("/membership/seed", post(membership::seed))
@@ -331,6 +351,7 @@ mod tests {
             jwt_expiration: "1h".into(),
             secure_cookies: false,
             gateway_url: browser::DEFAULT_GATEWAY_URL.into(),
+            signups_per_hour: DEFAULT_SIGNUPS_PER_HOUR,
         }
     }
 

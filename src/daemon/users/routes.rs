@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::accounts::{self, ApiKeyView, load};
 use super::db::{DbError, SessionKind, UsageIncrement, UserRow};
-use super::extract::{ApiJson, ApiPath, ApiQuery, BearerUser, ClientAddress, internal};
+use super::extract::{BearerUser, internal, storage};
 use super::state::{Counters, UsersState, looks_like_api_key, now, token_hash};
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery, ClientAddress};
 use crate::proto::{ServiceHealth, UsageBatch, ValidateKeyRequest, ValidateKeyResponse};
 
 /// Most rows accepted in one `POST /usage` batch.
@@ -60,9 +61,10 @@ pub struct SignupRequest {
 /// `POST /signup` → 201 user.
 pub async fn signup(
     axum::extract::State(state): axum::extract::State<UsersState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<SignupRequest>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let user = accounts::sign_up(&state, &body.email, &body.username, &body.password).await?;
+    let user = accounts::sign_up(&state, &body.email, &body.username, &body.password, &address).await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -271,7 +273,7 @@ pub async fn validate_key(
     if !looks_like_api_key(&body.key) {
         return Err(refuse("invalid API key"));
     }
-    let Some(key) = state.db.api_key_by_hash(&token_hash(&body.key)).await.map_err(internal)? else {
+    let Some(key) = state.db.api_key_by_hash(&token_hash(&body.key)).await.map_err(storage)? else {
         return Err(refuse("invalid API key"));
     };
     let at = now();
@@ -294,7 +296,7 @@ pub async fn validate_key(
 pub async fn record_usage(
     axum::extract::State(state): axum::extract::State<UsersState>,
     _: Internal,
-    ApiJson(batch): ApiJson<UsageBatch>,
+    ApiJson(batch): ApiJson<UsageBatch, { super::MAX_USAGE_BODY }>,
 ) -> Result<StatusCode, ApiError> {
     if batch.records.len() > MAX_USAGE_ROWS {
         return Err(ApiError::too_large(format!("a usage batch may hold at most {MAX_USAGE_ROWS} records")));
@@ -357,6 +359,10 @@ pub struct UsersMetrics {
     pub login_failures: u64,
     /// Logins refused by throttling since start.
     pub logins_throttled: u64,
+    /// Sign-ups refused by the per-address limit since start.
+    pub signups_throttled: u64,
+    /// Sign-ups and logins refused with 503 (no password-hashing slot in time) since start.
+    pub hashing_busy: u64,
     /// Refresh-token reuses detected since start.
     pub refresh_reuse_detected: u64,
     /// Keys accepted by `/validate-key` since start.
@@ -385,6 +391,8 @@ pub async fn metrics(
         logins: load(&counters.logins),
         login_failures: load(&counters.login_failures),
         logins_throttled: load(&counters.logins_throttled),
+        signups_throttled: load(&counters.signups_throttled),
+        hashing_busy: load(&counters.hashing_busy),
         refresh_reuse_detected: load(&counters.refresh_reuse_detected),
         keys_validated: load(&counters.keys_validated),
         keys_refused: load(&counters.keys_refused),

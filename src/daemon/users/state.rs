@@ -11,7 +11,8 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sha2::{Digest, Sha256};
 
 use super::db::Db;
-use super::throttle::LoginThrottle;
+use super::hashing::PasswordHasher;
+use super::throttle::{LoginThrottle, SignupLimit};
 use crate::auth::cluster::ClusterSecret;
 use crate::auth::jwt::JwtKeys;
 
@@ -53,6 +54,10 @@ pub struct Shared {
     pub cluster_secret: ClusterSecret,
     /// Failed-login throttle.
     pub throttle: LoginThrottle,
+    /// Sign-ups per client address and hour.
+    pub signups: SignupLimit,
+    /// The bounded password-hashing slots.
+    pub hasher: PasswordHasher,
     /// `last_used_at` updates waiting to be written.
     pub last_used: LastUsedBuffer,
     /// Keys just created on the dashboard, shown once.
@@ -78,6 +83,10 @@ pub struct Counters {
     pub login_failures: AtomicU64,
     /// Logins refused by the throttle.
     pub logins_throttled: AtomicU64,
+    /// Sign-ups refused by the per-address limit.
+    pub signups_throttled: AtomicU64,
+    /// Sign-ups and logins refused with 503 because no hashing slot was free in time.
+    pub hashing_busy: AtomicU64,
     /// Refresh-token reuses detected (sessions revoked).
     pub refresh_reuse_detected: AtomicU64,
     /// `/validate-key` calls that accepted the key.

@@ -18,9 +18,11 @@ use sha2::{Digest, Sha256};
 
 use super::accounts::{self, FieldError};
 use super::db::{DbError, SessionKind};
-use super::extract::{ApiPath, ClientAddress, CsrfField, CsrfForm, CsrfToken, SESSION_COOKIE, WebUser, cookie_header};
+use super::extract::{CsrfField, CsrfForm, CsrfToken, SESSION_COOKIE, WebUser, cookie_header};
 use super::state::{NewKey, UsersState, WEB_SESSION_LIFETIME, now};
 use crate::error::ApiError;
+use crate::extract::ApiPath;
+use crate::extract::ClientAddress;
 
 /// The stylesheet, embedded in the binary.
 const STYLESHEET: &str = include_str!("../../../web/static/style.css");
@@ -155,10 +157,11 @@ impl CsrfField for SignupForm {
 /// `POST /signup` from the form: create the account, then go to sign-in.
 pub async fn signup_submit(
     State(state): State<UsersState>,
+    ClientAddress(address): ClientAddress,
     csrf: CsrfToken,
     CsrfForm(form): CsrfForm<SignupForm>,
 ) -> Response {
-    match accounts::sign_up(&state, &form.email, &form.username, &form.password).await {
+    match accounts::sign_up(&state, &form.email, &form.username, &form.password, &address).await {
         Ok(_) => Redirect::to("/signin?registered=1").into_response(),
         Err(FieldError { field, error }) => {
             let template = SignupPage {
@@ -167,7 +170,11 @@ pub async fn signup_submit(
                 username: form.username,
                 errors: FormErrors::one(field, error.message),
             };
-            page(error.status, &csrf, state.secure_cookies, template)
+            let mut response = page(error.status, &csrf, state.secure_cookies, template);
+            if let Some(secs) = error.retry_after {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
         }
     }
 }
