@@ -213,6 +213,7 @@ fn every_exit_code_against_a_live_cluster() {
     let output = client.run(&["kv", "put", bad_key, "v"]);
     expect_code(&output, 2, &["kv", "put", bad_key, "v"]);
     assert!(one_error_line(&output).contains("gateway answered 400"));
+    dot_keys_are_refused_and_dots_between_slashes_round_trip(&cluster, &client);
     let args = ["signup", "--email", "bob@example.com", "--username", "bob", "--password-stdin"];
     let output = client.run_with_stdin(&args, PASSWORD);
     expect_code(&output, 2, &args);
@@ -245,6 +246,42 @@ fn every_exit_code_against_a_live_cluster() {
     );
     let output = client.run(&["--gateway", &format!("http://127.0.0.1:{port}"), "status"]);
     expect_code(&output, 4, &["status"]);
+}
+
+/// The keys `.` and `..` cannot travel in a URL (parsers drop dot segments, `%2E` included): put, get
+/// and delete are exit 2 with one line, never the key listing; the gateway refuses them sent raw,
+/// `%2E%2E` decoded; keys with dot segments between slashes are one segment and round-trip.
+fn dot_keys_are_refused_and_dots_between_slashes_round_trip(cluster: &common::Cluster, client: &Client) {
+    for dots in [".", ".."] {
+        for args in [&["kv", "put", dots, "v"][..], &["kv", "get", dots], &["kv", "delete", dots]] {
+            let output = client.run(args);
+            expect_code(&output, 2, args);
+            assert!(one_error_line(&output).contains("not allowed"), "{args:?}");
+            assert!(output.stdout.is_empty(), "{args:?} printed {:?}", String::from_utf8_lossy(&output.stdout));
+        }
+    }
+    let api_key = client.credentials()["api_key"]["key"].as_str().unwrap().to_string();
+    let address = cluster.gateway.trim_start_matches("http://").to_string();
+    for path in ["/v1/kv/%2E%2E", "/v1/kv/%2e", "/v1/kv/.."] {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        let request = format!(
+            "PUT {path} HTTP/1.1\r\nHost: {address}\r\nX-API-Key: {api_key}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nv"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(answer.contains("not allowed"), "{path}: {answer}");
+    }
+    let listed = client.json(&["kv", "list"]);
+    assert!(listed["keys"].as_array().unwrap().iter().all(|k| k["key"] != "." && k["key"] != ".."), "{listed}");
+    for key in ["a/../b", "./x", "x/..", "..."] {
+        client.ok(&["kv", "put", key, key]);
+        assert_eq!(client.ok(&["kv", "get", key]), key.as_bytes(), "{key:?}");
+        client.ok(&["kv", "delete", key]);
+        expect_code(&client.run(&["kv", "get", key]), 1, &["kv", "get", key]);
+    }
 }
 
 #[test]

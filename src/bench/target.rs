@@ -64,14 +64,9 @@ pub fn value_of_size(size: usize) -> Bytes {
     Bytes::from((0..size).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>())
 }
 
-/// `base` with `segments` appended as percent-encoded path segments.
+/// `base` with `segments` appended as percent-encoded path segments ([`crate::urlpath`]).
 fn join(base: &Url, segments: &[&str]) -> anyhow::Result<Url> {
-    let mut url = base.clone();
-    url.path_segments_mut()
-        .map_err(|()| anyhow::anyhow!("{base} cannot be a base URL"))?
-        .pop_if_empty()
-        .extend(segments);
-    Ok(url)
+    Ok(crate::urlpath::join(base, segments)?)
 }
 
 impl Target {

@@ -65,7 +65,9 @@ async fn create(args: CreateArgs, context: &Context) -> anyhow::Result<()> {
     scopes.dedup();
     let body = CreateApiKeyRequest { name: args.name, scopes, expires_in_days: args.expires_in_days };
     let response = context
-        .authorized(|token| context.api.bearer(Method::POST, &context.users, &["apikeys"], token).json(&body))
+        .authorized(|token| {
+            context.api.bearer(Method::POST, &context.users, &["apikeys"], token).map(|request| request.json(&body))
+        })
         .await?;
     let created: CreatedApiKey = decode(&context.users, response).await?;
     if args.use_it {

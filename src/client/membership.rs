@@ -115,7 +115,7 @@ async fn call<T: Serialize>(
 ) -> anyhow::Result<Membership> {
     let path: Vec<&str> = std::iter::once("membership").chain((!action.is_empty()).then_some(action)).collect();
     let mut request =
-        context.api.request(method, &context.gateway, &path).header(CLUSTER_SECRET_HEADER, secret.expose());
+        context.api.request(method, &context.gateway, &path)?.header(CLUSTER_SECRET_HEADER, secret.expose());
     if let Some(body) = body {
         request = request.json(body);
     }
