@@ -100,7 +100,7 @@ impl Api {
             match wait {
                 Some(wait) if response.status() == StatusCode::TOO_MANY_REQUESTS && attempt < RATE_LIMIT_RETRIES => {
                     attempt += 1;
-                    tracing::info!(service = %endpoint.name, wait_secs = wait.as_secs(), "rate limited; retrying");
+                    eprintln!("{}", rate_limit_note(endpoint, wait));
                     tokio::time::sleep(wait).await;
                 }
                 _ => return Ok(response),
@@ -266,6 +266,16 @@ impl Api {
         let request = self.request(Method::GET, gateway, &["v1", "kv"])?.header(API_KEY_HEADER, api_key).query(&query);
         self.send_json(gateway, request).await
     }
+}
+
+/// The stderr note while waiting out a 429, so a stall is never silent.
+fn rate_limit_note(endpoint: &Endpoint, wait: Duration) -> String {
+    format!(
+        "note: rate limited by the {} at {}; retrying in {} s",
+        endpoint.name,
+        endpoint.display,
+        wait.as_secs().max(1)
+    )
 }
 
 /// The exit code a service's HTTP status maps to.
@@ -524,8 +534,11 @@ pub struct WriteResponse {
     pub success: bool,
     /// The key written.
     pub key: String,
-    /// The node that took the write first.
+    /// The node that took the write first (its base URL).
     pub primary_node: String,
+    /// That node's id (`node-1`), when the gateway tells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_node_id: Option<String>,
     /// How many replicas it is copied to.
     pub replicas: u64,
     /// Anything else the gateway reports (e.g. the version), passed through to `--output json`.

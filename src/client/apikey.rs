@@ -119,7 +119,7 @@ async fn list(context: &Context) -> anyhow::Result<()> {
             key.name.clone(),
             format!("{}…", key.key_prefix),
             key.scopes.join(","),
-            if key.is_active { "yes" } else { "revoked" }.to_string(),
+            super::output::yes_no(key.is_active, "revoked").to_string(),
             format_timestamp(key.last_used_at.as_ref()),
             format_timestamp(key.expires_at.as_ref()),
             if default_id == Some(key.id) { "*" } else { "" }.to_string(),
