@@ -328,3 +328,81 @@ fn expired_access_token_is_refreshed_automatically() {
     assert!(one_error_line(&output).contains("ydht login"));
     assert!(client.credentials()["session"].is_null(), "the dead session is forgotten");
 }
+
+/// `ydht serve all` prints its banner once, after every service announced itself (no
+/// "listening" line after "Press Ctrl-C to stop"), logs readable membership changes (no Rust
+/// debug output), and stops promptly on SIGTERM although the nodes hold long polls on the
+/// gateway, saying so.
+#[test]
+fn serve_all_banner_comes_last_and_sigterm_stops_promptly() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ydht"));
+    command
+        .args(["serve", "all"])
+        .env("YDHT_DATA_DIR", data_dir.path())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (name, value) in
+        [("GATEWAY_PORT", "0"), ("USERMANAGER_PORT", "0"), ("DHTNODE_PORT", "0"), ("REPLICATOR_PORT", "0")]
+    {
+        command.env(name, value);
+    }
+    for name in ["YDHT_NODES", "YDHT_CLUSTER_SECRET", "DATABASE_URL", "JWT_SECRET", "YDHT_JOIN", "YDHT_ADVERTISE_URL"] {
+        command.env_remove(name);
+    }
+    let mut child = command.spawn().expect("spawn ydht serve all");
+    let collect = |stream: Box<dyn std::io::Read + Send>| {
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        lines
+    };
+    let stdout = collect(Box::new(child.stdout.take().unwrap()));
+    let stderr = collect(Box::new(child.stderr.take().unwrap()));
+    let registered =
+        || stderr.lock().unwrap().iter().filter(|line| line.contains("registered with the cluster")).count();
+    // Every node registered and is now following the membership with a long poll on the gateway.
+    let ready = cli_support::eventually(60, || registered() == 3);
+    if !ready {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the nodes did not register: {:?}", stderr.lock().unwrap());
+    }
+
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let asked = Instant::now();
+    let mut status = None;
+    while asked.elapsed() < Duration::from_secs(30) && status.is_none() {
+        status = child.try_wait().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = asked.elapsed();
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(status.is_some_and(|status| status.success()), "serve all did not stop cleanly: {status:?}");
+    assert!(took < Duration::from_secs(3), "stopping took {took:?}");
+
+    let stdout = stdout.lock().unwrap().clone();
+    let banner_end = stdout.iter().position(|line| line.contains("Press Ctrl-C to stop")).expect("a banner");
+    assert!(!stdout[banner_end..].iter().any(|line| line.contains("listening")), "{stdout:#?}");
+    assert_eq!(stdout.iter().filter(|line| line.contains("listening on")).count(), 6, "{stdout:#?}");
+    let stderr = stderr.lock().unwrap().clone();
+    assert!(stderr.iter().any(|line| line.contains("gateway: shutting down")), "{stderr:#?}");
+    assert!(stderr.iter().any(|line| line.contains("gateway: stopped")), "{stderr:#?}");
+    let changed = stderr.iter().find(|line| line.contains("membership changed")).expect("a membership log line");
+    assert!(changed.contains("change=seed node-1=http://") && !changed.contains("NodeInfo {"), "{changed}");
+}

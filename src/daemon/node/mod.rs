@@ -273,6 +273,8 @@ impl NodeArgs {
         let host = self.server.host.clone();
         let config = self.into_config()?;
         let listener = crate::server::bind(&host, port, "--port / DHTNODE_PORT").await?;
+        // Announced here, not in `serve`: `serve all` announces its nodes by id itself, before its banner.
+        crate::server::announce_with("node", listener.local_addr()?, config.tls.as_ref());
         let shutdown = Shutdown::new();
         shutdown.trigger_on_signals();
         serve(config, listener, shutdown).await
@@ -430,7 +432,6 @@ pub async fn serve(config: NodeConfig, listener: TcpListener, shutdown: Shutdown
         };
         tokio::spawn(membership::run(member, shutdown.clone()))
     });
-    crate::server::announce_with("node", address, config.tls.as_ref());
     let served = crate::server::serve_with(listener, app(state), shutdown.clone(), config.tls.clone()).await;
     shutdown.trigger();
     let _ = sweeper.await;
