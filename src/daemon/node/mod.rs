@@ -273,8 +273,6 @@ impl NodeArgs {
         let host = self.server.host.clone();
         let config = self.into_config()?;
         let listener = crate::server::bind(&host, port, "--port / DHTNODE_PORT").await?;
-        // Announced here, not in `serve`: `serve all` announces its nodes by id itself, before its banner.
-        crate::server::announce_with("node", listener.local_addr()?, config.tls.as_ref());
         let shutdown = Shutdown::new();
         shutdown.trigger_on_signals();
         serve(config, listener, shutdown).await
@@ -353,9 +351,24 @@ impl FromRef<NodeState> for ClusterSecret {
     }
 }
 
-/// Recovers the node's data, serves it on `listener` until `shutdown`, then
-/// drains requests, syncs and closes the WAL.
+/// Recovers the node's data, announces `ydht node listening on …` (once it can
+/// answer), serves it on `listener` until `shutdown`, then drains requests,
+/// syncs and closes the WAL.
 pub async fn serve(config: NodeConfig, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    serve_announcing(config, listener, shutdown, true).await
+}
+
+/// [`serve`] without the announce line: `ydht serve all` announces its nodes by id itself, before its banner.
+pub async fn serve_in_cluster(config: NodeConfig, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    serve_announcing(config, listener, shutdown, false).await
+}
+
+async fn serve_announcing(
+    config: NodeConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+    announce: bool,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let options = StoreOptions {
         dir: config.data_dir.clone(),
@@ -432,6 +445,9 @@ pub async fn serve(config: NodeConfig, listener: TcpListener, shutdown: Shutdown
         };
         tokio::spawn(membership::run(member, shutdown.clone()))
     });
+    if announce {
+        crate::server::announce_with("node", address, config.tls.as_ref());
+    }
     let served = crate::server::serve_with(listener, app(state), shutdown.clone(), config.tls.clone()).await;
     shutdown.trigger();
     let _ = sweeper.await;
