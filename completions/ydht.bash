@@ -547,7 +547,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__bench)
-            opts="-c -n -h --op --clients --duration --requests --value-size --keys --consistency --ttl --warmup --timeout --target-node --cluster-secret --target-etcd --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-c -n -h --op --clients --duration --requests --value-size --keys --consistency --ttl --warmup --timeout --target-node --cluster-secret --target-etcd --keep --gateway --users --output --api-key --config-dir --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

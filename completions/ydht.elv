@@ -544,6 +544,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --api-key 'API key for `kv` commands [default: the one stored by `apikey create --use`]'
             cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
             cand --ca-file 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)'
+            cand --keep 'Keep the keys the run wrote (`bench/<random>/…`) instead of deleting them afterwards'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }

@@ -449,6 +449,7 @@ json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l keep -d 'Keep the keys the run wrote (`bench/<random>/…`) instead of deleting them afterwards'
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "serve" -d 'Run a server (one service of the cluster)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'

@@ -110,6 +110,7 @@ impl Cli {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(if cli.is_server() { "info" } else { "warn" });
+    let json_errors = cli.client.output == crate::client::output::OutputFormat::Json && !cli.is_server();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -120,9 +121,20 @@ pub fn main() -> ExitCode {
     match runtime.block_on(cli.run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", one_line(&error));
-            ExitCode::from(exit_code_of(&error))
+            let code = exit_code_of(&error);
+            eprintln!("{}", error_report(&error, code, json_errors));
+            ExitCode::from(code)
         }
+    }
+}
+
+/// The error as the user sees it on stderr: `error: …`, or with `--output json`
+/// one JSON line `{"error": "…", "exit_code": N}` so scripts can parse both streams.
+fn error_report(error: &anyhow::Error, code: u8, json: bool) -> String {
+    if json {
+        serde_json::json!({ "error": one_line(error), "exit_code": code }).to_string()
+    } else {
+        format!("error: {}", one_line(error))
     }
 }
 
@@ -163,6 +175,14 @@ mod tests {
     #[test]
     fn command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn errors_are_json_with_output_json() {
+        let error = anyhow::anyhow!("key not found: k");
+        assert_eq!(error_report(&error, 1, false), "error: key not found: k");
+        let report: serde_json::Value = serde_json::from_str(&error_report(&error, 1, true)).unwrap();
+        assert_eq!(report, serde_json::json!({"error": "key not found: k", "exit_code": 1}));
     }
 
     #[test]

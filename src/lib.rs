@@ -21,6 +21,7 @@
 //! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
 //! - [`daemon`]: the services behind `ydht serve …` (one module each).
 //! - [`units`]: human-readable byte counts for tables and pages.
+//! - [`urlpath`]: a key as one percent-encoded URL path segment (every client uses it; `.`/`..` refused).
 //! - [`tui`]: `ydht top`, the live operator dashboard (state, update, poller, ui).
 //! - [`man`]: the hidden `ydht man` command (clap_mangen manual pages).
 //! - [`client`]: the client commands (`signup`, `login`, `apikey`, `kv`, `status`, …) over HTTP.
@@ -48,4 +49,5 @@ pub mod shutdown;
 pub mod tls;
 pub mod tui;
 pub mod units;
+pub mod urlpath;
 pub mod wal;

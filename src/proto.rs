@@ -252,6 +252,9 @@ pub struct KvWriteResponse {
     pub key: String,
     /// Base URL of the node that made the write durable first (the ring primary unless it was down).
     pub primary_node: String,
+    /// That node's id (`node-1`), for people; absent if the gateway no longer knows the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_node_id: Option<String>,
     /// How many further replicas the write is copied to (N-1).
     pub replicas: usize,
 }

@@ -1,5 +1,7 @@
 //! `ydht bench` against a real `ydht serve all` cluster: the JSON figures add
-//! up (every request counted, none failed). No timing assertions.
+//! up (every request counted, none failed), a mixed run reports gets and puts
+//! apart, the run's keys are deleted unless `--keep`, and a run whose requests
+//! mostly failed exits 4 saying why. No timing assertions.
 
 mod common;
 
@@ -9,8 +11,15 @@ use serde_json::Value;
 
 /// Runs `ydht bench <args> --output json` and returns the parsed document.
 fn bench(args: &[&str]) -> Value {
+    let output = bench_output(args);
+    assert!(output.status.success(), "ydht bench {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("bench prints one JSON document")
+}
+
+/// Runs `ydht bench <args> --output json`, whatever its exit code.
+fn bench_output(args: &[&str]) -> std::process::Output {
     let config_dir = tempfile::tempdir().expect("temp config dir");
-    let output = Command::new(env!("CARGO_BIN_EXE_ydht"))
+    Command::new(env!("CARGO_BIN_EXE_ydht"))
         .arg("bench")
         .args(args)
         .args(["--output", "json", "--warmup", "200ms"])
@@ -19,9 +28,7 @@ fn bench(args: &[&str]) -> Value {
         .env_remove("YDHT_CLUSTER_SECRET")
         .env("YDHT_CONFIG_DIR", config_dir.path())
         .output()
-        .expect("run ydht bench");
-    assert!(output.status.success(), "ydht bench {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).expect("bench prints one JSON document")
+        .expect("run ydht bench")
 }
 
 fn assert_sane(summary: &Value, requests: u64) {
@@ -47,6 +54,21 @@ async fn bench_counts_every_request_through_the_gateway_and_on_a_node() {
     assert_sane(&puts, 200);
     assert_eq!(puts["target"], "gateway");
     assert_eq!(puts["consistency"], "eventual");
+    assert!(puts["mb_per_sec"].as_f64().unwrap() > 0.0, "{puts}");
+    assert!(puts.get("by_op").is_none(), "{puts}");
+    // The run deleted its keys afterwards: none of them is listed.
+    assert_eq!(puts["keys_deleted"], 1000, "{puts}");
+    let prefix = puts["key_prefix"].as_str().unwrap();
+    let listed: Value = client
+        .get(format!("{}/v1/kv?prefix={prefix}", cluster.gateway))
+        .header("x-api-key", &api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["keys"].as_array().map(Vec::len), Some(0), "{listed}");
 
     let strong_gets = bench(&[
         "--gateway",
@@ -66,6 +88,9 @@ async fn bench_counts_every_request_through_the_gateway_and_on_a_node() {
     ]);
     assert_sane(&strong_gets, 200);
     assert_eq!(strong_gets["op"], "mixed");
+    let (gets, puts) = (&strong_gets["by_op"]["get"], &strong_gets["by_op"]["put"]);
+    assert_eq!(gets["requests"].as_u64().unwrap() + puts["requests"].as_u64().unwrap(), 200, "{strong_gets}");
+    assert!(gets["ok"].as_u64().unwrap() > 0 && puts["ok"].as_u64().unwrap() > 0, "{strong_gets}");
 
     let secret = cluster.secret();
     let node = bench(&[
@@ -81,10 +106,12 @@ async fn bench_counts_every_request_through_the_gateway_and_on_a_node() {
         "get",
         "--keys",
         "20",
+        "--keep",
     ]);
     assert_sane(&node, 200);
+    assert!(node["keys_deleted"].is_null(), "{node}");
     assert_eq!(node["target"], "node");
-    // The keys the get run created are really on the node.
+    // The keys the get run created are really on the node, kept with --keep.
     let prefix = node["key_prefix"].as_str().unwrap();
     let (status, body, _) = common::read_node(&client, &cluster.nodes[0], &secret, &format!("{prefix}7")).await;
     assert_eq!(status, 200);
@@ -103,4 +130,19 @@ fn a_wrong_api_key_exits_with_the_auth_code() {
     assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stderr));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--api-key"), "{stderr}");
+}
+
+#[test]
+fn a_run_that_is_mostly_rate_limited_exits_4_and_names_the_fix() {
+    let cluster = common::start_cluster_with(&[("RATE_LIMIT_PER_MINUTE", "100"), ("RATE_LIMIT_BURST", "20")]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (_, api_key) = runtime.block_on(common::tenant(&common::http(), &cluster.users, "limited"));
+    let args = ["--gateway", &cluster.gateway, "--api-key", &api_key, "--requests", "400", "--keys", "10"];
+    let output = bench_output(&args);
+    assert_eq!(output.status.code(), Some(4), "{}", String::from_utf8_lossy(&output.stderr));
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("the figures are printed all the same");
+    assert!(summary["errors"]["http_429"].as_u64().unwrap() > 200, "{summary}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains("requests failed") && last.contains("RATE_LIMIT_PER_MINUTE=0"), "{stderr}");
 }

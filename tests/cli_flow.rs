@@ -213,6 +213,7 @@ fn every_exit_code_against_a_live_cluster() {
     let output = client.run(&["kv", "put", bad_key, "v"]);
     expect_code(&output, 2, &["kv", "put", bad_key, "v"]);
     assert!(one_error_line(&output).contains("gateway answered 400"));
+    dot_keys_are_refused_and_dots_between_slashes_round_trip(&cluster, &client);
     let args = ["signup", "--email", "bob@example.com", "--username", "bob", "--password-stdin"];
     let output = client.run_with_stdin(&args, PASSWORD);
     expect_code(&output, 2, &args);
@@ -245,6 +246,42 @@ fn every_exit_code_against_a_live_cluster() {
     );
     let output = client.run(&["--gateway", &format!("http://127.0.0.1:{port}"), "status"]);
     expect_code(&output, 4, &["status"]);
+}
+
+/// The keys `.` and `..` cannot travel in a URL (parsers drop dot segments, `%2E` included): put, get
+/// and delete are exit 2 with one line, never the key listing; the gateway refuses them sent raw,
+/// `%2E%2E` decoded; keys with dot segments between slashes are one segment and round-trip.
+fn dot_keys_are_refused_and_dots_between_slashes_round_trip(cluster: &common::Cluster, client: &Client) {
+    for dots in [".", ".."] {
+        for args in [&["kv", "put", dots, "v"][..], &["kv", "get", dots], &["kv", "delete", dots]] {
+            let output = client.run(args);
+            expect_code(&output, 2, args);
+            assert!(one_error_line(&output).contains("not allowed"), "{args:?}");
+            assert!(output.stdout.is_empty(), "{args:?} printed {:?}", String::from_utf8_lossy(&output.stdout));
+        }
+    }
+    let api_key = client.credentials()["api_key"]["key"].as_str().unwrap().to_string();
+    let address = cluster.gateway.trim_start_matches("http://").to_string();
+    for path in ["/v1/kv/%2E%2E", "/v1/kv/%2e", "/v1/kv/.."] {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        let request = format!(
+            "PUT {path} HTTP/1.1\r\nHost: {address}\r\nX-API-Key: {api_key}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nv"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(answer.contains("not allowed"), "{path}: {answer}");
+    }
+    let listed = client.json(&["kv", "list"]);
+    assert!(listed["keys"].as_array().unwrap().iter().all(|k| k["key"] != "." && k["key"] != ".."), "{listed}");
+    for key in ["a/../b", "./x", "x/..", "..."] {
+        client.ok(&["kv", "put", key, key]);
+        assert_eq!(client.ok(&["kv", "get", key]), key.as_bytes(), "{key:?}");
+        client.ok(&["kv", "delete", key]);
+        expect_code(&client.run(&["kv", "get", key]), 1, &["kv", "get", key]);
+    }
 }
 
 #[test]
@@ -290,4 +327,82 @@ fn expired_access_token_is_refreshed_automatically() {
     expect_code(&output, 3, &["whoami"]);
     assert!(one_error_line(&output).contains("ydht login"));
     assert!(client.credentials()["session"].is_null(), "the dead session is forgotten");
+}
+
+/// `ydht serve all` prints its banner once, after every service announced itself (no
+/// "listening" line after "Press Ctrl-C to stop"), logs readable membership changes (no Rust
+/// debug output), and stops promptly on SIGTERM although the nodes hold long polls on the
+/// gateway, saying so.
+#[test]
+fn serve_all_banner_comes_last_and_sigterm_stops_promptly() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ydht"));
+    command
+        .args(["serve", "all"])
+        .env("YDHT_DATA_DIR", data_dir.path())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (name, value) in
+        [("GATEWAY_PORT", "0"), ("USERMANAGER_PORT", "0"), ("DHTNODE_PORT", "0"), ("REPLICATOR_PORT", "0")]
+    {
+        command.env(name, value);
+    }
+    for name in ["YDHT_NODES", "YDHT_CLUSTER_SECRET", "DATABASE_URL", "JWT_SECRET", "YDHT_JOIN", "YDHT_ADVERTISE_URL"] {
+        command.env_remove(name);
+    }
+    let mut child = command.spawn().expect("spawn ydht serve all");
+    let collect = |stream: Box<dyn std::io::Read + Send>| {
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        lines
+    };
+    let stdout = collect(Box::new(child.stdout.take().unwrap()));
+    let stderr = collect(Box::new(child.stderr.take().unwrap()));
+    let registered =
+        || stderr.lock().unwrap().iter().filter(|line| line.contains("registered with the cluster")).count();
+    // Every node registered and is now following the membership with a long poll on the gateway.
+    let ready = cli_support::eventually(60, || registered() == 3);
+    if !ready {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the nodes did not register: {:?}", stderr.lock().unwrap());
+    }
+
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let asked = Instant::now();
+    let mut status = None;
+    while asked.elapsed() < Duration::from_secs(30) && status.is_none() {
+        status = child.try_wait().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = asked.elapsed();
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    assert!(status.is_some_and(|status| status.success()), "serve all did not stop cleanly: {status:?}");
+    assert!(took < Duration::from_secs(3), "stopping took {took:?}");
+
+    let stdout = stdout.lock().unwrap().clone();
+    let banner_end = stdout.iter().position(|line| line.contains("Press Ctrl-C to stop")).expect("a banner");
+    assert!(!stdout[banner_end..].iter().any(|line| line.contains("listening")), "{stdout:#?}");
+    assert_eq!(stdout.iter().filter(|line| line.contains("listening on")).count(), 6, "{stdout:#?}");
+    let stderr = stderr.lock().unwrap().clone();
+    assert!(stderr.iter().any(|line| line.contains("gateway: shutting down")), "{stderr:#?}");
+    assert!(stderr.iter().any(|line| line.contains("gateway: stopped")), "{stderr:#?}");
+    let changed = stderr.iter().find(|line| line.contains("membership changed")).expect("a membership log line");
+    assert!(changed.contains("change=seed node-1=http://") && !changed.contains("NodeInfo {"), "{changed}");
 }

@@ -124,3 +124,54 @@ fn help_documents_exit_codes_and_global_flags() {
     let man = String::from_utf8(client.ok(&["man"])).unwrap();
     assert!(man.contains(".TH ydht 1"));
 }
+
+#[test]
+fn with_output_json_errors_are_json_on_stderr_too() {
+    let (client, gateway, _) = offline_client();
+    let args = ["kv", "get", "k", "--api-key", "ydht_whatever", "--output", "json"];
+    let output = client.run(&args);
+    expect_code(&output, 4, &args);
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let error: serde_json::Value = serde_json::from_str(&stderr).expect("the error is one JSON document");
+    assert_eq!(error["error"], format!("cannot reach gateway at http://127.0.0.1:{gateway}: connection refused"));
+    assert_eq!(error["exit_code"], 4);
+}
+
+/// A one-connection-at-a-time HTTP server that answers the first request 429
+/// (`Retry-After: 1`) and every later one 200 with `value`.
+fn rate_limiting_gateway() -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for (index, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|read| read > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let answer = if index == 0 {
+                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else {
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nvalue"
+            };
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    url
+}
+
+#[test]
+fn waiting_out_a_rate_limit_says_so_on_stderr() {
+    let gateway = rate_limiting_gateway();
+    let client = Client::new(&gateway, &format!("http://127.0.0.1:{}", closed_port()), None);
+    let args = ["kv", "get", "k", "--api-key", "ydht_whatever"];
+    let output = client.run(&args);
+    expect_code(&output, 0, &args);
+    assert_eq!(output.stdout, b"value");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("note: rate limited by the gateway at {gateway}; retrying in 1 s")), "{stderr}");
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::Client;
 use tokio::time::Instant;
 
-use super::summary::Tally;
+use super::summary::{OpTallies, Tally};
 use super::target::Target;
 
 /// Which operations a phase sends.
@@ -21,6 +21,8 @@ pub enum Mix {
     Get,
     /// Half gets, half puts, at random.
     Mixed,
+    /// Only deletes (removing the run's keys afterwards).
+    Delete,
 }
 
 /// When a phase ends.
@@ -85,8 +87,24 @@ impl Rng {
     }
 }
 
-/// Runs `phase` against `target`; returns the merged tally and the phase's wall-clock time.
-pub async fn run(client: &Client, target: &Arc<Target>, phase: Phase, progress: &Arc<Progress>) -> (Tally, Duration) {
+/// One request's operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// A write.
+    Put,
+    /// A read.
+    Get,
+    /// A delete.
+    Delete,
+}
+
+/// Runs `phase` against `target`; returns the merged tallies (one per operation) and the phase's wall-clock time.
+pub async fn run(
+    client: &Client,
+    target: &Arc<Target>,
+    phase: Phase,
+    progress: &Arc<Progress>,
+) -> (OpTallies, Duration) {
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = match phase.stop {
@@ -99,7 +117,7 @@ pub async fn run(client: &Client, target: &Arc<Target>, phase: Phase, progress: 
         let (client, target, issued, progress) = (client.clone(), target.clone(), issued.clone(), progress.clone());
         let mut rng = Rng::new(seed.wrapping_add(worker as u64));
         workers.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
+            let mut tallies = OpTallies::default();
             loop {
                 let sequence = issued.fetch_add(1, Ordering::Relaxed);
                 let finished = match (phase.stop, deadline) {
@@ -114,13 +132,20 @@ pub async fn run(client: &Client, target: &Arc<Target>, phase: Phase, progress: 
                     KeyOrder::Random => rng.below(phase.keys),
                     KeyOrder::Sequential => sequence % phase.keys,
                 };
-                let is_put = match phase.mix {
-                    Mix::Put => true,
-                    Mix::Get => false,
-                    Mix::Mixed => rng.next() & 1 == 0,
+                let operation = match phase.mix {
+                    Mix::Put => Operation::Put,
+                    Mix::Get => Operation::Get,
+                    Mix::Mixed if rng.next() & 1 == 0 => Operation::Put,
+                    Mix::Mixed => Operation::Get,
+                    Mix::Delete => Operation::Delete,
                 };
                 let sent = Instant::now();
-                let result = if is_put { target.put(&client, index).await } else { target.get(&client, index).await };
+                let result = match operation {
+                    Operation::Put => target.put(&client, index).await,
+                    Operation::Get => target.get(&client, index).await,
+                    Operation::Delete => target.delete(&client, index).await,
+                };
+                let tally: &mut Tally = tallies.of(operation);
                 match result {
                     Ok(()) => tally.success(sent.elapsed()),
                     Err(kind) => {
@@ -130,13 +155,13 @@ pub async fn run(client: &Client, target: &Arc<Target>, phase: Phase, progress: 
                 }
                 progress.done.fetch_add(1, Ordering::Relaxed);
             }
-            tally
+            tallies
         }));
     }
-    let mut total = Tally::default();
+    let mut total = OpTallies::default();
     for worker in workers {
         match worker.await {
-            Ok(tally) => total.merge(&tally),
+            Ok(tallies) => total.merge(&tallies),
             Err(error) => std::panic::resume_unwind(error.into_panic()),
         }
     }

@@ -2,8 +2,10 @@
 //! `redis-benchmark` or etcd's `benchmark`.
 //!
 //! A run creates its own keys under `bench/<random>/`, fills them first when
-//! it reads (gets / mixed), warms up, then measures: ops/s, latency
-//! percentiles (HDR histogram) and errors by kind. It targets the gateway's
+//! it reads (gets / mixed), warms up, then measures: ops/s, MB/s, latency
+//! percentiles (HDR histogram) and errors by kind (puts and gets apart for a
+//! mixed run), and deletes its keys unless `--keep`. A run with more than 5 %
+//! failed requests exits 4 with the reason in one line. It targets the gateway's
 //! public API by default, one node's `/store` with `--target-node` (one hop),
 //! or — hidden, for `bench/compare.sh` — etcd's v3 HTTP/JSON gateway.
 //!
@@ -125,6 +127,10 @@ pub struct BenchArgs {
     /// Measure etcd's v3 HTTP/JSON gateway at this URL (for bench/compare.sh)
     #[arg(long, hide = true, value_name = "URL")]
     pub target_etcd: Option<String>,
+
+    /// Keep the keys the run wrote (`bench/<random>/…`) instead of deleting them afterwards
+    #[arg(long)]
+    pub keep: bool,
 }
 
 impl std::fmt::Debug for BenchArgs {
@@ -143,6 +149,7 @@ impl std::fmt::Debug for BenchArgs {
             .field("target_node", &self.target_node)
             .field("cluster_secret", &self.cluster_secret.as_ref().map(|_| "<hidden>"))
             .field("target_etcd", &self.target_etcd)
+            .field("keep", &self.keep)
             .finish()
     }
 }
@@ -189,6 +196,8 @@ pub struct Plan {
     pub url: Url,
     /// Endpoint kind and credentials.
     pub target: TargetSpec,
+    /// Keep the run's keys instead of deleting them afterwards.
+    pub keep: bool,
 }
 
 /// Default measured duration when neither --duration nor --requests is given.
@@ -268,6 +277,7 @@ impl BenchArgs {
             timeout,
             url,
             target,
+            keep: self.keep,
         })
     }
 
@@ -282,7 +292,15 @@ impl BenchArgs {
         };
         let plan = self.plan(&context.gateway.display, api_key)?;
         let summary = execute(&plan, !context.json() && std::io::stderr().is_terminal()).await?;
-        if context.json() { print_json(&summary) } else { print_line(&summary.table()) }
+        if context.json() {
+            print_json(&summary)?;
+        } else {
+            print_line(&summary.table())?;
+        }
+        match summary.failure() {
+            Some(reason) => Err(Exit::new(exit::UNAVAILABLE, reason).into()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -357,9 +375,9 @@ pub async fn execute(plan: &Plan, show_progress: bool) -> anyhow::Result<Summary
     let phase = |mix, stop, order| Phase { mix, stop, order, clients: plan.clients, keys: plan.keys };
     if plan.op != Op::Put {
         let fill = phase(Mix::Put, Stop::Requests(plan.keys), KeyOrder::Sequential);
-        let (tally, _) = run_with_progress(&client, &target, fill, "creating keys", show_progress).await;
-        if let Some((kind, count)) = tally.errors.iter().next() {
-            let failed: u64 = tally.errors.values().sum();
+        let (tallies, _) = run_with_progress(&client, &target, fill, "creating keys", show_progress).await;
+        if let Some((kind, count)) = tallies.put.errors.iter().next() {
+            let failed: u64 = tallies.put.errors.values().sum();
             return Err(Exit::new(
                 exit::UNAVAILABLE,
                 format!(
@@ -386,8 +404,23 @@ pub async fn execute(plan: &Plan, show_progress: bool) -> anyhow::Result<Summary
         .await;
     }
     let measured = phase(mix, plan.stop, KeyOrder::Random);
-    let (tally, elapsed) = run_with_progress(&client, &target, measured, "measuring", show_progress).await;
-    Ok(Summary::new(info, &tally, elapsed))
+    let (tallies, elapsed) = run_with_progress(&client, &target, measured, "measuring", show_progress).await;
+    let mut summary = Summary::new(info, &tallies, elapsed);
+    if !plan.keep {
+        let cleanup = phase(Mix::Delete, Stop::Requests(plan.keys), KeyOrder::Sequential);
+        let (tallies, _) = run_with_progress(&client, &target, cleanup, "deleting keys", show_progress).await;
+        let failed: u64 = tallies.delete.errors.values().sum();
+        if let Some((kind, _)) = tallies.delete.errors.iter().max_by_key(|(_, count)| **count) {
+            eprintln!(
+                "note: {failed} of {} benchmark keys under {prefix} could not be deleted (mostly {kind}); \
+                 they stay until deleted{}",
+                plan.keys,
+                if plan.ttl.is_some() { " or expired" } else { "" }
+            );
+        }
+        summary.keys_deleted = Some(plan.keys - failed);
+    }
+    Ok(summary)
 }
 
 /// Runs a phase with a progress bar on stderr (hidden unless `show`).
@@ -397,7 +430,7 @@ async fn run_with_progress(
     phase: Phase,
     label: &'static str,
     show: bool,
-) -> (summary::Tally, Duration) {
+) -> (summary::OpTallies, Duration) {
     let progress = Arc::new(Progress::default());
     if !show {
         return load::run(client, target, phase, &progress).await;

@@ -1,4 +1,4 @@
-//! What a benchmark talks to, and how one put or get is sent there.
+//! What a benchmark talks to, and how one put, get or delete is sent there.
 //!
 //! Everything a request needs is built before the run: one URL per key, the
 //! value as [`Bytes`] (cloning it is a reference-count increment), the header
@@ -31,7 +31,7 @@ pub enum Endpoint {
         /// Issues the `x-version` of every put.
         clock: Hlc,
     },
-    /// etcd's v3 HTTP/JSON gateway (`/v3/kv/put`, serializable `/v3/kv/range`), for comparisons.
+    /// etcd's v3 HTTP/JSON gateway (`/v3/kv/put`, serializable `/v3/kv/range`, `/v3/kv/deleterange`), for comparisons.
     Etcd,
 }
 
@@ -51,8 +51,10 @@ impl Endpoint {
 pub struct Target {
     /// The kind of endpoint and its credentials.
     pub endpoint: Endpoint,
-    /// One URL per key for the key-addressed endpoints (gateway, node); etcd's two operation URLs.
+    /// One URL per key for the key-addressed endpoints (gateway, node); etcd's three operation URLs.
     urls: Vec<Url>,
+    /// The run's key prefix (keys are `{prefix}{index}`).
+    prefix: String,
     /// Put bodies: one shared value (gateway, node) or one JSON document per key (etcd).
     put_bodies: Vec<Bytes>,
     /// Range bodies per key (etcd only).
@@ -64,14 +66,9 @@ pub fn value_of_size(size: usize) -> Bytes {
     Bytes::from((0..size).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>())
 }
 
-/// `base` with `segments` appended as percent-encoded path segments.
+/// `base` with `segments` appended as percent-encoded path segments ([`crate::urlpath`]).
 fn join(base: &Url, segments: &[&str]) -> anyhow::Result<Url> {
-    let mut url = base.clone();
-    url.path_segments_mut()
-        .map_err(|()| anyhow::anyhow!("{base} cannot be a base URL"))?
-        .pop_if_empty()
-        .extend(segments);
-    Ok(url)
+    Ok(crate::urlpath::join(base, segments)?)
 }
 
 impl Target {
@@ -104,7 +101,11 @@ impl Target {
                 (urls, vec![value], Vec::new())
             }
             Endpoint::Etcd => {
-                let urls = vec![join(base, &["v3", "kv", "put"])?, join(base, &["v3", "kv", "range"])?];
+                let urls = vec![
+                    join(base, &["v3", "kv", "put"])?,
+                    join(base, &["v3", "kv", "range"])?,
+                    join(base, &["v3", "kv", "deleterange"])?,
+                ];
                 let value = BASE64.encode(&value);
                 let mut puts = Vec::with_capacity(keys as usize);
                 let mut gets = Vec::with_capacity(keys as usize);
@@ -116,7 +117,7 @@ impl Target {
                 (urls, puts, gets)
             }
         };
-        Ok(Target { endpoint, urls, put_bodies, get_bodies })
+        Ok(Target { endpoint, urls, prefix: prefix.to_string(), put_bodies, get_bodies })
     }
 
     /// Writes key `index`.
@@ -160,6 +161,36 @@ impl Target {
                 .body(self.get_bodies[index].clone()),
         };
         exchange(request).await
+    }
+
+    /// Deletes key `index` (cleaning up after a run); a key that was never written is no error.
+    pub async fn delete(&self, client: &Client, index: u64) -> Result<(), ErrorKind> {
+        let key_url = || {
+            let mut url = self.urls[index as usize].clone();
+            url.set_query(None);
+            url
+        };
+        let request = match &self.endpoint {
+            Endpoint::Gateway { api_key, consistency } => client
+                .request(Method::DELETE, key_url())
+                .header(HeaderName::from_static(API_KEY_HEADER), api_key.clone())
+                .header(HeaderName::from_static(CONSISTENCY_HEADER), consistency.clone()),
+            Endpoint::Node { secret, clock } => client
+                .request(Method::DELETE, key_url())
+                .header(HeaderName::from_static(CLUSTER_SECRET_HEADER), secret.clone())
+                .header(HeaderName::from_static(VERSION_HEADER), HeaderValue::from(clock.now())),
+            Endpoint::Etcd => {
+                let key = BASE64.encode(format!("{}{index}", self.prefix));
+                client
+                    .request(Method::POST, self.urls[2].clone())
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                    .body(format!(r#"{{"key":"{key}"}}"#))
+            }
+        };
+        match exchange(request).await {
+            Err(ErrorKind::Status(404)) => Ok(()),
+            other => other,
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::Context;
 use super::api::{LoginRequest, SignupRequest, TokenResponse, User, decode};
 use super::credentials::{Session, unix_now};
-use super::output::{format_timestamp, print_json, print_line, table};
+use super::output::{format_timestamp, print_json, print_line, table, yes_no};
 use crate::error::{Exit, exit};
 
 /// Largest password read from stdin.
@@ -153,7 +153,7 @@ impl WhoamiArgs {
         rows.add_row(["user id".to_string(), user.id.to_string()]);
         rows.add_row(["username".to_string(), user.username]);
         rows.add_row(["email".to_string(), user.email]);
-        rows.add_row(["active".to_string(), user.is_active.to_string()]);
+        rows.add_row(["active".to_string(), yes_no(user.is_active, "no").to_string()]);
         rows.add_row(["created".to_string(), format_timestamp(user.created_at.as_ref())]);
         rows.add_row(["users service".to_string(), context.users.display.clone()]);
         rows.add_row(["default API key".to_string(), default_key.map_or_else(|| "-".to_string(), |p| format!("{p}…"))]);

@@ -53,14 +53,11 @@ impl Endpoint {
         Ok(Self { name, display, base })
     }
 
-    /// The URL of `segments` below the base; each segment is percent-encoded
-    /// (a key containing `/` stays one segment).
-    pub fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        url
+    /// The URL of `segments` below the base, each one percent-encoded segment
+    /// ([`crate::urlpath`]: a key containing `/` stays one segment; the keys
+    /// `.` and `..` are a usage error, exit 2).
+    pub fn url(&self, segments: &[&str]) -> anyhow::Result<Url> {
+        crate::urlpath::join(&self.base, segments).map_err(|error| Exit::usage(error.to_string()).into())
     }
 }
 
@@ -83,8 +80,8 @@ impl Api {
     }
 
     /// A request to `segments` below `endpoint`.
-    pub fn request(&self, method: Method, endpoint: &Endpoint, segments: &[&str]) -> RequestBuilder {
-        self.http.request(method, endpoint.url(segments))
+    pub fn request(&self, method: Method, endpoint: &Endpoint, segments: &[&str]) -> anyhow::Result<RequestBuilder> {
+        Ok(self.http.request(method, endpoint.url(segments)?))
     }
 
     /// Sends `request`, waiting out short rate limits (429 with `Retry-After`).
@@ -103,7 +100,7 @@ impl Api {
             match wait {
                 Some(wait) if response.status() == StatusCode::TOO_MANY_REQUESTS && attempt < RATE_LIMIT_RETRIES => {
                     attempt += 1;
-                    tracing::info!(service = %endpoint.name, wait_secs = wait.as_secs(), "rate limited; retrying");
+                    eprintln!("{}", rate_limit_note(endpoint, wait));
                     tokio::time::sleep(wait).await;
                 }
                 _ => return Ok(response),
@@ -134,7 +131,7 @@ impl Api {
         path: &[&str],
         cluster_secret: Option<&str>,
     ) -> anyhow::Result<T> {
-        let mut request = self.request(Method::GET, endpoint, path);
+        let mut request = self.request(Method::GET, endpoint, path)?;
         if let Some(secret) = cluster_secret {
             request = request.header(CLUSTER_SECRET_HEADER, secret);
         }
@@ -143,18 +140,18 @@ impl Api {
 
     /// `POST /signup`.
     pub async fn signup(&self, users: &Endpoint, request: &SignupRequest) -> anyhow::Result<User> {
-        self.send_json(users, self.request(Method::POST, users, &["signup"]).json(request)).await
+        self.send_json(users, self.request(Method::POST, users, &["signup"])?.json(request)).await
     }
 
     /// `POST /login`.
     pub async fn login(&self, users: &Endpoint, request: &LoginRequest) -> anyhow::Result<TokenResponse> {
-        self.send_json(users, self.request(Method::POST, users, &["login"]).json(request)).await
+        self.send_json(users, self.request(Method::POST, users, &["login"])?.json(request)).await
     }
 
     /// `POST /refresh`: trades a refresh token for a new pair; 401 means the session is over.
     pub async fn refresh(&self, users: &Endpoint, refresh_token: &str) -> anyhow::Result<TokenResponse> {
         let request = self
-            .request(Method::POST, users, &["refresh"])
+            .request(Method::POST, users, &["refresh"])?
             .json(&RefreshRequest { refresh_token: refresh_token.into() });
         let response = self.send(users, request).await?;
         if matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST) {
@@ -164,8 +161,14 @@ impl Api {
     }
 
     /// A request to the users service carrying a Bearer token.
-    pub fn bearer(&self, method: Method, users: &Endpoint, segments: &[&str], token: &str) -> RequestBuilder {
-        self.request(method, users, segments).header(AUTHORIZATION, format!("Bearer {token}"))
+    pub fn bearer(
+        &self,
+        method: Method,
+        users: &Endpoint,
+        segments: &[&str],
+        token: &str,
+    ) -> anyhow::Result<RequestBuilder> {
+        Ok(self.request(method, users, segments)?.header(AUTHORIZATION, format!("Bearer {token}")))
     }
 
     /// `POST /validate-key` (cluster secret): the user id and scopes of an API key.
@@ -176,7 +179,7 @@ impl Api {
         key: &str,
     ) -> anyhow::Result<ValidateKeyResponse> {
         let request = self
-            .request(Method::POST, users, &["validate-key"])
+            .request(Method::POST, users, &["validate-key"])?
             .header(CLUSTER_SECRET_HEADER, cluster_secret)
             .json(&ValidateKeyRequest { key: key.to_string() });
         self.send_json(users, request).await
@@ -185,7 +188,7 @@ impl Api {
     /// `PUT /v1/kv/{key}` on the gateway.
     pub async fn kv_put(&self, gateway: &Endpoint, api_key: &str, put: KvPut<'_>) -> anyhow::Result<WriteResponse> {
         let mut request =
-            self.request(Method::PUT, gateway, &["v1", "kv", put.key]).header(API_KEY_HEADER, api_key).body(put.value);
+            self.request(Method::PUT, gateway, &["v1", "kv", put.key])?.header(API_KEY_HEADER, api_key).body(put.value);
         if let Some(content_type) = put.content_type {
             request = request.header(CONTENT_TYPE, content_type);
         }
@@ -206,7 +209,7 @@ impl Api {
         key: &str,
         consistency: Option<&str>,
     ) -> anyhow::Result<Option<Value>> {
-        let mut request = self.request(Method::GET, gateway, &["v1", "kv", key]).header(API_KEY_HEADER, api_key);
+        let mut request = self.request(Method::GET, gateway, &["v1", "kv", key])?.header(API_KEY_HEADER, api_key);
         if let Some(consistency) = consistency {
             request = request.header(CONSISTENCY_HEADER, consistency);
         }
@@ -230,7 +233,7 @@ impl Api {
         key: &str,
         consistency: Option<&str>,
     ) -> anyhow::Result<Option<WriteResponse>> {
-        let mut request = self.request(Method::DELETE, gateway, &["v1", "kv", key]).header(API_KEY_HEADER, api_key);
+        let mut request = self.request(Method::DELETE, gateway, &["v1", "kv", key])?.header(API_KEY_HEADER, api_key);
         if let Some(consistency) = consistency {
             request = request.header(CONSISTENCY_HEADER, consistency);
         }
@@ -260,9 +263,19 @@ impl Api {
         if let Some(cursor) = cursor {
             query.push(("cursor", cursor.to_string()));
         }
-        let request = self.request(Method::GET, gateway, &["v1", "kv"]).header(API_KEY_HEADER, api_key).query(&query);
+        let request = self.request(Method::GET, gateway, &["v1", "kv"])?.header(API_KEY_HEADER, api_key).query(&query);
         self.send_json(gateway, request).await
     }
+}
+
+/// The stderr note while waiting out a 429, so a stall is never silent.
+fn rate_limit_note(endpoint: &Endpoint, wait: Duration) -> String {
+    format!(
+        "note: rate limited by the {} at {}; retrying in {} s",
+        endpoint.name,
+        endpoint.display,
+        wait.as_secs().max(1)
+    )
 }
 
 /// The exit code a service's HTTP status maps to.
@@ -521,8 +534,11 @@ pub struct WriteResponse {
     pub success: bool,
     /// The key written.
     pub key: String,
-    /// The node that took the write first.
+    /// The node that took the write first (its base URL).
     pub primary_node: String,
+    /// That node's id (`node-1`), when the gateway tells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_node_id: Option<String>,
     /// How many replicas it is copied to.
     pub replicas: u64,
     /// Anything else the gateway reports (e.g. the version), passed through to `--output json`.
@@ -605,10 +621,23 @@ mod tests {
     #[test]
     fn endpoints_encode_keys_as_one_segment() {
         let gateway = Endpoint::parse("gateway", "http://127.0.0.1:8080", "--gateway").unwrap();
-        assert_eq!(gateway.url(&["v1", "kv", "a/b c?d"]).as_str(), "http://127.0.0.1:8080/v1/kv/a%2Fb%20c%3Fd");
+        assert_eq!(
+            gateway.url(&["v1", "kv", "a/b c?d"]).unwrap().as_str(),
+            "http://127.0.0.1:8080/v1/kv/a%2Fb%20c%3Fd"
+        );
         let prefixed = Endpoint::parse("gateway", "https://example.com/ydht/", "--gateway").unwrap();
-        assert_eq!(prefixed.url(&["health"]).as_str(), "https://example.com/ydht/health");
+        assert_eq!(prefixed.url(&["health"]).unwrap().as_str(), "https://example.com/ydht/health");
         assert_eq!(prefixed.display, "https://example.com/ydht");
+    }
+
+    #[test]
+    fn dot_keys_are_usage_errors_not_the_listing() {
+        let gateway = Endpoint::parse("gateway", "http://127.0.0.1:8080", "--gateway").unwrap();
+        for key in [".", ".."] {
+            let error = gateway.url(&["v1", "kv", key]).unwrap_err();
+            assert_eq!(crate::error::exit_code_of(&error), exit::USAGE, "{key:?}");
+            assert!(error.to_string().contains("not allowed"), "{error}");
+        }
     }
 
     #[test]

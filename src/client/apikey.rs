@@ -65,7 +65,9 @@ async fn create(args: CreateArgs, context: &Context) -> anyhow::Result<()> {
     scopes.dedup();
     let body = CreateApiKeyRequest { name: args.name, scopes, expires_in_days: args.expires_in_days };
     let response = context
-        .authorized(|token| context.api.bearer(Method::POST, &context.users, &["apikeys"], token).json(&body))
+        .authorized(|token| {
+            context.api.bearer(Method::POST, &context.users, &["apikeys"], token).map(|request| request.json(&body))
+        })
         .await?;
     let created: CreatedApiKey = decode(&context.users, response).await?;
     if args.use_it {
@@ -117,7 +119,7 @@ async fn list(context: &Context) -> anyhow::Result<()> {
             key.name.clone(),
             format!("{}…", key.key_prefix),
             key.scopes.join(","),
-            if key.is_active { "yes" } else { "revoked" }.to_string(),
+            super::output::yes_no(key.is_active, "revoked").to_string(),
             format_timestamp(key.last_used_at.as_ref()),
             format_timestamp(key.expires_at.as_ref()),
             if default_id == Some(key.id) { "*" } else { "" }.to_string(),

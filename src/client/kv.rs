@@ -11,10 +11,11 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 
 use super::Context;
-use super::api::{KeyEntry, KvPut};
+use super::api::{KeyEntry, KvPut, WriteResponse};
 use super::locate::LocateArgs;
 use super::output::{format_timestamp, human_bytes, print_bytes, print_json, print_line, table};
 use crate::error::{Exit, exit};
+use crate::units::count_of;
 
 /// Largest value read from stdin or a file (the gateway enforces its own, smaller, limit).
 const MAX_INPUT_BYTES: u64 = 256 * 1024 * 1024;
@@ -151,14 +152,22 @@ async fn put(args: PutArgs, context: &Context) -> anyhow::Result<()> {
     if context.json() {
         return print_json(&written);
     }
-    print_line(&format!(
-        "Stored {} ({}) on {} + {} replica{}.",
+    print_line(&stored_line(&written, size, args.consistency.unwrap_or(Consistency::Eventual)))
+}
+
+/// `Stored KEY (SIZE) on node-1 + 2 replicas (strong: majority durable).`
+fn stored_line(written: &WriteResponse, size: u64, consistency: Consistency) -> String {
+    let node = written.primary_node_id.as_deref().unwrap_or(&written.primary_node);
+    let guarantee = match consistency {
+        Consistency::Strong => "strong: majority durable",
+        Consistency::Eventual => "eventual: primary durable, replicas in background",
+    };
+    format!(
+        "Stored {} ({}) on {node} + {} ({guarantee}).",
         written.key,
         human_bytes(size),
-        written.primary_node,
-        written.replicas,
-        if written.replicas == 1 { "" } else { "s" }
-    ))
+        count_of(written.replicas, "replica", "replicas")
+    )
 }
 
 /// The value from the argument, the file, or stdin (all of it, bytes unchanged).
@@ -311,6 +320,25 @@ mod tests {
         let error = read_bounded(&mut endless, "stdin").unwrap_err();
         assert_eq!(crate::error::exit_code_of(&error), exit::USAGE);
         assert!(error.to_string().contains("larger than"));
+    }
+
+    #[test]
+    fn stored_line_names_the_node_id_and_the_guarantee() {
+        let written: WriteResponse = serde_json::from_value(json!({"success": true, "key": "k",
+            "primary_node": "http://127.0.0.1:8082", "primary_node_id": "node-1", "replicas": 2}))
+        .unwrap();
+        assert_eq!(
+            stored_line(&written, 5, Consistency::Strong),
+            "Stored k (5 B) on node-1 + 2 replicas (strong: majority durable)."
+        );
+        assert_eq!(
+            stored_line(&written, 5, Consistency::Eventual),
+            "Stored k (5 B) on node-1 + 2 replicas (eventual: primary durable, replicas in background)."
+        );
+        let old_gateway: WriteResponse = serde_json::from_value(json!({"success": true, "key": "k",
+            "primary_node": "http://127.0.0.1:8082", "replicas": 1}))
+        .unwrap();
+        assert!(stored_line(&old_gateway, 5, Consistency::Eventual).contains("on http://127.0.0.1:8082 + 1 replica ("));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::{Context, OperatorArgs};
 use crate::config::Secret;
 use crate::membership::{JoinRequest, LeaveRequest, Membership};
 use crate::proto::CLUSTER_SECRET_HEADER;
+use crate::units::count_of;
 
 /// How often a waiting command polls the membership.
 const POLL: Duration = Duration::from_millis(500);
@@ -115,7 +116,7 @@ async fn call<T: Serialize>(
 ) -> anyhow::Result<Membership> {
     let path: Vec<&str> = std::iter::once("membership").chain((!action.is_empty()).then_some(action)).collect();
     let mut request =
-        context.api.request(method, &context.gateway, &path).header(CLUSTER_SECRET_HEADER, secret.expose());
+        context.api.request(method, &context.gateway, &path)?.header(CLUSTER_SECRET_HEADER, secret.expose());
     if let Some(body) = body {
         request = request.json(body);
     }
@@ -166,23 +167,31 @@ async fn finish(context: &Context, secret: &Secret, membership: Membership, no_w
 
 /// The members as a table, with a line on the change in progress.
 pub fn render(membership: &Membership) -> String {
-    let mut members = table(["node", "url", "state", "since", "rebalance"]);
+    let mut members = table(["NODE", "URL", "STATE", "SINCE", "REBALANCE"]);
     for member in &membership.members {
         let progress = member
             .progress
             .filter(|progress| progress.version == membership.version && !membership.is_settled())
-            .map_or_else(String::new, |progress| {
-                if progress.done {
-                    format!("done ({} keys)", progress.keys_moved)
-                } else {
-                    format!("{}/{} segments, {} keys", progress.arcs_done, progress.arcs_total, progress.keys_moved)
-                }
-            });
+            .map_or_else(
+                || "-".to_string(),
+                |progress| {
+                    if progress.done {
+                        format!("done ({})", count_of(progress.keys_moved, "key", "keys"))
+                    } else {
+                        format!(
+                            "{}/{} segments, {}",
+                            progress.arcs_done,
+                            progress.arcs_total,
+                            count_of(progress.keys_moved, "key", "keys")
+                        )
+                    }
+                },
+            );
         members.add_row([
             member.id.clone(),
             member.url.clone(),
             member.state.as_str().to_string(),
-            member.since.format("%Y-%m-%d %H:%M:%S").to_string(),
+            member.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             progress,
         ]);
     }
@@ -240,6 +249,14 @@ mod tests {
         let text = render(&membership);
         assert!(text.contains("joining") && text.contains("5/10 segments, 42 keys"), "{text}");
         assert!(text.contains("rebalancing [==========          ]"), "{text}");
+        // Headers in capitals like every other table, times in UTC with their zone, "-" for nothing.
+        assert!(text.contains("NODE") && text.contains("SINCE") && text.contains("REBALANCE"), "{text}");
+        let since = membership.members[0].since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        assert!(since.ends_with('Z') && text.contains(&since), "{text}");
+        let settled = Membership { version: 5, members: vec![member("node-1", MemberState::Active, None)] };
+        let text = render(&settled);
+        let row = text.lines().find(|line| line.contains("node-1")).unwrap();
+        assert!(row.trim_end_matches(['│', ' ']).ends_with('-'), "{text}");
         assert_eq!(progress_bar(0, 0, 4), "[    ]");
         assert_eq!(progress_bar(9, 3, 4), "[====]");
     }

@@ -188,14 +188,14 @@ impl Context {
 
     /// Sends a request built with the session's access token to the users service;
     /// on 401 refreshes the token once and retries. Non-success answers become errors.
-    pub async fn authorized(&self, build: impl Fn(&str) -> RequestBuilder) -> anyhow::Result<Response> {
+    pub async fn authorized(&self, build: impl Fn(&str) -> anyhow::Result<RequestBuilder>) -> anyhow::Result<Response> {
         let session = self.session().await?;
-        let response = self.api.send(&self.users, build(&session.access_token)).await?;
+        let response = self.api.send(&self.users, build(&session.access_token)?).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return check(&self.users, response).await;
         }
         let session = self.refresh(session).await?;
-        let response = self.api.send(&self.users, build(&session.access_token)).await?;
+        let response = self.api.send(&self.users, build(&session.access_token)?).await?;
         check(&self.users, response).await
     }
 }

@@ -80,15 +80,29 @@ pub fn format_timestamp(value: Option<&serde_json::Value>) -> String {
     }
 }
 
-/// A record version with the wall-clock time it was written: `1234 (2026-11-26T19:00:00Z)`.
+/// A record version for people: the UTC time it was written, to the millisecond, and
+/// the clock's counter when several writes shared that millisecond:
+/// `2026-11-26T19:00:00.123Z`, `2026-11-26T19:00:00.123Z #3`. JSON keeps the number.
 pub fn format_version(version: u64) -> String {
-    format!("{version} ({})", format_unix_millis(crate::hlc::millis_of(version)))
+    let millis = crate::hlc::millis_of(version);
+    let time = i64::try_from(millis)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(|| version.to_string(), |time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let counter = version - crate::hlc::from_millis(millis);
+    if counter == 0 { time } else { format!("{time} #{counter}") }
 }
 
-/// Milliseconds for people: `850 ms`, `2.5 s`.
-pub fn human_millis(millis: f64) -> String {
-    if millis < 1000.0 { format!("{millis:.1} ms") } else { format!("{:.1} s", millis / 1000.0) }
+/// `yes` for true, else the given word (`no`, `revoked`): one wording for flags in every table.
+pub fn yes_no(flag: bool, otherwise: &'static str) -> &'static str {
+    if flag { "yes" } else { otherwise }
 }
+
+/// Milliseconds for people: `850 ms`, `2.5 s` (the shared [`crate::units::millis`], as `ydht top` shows them).
+pub use crate::units::millis as human_millis;
+
+/// A count with thousands separators, `2,088` (the shared [`crate::units::group_thousands`], as `ydht top`).
+pub use crate::units::group_thousands as human_count;
 
 #[cfg(test)]
 mod tests {
@@ -107,8 +121,11 @@ mod tests {
 
     #[test]
     fn versions_show_their_time() {
-        let version = crate::hlc::from_millis(1_700_000_000_000) + 3;
-        assert_eq!(format_version(version), format!("{version} (2023-11-14T22:13:20Z)"));
+        let version = crate::hlc::from_millis(1_700_000_000_123) + 3;
+        assert_eq!(format_version(version), "2023-11-14T22:13:20.123Z #3");
+        assert_eq!(format_version(crate::hlc::from_millis(1_700_000_000_000)), "2023-11-14T22:13:20.000Z");
+        assert!(!format_version(version).contains(&version.to_string()), "no raw 18-digit number");
+        assert_eq!((yes_no(true, "no"), yes_no(false, "revoked")), ("yes", "revoked"));
     }
 
     #[test]
@@ -124,5 +141,6 @@ mod tests {
     fn millis_are_human() {
         assert_eq!(human_millis(12.345), "12.3 ms");
         assert_eq!(human_millis(2500.0), "2.5 s");
+        assert_eq!(human_count(2088), "2,088");
     }
 }

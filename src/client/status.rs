@@ -9,9 +9,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::api::Endpoint;
-use super::output::{human_bytes, human_millis, print_json, print_line, table};
+use super::output::{human_bytes, human_count, human_millis, print_json, print_line, table};
 use super::{Context, OperatorArgs, cluster};
 use crate::error::{Exit, exit};
+use crate::units::count_of;
 
 /// Arguments of `ydht status`.
 #[derive(Args, Debug)]
@@ -88,8 +89,13 @@ impl AntiEntropyStatus {
         let synced = self
             .last_sync_age_secs
             .map_or_else(|| "never synced".to_string(), |age| format!("synced {} ago", age_text(age)));
-        let errors = if self.errors > 0 { format!(", {} errors", self.errors) } else { String::new() };
-        format!("{} rounds, {} repaired{errors}, {synced}", self.rounds, self.keys_repaired)
+        let errors =
+            if self.errors > 0 { format!(", {}", count_of(self.errors, "error", "errors")) } else { String::new() };
+        format!(
+            "{}, {} repaired{errors}, {synced}",
+            count_of(self.rounds, "round", "rounds"),
+            human_count(self.keys_repaired)
+        )
     }
 }
 
@@ -263,10 +269,10 @@ pub fn render(rows: &[ServiceStatus]) -> String {
             row.name.clone(),
             row.url.clone(),
             health,
-            row.key_count.map_or_else(dash, |count| count.to_string()),
+            row.key_count.map_or_else(dash, human_count),
             row.wal_size.map_or_else(dash, human_bytes),
             row.anti_entropy.as_ref().map_or_else(dash, AntiEntropyStatus::summary),
-            row.queue_size.map_or_else(dash, |size| size.to_string()),
+            row.queue_size.map_or_else(dash, human_count),
             row.lag_ms.map_or_else(dash, human_millis),
             row.p99_ms.map_or_else(dash, human_millis),
         ]);
@@ -367,6 +373,22 @@ mod tests {
         assert_eq!(json["anti_entropy"]["rounds"], 12);
         assert_eq!(json["anti_entropy"]["keys_repaired"], 3);
         assert_eq!(json["anti_entropy"]["last_sync_age_secs"], 4);
+    }
+
+    #[test]
+    fn counts_are_pluralised_grouped_and_lag_shares_tops_format() {
+        let one =
+            AntiEntropyStatus { enabled: true, rounds: 1, keys_repaired: 2088, errors: 1, last_sync_age_secs: Some(4) };
+        assert_eq!(one.summary(), "1 round, 2,088 repaired, 1 error, synced 4s ago");
+        let mut node = row("node-1", Kind::Node);
+        node.key_count = Some(2088);
+        let mut replicator = row("replicator", Kind::Replicator);
+        (replicator.queue_size, replicator.lag_ms) = (Some(12_000), Some(3770.0));
+        let text = render(&[node, replicator]);
+        assert!(line_of(&text, "node-1").contains(" 2,088 "), "{text}");
+        assert!(line_of(&text, "replicator").contains(" 12,000 ") && line_of(&text, "replicator").contains("3.8 s"));
+        assert_eq!(crate::tui::ui::format::millis(3770.0), "3.8 s", "`ydht top` shows the same lag");
+        assert_eq!(crate::tui::ui::format::count(2088), "2,088");
     }
 
     fn line_of<'a>(text: &'a str, needle: &str) -> &'a str {

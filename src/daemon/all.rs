@@ -193,7 +193,7 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
     for (config, listener) in node_configs.into_iter().zip(node_listeners) {
         let shutdown = Shutdown::new();
         let name = config.node_id.clone();
-        running.push(start(&name, shutdown.clone(), node::serve(config, listener, shutdown)));
+        running.push(start(&name, shutdown.clone(), node::serve_in_cluster(config, listener, shutdown)));
     }
     let shutdown = Shutdown::new();
     running.push(start(

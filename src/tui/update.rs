@@ -283,7 +283,11 @@ impl App {
             && !self.alarms.queue_alarm
         {
             self.alarms.queue_alarm = true;
-            self.log(now, Severity::Warning, format!("replication queue growing: {current} jobs"));
+            self.log(
+                now,
+                Severity::Warning,
+                format!("replication queue growing: {}", crate::units::count_of(current, "job", "jobs")),
+            );
         }
         if current == 0 && self.alarms.queue_alarm {
             self.alarms.queue_alarm = false;

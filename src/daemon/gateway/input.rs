@@ -40,7 +40,8 @@ impl Consistency {
     }
 }
 
-/// Checks a client key: 1–1024 bytes of UTF-8 without control characters.
+/// Checks a client key: 1–1024 bytes of UTF-8 without control characters, not `.` or `..`
+/// (which no URL can carry, [`crate::urlpath`]; `%2E%2E` arrives here decoded as `..`).
 pub fn validate_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() {
         return Err(ApiError::bad_request("key is empty; name it in the path: /v1/kv/{key}"));
@@ -53,6 +54,9 @@ pub fn validate_key(key: &str) -> Result<(), ApiError> {
     }
     if key.chars().any(char::is_control) {
         return Err(ApiError::bad_request("key contains control characters; use printable UTF-8 only"));
+    }
+    if crate::urlpath::is_dot_segment(key) {
+        return Err(ApiError::bad_request(crate::urlpath::DOT_KEY_PROBLEM));
     }
     Ok(())
 }
@@ -85,6 +89,18 @@ mod tests {
         // 1024 bytes of multi-byte characters is fine; one more byte is not.
         assert!(validate_key(&"é".repeat(MAX_KEY_BYTES / 2)).is_ok());
         assert!(validate_key(&format!("{}x", "é".repeat(MAX_KEY_BYTES / 2))).is_err());
+    }
+
+    #[test]
+    fn dot_keys_are_refused_and_dots_between_slashes_are_fine() {
+        for dots in [".", ".."] {
+            let error = validate_key(dots).unwrap_err();
+            assert_eq!(error.status, 400, "{dots:?}");
+            assert!(error.message.contains("not allowed"), "{}", error.message);
+        }
+        for fine in ["...", "a/../b", "./x", "x/.", ".hidden"] {
+            assert!(validate_key(fine).is_ok(), "{fine:?}");
+        }
     }
 
     #[test]

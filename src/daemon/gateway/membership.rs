@@ -162,7 +162,15 @@ pub async fn get(
     query: Result<Query<MembershipQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
-    let membership = state.membership_call::<()>(Method::GET, "membership", Some(query), None).await?;
+    // A long poll (`wait`) must not hold the gateway's shutdown for its whole wait: when the
+    // gateway stops, the node following it gets a 503 at once and retries elsewhere or later.
+    let call = state.membership_call::<()>(Method::GET, "membership", Some(query), None);
+    let membership = tokio::select! {
+        outcome = call => outcome?,
+        () = state.stopping.wait() => {
+            return Err(ApiError::unavailable("the gateway is shutting down; ask again in a moment"));
+        }
+    };
     state.apply_membership(&membership);
     Ok(json_response(membership))
 }

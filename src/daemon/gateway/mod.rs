@@ -193,11 +193,21 @@ pub async fn serve(config: GatewayConfig, listener: TcpListener, shutdown: Shutd
             state.usage.flush_loop(http, users_url, secret, shutdown).await;
         })
     };
+    let stopping = {
+        let (stopping, shutdown) = (state.stopping.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            tracing::info!("gateway: shutting down");
+            stopping.trigger();
+        })
+    };
     let tls = state.config.tls.clone();
     let served = crate::server::serve_with(listener, app(state), shutdown, tls).await;
     let _ = prober.await;
     let _ = watcher.await;
     let _ = flusher.await;
+    let _ = stopping.await;
+    tracing::info!("gateway: stopped");
     served
 }
 

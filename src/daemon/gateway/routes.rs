@@ -166,9 +166,12 @@ fn unix_millis_now() -> u64 {
 struct ValueBytes(u64);
 
 fn write_response(state: &GatewayState, key: String, outcome: WriteOutcome) -> Response {
+    let primary_node_id =
+        state.placement().all().into_iter().find(|node| node.url == outcome.primary).map(|node| node.id);
     let body = KvWriteResponse {
         success: true,
         key,
+        primary_node_id,
         primary_node: outcome.primary,
         replicas: state.placement().replicas().saturating_sub(1),
     };

@@ -46,6 +46,9 @@ pub struct Shared {
     pub cluster_secret: ClusterSecret,
     /// Whether the users service has been offered `YDHT_NODES` as the initial membership.
     pub seeded: std::sync::atomic::AtomicBool,
+    /// Triggered when the gateway starts shutting down: long polls answer at once
+    /// instead of holding the drain for up to their wait.
+    pub stopping: crate::shutdown::Shutdown,
 }
 
 /// The handle in the router's state; clones share one [`Shared`].
@@ -81,6 +84,7 @@ impl GatewayState {
             metrics,
             replication,
             seeded: Default::default(),
+            stopping: crate::shutdown::Shutdown::new(),
         }))
     }
 }

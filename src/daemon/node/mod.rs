@@ -351,9 +351,24 @@ impl FromRef<NodeState> for ClusterSecret {
     }
 }
 
-/// Recovers the node's data, serves it on `listener` until `shutdown`, then
-/// drains requests, syncs and closes the WAL.
+/// Recovers the node's data, announces `ydht node listening on …` (once it can
+/// answer), serves it on `listener` until `shutdown`, then drains requests,
+/// syncs and closes the WAL.
 pub async fn serve(config: NodeConfig, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    serve_announcing(config, listener, shutdown, true).await
+}
+
+/// [`serve`] without the announce line: `ydht serve all` announces its nodes by id itself, before its banner.
+pub async fn serve_in_cluster(config: NodeConfig, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    serve_announcing(config, listener, shutdown, false).await
+}
+
+async fn serve_announcing(
+    config: NodeConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+    announce: bool,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let options = StoreOptions {
         dir: config.data_dir.clone(),
@@ -430,7 +445,9 @@ pub async fn serve(config: NodeConfig, listener: TcpListener, shutdown: Shutdown
         };
         tokio::spawn(membership::run(member, shutdown.clone()))
     });
-    crate::server::announce_with("node", address, config.tls.as_ref());
+    if announce {
+        crate::server::announce_with("node", address, config.tls.as_ref());
+    }
     let served = crate::server::serve_with(listener, app(state), shutdown.clone(), config.tls.clone()).await;
     shutdown.trigger();
     let _ = sweeper.await;

@@ -48,16 +48,13 @@ impl GatewayLink {
     }
 
     /// `{gateway}/internal/tenants/{user}/kv[/{key}]`, the key as one percent-encoded segment.
+    /// The keys `.` and `..` are refused ([`crate::urlpath`]) rather than turned into the listing.
     fn endpoint(&self, user_id: i64, key: Option<&str>) -> Result<Url, String> {
-        let mut url = Url::parse(&self.url).map_err(|error| format!("invalid gateway URL {:?}: {error}", self.url))?;
-        {
-            let mut segments = url.path_segments_mut().map_err(|()| format!("invalid gateway URL {:?}", self.url))?;
-            segments.pop_if_empty().extend(["internal", "tenants", &user_id.to_string(), "kv"]);
-            if let Some(key) = key {
-                segments.push(key);
-            }
-        }
-        Ok(url)
+        let base = Url::parse(&self.url).map_err(|error| format!("invalid gateway URL {:?}: {error}", self.url))?;
+        let user_id = user_id.to_string();
+        let mut segments = vec!["internal", "tenants", &user_id, "kv"];
+        segments.extend(key);
+        crate::urlpath::join(&base, &segments).map_err(|error| error.to_string())
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
@@ -321,5 +318,9 @@ mod tests {
         let link = GatewayLink::new("http://127.0.0.1:8080/".into(), Secret::new("s"));
         let url = link.endpoint(7, Some("a/b?c")).unwrap();
         assert_eq!(url.as_str(), "http://127.0.0.1:8080/internal/tenants/7/kv/a%2Fb%3Fc");
+        for dots in [".", ".."] {
+            let error = link.endpoint(7, Some(dots)).unwrap_err();
+            assert!(error.contains("not allowed"), "{dots:?}: {error}");
+        }
     }
 }

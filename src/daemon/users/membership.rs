@@ -95,6 +95,21 @@ pub enum Change {
     Complete(u64),
 }
 
+/// For logs: `seed node-1=http://…, node-2=http://…`, `join node-4=http://…`, `leave node-5 (forced)`.
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let listed = |nodes: &[NodeInfo]| {
+            nodes.iter().map(|node| format!("{}={}", node.id, node.url)).collect::<Vec<_>>().join(", ")
+        };
+        match self {
+            Self::Seed(nodes) => write!(f, "seed {}", listed(nodes)),
+            Self::Join(node) => write!(f, "join {}", listed(std::slice::from_ref(node))),
+            Self::Leave { id, force } => write!(f, "leave {id}{}", if *force { " (forced)" } else { "" }),
+            Self::Complete(version) => write!(f, "complete the change to version {version}"),
+        }
+    }
+}
+
 /// One row operation of a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowOp {
@@ -439,7 +454,7 @@ fn normalized(node: &NodeInfo) -> NodeInfo {
 async fn apply(state: &UsersState, change: Change) -> Result<Json<Membership>, ApiError> {
     let (membership, changed) = state.db.change_membership(&change).await?;
     if changed {
-        tracing::info!(version = membership.version, ?change, "users: membership changed");
+        tracing::info!(version = membership.version, %change, "users: membership changed");
     }
     state.membership.saw(membership.version);
     Ok(Json(membership))
@@ -549,6 +564,8 @@ mod tests {
 
     #[test]
     fn seeding_fills_an_empty_membership_and_only_moves_urls_later() {
+        assert_eq!(Change::Seed(vec![node(1), node(2)]).to_string(), "seed node-1=http://n1, node-2=http://n2");
+        assert_eq!(Change::Leave { id: "node-5".into(), force: true }.to_string(), "leave node-5 (forced)");
         let seeded = plan(&Change::Seed(vec![node(1), node(2)]), &Membership::default()).unwrap();
         assert_eq!(seeded, vec![RowOp::Insert(node(1), Active), RowOp::Insert(node(2), Active)]);
         let current = with(&[Active, Active]);

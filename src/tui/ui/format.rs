@@ -20,31 +20,11 @@ pub fn bytes(value: u64) -> String {
     if size >= 100.0 { format!("{size:.0}{}", UNITS[unit]) } else { format!("{size:.1}{}", UNITS[unit]) }
 }
 
-/// `12,345`.
-pub fn count(value: u64) -> String {
-    let digits = value.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
+/// `12,345` (the same as `ydht status`, [`crate::units::group_thousands`]).
+pub use crate::units::group_thousands as count;
 
-/// `0.42ms`, `3.5ms`, `120ms`, `2.5s`.
-pub fn millis(value: f64) -> String {
-    if value >= 10_000.0 {
-        format!("{:.1}s", value / 1000.0)
-    } else if value >= 100.0 {
-        format!("{value:.0}ms")
-    } else if value >= 1.0 {
-        format!("{value:.1}ms")
-    } else {
-        format!("{value:.2}ms")
-    }
-}
+/// `0.42 ms`, `3.5 ms`, `120 ms`, `2.5 s` (the same as `ydht status`, [`crate::units::millis`]).
+pub use crate::units::millis;
 
 /// A number of milliseconds in at most four characters where possible, no unit: `0.42`, `3.50`, `12.0`, `120`.
 pub fn millis_number(value: f64) -> String {
@@ -130,9 +110,9 @@ mod tests {
         assert_eq!(bytes(300 * 1024), "300KiB");
         assert_eq!(count(1_234_567), "1,234,567");
         assert_eq!(count(999), "999");
-        assert_eq!(millis(0.5), "0.50ms");
-        assert_eq!(millis(12.0), "12.0ms");
-        assert_eq!(millis(25_000.0), "25.0s");
+        assert_eq!(millis(0.5), "0.50 ms");
+        assert_eq!(millis(12.0), "12.0 ms");
+        assert_eq!(millis(25_000.0), "25.0 s");
         assert_eq!(millis_number(0.423), "0.42");
         assert_eq!(millis_number(12.0), "12.0");
         assert_eq!(millis_number(1234.4), "1234");

@@ -221,7 +221,7 @@ mod tests {
         assert!(line_with(&screen, "NODE").contains("WAL"));
         assert!(line_with(&screen, "Ring").contains("synced ≤3s ago, 6 repaired"), "worst age, total repairs");
         assert!(line_with(&screen, "queue").contains("4 jobs"));
-        assert!(line_with(&screen, "lag").contains("42.0ms"));
+        assert!(line_with(&screen, "lag").contains("42.0 ms"));
         assert!(line_with(&screen, "rps").contains("50.0"));
         assert!(line_with(&screen, "latency").contains("p50 1.25 p95 4.50 p99 12.0 ms"));
         assert!(line_with(&screen, "tenants").contains("42 25.0/s"));

@@ -33,7 +33,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     };
     lines.push(Line::from(vec![
         label("queue"),
-        Span::styled(or_unknown(view.queue_size, |q| format!("{} jobs", format::count(q))), queue_style),
+        Span::styled(or_unknown(view.queue_size, |q| crate::units::count_of(q, "job", "jobs")), queue_style),
         Span::raw(format!("  in {}/s", or_unknown(view.jobs_per_sec, format::rate))),
     ]));
     lines.push(Line::from(vec![

@@ -74,7 +74,11 @@ fn sync_cell(node: &NodeView) -> String {
         Some(sync) => {
             let age =
                 sync.last_sync_age_secs.map_or_else(|| "never".to_string(), |age| format::age(age * 1000) + " ago");
-            format!("{} rounds {} fixed {age}", format::count(sync.rounds), format::count(sync.keys_repaired))
+            format!(
+                "{} {} fixed {age}",
+                crate::units::count_of(sync.rounds, "round", "rounds"),
+                format::count(sync.keys_repaired)
+            )
         }
     }
 }
