@@ -1987,7 +1987,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__gateway)
-            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --nodes --replicator-url --users-url --replicas --vnodes --rate-limit-per-minute --rate-limit-burst --max-value-bytes --auth-failures-per-minute --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --nodes --replicator-url --users-url --replicas --vnodes --rate-limit-per-minute --rate-limit-burst --max-value-bytes --auth-failures-per-minute --max-clock-offset --gateway --users --output --api-key --config-dir --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2050,6 +2050,10 @@ _ydht() {
                     return 0
                     ;;
                 --auth-failures-per-minute)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-clock-offset)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -171,6 +171,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --rate-limit-burst 'Requests a user may make in a burst'
             cand --max-value-bytes 'Largest value accepted, in bytes (larger → 413)'
             cand --auth-failures-per-minute 'Failed API-key checks allowed per client address and minute before 429 (0 disables)'
+            cand --max-clock-offset 'Largest offset between this gateway''s clock and the storage nodes'' (median) it writes with; past it writes get 503 until the clocks agree again (`500ms`, `2s`)'
             cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
             cand --users 'Users service base URL [default: config.json''s users_url, else http://127.0.0.1:8081]'
             cand --output 'Output format'
