@@ -177,6 +177,13 @@ pub struct NodeMetrics {
     pub expired_swept: u64,
     /// Tombstones and expired entries purged after the grace period since start.
     pub tombstones_purged: u64,
+    /// Tombstones past the grace period kept because a peer (down, or not yet synced) is not
+    /// known to hold them yet, as of the last sweep (every second).
+    #[serde(default)]
+    pub tombstones_held_back: u64,
+    /// Seconds since the oldest of those deletes; absent when none is held back.
+    #[serde(default)]
+    pub oldest_held_back_tombstone_age_secs: Option<u64>,
     /// Seconds since the node started.
     pub uptime_secs: u64,
     /// Whether this node runs anti-entropy (it was given its peers and a non-zero interval).

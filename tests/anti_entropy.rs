@@ -1,7 +1,8 @@
 //! Anti-entropy between real storage nodes (in-process servers, real WALs and
 //! HTTP): replicas converge without the replicator, a wiped node rebuilds its
-//! share, nothing is pushed to a node that does not own it, and a round never
-//! transfers more records than its budget.
+//! share, nothing is pushed to a node that does not own it, a round never
+//! transfers more records than its budget, and deletes missed by a node that
+//! was down longer than the tombstone grace do not come back.
 
 mod common;
 mod in_process;
@@ -26,6 +27,7 @@ use ydht::wal::{Record, SyncMode};
 
 const SECRET: &str = "anti-entropy-secret";
 const VNODES: usize = 16;
+const HOUR: Duration = Duration::from_secs(3600);
 
 /// A node running in this process, stopped on drop.
 type Node = InProcess;
@@ -36,6 +38,7 @@ struct Cluster {
     members: Vec<NodeInfo>,
     replicas: usize,
     max_keys_per_round: usize,
+    tombstone_grace: Duration,
 }
 
 impl Cluster {
@@ -57,8 +60,8 @@ impl Cluster {
             wal_max_bytes: 64 << 20,
             sync_mode: SyncMode::Group,
             salvage_wal: false,
-            tombstone_grace: Duration::from_secs(3600),
-            sweep_interval: Duration::from_secs(1),
+            tombstone_grace: self.tombstone_grace,
+            sweep_interval: Duration::from_millis(100),
             tls: None,
             anti_entropy: Some(AntiEntropyConfig {
                 ring: self.ring(),
@@ -66,7 +69,7 @@ impl Cluster {
                 replicas: self.replicas,
                 interval: Duration::from_millis(100),
                 max_keys_per_round: self.max_keys_per_round,
-                tombstone_grace: Duration::from_secs(3600),
+                tombstone_grace: self.tombstone_grace,
                 max_batch_bytes: 8 << 20,
             }),
             membership: None,
@@ -152,7 +155,7 @@ where
 async fn writes_that_reached_one_replica_converge_on_all() {
     let data = tempfile::tempdir().unwrap();
     let (members, bound) = listeners(3).await;
-    let cluster = Cluster { members, replicas: 3, max_keys_per_round: 10_000 };
+    let cluster = Cluster { members, replicas: 3, max_keys_per_round: 10_000, tombstone_grace: HOUR };
     let mut nodes = Vec::new();
     for (index, listener) in bound.into_iter().enumerate() {
         nodes.push(cluster.start(data.path(), index, listener).await);
@@ -209,7 +212,7 @@ async fn writes_that_reached_one_replica_converge_on_all() {
 async fn a_wiped_node_rebuilds_exactly_its_share() {
     let data = tempfile::tempdir().unwrap();
     let (members, bound) = listeners(3).await;
-    let cluster = Cluster { members: members.clone(), replicas: 2, max_keys_per_round: 10_000 };
+    let cluster = Cluster { members: members.clone(), replicas: 2, max_keys_per_round: 10_000, tombstone_grace: HOUR };
     let mut nodes = Vec::new();
     for (index, listener) in bound.into_iter().enumerate() {
         nodes.push(cluster.start(data.path(), index, listener).await);
@@ -258,7 +261,7 @@ async fn a_round_never_transfers_more_than_its_budget() {
     let data = tempfile::tempdir().unwrap();
     let (members, bound) = listeners(2).await;
     let budget = 7;
-    let cluster = Cluster { members, replicas: 2, max_keys_per_round: budget };
+    let cluster = Cluster { members, replicas: 2, max_keys_per_round: budget, tombstone_grace: HOUR };
     let mut nodes = Vec::new();
     for (index, listener) in bound.into_iter().enumerate() {
         nodes.push(cluster.start(data.path(), index, listener).await);
@@ -289,6 +292,102 @@ async fn a_round_never_transfers_more_than_its_budget() {
     };
     // 40 records at most 7 per round and node: at least three rounds between the two nodes.
     assert!(rounds >= 3, "converged in {rounds} rounds");
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+fn now_version() -> u64 {
+    hlc::from_millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64)
+}
+
+/// Whether no node of `nodes` holds a live value of any of `keys`.
+async fn all_deleted(client: &NodeClient, nodes: &[Node], keys: &[String]) -> bool {
+    for node in nodes {
+        for key in keys {
+            if let NodeRead::Found(_) = client.get(&node.url, key).await.unwrap() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Issue 14 item 3: node-3 is down while keys are deleted on node-1 and node-2 and stays down
+/// past the tombstone grace; it comes back with the old values. The deletes must win on every
+/// node, and the tombstones must still be purged once node-3 has them.
+#[tokio::test]
+async fn deletes_missed_by_a_node_down_past_the_grace_do_not_come_back() {
+    let data = tempfile::tempdir().unwrap();
+    let (members, bound) = listeners(3).await;
+    let grace = Duration::from_secs(1);
+    let cluster = Cluster { members, replicas: 3, max_keys_per_round: 10_000, tombstone_grace: grace };
+    let mut nodes = Vec::new();
+    for (index, listener) in bound.into_iter().enumerate() {
+        nodes.push(cluster.start(data.path(), index, listener).await);
+    }
+    let client = client();
+    let keys: Vec<String> = (0..10).map(|n| format!("5/deleted-{n}")).collect();
+    let written = now_version();
+    let values: Vec<Record> = keys.iter().map(|key| Record::put(key.clone(), written, &b"old"[..], "t")).collect();
+    for node in &nodes {
+        write_batch(&client, &node.url, &values).await;
+    }
+    let third = nodes.pop().unwrap();
+    let url = third.url.clone();
+    third.stop().await;
+
+    let deleted = now_version().max(written + 1);
+    let deletes: Vec<Record> = keys.iter().map(|key| Record::delete(key.clone(), deleted)).collect();
+    for node in &nodes {
+        write_batch(&client, &node.url, &deletes).await;
+    }
+    // Past the grace, the sweepers of node-1 and node-2 have seen the tombstones and kept
+    // them: node-3 is not known to hold them.
+    for node in &nodes {
+        eventually("a sweep past the grace handled the tombstones", || async {
+            let metrics = metrics(&client, &node.url).await;
+            metrics.tombstones_purged >= 10 || metrics.tombstones_held_back >= 10
+        })
+        .await;
+        let metrics = metrics(&client, &node.url).await;
+        assert_eq!((metrics.tombstones, metrics.tombstones_purged), (10, 0), "{}", metrics.node_id);
+        assert_eq!(metrics.tombstones_held_back, 10, "{}", metrics.node_id);
+        assert!(metrics.oldest_held_back_tombstone_age_secs.is_some(), "{}", metrics.node_id);
+    }
+
+    let listener = rebind(&url).await;
+    // node-3 comes back with the old values of its WAL.
+    nodes.push(cluster.start(data.path(), 2, listener).await);
+    eventually("every key reads as deleted on every node", || all_deleted(&client, &nodes, &keys)).await;
+    // Once every node holds the deletes and has synced with the others, they are purged everywhere.
+    eventually("the tombstones are purged on every node", || async {
+        for node in &nodes {
+            let metrics = metrics(&client, &node.url).await;
+            if metrics.tombstones > 0 || metrics.tombstones_held_back > 0 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // Two more rounds on every node: nothing comes back and no tombstone is handed around again.
+    let mut rounds = Vec::new();
+    for node in &nodes {
+        rounds.push(metrics(&client, &node.url).await.anti_entropy_rounds);
+    }
+    for (node, before) in nodes.iter().zip(rounds) {
+        eventually("two more anti-entropy rounds", || async {
+            metrics(&client, &node.url).await.anti_entropy_rounds >= before + 2
+        })
+        .await;
+    }
+    for node in &nodes {
+        for key in &keys {
+            assert_eq!(client.get(&node.url, key).await.unwrap(), NodeRead::Missing, "{} {key}", node.url);
+        }
+        assert_eq!(metrics(&client, &node.url).await.tombstones, 0, "{}", node.url);
+    }
     for node in nodes {
         node.stop().await;
     }

@@ -18,17 +18,26 @@
 //!
 //! Throttling: a round transfers at most `max_keys_per_round` records in all
 //! (pulled + pushed), in requests of at most one page (and one batch body)
-//! each, one request at a time; the rest waits for the next round. Tombstones
-//! and expired entries past their grace period are not transferred (each node's
-//! sweeper purges them on its own).
+//! each, one request at a time; the rest waits for the next round. Expired
+//! entries past their grace period are not transferred (each node's sweeper
+//! purges them on its own); tombstones past it only to replace an older version
+//! of the key ([`gc::tombstone_transferable`]).
+//!
+//! An exchange that compared every shared arc, failed no request and was not
+//! cut short by the budget is *complete*: every record this node held when it
+//! started is then on the peer at an equal or newer version (or the peer holds
+//! nothing for a tombstone past the grace). Its start is recorded in
+//! [`gc::PeerSyncs`], which tells the sweeper which tombstones it may purge ([`gc`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::AntiEntropyHandle;
 use super::batch;
 use super::digest::fingerprint;
+use super::gc;
 use super::routes::now_millis;
 use super::store::Store;
 use crate::hlc;
@@ -143,14 +152,17 @@ pub async fn run(
     store: Store,
     mut config: AntiEntropyConfig,
     client: NodeClient,
-    stats: AntiEntropyStats,
+    handle: AntiEntropyHandle,
     rings: RingSource,
-    reported: SharedFingerprint,
     shutdown: Shutdown,
 ) {
+    let AntiEntropyHandle { stats, fingerprint: reported, syncs } = handle;
     let mut rings = rings.subscribe();
     let mut active = rings.borrow_and_update().is_some();
     let mut peers = peers_of(&config);
+    if active {
+        syncs.set_peers(peer_ids(&peers), true);
+    }
     let mut ours = fingerprint(&config.ring, config.replicas);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + config.interval, config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -167,16 +179,19 @@ pub async fn run(
                     None => {
                         active = false;
                         reported.set(0);
+                        syncs.pause();
                     }
                     Some(ring) => {
                         active = true;
-                        if fingerprint(&ring, config.replicas) != ours || !store.digest_enabled() {
+                        let changed = fingerprint(&ring, config.replicas) != ours || !store.digest_enabled();
+                        if changed {
                             config.ring = ring;
                             store.enable_digest(config.ring.clone());
                             peers = peers_of(&config);
                             ours = fingerprint(&config.ring, config.replicas);
                             tracing::info!(peers = peers.len(), "anti-entropy: ring updated");
                         }
+                        syncs.set_peers(peer_ids(&peers), changed);
                         reported.set(ours);
                     }
                 }
@@ -192,12 +207,18 @@ pub async fn run(
         let mut repaired = 0;
         let mut errors = 0;
         for peer in &peers {
+            let started = gc::local_millis();
             let exchange = tokio::select! {
                 () = shutdown.wait() => return,
                 exchange = round.with_peer(peer, &mut budget) => exchange,
             };
             match exchange {
-                Ok(count) => repaired += count,
+                Ok(Exchange { repaired: count, complete }) => {
+                    repaired += count;
+                    if complete {
+                        syncs.completed(&peer.node.id, started);
+                    }
+                }
                 Err(error) => {
                     errors += 1;
                     tracing::warn!(peer = %peer.node.id, %error, "anti-entropy exchange failed; retrying next round");
@@ -209,6 +230,11 @@ pub async fn run(
         }
         stats.finish_round(repaired, errors);
     }
+}
+
+/// The ids of `peers`.
+fn peer_ids(peers: &[Peer]) -> Vec<String> {
+    peers.iter().map(|peer| peer.node.id.clone()).collect()
 }
 
 /// Every other node of the ring with the arcs both own.
@@ -252,6 +278,15 @@ enum ExchangeError {
     Local(String),
 }
 
+/// What an exchange with one peer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Exchange {
+    /// Records that became the current version on the receiving side.
+    repaired: u64,
+    /// Every difference was transferred (the budget cut nothing short).
+    complete: bool,
+}
+
 struct Round<'a> {
     store: &'a Store,
     config: &'a AntiEntropyConfig,
@@ -260,10 +295,10 @@ struct Round<'a> {
 }
 
 impl Round<'_> {
-    /// Compares this node with `peer` and exchanges what differs; returns the records repaired.
-    async fn with_peer(&self, peer: &Peer, budget: &mut usize) -> Result<u64, ExchangeError> {
+    /// Compares this node with `peer` and exchanges what differs.
+    async fn with_peer(&self, peer: &Peer, budget: &mut usize) -> Result<Exchange, ExchangeError> {
         if *budget == 0 {
-            return Ok(0);
+            return Ok(Exchange { repaired: 0, complete: false });
         }
         let url = peer.node.url.as_str();
         let theirs = self.client.digest(url).await?;
@@ -274,27 +309,33 @@ impl Round<'_> {
         let differing: Vec<usize> =
             peer.shared.iter().copied().filter(|&arc| ours.get(arc) != theirs.buckets.get(arc)).collect();
         if differing.is_empty() {
-            return Ok(0);
+            return Ok(Exchange { repaired: 0, complete: true });
         }
         let mut repaired = 0;
         let mut cursor: Option<String> = None;
-        while *budget > 0 {
+        loop {
+            if *budget == 0 {
+                return Ok(Exchange { repaired, complete: false });
+            }
             let request = NodeRangeRequest { buckets: differing.clone(), cursor: cursor.clone(), limit: PAGE };
             let remote = self.client.range(url, &request).await?;
             let local = self.store.range(&differing, cursor.as_deref(), PAGE);
             let bound = window_end(&remote, &local);
             let (mut pull, mut push) = self.compare(&remote.entries, &local.entries, bound.as_deref());
+            let cut = pull.len() + push.len() > *budget;
             pull.truncate(*budget);
             push.truncate(*budget - pull.len());
             *budget -= pull.len() + push.len();
             repaired += self.pull(url, pull).await?;
             repaired += self.push(url, push).await?;
+            if cut {
+                return Ok(Exchange { repaired, complete: false });
+            }
             match bound {
                 Some(bound) => cursor = Some(bound),
-                None => break,
+                None => return Ok(Exchange { repaired, complete: true }),
             }
         }
-        Ok(repaired)
     }
 
     /// Keys to pull and keys to push among the entries up to `bound` (inclusive; `None`: all).
@@ -309,26 +350,7 @@ impl Round<'_> {
             remote.iter().filter(within).map(|entry| (entry.key.as_str(), entry)).collect();
         let ours: BTreeMap<&str, &NodeRangeEntry> =
             local.iter().filter(within).map(|entry| (entry.key.as_str(), entry)).collect();
-        let now = now_millis();
-        let grace = self.config.tombstone_grace.as_millis() as u64;
-        let alive = |entry: &NodeRangeEntry| {
-            let dead_since = if entry.tombstone { Some(hlc::millis_of(entry.version)) } else { entry.expires_at };
-            dead_since.is_none_or(|since| since.saturating_add(grace) > now)
-        };
-        let version = |entry: Option<&&NodeRangeEntry>| entry.map_or(0, |entry| entry.version);
-        let mut pull = Vec::new();
-        let mut push = Vec::new();
-        for (key, entry) in &theirs {
-            if entry.version > version(ours.get(key)) && alive(entry) {
-                pull.push(key.to_string());
-            }
-        }
-        for (key, entry) in &ours {
-            if entry.version > version(theirs.get(key)) && alive(entry) {
-                push.push(key.to_string());
-            }
-        }
-        (pull, push)
+        transfers(&theirs, &ours, now_millis(), self.config.tombstone_grace.as_millis() as u64)
     }
 
     /// Fetches `keys` from the peer and applies them locally; returns how many became current.
@@ -353,6 +375,40 @@ impl Round<'_> {
         }
         Ok(applied)
     }
+}
+
+/// Keys to pull (`theirs` holds newer) and keys to push (`ours` holds newer) at `now` (Unix ms).
+/// Expired entries past the grace are not sent; tombstones past it only over an older version.
+fn transfers(
+    theirs: &BTreeMap<&str, &NodeRangeEntry>,
+    ours: &BTreeMap<&str, &NodeRangeEntry>,
+    now: u64,
+    grace: u64,
+) -> (Vec<String>, Vec<String>) {
+    let sendable = |entry: &NodeRangeEntry, other: Option<&&NodeRangeEntry>| {
+        if entry.tombstone {
+            let dead_since = hlc::millis_of(entry.version);
+            dead_since.saturating_add(grace) > now || gc::tombstone_transferable(other.is_some())
+        } else {
+            entry.expires_at.is_none_or(|since| since.saturating_add(grace) > now)
+        }
+    };
+    let version = |entry: Option<&&NodeRangeEntry>| entry.map_or(0, |entry| entry.version);
+    let mut pull = Vec::new();
+    let mut push = Vec::new();
+    for (key, entry) in theirs {
+        let mine = ours.get(key);
+        if entry.version > version(mine) && sendable(entry, mine) {
+            pull.push(key.to_string());
+        }
+    }
+    for (key, entry) in ours {
+        let other = theirs.get(key);
+        if entry.version > version(other) && sendable(entry, other) {
+            push.push(key.to_string());
+        }
+    }
+    (pull, push)
 }
 
 /// The last key both listings cover: the smaller `next_cursor` of the two, or
@@ -404,6 +460,39 @@ mod tests {
 
     fn config_all() -> AntiEntropyConfig {
         config(3, 3)
+    }
+
+    fn entry(key: &str, version: u64, tombstone: bool) -> NodeRangeEntry {
+        NodeRangeEntry { key: key.into(), version, tombstone, expires_at: None }
+    }
+
+    fn by_key(entries: &[NodeRangeEntry]) -> BTreeMap<&str, &NodeRangeEntry> {
+        entries.iter().map(|entry| (entry.key.as_str(), entry)).collect()
+    }
+
+    #[test]
+    fn a_tombstone_past_the_grace_replaces_an_older_value_but_is_not_handed_back_to_a_node_that_purged_it() {
+        let grace = 1_000;
+        let old = hlc::from_millis(1_000);
+        let deleted = hlc::from_millis(2_000);
+        let now = 10_000;
+        // The node that was down holds the old values; this one the deletes, long past the grace.
+        let ours = [entry("a", deleted, true), entry("b", deleted, true), entry("c", deleted, true)];
+        let theirs = [entry("a", old, false), entry("b", old, true)];
+        let (pull, push) = transfers(&by_key(&theirs), &by_key(&ours), now, grace);
+        // "c": the peer holds nothing (it already purged it, or never had the key): not sent, no ping-pong.
+        assert_eq!((pull, push), (vec![], vec!["a".to_string(), "b".to_string()]));
+        // The same from the other side: the returning node pulls the deletes over its old values.
+        let (pull, push) = transfers(&by_key(&ours), &by_key(&theirs), now, grace);
+        assert_eq!((pull, push), (vec!["a".to_string(), "b".to_string()], vec![]));
+        // Within the grace a tombstone goes everywhere.
+        let young = [entry("c", hlc::from_millis(9_500), true)];
+        assert_eq!(transfers(&by_key(&[]), &by_key(&young), now, grace).1, vec!["c".to_string()]);
+        // An expired value past the grace is never sent; a live one is.
+        let expired = NodeRangeEntry { expires_at: Some(5_000), ..entry("e", old, false) };
+        let live = NodeRangeEntry { expires_at: Some(20_000), ..entry("l", old, false) };
+        let ours = [expired, live];
+        assert_eq!(transfers(&by_key(&theirs[..0]), &by_key(&ours), now, grace).1, vec!["l".to_string()]);
     }
 
     #[test]

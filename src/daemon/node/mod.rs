@@ -8,11 +8,13 @@
 //! - [`batch`]: the binary body of `POST /batch`.
 //! - [`digest`]: per-arc hashes of the node's entries, kept current on every write.
 //! - [`antientropy`]: the background task that compares digests with peers and repairs differences.
+//! - [`gc`]: when a tombstone may be purged (past the grace and held by every peer).
 //! - [`membership`]: with `--join`: registering, following the membership, rebalancing, clean-up.
 
 pub mod antientropy;
 pub mod batch;
 pub mod digest;
+pub mod gc;
 pub mod membership;
 pub mod read;
 pub mod routes;
@@ -68,7 +70,8 @@ pub struct NodeArgs {
     #[arg(long, env = "YDHT_SALVAGE_WAL")]
     pub salvage_wal: bool,
 
-    /// How long tombstones and expired entries keep their version before being purged
+    /// How long tombstones and expired entries keep their version before being purged; with peers, a
+    /// tombstone is purged only once every peer is also known to hold it (a peer that is down holds them back)
     #[arg(long, env = "YDHT_TOMBSTONE_GRACE", default_value = "24h", value_parser = parse_duration)]
     pub tombstone_grace: Duration,
 
@@ -330,6 +333,8 @@ pub struct AntiEntropyHandle {
     pub fingerprint: SharedFingerprint,
     /// Progress counters for `/metrics`.
     pub stats: AntiEntropyStats,
+    /// The exchanges completed with each peer, which decide the tombstones the sweeper may purge.
+    pub syncs: gc::PeerSyncs,
 }
 
 /// Shared handler state; cheap to clone.
@@ -397,7 +402,8 @@ async fn serve_announcing(
             store.enable_digest(ring.clone());
             fingerprint.set(digest::fingerprint(ring, settings.replicas));
         }
-        let handle = AntiEntropyHandle { fingerprint, stats: AntiEntropyStats::default() };
+        let handle =
+            AntiEntropyHandle { fingerprint, stats: AntiEntropyStats::default(), syncs: gc::PeerSyncs::default() };
         (settings, handle, RingSource::new(initial))
     });
     let state = NodeState {
@@ -413,19 +419,13 @@ async fn serve_announcing(
             follows_membership: config.membership.is_some(),
         }),
     };
-    let sweeper = tokio::spawn(sweep(store.clone(), config.sweep_interval, config.tombstone_grace, shutdown.clone()));
+    let syncs = anti_entropy.as_ref().map(|(_, handle, _)| handle.syncs.clone());
+    let sweeper =
+        tokio::spawn(sweep(store.clone(), config.sweep_interval, config.tombstone_grace, syncs, shutdown.clone()));
     let rings = anti_entropy.as_ref().map_or_else(|| RingSource::new(None), |(_, _, rings)| rings.clone());
     let repairer = anti_entropy.map(|(settings, handle, rings)| {
         let client = NodeClient::new(config.cluster_secret.clone(), Duration::from_secs(30));
-        let task = antientropy::run(
-            store.clone(),
-            settings,
-            client,
-            handle.stats,
-            rings,
-            handle.fingerprint,
-            shutdown.clone(),
-        );
+        let task = antientropy::run(store.clone(), settings, client, handle, rings, shutdown.clone());
         tokio::spawn(task)
     });
     let address = listener.local_addr()?;
@@ -462,8 +462,9 @@ async fn serve_announcing(
     served
 }
 
-/// The TTL sweeper: every `interval`, drops expired values and purges old tombstones.
-async fn sweep(store: Store, interval: Duration, grace: Duration, shutdown: Shutdown) {
+/// The TTL sweeper: every `interval`, drops expired values and purges old tombstones (with
+/// anti-entropy, only those `syncs` shows every peer holds; without, after the grace alone).
+async fn sweep(store: Store, interval: Duration, grace: Duration, syncs: Option<gc::PeerSyncs>, shutdown: Shutdown) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let grace = grace.as_millis() as u64;
@@ -473,6 +474,7 @@ async fn sweep(store: Store, interval: Duration, grace: Duration, shutdown: Shut
             _ = ticker.tick() => {}
         }
         let store = store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.sweep(routes::now_millis(), grace)).await;
+        let horizon = syncs.as_ref().map_or(gc::Horizon::Unneeded, gc::PeerSyncs::horizon);
+        let _ = tokio::task::spawn_blocking(move || store.sweep(routes::now_millis(), grace, horizon)).await;
     }
 }

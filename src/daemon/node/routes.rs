@@ -382,6 +382,11 @@ async fn metrics(State(state): State<NodeState>) -> Json<NodeMetrics> {
         writes_ignored: counters.ignored.load(Ordering::Relaxed),
         expired_swept: counters.expired.load(Ordering::Relaxed),
         tombstones_purged: counters.purged.load(Ordering::Relaxed),
+        tombstones_held_back: counters.held_back.load(Ordering::Relaxed),
+        oldest_held_back_tombstone_age_secs: match counters.oldest_held_back.load(Ordering::Relaxed) {
+            0 => None,
+            deleted_at => Some(now_millis().saturating_sub(deleted_at) / 1000),
+        },
         uptime_secs: state.settings.started.elapsed().as_secs(),
         anti_entropy_enabled: state.anti_entropy.is_some(),
         anti_entropy_rounds: anti_entropy.rounds,

@@ -86,7 +86,8 @@ pub struct Slot {
     data: Box<[u8]>,
     /// The version that wrote this entry.
     pub version: u64,
-    /// Absolute expiry in Unix milliseconds, if any.
+    /// A value's absolute expiry in Unix milliseconds, if any; for a tombstone (which never
+    /// expires), when it arrived on this node's monotonic clock ([`super::gc::local_millis`]).
     expires_at: Option<NonZeroU64>,
     /// The value's content type.
     pub content_type: TypeId,
@@ -98,7 +99,7 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// The slot holding `record`, whose content type is `content_type`.
+    /// The slot holding `record`, whose content type is `content_type`; a tombstone arrives now.
     pub fn new(record: &Record, content_type: TypeId) -> Self {
         let key_len = u16::try_from(record.key.len()).expect("the WAL only accepts keys of at most 65535 bytes");
         let mut data = Vec::with_capacity(record.key.len() + record.value.len());
@@ -107,7 +108,11 @@ impl Slot {
         Self {
             data: data.into_boxed_slice(),
             version: record.version,
-            expires_at: record.expires_at.and_then(NonZeroU64::new),
+            expires_at: if record.tombstone {
+                NonZeroU64::new(super::gc::local_millis())
+            } else {
+                record.expires_at.and_then(NonZeroU64::new)
+            },
             content_type,
             key_len,
             tombstone: record.tombstone,
@@ -134,9 +139,14 @@ impl Slot {
         &self.data[usize::from(self.key_len)..]
     }
 
-    /// Absolute expiry in Unix milliseconds, if any.
+    /// Absolute expiry in Unix milliseconds, if any (never for a tombstone).
     pub fn expires_at(&self) -> Option<u64> {
-        self.expires_at.map(NonZeroU64::get)
+        if self.tombstone { None } else { self.expires_at.map(NonZeroU64::get) }
+    }
+
+    /// When a tombstone arrived on this node ([`super::gc::local_millis`]); 0 for a value.
+    pub fn arrived_at(&self) -> u64 {
+        if self.tombstone { self.expires_at.map_or(0, NonZeroU64::get) } else { 0 }
     }
 
     /// Whether the entry has expired at `now` (Unix ms).
@@ -202,6 +212,14 @@ mod tests {
         assert!(slot.is_live(98) && !slot.is_live(99));
         let swept = slot.swept();
         assert_eq!((swept.key(), swept.value(), swept.swept), ("k/1", &b""[..], true));
+        // A tombstone never expires; its slot remembers when it arrived instead.
+        let before = crate::daemon::node::gc::local_millis();
+        let deleted = Record::delete("k/1", 8).with_expiry(Some(99));
+        let tombstone = Slot::new(&deleted, types.acquire(""));
+        assert_eq!(tombstone.expires_at(), None);
+        assert!(!tombstone.is_expired(u64::MAX));
+        assert!(tombstone.arrived_at() >= before && tombstone.arrived_at() <= crate::daemon::node::gc::local_millis());
+        assert_eq!(tombstone.borrowed(&types).expires_at, None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 
 use super::digest::Digest;
+use super::gc::{self, Fate, Horizon};
 use super::slot::{ContentTypes, Slot};
 use crate::hlc;
 use crate::proto::{NodeKeyEntry, NodeKeyPage, NodeRangeEntry, NodeRangePage, StoreWriteResponse};
@@ -88,6 +89,10 @@ pub struct StoreCounters {
     pub expired: AtomicU64,
     /// Tombstones and expired entries removed after the grace period.
     pub purged: AtomicU64,
+    /// Tombstones past the grace the last sweep kept because a peer is not known to hold them.
+    pub held_back: AtomicU64,
+    /// Deletion time (Unix ms) of the oldest of those; 0 when there is none.
+    pub oldest_held_back: AtomicU64,
 }
 
 #[derive(Default)]
@@ -380,12 +385,15 @@ impl Store {
     }
 
     /// One pass of the background sweeper at `now` (Unix ms): drops the values of
-    /// expired entries, and removes tombstones and expired entries older than
-    /// `grace` ms (until then they keep their version, so an older replicated
-    /// write cannot resurrect the key). Works in chunks so readers never wait long.
-    pub fn sweep(&self, now: u64, grace: u64) {
+    /// expired entries, removes expired entries older than `grace` ms, and removes
+    /// tombstones older than `grace` ms that every peer is known to hold ([`gc`], `horizon`).
+    /// Until then they keep their version, so an older replicated write cannot resurrect
+    /// the key. Works in chunks so readers never wait long.
+    pub fn sweep(&self, now: u64, grace: u64, horizon: Horizon) {
         const CHUNK: usize = 1024;
         let mut cursor: Option<String> = None;
+        let mut held_back = 0u64;
+        let mut oldest_held_back: Option<u64> = None;
         loop {
             let mut state = self.shared.state();
             let start = cursor.as_deref().map_or(Bound::Unbounded, |key| Bound::Excluded(key.as_bytes()));
@@ -396,14 +404,22 @@ impl Store {
             for slot in state.map.range::<[u8], _>((start, Bound::Unbounded)).take(CHUNK) {
                 scanned += 1;
                 last = Some(slot.key().to_string());
-                let dead_since = if slot.tombstone {
-                    Some(hlc::millis_of(slot.version))
-                } else {
-                    slot.expires_at().filter(|&expires_at| expires_at <= now)
-                };
-                match dead_since {
+                if slot.tombstone {
+                    match gc::tombstone_fate(slot.version, slot.arrived_at(), now, grace, horizon) {
+                        Fate::Keep => {}
+                        Fate::HoldBack => {
+                            held_back += 1;
+                            let deleted_at = hlc::millis_of(slot.version);
+                            oldest_held_back =
+                                Some(oldest_held_back.map_or(deleted_at, |oldest| oldest.min(deleted_at)));
+                        }
+                        Fate::Purge => purge.push(slot.key().to_string()),
+                    }
+                    continue;
+                }
+                match slot.expires_at().filter(|&expires_at| expires_at <= now) {
                     Some(since) if since.saturating_add(grace) <= now => purge.push(slot.key().to_string()),
-                    Some(_) if !slot.tombstone && !slot.swept => expire.push(slot.key().to_string()),
+                    Some(_) if !slot.swept => expire.push(slot.key().to_string()),
                     _ => {}
                 }
             }
@@ -425,10 +441,13 @@ impl Store {
             self.shared.counters.expired.fetch_add(expire.len() as u64, Ordering::Relaxed);
             self.shared.counters.purged.fetch_add(purge.len() as u64, Ordering::Relaxed);
             if scanned < CHUNK {
-                return;
+                break;
             }
             cursor = last;
         }
+        let counters = &self.shared.counters;
+        counters.held_back.store(held_back, Ordering::Relaxed);
+        counters.oldest_held_back.store(oldest_held_back.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Starts keeping the per-arc digest of `ring` (built from the current map
@@ -666,17 +685,58 @@ mod tests {
             ])
             .await
             .unwrap();
-        store.sweep(600, 1_000);
+        store.sweep(600, 1_000, Horizon::Unneeded);
         assert_eq!(store.get("ttl", 600), Lookup::Expired(1));
         assert_eq!(store.counts(), (1, 1));
         // An older write cannot resurrect an expired key during the grace period.
         let stale = store.write(vec![Record::put("ttl", 0, &b"stale"[..], "t")]).await.unwrap();
         assert!(!stale[0].applied);
-        store.sweep(2_000, 1_000);
+        store.sweep(2_000, 1_000, Horizon::Unneeded);
         assert_eq!(store.get("ttl", 2_000), Lookup::Missing);
         assert_eq!(store.get("del", 2_000), Lookup::Missing);
         assert_eq!(store.counts(), (1, 0));
         assert_eq!(store.counters().purged.load(Ordering::Relaxed), 2);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_tombstone_past_the_grace_waits_until_every_peer_synced_after_it_arrived() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), u64::MAX);
+        let deleted_at = hlc::from_millis(1_000);
+        store
+            .write(vec![Record::delete("del", deleted_at), Record::delete("young", hlc::from_millis(5_000))])
+            .await
+            .unwrap();
+        let arrived = gc::local_millis();
+        // Past the grace, but no peer is known to hold it: kept, and reported as held back.
+        store.sweep(3_000, 1_000, Horizon::Before(0));
+        assert_eq!(store.get("del", 3_000), Lookup::Tombstone(deleted_at));
+        let counters = store.counters();
+        assert_eq!(counters.held_back.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.oldest_held_back.load(Ordering::Relaxed), 1_000);
+        // Exchanges that started before it arrived prove nothing.
+        let before = store.shared.state().map.get(&b"del"[..]).unwrap().arrived_at();
+        assert!(before <= arrived);
+        store.sweep(3_000, 1_000, Horizon::Before(before));
+        assert_eq!(store.get("del", 3_000), Lookup::Tombstone(deleted_at));
+        // Every peer completed an exchange started after its arrival: purged; the young one stays.
+        store.sweep(3_000, 1_000, Horizon::Before(before + 1));
+        assert_eq!(store.get("del", 3_000), Lookup::Missing);
+        assert_eq!(store.get("young", 3_000), Lookup::Tombstone(hlc::from_millis(5_000)));
+        assert_eq!(
+            (counters.held_back.load(Ordering::Relaxed), counters.oldest_held_back.load(Ordering::Relaxed)),
+            (0, 0)
+        );
+        assert_eq!(counters.purged.load(Ordering::Relaxed), 1);
+        store.close().await;
+        drop(store);
+        // After a restart every tombstone counts as arrived at recovery.
+        let store = open(dir.path(), u64::MAX);
+        let recovered = store.shared.state().map.get(&b"young"[..]).unwrap().arrived_at();
+        assert!(recovered >= arrived);
+        store.sweep(9_000, 1_000, Horizon::Before(recovered));
+        assert_eq!(store.get("young", 9_000), Lookup::Tombstone(hlc::from_millis(5_000)));
         store.close().await;
     }
 
