@@ -151,6 +151,15 @@ async fn put(args: PutArgs, context: &Context) -> anyhow::Result<()> {
     if context.json() {
         return print_json(&written);
     }
+    // Copies that could not be queued durably: say so instead of claiming replicas.
+    if let Some(warning) = written.extra.get("warning").and_then(serde_json::Value::as_str) {
+        return print_line(&format!(
+            "Stored {} ({}) on {}; {warning}",
+            written.key,
+            human_bytes(size),
+            written.primary_node
+        ));
+    }
     print_line(&format!(
         "Stored {} ({}) on {} + {} replica{}.",
         written.key,

@@ -414,7 +414,9 @@ mod tests {
 
     #[tokio::test]
     async fn track_collects_what_enqueue_reports_in_its_task_only() {
-        let node = |id: &str| NodeInfo { id: id.to_string(), url: format!("http://{id}") };
+        fn node(id: &str) -> NodeInfo {
+            NodeInfo { id: id.to_string(), url: format!("http://{id}") }
+        }
         let ((), handover) = track(async {
             report(|handover| handover.queued(&[node("a"), node("b")]));
             report(|handover| handover.queued(&[node("b")]));

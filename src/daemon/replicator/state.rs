@@ -682,18 +682,14 @@ impl Replicator {
         let last_refusal = self.inner.counters.last_refusal_ms.load(Ordering::Relaxed);
         let refused_recently = last_refusal > 0 && now_ms().saturating_sub(last_refusal) < REFUSAL_MEMORY_MS;
         let reason = if queue_size >= capacity {
-            Some(format!(
-                "replication queue FULL ({queue_size} of {capacity} jobs, --max-queue): new jobs are refused; \
-                 look for down nodes (`ydht status`) or raise --max-queue"
-            ))
+            Some(format!("replication queue FULL: {queue_size} of {capacity} jobs (--max-queue); new jobs are refused"))
         } else if queue_bytes >= capacity_bytes {
             Some(format!(
-                "replication queue FULL ({queue_bytes} of {capacity_bytes} bytes, --max-queue-bytes): new jobs are \
-                 refused; look for down nodes (`ydht status`) or raise --max-queue-bytes"
+                "replication queue FULL: {queue_bytes} of {capacity_bytes} bytes (--max-queue-bytes); new jobs are refused"
             ))
         } else if refused_recently {
             Some(format!(
-                "replication queue nearly full ({queue_size} of {capacity} jobs): jobs were refused in the last {} s",
+                "replication queue nearly full: {queue_size} of {capacity} jobs; jobs were refused in the last {} s",
                 REFUSAL_MEMORY_MS / 1000
             ))
         } else {
