@@ -412,6 +412,42 @@ mod tests {
         assert_eq!(throttle.allow_at(start + Duration::from_secs(25)), Some(1));
     }
 
+    /// A job for `key` whose value is stored with `content_type`, for a node nobody runs.
+    fn job(key: &str, content_type: &str) -> Job {
+        let kind = MutationKind::Put {
+            value: bytes::Bytes::from_static(b"v"),
+            content_type: content_type.to_string(),
+            expires_at: None,
+        };
+        Job { key: key.to_string(), mutation: Mutation { version: 9, kind }, targets: "http://127.0.0.1:9".into() }
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_for_one_bad_job_is_resent_job_by_job() {
+        use crate::daemon::replicator::{ReplicatorConfig, serve};
+        let dir = tempfile::tempdir().unwrap();
+        let secret = Secret::new("resend-test");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = crate::shutdown::Shutdown::new();
+        let replicator = ReplicatorConfig::with_defaults(dir.path().to_path_buf(), secret.clone());
+        let running = tokio::spawn(serve(replicator, listener, shutdown.clone()));
+        let http = reqwest::Client::new();
+
+        // The replicator refuses a content type longer than the nodes take; the tenants beside it are fine.
+        let bad = "x".repeat(crate::proto::MAX_CONTENT_TYPE_BYTES + 1);
+        let batch = [job("1/a", "text/plain"), job("2/b", &bad), job("3/c", "text/plain")];
+        let whole = post_jobs(&http, &url, &secret, &batch).await.unwrap_err();
+        assert!(whole.refused && whole.message.contains("400"), "{whole:?}");
+        let answers = post_batch(&http, &url, &secret, &batch).await;
+        assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+        assert!(answers[1].as_ref().is_err_and(|error| error.refused && error.message.contains("content-type")));
+        let metrics: serde_json::Value = http.get(format!("{url}/metrics")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(metrics["total_replications"], 2, "{metrics}");
+        shutdown.trigger();
+        running.await.unwrap().unwrap();
+    }
+
     #[tokio::test]
     async fn track_collects_what_enqueue_reports_in_its_task_only() {
         fn node(id: &str) -> NodeInfo {

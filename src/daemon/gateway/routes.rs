@@ -219,14 +219,9 @@ async fn put_key(
     validate_key(&key)?;
     let consistency = Consistency::from_headers(&headers)?;
     let ttl = parse_ttl(query.ttl.as_deref())?;
+    let content_type = super::input::content_type(&headers)?;
     let value = crate::server::read_limited_body(&headers, body, state.config.max_value_bytes, "the value").await?;
     let size = value.len() as u64;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .filter(|value| !value.is_empty())
-        .unwrap_or(DEFAULT_CONTENT_TYPE)
-        .to_string();
     let expires_at = ttl.map(|ttl| unix_millis_now() + ttl.as_millis() as u64);
     let mutation = Mutation { version: state.hlc.now(), kind: MutationKind::Put { value, content_type, expires_at } };
     let (outcome, handover) = write_tracked(&state, &tenant.storage_key(&key), mutation, consistency).await?;
