@@ -364,13 +364,9 @@ async fn a_full_replication_queue_shows_in_health_status_and_the_writes_answer()
     let warning = answer["warning"].as_str().unwrap();
     assert!(warning.starts_with("0 of 2 replica copies queued: ") && warning.contains("full"), "{warning}");
     assert_eq!(warning_header.as_deref(), Some(warning));
-    let (status, _, _) = read_node(
-        &client,
-        &answer["primary_node"].as_str().unwrap().to_string(),
-        secret,
-        &format!("{}/during", account.user_id),
-    )
-    .await;
+    let (status, _, _) =
+        read_node(&client, answer["primary_node"].as_str().unwrap(), secret, &format!("{}/during", account.user_id))
+            .await;
     assert_eq!(status, 200);
 
     // `ydht kv put` says so; `ydht status` fails and names the full queue.
