@@ -2301,7 +2301,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__replicator)
-            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --max-queue --max-queue-bytes --max-value-bytes --wait-timeout --retry-base --probe-interval --request-timeout --compact-bytes --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --max-queue --max-queue-bytes --max-value-bytes --wait-timeout --retry-base --probe-interval --request-timeout --compact-bytes --users-url --replicas --vnodes --gateway --users --output --api-key --config-dir --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2360,6 +2360,18 @@ _ydht() {
                     return 0
                     ;;
                 --compact-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --users-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --replicas)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vnodes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -122,6 +122,9 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l probe-interval -d 'How often nodes holding hinted handoffs are probed with /health' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l request-timeout -d 'Timeout of one request to a node' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l compact-bytes -d 'Rewrite the queue log when it grows past this many bytes (mostly finished work)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l users-url -d 'Follow the cluster membership at this users service: copies for a node that left the cluster (`ydht cluster leave`, also `--force`) go to the key\'s current owners instead' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l replicas -d 'Copies kept of every key (N), as the gateway\'s (to find a key\'s owners)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l vnodes -d 'Virtual nodes per storage node on the ring, as the gateway\'s' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'

@@ -25,6 +25,11 @@ pub const JOB_OP_HEADER: &str = "x-ydht-op";
 pub const JOB_TARGETS_HEADER: &str = "x-ydht-targets";
 /// Optional header of a replication job: answer only once this many targets acknowledged.
 pub const JOB_WAIT_HEADER: &str = "x-ydht-wait";
+/// Set on a write's answer when its copies could not be handed over durably (the text says why).
+pub const WARNING_HEADER: &str = "x-ydht-warning";
+/// Longest content type a value may be stored with, in bytes: the nodes' limit, checked by the gateway
+/// and the replicator with the same constant so no service accepts what a node refuses.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
 
 /// A node's answer to a versioned write (PUT or DELETE on `/store/{key}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +121,7 @@ pub struct UsageBatch {
     pub records: Vec<UsageReport>,
 }
 
-/// `GET /metrics` of the replicator — exactly the original product's fields.
+/// `GET /metrics` of the replicator: the original product's fields first, then ydht's additions.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReplicatorMetrics {
     /// Jobs accepted since start.
@@ -133,6 +138,21 @@ pub struct ReplicatorMetrics {
     pub max_replication_lag_ms: f64,
     /// Replica writes waiting for a retry.
     pub retries_in_progress: u64,
+    /// Most unfinished jobs (`--max-queue`); at it, new jobs are refused with 503.
+    #[serde(default)]
+    pub queue_capacity: u64,
+    /// Copies parked as hinted handoffs until their target answers again.
+    #[serde(default)]
+    pub hinted_handoffs: u64,
+    /// Jobs refused with 503 because the queue was full, since start.
+    #[serde(default)]
+    pub refused_jobs: u64,
+    /// Copies given up since start: refused for good by their node, or meant for a node that left the cluster.
+    #[serde(default)]
+    pub dropped_copies: u64,
+    /// Copies meant for a node that left the cluster, re-sent to the key's current owners instead, since start.
+    #[serde(default)]
+    pub retargeted_copies: u64,
 }
 
 /// `GET /metrics` of a storage node: the original product's fields first, then ydht's additions.
@@ -239,15 +259,27 @@ pub struct JobWaitTimedOut {
     pub acked: u32,
 }
 
-/// `GET /health` of the replicator — exactly the original product's fields.
+/// `GET /health` of the replicator: the original product's fields first, then ydht's additions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicatorHealth {
-    /// Always `healthy` when the replicator answers.
+    /// `healthy`, or `degraded` while the queue is full (new jobs are refused with 503).
     pub status: String,
     /// Always `replicator`.
     pub service: String,
     /// Jobs waiting or in flight.
     pub queue_size: u64,
+    /// Most unfinished jobs (`--max-queue`).
+    #[serde(default)]
+    pub capacity: u64,
+    /// Bytes of values held by unfinished jobs.
+    #[serde(default)]
+    pub queue_bytes: u64,
+    /// Most value bytes held (`--max-queue-bytes`).
+    #[serde(default)]
+    pub capacity_bytes: u64,
+    /// Why the replicator is degraded, for an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The gateway's answer to `PUT` and `DELETE /v1/kv/{key}` (the original product's shape).
@@ -262,8 +294,11 @@ pub struct KvWriteResponse {
     /// That node's id (`node-1`), for people; absent if the gateway no longer knows the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_node_id: Option<String>,
-    /// How many further replicas the write is copied to (N-1).
+    /// Further copies (beside `primary_node`) that are durable or durably queued at the replicator; at most N-1.
     pub replicas: usize,
+    /// Set when fewer than N-1 copies could be handed over durably: why, and what it means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// One key of the gateway's listing `GET /v1/kv`.

@@ -284,3 +284,123 @@ async fn a_down_owner_is_replaced_by_the_next_node_and_gets_its_data_back() {
         assert!(back, "sloppy-{i} was not handed back to node-2");
     }
 }
+
+/// `ydht ARGS` against a cluster, with no configuration from the environment or a home dir.
+fn ydht(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ydht"))
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home)
+        .env_remove("YDHT_GATEWAY_URL")
+        .env_remove("YDHT_USERS_URL")
+        .env_remove("YDHT_API_KEY")
+        .env_remove("YDHT_CLUSTER_SECRET")
+        .env_remove("YDHT_OUTPUT")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_full_replication_queue_shows_in_health_status_and_the_writes_answer() {
+    // Separate processes: this replicator does not follow the membership, so a job for an unknown
+    // node stays queued (with `serve all` it would go to the key's owners instead).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    let users = spawn(&["serve", "users"], &path, &[("USERMANAGER_PORT", "0".into())]);
+    let nodes: Vec<(Service, String)> = (1..=3).map(|i| start_node(&path, i, "0")).collect();
+    let replicator = spawn(
+        &["serve", "replicator"],
+        &path,
+        &[("REPLICATOR_PORT", "0".into()), ("YDHT_REPLICATOR_MAX_QUEUE", "1".into())],
+    );
+    let node_list =
+        nodes.iter().enumerate().map(|(i, (_, url))| format!("node-{}={url}", i + 1)).collect::<Vec<_>>().join(",");
+    let gateway = spawn(
+        &["serve", "gateway"],
+        &path,
+        &[
+            ("GATEWAY_PORT", "0".into()),
+            ("YDHT_NODES", node_list),
+            ("YDHT_USERS_URL", users.1.clone()),
+            ("YDHT_REPLICATOR_URL", replicator.1.clone()),
+            ("RATE_LIMIT_PER_MINUTE", "0".into()),
+        ],
+    );
+    let cluster = Separate { dir, users, nodes, replicator, gateway };
+    let (gateway, replicator_url, secret) = (cluster.gateway.1.clone(), cluster.replicator.1.clone(), SECRET);
+    let client = http();
+    let (account, key) = tenant(&client, &cluster.users.1, "fiona").await;
+    let put = |name: &str| client.put(format!("{gateway}/v1/kv/{name}")).header("X-API-Key", &key).body("v").send();
+    let answer: serde_json::Value = put("before").await.unwrap().json().await.unwrap();
+    assert_eq!((answer["replicas"].as_u64(), answer.get("warning")), (Some(2), None), "{answer}");
+
+    // One job for a node that never answers fills the queue of one.
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
+    // (The first write's job may still be in the queue: post until the stuck job is taken.)
+    let stuck = || {
+        client
+            .post(format!("{replicator_url}/jobs/0/stuck"))
+            .header("x-cluster-secret", secret)
+            .header("x-ydht-op", "put")
+            .header("x-version", "1")
+            .header("x-ydht-targets", &dead)
+            .body("v")
+            .send()
+    };
+    assert!(eventually(Duration::from_secs(20), || async { stuck().await.unwrap().status() == 202 }).await);
+    let health: serde_json::Value =
+        client.get(format!("{replicator_url}/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((health["status"].as_str(), health["capacity"].as_u64()), (Some("degraded"), Some(1)), "{health}");
+
+    // The write is stored on its primary, but its answer claims no copy the replicator did not take.
+    let response = put("during").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let warning_header = response.headers().get("x-ydht-warning").map(|value| value.to_str().unwrap().to_string());
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["replicas"], 0, "{answer}");
+    let warning = answer["warning"].as_str().unwrap();
+    assert!(warning.starts_with("0 of 2 replica copies queued: ") && warning.contains("full"), "{warning}");
+    assert_eq!(warning_header.as_deref(), Some(warning));
+    let (status, _, _) =
+        read_node(&client, answer["primary_node"].as_str().unwrap(), secret, &format!("{}/during", account.user_id))
+            .await;
+    assert_eq!(status, 200);
+
+    // `ydht kv put` says so; `ydht status` fails and names the full queue.
+    let home = tempfile::tempdir().unwrap();
+    let stored = ydht(home.path(), &["kv", "put", "cli", "v", "--gateway", &gateway, "--api-key", &key]);
+    let stdout = String::from_utf8_lossy(&stored.stdout);
+    assert!(stdout.contains("0 of 2 replica copies queued") && !stdout.contains("+ 2 replicas"), "{stdout}");
+    let status = ydht(home.path(), &["status", "--gateway", &gateway, "--cluster-secret", secret]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&status.stdout), String::from_utf8_lossy(&status.stderr));
+    assert!(!status.status.success(), "status exited 0:\n{stdout}\n{stderr}");
+    let row = stdout.lines().find(|line| line.contains("replicator")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(row.contains("DEGRADED") && stdout.contains("FULL"), "{stdout}");
+    assert!(stderr.contains("replicator degraded"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_over_long_content_type_is_refused_with_400_and_nothing_is_stored() {
+    let cluster = common::start_cluster();
+    let client = http();
+    let (_, key) = tenant(&client, &cluster.users, "gus").await;
+    let url = format!("{}/v1/kv/typed", cluster.gateway);
+    let long = format!("text/{}", "x".repeat(297));
+    assert_eq!(long.len(), 302);
+    let response =
+        client.put(&url).header("X-API-Key", &key).header("content-type", &long).body("v").send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert!(error["error"].as_str().unwrap().contains("302 bytes"), "{error}");
+    let read = client.get(&url).header("X-API-Key", &key).send().await.unwrap();
+    assert_eq!(read.status(), 404, "nothing was stored");
+    let longest = format!("text/{}", "x".repeat(250));
+    let response =
+        client.put(&url).header("X-API-Key", &key).header("content-type", &longest).body("v").send().await.unwrap();
+    assert_eq!(response.status(), 200, "the nodes' own limit is accepted");
+    let read = client.get(&url).header("X-API-Key", &key).send().await.unwrap();
+    assert_eq!(read.headers()["content-type"], longest.as_str());
+}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
@@ -26,6 +26,7 @@ use ydht::config::Secret;
 use ydht::daemon::node::batch as node_batch;
 use ydht::daemon::replicator::batch::{self as jobs_body, JOBS_CONTENT_TYPE};
 use ydht::daemon::replicator::{ReplicatorConfig, serve};
+use ydht::membership::{Member, MemberState, Membership, MembershipQuery};
 use ydht::shutdown::Shutdown;
 use ydht::wal::Record;
 
@@ -623,15 +624,19 @@ async fn a_full_queue_answers_503_with_retry_after() {
 }
 
 #[tokio::test]
-async fn metrics_and_health_have_exactly_the_original_fields() {
+async fn metrics_and_health_keep_the_original_fields_first() {
     let dir = tempfile::tempdir().unwrap();
     let replicator = Running::start(config(dir.path())).await;
     let http = reqwest::Client::new();
     let health = json_of(&http, format!("{}/health", replicator.url)).await;
-    assert_eq!(health, json!({"status": "healthy", "service": "replicator", "queue_size": 0}));
+    assert_eq!(
+        health,
+        json!({"status": "healthy", "service": "replicator", "queue_size": 0, "capacity": 10_000,
+               "queue_bytes": 0, "capacity_bytes": 256 * 1024 * 1024})
+    );
     let metrics = json_of(&http, format!("{}/metrics", replicator.url)).await;
-    let fields: BTreeSet<&str> = metrics.as_object().unwrap().keys().map(String::as_str).collect();
-    let expected: BTreeSet<&str> = [
+    let fields: Vec<&str> = metrics.as_object().unwrap().keys().map(String::as_str).collect();
+    let original = [
         "total_replications",
         "successful_replicas",
         "failed_replicas",
@@ -639,13 +644,197 @@ async fn metrics_and_health_have_exactly_the_original_fields() {
         "average_ack_time_ms",
         "max_replication_lag_ms",
         "retries_in_progress",
-    ]
-    .into();
-    assert_eq!(fields, expected);
+    ];
+    let additions = ["queue_capacity", "hinted_handoffs", "refused_jobs", "dropped_copies", "retargeted_copies"];
+    assert_eq!(fields.iter().copied().collect::<BTreeSet<_>>(), original.iter().chain(&additions).copied().collect());
     assert!(metrics["average_ack_time_ms"].is_f64() && metrics["max_replication_lag_ms"].is_f64());
     let missing = http.get(format!("{}/nope", replicator.url)).send().await.unwrap();
     assert_eq!(missing.status(), 404);
     assert!(missing.json::<Value>().await.unwrap()["error"].is_string());
+    replicator.stop().await;
+}
+
+/// A stand-in users service answering `GET /membership` with whatever the test sets.
+struct MembershipService {
+    url: String,
+    current: Arc<Mutex<Membership>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for MembershipService {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MembershipService {
+    async fn start(membership: Membership) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let current = Arc::new(Mutex::new(membership));
+        let state = current.clone();
+        let app = Router::new().route(
+            "/membership",
+            get(move |headers: HeaderMap, Query(query): Query<MembershipQuery>| {
+                let state = state.clone();
+                async move {
+                    assert_eq!(headers["x-cluster-secret"], SECRET);
+                    // A short long-poll: answer at once when there is news, else after a moment.
+                    let news = |state: &Mutex<Membership>| {
+                        query.after.is_none_or(|after| state.lock().unwrap().version > after)
+                    };
+                    let deadline = Instant::now() + Duration::from_millis(500);
+                    while !news(&state) && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    axum::Json(state.lock().unwrap().clone())
+                }
+            }),
+        );
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { url, current, task }
+    }
+
+    fn set(&self, membership: Membership) {
+        *self.current.lock().unwrap() = membership;
+    }
+}
+
+fn members(version: u64, nodes: &[(&str, &str, MemberState)]) -> Membership {
+    let members = nodes
+        .iter()
+        .map(|(id, url, state)| Member {
+            id: id.to_string(),
+            url: url.to_string(),
+            state: *state,
+            since: chrono::Utc::now(),
+            progress: None,
+        })
+        .collect();
+    Membership { version, members }
+}
+
+#[tokio::test]
+async fn copies_for_a_force_removed_member_go_to_the_keys_owners_and_the_queue_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, c) = (TargetNode::start().await, TargetNode::start().await);
+    let dead = format!("http://127.0.0.1:{}", reserve_port());
+    let active = [("node-a", a.url.as_str(), MemberState::Active), ("node-b", dead.as_str(), MemberState::Active)];
+    let users = MembershipService::start(members(1, &active)).await;
+    let mut settings = config(dir.path());
+    settings.users_url = Some(users.url.clone());
+    settings.replicas = 2;
+    let replicator = Running::start(settings).await;
+    let http = reqwest::Client::new();
+
+    // While node-b is a member, its copies wait for it (retries, then a hinted handoff).
+    for i in 0..5 {
+        let response = post_job(&http, &replicator.url, &format!("7/k{i}"), &[&a.url, &dead], &[], b"v").await;
+        assert_eq!(response.status(), 202);
+    }
+    let metrics =
+        metrics_until(&http, &replicator.url, "copies parked for node-b", |m| m["hinted_handoffs"] == 5).await;
+    assert_eq!(metrics["queue_size"], 5);
+
+    // node-b is removed for good and node-c takes its place: the copies go to the keys' owners now.
+    users.set(members(
+        2,
+        &[
+            ("node-a", a.url.as_str(), MemberState::Active),
+            ("node-b", dead.as_str(), MemberState::Down),
+            ("node-c", c.url.as_str(), MemberState::Joining),
+        ],
+    ));
+    let metrics = metrics_until(&http, &replicator.url, "the queue to drain", |m| m["queue_size"] == 0).await;
+    assert_eq!(metrics["retargeted_copies"], 5, "{metrics}");
+    assert_eq!(metrics["retries_in_progress"], 0, "{metrics}");
+    let expected: BTreeSet<String> = (0..5).map(|i| format!("7/k{i}")).collect();
+    assert_eq!(c.keys(), expected, "node-c, an owner of every key in the 2-node ring, got each copy");
+    assert_eq!(a.keys(), expected);
+
+    // A job from a gateway that has not heard of the change yet goes to the current owners at once.
+    let key = "7/late".to_string();
+    let response = post_job(&http, &replicator.url, &key, &[&dead], &[("x-ydht-wait", "1")], b"late").await;
+    assert_eq!(response.status(), 202, "acknowledged by an owner, not stuck on the dead node");
+    eventually("the late job on node-c", || c.keys().contains(&key)).await;
+    metrics_until(&http, &replicator.url, "the queue to drain again", |m| m["queue_size"] == 0).await;
+    replicator.stop().await;
+}
+
+#[tokio::test]
+async fn copies_for_a_member_removed_while_the_replicator_was_down_drain_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, c) = (TargetNode::start().await, TargetNode::start().await);
+    let dead = format!("http://127.0.0.1:{}", reserve_port());
+    // Queued before the replicator knew any membership.
+    let replicator = Running::start(config(dir.path())).await;
+    let http = reqwest::Client::new();
+    for i in 0..5 {
+        let response = post_job(&http, &replicator.url, &format!("7/r{i}"), &[&a.url, &dead], &[], b"v").await;
+        assert_eq!(response.status(), 202);
+    }
+    eventually("the live copies delivered", || a.keys().len() == 5).await;
+    replicator.stop().await;
+
+    let nodes = [
+        ("node-a", a.url.as_str(), MemberState::Active),
+        ("node-b", dead.as_str(), MemberState::Down),
+        ("node-c", c.url.as_str(), MemberState::Active),
+    ];
+    let users = MembershipService::start(members(4, &nodes)).await;
+    let mut settings = config(dir.path());
+    settings.users_url = Some(users.url.clone());
+    settings.replicas = 2;
+    let replicator = Running::start(settings.clone()).await;
+    let metrics = metrics_until(&http, &replicator.url, "the recovered queue to drain", |m| m["queue_size"] == 0).await;
+    assert_eq!(metrics["retargeted_copies"], 5, "{metrics}");
+    assert_eq!(c.keys(), (0..5).map(|i| format!("7/r{i}")).collect());
+    replicator.stop().await;
+
+    // The dead node's copies are finished in the log: nothing comes back on the next start.
+    let replicator = Running::start(settings).await;
+    let health = json_of(&http, format!("{}/health", replicator.url)).await;
+    assert_eq!(health["queue_size"], 0, "{health}");
+    replicator.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_makes_health_degraded_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = format!("http://127.0.0.1:{}", reserve_port());
+    let mut settings = config(dir.path());
+    settings.max_queue = 2;
+    let replicator = Running::start(settings).await;
+    let http = reqwest::Client::new();
+    assert_eq!(post_job(&http, &replicator.url, "a", &[&down], &[], b"v").await.status(), 202);
+    let health = json_of(&http, format!("{}/health", replicator.url)).await;
+    assert_eq!((health["status"].as_str(), health["capacity"].as_u64()), (Some("healthy"), Some(2)), "{health}");
+    assert_eq!(post_job(&http, &replicator.url, "b", &[&down], &[], b"v").await.status(), 202);
+    assert_eq!(post_job(&http, &replicator.url, "c", &[&down], &[], b"v").await.status(), 503);
+    let health = json_of(&http, format!("{}/health", replicator.url)).await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!((health["service"].as_str(), health["queue_size"].as_u64()), (Some("replicator"), Some(2)));
+    assert!(health["reason"].as_str().unwrap().contains("FULL: 2 of 2 jobs"), "{health}");
+    let metrics = json_of(&http, format!("{}/metrics", replicator.url)).await;
+    assert_eq!((metrics["refused_jobs"].as_u64(), metrics["queue_capacity"].as_u64()), (Some(1), Some(2)));
+    replicator.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_a_node_refuses_whole_is_sent_copy_by_copy_and_the_bad_copy_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TargetNode::start().await;
+    let replicator = Running::start(config(dir.path())).await;
+    let http = reqwest::Client::new();
+    let write = |key: &str| (node.url.clone(), Record::put(key, 5, &b"v"[..], "text/plain"));
+    let response = post_jobs(&http, &replicator.url, &[write("7/one"), write("refused/bad"), write("8/two")]).await;
+    assert_eq!(response.status(), 202);
+    let metrics = metrics_until(&http, &replicator.url, "the queue to drain", |m| m["queue_size"] == 0).await;
+    assert_eq!(node.keys(), ["7/one", "8/two", "refused/bad"].map(String::from).into(), "each sent alone once refused");
+    assert_eq!(node.received().iter().filter(|write| write.op == "put").count(), 2);
+    assert_eq!((metrics["dropped_copies"].as_u64(), metrics["successful_replicas"].as_u64()), (Some(1), Some(2)));
     replicator.stop().await;
 }
 

@@ -155,9 +155,13 @@ async fn put(args: PutArgs, context: &Context) -> anyhow::Result<()> {
     print_line(&stored_line(&written, size, args.consistency.unwrap_or(Consistency::Eventual)))
 }
 
-/// `Stored KEY (SIZE) on node-1 + 2 replicas (strong: majority durable).`
+/// `Stored KEY (SIZE) on node-1 + 2 replicas (strong: majority durable).`, or, when copies
+/// could not be queued durably, what the answer's warning says instead of claiming replicas.
 fn stored_line(written: &WriteResponse, size: u64, consistency: Consistency) -> String {
     let node = written.primary_node_id.as_deref().unwrap_or(&written.primary_node);
+    if let Some(warning) = written.extra.get("warning").and_then(serde_json::Value::as_str) {
+        return format!("Stored {} ({}) on {node}; {warning}", written.key, human_bytes(size));
+    }
     let guarantee = match consistency {
         Consistency::Strong => "strong: majority durable",
         Consistency::Eventual => "eventual: primary durable, replicas in background",

@@ -1,7 +1,8 @@
 //! `ydht status`: one table of every service — URL, health, key count, WAL
 //! size, anti-entropy progress (rounds, keys repaired, last full sync),
 //! replication queue and lag, gateway p99 — from the gateway's `/cluster` and
-//! each service's `/health` and `/metrics`. Exit 4 if any is down.
+//! each service's `/health` and `/metrics`. Exit 4 if any is down or degraded
+//! (a replicator whose queue is full).
 
 use clap::Args;
 use futures_util::future::join_all;
@@ -49,6 +50,9 @@ pub struct ServiceStatus {
     pub healthy: bool,
     /// Why it is not healthy.
     pub error: Option<String>,
+    /// Why it answers but cannot do its job in full (`/health` status `degraded`, e.g. a full replication queue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
     /// Live keys (nodes).
     pub key_count: Option<u64>,
     /// Write-ahead log bytes (nodes).
@@ -142,8 +146,13 @@ impl StatusArgs {
             row.state = states.iter().find(|(id, _)| *id == row.name).and_then(|(_, state)| state.clone());
         }
         let down: Vec<&str> = rows.iter().filter(|row| !row.healthy).map(|row| row.name.as_str()).collect();
+        let degraded: Vec<String> = rows
+            .iter()
+            .filter_map(|row| row.degraded.as_ref().map(|reason| format!("{} degraded: {reason}", row.name)))
+            .collect();
         if context.json() {
-            print_json(&serde_json::json!({ "healthy": down.is_empty() && problem.is_none(), "services": rows }))?;
+            let healthy = down.is_empty() && degraded.is_empty() && problem.is_none();
+            print_json(&serde_json::json!({ "healthy": healthy, "services": rows }))?;
         } else {
             print_line(&render(&rows))?;
         }
@@ -154,6 +163,9 @@ impl StatusArgs {
                 format!("{} of {total} services down: {}", down.len(), down.join(", ")),
             )
             .into());
+        }
+        if !degraded.is_empty() {
+            return Err(Exit::new(exit::UNAVAILABLE, degraded.join("; ")).into());
         }
         match problem {
             // Without the secret the visible services are all up: say what is missing, but succeed.
@@ -181,6 +193,7 @@ async fn probe(context: &Context, endpoint: &Endpoint, kind: Kind) -> ServiceSta
         url: endpoint.display.clone(),
         healthy: false,
         error: None,
+        degraded: None,
         key_count: None,
         wal_size: None,
         queue_size: None,
@@ -195,6 +208,11 @@ async fn probe(context: &Context, endpoint: &Endpoint, kind: Kind) -> ServiceSta
     );
     match health {
         Ok(body) if body.get("status").and_then(Value::as_str) == Some("healthy") => row.healthy = true,
+        Ok(body) if body.get("status").and_then(Value::as_str) == Some("degraded") => {
+            row.healthy = true;
+            let reason = body.get("reason").and_then(Value::as_str).unwrap_or("no reason given");
+            row.degraded = Some(reason.to_string());
+        }
         Ok(body) => row.error = Some(format!("unhealthy: {body}")),
         Err(error) => {
             // The URL has its own column: keep only the reason.
@@ -256,7 +274,9 @@ pub fn render(rows: &[ServiceStatus]) -> String {
     let mut rendered = table(["SERVICE", "URL", "HEALTH", "KEYS", "WAL", "ANTI-ENTROPY", "QUEUE", "LAG", "P99"]);
     let dash = || "-".to_string();
     for row in rows {
-        let mut health = if row.healthy {
+        let mut health = if let Some(reason) = &row.degraded {
+            format!("DEGRADED: {reason}")
+        } else if row.healthy {
             "up".to_string()
         } else {
             format!("DOWN: {}", row.error.as_deref().unwrap_or("no answer"))
@@ -292,6 +312,7 @@ mod tests {
             url: format!("http://{name}"),
             healthy: true,
             error: None,
+            degraded: None,
             key_count: None,
             wal_size: None,
             queue_size: None,
@@ -327,6 +348,16 @@ mod tests {
         let text = render(&[up, node]);
         assert!(text.contains("DOWN: cannot reach node-2"));
         assert!(text.contains("1.5 KiB") && text.contains("node-1"));
+    }
+
+    #[test]
+    fn a_degraded_service_says_why_in_its_health_cell() {
+        let mut replicator = row("replicator", Kind::Replicator);
+        replicator.degraded = Some("replication queue FULL (10 of 10 jobs, --max-queue)".into());
+        let text = render(&[replicator.clone(), row("gateway", Kind::Gateway)]);
+        assert!(line_of(&text, "replicator").contains("DEGRADED: replication queue FULL"), "{text}");
+        assert!(line_of(&text, "gateway").contains(" up "), "{text}");
+        assert!(serde_json::to_value(&replicator).unwrap()["degraded"].as_str().unwrap().contains("FULL"));
     }
 
     #[test]

@@ -128,7 +128,7 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
     let mut users_config = users_args.into_config()?;
     let mut replicator_args: replicator::ReplicatorArgs = from_env("replicator")?;
     replicator_args.server = server.clone();
-    let replicator_config = replicator_args.into_config()?;
+    let mut replicator_config = replicator_args.into_config()?;
     let mut node_args_list = Vec::new();
     for index in 1..=args.node_count {
         let mut node_args: node::NodeArgs = from_env("node")?;
@@ -178,6 +178,8 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
     gateway_args.replicator_url = replicator_url.clone();
     let gateway_config = gateway_args.into_config()?;
     users_config.gateway_url = gateway_url.clone();
+    // The replicator follows the membership, so copies for a node that left go to the keys' owners.
+    replicator_config.users_url = Some(users_url.clone());
 
     crate::server::announce_with("users", users_listener.local_addr()?, tls);
     for (node, listener) in nodes.iter().zip(&node_listeners) {

@@ -200,6 +200,8 @@ pub struct ReplicatorReading {
     pub retries_in_progress: Option<u64>,
     /// Replica writes parked as hinted handoffs until their target is back.
     pub hinted_handoffs: Option<u64>,
+    /// Most unfinished jobs (`--max-queue`), when reported.
+    pub queue_capacity: Option<u64>,
 }
 
 impl ReplicatorReading {
@@ -214,6 +216,7 @@ impl ReplicatorReading {
             max_replication_lag_ms: number(value, &["max_replication_lag_ms"]),
             retries_in_progress: count(value, &["retries_in_progress"]),
             hinted_handoffs: count(value, &["hinted_handoffs"]),
+            queue_capacity: count(value, &["queue_capacity"]),
         }
     }
 }

@@ -170,6 +170,15 @@ pub struct ReplicationView {
     pub retries: Option<u64>,
     /// Hinted handoffs waiting for their target, when reported.
     pub hinted: Option<u64>,
+    /// Most unfinished jobs, when reported; at it, new jobs are refused.
+    pub queue_capacity: Option<u64>,
+}
+
+impl ReplicationView {
+    /// Whether the queue is at its capacity (the replicator refuses new jobs).
+    pub fn queue_full(&self) -> bool {
+        matches!((self.queue_size, self.queue_capacity), (Some(size), Some(capacity)) if capacity > 0 && size >= capacity)
+    }
 }
 
 /// The gateway as shown.

@@ -265,6 +265,7 @@ impl App {
         view.failures = reading.failed_replicas;
         view.retries = reading.retries_in_progress;
         view.hinted = reading.hinted_handoffs;
+        view.queue_capacity = reading.queue_capacity;
         self.track_queue(previous_queue, reading.queue_size, now);
     }
 

@@ -1,12 +1,13 @@
-//! Checks on what clients send to `/v1`: keys, the consistency level, TTLs.
+//! Checks on what clients send to `/v1`: keys, the consistency level, TTLs, content types.
 //! Each returns a 400-ready message naming the problem and the fix.
 
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 
 use crate::error::ApiError;
-use crate::proto::CONSISTENCY_HEADER;
+use crate::nodeclient::DEFAULT_CONTENT_TYPE;
+use crate::proto::{CONSISTENCY_HEADER, MAX_CONTENT_TYPE_BYTES};
 
 /// Longest key accepted, in bytes of UTF-8.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -71,6 +72,22 @@ pub fn parse_ttl(ttl: Option<&str>) -> Result<Option<Duration>, ApiError> {
     }
 }
 
+/// The `Content-Type` a PUT stores its value with: absent or empty is `application/octet-stream`;
+/// not visible ASCII, or longer than the nodes take ([`MAX_CONTENT_TYPE_BYTES`]), is a 400.
+pub fn content_type(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(DEFAULT_CONTENT_TYPE.to_string()) };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("the Content-Type header must be visible ASCII, e.g. text/plain"))?;
+    if text.len() > MAX_CONTENT_TYPE_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "the Content-Type header is {} bytes long; the maximum is {MAX_CONTENT_TYPE_BYTES} bytes",
+            text.len()
+        )));
+    }
+    Ok(if text.is_empty() { DEFAULT_CONTENT_TYPE.to_string() } else { text.to_string() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +134,23 @@ mod tests {
             assert_eq!(error.status, 400);
             assert!(error.message.contains("eventual or strong"));
         }
+    }
+
+    #[test]
+    fn content_types_are_bounded_by_the_nodes_limit() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(content_type(&headers).unwrap(), DEFAULT_CONTENT_TYPE);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(""));
+        assert_eq!(content_type(&headers).unwrap(), DEFAULT_CONTENT_TYPE);
+        let longest = format!("text/{}", "x".repeat(MAX_CONTENT_TYPE_BYTES - 5));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(&longest).unwrap());
+        assert_eq!(content_type(&headers).unwrap(), longest);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(&format!("{longest}x")).unwrap());
+        let error = content_type(&headers).unwrap_err();
+        assert_eq!(error.status, 400);
+        assert!(error.message.contains("256 bytes"), "{}", error.message);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_bytes(b"text/\xff").unwrap());
+        assert_eq!(content_type(&headers).unwrap_err().status, 400);
     }
 
     #[test]

@@ -19,13 +19,14 @@ use super::input::{Consistency, parse_ttl, validate_key};
 use super::nodes::DEFAULT_CONTENT_TYPE;
 use super::quorum::{Mutation, MutationKind, NodeRecord};
 use super::ratelimit::Decision;
+use super::replication::Handover;
 use super::state::GatewayState;
 use super::tenant::Tenant;
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
 use crate::proto::{
     ClusterView, EXPIRES_AT_HEADER, KvListEntry, KvListResponse, KvWriteResponse, NODES_HEADER, RebalanceSummary,
-    ServiceHealth, VERSION_HEADER,
+    ServiceHealth, VERSION_HEADER, WARNING_HEADER,
 };
 
 /// The OpenAPI 3 document of the public API (`/v1/kv…`, `/health`), served at `/openapi.json`.
@@ -165,17 +166,43 @@ fn unix_millis_now() -> u64 {
 #[derive(Debug, Clone, Copy)]
 struct ValueBytes(u64);
 
-fn write_response(state: &GatewayState, key: String, outcome: WriteOutcome) -> Response {
+/// Writes `mutation` of the storage key `key` and reports what became of its copies.
+async fn write_tracked(
+    state: &GatewayState,
+    key: &str,
+    mutation: Mutation,
+    consistency: Consistency,
+) -> Result<(WriteOutcome, Handover), ApiError> {
+    let (outcome, handover) = super::replication::track(state.write(key, mutation, consistency)).await;
+    Ok((outcome?, handover))
+}
+
+/// The answer to a PUT or DELETE. `replicas` counts only the further copies that are durable
+/// (acknowledged) or durably queued at the replicator; when copies could not be handed over,
+/// `warning` (and the `x-ydht-warning` header) says how many and why.
+fn write_response(state: &GatewayState, key: String, outcome: WriteOutcome, handover: Handover) -> Response {
+    let wanted = state.placement().replicas().saturating_sub(1);
+    let mut holders: Vec<&str> = outcome.participants.iter().map(String::as_str).collect();
+    for url in &handover.queued {
+        if !holders.contains(&url.as_str()) {
+            holders.push(url);
+        }
+    }
+    let replicas = holders.len().saturating_sub(1).min(wanted);
+    let warning = handover
+        .failure
+        .filter(|_| replicas < wanted)
+        .map(|reason| format!("{replicas} of {wanted} replica copies queued: {reason}"));
     let primary_node_id =
         state.placement().all().into_iter().find(|node| node.url == outcome.primary).map(|node| node.id);
-    let body = KvWriteResponse {
-        success: true,
-        key,
-        primary_node_id,
-        primary_node: outcome.primary,
-        replicas: state.placement().replicas().saturating_sub(1),
-    };
-    with_nodes(Json(body).into_response(), &outcome.participants)
+    let body =
+        KvWriteResponse { success: true, key, primary_node_id, primary_node: outcome.primary, replicas, warning };
+    let header = body.warning.as_deref().and_then(|warning| HeaderValue::from_str(warning).ok());
+    let mut response = with_nodes(Json(body).into_response(), &outcome.participants);
+    if let Some(header) = header {
+        response.headers_mut().insert(WARNING_HEADER, header);
+    }
+    response
 }
 
 async fn empty_key() -> ApiError {
@@ -195,18 +222,13 @@ async fn put_key(
     validate_key(&key)?;
     let consistency = Consistency::from_headers(&headers)?;
     let ttl = parse_ttl(query.ttl.as_deref())?;
+    let content_type = super::input::content_type(&headers)?;
     let value = crate::server::read_limited_body(&headers, body, state.config.max_value_bytes, "the value").await?;
     let size = value.len() as u64;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .filter(|value| !value.is_empty())
-        .unwrap_or(DEFAULT_CONTENT_TYPE)
-        .to_string();
     let expires_at = ttl.map(|ttl| unix_millis_now() + ttl.as_millis() as u64);
     let mutation = Mutation { version: state.hlc.now(), kind: MutationKind::Put { value, content_type, expires_at } };
-    let outcome = state.write(&tenant.storage_key(&key), mutation, consistency).await?;
-    let mut response = write_response(&state, key, outcome);
+    let (outcome, handover) = write_tracked(&state, &tenant.storage_key(&key), mutation, consistency).await?;
+    let mut response = write_response(&state, key, outcome, handover);
     response.extensions_mut().insert(ValueBytes(size));
     Ok(response)
 }
@@ -270,8 +292,8 @@ async fn remove_key(
         return Ok(with_nodes(not_found().into_response(), &existing.participants));
     }
     let mutation = Mutation { version: state.hlc.now(), kind: MutationKind::Delete };
-    let outcome = state.write(&storage_key, mutation, consistency).await?;
-    Ok(write_response(state, key, outcome))
+    let (outcome, handover) = write_tracked(state, &storage_key, mutation, consistency).await?;
+    Ok(write_response(state, key, outcome, handover))
 }
 
 fn check_list_text(name: &str, text: &str) -> Result<(), ApiError> {

@@ -30,8 +30,7 @@ use crate::wal::{Record, WalError};
 
 /// Longest key a node accepts, in bytes (the gateway adds a `{user_id}/` prefix to 1024-byte user keys).
 pub const MAX_KEY_BYTES: usize = 2048;
-/// Longest content type a node stores.
-pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
+pub use crate::proto::MAX_CONTENT_TYPE_BYTES;
 /// Content type stored when a write does not say.
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// Default and largest page of `GET /keys`.

@@ -6,8 +6,10 @@
 //! - [`queue`]: the append-only queue log (group commit, done markers, compaction, torn-tail recovery).
 //! - [`state`]: the in-memory queue, delivery tasks, the handoff prober and the metrics.
 //! - [`routes`]: the HTTP API (`POST /jobs/{key}`, `POST /jobs`, `/metrics`, `/health`).
+//! - [`membership`]: follows the cluster membership, so copies for a node that left go to the key's owners.
 
 pub mod batch;
+pub mod membership;
 pub mod queue;
 pub mod routes;
 pub mod state;
@@ -88,6 +90,19 @@ pub struct ReplicatorArgs {
     #[arg(long, env = "YDHT_REPLICATOR_COMPACT_BYTES", default_value_t = DEFAULT_COMPACT_BYTES,
           value_parser = clap::value_parser!(u64).range(4096..))]
     pub compact_bytes: u64,
+
+    /// Follow the cluster membership at this users service: copies for a node that left the
+    /// cluster (`ydht cluster leave`, also `--force`) go to the key's current owners instead
+    #[arg(long, env = "YDHT_USERS_URL")]
+    pub users_url: Option<String>,
+
+    /// Copies kept of every key (N), as the gateway's (to find a key's owners)
+    #[arg(long, env = "YDHT_REPLICAS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub replicas: u64,
+
+    /// Virtual nodes per storage node on the ring, as the gateway's
+    #[arg(long, env = "YDHT_VNODES", default_value_t = 150, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub vnodes: u64,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -125,6 +140,12 @@ pub struct ReplicatorConfig {
     pub shutdown_grace: Duration,
     /// Serve HTTPS with this certificate (`--tls-cert` / `--tls-key`); plain HTTP when `None`.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// The users service whose membership is followed; `None`: job targets are taken as they come.
+    pub users_url: Option<String>,
+    /// Copies per key (N).
+    pub replicas: usize,
+    /// Virtual nodes per node.
+    pub vnodes: usize,
 }
 
 impl ReplicatorArgs {
@@ -133,6 +154,20 @@ impl ReplicatorArgs {
         let data_dir = self.server.data_dir()?;
         let secret = self.server.cluster_secret(&data_dir)?;
         let tls = self.server.tls()?;
+        let users_url = match self.users_url.as_deref().map(str::trim).filter(|url| !url.is_empty()) {
+            None => None,
+            Some(url) => match reqwest::Url::parse(url) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                    Some(url.trim_end_matches('/').to_string())
+                }
+                _ => {
+                    return Err(crate::error::Exit::usage(format!(
+                        "invalid --users-url / YDHT_USERS_URL {url:?}; expected a URL like http://127.0.0.1:8081"
+                    ))
+                    .into());
+                }
+            },
+        };
         Ok(ReplicatorConfig {
             data_dir,
             host: self.server.host,
@@ -148,6 +183,9 @@ impl ReplicatorArgs {
             compact_bytes: self.compact_bytes,
             shutdown_grace: SHUTDOWN_GRACE,
             tls,
+            users_url,
+            replicas: self.replicas as usize,
+            vnodes: self.vnodes as usize,
         })
     }
 }
@@ -171,6 +209,9 @@ impl ReplicatorConfig {
             compact_bytes: DEFAULT_COMPACT_BYTES,
             shutdown_grace: SHUTDOWN_GRACE,
             tls: None,
+            users_url: None,
+            replicas: 3,
+            vnodes: 150,
         }
     }
 
@@ -194,12 +235,18 @@ pub async fn serve(config: ReplicatorConfig, listener: TcpListener, shutdown: Sh
         "replication queue recovered"
     );
     let secret = ClusterSecret::new(config.secret.clone());
-    let state = Replicator::new(config, secret, log, recovered.next_id, shutdown.clone());
+    let state = Replicator::new(config.clone(), secret, log, recovered.next_id, shutdown.clone());
     state.resume(recovered.unfinished);
     let prober = tokio::spawn(state.clone().run_prober());
+    let follower = config.users_url.clone().map(|users_url| {
+        tokio::spawn(membership::follow(state.clone(), users_url, config.secret.clone(), shutdown.clone()))
+    });
     let served = crate::server::serve_with(listener, routes::app(state.clone()), shutdown.clone(), tls).await;
     shutdown.trigger();
     let _ = prober.await;
+    if let Some(follower) = follower {
+        let _ = follower.await;
+    }
     state.close().await;
     tracing::info!("replicator stopped");
     served
@@ -240,9 +287,26 @@ mod tests {
 
     #[test]
     fn bad_flag_values_are_refused() {
-        for bad in [["--max-queue", "0"], ["--retry-base", "fast"], ["--compact-bytes", "10"], ["--wait-timeout", "0s"]]
-        {
+        for bad in [
+            ["--max-queue", "0"],
+            ["--retry-base", "fast"],
+            ["--compact-bytes", "10"],
+            ["--wait-timeout", "0s"],
+            ["--replicas", "0"],
+        ] {
             assert!(Wrapper::try_parse_from(["replicator", bad[0], bad[1]]).is_err(), "{bad:?} accepted");
         }
+        let dir = tempfile::tempdir().unwrap();
+        let dir_text = dir.path().to_str().unwrap();
+        let parsed = Wrapper::parse_from([
+            "replicator",
+            "--data-dir",
+            dir_text,
+            "--cluster-secret",
+            "s",
+            "--users-url",
+            "ftp://u",
+        ]);
+        assert!(parsed.args.into_config().unwrap_err().to_string().contains("--users-url"));
     }
 }

@@ -31,15 +31,13 @@ use crate::error::ApiError;
 use crate::nodeclient::DEFAULT_CONTENT_TYPE;
 use crate::proto::{
     EXPIRES_AT_HEADER, JOB_OP_HEADER, JOB_TARGETS_HEADER, JOB_WAIT_HEADER, JobAccepted, JobWaitTimedOut, JobsAccepted,
-    VERSION_HEADER,
+    MAX_CONTENT_TYPE_BYTES, VERSION_HEADER,
 };
 
 /// Longest key a job may carry, in bytes (user keys are at most 1024 plus the tenant prefix).
 pub const MAX_KEY_BYTES: usize = 2048;
 /// Longest target URL.
 const MAX_TARGET_BYTES: usize = 1024;
-/// Longest content type.
-const MAX_CONTENT_TYPE_BYTES: usize = 255;
 
 /// The replicator's router over its state.
 pub fn app(state: Replicator) -> Router {

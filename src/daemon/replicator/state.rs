@@ -7,6 +7,11 @@
 //! [`MAX_RETRIES`] retries with exponential backoff and jitter, then the copy
 //! becomes a hinted handoff for that target, retried when the target's
 //! `/health` answers again (the prober in [`Replicator::run_prober`]).
+//!
+//! With the membership known ([`super::membership`]), copies for a node that
+//! left the cluster never wait for it: a job is retargeted at acceptance, and
+//! at every membership version the pending copies for nodes that left are
+//! finished and their keys' current owners get a new job instead.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,10 +22,12 @@ use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use super::ReplicatorConfig;
+use super::membership::Owners;
 use super::queue::{Job, Op, QueueLog, Unfinished};
 use crate::auth::cluster::ClusterSecret;
 use crate::coalesce::{self, Coalescer};
 use crate::daemon::node::batch as node_batch;
+use crate::membership::Membership;
 use crate::nodeclient::{NodeClient, NodeError, WriteMeta};
 use crate::proto::{ReplicatorHealth, ReplicatorMetrics};
 use crate::shutdown::Shutdown;
@@ -35,6 +42,8 @@ const MAX_CONCURRENT_COPIES: usize = 64;
 /// arriving meanwhile).
 const DELIVERY_LIMITS: coalesce::Limits =
     coalesce::Limits { max_items: 1024, max_bytes: 4 << 20, in_flight: 1, queue: 8192 };
+/// After refusing a job because the queue was full, `/health` says `degraded` for this long.
+const REFUSAL_MEMORY_MS: u64 = 10_000;
 
 /// Why one copy attempt failed.
 #[derive(Debug, Clone)]
@@ -128,6 +137,14 @@ struct Counters {
     acks: AtomicU64,
     /// Copies sleeping before a retry.
     backing_off: AtomicU64,
+    /// Jobs refused because the queue was full.
+    refused_jobs: AtomicU64,
+    /// When a job was last refused because the queue was full (Unix ms; 0: never).
+    last_refusal_ms: AtomicU64,
+    /// Copies given up: refused for good, or for a node that left with no owner left to take them.
+    dropped_copies: AtomicU64,
+    /// Copies for a node that left, sent to the key's current owners instead.
+    retargeted_copies: AtomicU64,
 }
 
 struct Inner {
@@ -147,6 +164,8 @@ struct Inner {
     /// Copy tasks running; shutdown waits for them (briefly).
     active: AtomicUsize,
     idle: Notify,
+    /// Where copies may go, once the membership is known (see [`super::membership`]).
+    owners: Mutex<Option<Arc<Owners>>>,
 }
 
 /// The replicator's state; a cheap-clone handle.
@@ -189,6 +208,7 @@ impl Replicator {
                 shutdown,
                 active: AtomicUsize::new(0),
                 idle: Notify::new(),
+                owners: Mutex::new(None),
             }),
         }
     }
@@ -242,25 +262,38 @@ impl Replicator {
     /// written to the log but never delivered.
     pub async fn enqueue_all(&self, jobs: Vec<NewJob>) -> Result<Vec<(u64, watch::Receiver<Progress>)>, EnqueueError> {
         let this = self.clone();
-        tokio::spawn(async move { this.enqueue_now(jobs).await })
+        tokio::spawn(async move { this.enqueue_now(jobs, true).await })
             .await
             .unwrap_or_else(|error| Err(EnqueueError::Log(std::io::Error::other(error.to_string()))))
     }
 
-    async fn enqueue_now(&self, new: Vec<NewJob>) -> Result<Vec<(u64, watch::Receiver<Progress>)>, EnqueueError> {
+    /// [`Replicator::enqueue_all`] in this task; `bounded: false` (jobs replacing queued copies) skips the limits.
+    async fn enqueue_now(
+        &self,
+        mut new: Vec<NewJob>,
+        bounded: bool,
+    ) -> Result<Vec<(u64, watch::Receiver<Progress>)>, EnqueueError> {
+        self.retarget_new(&mut new);
         let count = new.len();
         let size: u64 = new.iter().map(|job| job.value.len() as u64).sum();
         let first_id = {
             let mut jobs = self.inner.jobs.lock().expect("jobs lock");
             let queued = jobs.pending.len() + jobs.reserved;
-            if queued + count > self.inner.config.max_queue {
-                return Err(EnqueueError::Full(format!("{queued} jobs, the maximum is --max-queue")));
-            }
-            if jobs.bytes + size > self.inner.config.max_queue_bytes {
-                return Err(EnqueueError::Full(format!(
-                    "{} bytes of values, the maximum is --max-queue-bytes",
-                    jobs.bytes
-                )));
+            let full = if !bounded {
+                None
+            } else if queued + count > self.inner.config.max_queue {
+                Some(format!("{queued} jobs, the maximum is --max-queue {}", self.inner.config.max_queue))
+            } else if jobs.bytes + size > self.inner.config.max_queue_bytes {
+                Some(format!("{} bytes of values, the maximum is --max-queue-bytes", jobs.bytes))
+            } else {
+                None
+            };
+            if let Some(full) = full {
+                drop(jobs);
+                let counters = &self.inner.counters;
+                counters.refused_jobs.fetch_add(count as u64, Ordering::Relaxed);
+                counters.last_refusal_ms.store(now_ms(), Ordering::Relaxed);
+                return Err(EnqueueError::Full(full));
             }
             jobs.reserved += count;
             jobs.bytes += size;
@@ -319,6 +352,107 @@ impl Replicator {
         Ok(accepted)
     }
 
+    /// The owners at the membership version last seen, if any.
+    fn owners(&self) -> Option<Arc<Owners>> {
+        self.inner.owners.lock().expect("owners lock").clone()
+    }
+
+    /// Points the targets of jobs being accepted that name nodes no longer in the cluster (a gateway
+    /// behind on the membership) at their keys' current owners.
+    fn retarget_new(&self, new: &mut [NewJob]) {
+        let Some(owners) = self.owners() else { return };
+        for job in new {
+            if let Some(targets) = owners.retarget(&job.key, &job.targets) {
+                let gone = job.targets.iter().filter(|target| !owners.is_live(target)).count();
+                self.inner.counters.retargeted_copies.fetch_add(gone as u64, Ordering::Relaxed);
+                job.targets = targets;
+            }
+        }
+    }
+
+    /// Takes a new membership version: copies waiting for nodes that left go to their keys' current owners.
+    pub async fn apply_membership(&self, membership: &Membership) {
+        let config = &self.inner.config;
+        let Some(owners) = Owners::of(membership, config.vnodes, config.replicas) else { return };
+        tracing::info!(version = owners.version, "replicator: following membership version");
+        *self.inner.owners.lock().expect("owners lock") = Some(Arc::new(owners));
+        self.reconcile().await;
+    }
+
+    /// Finishes the pending copies meant for nodes that are no longer live members; each job that had
+    /// such a copy gets a new durable job for its key's current owners that it did not target yet.
+    /// The new jobs are made durable before the old copies are marked done in the log, so a crash in
+    /// between repeats the work after restart instead of losing it.
+    async fn reconcile(&self) {
+        let Some(owners) = self.owners() else { return };
+        let mut stale: Vec<(u64, usize)> = Vec::new();
+        let mut replacements: Vec<NewJob> = Vec::new();
+        let (mut retargeted, mut dropped) = (0u64, 0u64);
+        {
+            let mut jobs = self.inner.jobs.lock().expect("jobs lock");
+            let ids: Vec<u64> = jobs.pending.keys().copied().collect();
+            for id in ids {
+                let Some(entry) = jobs.pending.get(&id) else { continue };
+                let job = entry.job.clone();
+                let gone: Vec<usize> = (0..job.targets.len())
+                    .filter(|&target| !entry.delivered[target] && !owners.is_live(&job.targets[target]))
+                    .collect();
+                if gone.is_empty() {
+                    continue;
+                }
+                let targets = owners.missing_owners(&job.key, &job.targets);
+                if targets.is_empty() {
+                    dropped += gone.len() as u64;
+                } else {
+                    retargeted += gone.len() as u64;
+                    replacements.push(NewJob {
+                        op: job.op,
+                        key: job.key.clone(),
+                        version: job.version,
+                        expires_at: job.expires_at,
+                        content_type: job.content_type.clone(),
+                        targets,
+                        value: job.value.clone(),
+                    });
+                }
+                for target in gone {
+                    settle(&mut jobs, id, target, false);
+                    stale.push((id, target));
+                }
+            }
+            jobs.handoff.retain(|url, _| owners.is_live(url));
+        }
+        if stale.is_empty() {
+            return;
+        }
+        let jobs = replacements.len();
+        if !replacements.is_empty() {
+            if let Err(error) = self.enqueue_now(replacements, false).await {
+                tracing::error!(%error, "replicator: cannot queue the copies for nodes that left; retrying after restart");
+                return;
+            }
+        }
+        for (job_id, target) in &stale {
+            self.mark_done(*job_id, *target);
+        }
+        let counters = &self.inner.counters;
+        counters.retargeted_copies.fetch_add(retargeted, Ordering::Relaxed);
+        counters.dropped_copies.fetch_add(dropped, Ordering::Relaxed);
+        tracing::info!(
+            version = owners.version,
+            retargeted,
+            dropped,
+            new_jobs = jobs,
+            "replicator: copies for nodes that left the cluster go to the keys' current owners"
+        );
+    }
+
+    /// Whether the copy of `job_id` to target `target` needs no more delivery.
+    fn is_settled(&self, job_id: u64, target: usize) -> bool {
+        let jobs = self.inner.jobs.lock().expect("jobs lock");
+        jobs.pending.get(&job_id).is_none_or(|entry| entry.delivered[target])
+    }
+
     async fn append_to_log(&self, jobs: Vec<Arc<Job>>) -> std::io::Result<()> {
         // Submit under the lock, wait for the fsync without it.
         let pending = self.inner.log.lock().expect("log lock").as_ref().map(|log| log.append_all(jobs));
@@ -360,7 +494,7 @@ impl Replicator {
                     return;
                 }
             }
-            if self.inner.shutdown.is_triggered() {
+            if self.inner.shutdown.is_triggered() || self.is_settled(job.id, target) {
                 return;
             }
             let Some(result) = self.send_copy(&job, target).await else { return };
@@ -368,7 +502,14 @@ impl Replicator {
                 Ok(()) => return self.copy_acked(&job, target),
                 Err(failed) if failed.permanent => {
                     let error = failed.message;
-                    tracing::error!(job = job.id, key = %job.key, %error, "a node refused a replica write for good; dropping that copy");
+                    tracing::error!(
+                        job = job.id,
+                        key = %job.key,
+                        target = %job.targets[target],
+                        %error,
+                        "a node refused a replica write for good; dropping that copy"
+                    );
+                    self.inner.counters.dropped_copies.fetch_add(1, Ordering::Relaxed);
                     return self.copy_rejected(&job, target);
                 }
                 Err(failed) => {
@@ -438,28 +579,12 @@ impl Replicator {
     }
 
     fn finish_copy(&self, job_id: u64, target: usize, acked: bool) {
-        let mut jobs = self.inner.jobs.lock().expect("jobs lock");
-        let Some(entry) = jobs.pending.get_mut(&job_id) else { return };
-        if std::mem::replace(&mut entry.delivered[target], true) {
-            return;
-        }
-        entry.remaining -= 1;
-        entry.progress.send_modify(|progress| {
-            if acked {
-                progress.acked += 1;
-            } else {
-                progress.rejected += 1;
-            }
-        });
-        if entry.remaining == 0 {
-            let entry = jobs.pending.remove(&job_id).expect("entry exists");
-            jobs.bytes -= entry.job.value.len() as u64;
-        }
+        settle(&mut self.inner.jobs.lock().expect("jobs lock"), job_id, target, acked);
     }
 
     fn hand_off(&self, job: &Job, target: usize) {
         let mut jobs = self.inner.jobs.lock().expect("jobs lock");
-        let Some(entry) = jobs.pending.get_mut(&job.id) else { return };
+        let Some(entry) = jobs.pending.get_mut(&job.id).filter(|entry| !entry.delivered[target]) else { return };
         let first_failure = !std::mem::replace(&mut entry.failed_once[target], true);
         jobs.handoff.entry(job.targets[target].clone()).or_default().push((job.id, target));
         drop(jobs);
@@ -538,15 +663,46 @@ impl Replicator {
             average_ack_time_ms,
             max_replication_lag_ms: oldest.map_or(0.0, |at| now_ms().saturating_sub(at) as f64),
             retries_in_progress: counters.backing_off.load(Ordering::Relaxed) + handoffs,
+            queue_capacity: self.inner.config.max_queue as u64,
+            hinted_handoffs: handoffs,
+            refused_jobs: counters.refused_jobs.load(Ordering::Relaxed),
+            dropped_copies: counters.dropped_copies.load(Ordering::Relaxed),
+            retargeted_copies: counters.retargeted_copies.load(Ordering::Relaxed),
         }
     }
 
-    /// The `/health` document.
+    /// The `/health` document: `degraded` while the queue is full, or refused a job in the last 10 s.
     pub fn health(&self) -> ReplicatorHealth {
+        let (queue_size, queue_bytes) = {
+            let jobs = self.inner.jobs.lock().expect("jobs lock");
+            (jobs.pending.len() as u64, jobs.bytes)
+        };
+        let config = &self.inner.config;
+        let (capacity, capacity_bytes) = (config.max_queue as u64, config.max_queue_bytes);
+        let last_refusal = self.inner.counters.last_refusal_ms.load(Ordering::Relaxed);
+        let refused_recently = last_refusal > 0 && now_ms().saturating_sub(last_refusal) < REFUSAL_MEMORY_MS;
+        let reason = if queue_size >= capacity {
+            Some(format!("replication queue FULL: {queue_size} of {capacity} jobs (--max-queue); new jobs are refused"))
+        } else if queue_bytes >= capacity_bytes {
+            Some(format!(
+                "replication queue FULL: {queue_bytes} of {capacity_bytes} bytes (--max-queue-bytes); new jobs are refused"
+            ))
+        } else if refused_recently {
+            Some(format!(
+                "replication queue nearly full: {queue_size} of {capacity} jobs; jobs were refused in the last {} s",
+                REFUSAL_MEMORY_MS / 1000
+            ))
+        } else {
+            None
+        };
         ReplicatorHealth {
-            status: "healthy".to_string(),
+            status: if reason.is_some() { "degraded" } else { "healthy" }.to_string(),
             service: "replicator".to_string(),
-            queue_size: self.queue_size(),
+            queue_size,
+            capacity,
+            queue_bytes,
+            capacity_bytes,
+            reason,
         }
     }
 
@@ -571,6 +727,27 @@ impl Replicator {
         if queued > 0 {
             tracing::info!(jobs = queued, "unfinished replication jobs stay in the queue log for the next start");
         }
+    }
+}
+
+/// Marks the copy of `job_id` to target `target` finished (acknowledged or given up); a job whose
+/// every copy is finished leaves the queue. A copy already finished is left as it is.
+fn settle(jobs: &mut Jobs, job_id: u64, target: usize, acked: bool) {
+    let Some(entry) = jobs.pending.get_mut(&job_id) else { return };
+    if std::mem::replace(&mut entry.delivered[target], true) {
+        return;
+    }
+    entry.remaining -= 1;
+    entry.progress.send_modify(|progress| {
+        if acked {
+            progress.acked += 1;
+        } else {
+            progress.rejected += 1;
+        }
+    });
+    if entry.remaining == 0 {
+        let entry = jobs.pending.remove(&job_id).expect("entry exists");
+        jobs.bytes -= entry.job.value.len() as u64;
     }
 }
 

@@ -232,6 +232,20 @@ mod tests {
     }
 
     #[test]
+    fn a_full_replication_queue_is_marked_in_its_panel() {
+        let mut snapshot = healthy_snapshot(10_000, 0, 0, 10_000);
+        let replicator = snapshot.replicator.as_mut().unwrap();
+        replicator.metrics.as_mut().unwrap().as_mut().unwrap()["queue_capacity"] = serde_json::json!(10_000);
+        let full = screen(&polled(vec![snapshot]), 100, 24);
+        assert!(line_with(&full, "queue").contains("10,000 jobs FULL (max 10,000)"), "{}", full.join("\n"));
+        let mut roomy = healthy_snapshot(10_000, 0, 0, 4);
+        let replicator = roomy.replicator.as_mut().unwrap();
+        replicator.metrics.as_mut().unwrap().as_mut().unwrap()["queue_capacity"] = serde_json::json!(10_000);
+        let roomy = screen(&polled(vec![roomy]), 100, 24);
+        assert!(!line_with(&roomy, "queue").contains("FULL"), "{}", roomy.join("\n"));
+    }
+
+    #[test]
     fn a_membership_change_shows_its_progress_in_the_ring_title() {
         let mut snapshot = healthy_snapshot(10_000, 0, 0, 0);
         if let Ok(cluster) = &mut snapshot.cluster {

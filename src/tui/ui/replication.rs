@@ -2,7 +2,7 @@
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
-use ratatui::style::{Color, Style};
+use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
@@ -28,14 +28,20 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         lines.push(Line::styled(format!("└ {error}"), Style::new().fg(Color::Red)));
     }
     let queue_style = match view.queue_size {
+        _ if view.queue_full() => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
         Some(queue) if queue >= crate::tui::update::QUEUE_ALARM_MIN => Style::new().fg(Color::Yellow),
         _ => Style::new(),
     };
-    lines.push(Line::from(vec![
+    let mut queue = vec![
         label("queue"),
         Span::styled(or_unknown(view.queue_size, |q| crate::units::count_of(q, "job", "jobs")), queue_style),
-        Span::raw(format!("  in {}/s", or_unknown(view.jobs_per_sec, format::rate))),
-    ]));
+    ];
+    if view.queue_full() {
+        let capacity = view.queue_capacity.map_or_else(|| UNKNOWN.to_string(), format::count);
+        queue.push(Span::styled(format!(" FULL (max {capacity}): new jobs refused"), queue_style));
+    }
+    queue.push(Span::raw(format!("  in {}/s", or_unknown(view.jobs_per_sec, format::rate))));
+    lines.push(Line::from(queue));
     lines.push(Line::from(vec![
         label("lag"),
         Span::raw(format!(
