@@ -149,8 +149,12 @@ impl GatewayState {
         match error {
             None => self.placement().set_health(&node.id, true),
             Some(error) if node_is_down(error) => {
-                tracing::warn!(%error, "node request failed");
-                self.placement().record_failure(&node.id);
+                let placement = self.placement();
+                // One line when a node goes down, not one per failed request while it stays down.
+                if placement.is_healthy(&node.id) {
+                    tracing::warn!(node = %node.id, %error, "node request failed; marking it down");
+                }
+                placement.record_failure(&node.id);
             }
             Some(_) => {}
         }
