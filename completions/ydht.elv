@@ -86,7 +86,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --wal-max-bytes 'Snapshot and start a new WAL segment when the active one reaches this many bytes'
             cand --sync-mode 'group: concurrent writes share one fdatasync; per-write: one fdatasync per write (for benchmarks)'
             cand --tombstone-grace 'How long tombstones and expired entries keep their version before being purged; with peers, a tombstone is purged only once every peer is also known to hold it (a peer that is down holds them back)'
-            cand --peers 'Every storage node of the cluster, this one included (id=url,…; same format as the gateway''s); enables anti-entropy with the others'
+            cand --peers 'Every storage node of the cluster, this one included (id=url,… or bare URLs, the gateway''s format; a bare URL is this node when it is its --advertise-url or the host:port it listens on); enables anti-entropy with the others'
             cand --replicas 'Copies kept of every key (must match the gateway''s; decides which keys this node shares with each peer)'
             cand --vnodes 'Virtual nodes per physical node on the ring (must match the gateway''s)'
             cand --anti-entropy-interval 'Time between anti-entropy rounds with the peers; 0 disables anti-entropy'

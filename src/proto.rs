@@ -364,8 +364,10 @@ pub struct GatewayMetrics {
     pub latency_ms: LatencyPercentiles,
     /// Requests refused with 429.
     pub rate_limit_hits: u64,
-    /// Per-tenant request counters, busiest first.
-    pub users: Vec<UserRequestRate>,
+    /// Per-tenant request counters, busiest first; only for callers with the cluster secret
+    /// (absent otherwise: user ids and their traffic are not public).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<UserRequestRate>>,
     /// Failed requests per node id (unreachable, timeout or 5xx).
     pub node_errors: std::collections::BTreeMap<String, u64>,
     /// Replication jobs the replicator could not take (the gateway copied the data itself).

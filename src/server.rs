@@ -141,6 +141,13 @@ pub async fn serve_limited(
     tls: Option<TlsConfig>,
 ) -> anyhow::Result<()> {
     let acceptor = tls.map(|tls| tls.acceptor());
+    // hyper bounds the head only by its read buffer, which a single read can overshoot; the
+    // documented limit is checked exactly on the parsed head.
+    let max_header_bytes = limits.max_header_bytes;
+    let router =
+        router.layer(axum::middleware::from_fn(move |request: Request<Body>, next: axum::middleware::Next| {
+            refuse_large_head(max_header_bytes, request, next)
+        }));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
     let mut refused: u64 = 0;
@@ -187,6 +194,33 @@ pub async fn serve_limited(
         connections.abort_all();
     }
     Ok(())
+}
+
+/// Size of a request's head as sent: request line, header lines and the blank line.
+fn head_bytes<B>(request: &Request<B>) -> usize {
+    let request_line = request.method().as_str().len() + 1 + request.uri().to_string().len() + 1 + 8 + 2;
+    let fields: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + 2 + value.len() + 2).sum();
+    request_line + fields + 2
+}
+
+/// 431 for a request whose head is larger than `max_header_bytes`.
+async fn refuse_large_head(
+    max_header_bytes: usize,
+    request: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let size = head_bytes(&request);
+    if size > max_header_bytes {
+        return crate::error::ApiError::new(
+            axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request head is {size} bytes; the maximum is {max_header_bytes} (send large data in the body)"
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// The error a body yields when it did not arrive in time.
@@ -248,7 +282,9 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        // Room past the limit, so a head just over it is read whole and refused with a JSON 431
+        // by `refuse_large_head` instead of hyper cutting the connection mid-read.
+        .max_buf_size(limits.max_header_bytes.saturating_mul(2).max(8192))
         .max_headers(limits.max_headers);
     let connection = builder.serve_connection(io, service).with_upgrades();
     let mut connection = std::pin::pin!(connection);

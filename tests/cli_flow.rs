@@ -5,6 +5,7 @@
 
 mod cli_support;
 mod common;
+mod readme;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

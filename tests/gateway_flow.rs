@@ -125,6 +125,10 @@ async fn readme_quick_start_flow() {
     let metrics: Value = client.get(format!("{}/metrics", cluster.gateway)).send().await.unwrap().json().await.unwrap();
     assert!(metrics["requests_total"].as_u64().unwrap() >= 8, "{metrics}");
     assert!(metrics["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    // Tenants' ids and traffic only for holders of the cluster secret.
+    assert!(metrics.get("users").is_none(), "the public /metrics lists tenants: {metrics}");
+    let insider = client.get(format!("{}/metrics", cluster.gateway)).header("x-cluster-secret", cluster.secret());
+    let metrics: Value = insider.send().await.unwrap().json().await.unwrap();
     assert_eq!(metrics["users"][0]["user_id"], account.user_id);
     for node in &cluster.nodes {
         let node_metrics: Value = client.get(format!("{node}/metrics")).send().await.unwrap().json().await.unwrap();

@@ -111,6 +111,23 @@ async fn slow_headers_are_cut_off() {
 }
 
 #[tokio::test]
+async fn heads_just_over_the_documented_64_kib_get_431_and_smaller_ones_pass() {
+    let (base, _, shutdown) = start(Limits::default()).await;
+    let client = reqwest::Client::new();
+    let under = client.get(format!("{base}/health")).header("x-big", "u".repeat(60 * 1024)).send().await.unwrap();
+    assert_eq!(under.status(), 200);
+    for kib in [65, 80, 100] {
+        let response = client.get(format!("{base}/health")).header("x-big", "o".repeat(kib * 1024)).send().await;
+        let response = response.unwrap_or_else(|error| panic!("a {kib} KiB head got no answer: {error}"));
+        assert_eq!(response.status(), 431, "a {kib} KiB head");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("maximum is 65536"), "{body}");
+    }
+    assert_eq!(health(&client, &base).await, 200);
+    shutdown.trigger();
+}
+
+#[tokio::test]
 async fn huge_or_too_many_headers_get_431_from_a_real_node() {
     let data = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(data.path(), &[], &[]);

@@ -111,6 +111,21 @@ async fn membership_endpoints(ctx: Ctx) {
     membership(&s.internal("/membership/leave", json!({"id": "node-3", "force": true})).await);
     let seen = tokio::time::timeout(Duration::from_secs(15), watching).await.unwrap().unwrap();
     assert_eq!((seen.version, seen.member("node-3").unwrap().state), (5, MemberState::Down));
+
+    // Another schema (or cluster) in the same PostgreSQL database notifies on the same channel with
+    // its own version: that wakes no watcher of this one early.
+    if let ydht::daemon::users::db::Db::Postgres(pool) = ctx.db().await {
+        let started = Instant::now();
+        let waiting = tokio::spawn(get(Some(5), 2).send());
+        sqlx::query("SELECT pg_notify($1, '99')")
+            .bind(ydht::daemon::users::membership::CHANNEL)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let answer = waiting.await.unwrap().unwrap().json::<Membership>().await.unwrap();
+        assert_eq!(answer.version, 5);
+        assert!(started.elapsed() >= Duration::from_millis(1900), "woken after {:?}", started.elapsed());
+    }
 }
 
 // ---------------------------------------------------------------- real clusters

@@ -198,6 +198,54 @@ async fn a_second_node_on_the_same_data_refuses_to_start() {
     assert!(stderr.contains("already using"), "{stderr}");
 }
 
+/// A port free right now on 127.0.0.1 (for a node that must be listed by URL before it starts).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn nodes_find_themselves_in_a_list_of_bare_urls_and_repair_each_other() {
+    let (first_port, second_port) = (free_port(), free_port());
+    // The gateway's form, set once for every process; `localhost` and 127.0.0.1 are the same host.
+    let nodes = format!("http://127.0.0.1:{first_port},http://localhost:{second_port}");
+    let env = [("YDHT_NODES", nodes.as_str()), ("YDHT_ANTI_ENTROPY_INTERVAL", "200ms")];
+    let (first_data, second_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = NodeProcess::start(first_data.path(), &["--port", &first_port.to_string()], &env);
+    let second = NodeProcess::start(second_data.path(), &["--port", &second_port.to_string()], &env);
+    let client = reqwest::Client::new();
+    assert_eq!(metrics(&client, &first).await["anti_entropy_enabled"], true);
+
+    let put = client
+        .put(store_url(&first.url, "bare-url-key"))
+        .header("x-cluster-secret", SECRET)
+        .header("x-version", "5")
+        .body("value")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let answer =
+            client.get(store_url(&second.url, "bare-url-key")).header("x-cluster-secret", SECRET).send().await.unwrap();
+        if answer.status() == StatusCode::OK {
+            assert_eq!(answer.text().await.unwrap(), "value");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "anti-entropy never copied the key; {}", second.stderr());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // A list that names neither this node's id nor its address is still refused.
+    let other = tempfile::tempdir().unwrap();
+    let (status, stderr) = NodeProcess::start_failing(
+        other.path(),
+        &["--port", &free_port().to_string(), "--peers", &format!("http://127.0.0.1:{first_port}")],
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("does not list this node"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateways_batched_writes_answer_each_writer_and_a_bad_one_fails_alone() {
     use ydht::config::Secret;

@@ -157,6 +157,15 @@ impl Browser {
         value.as_str().unwrap().to_string()
     }
 
+    /// Runs `script` (a function body) in the page and returns its result.
+    async fn execute(&self, script: &str) -> Value {
+        self.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": []}))).await
+    }
+
+    async fn set_window_size(&self, width: u32, height: u32) {
+        self.call(reqwest::Method::POST, "/window/rect", Some(json!({"width": width, "height": height}))).await;
+    }
+
     async fn source(&self) -> String {
         self.call(reqwest::Method::GET, "/source", None).await.as_str().unwrap().to_string()
     }
@@ -219,12 +228,13 @@ async fn browser_signs_up_signs_in_and_creates_a_key() {
         // Usage reported by the gateway appears in the dashboard's chart.
         let user_id: i64 = browser.text("#account-id").await.parse().unwrap();
         let usage = json!({"records": [
-            {"user_id": user_id, "operation": "put", "requests": 120, "bytes_in": 48_000, "bytes_out": 2_400},
+            {"user_id": user_id, "operation": "put", "requests": 1_200, "bytes_in": 48_000, "bytes_out": 2_400},
             {"user_id": user_id, "operation": "get", "requests": 300, "bytes_in": 0, "bytes_out": 150_000},
         ]});
         assert_eq!(server.internal("/usage", usage).await.status, reqwest::StatusCode::NO_CONTENT);
         browser.goto(&format!("{base}/dashboard")).await;
-        assert!(browser.text(".bars").await.contains("420 requests"));
+        let bars = browser.text(".bars").await;
+        assert!(bars.contains("1,500 requests"), "counts with thousands separators: {bars}");
 
         // Create a key; it is shown once, with a copy hint.
         browser.type_into("#key-name", "browser key").await;
@@ -235,6 +245,10 @@ async fn browser_signs_up_signs_in_and_creates_a_key() {
         assert!(key.starts_with("ydht_") && key.len() >= 37, "{key}");
         assert!(browser.text("#new-key").await.contains("shown only this once"));
         assert!(browser.text("#keys").await.contains(&key[..8]));
+        // The banner shows how to use this key, not how to make another.
+        let usage = browser.text("#new-key-usage").await;
+        assert!(usage.contains(&format!("export YDHT_API_KEY={key}")) && usage.contains("X-API-Key"), "{usage}");
+        assert!(!browser.text("#new-key").await.contains("apikey create"));
 
         let png = browser.screenshot().await;
         assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
@@ -250,6 +264,24 @@ async fn browser_signs_up_signs_in_and_creates_a_key() {
         // Reloading no longer shows the secret.
         browser.goto(&format!("{base}/dashboard")).await;
         assert!(!browser.source().await.contains(&key));
+
+        // On a 400 px wide screen the dashboard fits: no sideways scrolling, Revoke on screen.
+        browser.set_window_size(400, 900).await;
+        let fit = browser
+            .execute(
+                "const revoke = document.querySelector('#keys button.danger').getBoundingClientRect();
+                 return {inner: window.innerWidth, page: document.documentElement.scrollWidth,
+                         left: revoke.left, right: revoke.right};",
+            )
+            .await;
+        let inner = fit["inner"].as_f64().unwrap();
+        assert!(inner <= 420.0, "the window did not narrow to 400 px: {fit}");
+        assert!(fit["page"].as_f64().unwrap() <= inner, "the page is wider than the screen: {fit}");
+        assert!(
+            fit["left"].as_f64().unwrap() >= 0.0 && fit["right"].as_f64().unwrap() <= inner,
+            "Revoke is off-screen: {fit}"
+        );
+        browser.set_window_size(1280, 1600).await;
 
         // Sign out through the header button.
         browser.click("#signout").await;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 
 use crate::config::Secret;
@@ -41,6 +41,24 @@ where
             ))),
             Some(given) if expected.0.matches(given.as_bytes()) => Ok(Internal),
             Some(_) => Err(ApiError::unauthorized("wrong cluster secret")),
+        }
+    }
+}
+
+/// `Option<Internal>`: `None` for a request without the header (a public caller), the same 401
+/// as [`Internal`] for a wrong secret. For endpoints that show cluster-private parts only to insiders.
+impl<S> OptionalFromRequestParts<S> for Internal
+where
+    ClusterSecret: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        if parts.headers.contains_key(CLUSTER_SECRET_HEADER) {
+            <Internal as FromRequestParts<S>>::from_request_parts(parts, state).await.map(Some)
+        } else {
+            Ok(None)
         }
     }
 }

@@ -104,7 +104,12 @@ fn print_banner(data_dir: &Path, gateway: &str, users: &str, replicator: &str, n
         text.push_str(&format!("  {:<11} {}\n", node.id, node.url));
     }
     text.push_str(&format!(
-        "\nNext: create an account, log in and make an API key (see README), e.g.\n  curl -X POST {users}/signup -H \"Content-Type: application/json\" \\\n    -d '{{\"email\":\"user@example.com\",\"username\":\"testuser\",\"password\":\"securepass123\"}}'\nPress Ctrl-C to stop.\n"
+        "\nNext, in another terminal: sign up (prompts for a password, then logs in) and make an API key:\n{env}  ydht signup --email you@example.com --username yourname\n  ydht apikey create --name laptop --use\nPress Ctrl-C to stop.\n",
+        env = if gateway == "http://127.0.0.1:8080" && users == "http://127.0.0.1:8081" {
+            String::new()
+        } else {
+            format!("  export YDHT_GATEWAY_URL={gateway} YDHT_USERS_URL={users}\n")
+        }
     ));
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();

@@ -23,7 +23,9 @@ pub struct NodeProcess {
 fn command(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ydht"));
     command
-        .args(["serve", "node", "--port", "0", "--node-id", "node-t", "--data-dir"])
+        .args(["serve", "node"])
+        .args(if args.contains(&"--port") { &[][..] } else { &["--port", "0"][..] })
+        .args(["--node-id", "node-t", "--data-dir"])
         .arg(data_dir)
         .args(["--cluster-secret", SECRET])
         .args(args)

@@ -163,7 +163,7 @@ impl Metrics {
             requests_per_second,
             latency_ms,
             rate_limit_hits: self.rate_limit_hits.load(Ordering::Relaxed),
-            users,
+            users: Some(users),
             node_errors: node_errors.into_iter().collect(),
             replicator_failures: self.replicator_failures.load(Ordering::Relaxed),
             read_repairs: self.read_repairs.load(Ordering::Relaxed),
@@ -192,8 +192,8 @@ mod tests {
         assert!((49.0..=51.0).contains(&snapshot.latency_ms.p50), "{:?}", snapshot.latency_ms);
         assert!((98.0..=100.1).contains(&snapshot.latency_ms.p99), "{:?}", snapshot.latency_ms);
         assert_eq!(snapshot.rate_limit_hits, 1);
-        assert_eq!(snapshot.users[0].user_id, 1);
-        assert_eq!(snapshot.users[0].requests, 100);
+        assert_eq!(snapshot.users.as_ref().unwrap()[0].user_id, 1);
+        assert_eq!(snapshot.users.as_ref().unwrap()[0].requests, 100);
         assert_eq!(snapshot.node_errors["node-1"], 4);
         // 101 requests in the current minute.
         assert!((snapshot.requests_per_second - 101.0 / 60.0).abs() < 1e-6);

@@ -391,11 +391,16 @@ async fn health() -> Json<ServiceHealth> {
     Json(ServiceHealth { status: "healthy".to_string(), service: "gateway".to_string() })
 }
 
-async fn metrics(State(state): State<GatewayState>) -> Response {
+/// Public figures for anyone; the per-tenant section (user ids and their traffic) only with the
+/// cluster secret (`ydht top` sends it).
+async fn metrics(State(state): State<GatewayState>, internal: Option<Internal>) -> Response {
     let placement = state.placement();
-    let mut metrics = state.metrics.snapshot(placement.errors());
-    metrics.clock_offset_ms = placement.clock_offset_ms();
-    Json(metrics).into_response()
+    let mut snapshot = state.metrics.snapshot(placement.errors());
+    snapshot.clock_offset_ms = placement.clock_offset_ms();
+    if internal.is_none() {
+        snapshot.users = None;
+    }
+    Json(snapshot).into_response()
 }
 
 async fn cluster(State(state): State<GatewayState>, _: Internal) -> Json<ClusterView> {
@@ -503,6 +508,13 @@ mod tests {
         let (status, _, body) = call(Request::builder().uri("/metrics").body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("\"rate_limit_hits\":0"), "{body}");
+        assert!(!body.contains("\"users\""), "tenants are listed without the cluster secret: {body}");
+        let insider = Request::builder().uri("/metrics").header("x-cluster-secret", "s3cret").body(Body::empty());
+        let (status, _, body) = call(insider.unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"users\":["), "{body}");
+        let wrong = Request::builder().uri("/metrics").header("x-cluster-secret", "wrong").body(Body::empty());
+        assert_eq!(call(wrong.unwrap()).await.0, StatusCode::UNAUTHORIZED);
     }
 
     #[test]

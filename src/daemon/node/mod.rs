@@ -75,9 +75,10 @@ pub struct NodeArgs {
     #[arg(long, env = "YDHT_TOMBSTONE_GRACE", default_value = "24h", value_parser = parse_duration)]
     pub tombstone_grace: Duration,
 
-    /// Every storage node of the cluster, this one included (id=url,…; same format as the gateway's);
+    /// Every storage node of the cluster, this one included (id=url,… or bare URLs, the gateway's format;
+    /// a bare URL is this node when it is its --advertise-url or the host:port it listens on);
     /// enables anti-entropy with the others
-    #[arg(long, env = "YDHT_NODES", value_name = "ID=URL,…")]
+    #[arg(long, env = "YDHT_NODES", value_name = "ID=URL|URL,…")]
     pub peers: Option<String>,
 
     /// Copies kept of every key (must match the gateway's; decides which keys this node shares with each peer)
@@ -240,13 +241,19 @@ impl NodeArgs {
             None if joins => Vec::new(),
             None => return Ok(None),
         };
-        if peers.is_some() && !nodes.iter().any(|node| node.id == self.node_id) {
-            return Err(Exit::usage(format!(
-                "--peers / YDHT_NODES does not list this node ({}); list every node as id=url, this one included",
-                self.node_id
-            ))
-            .into());
-        }
+        let ring_id = match self.own_entry(&nodes) {
+            Some(node) => node.id.clone(),
+            None if peers.is_none() => self.node_id.clone(),
+            None => {
+                return Err(Exit::usage(format!(
+                    "--peers / YDHT_NODES does not list this node ({} at {}); list every node, this one included, \
+                     as id=url or as the URL it listens on (or --advertise-url)",
+                    self.node_id,
+                    self.own_url(),
+                ))
+                .into());
+            }
+        };
         if self.replicas == 0 || self.vnodes == 0 {
             return Err(Exit::usage("--replicas / YDHT_REPLICAS and --vnodes / YDHT_VNODES must be at least 1").into());
         }
@@ -261,13 +268,36 @@ impl NodeArgs {
         }
         Ok(Some(AntiEntropyConfig {
             ring: Ring::new(nodes, self.vnodes),
-            node_id: self.node_id.clone(),
+            node_id: ring_id,
             replicas: self.replicas,
             interval: self.anti_entropy_interval,
             max_keys_per_round: self.anti_entropy_max_keys,
             tombstone_grace: self.tombstone_grace,
             max_batch_bytes: max_batch_bytes(self.max_value_bytes),
         }))
+    }
+
+    /// The URL this node is reached at: `--advertise-url`, else `http(s)://HOST:PORT` from the flags.
+    fn own_url(&self) -> String {
+        match self.advertise_url.as_deref().map(str::trim).filter(|url| !url.is_empty()) {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => {
+                let scheme = if self.server.tls_cert.is_some() { "https" } else { "http" };
+                let host = &self.server.host;
+                let host =
+                    if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.clone() };
+                format!("{scheme}://{host}:{}", self.port)
+            }
+        }
+    }
+
+    /// This node's entry in `--peers`: the one with its id, else the one whose URL is the node's own
+    /// (`--advertise-url`, else the host and port it listens on), so a list of bare URLs works too.
+    fn own_entry<'a>(&self, nodes: &'a [NodeInfo]) -> Option<&'a NodeInfo> {
+        nodes
+            .iter()
+            .find(|node| node.id == self.node_id)
+            .or_else(|| nodes.iter().find(|node| same_address(&node.url, &self.own_url())))
     }
 
     /// Runs the node until SIGINT/SIGTERM.
@@ -280,6 +310,19 @@ impl NodeArgs {
         shutdown.trigger_on_signals();
         serve(config, listener, shutdown).await
     }
+}
+
+/// Whether two node URLs name the same host and port (`localhost`, `127.0.0.1` and `::1` count as one host).
+fn same_address(a: &str, b: &str) -> bool {
+    let address = |url: &str| {
+        let url = reqwest::Url::parse(url).ok()?;
+        let host = url.host_str()?.to_ascii_lowercase();
+        let loopback = host == "localhost"
+            || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let host = if loopback { "loopback".to_string() } else { host };
+        Some((host, url.port_or_known_default()?))
+    };
+    matches!((address(a), address(b)), (Some(a), Some(b)) if a == b)
 }
 
 /// Node ids name a directory: letters, digits, `-`, `_`, `.`, not starting with `.`.
@@ -476,5 +519,20 @@ async fn sweep(store: Store, interval: Duration, grace: Duration, syncs: Option<
         let store = store.clone();
         let horizon = syncs.as_ref().map_or(gc::Horizon::Unneeded, gc::PeerSyncs::horizon);
         let _ = tokio::task::spawn_blocking(move || store.sweep(routes::now_millis(), grace, horizon)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_address;
+
+    #[test]
+    fn addresses_match_on_host_and_port_with_loopback_names_equal() {
+        assert!(same_address("http://127.0.0.1:8082", "http://localhost:8082"));
+        assert!(same_address("http://LOCALHOST:8082/", "http://[::1]:8082"));
+        assert!(same_address("http://node1.example", "http://node1.example:80"));
+        assert!(!same_address("http://127.0.0.1:8082", "http://127.0.0.1:8083"));
+        assert!(!same_address("http://node1.example:8082", "http://node2.example:8082"));
+        assert!(!same_address("not a url", "not a url"));
     }
 }

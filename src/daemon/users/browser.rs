@@ -10,6 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
 use reqwest::Url;
 use serde::Deserialize;
 
@@ -17,7 +18,7 @@ use super::extract::{CsrfField, CsrfForm, CsrfToken, WebUser};
 use super::state::UsersState;
 use super::web::{Layout, bytes, minute, page};
 use crate::config::Secret;
-use crate::proto::{CLUSTER_SECRET_HEADER, KvListResponse, VERSION_HEADER};
+use crate::proto::{CLUSTER_SECRET_HEADER, EXPIRES_AT_HEADER, KvListResponse, VERSION_HEADER};
 
 /// Default `--gateway-url` / `YDHT_GATEWAY_URL`.
 pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:8080";
@@ -45,6 +46,11 @@ impl GatewayLink {
             .build()
             .expect("the HTTP client configuration is valid");
         Self { url, secret, http }
+    }
+
+    /// The gateway's base URL (`--gateway-url`), as the pages show it to users.
+    pub fn url(&self) -> &str {
+        self.url.trim_end_matches('/')
     }
 
     /// `{gateway}/internal/tenants/{user}/kv[/{key}]`, the key as one percent-encoded segment.
@@ -96,6 +102,7 @@ impl GatewayLink {
                 Ok(Some(StoredValue {
                     content_type: text("content-type").unwrap_or_else(|| "application/octet-stream".into()),
                     version: text(VERSION_HEADER).unwrap_or_default(),
+                    expires_at: text(EXPIRES_AT_HEADER).and_then(|millis| millis.parse().ok()),
                     value: value.to_vec(),
                 }))
             }
@@ -116,7 +123,29 @@ impl GatewayLink {
 struct StoredValue {
     content_type: String,
     version: String,
+    /// Unix milliseconds, `None` for a value without a TTL.
+    expires_at: Option<u64>,
     value: Vec<u8>,
+}
+
+/// A text value as the page shows it: JSON (by content type) pretty-printed, anything else as it is.
+fn shown_text(content_type: &str, text: &str) -> String {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(text) {
+            if let Ok(pretty) = serde_json::to_string_pretty(&json) {
+                return pretty;
+            }
+        }
+    }
+    text.to_string()
+}
+
+/// An expiry in Unix milliseconds for the page: `2026-12-05 10:30 UTC`, or `never`.
+fn expiry(expires_at: Option<u64>) -> String {
+    expires_at
+        .and_then(|millis| DateTime::<Utc>::from_timestamp_millis(i64::try_from(millis).ok()?))
+        .map_or_else(|| "never".to_string(), minute)
 }
 
 /// The key-browser routes, all behind the web session.
@@ -216,6 +245,7 @@ struct KeyViewPage {
     content_type: String,
     version: String,
     size: String,
+    expires: String,
     text: Option<String>,
     truncated: bool,
     error: Option<String>,
@@ -245,6 +275,7 @@ async fn view_page(
         content_type: String::new(),
         version: String::new(),
         size: String::new(),
+        expires: String::new(),
         text: None,
         truncated: false,
         error: None,
@@ -255,7 +286,11 @@ async fn view_page(
             template.found = true;
             template.truncated = stored.value.len() > SHOWN_BYTES;
             template.size = bytes(i64::try_from(stored.value.len()).unwrap_or(i64::MAX));
-            template.text = std::str::from_utf8(shown).ok().map(str::to_string);
+            // A cut value is shown as it is: its JSON would not parse.
+            template.text = std::str::from_utf8(shown)
+                .ok()
+                .map(|text| if template.truncated { text.to_string() } else { shown_text(&stored.content_type, text) });
+            template.expires = expiry(stored.expires_at);
             template.content_type = stored.content_type;
             template.version = stored.version;
             StatusCode::OK
@@ -322,5 +357,20 @@ mod tests {
             let error = link.endpoint(7, Some(dots)).unwrap_err();
             assert!(error.contains("not allowed"), "{dots:?}: {error}");
         }
+    }
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::*;
+
+    #[test]
+    fn json_values_are_pretty_printed_and_expiry_is_shown() {
+        assert_eq!(shown_text("application/json", r#"{"a":1}"#), "{\n  \"a\": 1\n}");
+        assert_eq!(shown_text("application/ld+json; charset=utf-8", "[1]"), "[\n  1\n]");
+        assert_eq!(shown_text("application/json", "{not json"), "{not json");
+        assert_eq!(shown_text("text/plain", r#"{"a":1}"#), r#"{"a":1}"#);
+        assert_eq!(expiry(None), "never");
+        assert_eq!(expiry(Some(1_796_428_800_000)), "2026-12-05 00:00 UTC");
     }
 }

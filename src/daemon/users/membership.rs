@@ -407,12 +407,9 @@ pub async fn follow(db: Db, watch: MembershipWatch, shutdown: Shutdown) {
             () = shutdown.wait() => return,
             note = notified => {
                 match note {
-                    Ok(note) => {
-                        if let Ok(version) = note.payload().parse::<u64>() {
-                            watch.saw(version);
-                        }
-                        continue;
-                    }
+                    // Only a hint: the channel is shared by every schema (and cluster) in the database, so
+                    // its payload may be another one's version; read this one's below.
+                    Ok(_) => {}
                     // The listener reconnects on its next receive; meanwhile the poll below covers.
                     Err(error) => {
                         tracing::debug!(%error, "users: membership notifications interrupted");

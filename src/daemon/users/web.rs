@@ -105,11 +105,18 @@ pub(super) fn page<T: Template>(status: StatusCode, csrf: &CsrfToken, secure: bo
 #[template(path = "landing.html")]
 struct LandingPage {
     layout: Layout,
+    /// The gateway's URL for the quick start's examples.
+    gateway_url: String,
 }
 
 async fn landing(State(state): State<UsersState>, user: Option<WebUser>, csrf: CsrfToken) -> Response {
     let layout = Layout::new("A replicated key-value store", user.as_ref(), &csrf);
-    page(StatusCode::OK, &csrf, state.secure_cookies, LandingPage { layout })
+    page(
+        StatusCode::OK,
+        &csrf,
+        state.secure_cookies,
+        LandingPage { layout, gateway_url: state.gateway.url().to_string() },
+    )
 }
 
 #[derive(Template)]
@@ -307,6 +314,8 @@ struct DashboardPage {
     usage_days: Vec<DayBar>,
     usage_max: i64,
     usage_total: String,
+    /// The gateway's URL, for the new key's example request.
+    gateway_url: String,
 }
 
 fn day(time: DateTime<Utc>) -> String {
@@ -315,6 +324,22 @@ fn day(time: DateTime<Utc>) -> String {
 
 pub(super) fn minute(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// A count for people, with thousands separators: `12,345`.
+pub(super) fn grouped(count: i64) -> String {
+    let digits = count.unsigned_abs().to_string();
+    let mut text = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if count < 0 {
+        text.push('-');
+    }
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
 }
 
 /// A byte count from the database (never negative) for people: `1.5 KiB`.
@@ -365,7 +390,7 @@ async fn render_dashboard(
                 requests: entry.requests,
                 summary: format!(
                     "{} requests · {} in · {} out",
-                    entry.requests,
+                    grouped(entry.requests),
                     bytes(entry.bytes_in),
                     bytes(entry.bytes_out)
                 ),
@@ -376,7 +401,7 @@ async fn render_dashboard(
     let usage_max = usage_days.iter().map(|bar| bar.requests).max().unwrap_or(0).max(1);
     let usage_total = format!(
         "{} requests, {} in, {} out since {}",
-        usage.total.requests,
+        grouped(usage.total.requests),
         bytes(usage.total.bytes_in),
         bytes(usage.total.bytes_out),
         usage.from
@@ -396,6 +421,7 @@ async fn render_dashboard(
         usage_days,
         usage_max,
         usage_total,
+        gateway_url: state.gateway.url().to_string(),
     };
     page(status, csrf, state.secure_cookies, template)
 }
@@ -619,13 +645,24 @@ mod tests {
     fn every_page_renders() {
         let csrf = CsrfToken { value: "c".repeat(64), is_new: true };
         let layout = || Layout::new("t", None, &csrf);
-        let html = LandingPage { layout: layout() }.render().unwrap();
+        let html = LandingPage { layout: layout(), gateway_url: "https://kv.example:9443".into() }.render().unwrap();
         assert!(html.contains("Quick start"));
+        assert!(html.contains("https://kv.example:9443/v1/kv/user:123"), "the configured gateway: {html}");
+        assert!(!html.contains("localhost:8080"), "{html}");
         let errors = FormErrors::one("email", "bad <email>");
         let html =
             SignupPage { layout: layout(), email: "x\"y".into(), username: String::new(), errors }.render().unwrap();
         assert!(html.contains("bad &#60;email&#62;") || html.contains("bad &lt;email&gt;"), "escaped: {html}");
         assert!(html.contains(&"c".repeat(64)), "the form carries the CSRF token");
         assert!(!html.contains("x\"y"), "attribute values are escaped");
+    }
+
+    #[test]
+    fn counts_have_thousands_separators() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+        assert_eq!(grouped(-12_345), "-12,345");
     }
 }
