@@ -3,7 +3,7 @@
 //! document, and the real answers of a full flow use documented status codes
 //! and match the documented schemas (types, required fields, nullability).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 
@@ -55,13 +55,13 @@ fn every_public_route_is_documented_and_nothing_else() {
     let gateway: Value = serde_json::from_str(ydht::daemon::gateway::routes::OPENAPI).unwrap();
     let users: Value = serde_json::from_str(ydht::daemon::users::OPENAPI).unwrap();
     let sources = [
-        (&gateway, routes_in(include_str!("../src/daemon/gateway/routes.rs"))),
+        (&gateway, routes_in(include_str!("../../src/daemon/gateway/routes.rs"))),
         (
             &users,
             [
-                include_str!("../src/daemon/users/mod.rs"),
-                include_str!("../src/daemon/users/web.rs"),
-                include_str!("../src/daemon/users/browser.rs"),
+                include_str!("../../src/daemon/users/mod.rs"),
+                include_str!("../../src/daemon/users/web.rs"),
+                include_str!("../../src/daemon/users/browser.rs"),
             ]
             .iter()
             .flat_map(|source| routes_in(source))

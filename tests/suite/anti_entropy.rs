@@ -4,8 +4,8 @@
 //! transfers more records than its budget, and deletes missed by a node that
 //! was down longer than the tombstone grace do not come back.
 
-mod common;
-mod in_process;
+use crate::common;
+use crate::in_process;
 
 use std::collections::BTreeSet;
 use std::path::Path;

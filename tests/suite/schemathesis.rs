@@ -6,7 +6,7 @@
 //! Needs `st` (`pip install schemathesis`) on PATH; without it the test prints
 //! that it skipped, unless `YDHT_REQUIRE_SCHEMATHESIS=1` (set by `.ci/run`), when it fails.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -3,8 +3,8 @@
 //! load: no acknowledged key is ever unreadable, every key ends on exactly its
 //! N owners, and a node killed mid-rebalance finishes the move after a restart.
 
-mod common;
-mod users_support;
+use crate::common;
+use crate::users_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,6 @@
 //! a new PostgreSQL schema that is dropped afterwards), with in-process
 //! servers on 127.0.0.1:0 talked to over real HTTP.
 
-#![allow(dead_code)]
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -102,7 +101,6 @@ pub struct Server {
     pub client: reqwest::Client,
     /// The cluster secret for internal endpoints.
     pub cluster_secret: String,
-    shutdown: Shutdown,
 }
 
 impl Ctx {
@@ -132,7 +130,7 @@ impl Ctx {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.servers.lock().unwrap().push((shutdown.clone(), task.unwrap()));
-        Server { url, client, cluster_secret: self.config.cluster_secret.expose().to_string(), shutdown }
+        Server { url, client, cluster_secret: self.config.cluster_secret.expose().to_string() }
     }
 
     /// Stops every server started by this context and waits for them.
@@ -305,11 +303,6 @@ impl Server {
         let answer = self.post("/apikeys", body, Some(token)).await;
         assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
         answer.json
-    }
-
-    /// Stops this server and waits until it has drained.
-    pub fn trigger_shutdown(&self) {
-        self.shutdown.trigger();
     }
 }
 

@@ -2,7 +2,7 @@
 //! services, usage errors and missing credentials, each with its exit code and
 //! a one-line error.
 
-mod cli_support;
+use crate::cli_support;
 
 use cli_support::{Client, closed_port, expect_code, one_error_line};
 

@@ -1,7 +1,7 @@
 //! The dashboard's key browser, as a browser without JavaScript uses it:
 //! sign in with the form, list (with a prefix filter and paging), view, delete.
 
-mod common;
+use crate::common;
 
 use common::{http, start_cluster, tenant};
 

@@ -14,7 +14,7 @@ use ydht::nodeclient::{NodeClient, NodeRead, StoredValue};
 use ydht::shutdown::Shutdown;
 use ydht::wal::SyncMode;
 
-mod in_process;
+use crate::in_process;
 use in_process::InProcess;
 
 const SECRET: &str = "replicator-nodes-secret";

@@ -4,7 +4,7 @@
 //! the CLI client with `--ca-file`, plain HTTP refused cleanly, and bad
 //! certificate paths as one-line usage errors.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

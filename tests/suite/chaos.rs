@@ -14,8 +14,8 @@
 //! Two smaller tests fill a tmpfs under a single node behind a gateway, and
 //! under the WAL alone.
 
-mod chaos_support;
-mod common;
+use crate::chaos_support;
+use crate::common;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};

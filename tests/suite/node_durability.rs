@@ -2,7 +2,7 @@
 //! restart, compaction keeps every key and bounds the WAL, and damaged WAL
 //! files are handled as documented.
 
-mod node_process;
+use crate::node_process;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

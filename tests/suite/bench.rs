@@ -3,7 +3,7 @@
 //! apart, the run's keys are deleted unless `--keep`, and a run whose requests
 //! mostly failed exits 4 saying why. No timing assertions.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! screen with `capture-pane`, types keys, and checks the exit status and
 //! that the terminal settings were restored.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,7 +1,7 @@
 //! The per-user token bucket seen from outside: headers on every answer,
 //! 429 with Retry-After once the burst is spent, other users unaffected.
 
-mod common;
+use crate::common;
 
 use common::{http, start_cluster_with, tenant};
 use serde_json::Value;

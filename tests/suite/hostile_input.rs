@@ -2,7 +2,7 @@
 //! idle connections, slow headers and huge headers are bounded by limits and
 //! timeouts, and `/health` keeps answering.
 
-mod node_process;
+use crate::node_process;
 
 use std::time::{Duration, Instant};
 

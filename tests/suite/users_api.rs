@@ -1,7 +1,7 @@
 //! The users service's JSON API, success and error paths, on SQLite and on
 //! PostgreSQL (`YDHT_TEST_POSTGRES_URL`): every test below runs once per backend.
 
-mod users_support;
+use crate::users_support;
 
 use base64::Engine;
 use reqwest::{Method, StatusCode};

@@ -2,7 +2,6 @@
 //! config dir (so tests never touch the user's credentials) and no stray
 //! `YDHT_*` settings from the environment.
 
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

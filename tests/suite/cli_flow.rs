@@ -3,9 +3,8 @@
 //! delete/locate → status, stdin and binary values, the credentials file,
 //! token refresh after expiry, and every exit code.
 
-mod cli_support;
-mod common;
-mod readme;
+use crate::cli_support;
+use crate::common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

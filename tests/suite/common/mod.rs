@@ -2,7 +2,6 @@
 //! `ydht serve all` or single services on ephemeral ports, reading their
 //! `ydht <service> listening on http://ADDR` lines, and killing them on drop.
 
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -118,11 +117,6 @@ impl Service {
     /// The announced URL of `name`.
     pub fn url(&self, name: &str) -> String {
         self.urls.get(name).unwrap_or_else(|| panic!("{name} was not announced: {:?}", self.urls)).clone()
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Sends SIGKILL and reaps the process.

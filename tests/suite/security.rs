@@ -3,7 +3,7 @@
 //! a refresh token, an API key or the cluster secret into the logs or into an
 //! error body; and every page and API answer carries the security headers.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

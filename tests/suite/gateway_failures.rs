@@ -1,7 +1,7 @@
 //! Failure handling with every service as its own process: a storage node
 //! killed under strong writes, and the replicator SIGKILLed with work queued.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

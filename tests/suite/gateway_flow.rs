@@ -2,7 +2,7 @@
 //! ports: signup → login → API key → put (eventual, strong, TTL) → get →
 //! delete → metrics, plus tenancy, scopes, revocation, listing and bad input.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! ChromeDriver is driven over its W3C WebDriver HTTP API with reqwest (no
 //! extra crate): a handful of JSON calls is all this flow needs.
 
-mod users_support;
+use crate::users_support;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

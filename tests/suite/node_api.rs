@@ -3,7 +3,7 @@
 //! the gateway's batched writes and reads answer each caller, and its reads fall back
 //! to one GET per key on a node without `POST /read`.
 
-mod node_process;
+use crate::node_process;
 
 use node_process::{NodeProcess, SECRET, metrics, now_millis, store_url};
 use reqwest::StatusCode;
