@@ -64,18 +64,8 @@ impl TargetNode {
     }
 
     /// Starts on a port reserved earlier (the node "comes back").
-    async fn start_on_port(port: u16) -> Self {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match TcpListener::bind(("127.0.0.1", port)).await {
-                Ok(listener) => return Self::start_on(listener),
-                Err(error) if Instant::now() < deadline => {
-                    let _ = error;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(error) => panic!("cannot bind the reserved port {port}: {error}"),
-            }
-        }
+    fn start_on_reserved(reserved: ReservedPort) -> Self {
+        Self::start_on(reserved.socket.listen(1024).unwrap())
     }
 
     fn start_on(listener: TcpListener) -> Self {
@@ -171,8 +161,18 @@ async fn store_batch(State(log): State<Log>, headers: HeaderMap, body: Bytes) ->
 }
 
 /// A port with nothing listening on it (a node that is down), to be started later.
-fn reserve_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A port held for a node that is down: bound but not listening, so connecting to it is
+/// refused at once and no other test of this process can take it meanwhile.
+struct ReservedPort {
+    socket: tokio::net::TcpSocket,
+    port: u16,
+}
+
+fn reserve_port() -> ReservedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    ReservedPort { socket, port }
 }
 
 /// The replicator running in this process.
@@ -451,7 +451,7 @@ async fn a_down_target_gets_retries_then_a_hinted_handoff_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let up = TargetNode::start().await;
     let down_port = reserve_port();
-    let down_url = format!("http://127.0.0.1:{down_port}");
+    let down_url = format!("http://127.0.0.1:{}", down_port.port);
     let replicator = Running::start(config(dir.path())).await;
     let http = reqwest::Client::new();
 
@@ -466,7 +466,7 @@ async fn a_down_target_gets_retries_then_a_hinted_handoff_when_it_returns() {
     let health = json_of(&http, format!("{}/health", replicator.url)).await;
     assert_eq!(health["queue_size"], 1);
 
-    let back = TargetNode::start_on_port(down_port).await;
+    let back = TargetNode::start_on_reserved(down_port);
     eventually("the returning target got the handed-off write", || back.keys().contains("k1")).await;
     assert_eq!(back.received()[0].body, b"v1");
     let metrics = metrics_until(&http, &replicator.url, "the queue to drain", |m| m["queue_size"] == 0).await;
@@ -481,7 +481,8 @@ async fn x_ydht_wait_answers_after_n_acks_or_504_with_the_count() {
     let dir = tempfile::tempdir().unwrap();
     let a = TargetNode::start().await;
     let b = TargetNode::start().await;
-    let down = format!("http://127.0.0.1:{}", reserve_port());
+    let down_port = reserve_port();
+    let down = format!("http://127.0.0.1:{}", down_port.port);
     let mut settings = config(dir.path());
     settings.wait_timeout = Duration::from_millis(300);
     let replicator = Running::start(settings).await;
@@ -510,7 +511,7 @@ async fn x_ydht_wait_answers_after_n_acks_or_504_with_the_count() {
 async fn unfinished_jobs_survive_a_restart_of_the_replicator() {
     let dir = tempfile::tempdir().unwrap();
     let port = reserve_port();
-    let target = format!("http://127.0.0.1:{port}");
+    let target = format!("http://127.0.0.1:{}", port.port);
     let replicator = Running::start(config(dir.path())).await;
     let http = reqwest::Client::new();
     for i in 0..20 {
@@ -519,7 +520,7 @@ async fn unfinished_jobs_survive_a_restart_of_the_replicator() {
     }
     replicator.stop().await;
 
-    let node = TargetNode::start_on_port(port).await;
+    let node = TargetNode::start_on_reserved(port);
     let replicator = Running::start(config(dir.path())).await;
     let expected: BTreeSet<String> = (0..20).map(|i| format!("restart-{i}")).collect();
     eventually("every job accepted before the restart delivered", || node.keys() == expected).await;
@@ -606,7 +607,8 @@ async fn bad_input_is_refused_and_nothing_is_enqueued() {
 #[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let down = format!("http://127.0.0.1:{}", reserve_port());
+    let down_port = reserve_port();
+    let down = format!("http://127.0.0.1:{}", down_port.port);
     let mut settings = config(dir.path());
     settings.max_queue = 2;
     let replicator = Running::start(settings).await;
@@ -720,7 +722,8 @@ fn members(version: u64, nodes: &[(&str, &str, MemberState)]) -> Membership {
 async fn copies_for_a_force_removed_member_go_to_the_keys_owners_and_the_queue_drains() {
     let dir = tempfile::tempdir().unwrap();
     let (a, c) = (TargetNode::start().await, TargetNode::start().await);
-    let dead = format!("http://127.0.0.1:{}", reserve_port());
+    let dead_port = reserve_port();
+    let dead = format!("http://127.0.0.1:{}", dead_port.port);
     let active = [("node-a", a.url.as_str(), MemberState::Active), ("node-b", dead.as_str(), MemberState::Active)];
     let users = MembershipService::start(members(1, &active)).await;
     let mut settings = config(dir.path());
@@ -767,7 +770,8 @@ async fn copies_for_a_force_removed_member_go_to_the_keys_owners_and_the_queue_d
 async fn copies_for_a_member_removed_while_the_replicator_was_down_drain_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (a, c) = (TargetNode::start().await, TargetNode::start().await);
-    let dead = format!("http://127.0.0.1:{}", reserve_port());
+    let dead_port = reserve_port();
+    let dead = format!("http://127.0.0.1:{}", dead_port.port);
     // Queued before the replicator knew any membership.
     let replicator = Running::start(config(dir.path())).await;
     let http = reqwest::Client::new();
@@ -803,7 +807,8 @@ async fn copies_for_a_member_removed_while_the_replicator_was_down_drain_after_r
 #[tokio::test]
 async fn a_full_queue_makes_health_degraded_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let down = format!("http://127.0.0.1:{}", reserve_port());
+    let down_port = reserve_port();
+    let down = format!("http://127.0.0.1:{}", down_port.port);
     let mut settings = config(dir.path());
     settings.max_queue = 2;
     let replicator = Running::start(settings).await;
@@ -889,7 +894,7 @@ async fn sigkill_after_202_loses_no_job() {
     let dir = tempfile::tempdir().unwrap();
     let live = TargetNode::start().await;
     let down_port = reserve_port();
-    let down = format!("http://127.0.0.1:{down_port}");
+    let down = format!("http://127.0.0.1:{}", down_port.port);
     let replicator = Binary::start(dir.path(), "first.log");
     let http = reqwest::Client::new();
 
@@ -906,7 +911,7 @@ async fn sigkill_after_202_loses_no_job() {
     // SIGKILL right after the last 202: no chance to flush anything more.
     drop(replicator);
 
-    let back = TargetNode::start_on_port(down_port).await;
+    let back = TargetNode::start_on_reserved(down_port);
     let replicator = Binary::start(dir.path(), "second.log");
     let expected: BTreeSet<String> = (0..40).map(|i| format!("job-{i}")).collect();
     eventually("every accepted job on the target that was down", || back.keys() == expected).await;
@@ -922,7 +927,7 @@ async fn sigkill_after_202_loses_no_job() {
 async fn sigterm_exits_cleanly_and_keeps_unfinished_jobs() {
     let dir = tempfile::tempdir().unwrap();
     let down_port = reserve_port();
-    let down = format!("http://127.0.0.1:{down_port}");
+    let down = format!("http://127.0.0.1:{}", down_port.port);
     let mut replicator = Binary::start(dir.path(), "first.log");
     let http = reqwest::Client::new();
     for i in 0..5 {
@@ -941,7 +946,7 @@ async fn sigterm_exits_cleanly_and_keeps_unfinished_jobs() {
     };
     assert!(status.success(), "exit status {status}");
 
-    let back = TargetNode::start_on_port(down_port).await;
+    let back = TargetNode::start_on_reserved(down_port);
     let _replicator = Binary::start(dir.path(), "second.log");
     let expected: BTreeSet<String> = (0..5).map(|i| format!("term-{i}")).collect();
     eventually("every job accepted before SIGTERM delivered after restart", || back.keys() == expected).await;
@@ -984,7 +989,7 @@ async fn sigkill_in_the_middle_of_a_load_loses_no_accepted_job() {
     let dir = tempfile::tempdir().unwrap();
     let live = TargetNode::start().await;
     let down_port = reserve_port();
-    let targets = [live.url.clone(), format!("http://127.0.0.1:{down_port}")];
+    let targets = [live.url.clone(), format!("http://127.0.0.1:{}", down_port.port)];
     let replicator = Binary::start(dir.path(), "first.log");
     let accepted = Arc::new(Mutex::new(BTreeSet::new()));
     let http = reqwest::Client::new();
@@ -1015,7 +1020,7 @@ async fn sigkill_in_the_middle_of_a_load_loses_no_accepted_job() {
     }
     let accepted = accepted.lock().unwrap().clone();
 
-    let back = TargetNode::start_on_port(down_port).await;
+    let back = TargetNode::start_on_reserved(down_port);
     let replicator = Binary::start(dir.path(), "second.log");
     eventually("every accepted job on the target that was down", || back.keys().is_superset(&accepted)).await;
     eventually("every accepted job on the live target", || live.keys().is_superset(&accepted)).await;
