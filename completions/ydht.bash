@@ -275,22 +275,22 @@ _ydht() {
 
     case "${cmd}" in
         ydht)
-            opts="-h -V --gateway --users --output --api-key --config-dir --ca-file --help --version serve completions top signup login logout whoami apikey kv cluster status man bench help"
+            opts="-h -V --output --gateway --users --api-key --config-dir --ca-file --help --version serve completions top signup login logout whoami apikey kv cluster status man bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
                 --gateway)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --users)
                     COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 --api-key)
@@ -313,30 +313,14 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__apikey)
-            opts="-h --gateway --users --output --api-key --config-dir --ca-file --help create list revoke help"
+            opts="-h --output --ca-file --help create list revoke help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -351,7 +335,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__apikey__subcmd__create)
-            opts="-h --name --scopes --expires-in-days --use --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --name --scopes --expires-in-days --use --users --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -369,24 +353,16 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -471,30 +447,22 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__apikey__subcmd__list)
-            opts="-h --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --users --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -509,30 +477,22 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__apikey__subcmd__revoke)
-            opts="-h --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --users --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -547,7 +507,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__bench)
-            opts="-c -n -h --op --clients --duration --requests --value-size --keys --consistency --ttl --warmup --timeout --target-node --cluster-secret --target-etcd --keep --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-c -n -h --op --clients --duration --requests --value-size --keys --consistency --ttl --warmup --timeout --target-node --cluster-secret --target-etcd --keep --gateway --api-key --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -617,20 +577,16 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
                 --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -645,30 +601,14 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__cluster)
-            opts="-h --gateway --users --output --api-key --config-dir --ca-file --help join leave status help"
+            opts="-h --output --ca-file --help join leave status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -753,7 +693,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__cluster__subcmd__join)
-            opts="-h --id --no-wait --cluster-secret --data-dir --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --id --no-wait --cluster-secret --data-dir --gateway --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -775,20 +715,12 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --users)
+                --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -803,7 +735,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__cluster__subcmd__leave)
-            opts="-h --force --no-wait --cluster-secret --data-dir --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --force --no-wait --cluster-secret --data-dir --gateway --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -821,20 +753,12 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --users)
+                --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -849,7 +773,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__cluster__subcmd__status)
-            opts="-h --cluster-secret --data-dir --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --cluster-secret --data-dir --gateway --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -867,20 +791,12 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --users)
+                --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -895,7 +811,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__completions)
-            opts="-h --dir --gateway --users --output --api-key --config-dir --ca-file --help bash elvish fish powershell zsh"
+            opts="-h --dir --output --ca-file --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -905,24 +821,8 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -1371,30 +1271,14 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv)
-            opts="-h --gateway --users --output --api-key --config-dir --ca-file --help put get delete list locate help"
+            opts="-h --output --ca-file --help put get delete list locate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -1409,7 +1293,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv__subcmd__delete)
-            opts="-h --consistency --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --consistency --gateway --api-key --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1423,20 +1307,16 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
                 --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -1451,7 +1331,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv__subcmd__get)
-            opts="-o -h --output-file --consistency --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-o -h --output-file --consistency --gateway --api-key --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1473,20 +1353,16 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
                 --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -1599,7 +1475,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv__subcmd__list)
-            opts="-h --prefix --limit --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --prefix --limit --gateway --api-key --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1617,20 +1493,16 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
                 --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -1645,7 +1517,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv__subcmd__locate)
-            opts="-h --cluster-secret --data-dir --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --cluster-secret --data-dir --gateway --users --api-key --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1667,16 +1539,16 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --output)
-                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
                 --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -1691,7 +1563,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv__subcmd__put)
-            opts="-f -h --file --ttl --consistency --content-type --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-f -h --file --ttl --consistency --content-type --gateway --api-key --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1721,20 +1593,16 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
                 --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -1749,7 +1617,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__login)
-            opts="-h --email --password-stdin --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --email --password-stdin --users --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1759,24 +1627,16 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -1791,30 +1651,22 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__logout)
-            opts="-h --all --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --all --users --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -1829,7 +1681,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__man)
-            opts="-h --dir --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1839,24 +1691,8 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -1871,30 +1707,14 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve)
-            opts="-h --gateway --users --output --api-key --config-dir --ca-file --help all node replicator users gateway help"
+            opts="-h --output --ca-file --help all node replicator users gateway help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -1909,7 +1729,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__all)
-            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --nodes --gateway-port --users-port --node-port --replicator-port --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --nodes --gateway-port --users-port --node-port --replicator-port --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1955,24 +1775,8 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -1987,7 +1791,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__gateway)
-            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --nodes --replicator-url --users-url --replicas --vnodes --rate-limit-per-minute --rate-limit-burst --max-value-bytes --auth-failures-per-minute --max-clock-offset --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --nodes --replicator-url --users-url --replicas --vnodes --rate-limit-per-minute --rate-limit-burst --max-value-bytes --auth-failures-per-minute --max-clock-offset --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2057,24 +1861,8 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -2187,7 +1975,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__node)
-            opts="-h --port --node-id --max-value-bytes --wal-max-bytes --sync-mode --salvage-wal --tombstone-grace --peers --replicas --vnodes --anti-entropy-interval --anti-entropy-max-keys --join --advertise-url --rebalance-rate --data-dir --host --cluster-secret --tls-cert --tls-key --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --port --node-id --max-value-bytes --wal-max-bytes --sync-mode --salvage-wal --tombstone-grace --peers --replicas --vnodes --anti-entropy-interval --anti-entropy-max-keys --join --advertise-url --rebalance-rate --data-dir --host --cluster-secret --tls-cert --tls-key --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2269,24 +2057,8 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -2301,7 +2073,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__replicator)
-            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --max-queue --max-queue-bytes --max-value-bytes --wait-timeout --retry-base --probe-interval --request-timeout --compact-bytes --users-url --replicas --vnodes --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --max-queue --max-queue-bytes --max-value-bytes --wait-timeout --retry-base --probe-interval --request-timeout --compact-bytes --users-url --replicas --vnodes --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2375,24 +2147,8 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -2407,7 +2163,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__users)
-            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --database-url --jwt-secret --jwt-expiration --secure-cookies --gateway-url --signups-per-hour --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --database-url --jwt-secret --jwt-expiration --secure-cookies --gateway-url --signups-per-hour --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2457,24 +2213,8 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -2489,7 +2229,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__signup)
-            opts="-h --email --username --password-stdin --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --email --username --password-stdin --users --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2503,24 +2243,16 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -2535,7 +2267,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__status)
-            opts="-h --cluster-secret --data-dir --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --cluster-secret --data-dir --gateway --users --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2557,16 +2289,12 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --output)
-                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -2581,7 +2309,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__top)
-            opts="-h --interval --cluster-secret --data-dir --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --interval --cluster-secret --data-dir --gateway --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2603,20 +2331,12 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --users)
+                --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
@@ -2631,30 +2351,22 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__whoami)
-            opts="-h --gateway --users --output --api-key --config-dir --ca-file --help"
+            opts="-h --users --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --gateway)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --users)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
-                    return 0
-                    ;;
-                --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 --ca-file)

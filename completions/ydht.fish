@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_ydht_global_optspecs
-    string join \n gateway= users= output= api-key= config-dir= ca-file= h/help V/version
+    string join \n output= gateway= users= api-key= config-dir= ca-file= h/help V/version
 end
 
 function __fish_ydht_needs_command
@@ -24,12 +24,12 @@ function __fish_ydht_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c ydht -n "__fish_ydht_needs_command" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_needs_command" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_needs_command" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_needs_command" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_needs_command" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_needs_command" -l gateway -r
+complete -c ydht -n "__fish_ydht_needs_command" -l users -r
+complete -c ydht -n "__fish_ydht_needs_command" -l api-key -r
+complete -c ydht -n "__fish_ydht_needs_command" -l config-dir -r -F
 complete -c ydht -n "__fish_ydht_needs_command" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_needs_command" -s V -l version -d 'Print version'
@@ -47,12 +47,8 @@ complete -c ydht -n "__fish_ydht_needs_command" -f -a "status" -d 'Health and me
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "man" -d 'Print the manual page (or write one per command with --dir)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "bench" -d 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and not __fish_seen_subcommand_from all node replicator users gateway help" -f -a "all" -d 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
@@ -71,12 +67,8 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l users-port -d 'Users service port (0 picks a free one)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l node-port -d 'Port of node-1; the others take the next free numbers (0: every node picks a free one)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l replicator-port -d 'Replicator port (0 picks a free one)' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from all" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l port -d 'Port to listen on' -r
@@ -99,12 +91,8 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l cluster-secret -d 'Shared secret guarding internal endpoints [default: generated once into the data dir]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l tls-cert -d 'PEM certificate chain: serve HTTPS instead of HTTP (needs --tls-key)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l tls-key -d 'PEM private key of --tls-cert' -r -F
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l salvage-wal -d 'Start despite a corrupt WAL segment by truncating it at the first bad record (later records are lost)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -125,12 +113,8 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l users-url -d 'Follow the cluster membership at this users service: copies for a node that left the cluster (`ydht cluster leave`, also `--force`) go to the key\'s current owners instead' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l replicas -d 'Copies kept of every key (N), as the gateway\'s (to find a key\'s owners)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l vnodes -d 'Virtual nodes per storage node on the ring, as the gateway\'s' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from replicator" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l data-dir -d 'Directory for data and generated secrets [default: the platform data dir, e.g. ~/.local/share/ydht]' -r -F
@@ -144,12 +128,8 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l jwt-expiration -d 'Access-token lifetime, e.g. 15m, 1h, 24h' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l gateway-url -d 'Base URL of the gateway, for the dashboard\'s key browser' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l signups-per-hour -d 'Sign-ups allowed per client address (IPv6: per /64) and hour; 0 = no limit' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -l secure-cookies -d 'Mark cookies `Secure` (set when the pages are served over HTTPS)'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from users" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -169,12 +149,8 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l max-value-bytes -d 'Largest value accepted, in bytes (larger → 413)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l auth-failures-per-minute -d 'Failed API-key checks allowed per client address and minute before 429 (0 disables)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l max-clock-offset -d 'Largest offset between this gateway\'s clock and the storage nodes\' (median) it writes with; past it writes get 503 until the clocks agree again (`500ms`, `2s`)' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "all" -d 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
@@ -184,69 +160,51 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "gateway" -d 'Public KV API on 8080: /v1/kv with API keys, rate limits, tunable consistency'
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -l dir -d 'Write the files for every shell into this directory instead of printing' -r -F
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand completions" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand top" -l interval -d 'How often to poll the services, e.g. 500ms, 1s, 5s' -r
 complete -c ydht -n "__fish_ydht_using_subcommand top" -l cluster-secret -d 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand top" -l data-dir -d 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand top" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand top" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand top" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand top" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand top" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand top" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand top" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand top" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -l email -d 'Account email' -r
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -l username -d 'Account name: 3–32 letters, digits, `_` or `-`' -r
-complete -c ydht -n "__fish_ydht_using_subcommand signup" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand signup" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand signup" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand signup" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -l password-stdin -d 'Read the password from stdin instead of prompting (for scripts)'
 complete -c ydht -n "__fish_ydht_using_subcommand signup" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand login" -l email -d 'Account email' -r
-complete -c ydht -n "__fish_ydht_using_subcommand login" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand login" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand login" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand login" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand login" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand login" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand login" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand login" -l password-stdin -d 'Read the password from stdin instead of prompting (for scripts)'
 complete -c ydht -n "__fish_ydht_using_subcommand login" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ydht -n "__fish_ydht_using_subcommand logout" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand logout" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand logout" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand logout" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand logout" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand logout" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand logout" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand logout" -l all -d 'Also forget the default API key stored by `apikey create --use`'
 complete -c ydht -n "__fish_ydht_using_subcommand logout" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand whoami" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand whoami" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and not __fish_seen_subcommand_from create list revoke help" -f -a "create" -d 'Create an API key (its full value is shown once)'
@@ -258,41 +216,31 @@ complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcom
 write\t''
 admin\t''"
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l expires-in-days -d 'Days until the key expires, 1–3650 [default: never]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -l use -d 'Store the key as the default for `ydht kv` (in credentials.json, mode 0600)'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from revoke" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create an API key (its full value is shown once)'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "list" -d 'List your API keys (never their full value)'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Revoke an API key by id; it stops working at the gateway within seconds'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
@@ -307,52 +255,48 @@ complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand
 strong\t'A majority of the replicas has it durably (reads: newest of a majority)'"
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l content-type -d 'Content type stored with the value [default: application/octet-stream]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l api-key -d 'API key [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -s o -l output-file -d 'Write the value to this file instead of stdout' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l consistency -d 'Consistency level of the read [default: eventual]' -r -f -a "eventual\t'The primary has it durably; replicas follow in the background'
 strong\t'A majority of the replicas has it durably (reads: newest of a majority)'"
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l api-key -d 'API key [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l consistency -d 'Consistency level of the delete [default: eventual]' -r -f -a "eventual\t'The primary has it durably; replicas follow in the background'
 strong\t'A majority of the replicas has it durably (reads: newest of a majority)'"
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l api-key -d 'API key [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l prefix -d 'Only keys starting with this prefix' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l limit -d 'Show at most this many keys [default: all]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l api-key -d 'API key [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l cluster-secret -d 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l data-dir -d 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l api-key -d 'API key [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
@@ -361,12 +305,8 @@ complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "list" -d 'List your keys'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -f -a "join" -d 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)'
@@ -377,22 +317,18 @@ complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subco
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l cluster-secret -d 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l data-dir -d 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -l no-wait -d 'Return once the change is recorded, without waiting for the data to move'
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from join" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l cluster-secret -d 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l data-dir -d 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l force -d 'The node is gone for good: rebuild its keys from the other copies instead of from it'
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from leave" -l no-wait -d 'Return once the change is recorded, without waiting for the data to move'
@@ -400,11 +336,9 @@ complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subco
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l cluster-secret -d 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l data-dir -d 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "join" -d 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)'
@@ -415,19 +349,14 @@ complete -c ydht -n "__fish_ydht_using_subcommand status" -l cluster-secret -d '
 complete -c ydht -n "__fish_ydht_using_subcommand status" -l data-dir -d 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand status" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand status" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand status" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand status" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand status" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand status" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand status" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand man" -l dir -d 'Write `ydht.1` and one page per subcommand (`ydht-kv-put.1`, …) into this directory instead of printing `ydht.1`' -r -F
-complete -c ydht -n "__fish_ydht_using_subcommand man" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand man" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand man" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand man" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand man" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand man" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l op -d 'Operation to measure' -r -f -a "put\t'Writes of random keys'
@@ -447,11 +376,10 @@ complete -c ydht -n "__fish_ydht_using_subcommand bench" -l target-node -d 'Meas
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l cluster-secret -d 'Cluster secret for --target-node (the data dir\'s cluster.secret)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l target-etcd -d 'Measure etcd\'s v3 HTTP/JSON gateway at this URL (for bench/compare.sh)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand bench" -l users -d 'Users service base URL [default: config.json\'s users_url, else http://127.0.0.1:8081]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l api-key -d 'API key [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand bench" -l api-key -d 'API key for `kv` commands [default: the one stored by `apikey create --use`]' -r
-complete -c ydht -n "__fish_ydht_using_subcommand bench" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l keep -d 'Keep the keys the run wrote (`bench/<random>/…`) instead of deleting them afterwards'
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -5,12 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::client::ClientArgs;
 use crate::client::account::{LoginArgs, LogoutArgs, SignupArgs, WhoamiArgs};
 use crate::client::apikey::ApikeyCommand;
 use crate::client::kv::KvCommand;
 use crate::client::membership::ClusterCommand;
+use crate::client::output::OutputFormat;
 use crate::client::status::StatusArgs;
+use crate::client::{ClientFlags, Context, LeadingClientArgs};
 use crate::completions::CompletionsArgs;
 use crate::error::exit_code_of;
 use crate::man::ManArgs;
@@ -23,17 +24,24 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Flags of the client commands (URLs, output format, API key, config dir).
+    /// Output format
+    #[arg(long, env = "YDHT_OUTPUT", global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// Client flags given before the subcommand (hidden; each subcommand lists the ones it uses).
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub leading: LeadingClientArgs,
 
     /// PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)
     #[arg(long, env = "YDHT_CA_FILE", value_name = "PEM", global = true)]
     pub ca_file: Option<std::path::PathBuf>,
 }
 
-/// Exit codes, shown at the end of `--help`.
+/// Where the client options are, and the exit codes: the end of `--help`.
 pub const EXIT_CODES: &str = "\
+Client options (--gateway, --users, --api-key, --config-dir, --cluster-secret) belong to the
+commands that use them: see `ydht COMMAND --help`.
+
 Exit codes:
   0  success
   1  not found (e.g. `kv get` of a missing key)
@@ -88,20 +96,53 @@ impl Cli {
         if let Some(path) = &self.ca_file {
             crate::tls::trust_ca_file(path)?;
         }
+        let (leading, output) = (&self.leading, self.output);
+        // The client context of a command with these client flags.
+        let context = |flags: &dyn ClientFlags| -> anyhow::Result<Context> { leading.apply(flags, output).context() };
         match self.command {
-            Command::Serve(command) => command.run().await,
+            Command::Serve(serve) => serve.run().await,
             Command::Completions(args) => args.run(),
-            Command::Top(args) => args.run(&self.client.context()?.gateway.display).await,
-            Command::Signup(args) => args.run(&self.client.context()?).await,
-            Command::Login(args) => args.run(&self.client.context()?).await,
-            Command::Logout(args) => args.run(&self.client.context()?).await,
-            Command::Whoami(args) => args.run(&self.client.context()?).await,
-            Command::Apikey(command) => command.run(&self.client.context()?).await,
-            Command::Kv(command) => command.run(&self.client.context()?).await,
-            Command::Cluster(command) => command.run(&self.client.context()?).await,
-            Command::Status(args) => args.run(&self.client.context()?).await,
             Command::Man(args) => args.run(),
-            Command::Bench(args) => args.run(&self.client.context()?).await,
+            Command::Top(args) => {
+                let gateway = context(&args.client)?.gateway.display;
+                args.run(&gateway).await
+            }
+            Command::Signup(args) => {
+                let context = context(&args.client)?;
+                args.run(&context).await
+            }
+            Command::Login(args) => {
+                let context = context(&args.client)?;
+                args.run(&context).await
+            }
+            Command::Logout(args) => {
+                let context = context(&args.client)?;
+                args.run(&context).await
+            }
+            Command::Whoami(args) => {
+                let context = context(&args.client)?;
+                args.run(&context).await
+            }
+            Command::Apikey(sub) => {
+                let context = context(&sub)?;
+                sub.run(&context).await
+            }
+            Command::Kv(sub) => {
+                let context = context(&sub)?;
+                sub.run(&context).await
+            }
+            Command::Cluster(sub) => {
+                let context = context(&sub)?;
+                sub.run(&context).await
+            }
+            Command::Status(args) => {
+                let context = context(&args.client)?;
+                args.run(&context).await
+            }
+            Command::Bench(args) => {
+                let context = context(&args.client)?;
+                args.run(&context).await
+            }
         }
     }
 }
@@ -110,7 +151,7 @@ impl Cli {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(if cli.is_server() { "info" } else { "warn" });
-    let json_errors = cli.client.output == crate::client::output::OutputFormat::Json && !cli.is_server();
+    let json_errors = cli.output == OutputFormat::Json && !cli.is_server();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

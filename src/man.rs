@@ -43,7 +43,7 @@ mod tests {
     fn the_page_documents_commands_and_exit_codes() {
         let page = String::from_utf8(render()).unwrap();
         assert!(page.contains("\n.TH ydht 1"), "not a roff page");
-        for expected in ["signup", "apikey", "status", "Exit codes", "YDHT_GATEWAY_URL"] {
+        for expected in ["signup", "apikey", "status", "Exit codes", "Client options", "YDHT_OUTPUT"] {
             assert!(page.contains(expected), "{expected} missing from the man page");
         }
     }
@@ -55,5 +55,9 @@ mod tests {
         for name in ["ydht.1", "ydht-kv.1", "ydht-kv-put.1", "ydht-apikey-create.1", "ydht-status.1"] {
             assert!(dir.path().join(name).exists(), "{name} was not written");
         }
+        let page = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert!(page("ydht-kv-get.1").contains("YDHT_API_KEY"), "kv get documents its API key");
+        assert!(!page("ydht-top.1").contains("api\\-key"), "top takes no API key");
+        assert!(page("ydht-top.1").contains("YDHT_GATEWAY_URL"));
     }
 }

@@ -27,8 +27,8 @@ use clap::{Args, ValueEnum};
 use reqwest::Url;
 use reqwest::header::HeaderValue;
 
-use crate::client::Context;
 use crate::client::output::{print_json, print_line};
+use crate::client::{Context, KeyClient};
 use crate::error::{Exit, exit};
 use crate::hlc::Hlc;
 use load::{KeyOrder, Mix, Phase, Progress, Stop};
@@ -131,6 +131,10 @@ pub struct BenchArgs {
     /// Keep the keys the run wrote (`bench/<random>/…`) instead of deleting them afterwards
     #[arg(long)]
     pub keep: bool,
+
+    /// The gateway and the API key (for the default target) and the config dir.
+    #[command(flatten)]
+    pub client: KeyClient,
 }
 
 impl std::fmt::Debug for BenchArgs {
@@ -150,6 +154,7 @@ impl std::fmt::Debug for BenchArgs {
             .field("cluster_secret", &self.cluster_secret.as_ref().map(|_| "<hidden>"))
             .field("target_etcd", &self.target_etcd)
             .field("keep", &self.keep)
+            .field("client", &self.client)
             .finish()
     }
 }
@@ -226,7 +231,7 @@ fn parse_url(flag: &str, text: &str) -> Result<Url, Exit> {
 
 impl BenchArgs {
     /// Checks every flag and resolves them into a [`Plan`] (usage errors exit 2), with the
-    /// global `--gateway` URL and, asked only for the gateway, the API key.
+    /// `--gateway` URL and, asked only for the gateway, the API key.
     pub fn plan(&self, gateway: &str, api_key: impl FnOnce() -> Result<String, Exit>) -> Result<Plan, Exit> {
         if self.clients == 0 || self.clients > MAX_CLIENTS {
             return Err(Exit::usage(format!("--clients must be between 1 and {MAX_CLIENTS}")));
@@ -281,7 +286,7 @@ impl BenchArgs {
         })
     }
 
-    /// Runs the benchmark with the client's global flags (`--gateway`, `--api-key` or the
+    /// Runs the benchmark with the client flags (`--gateway`, `--api-key` or the
     /// stored default key, `--output`) and prints the result.
     pub async fn run(self, context: &Context) -> anyhow::Result<()> {
         let api_key = || {

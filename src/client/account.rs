@@ -7,10 +7,10 @@ use clap::Args;
 use reqwest::Method;
 use serde_json::json;
 
-use super::Context;
 use super::api::{LoginRequest, SignupRequest, TokenResponse, User, decode};
 use super::credentials::{Session, unix_now};
 use super::output::{format_timestamp, print_json, print_line, table, yes_no};
+use super::{Context, UsersClient};
 use crate::error::{Exit, exit};
 
 /// Largest password read from stdin.
@@ -30,6 +30,9 @@ pub struct SignupArgs {
     /// Read the password from stdin instead of prompting (for scripts)
     #[arg(long)]
     pub password_stdin: bool,
+    /// The users service and the config dir.
+    #[command(flatten)]
+    pub client: UsersClient,
 }
 
 /// Arguments of `ydht login`.
@@ -42,6 +45,9 @@ pub struct LoginArgs {
     /// Read the password from stdin instead of prompting (for scripts)
     #[arg(long)]
     pub password_stdin: bool,
+    /// The users service and the config dir.
+    #[command(flatten)]
+    pub client: UsersClient,
 }
 
 /// Arguments of `ydht logout`.
@@ -50,11 +56,18 @@ pub struct LogoutArgs {
     /// Also forget the default API key stored by `apikey create --use`
     #[arg(long)]
     pub all: bool,
+    /// The users service and the config dir.
+    #[command(flatten)]
+    pub client: UsersClient,
 }
 
 /// Arguments of `ydht whoami`.
 #[derive(Args, Debug)]
-pub struct WhoamiArgs {}
+pub struct WhoamiArgs {
+    /// The users service and the config dir.
+    #[command(flatten)]
+    pub client: UsersClient,
+}
 
 impl SignupArgs {
     /// Creates the account, then logs in with it.

@@ -5,10 +5,10 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::json;
 
-use super::Context;
 use super::api::{ApiKeyList, CreateApiKeyRequest, CreatedApiKey, decode};
 use super::credentials::StoredApiKey;
 use super::output::{format_timestamp, print_json, print_line, table};
+use super::{ClientArgs, ClientFlags, Context, UsersClient};
 use crate::error::{Exit, exit};
 
 /// `ydht apikey …`
@@ -17,7 +17,7 @@ pub enum ApikeyCommand {
     /// Create an API key (its full value is shown once)
     Create(CreateArgs),
     /// List your API keys (never their full value)
-    List,
+    List(ListArgs),
     /// Revoke an API key by id; it stops working at the gateway within seconds
     Revoke(RevokeArgs),
 }
@@ -40,6 +40,17 @@ pub struct CreateArgs {
     /// Store the key as the default for `ydht kv` (in credentials.json, mode 0600)
     #[arg(long = "use")]
     pub use_it: bool,
+    /// The users service and the config dir.
+    #[command(flatten)]
+    pub client: UsersClient,
+}
+
+/// Arguments of `apikey list`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// The users service and the config dir.
+    #[command(flatten)]
+    pub client: UsersClient,
 }
 
 /// Arguments of `apikey revoke`.
@@ -47,14 +58,31 @@ pub struct CreateArgs {
 pub struct RevokeArgs {
     /// The key's id, as `apikey list` shows it
     pub id: i64,
+    /// The users service and the config dir.
+    #[command(flatten)]
+    pub client: UsersClient,
+}
+
+impl ClientFlags for ApikeyCommand {
+    fn given(&self) -> ClientArgs {
+        self.client().given()
+    }
 }
 
 impl ApikeyCommand {
+    fn client(&self) -> &UsersClient {
+        match self {
+            Self::Create(args) => &args.client,
+            Self::List(args) => &args.client,
+            Self::Revoke(args) => &args.client,
+        }
+    }
+
     /// Runs the subcommand.
     pub async fn run(self, context: &Context) -> anyhow::Result<()> {
         match self {
             Self::Create(args) => create(args, context).await,
-            Self::List => list(context).await,
+            Self::List(_) => list(context).await,
             Self::Revoke(args) => revoke(args, context).await,
         }
     }

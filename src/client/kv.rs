@@ -10,10 +10,10 @@ use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 
-use super::Context;
 use super::api::{KeyEntry, KvPut, WriteResponse};
 use super::locate::LocateArgs;
 use super::output::{format_timestamp, human_bytes, print_bytes, print_json, print_line, table};
+use super::{ClientArgs, ClientFlags, Context, KeyClient};
 use crate::error::{Exit, exit};
 use crate::units::count_of;
 
@@ -81,6 +81,9 @@ pub struct PutArgs {
     /// Content type stored with the value [default: application/octet-stream]
     #[arg(long, value_name = "TYPE")]
     pub content_type: Option<String>,
+    /// The gateway, the API key and the config dir.
+    #[command(flatten)]
+    pub client: KeyClient,
 }
 
 /// Arguments of `kv get`.
@@ -96,6 +99,9 @@ pub struct GetArgs {
     /// Consistency level of the read [default: eventual]
     #[arg(long, value_enum)]
     pub consistency: Option<Consistency>,
+    /// The gateway, the API key and the config dir.
+    #[command(flatten)]
+    pub client: KeyClient,
 }
 
 /// Arguments of `kv delete`.
@@ -107,6 +113,9 @@ pub struct DeleteArgs {
     /// Consistency level of the delete [default: eventual]
     #[arg(long, value_enum)]
     pub consistency: Option<Consistency>,
+    /// The gateway, the API key and the config dir.
+    #[command(flatten)]
+    pub client: KeyClient,
 }
 
 /// Arguments of `kv list`.
@@ -119,9 +128,28 @@ pub struct ListArgs {
     /// Show at most this many keys [default: all]
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
+    /// The gateway, the API key and the config dir.
+    #[command(flatten)]
+    pub client: KeyClient,
+}
+
+impl ClientFlags for KvCommand {
+    fn given(&self) -> ClientArgs {
+        self.client().given()
+    }
 }
 
 impl KvCommand {
+    fn client(&self) -> &dyn ClientFlags {
+        match self {
+            Self::Put(args) => &args.client,
+            Self::Get(args) => &args.client,
+            Self::Delete(args) => &args.client,
+            Self::List(args) => &args.client,
+            Self::Locate(args) => &args.client,
+        }
+    }
+
     /// Runs the subcommand.
     pub async fn run(self, context: &Context) -> anyhow::Result<()> {
         match self {

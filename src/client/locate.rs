@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::api::{User, decode, root_cause};
 use super::output::{format_unix_millis, format_version, human_bytes, print_json, print_line, table};
-use super::{Context, OperatorArgs, cluster};
+use super::{Context, FullClient, OperatorArgs, cluster};
 use crate::error::{Exit, exit};
 use crate::nodeclient::{NodeClient, NodeError, NodeRead};
 
@@ -29,6 +29,10 @@ pub struct LocateArgs {
     /// Where the cluster secret comes from.
     #[command(flatten)]
     pub operator: OperatorArgs,
+
+    /// The gateway, the users service (for the key's tenant), the API key and the config dir.
+    #[command(flatten)]
+    pub client: FullClient,
 }
 
 /// What one node holds for a key (as `kv locate` reports it).

@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde::Serialize;
 
 use super::output::{print_json, print_line, table};
-use super::{Context, OperatorArgs};
+use super::{ClientArgs, ClientFlags, Context, GatewayClient, OperatorArgs};
 use crate::config::Secret;
 use crate::membership::{JoinRequest, LeaveRequest, Membership};
 use crate::proto::CLUSTER_SECRET_HEADER;
@@ -47,6 +47,10 @@ pub struct JoinArgs {
     /// Where the cluster secret comes from.
     #[command(flatten)]
     pub operator: OperatorArgs,
+
+    /// The gateway and the config dir.
+    #[command(flatten)]
+    pub client: GatewayClient,
 }
 
 /// Arguments of `ydht cluster leave`.
@@ -64,6 +68,10 @@ pub struct LeaveArgs {
     /// Where the cluster secret comes from.
     #[command(flatten)]
     pub operator: OperatorArgs,
+
+    /// The gateway and the config dir.
+    #[command(flatten)]
+    pub client: GatewayClient,
 }
 
 /// Arguments of `ydht cluster status`.
@@ -72,9 +80,27 @@ pub struct ClusterStatusArgs {
     /// Where the cluster secret comes from.
     #[command(flatten)]
     pub operator: OperatorArgs,
+
+    /// The gateway and the config dir.
+    #[command(flatten)]
+    pub client: GatewayClient,
+}
+
+impl ClientFlags for ClusterCommand {
+    fn given(&self) -> ClientArgs {
+        self.client().given()
+    }
 }
 
 impl ClusterCommand {
+    fn client(&self) -> &GatewayClient {
+        match self {
+            Self::Join(args) => &args.client,
+            Self::Leave(args) => &args.client,
+            Self::Status(args) => &args.client,
+        }
+    }
+
     /// Runs the subcommand.
     pub async fn run(self, context: &Context) -> anyhow::Result<()> {
         match self {

@@ -39,28 +39,22 @@ pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:8080";
 /// Default users service URL.
 pub const DEFAULT_USERS_URL: &str = "http://127.0.0.1:8081";
 
-/// Flags shared by every client command (global: they may come before or after the subcommand).
-#[derive(Args, Clone, Default)]
-#[command(next_help_heading = "Client options")]
+/// The `--help` heading of the service URLs and credentials.
+pub const CLIENT_OPTIONS: &str = "Client options";
+
+/// The client settings a command was given (its flags and their environment
+/// variables); `None` falls back to config.json, then to the built-in default.
+#[derive(Clone, Default)]
 pub struct ClientArgs {
-    /// Gateway base URL [default: config.json's gateway_url, else http://127.0.0.1:8080]
-    #[arg(long, env = "YDHT_GATEWAY_URL", global = true, value_name = "URL")]
+    /// `--gateway` / `YDHT_GATEWAY_URL`.
     pub gateway: Option<String>,
-
-    /// Users service base URL [default: config.json's users_url, else http://127.0.0.1:8081]
-    #[arg(long, env = "YDHT_USERS_URL", global = true, value_name = "URL")]
+    /// `--users` / `YDHT_USERS_URL`.
     pub users: Option<String>,
-
-    /// Output format
-    #[arg(long, env = "YDHT_OUTPUT", global = true, value_enum, default_value_t = OutputFormat::Table)]
+    /// `--output` / `YDHT_OUTPUT` (global).
     pub output: OutputFormat,
-
-    /// API key for `kv` commands [default: the one stored by `apikey create --use`]
-    #[arg(long, env = "YDHT_API_KEY", global = true, hide_env_values = true, value_name = "KEY")]
+    /// `--api-key` / `YDHT_API_KEY`.
     pub api_key: Option<String>,
-
-    /// Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]
-    #[arg(long, env = "YDHT_CONFIG_DIR", global = true, value_name = "DIR")]
+    /// `--config-dir` / `YDHT_CONFIG_DIR`.
     pub config_dir: Option<PathBuf>,
 }
 
@@ -73,6 +67,166 @@ impl fmt::Debug for ClientArgs {
             .field("api_key", &self.api_key.as_ref().map(|_| "<hidden>"))
             .field("config_dir", &self.config_dir)
             .finish()
+    }
+}
+
+/// `--gateway`.
+#[derive(Args, Clone, Default, Debug)]
+pub struct GatewayFlag {
+    /// Gateway base URL [default: config.json's gateway_url, else http://127.0.0.1:8080]
+    #[arg(long, env = "YDHT_GATEWAY_URL", value_name = "URL", help_heading = CLIENT_OPTIONS)]
+    pub gateway: Option<String>,
+}
+
+/// `--users`.
+#[derive(Args, Clone, Default, Debug)]
+pub struct UsersFlag {
+    /// Users service base URL [default: config.json's users_url, else http://127.0.0.1:8081]
+    #[arg(long, env = "YDHT_USERS_URL", value_name = "URL", help_heading = CLIENT_OPTIONS)]
+    pub users: Option<String>,
+}
+
+/// `--api-key`.
+#[derive(Args, Clone, Default)]
+pub struct ApiKeyFlag {
+    /// API key [default: the one stored by `apikey create --use`]
+    #[arg(long, env = "YDHT_API_KEY", hide_env_values = true, value_name = "KEY", help_heading = CLIENT_OPTIONS)]
+    pub api_key: Option<String>,
+}
+
+impl fmt::Debug for ApiKeyFlag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyFlag").field("api_key", &self.api_key.as_ref().map(|_| "<hidden>")).finish()
+    }
+}
+
+/// `--config-dir`.
+#[derive(Args, Clone, Default, Debug)]
+pub struct ConfigDirFlag {
+    /// Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]
+    #[arg(long, env = "YDHT_CONFIG_DIR", value_name = "DIR", help_heading = CLIENT_OPTIONS)]
+    pub config_dir: Option<PathBuf>,
+}
+
+/// The client flags of one command, as its `--help` lists them.
+pub trait ClientFlags {
+    /// The settings given on the command line or in the environment.
+    fn given(&self) -> ClientArgs;
+}
+
+/// `--users`, `--config-dir`: the account and API key commands (the users service).
+#[derive(Args, Clone, Default, Debug)]
+pub struct UsersClient {
+    #[command(flatten)]
+    users: UsersFlag,
+    #[command(flatten)]
+    config: ConfigDirFlag,
+}
+
+/// `--gateway`, `--config-dir`: the operator commands that talk to the gateway with the cluster secret.
+#[derive(Args, Clone, Default, Debug)]
+pub struct GatewayClient {
+    #[command(flatten)]
+    gateway: GatewayFlag,
+    #[command(flatten)]
+    config: ConfigDirFlag,
+}
+
+/// `--gateway`, `--api-key`, `--config-dir`: the key-value commands.
+#[derive(Args, Clone, Default, Debug)]
+pub struct KeyClient {
+    #[command(flatten)]
+    gateway: GatewayFlag,
+    #[command(flatten)]
+    api_key: ApiKeyFlag,
+    #[command(flatten)]
+    config: ConfigDirFlag,
+}
+
+/// `--gateway`, `--users`, `--config-dir`: `ydht status`.
+#[derive(Args, Clone, Default, Debug)]
+pub struct ServicesClient {
+    #[command(flatten)]
+    gateway: GatewayFlag,
+    #[command(flatten)]
+    users: UsersFlag,
+    #[command(flatten)]
+    config: ConfigDirFlag,
+}
+
+/// `--gateway`, `--users`, `--api-key`, `--config-dir`: `kv locate` (finds the key's tenant too).
+#[derive(Args, Clone, Default, Debug)]
+pub struct FullClient {
+    #[command(flatten)]
+    gateway: GatewayFlag,
+    #[command(flatten)]
+    users: UsersFlag,
+    #[command(flatten)]
+    api_key: ApiKeyFlag,
+    #[command(flatten)]
+    config: ConfigDirFlag,
+}
+
+macro_rules! client_flags {
+    ($name:ident: $($field:ident),*) => {
+        impl ClientFlags for $name {
+            fn given(&self) -> ClientArgs {
+                ClientArgs {
+                    $($field: self.$field.$field.clone(),)*
+                    config_dir: self.config.config_dir.clone(),
+                    ..ClientArgs::default()
+                }
+            }
+        }
+    };
+}
+
+client_flags!(UsersClient: users);
+client_flags!(GatewayClient: gateway);
+client_flags!(KeyClient: gateway, api_key);
+client_flags!(ServicesClient: gateway, users);
+client_flags!(FullClient: gateway, users, api_key);
+
+/// Client flags named before the subcommand (`ydht --gateway URL cluster status`), as
+/// before they moved to the subcommands that use them: still accepted before any
+/// command (so an alias like `ydht --gateway URL --users URL` keeps working), hidden
+/// from `--help`, without environment variables (the subcommand reads those). Given,
+/// one wins over the subcommand's flag and environment; a command that does not use
+/// it ignores it, as it ignores the environment variable.
+#[derive(Args, Clone, Default)]
+pub struct LeadingClientArgs {
+    #[arg(long, value_name = "URL", hide = true)]
+    gateway: Option<String>,
+    #[arg(long, value_name = "URL", hide = true)]
+    users: Option<String>,
+    #[arg(long, value_name = "KEY", hide = true)]
+    api_key: Option<String>,
+    #[arg(long, value_name = "DIR", hide = true)]
+    config_dir: Option<PathBuf>,
+}
+
+impl fmt::Debug for LeadingClientArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeadingClientArgs")
+            .field("gateway", &self.gateway)
+            .field("users", &self.users)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<hidden>"))
+            .field("config_dir", &self.config_dir)
+            .finish()
+    }
+}
+
+impl LeadingClientArgs {
+    /// The command's settings: the leading flags where given, else its own flags and environment.
+    pub fn apply(&self, flags: &dyn ClientFlags, output: OutputFormat) -> ClientArgs {
+        let own = flags.given();
+        ClientArgs {
+            gateway: self.gateway.clone().or(own.gateway),
+            users: self.users.clone().or(own.users),
+            api_key: self.api_key.clone().or(own.api_key),
+            config_dir: self.config_dir.clone().or(own.config_dir),
+            output,
+        }
     }
 }
 
@@ -204,11 +358,11 @@ impl Context {
 #[derive(Args, Clone, Default)]
 pub struct OperatorArgs {
     /// The cluster secret [default: read from cluster.secret in the data dir, as the servers do]
-    #[arg(long, env = "YDHT_CLUSTER_SECRET", hide_env_values = true, value_name = "SECRET")]
+    #[arg(long, env = "YDHT_CLUSTER_SECRET", hide_env_values = true, value_name = "SECRET", help_heading = CLIENT_OPTIONS)]
     pub cluster_secret: Option<String>,
 
     /// Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]
-    #[arg(long, env = "YDHT_DATA_DIR", value_name = "DIR")]
+    #[arg(long, env = "YDHT_DATA_DIR", value_name = "DIR", help_heading = CLIENT_OPTIONS)]
     pub data_dir: Option<PathBuf>,
 }
 
@@ -231,15 +385,39 @@ mod tests {
         Cli::try_parse_from(std::iter::once("ydht").chain(args.iter().copied())).unwrap()
     }
 
+    /// The settings `ydht kv …` resolves to.
+    fn kv_settings(cli: &Cli) -> ClientArgs {
+        let Command::Kv(command) = &cli.command else { panic!("not a kv command: {cli:?}") };
+        cli.leading.apply(command, cli.output)
+    }
+
     #[test]
-    fn global_flags_work_before_and_after_the_subcommand() {
+    fn client_flags_work_before_and_after_the_subcommand() {
         let before = parse(&["--gateway", "http://g:1", "--output", "json", "kv", "get", "k"]);
         let after = parse(&["kv", "get", "k", "--gateway", "http://g:1", "--output", "json"]);
         for cli in [before, after] {
-            assert_eq!(cli.client.gateway.as_deref(), Some("http://g:1"));
-            assert_eq!(cli.client.output, OutputFormat::Json);
-            assert!(matches!(cli.command, Command::Kv(_)));
+            let settings = kv_settings(&cli);
+            assert_eq!(settings.gateway.as_deref(), Some("http://g:1"));
+            assert_eq!(settings.output, OutputFormat::Json);
         }
+        let both = parse(&["--gateway", "http://lead:1", "kv", "get", "k", "--gateway", "http://own:2"]);
+        assert_eq!(kv_settings(&both).gateway.as_deref(), Some("http://lead:1"), "the leading flag wins");
+        // A leading flag the command does not use is ignored, like its environment variable.
+        let cli = parse(&["--api-key", "ydht_x", "--users", "http://u:1", "cluster", "status"]);
+        let Command::Cluster(command) = &cli.command else { panic!("not cluster") };
+        let settings = cli.leading.apply(command, cli.output);
+        assert_eq!((settings.api_key, settings.users), (Some("ydht_x".into()), Some("http://u:1".into())));
+    }
+
+    #[test]
+    fn subcommands_take_only_their_client_flags() {
+        assert!(Cli::try_parse_from(["ydht", "top", "--api-key", "k"]).is_err());
+        assert!(Cli::try_parse_from(["ydht", "kv", "get", "k", "--users", "http://u:1"]).is_err());
+        assert!(Cli::try_parse_from(["ydht", "completions", "bash", "--gateway", "http://g:1"]).is_err());
+        assert!(Cli::try_parse_from(["ydht", "whoami", "--gateway", "http://g:1"]).is_err());
+        let cli = parse(&["kv", "locate", "k", "--users", "http://u:1", "--api-key", "k"]);
+        let settings = kv_settings(&cli);
+        assert_eq!((settings.users.as_deref(), settings.api_key.as_deref()), (Some("http://u:1"), Some("k")));
     }
 
     #[test]

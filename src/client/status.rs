@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::api::Endpoint;
 use super::output::{human_bytes, human_count, human_millis, print_json, print_line, table};
-use super::{Context, OperatorArgs, cluster};
+use super::{Context, OperatorArgs, ServicesClient, cluster};
 use crate::error::{Exit, exit};
 use crate::units::count_of;
 
@@ -21,6 +21,10 @@ pub struct StatusArgs {
     /// Where the cluster secret comes from (needed to list the nodes and the replicator).
     #[command(flatten)]
     pub operator: OperatorArgs,
+
+    /// The gateway, the users service and the config dir.
+    #[command(flatten)]
+    pub client: ServicesClient,
 }
 
 /// What kind of service a row is.

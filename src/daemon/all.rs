@@ -5,11 +5,15 @@
 //! Every listener is bound before any service starts, so the gateway learns
 //! the nodes' real addresses even when ports are 0 (ephemeral). Each service
 //! reads its own flags' environment variables exactly as when started alone.
+//! The banner (URLs, "Next:", "Press Ctrl-C to stop") is printed once every
+//! service answers its `/health`: the nodes have recovered their data, the users
+//! service has migrated its database, the replicator has recovered its queue.
 //! Shutdown is staged: gateway first (it flushes usage to the users service),
 //! then the replicator, the nodes, and the users service last.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, FromArgMatches};
@@ -117,7 +121,43 @@ fn print_banner(data_dir: &Path, gateway: &str, users: &str, replicator: &str, n
     let _ = stdout.flush();
 }
 
-/// `ydht serve all`: binds every port, starts every service, waits for Ctrl-C or a failure, stops them in order.
+/// How long one readiness probe may wait for its answer (a service still recovering
+/// answers once it serves: the request waits in the listener's backlog).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between readiness probes of a service that did not answer 200.
+const PROBE_RETRY: Duration = Duration::from_millis(50);
+
+/// Resolves once every service answers `GET {url}/health` with 200, i.e. it has
+/// finished starting (recovery, migrations) and serves requests. The probe only
+/// reads the status of this process's own listeners, so it does not check their
+/// TLS certificate (which may be for another name than the address).
+async fn until_serving(urls: Vec<String>) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .timeout(PROBE_TIMEOUT)
+        .build()
+        .context("cannot build the readiness probe's HTTP client")?;
+    let probes = urls.into_iter().map(|url| {
+        let http = http.clone();
+        async move {
+            let health = format!("{url}/health");
+            loop {
+                match http.get(&health).send().await {
+                    Ok(response) if response.status() == reqwest::StatusCode::OK => return,
+                    Ok(response) => tracing::debug!(url = %health, status = %response.status(), "not ready yet"),
+                    Err(error) => tracing::debug!(url = %health, %error, "not ready yet"),
+                }
+                tokio::time::sleep(PROBE_RETRY).await;
+            }
+        }
+    });
+    futures_util::future::join_all(probes).await;
+    Ok(())
+}
+
+/// `ydht serve all`: binds every port, starts every service, prints the banner once they
+/// all serve, waits for Ctrl-C or a failure, stops them in order.
 pub async fn run(args: AllArgs) -> anyhow::Result<()> {
     let host = args.server.host.clone();
     let data_dir = args.server.data_dir()?;
@@ -193,6 +233,10 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
     crate::server::announce_with("replicator", replicator_listener.local_addr()?, tls);
     crate::server::announce_with("gateway", gateway_listener.local_addr()?, tls);
 
+    // Ctrl-C / SIGTERM stop the cluster, also while it is still starting.
+    let signal = Shutdown::new();
+    signal.trigger_on_signals();
+
     // Start in dependency order; stop in reverse (the list is stopped from the back).
     let mut running = Vec::new();
     let shutdown = Shutdown::new();
@@ -210,11 +254,14 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
     ));
     let shutdown = Shutdown::new();
     running.push(start("gateway", shutdown.clone(), gateway::serve(gateway_config, gateway_listener, shutdown)));
-    print_banner(&data_dir, &gateway_url, &users_url, &replicator_url, &nodes);
 
-    // Wait for Ctrl-C / SIGTERM, or for any service to stop on its own (a failure).
-    let signal = Shutdown::new();
-    signal.trigger_on_signals();
+    // Print the banner once every service serves; until Ctrl-C / SIGTERM, or until any
+    // service stops on its own (a failure, also one while starting).
+    let mut urls = vec![users_url.clone(), replicator_url.clone(), gateway_url.clone()];
+    urls.extend(nodes.iter().map(|node| node.url.clone()));
+    let serving = until_serving(urls);
+    tokio::pin!(serving);
+    let mut announced = false;
     let mut failure: Option<anyhow::Error> = None;
     loop {
         if signal.is_triggered() {
@@ -229,8 +276,16 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
             break;
         }
         tokio::select! {
+            ready = &mut serving, if !announced => {
+                if let Err(error) = ready {
+                    failure = Some(error);
+                    break;
+                }
+                announced = true;
+                print_banner(&data_dir, &gateway_url, &users_url, &replicator_url, &nodes);
+            }
             () = signal.wait() => {}
-            () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
 

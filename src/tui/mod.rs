@@ -29,7 +29,7 @@ use clap::Args;
 use ratatui::DefaultTerminal;
 use tokio::sync::mpsc;
 
-use crate::client::OperatorArgs;
+use crate::client::{GatewayClient, OperatorArgs};
 use crate::error::Exit;
 pub use state::App;
 pub use update::{Event, Flow};
@@ -41,9 +41,13 @@ pub struct TopArgs {
     #[arg(long, default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
 
-    /// Where the cluster secret comes from (the gateway URL is the global `--gateway`).
+    /// Where the cluster secret comes from.
     #[command(flatten)]
     pub operator: OperatorArgs,
+
+    /// The gateway and the config dir.
+    #[command(flatten)]
+    pub client: GatewayClient,
 }
 
 /// Shortest accepted `--interval`.
@@ -61,7 +65,7 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 
 impl TopArgs {
     /// Runs the dashboard until the user quits.
-    /// `gateway` is the base URL resolved from the global `--gateway` / config file.
+    /// `gateway` is the base URL resolved from `--gateway` / the config file.
     pub async fn run(self, gateway: &str) -> anyhow::Result<()> {
         let secret = self.operator.require_cluster_secret("ydht top")?;
         if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {

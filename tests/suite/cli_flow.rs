@@ -406,3 +406,94 @@ fn serve_all_banner_comes_last_and_sigterm_stops_promptly() {
     let changed = stderr.iter().find(|line| line.contains("membership changed")).expect("a membership log line");
     assert!(changed.contains("change=seed node-1=http://") && !changed.contains("NodeInfo {"), "{changed}");
 }
+
+/// `GET {url}/health` over plain HTTP: the status code, or why there is none.
+fn health_status(url: &str) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    let address = url.strip_prefix("http://").ok_or_else(|| format!("not an http URL: {url}"))?;
+    let mut stream = std::net::TcpStream::connect(address).map_err(|error| format!("{url}: {error}"))?;
+    let timeout = Some(std::time::Duration::from_secs(5));
+    stream.set_read_timeout(timeout).and_then(|()| stream.set_write_timeout(timeout)).map_err(|e| e.to_string())?;
+    let request = format!("GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|error| format!("{url}: {error}"))?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).map_err(|error| format!("{url}/health: no answer: {error}"))?;
+    let status = answer.split(' ').nth(1).and_then(|code| code.parse().ok());
+    status.ok_or_else(|| format!("{url}/health: not an HTTP answer: {answer:?}"))
+}
+
+/// `ydht serve all` prints its banner only once every service serves: at the moment the
+/// "Press Ctrl-C to stop" line appears, every URL of the banner answers `/health` 200, and
+/// the nodes' recovery, the users service's migrations and the replicator's queue recovery
+/// were all logged before the banner (stdout and stderr share one pipe, so the order of
+/// the lines is the order of the writes).
+#[test]
+fn serve_all_prints_its_banner_once_every_service_serves() {
+    use std::io::{BufRead, BufReader};
+    use std::time::Duration;
+
+    /// Kills and reaps the server on every path.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ydht"));
+    command
+        .args(["serve", "all", "--gateway-port", "0", "--users-port", "0", "--node-port", "0"])
+        .args(["--replicator-port", "0"])
+        .env("YDHT_DATA_DIR", data_dir.path())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer);
+    for name in ["YDHT_NODES", "YDHT_CLUSTER_SECRET", "DATABASE_URL", "JWT_SECRET", "YDHT_JOIN", "YDHT_ADVERTISE_URL"] {
+        command.env_remove(name);
+    }
+    let server = Reap(command.spawn().expect("spawn ydht serve all"));
+    drop(command); // our copies of the pipe's write end: EOF once the server exits
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    let mut seen = Vec::new();
+    let mut urls = Vec::new();
+    loop {
+        let Ok(line) = received.recv_timeout(Duration::from_secs(60)) else {
+            panic!("no banner within 60 s (or serve all exited): {seen:#?}");
+        };
+        if line.contains("Press Ctrl-C to stop") {
+            break;
+        }
+        // Banner rows: `  gateway     http://127.0.0.1:PORT`.
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if line.starts_with("  ") && fields.len() == 2 && fields[1].starts_with("http://") {
+            urls.push((fields[0].to_string(), fields[1].to_string()));
+        }
+        seen.push(line);
+    }
+    // At once, before reading anything else.
+    let answers: Vec<_> = urls.iter().map(|(name, url)| (name.clone(), health_status(url))).collect();
+    drop(server);
+
+    let names: Vec<&str> = urls.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["gateway", "users", "replicator", "node-1", "node-2", "node-3"], "{seen:#?}");
+    for (name, answer) in answers {
+        assert_eq!(answer, Ok(200), "{name} at the banner: {seen:#?}");
+    }
+    let logged = |text: &str| seen.iter().filter(|line| line.contains(text)).count();
+    assert_eq!(logged("recovered node data"), 3, "every node recovered before the banner: {seen:#?}");
+    assert_eq!(logged("migrations applied"), 1, "the users database was migrated before the banner: {seen:#?}");
+    assert_eq!(logged("replication queue recovered"), 1, "the replicator recovered before the banner: {seen:#?}");
+}

@@ -118,11 +118,55 @@ fn damaged_credentials_file_exits_2() {
 fn help_documents_exit_codes_and_global_flags() {
     let (client, _, _) = offline_client();
     let help = String::from_utf8(client.ok(&["--help"])).unwrap();
-    for expected in ["Exit codes:", "--gateway", "--users", "--output", "--api-key", "YDHT_API_KEY", "kv", "status"] {
+    for expected in ["Exit codes:", "--output", "--ca-file", "Client options", "kv", "status"] {
         assert!(help.contains(expected), "{expected} missing from --help");
     }
     let man = String::from_utf8(client.ok(&["man"])).unwrap();
     assert!(man.contains(".TH ydht 1"));
+}
+
+/// The lines of `--help` that name an option (`  -o, --output <OUTPUT>`, `      --gateway <URL>`).
+fn options_in_help(client: &Client, command: &[&str]) -> Vec<String> {
+    let mut args = command.to_vec();
+    args.push("--help");
+    let help = String::from_utf8(client.ok(&args)).unwrap();
+    help.lines()
+        .map(str::trim_start)
+        .filter(|line| line.starts_with("--") || line.starts_with('-') && line.contains(", --"))
+        .filter_map(|line| line.split(", ").last()?.split([' ', '=']).next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn each_command_lists_only_the_client_options_it_uses() {
+    let (client, _, _) = offline_client();
+    const CLIENT: [&str; 6] = ["--gateway", "--users", "--api-key", "--config-dir", "--cluster-secret", "--data-dir"];
+    let expect = |command: &[&str], wanted: &[&str]| {
+        let options = options_in_help(&client, command);
+        let listed: Vec<&str> = CLIENT.into_iter().filter(|flag| options.iter().any(|option| option == flag)).collect();
+        assert_eq!(listed, wanted, "client options of `ydht {}` (all options: {options:?})", command.join(" "));
+        for global in ["--output", "--ca-file"] {
+            assert!(options.iter().any(|option| option == global), "{global} missing from `{command:?} --help`");
+        }
+    };
+    expect(&["top"], &["--gateway", "--config-dir", "--cluster-secret", "--data-dir"]);
+    expect(&["kv", "get"], &["--gateway", "--api-key", "--config-dir"]);
+    expect(&["kv", "put"], &["--gateway", "--api-key", "--config-dir"]);
+    expect(&["kv", "locate"], &["--gateway", "--users", "--api-key", "--config-dir", "--cluster-secret", "--data-dir"]);
+    expect(&["completions"], &[]);
+    expect(&["serve", "all"], &["--cluster-secret", "--data-dir"]);
+    expect(&["signup"], &["--users", "--config-dir"]);
+    expect(&["whoami"], &["--users", "--config-dir"]);
+    expect(&["apikey", "list"], &["--users", "--config-dir"]);
+    expect(&["status"], &["--gateway", "--users", "--config-dir", "--cluster-secret", "--data-dir"]);
+    expect(&["cluster", "join"], &["--gateway", "--config-dir", "--cluster-secret", "--data-dir"]);
+    expect(&["bench"], &["--gateway", "--api-key", "--config-dir", "--cluster-secret"]);
+
+    // A client option named before the subcommand still works where it applies, and is
+    // ignored where it does not (like its environment variable), so aliases keep working.
+    let args = ["--gateway", "localhost:8080", "kv", "get", "k"];
+    assert!(one_error_line(&client.run(&args)).contains("--gateway"));
+    client.ok(&["--api-key", "ydht_x", "--gateway", "http://127.0.0.1:1", "completions", "bash"]);
 }
 
 #[test]
