@@ -2,7 +2,6 @@
 //! config dir (so tests never touch the user's credentials) and no stray
 //! `YDHT_*` settings from the environment.
 
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -2,7 +2,6 @@
 //! `ydht serve all` or single services on ephemeral ports, reading their
 //! `ydht <service> listening on http://ADDR` lines, and killing them on drop.
 
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,6 @@
 //! Runs the real `ydht serve node` binary for integration tests: port 0, the
 //! address read from its `listening on` line, killed on drop.
 
-
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -3,7 +3,6 @@
 //! a new PostgreSQL schema that is dropped afterwards), with in-process
 //! servers on 127.0.0.1:0 talked to over real HTTP.
 
-
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
