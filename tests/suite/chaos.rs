@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use chaos_support::linearizability::{self, Event, Op};
 use chaos_support::proxy::Proxy;
 use chaos_support::tmpfs::Tmpfs;
-use common::{Service, create_key, read_node, tenant};
+use common::{Separate, SeparateOptions, Service, create_key, port_of, read_node, tenant};
 use tokio::sync::RwLock;
 use ydht::wal::{
     Apply, Committer, CommitterConfig, CompactionTicket, Record, SyncMode, WalDir, WalError, WalStats, snapshot,
@@ -51,10 +51,6 @@ const TMPFS_BYTES: u64 = 16 << 20;
 /// Microseconds since `start`: the clock of the recorded history.
 fn micros(start: Instant) -> u64 {
     start.elapsed().as_micros() as u64
-}
-
-fn port_of(url: &str) -> String {
-    url.rsplit(':').next().unwrap().to_string()
 }
 
 fn addr_of(url: &str) -> SocketAddr {
@@ -783,61 +779,13 @@ async fn the_wal_refuses_appends_on_a_full_disk_and_resumes_with_a_valid_log() {
 
 /// A small cluster of separate processes without proxies: `nodes` storage nodes (no anti-entropy,
 /// so nothing but the gateway and the replicator moves data), users, replicator and gateway.
-struct Plain {
-    gateway: (Service, String),
-    replicator: (Service, String),
-    users: (Service, String),
-    nodes: Vec<(Service, String)>,
-    dir: tempfile::TempDir,
-}
-
-impl Plain {
-    fn start(nodes: usize, gateway_env: &[(&'static str, String)]) -> Plain {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_str().unwrap().to_string();
-        let users = spawn(&["serve", "users"], &path, &[("USERMANAGER_PORT", "0".into())]);
-        let nodes: Vec<(Service, String)> = (1..=nodes).map(|index| Plain::node(&path, index, "0")).collect();
-        let replicator = spawn(&["serve", "replicator"], &path, &[("REPLICATOR_PORT", "0".into())]);
-        let mut env = vec![
-            ("GATEWAY_PORT", "0".to_string()),
-            ("YDHT_NODES", Plain::node_list(&nodes)),
-            ("YDHT_USERS_URL", users.1.clone()),
-            ("YDHT_REPLICATOR_URL", replicator.1.clone()),
-            ("RATE_LIMIT_PER_MINUTE", "0".into()),
-        ];
-        env.extend_from_slice(gateway_env);
-        let gateway = spawn(&["serve", "gateway"], &path, &env);
-        Plain { gateway, replicator, users, nodes, dir }
-    }
-
-    fn node(path: &str, index: usize, port: &str) -> (Service, String) {
-        spawn(&["serve", "node"], path, &[("NODE_ID", format!("node-{index}")), ("DHTNODE_PORT", port.to_string())])
-    }
-
-    fn node_list(nodes: &[(Service, String)]) -> String {
-        nodes
-            .iter()
-            .enumerate()
-            .map(|(index, node)| format!("node-{}={}", index + 1, node.1))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn infos(&self) -> Vec<ydht::ring::NodeInfo> {
-        self.nodes
-            .iter()
-            .enumerate()
-            .map(|(index, node)| ydht::ring::NodeInfo { id: format!("node-{}", index + 1), url: node.1.clone() })
-            .collect()
-    }
-
-    /// Restarts node `index` (0-based) on its old port and data.
-    fn restart_node(&mut self, index: usize) {
-        let path = self.dir.path().to_str().unwrap().to_string();
-        let port = port_of(&self.nodes[index].1);
-        self.nodes[index].0.kill();
-        self.nodes[index] = Plain::node(&path, index + 1, &port);
-    }
+fn plain(nodes: usize, gateway_env: &[(&'static str, String)]) -> Separate {
+    let options = SeparateOptions {
+        env: vec![("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()))],
+        gateway_env: gateway_env.to_vec(),
+        ..SeparateOptions::default()
+    };
+    Separate::start(SECRET, nodes, options)
 }
 
 /// A strong operation against the gateway, recorded for the linearizability checker.
@@ -879,7 +827,7 @@ async fn strong_op(
 /// value it replaced. The write is refused with 503 instead, and the history stays linearizable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strong_writes_need_a_majority_of_the_owners_not_of_stand_ins() {
-    let mut cluster = Plain::start(4, &[]);
+    let mut cluster = plain(4, &[]);
     let http = common::http();
     let (account, api_key) = tenant(&http, &cluster.users.1, "owners").await;
     let layout = ydht::membership::Layout::settled(cluster.infos(), 150, 3);
@@ -952,7 +900,7 @@ async fn put_version(http: &reqwest::Client, node: &str, storage_key: &str, vers
 /// while the nodes keep the old value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_after_a_write_from_the_future_win() {
-    let cluster = Plain::start(3, &[]);
+    let cluster = plain(3, &[]);
     let http = common::http();
     let (account, api_key) = tenant(&http, &cluster.users.1, "future").await;
     let gateway = &cluster.gateway.1;
@@ -1020,7 +968,7 @@ async fn a_gateway_with_a_skewed_clock_refuses_writes() {
         // Timers and timeouts keep real time; only the wall clock is off.
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
     ];
-    let cluster = Plain::start(3, &skewed);
+    let cluster = plain(3, &skewed);
     let http = common::http();
     let (_, api_key) = tenant(&http, &cluster.users.1, "skewed").await;
     let gateway = &cluster.gateway.1;

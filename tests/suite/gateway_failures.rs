@@ -5,73 +5,24 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{Service, eventually, http, read_node, tenant};
+use common::{Separate, SeparateOptions, eventually, http, read_node, tenant};
 
 const SECRET: &str = "failure-test-cluster-secret";
 
-/// Users, three nodes, a replicator and a gateway, each a separate `ydht serve …` process.
-struct Separate {
-    dir: tempfile::TempDir,
-    users: (Service, String),
-    nodes: Vec<(Service, String)>,
-    replicator: (Service, String),
-    gateway: (Service, String),
-}
-
-fn base_env(dir: &str) -> Vec<(&'static str, String)> {
-    vec![("YDHT_DATA_DIR", dir.to_string()), ("YDHT_CLUSTER_SECRET", SECRET.to_string())]
-}
-
-fn spawn(args: &[&str], dir: &str, extra: &[(&'static str, String)]) -> (Service, String) {
-    let mut env = base_env(dir);
-    env.extend_from_slice(extra);
-    let env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
-    Service::spawn_one(args, &env)
-}
-
-fn port_of(url: &str) -> String {
-    url.rsplit(':').next().unwrap().to_string()
-}
-
-fn start_node(dir: &str, index: usize, port: &str) -> (Service, String) {
-    spawn(&["serve", "node"], dir, &[("NODE_ID", format!("node-{index}")), ("DHTNODE_PORT", port.to_string())])
-}
-
-fn start_replicator(dir: &str, port: &str) -> (Service, String) {
-    spawn(&["serve", "replicator"], dir, &[("REPLICATOR_PORT", port.to_string())])
+fn start_with_nodes(count: usize) -> Separate {
+    Separate::start(SECRET, count, SeparateOptions::default())
 }
 
 fn start_separately() -> Separate {
     start_with_nodes(3)
 }
 
-fn start_with_nodes(count: usize) -> Separate {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_str().unwrap().to_string();
-    let users = spawn(&["serve", "users"], &path, &[("USERMANAGER_PORT", "0".into())]);
-    let nodes: Vec<(Service, String)> = (1..=count).map(|i| start_node(&path, i, "0")).collect();
-    let replicator = start_replicator(&path, "0");
-    let node_list =
-        nodes.iter().enumerate().map(|(i, (_, url))| format!("node-{}={url}", i + 1)).collect::<Vec<_>>().join(",");
-    let gateway = spawn(
-        &["serve", "gateway"],
-        &path,
-        &[
-            ("GATEWAY_PORT", "0".into()),
-            ("YDHT_NODES", node_list),
-            ("YDHT_USERS_URL", users.1.clone()),
-            ("YDHT_REPLICATOR_URL", replicator.1.clone()),
-            ("RATE_LIMIT_PER_MINUTE", "0".into()),
-        ],
-    );
-    Separate { dir, users, nodes, replicator, gateway }
+/// What only these tests ask of the cluster.
+trait GatewayView {
+    async fn gateway_sees_node(&self, index: usize, healthy: bool) -> bool;
 }
 
-impl Separate {
-    fn path(&self) -> String {
-        self.dir.path().to_str().unwrap().to_string()
-    }
-
+impl GatewayView for Separate {
     async fn gateway_sees_node(&self, index: usize, healthy: bool) -> bool {
         let view: serde_json::Value = http()
             .get(format!("{}/cluster", self.gateway.1))
@@ -105,7 +56,6 @@ async fn strong_writes_survive_a_dead_node_and_reach_it_when_it_returns() {
     }
 
     // node-2 dies without warning.
-    let node2_port = port_of(&cluster.nodes[1].1);
     cluster.nodes[1].0.kill();
     let mut written_while_down = Vec::new();
     for i in 0..30 {
@@ -136,8 +86,7 @@ async fn strong_writes_survive_a_dead_node_and_reach_it_when_it_returns() {
     }
 
     // node-2 comes back on its port with its own WAL; what it missed reaches it.
-    let path = cluster.path();
-    cluster.nodes[1] = start_node(&path, 2, &node2_port);
+    cluster.restart_node(1);
     let node2 = cluster.nodes[1].1.clone();
     for i in &written_while_down {
         let storage_key = format!("{}/during-{i}", account.user_id);
@@ -162,7 +111,6 @@ async fn replicator_sigkill_with_queued_jobs_loses_none() {
     let gateway = cluster.gateway.1.clone();
 
     // node-3 is down, so the replicator has to keep every job for it.
-    let node3_port = port_of(&cluster.nodes[2].1);
     cluster.nodes[2].0.kill();
     assert!(eventually(Duration::from_secs(10), || cluster.gateway_sees_node(2, false)).await);
 
@@ -186,7 +134,6 @@ async fn replicator_sigkill_with_queued_jobs_loses_none() {
         })
     };
     // Kill the replicator while the load runs, once it has accepted some jobs.
-    let replicator_port = port_of(&cluster.replicator.1);
     let replicator_url = cluster.replicator.1.clone();
     let accepted = eventually(Duration::from_secs(30), || async {
         let metrics: serde_json::Value = match client.get(format!("{replicator_url}/metrics")).send().await {
@@ -202,9 +149,8 @@ async fn replicator_sigkill_with_queued_jobs_loses_none() {
     assert_eq!(acknowledged.len(), 60, "eventual writes must not fail while the replicator is down");
 
     // The replicator restarts from its queue log; node-3 returns.
-    let path = cluster.path();
-    cluster.replicator = start_replicator(&path, &replicator_port);
-    cluster.nodes[2] = start_node(&path, 3, &node3_port);
+    cluster.restart_replicator();
+    cluster.restart_node(2);
     let node3 = cluster.nodes[2].1.clone();
     let node_urls: Vec<String> = cluster.nodes.iter().map(|(_, url)| url.clone()).collect();
     for i in &acknowledged {
@@ -229,16 +175,9 @@ async fn a_down_owner_is_replaced_by_the_next_node_and_gets_its_data_back() {
     let client = http();
     let (account, key) = tenant(&client, &cluster.users.1, "jack").await;
     let gateway = cluster.gateway.1.clone();
-    let infos: Vec<ydht::ring::NodeInfo> = cluster
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, (_, url))| ydht::ring::NodeInfo { id: format!("node-{}", i + 1), url: url.clone() })
-        .collect();
-    let ring = ydht::ring::Ring::new(infos, 150);
+    let ring = ydht::ring::Ring::new(cluster.infos(), 150);
 
     let node2 = cluster.nodes[1].1.clone();
-    let node2_port = port_of(&node2);
     cluster.nodes[1].0.kill();
     assert!(eventually(Duration::from_secs(10), || cluster.gateway_sees_node(1, false)).await);
 
@@ -274,8 +213,7 @@ async fn a_down_owner_is_replaced_by_the_next_node_and_gets_its_data_back() {
     assert!(!handed_over.is_empty(), "node-2 owns none of 40 keys");
 
     // node-2 returns: the replicator hands every one of them back.
-    let path = cluster.path();
-    cluster.nodes[1] = start_node(&path, 2, &node2_port);
+    cluster.restart_node(1);
     for (i, storage_key) in &handed_over {
         let back = eventually(Duration::from_secs(60), || async {
             read_node(&client, &node2, SECRET, storage_key).await.1 == format!("s{i}").as_bytes()
@@ -304,29 +242,11 @@ fn ydht(home: &std::path::Path, args: &[&str]) -> std::process::Output {
 async fn a_full_replication_queue_shows_in_health_status_and_the_writes_answer() {
     // Separate processes: this replicator does not follow the membership, so a job for an unknown
     // node stays queued (with `serve all` it would go to the key's owners instead).
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_str().unwrap().to_string();
-    let users = spawn(&["serve", "users"], &path, &[("USERMANAGER_PORT", "0".into())]);
-    let nodes: Vec<(Service, String)> = (1..=3).map(|i| start_node(&path, i, "0")).collect();
-    let replicator = spawn(
-        &["serve", "replicator"],
-        &path,
-        &[("REPLICATOR_PORT", "0".into()), ("YDHT_REPLICATOR_MAX_QUEUE", "1".into())],
-    );
-    let node_list =
-        nodes.iter().enumerate().map(|(i, (_, url))| format!("node-{}={url}", i + 1)).collect::<Vec<_>>().join(",");
-    let gateway = spawn(
-        &["serve", "gateway"],
-        &path,
-        &[
-            ("GATEWAY_PORT", "0".into()),
-            ("YDHT_NODES", node_list),
-            ("YDHT_USERS_URL", users.1.clone()),
-            ("YDHT_REPLICATOR_URL", replicator.1.clone()),
-            ("RATE_LIMIT_PER_MINUTE", "0".into()),
-        ],
-    );
-    let cluster = Separate { dir, users, nodes, replicator, gateway };
+    let options = SeparateOptions {
+        replicator_env: vec![("YDHT_REPLICATOR_MAX_QUEUE", "1".into())],
+        ..SeparateOptions::default()
+    };
+    let cluster = Separate::start(SECRET, 3, options);
     let (gateway, replicator_url, secret) = (cluster.gateway.1.clone(), cluster.replicator.1.clone(), SECRET);
     let client = http();
     let (account, key) = tenant(&client, &cluster.users.1, "fiona").await;

@@ -303,3 +303,100 @@ pub async fn read_node(
     let version = response.headers().get("x-version").and_then(|v| v.to_str().ok()?.parse().ok());
     (status, response.bytes().await.unwrap().to_vec(), version)
 }
+
+/// The port of a `http://host:port` URL.
+pub fn port_of(url: &str) -> String {
+    url.rsplit(':').next().expect("a URL with a port").to_string()
+}
+
+/// Users, storage nodes, a replicator and a gateway, each its own `ydht serve …` process on
+/// port 0, sharing a data dir and a cluster secret. Nodes run without peers (no anti-entropy).
+/// Field order is drop order: the processes die before the data dir is removed.
+pub struct Separate {
+    /// The gateway and its URL.
+    pub gateway: (Service, String),
+    /// The replicator and its URL.
+    pub replicator: (Service, String),
+    /// The users service and its URL.
+    pub users: (Service, String),
+    /// The nodes (`node-1` first) and their URLs.
+    pub nodes: Vec<(Service, String)>,
+    /// The shared data dir, removed on drop.
+    _dir: tempfile::TempDir,
+    /// Environment every process gets (data dir, cluster secret, plus the caller's).
+    env: Vec<(&'static str, String)>,
+}
+
+/// What [`Separate::start`] varies.
+#[derive(Default)]
+pub struct SeparateOptions {
+    /// Extra environment for every process (e.g. `RUST_LOG`).
+    pub env: Vec<(&'static str, String)>,
+    /// Extra environment for the replicator.
+    pub replicator_env: Vec<(&'static str, String)>,
+    /// Extra environment for the gateway.
+    pub gateway_env: Vec<(&'static str, String)>,
+}
+
+impl Separate {
+    /// Starts `nodes` storage nodes and the other services with the cluster `secret`; the
+    /// gateway has rate limiting off.
+    pub fn start(secret: &str, nodes: usize, options: SeparateOptions) -> Separate {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut env =
+            vec![("YDHT_DATA_DIR", dir.path().to_str().unwrap().to_string()), ("YDHT_CLUSTER_SECRET", secret.into())];
+        env.extend(options.env);
+        let spawn = |args: &[&str], extra: &[(&'static str, String)]| spawn_with(args, &env, extra);
+        let users = spawn(&["serve", "users"], &[("USERMANAGER_PORT", "0".into())]);
+        let nodes: Vec<(Service, String)> = (1..=nodes).map(|index| spawn_node(&env, index, "0")).collect();
+        let mut replicator_env = vec![("REPLICATOR_PORT", "0".to_string())];
+        replicator_env.extend(options.replicator_env);
+        let replicator = spawn(&["serve", "replicator"], &replicator_env);
+        let mut gateway_env = vec![
+            ("GATEWAY_PORT", "0".to_string()),
+            ("YDHT_NODES", node_list(&nodes)),
+            ("YDHT_USERS_URL", users.1.clone()),
+            ("YDHT_REPLICATOR_URL", replicator.1.clone()),
+            ("RATE_LIMIT_PER_MINUTE", "0".into()),
+        ];
+        gateway_env.extend(options.gateway_env);
+        let gateway = spawn(&["serve", "gateway"], &gateway_env);
+        Separate { gateway, replicator, users, nodes, _dir: dir, env }
+    }
+
+    /// The nodes as the ring sees them (`node-1` first).
+    pub fn infos(&self) -> Vec<ydht::ring::NodeInfo> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(index, (_, url))| ydht::ring::NodeInfo { id: format!("node-{}", index + 1), url: url.clone() })
+            .collect()
+    }
+
+    /// Kills node `index` (0-based) if it still runs and starts it again on its port and data.
+    pub fn restart_node(&mut self, index: usize) {
+        let port = port_of(&self.nodes[index].1);
+        self.nodes[index].0.kill();
+        self.nodes[index] = spawn_node(&self.env, index + 1, &port);
+    }
+
+    /// Kills the replicator if it still runs and starts it again on its port and queue log.
+    pub fn restart_replicator(&mut self) {
+        let port = port_of(&self.replicator.1);
+        self.replicator.0.kill();
+        self.replicator = spawn_with(&["serve", "replicator"], &self.env, &[("REPLICATOR_PORT", port)]);
+    }
+}
+
+fn spawn_with(args: &[&str], env: &[(&'static str, String)], extra: &[(&'static str, String)]) -> (Service, String) {
+    let env: Vec<(&str, &str)> = env.iter().chain(extra).map(|(name, value)| (*name, value.as_str())).collect();
+    Service::spawn_one(args, &env)
+}
+
+fn spawn_node(env: &[(&'static str, String)], index: usize, port: &str) -> (Service, String) {
+    spawn_with(&["serve", "node"], env, &[("NODE_ID", format!("node-{index}")), ("DHTNODE_PORT", port.to_string())])
+}
+
+fn node_list(nodes: &[(Service, String)]) -> String {
+    nodes.iter().enumerate().map(|(index, (_, url))| format!("node-{}={url}", index + 1)).collect::<Vec<_>>().join(",")
+}
