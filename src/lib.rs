@@ -16,6 +16,7 @@
 //! - [`ring`]: FNV-1a consistent hashing with virtual nodes (placement).
 //! - [`membership`]: member states, the old/new rings of a membership change, the segments that move.
 //! - [`hlc`]: the hybrid logical clock that versions every write.
+//! - [`log_throttle`]: warnings that repeat per request, one line per interval with a count.
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
 //! - [`coalesce`]: batching concurrent requests (replication jobs, replica copies) into one request each.
 //! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
@@ -39,6 +40,7 @@ pub mod duration;
 pub mod error;
 pub mod extract;
 pub mod hlc;
+pub mod log_throttle;
 pub mod man;
 pub mod membership;
 pub mod nodeclient;

@@ -9,12 +9,12 @@
 //!
 //! What became of a write's copies is reported to its handler ([`track`]), so the
 //! answer counts only copies that are durable or durably queued. Warnings on
-//! failure paths are rate-limited ([`LogThrottle`]): an overloaded replicator must
+//! failure paths are rate-limited ([`crate::log_throttle`]): an overloaded replicator must
 //! not turn every request into a log line.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::{StatusCode, Url};
@@ -27,6 +27,7 @@ use super::quorum::{Mutation, MutationKind};
 use crate::coalesce::{self, Coalescer};
 use crate::config::Secret;
 use crate::daemon::replicator::batch::{self as jobs_body, JOBS_CONTENT_TYPE};
+use crate::log_throttle::LogThrottle;
 use crate::proto::CLUSTER_SECRET_HEADER;
 use crate::ring::NodeInfo;
 use crate::wal::record::RecordRef;
@@ -82,38 +83,6 @@ pub async fn track<F: Future>(write: F) -> (F::Output, Handover) {
 
 fn report(update: impl FnOnce(&mut Handover)) {
     let _ = HANDOVER.try_with(|report| update(&mut report.lock().unwrap_or_else(|poisoned| poisoned.into_inner())));
-}
-
-/// Lets through one log line per interval and counts the ones it holds back.
-#[derive(Debug)]
-pub struct LogThrottle {
-    interval: Duration,
-    /// When the last line went out (`None`: never), and how many were held back since.
-    /// A std mutex: held for two field updates, never across an await.
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl LogThrottle {
-    /// At most one line per `interval`.
-    pub fn new(interval: Duration) -> Self {
-        Self { interval, state: Mutex::new((None, 0)) }
-    }
-
-    /// `Some(held back since the last line)` when a line may go out now; `None` (counted) otherwise.
-    pub fn allow(&self) -> Option<u64> {
-        self.allow_at(Instant::now())
-    }
-
-    fn allow_at(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (last, suppressed) = &mut *state;
-        if last.is_some_and(|last| now.duration_since(last) < self.interval) {
-            *suppressed += 1;
-            return None;
-        }
-        *last = Some(now);
-        Some(std::mem::take(suppressed))
-    }
 }
 
 /// The rate-limited warnings of the replication path, one throttle per kind.
@@ -398,19 +367,6 @@ async fn post_jobs(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_throttle_lets_one_line_through_per_interval_and_counts_the_rest() {
-        let throttle = LogThrottle::new(Duration::from_secs(10));
-        let start = Instant::now();
-        assert_eq!(throttle.allow_at(start), Some(0));
-        for second in 1..10 {
-            assert_eq!(throttle.allow_at(start + Duration::from_secs(second)), None);
-        }
-        assert_eq!(throttle.allow_at(start + Duration::from_secs(10)), Some(9));
-        assert_eq!(throttle.allow_at(start + Duration::from_secs(11)), None);
-        assert_eq!(throttle.allow_at(start + Duration::from_secs(25)), Some(1));
-    }
 
     /// A job for `key` whose value is stored with `content_type`, for a node nobody runs.
     fn job(key: &str, content_type: &str) -> Job {

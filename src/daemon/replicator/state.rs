@@ -166,6 +166,8 @@ struct Inner {
     idle: Notify,
     /// Where copies may go, once the membership is known (see [`super::membership`]).
     owners: Mutex<Option<Arc<Owners>>>,
+    /// Rate-limits the warning for copies parked as hinted handoffs.
+    handoff_warnings: crate::log_throttle::LogThrottle,
 }
 
 /// The replicator's state; a cheap-clone handle.
@@ -209,6 +211,7 @@ impl Replicator {
                 active: AtomicUsize::new(0),
                 idle: Notify::new(),
                 owners: Mutex::new(None),
+                handoff_warnings: crate::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10)),
             }),
         }
     }
@@ -590,11 +593,16 @@ impl Replicator {
         drop(jobs);
         if first_failure {
             self.inner.counters.failed_replicas.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                job = job.id,
-                target = %job.targets[target],
-                "replica write failed after {MAX_RETRIES} retries; keeping it as a hinted handoff until the node is back"
-            );
+            // One line per interval: a node that is down fails every copy meant for it.
+            if let Some(suppressed) = self.inner.handoff_warnings.allow() {
+                tracing::warn!(
+                    job = job.id,
+                    target = %job.targets[target],
+                    suppressed,
+                    "replica write failed after {MAX_RETRIES} retries; keeping it as a hinted handoff until the node \
+                     is back"
+                );
+            }
         }
     }
 
