@@ -18,6 +18,7 @@
 //! - [`hlc`]: the hybrid logical clock that versions every write.
 //! - [`log_throttle`]: warnings that repeat per request, one line per interval with a count.
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
+//! - [`wire`]: the binary bodies between services (node batches and reads, replicator jobs).
 //! - [`coalesce`]: batching concurrent requests (replication jobs, replica copies) into one request each.
 //! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
 //! - [`daemon`]: the services behind `ydht serve …` (one module each).
@@ -53,3 +54,4 @@ pub mod tui;
 pub mod units;
 pub mod urlpath;
 pub mod wal;
+pub mod wire;

@@ -22,13 +22,13 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 
 use crate::config::Secret;
-use crate::daemon::node::store::Lookup;
-use crate::daemon::node::{batch, read};
 use crate::proto::{
     CLUSTER_SECRET_HEADER, EXPIRES_AT_HEADER, NodeBatchResponse, NodeDigest, NodeExportRequest, NodeHealth,
     NodeKeyPage, NodeMetrics, NodeRangePage, NodeRangeRequest, StoreWriteResponse, TOMBSTONE_HEADER, VERSION_HEADER,
 };
 use crate::wal::Record;
+use crate::wire::read::Lookup;
+use crate::wire::{batch, read};
 
 /// The content type a node stores when a write names none.
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";

@@ -30,6 +30,9 @@ pub const WARNING_HEADER: &str = "x-ydht-warning";
 /// Longest content type a value may be stored with, in bytes: the nodes' limit, checked by the gateway
 /// and the replicator with the same constant so no service accepts what a node refuses.
 pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
+/// Longest storage key a node or the replicator accepts, in bytes: a user key (at most 1024 bytes,
+/// checked by the gateway) plus its `{user_id}/` tenant prefix.
+pub const MAX_STORAGE_KEY_BYTES: usize = 2048;
 
 /// A node's answer to a versioned write (PUT or DELETE on `/store/{key}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

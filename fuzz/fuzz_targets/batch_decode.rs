@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ydht::daemon::node::batch;
+use ydht::wire::batch;
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(records) = batch::decode(bytes) {

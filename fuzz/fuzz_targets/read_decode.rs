@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ydht::daemon::node::read;
+use ydht::wire::read;
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(keys) = read::decode_request(bytes) {

@@ -15,12 +15,13 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use ydht::config::Secret;
 use ydht::daemon::node::antientropy::AntiEntropyConfig;
-use ydht::daemon::node::{self, NodeConfig, batch};
+use ydht::daemon::node::{self, NodeConfig};
 use ydht::hlc;
 use ydht::nodeclient::{NodeClient, NodeRead, WriteMeta};
 use ydht::proto::NodeMetrics;
 use ydht::ring::{NodeInfo, Ring};
 use ydht::shutdown::Shutdown;
+use ydht::wire::batch;
 
 use in_process::InProcess;
 use ydht::wal::{Record, SyncMode};

@@ -7,8 +7,8 @@ use crate::node_process;
 
 use node_process::{NodeProcess, SECRET, metrics, now_millis, store_url};
 use reqwest::StatusCode;
-use ydht::daemon::node::{batch, read};
 use ydht::wal::Record;
+use ydht::wire::{batch, read};
 
 /// Sends a request and returns its status and JSON error message.
 async fn refused(request: reqwest::RequestBuilder) -> (StatusCode, String) {

@@ -8,13 +8,14 @@ use bytes::Bytes;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use ydht::daemon::gateway::input;
-use ydht::daemon::node::store::{Found, Lookup};
-use ydht::daemon::node::{batch, read, routes};
+use ydht::daemon::node::routes;
 use ydht::hlc::{self, Hlc};
 use ydht::ring::{NodeInfo, Ring};
 use ydht::wal::record::{self, Decoded, Record};
 use ydht::wal::segment::{self, ScanEnd, WalDir};
 use ydht::wal::snapshot;
+use ydht::wire::read::{Found, Lookup};
+use ydht::wire::{batch, read};
 
 fn text(max: usize) -> impl Strategy<Value = String> {
     vec(any::<char>(), 0..max).prop_map(|chars| chars.into_iter().collect())

@@ -23,12 +23,12 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use ydht::config::Secret;
-use ydht::daemon::node::batch as node_batch;
-use ydht::daemon::replicator::batch::{self as jobs_body, JOBS_CONTENT_TYPE};
 use ydht::daemon::replicator::{ReplicatorConfig, serve};
 use ydht::membership::{Member, MemberState, Membership, MembershipQuery};
 use ydht::shutdown::Shutdown;
 use ydht::wal::Record;
+use ydht::wire::batch as node_batch;
+use ydht::wire::jobs::{self as jobs_body, JOBS_CONTENT_TYPE};
 
 const SECRET: &str = "replicator-test-secret";
 

@@ -15,10 +15,10 @@ use std::time::Duration;
 use super::quorum::{Mutation, MutationKind, NodeRecord};
 use crate::coalesce::{self, Coalescer};
 use crate::config::Secret;
-use crate::daemon::node::batch as node_batch;
 use crate::nodeclient::{self, NodeRead, StoredValue, WriteMeta};
 use crate::proto::{NodeKeyPage, StoreWriteResponse};
 use crate::wal::record::RecordRef;
+use crate::wire::batch as node_batch;
 
 pub use crate::nodeclient::{DEFAULT_CONTENT_TYPE, NodeError};
 

@@ -26,11 +26,11 @@ use super::placement::Topology;
 use super::quorum::{Mutation, MutationKind};
 use crate::coalesce::{self, Coalescer};
 use crate::config::Secret;
-use crate::daemon::replicator::batch::{self as jobs_body, JOBS_CONTENT_TYPE};
 use crate::log_throttle::LogThrottle;
 use crate::proto::CLUSTER_SECRET_HEADER;
 use crate::ring::NodeInfo;
 use crate::wal::record::RecordRef;
+use crate::wire::jobs::{self as jobs_body, JOBS_CONTENT_TYPE};
 
 /// Copies the gateway makes itself at once when the replicator is unreachable; beyond that they are dropped
 /// (and counted), left to the nodes' anti-entropy.

@@ -35,7 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::AntiEntropyHandle;
-use super::batch;
 use super::digest::fingerprint;
 use super::gc;
 use super::routes::now_millis;
@@ -45,6 +44,7 @@ use crate::nodeclient::{NodeClient, NodeError};
 use crate::proto::{NodeRangeEntry, NodeRangePage, NodeRangeRequest};
 use crate::ring::{NodeInfo, Ring};
 use crate::shutdown::Shutdown;
+use crate::wire::batch;
 
 /// Entries per `/range` page and keys per `/export` request.
 pub const PAGE: usize = 1000;

@@ -32,13 +32,14 @@ use tokio::task::JoinHandle;
 
 use super::antientropy::{PAGE, RingSource};
 use super::routes::now_millis;
-use super::store::{Lookup, Store};
+use super::store::Store;
 use crate::config::Secret;
 use crate::membership::{JoinRequest, Layout, Membership, MembershipQuery, ProgressReport, RebalanceProgress, Segment};
 use crate::nodeclient::NodeClient;
 use crate::proto::{CLUSTER_SECRET_HEADER, NodeRangeEntry, NodeScanRequest};
 use crate::ring::NodeInfo;
 use crate::shutdown::Shutdown;
+use crate::wire::read::Lookup;
 
 /// How long a membership long-poll waits at the gateway.
 const WATCH_WAIT: Duration = Duration::from_secs(10);
@@ -499,8 +500,8 @@ async fn confirmed_elsewhere(
     }
     for (owner, keys) in lacking.into_values() {
         let versions = held.entry(owner.id.clone()).or_default();
-        for chunk in super::batch::chunks(store.export(&keys), MAX_HANDOFF_BYTES) {
-            let body = super::batch::encode(&chunk).map_err(|error| error.to_string())?;
+        for chunk in crate::wire::batch::chunks(store.export(&keys), MAX_HANDOFF_BYTES) {
+            let body = crate::wire::batch::encode(&chunk).map_err(|error| error.to_string())?;
             let answer = client.batch(&owner.url, body).await.map_err(|error| format!("{}: {error}", owner.id))?;
             for (record, result) in chunk.iter().zip(answer.results) {
                 versions.insert(record.key.clone(), result.version);

@@ -12,11 +12,9 @@
 //! - [`membership`]: with `--join`: registering, following the membership, rebalancing, clean-up.
 
 pub mod antientropy;
-pub mod batch;
 pub mod digest;
 pub mod gc;
 pub mod membership;
-pub mod read;
 pub mod routes;
 pub mod slot;
 pub mod store;

@@ -16,9 +16,7 @@ use axum::routing::{any, get, post};
 use serde::Deserialize;
 
 use super::antientropy::PAGE;
-use super::store::Lookup;
 use super::{AntiEntropyHandle, NodeState};
-use super::{batch, read};
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -27,10 +25,12 @@ use crate::proto::{
     NodeRangePage, NodeRangeRequest, NodeScanRequest, StoreWriteResponse, TOMBSTONE_HEADER, VERSION_HEADER,
 };
 use crate::wal::{Record, WalError};
+use crate::wire::read::Lookup;
+use crate::wire::{batch, read};
 
-/// Longest key a node accepts, in bytes (the gateway adds a `{user_id}/` prefix to 1024-byte user keys).
-pub const MAX_KEY_BYTES: usize = 2048;
 pub use crate::proto::MAX_CONTENT_TYPE_BYTES;
+/// Longest key a node accepts, in bytes (the gateway adds a `{user_id}/` prefix to 1024-byte user keys).
+pub use crate::proto::MAX_STORAGE_KEY_BYTES as MAX_KEY_BYTES;
 /// Content type stored when a write does not say.
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// Default and largest page of `GET /keys`.

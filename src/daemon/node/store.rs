@@ -25,32 +25,7 @@ use crate::wal::snapshot::SnapshotWriter;
 use crate::wal::{
     self, Apply, Committer, CommitterConfig, CompactionTicket, DirLock, Record, SyncMode, WalDir, WalError, WalStats,
 };
-
-/// A live value as a read finds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
-    /// The version that wrote it.
-    pub version: u64,
-    /// Absolute expiry in Unix milliseconds, if any.
-    pub expires_at: Option<u64>,
-    /// The value's content type.
-    pub content_type: Arc<str>,
-    /// The value.
-    pub value: Bytes,
-}
-
-/// What a read found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    /// A live value.
-    Found(Found),
-    /// Deleted at this version.
-    Tombstone(u64),
-    /// Expired; the entry had this version.
-    Expired(u64),
-    /// Never written (or purged).
-    Missing,
-}
+use crate::wire::read::{Found, Lookup};
 
 /// Settings for opening a store.
 #[derive(Debug, Clone)]

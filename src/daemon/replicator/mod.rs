@@ -8,7 +8,6 @@
 //! - [`routes`]: the HTTP API (`POST /jobs/{key}`, `POST /jobs`, `/metrics`, `/health`).
 //! - [`membership`]: follows the cluster membership, so copies for a node that left go to the key's owners.
 
-pub mod batch;
 pub mod membership;
 pub mod queue;
 pub mod routes;

@@ -23,7 +23,6 @@ use reqwest::Url;
 use std::collections::HashMap;
 
 use super::MAX_TARGETS;
-use super::batch::{self, BatchJob};
 use super::queue::Op;
 use super::state::{EnqueueError, NewJob, Progress, Replicator};
 use crate::auth::cluster::Internal;
@@ -33,9 +32,10 @@ use crate::proto::{
     EXPIRES_AT_HEADER, JOB_OP_HEADER, JOB_TARGETS_HEADER, JOB_WAIT_HEADER, JobAccepted, JobWaitTimedOut, JobsAccepted,
     MAX_CONTENT_TYPE_BYTES, VERSION_HEADER,
 };
+use crate::wire::jobs::{self as batch, BatchJob};
 
 /// Longest key a job may carry, in bytes (user keys are at most 1024 plus the tenant prefix).
-pub const MAX_KEY_BYTES: usize = 2048;
+pub use crate::proto::MAX_STORAGE_KEY_BYTES as MAX_KEY_BYTES;
 /// Longest target URL.
 const MAX_TARGET_BYTES: usize = 1024;
 

@@ -26,12 +26,12 @@ use super::membership::Owners;
 use super::queue::{Job, Op, QueueLog, Unfinished};
 use crate::auth::cluster::ClusterSecret;
 use crate::coalesce::{self, Coalescer};
-use crate::daemon::node::batch as node_batch;
 use crate::membership::Membership;
 use crate::nodeclient::{NodeClient, NodeError, WriteMeta};
 use crate::proto::{ReplicatorHealth, ReplicatorMetrics};
 use crate::shutdown::Shutdown;
 use crate::wal::record::RecordRef;
+use crate::wire::batch as node_batch;
 
 /// A failed copy is retried this many times before it becomes a hinted handoff.
 pub const MAX_RETRIES: u32 = 3;

@@ -21,10 +21,37 @@
 //! Nothing may follow the last key or entry. A malformed request is refused
 //! whole (400) and a malformed answer is an error for every key in it.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
-use super::store::{Found, Lookup};
 use crate::wal::record::{FILE_HEADER_BYTES, check_file_header, file_header};
+
+/// A live value as a read finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The version that wrote it.
+    pub version: u64,
+    /// Absolute expiry in Unix milliseconds, if any.
+    pub expires_at: Option<u64>,
+    /// The value's content type.
+    pub content_type: Arc<str>,
+    /// The value.
+    pub value: Bytes,
+}
+
+/// What a read found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// A live value.
+    Found(Found),
+    /// Deleted at this version.
+    Tombstone(u64),
+    /// Expired; the entry had this version.
+    Expired(u64),
+    /// Never written (or purged).
+    Missing,
+}
 
 /// Magic at the start of a request body.
 pub const REQUEST_MAGIC: &[u8; 7] = b"YDHTRDQ";
@@ -35,7 +62,7 @@ pub const READ_CONTENT_TYPE: &str = "application/x-ydht-read";
 /// Most keys one request may name.
 pub const MAX_READ_KEYS: usize = 1024;
 /// Largest request body: every key at the longest a node accepts, with its length.
-pub const MAX_REQUEST_BYTES: usize = FILE_HEADER_BYTES + 4 + MAX_READ_KEYS * (2 + super::routes::MAX_KEY_BYTES);
+pub const MAX_REQUEST_BYTES: usize = FILE_HEADER_BYTES + 4 + MAX_READ_KEYS * (2 + crate::proto::MAX_STORAGE_KEY_BYTES);
 
 const MISSING: u8 = 0;
 const TOMBSTONE: u8 = 1;
