@@ -8,10 +8,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::proto::{DEFAULT_CONTENT_TYPE, MAX_CONTENT_TYPE_BYTES};
 
 /// Largest JSON body [`ApiJson`] reads unless a route names another limit.
 pub const DEFAULT_JSON_LIMIT: usize = 64 * 1024;
@@ -125,6 +126,23 @@ pub fn address_key(address: &str) -> String {
         Ok(IpAddr::V4(v4)) => v4.to_string(),
         Err(_) => address.to_string(),
     }
+}
+
+/// The `Content-Type` a write stores its value with, the same rule at the gateway, the replicator
+/// and the nodes: absent or empty is [`DEFAULT_CONTENT_TYPE`]; not visible ASCII, or longer than
+/// [`MAX_CONTENT_TYPE_BYTES`], is a 400.
+pub fn content_type(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(DEFAULT_CONTENT_TYPE.to_string()) };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("the Content-Type header must be visible ASCII, e.g. text/plain"))?;
+    if text.len() > MAX_CONTENT_TYPE_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "the Content-Type header is {} bytes long; the maximum is {MAX_CONTENT_TYPE_BYTES} bytes",
+            text.len()
+        )));
+    }
+    Ok(if text.is_empty() { DEFAULT_CONTENT_TYPE.to_string() } else { text.to_string() })
 }
 
 #[cfg(test)]

@@ -30,8 +30,7 @@ use crate::wal::Record;
 use crate::wire::read::Lookup;
 use crate::wire::{batch, read};
 
-/// The content type a node stores when a write names none.
-pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+pub use crate::proto::DEFAULT_CONTENT_TYPE;
 
 /// Why a request to a node failed.
 #[derive(Debug, thiserror::Error)]

@@ -30,6 +30,8 @@ pub const WARNING_HEADER: &str = "x-ydht-warning";
 /// Longest content type a value may be stored with, in bytes: the nodes' limit, checked by the gateway
 /// and the replicator with the same constant so no service accepts what a node refuses.
 pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
+/// The content type a value is stored with when its write names none.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// Longest storage key a node or the replicator accepts, in bytes: a user key (at most 1024 bytes,
 /// checked by the gateway) plus its `{user_id}/` tenant prefix.
 pub const MAX_STORAGE_KEY_BYTES: usize = 2048;

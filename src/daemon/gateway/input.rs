@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 
 use crate::error::ApiError;
-use crate::nodeclient::DEFAULT_CONTENT_TYPE;
-use crate::proto::{CONSISTENCY_HEADER, MAX_CONTENT_TYPE_BYTES};
+use crate::proto::CONSISTENCY_HEADER;
 
 /// Longest key accepted, in bytes of UTF-8.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -72,26 +71,13 @@ pub fn parse_ttl(ttl: Option<&str>) -> Result<Option<Duration>, ApiError> {
     }
 }
 
-/// The `Content-Type` a PUT stores its value with: absent or empty is `application/octet-stream`;
-/// not visible ASCII, or longer than the nodes take ([`MAX_CONTENT_TYPE_BYTES`]), is a 400.
-pub fn content_type(headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(DEFAULT_CONTENT_TYPE.to_string()) };
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::bad_request("the Content-Type header must be visible ASCII, e.g. text/plain"))?;
-    if text.len() > MAX_CONTENT_TYPE_BYTES {
-        return Err(ApiError::bad_request(format!(
-            "the Content-Type header is {} bytes long; the maximum is {MAX_CONTENT_TYPE_BYTES} bytes",
-            text.len()
-        )));
-    }
-    Ok(if text.is_empty() { DEFAULT_CONTENT_TYPE.to_string() } else { text.to_string() })
-}
+pub use crate::extract::content_type;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use crate::proto::{DEFAULT_CONTENT_TYPE, MAX_CONTENT_TYPE_BYTES};
+    use axum::http::{HeaderValue, header};
 
     #[test]
     fn keys_are_checked_for_length_and_control_characters() {

@@ -1,8 +1,6 @@
 //! The gateway's HTTP surface: `/v1/kv…` for tenants (behind the API-key,
 //! rate-limit and metrics layer), and `/health`, `/metrics`, `/cluster`.
 
-use std::time::UNIX_EPOCH;
-
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
@@ -158,10 +156,6 @@ fn not_found() -> ApiError {
     ApiError::not_found("Key not found")
 }
 
-fn unix_millis_now() -> u64 {
-    UNIX_EPOCH.elapsed().map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
-
 /// The stored value's size, attached to a PUT's response for usage accounting.
 #[derive(Debug, Clone, Copy)]
 struct ValueBytes(u64);
@@ -225,7 +219,7 @@ async fn put_key(
     let content_type = super::input::content_type(&headers)?;
     let value = crate::server::read_limited_body(&headers, body, state.config.max_value_bytes, "the value").await?;
     let size = value.len() as u64;
-    let expires_at = ttl.map(|ttl| unix_millis_now() + ttl.as_millis() as u64);
+    let expires_at = ttl.map(|ttl| crate::hlc::wall_millis() + ttl.as_millis() as u64);
     let mutation = Mutation { version: state.hlc.now(), kind: MutationKind::Put { value, content_type, expires_at } };
     let (outcome, handover) = write_tracked(&state, &tenant.storage_key(&key), mutation, consistency).await?;
     let mut response = write_response(&state, key, outcome, handover);

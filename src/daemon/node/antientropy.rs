@@ -37,7 +37,6 @@ use std::time::{Duration, Instant};
 use super::AntiEntropyHandle;
 use super::digest::fingerprint;
 use super::gc;
-use super::routes::now_millis;
 use super::store::Store;
 use crate::hlc;
 use crate::nodeclient::{NodeClient, NodeError};
@@ -350,7 +349,7 @@ impl Round<'_> {
             remote.iter().filter(within).map(|entry| (entry.key.as_str(), entry)).collect();
         let ours: BTreeMap<&str, &NodeRangeEntry> =
             local.iter().filter(within).map(|entry| (entry.key.as_str(), entry)).collect();
-        transfers(&theirs, &ours, now_millis(), self.config.tombstone_grace.as_millis() as u64)
+        transfers(&theirs, &ours, crate::hlc::wall_millis(), self.config.tombstone_grace.as_millis() as u64)
     }
 
     /// Fetches `keys` from the peer and applies them locally; returns how many became current.

@@ -31,7 +31,6 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use super::antientropy::{PAGE, RingSource};
-use super::routes::now_millis;
 use super::store::Store;
 use crate::config::Secret;
 use crate::membership::{JoinRequest, Layout, Membership, MembershipQuery, ProgressReport, RebalanceProgress, Segment};
@@ -405,7 +404,7 @@ impl Puller<'_> {
 }
 
 fn local_version(store: &Store, key: &str) -> Option<u64> {
-    match store.get(key, now_millis()) {
+    match store.get(key, crate::hlc::wall_millis()) {
         Lookup::Missing => None,
         Lookup::Tombstone(version) | Lookup::Expired(version) => Some(version),
         Lookup::Found(entry) => Some(entry.version),

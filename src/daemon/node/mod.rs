@@ -516,7 +516,7 @@ async fn sweep(store: Store, interval: Duration, grace: Duration, syncs: Option<
         }
         let store = store.clone();
         let horizon = syncs.as_ref().map_or(gc::Horizon::Unneeded, gc::PeerSyncs::horizon);
-        let _ = tokio::task::spawn_blocking(move || store.sweep(routes::now_millis(), grace, horizon)).await;
+        let _ = tokio::task::spawn_blocking(move || store.sweep(crate::hlc::wall_millis(), grace, horizon)).await;
     }
 }
 

@@ -3,7 +3,6 @@
 //! headers are validated next, and bodies are read last, under a size limit.
 
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
@@ -28,11 +27,10 @@ use crate::wal::{Record, WalError};
 use crate::wire::read::Lookup;
 use crate::wire::{batch, read};
 
+use crate::proto::DEFAULT_CONTENT_TYPE;
 pub use crate::proto::MAX_CONTENT_TYPE_BYTES;
 /// Longest key a node accepts, in bytes (the gateway adds a `{user_id}/` prefix to 1024-byte user keys).
 pub use crate::proto::MAX_STORAGE_KEY_BYTES as MAX_KEY_BYTES;
-/// Content type stored when a write does not say.
-pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// Default and largest page of `GET /keys`.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -53,11 +51,6 @@ pub fn app(state: NodeState) -> Router {
         .route("/health", get(health))
         .fallback(|| async { ApiError::not_found("no such endpoint on a ydht node") })
         .with_state(state)
-}
-
-/// Unix time in milliseconds.
-pub fn now_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 /// Checks a key: 1..=[`MAX_KEY_BYTES`] bytes of UTF-8 without control characters.
@@ -105,18 +98,6 @@ fn parse_u64(value: &HeaderValue) -> Option<u64> {
     value.to_str().ok()?.trim().parse().ok()
 }
 
-fn content_type_header(headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(DEFAULT_CONTENT_TYPE.to_string()) };
-    let text = value.to_str().map_err(|_| ApiError::bad_request("the content-type header is not visible ASCII"))?;
-    if text.len() > MAX_CONTENT_TYPE_BYTES {
-        return Err(ApiError::bad_request(format!(
-            "the content-type header is {} bytes; the maximum is {MAX_CONTENT_TYPE_BYTES}",
-            text.len()
-        )));
-    }
-    Ok(if text.is_empty() { DEFAULT_CONTENT_TYPE.to_string() } else { text.to_string() })
-}
-
 /// How a failed store write is answered: a full disk is 507 Insufficient
 /// Storage naming this node (reads keep working, writes resume by themselves
 /// once space is freed); any other storage failure is 503.
@@ -140,7 +121,7 @@ async fn put_value(
     let key = store_key(path)?;
     let version = version_header(&headers)?;
     let expires_at = expires_at_header(&headers)?;
-    let content_type = content_type_header(&headers)?;
+    let content_type = crate::extract::content_type(&headers)?;
     let value = crate::server::read_limited_body(&headers, body, state.settings.max_value_bytes, "the value").await?;
     let record = Record::put(key, version, value, content_type).with_expiry(expires_at);
     let mut answers = state.store.write(vec![record]).await.map_err(|error| write_error(&state, error))?;
@@ -174,7 +155,7 @@ async fn get_value(
         }
         response
     };
-    match state.store.get(&key, now_millis()) {
+    match state.store.get(&key, crate::hlc::wall_millis()) {
         Lookup::Found(found) => {
             let content_type = HeaderValue::from_str(&found.content_type)
                 .unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
@@ -207,7 +188,7 @@ async fn read_many(
     for (index, key) in keys.iter().enumerate() {
         validate_key(key).map_err(|error| ApiError::bad_request(format!("key {index}: {}", error.message)))?;
     }
-    let lookups = state.store.get_many(&keys, now_millis(), state.settings.max_batch_bytes());
+    let lookups = state.store.get_many(&keys, crate::hlc::wall_millis(), state.settings.max_batch_bytes());
     Ok(([(header::CONTENT_TYPE, read::READ_CONTENT_TYPE)], read::encode_answer(&lookups)).into_response())
 }
 
@@ -233,7 +214,7 @@ async fn list_keys(
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_PAGE}")));
     }
-    Ok(Json(state.store.list(&query.prefix, query.cursor.as_deref(), limit, now_millis())))
+    Ok(Json(state.store.list(&query.prefix, query.cursor.as_deref(), limit, crate::hlc::wall_millis())))
 }
 
 async fn apply_batch(
@@ -365,8 +346,8 @@ async fn metrics(State(state): State<NodeState>) -> Json<NodeMetrics> {
         node_id: state.settings.node_id.clone(),
         key_count,
         wal_size: wal.wal_bytes(),
-        timestamp: now_millis() / 1000,
-        timestamp_ms: now_millis(),
+        timestamp: crate::hlc::wall_millis() / 1000,
+        timestamp_ms: crate::hlc::wall_millis(),
         tombstones,
         data_bytes: store.disk_bytes(),
         disk_total_bytes,
@@ -384,7 +365,7 @@ async fn metrics(State(state): State<NodeState>) -> Json<NodeMetrics> {
         tombstones_held_back: counters.held_back.load(Ordering::Relaxed),
         oldest_held_back_tombstone_age_secs: match counters.oldest_held_back.load(Ordering::Relaxed) {
             0 => None,
-            deleted_at => Some(now_millis().saturating_sub(deleted_at) / 1000),
+            deleted_at => Some(crate::hlc::wall_millis().saturating_sub(deleted_at) / 1000),
         },
         uptime_secs: state.settings.started.elapsed().as_secs(),
         anti_entropy_enabled: state.anti_entropy.is_some(),

@@ -27,7 +27,7 @@ use super::queue::Op;
 use super::state::{EnqueueError, NewJob, Progress, Replicator};
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
-use crate::nodeclient::DEFAULT_CONTENT_TYPE;
+use crate::proto::DEFAULT_CONTENT_TYPE;
 use crate::proto::{
     EXPIRES_AT_HEADER, JOB_OP_HEADER, JOB_TARGETS_HEADER, JOB_WAIT_HEADER, JobAccepted, JobWaitTimedOut, JobsAccepted,
     MAX_CONTENT_TYPE_BYTES, VERSION_HEADER,
@@ -83,7 +83,7 @@ async fn accept(
         .filter(|version| *version > 0)
         .ok_or_else(|| ApiError::bad_request(format!("{VERSION_HEADER} header is required: a positive integer")))?;
     let expires_at = parse_u64(headers, EXPIRES_AT_HEADER)?;
-    let content_type = parse_content_type(headers)?;
+    let content_type = crate::extract::content_type(headers)?;
     let targets = parse_targets(headers)?;
     let wait = parse_u64(headers, JOB_WAIT_HEADER)?.unwrap_or(0);
     if wait > targets.len() as u64 {
@@ -257,16 +257,6 @@ fn parse_op(headers: &HeaderMap) -> Result<Op, ApiError> {
         Some(op) if op.eq_ignore_ascii_case("delete") => Ok(Op::Delete),
         Some(other) => Err(ApiError::bad_request(format!("{JOB_OP_HEADER} must be put or delete, got {other:?}"))),
         None => Err(ApiError::bad_request(format!("{JOB_OP_HEADER} header is required: put or delete"))),
-    }
-}
-
-fn parse_content_type(headers: &HeaderMap) -> Result<String, ApiError> {
-    match header_text(headers, header::CONTENT_TYPE.as_str())? {
-        None | Some("") => Ok(DEFAULT_CONTENT_TYPE.to_string()),
-        Some(text) if text.len() > MAX_CONTENT_TYPE_BYTES => {
-            Err(ApiError::bad_request(format!("content-type is longer than {MAX_CONTENT_TYPE_BYTES} bytes")))
-        }
-        Some(text) => Ok(text.to_string()),
     }
 }
 

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -182,10 +182,6 @@ impl axum::extract::FromRef<Replicator> for ClusterSecret {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
-
 impl Replicator {
     /// Builds the state around an opened log; call [`Replicator::resume`] to deliver recovered work.
     pub fn new(
@@ -295,7 +291,7 @@ impl Replicator {
                 drop(jobs);
                 let counters = &self.inner.counters;
                 counters.refused_jobs.fetch_add(count as u64, Ordering::Relaxed);
-                counters.last_refusal_ms.store(now_ms(), Ordering::Relaxed);
+                counters.last_refusal_ms.store(crate::hlc::wall_millis(), Ordering::Relaxed);
                 return Err(EnqueueError::Full(full));
             }
             jobs.reserved += count;
@@ -304,7 +300,7 @@ impl Replicator {
             jobs.next_id += count as u64;
             id
         };
-        let accepted_at_ms = now_ms();
+        let accepted_at_ms = crate::hlc::wall_millis();
         let new_jobs: Vec<Arc<Job>> = new
             .into_iter()
             .zip(first_id..)
@@ -557,7 +553,7 @@ impl Replicator {
     }
 
     fn copy_acked(&self, job: &Job, target: usize) {
-        let elapsed_ms = now_ms().saturating_sub(job.accepted_at_ms);
+        let elapsed_ms = crate::hlc::wall_millis().saturating_sub(job.accepted_at_ms);
         let counters = &self.inner.counters;
         counters.successful_replicas.fetch_add(1, Ordering::Relaxed);
         counters.ack_micros.fetch_add(elapsed_ms * 1000, Ordering::Relaxed);
@@ -669,7 +665,7 @@ impl Replicator {
             failed_replicas: counters.failed_replicas.load(Ordering::Relaxed),
             queue_size,
             average_ack_time_ms,
-            max_replication_lag_ms: oldest.map_or(0.0, |at| now_ms().saturating_sub(at) as f64),
+            max_replication_lag_ms: oldest.map_or(0.0, |at| crate::hlc::wall_millis().saturating_sub(at) as f64),
             retries_in_progress: counters.backing_off.load(Ordering::Relaxed) + handoffs,
             queue_capacity: self.inner.config.max_queue as u64,
             hinted_handoffs: handoffs,
@@ -688,7 +684,8 @@ impl Replicator {
         let config = &self.inner.config;
         let (capacity, capacity_bytes) = (config.max_queue as u64, config.max_queue_bytes);
         let last_refusal = self.inner.counters.last_refusal_ms.load(Ordering::Relaxed);
-        let refused_recently = last_refusal > 0 && now_ms().saturating_sub(last_refusal) < REFUSAL_MEMORY_MS;
+        let refused_recently =
+            last_refusal > 0 && crate::hlc::wall_millis().saturating_sub(last_refusal) < REFUSAL_MEMORY_MS;
         let reason = if queue_size >= capacity {
             Some(format!("replication queue FULL: {queue_size} of {capacity} jobs (--max-queue); new jobs are refused"))
         } else if queue_bytes >= capacity_bytes {
