@@ -87,6 +87,16 @@ fn url_of(addr: SocketAddr, tls: Option<&TlsConfig>) -> String {
     format!("{}://{addr}", crate::tls::scheme(tls))
 }
 
+/// What woke the supervising loop of [`run`].
+enum Step {
+    /// The service at this index of the running list ended (by itself: a failure).
+    Stopped(usize, Result<anyhow::Result<()>, tokio::task::JoinError>),
+    /// Every service answered `/health`, or one never will.
+    Serving(anyhow::Result<()>),
+    /// Ctrl-C or SIGTERM.
+    Signalled,
+}
+
 /// One running service of the cluster.
 struct Running {
     name: String,
@@ -263,29 +273,34 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
     tokio::pin!(serving);
     let mut announced = false;
     let mut failure: Option<anyhow::Error> = None;
-    loop {
-        if signal.is_triggered() {
-            break;
-        }
-        if let Some(index) = running.iter().position(|service| service.task.is_finished()) {
-            let service = running.remove(index);
-            let outcome = service.task.await.context("service task panicked").and_then(|result| result);
-            let error = outcome.err().unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly"));
-            tracing::error!(service = %service.name, %error, "service stopped; shutting the cluster down");
-            failure = Some(error.context(format!("{} stopped", service.name)));
-            break;
-        }
-        tokio::select! {
-            ready = &mut serving, if !announced => {
-                if let Err(error) = ready {
-                    failure = Some(error);
-                    break;
-                }
+    while !signal.is_triggered() {
+        let step = {
+            // Whichever service task ends first (never empty: users and the gateway always run).
+            let first_stopped = futures_util::future::select_all(running.iter_mut().map(|service| &mut service.task));
+            tokio::select! {
+                (outcome, index, _) = first_stopped => Step::Stopped(index, outcome),
+                ready = &mut serving, if !announced => Step::Serving(ready),
+                () = signal.wait() => Step::Signalled,
+            }
+        };
+        match step {
+            Step::Stopped(index, outcome) => {
+                let service = running.remove(index);
+                let outcome = outcome.context("service task panicked").and_then(|result| result);
+                let error = outcome.err().unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly"));
+                tracing::error!(service = %service.name, %error, "service stopped; shutting the cluster down");
+                failure = Some(error.context(format!("{} stopped", service.name)));
+                break;
+            }
+            Step::Serving(Err(error)) => {
+                failure = Some(error);
+                break;
+            }
+            Step::Serving(Ok(())) => {
                 announced = true;
                 print_banner(&data_dir, &gateway_url, &users_url, &replicator_url, &nodes);
             }
-            () = signal.wait() => {}
-            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            Step::Signalled => break,
         }
     }
 
