@@ -216,7 +216,8 @@ impl Placement {
     }
 
     /// The nodes to write for a strong write: each owner, or — if it is down — the next healthy
-    /// node after the owners in the preference list (sloppy quorum). Returns
+    /// node after the owners in the preference list, which keeps the write as a hint (hints never
+    /// count towards a strong write's majority: see the coordinator). Returns
     /// `(target, owner_it_stands_in_for)`; the owner is `None` when the target is the owner itself.
     pub fn write_set(&self, key: &str) -> Vec<(NodeInfo, Option<NodeInfo>)> {
         let list = self.layout.new.preference_list(key.as_bytes());
