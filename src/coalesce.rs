@@ -125,6 +125,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::Lock;
     use std::sync::Mutex;
     use std::time::Duration;
 
@@ -143,7 +144,7 @@ mod tests {
             limits,
             |item: &usize| *item,
             move |items: Vec<usize>| {
-                seen.lock().unwrap().push(items.clone());
+                seen.locked().push(items.clone());
                 async move {
                     tokio::time::sleep(delay).await;
                     items.into_iter().map(|item| item * 2).collect()
@@ -158,7 +159,7 @@ mod tests {
         let (coalescer, batches) = recording(limits(10, 100), Duration::ZERO);
         assert_eq!(coalescer.submit(3).await, Some(6));
         assert_eq!(coalescer.submit(4).await, Some(8));
-        assert_eq!(*batches.lock().unwrap(), vec![vec![3], vec![4]]);
+        assert_eq!(*batches.locked(), vec![vec![3], vec![4]]);
     }
 
     #[tokio::test]
@@ -173,7 +174,7 @@ mod tests {
         for (item, caller) in (1..=7).zip(callers) {
             assert_eq!(caller.await.unwrap(), Some(item * 2));
         }
-        let batches = batches.lock().unwrap();
+        let batches = batches.locked();
         assert!(batches.len() < 7, "nothing was coalesced: {batches:?}");
         assert!(batches.iter().all(|batch| !batch.is_empty() && batch.len() <= 3), "{batches:?}");
         let mut all: Vec<usize> = batches.iter().flatten().copied().collect();
@@ -194,7 +195,7 @@ mod tests {
         for caller in callers {
             assert!(caller.await.unwrap().is_some());
         }
-        let batches = batches.lock().unwrap();
+        let batches = batches.locked();
         for batch in batches.iter() {
             let bytes: usize = batch.iter().sum();
             assert!(bytes <= 10 || batch.len() == 1, "{batches:?}");

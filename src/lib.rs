@@ -7,6 +7,7 @@
 //! - [`config`]: shared server settings (data dir, bind address, secrets files).
 //! - [`error`]: the JSON API error every service returns, and CLI exit codes.
 //! - [`shutdown`]: one shutdown signal shared by every task of a process.
+//! - [`sync`]: the one lock-poisoning policy (`locked()`, `reading()`, `writing()`).
 //! - [`extract`]: JSON body / path / query extractors whose rejections are JSON 400s.
 //! - [`server`]: binding listeners with actionable errors and serving routers.
 //! - [`tls`]: HTTPS serving (rustls) and trusting a private CA in every HTTP client.
@@ -49,6 +50,7 @@ pub mod proto;
 pub mod ring;
 pub mod server;
 pub mod shutdown;
+pub mod sync;
 pub mod tls;
 pub mod tui;
 pub mod units;

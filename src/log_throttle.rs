@@ -2,6 +2,7 @@
 //! full queue) logs one line per interval with the count it held back, so an
 //! outage cannot fill the disk with the same line.
 
+use crate::sync::Lock;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ impl LogThrottle {
     }
 
     fn allow_at(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self.state.locked();
         let (last, suppressed) = &mut *state;
         if last.is_some_and(|last| now.duration_since(last) < self.interval) {
             *suppressed += 1;

@@ -26,6 +26,7 @@ use crate::proto::{
     CLUSTER_SECRET_HEADER, EXPIRES_AT_HEADER, NodeBatchResponse, NodeDigest, NodeExportRequest, NodeHealth,
     NodeKeyPage, NodeMetrics, NodeRangePage, NodeRangeRequest, StoreWriteResponse, TOMBSTONE_HEADER, VERSION_HEADER,
 };
+use crate::sync::Lock;
 use crate::wal::Record;
 use crate::wire::read::Lookup;
 use crate::wire::{batch, read};
@@ -205,12 +206,12 @@ impl NodeClient {
 
     /// [`NodeClient::url`], parsing each node's base URL only once.
     fn node_url(&self, base: &str, segments: &[&str]) -> Result<Url, NodeError> {
-        let cached = self.bases.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(base).cloned();
+        let cached = self.bases.locked().get(base).cloned();
         let parsed = match cached {
             Some(parsed) => parsed,
             None => {
                 let parsed = parse_base(base)?;
-                let mut bases = self.bases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut bases = self.bases.locked();
                 if bases.len() < MAX_PARSED_BASES {
                     bases.insert(base.to_string(), parsed.clone());
                 }

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::WalError;
 use super::record::{self, Record};
 use super::segment::{Segment, WalDir};
+use crate::sync::Lock;
 
 /// How appends are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -283,7 +284,7 @@ impl<O: Send + 'static> Committer<O> {
         if self.sender.send(Message::Stop(done)).await.is_ok() {
             let _ = finished.await;
         }
-        let thread = self.thread.lock().expect("writer thread handle").take();
+        let thread = self.thread.locked().take();
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
@@ -460,7 +461,7 @@ mod tests {
                 entered.send(()).unwrap();
                 release.recv().unwrap();
             }
-            let mut applied = self.applied.lock().unwrap();
+            let mut applied = self.applied.locked();
             records.into_iter().map(|found| applied.push(found.key)).collect()
         }
 
@@ -514,7 +515,7 @@ mod tests {
         let mut replayed = Vec::new();
         super::super::recover(&wal, false, |found| replayed.push(found.key)).unwrap();
         assert_eq!(replayed.len(), 64 * 25);
-        assert_eq!(replayed, *applied.lock().unwrap());
+        assert_eq!(replayed, *applied.locked());
     }
 
     /// Blocks the writer inside its first apply, queues `waiting` appends, then

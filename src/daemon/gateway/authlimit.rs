@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::extract::address_key;
+use crate::sync::Lock;
 
 /// Default failed key checks allowed per address and minute.
 pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u32 = 30;
@@ -44,7 +45,7 @@ impl AuthFailures {
         if self.per_minute == 0 {
             return None;
         }
-        let windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let windows = self.windows.locked();
         let (started, failures) = windows.get(&address_key(address))?;
         let left = WINDOW.saturating_sub(now.saturating_duration_since(*started));
         (*failures >= self.per_minute && !left.is_zero()).then_some(left)
@@ -60,7 +61,7 @@ impl AuthFailures {
             return;
         }
         let key = address_key(address);
-        let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut windows = self.windows.locked();
         if windows.len() >= MAX_ADDRESSES && !windows.contains_key(&key) {
             windows.retain(|_, (started, _)| now.saturating_duration_since(*started) < WINDOW);
             if windows.len() >= MAX_ADDRESSES {
@@ -105,6 +106,6 @@ mod tests {
         for n in 0..MAX_ADDRESSES as u32 + 10 {
             failures.record_at(&std::net::Ipv4Addr::from(n).to_string(), now);
         }
-        assert_eq!(failures.windows.lock().unwrap().len(), MAX_ADDRESSES);
+        assert_eq!(failures.windows.locked().len(), MAX_ADDRESSES);
     }
 }

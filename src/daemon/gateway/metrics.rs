@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use std::time::Instant;
 
 use crate::proto::{GatewayMetrics, LatencyPercentiles, UserRequestRate};
+use crate::sync::Lock;
 
 const WINDOW: Duration = Duration::from_secs(60);
 
@@ -89,17 +90,12 @@ impl Metrics {
     }
 
     fn record_request_at(&self, user_id: Option<i64>, latency: Duration, now: Instant) {
-        self.overall.lock().expect("metrics lock poisoned").hit(now);
+        self.overall.locked().hit(now);
         if let Some(user_id) = user_id {
-            self.users
-                .lock()
-                .expect("metrics lock poisoned")
-                .entry(user_id)
-                .or_insert_with(|| RateCounter::new(now))
-                .hit(now);
+            self.users.locked().entry(user_id).or_insert_with(|| RateCounter::new(now)).hit(now);
         }
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
-        self.latency_us.lock().expect("metrics lock poisoned").saturating_record(micros);
+        self.latency_us.locked().saturating_record(micros);
     }
 
     /// Counts a 429.
@@ -129,13 +125,12 @@ impl Metrics {
 
     fn snapshot_at(&self, node_errors: Vec<(String, u64)>, now: Instant) -> GatewayMetrics {
         let (requests_total, requests_per_second) = {
-            let mut overall = self.overall.lock().expect("metrics lock poisoned");
+            let mut overall = self.overall.locked();
             (overall.total, overall.per_second(now))
         };
         let mut users: Vec<UserRequestRate> = self
             .users
-            .lock()
-            .expect("metrics lock poisoned")
+            .locked()
             .iter_mut()
             .map(|(user_id, counter)| UserRequestRate {
                 user_id: *user_id,
@@ -145,7 +140,7 @@ impl Metrics {
             .collect();
         users.sort_by(|a, b| b.requests_per_second.total_cmp(&a.requests_per_second).then(b.requests.cmp(&a.requests)));
         let latency_ms = {
-            let histogram = self.latency_us.lock().expect("metrics lock poisoned");
+            let histogram = self.latency_us.locked();
             let ms = |micros: u64| micros as f64 / 1000.0;
             LatencyPercentiles {
                 p50: ms(histogram.value_at_quantile(0.50)),

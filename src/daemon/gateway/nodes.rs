@@ -17,6 +17,7 @@ use crate::coalesce::{self, Coalescer};
 use crate::config::Secret;
 use crate::nodeclient::{self, NodeRead, StoredValue, WriteMeta};
 use crate::proto::{NodeKeyPage, StoreWriteResponse};
+use crate::sync::Lock;
 use crate::wal::record::RecordRef;
 use crate::wire::batch as node_batch;
 
@@ -203,7 +204,7 @@ pub fn clock_offset_ms(sent: u64, remote: u64, received: u64) -> Option<i64> {
 
 /// The batching task of `base` in `tasks`, started with `start` if there is none yet.
 fn per_node<T: Clone>(tasks: &PerNode<T>, base: &str, start: impl FnOnce() -> T) -> T {
-    let mut tasks = tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut tasks = tasks.locked();
     if let Some(task) = tasks.get(base) {
         return task.clone();
     }

@@ -17,6 +17,7 @@ use crate::membership::{Layout, MemberState, Membership};
 use crate::proto::ClusterNode;
 use crate::ring::{NodeInfo, Ring};
 use crate::shutdown::Shutdown;
+use crate::sync::{Lock, ReadWrite};
 
 /// How often every node is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -117,7 +118,7 @@ impl Placement {
     pub fn set_health(&self, id: &str, healthy: bool) {
         let Some(node) = self.state(id) else { return };
         if node.healthy.swap(healthy, Ordering::AcqRel) != healthy {
-            *node.since.lock().expect("placement lock poisoned") = Utc::now();
+            *node.since.locked() = Utc::now();
             if healthy {
                 tracing::info!(node = %node.info, "node is back up");
             } else {
@@ -257,10 +258,10 @@ impl Placement {
                 id: node.info.id.clone(),
                 url: node.info.url.clone(),
                 healthy: node.healthy.load(Ordering::Acquire),
-                since: *node.since.lock().expect("placement lock poisoned"),
+                since: *node.since.locked(),
                 share: shares.iter().find(|(info, _)| info.id == node.info.id).map_or(0.0, |(_, share)| *share),
                 vnodes: self.layout.new.vnodes(),
-                key_count: *node.key_count.lock().expect("placement lock poisoned"),
+                key_count: *node.key_count.locked(),
                 state: self
                     .states
                     .iter()
@@ -285,12 +286,12 @@ impl Topology {
 
     /// The placement now; a request uses one snapshot throughout.
     pub fn current(&self) -> Arc<Placement> {
-        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.0.reading().clone()
     }
 
     /// Replaces the placement.
     pub fn swap(&self, placement: Placement) {
-        *self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(placement);
+        *self.0.writing() = Arc::new(placement);
     }
 
     /// Probes every node of the current placement each [`PROBE_INTERVAL`] until shutdown.
@@ -304,7 +305,7 @@ impl Topology {
             for (node, outcome) in futures_util::future::join_all(probes).await {
                 match outcome {
                     Ok(probe) => {
-                        *node.key_count.lock().expect("placement lock poisoned") = probe.key_count;
+                        *node.key_count.locked() = probe.key_count;
                         if let Some(offset) = probe.clock_offset_ms {
                             node.clock_offset_ms.store(offset, Ordering::Relaxed);
                         }

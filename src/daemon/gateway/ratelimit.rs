@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::sync::Lock;
 use std::time::Instant;
 
 /// One user's bucket.
@@ -79,7 +80,7 @@ impl RateLimiter {
         }
         let capacity = f64::from(self.burst);
         let rate = self.refill_per_second();
-        let mut buckets = self.buckets.lock().expect("rate limiter lock poisoned");
+        let mut buckets = self.buckets.locked();
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&user) {
             buckets.retain(|_, bucket| {
                 bucket.tokens + now.saturating_duration_since(bucket.updated).as_secs_f64() * rate < capacity

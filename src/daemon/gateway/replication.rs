@@ -29,6 +29,7 @@ use crate::config::Secret;
 use crate::log_throttle::LogThrottle;
 use crate::proto::CLUSTER_SECRET_HEADER;
 use crate::ring::NodeInfo;
+use crate::sync::Lock;
 use crate::wal::record::RecordRef;
 use crate::wire::jobs::{self as jobs_body, JOBS_CONTENT_TYPE};
 
@@ -77,12 +78,12 @@ tokio::task_local! {
 pub async fn track<F: Future>(write: F) -> (F::Output, Handover) {
     let report = Arc::new(Mutex::new(Handover::default()));
     let output = HANDOVER.scope(report.clone(), write).await;
-    let handover = report.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+    let handover = report.locked().clone();
     (output, handover)
 }
 
 fn report(update: impl FnOnce(&mut Handover)) {
-    let _ = HANDOVER.try_with(|report| update(&mut report.lock().unwrap_or_else(|poisoned| poisoned.into_inner())));
+    let _ = HANDOVER.try_with(|report| update(&mut report.locked()));
 }
 
 /// The rate-limited warnings of the replication path, one throttle per kind.

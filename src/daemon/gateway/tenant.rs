@@ -18,6 +18,7 @@ use super::state::GatewayState;
 use crate::config::Secret;
 use crate::error::ApiError;
 use crate::proto::{API_KEY_HEADER, CLUSTER_SECRET_HEADER, ValidateKeyRequest, ValidateKeyResponse};
+use crate::sync::Lock;
 
 /// How long a validated key is trusted without asking the users service again.
 /// Kept under the 5 s in which a revoked key must stop working.
@@ -97,7 +98,7 @@ impl KeyCache {
     }
 
     fn get_at(&self, digest: &Fingerprint, now: Instant) -> Option<Tenant> {
-        let entries = self.entries.lock().expect("key cache lock poisoned");
+        let entries = self.entries.locked();
         entries
             .get(digest)
             .filter(|(at, _)| now.saturating_duration_since(*at) < KEY_CACHE_TTL)
@@ -105,7 +106,7 @@ impl KeyCache {
     }
 
     fn insert(&self, digest: Fingerprint, tenant: Tenant) {
-        let mut entries = self.entries.lock().expect("key cache lock poisoned");
+        let mut entries = self.entries.locked();
         if entries.len() >= MAX_CACHED_KEYS {
             entries.retain(|_, (at, _)| at.elapsed() < KEY_CACHE_TTL);
             if entries.len() >= MAX_CACHED_KEYS {
@@ -117,12 +118,12 @@ impl KeyCache {
 
     /// Whether the users service refused this key less than [`REFUSED_KEY_CACHE_TTL`] ago.
     fn is_refused_at(&self, digest: &Fingerprint, now: Instant) -> bool {
-        let refused = self.refused.lock().expect("key cache lock poisoned");
+        let refused = self.refused.locked();
         refused.get(digest).is_some_and(|at| now.saturating_duration_since(*at) < REFUSED_KEY_CACHE_TTL)
     }
 
     fn insert_refused(&self, digest: Fingerprint) {
-        let mut refused = self.refused.lock().expect("key cache lock poisoned");
+        let mut refused = self.refused.locked();
         if refused.len() >= MAX_CACHED_KEYS {
             refused.retain(|_, at| at.elapsed() < REFUSED_KEY_CACHE_TTL);
             if refused.len() >= MAX_CACHED_KEYS {

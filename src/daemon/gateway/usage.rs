@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::config::Secret;
 use crate::proto::{CLUSTER_SECRET_HEADER, UsageBatch, UsageReport};
 use crate::shutdown::Shutdown;
+use crate::sync::Lock;
 
 /// How often the totals are flushed.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(3);
@@ -24,7 +25,7 @@ pub struct UsageLog {
 impl UsageLog {
     /// Adds one request of `operation` (`put`, `get`, `delete`, `list`).
     pub fn record(&self, user_id: i64, operation: &'static str, bytes_in: u64, bytes_out: u64) {
-        let mut rows = self.rows.lock().expect("usage lock poisoned");
+        let mut rows = self.rows.locked();
         if rows.len() >= MAX_ROWS && !rows.contains_key(&(user_id, operation)) {
             tracing::warn!("usage buffer full; is the users service down?");
             return;
@@ -43,7 +44,7 @@ impl UsageLog {
 
     /// Takes every row, leaving the log empty.
     pub fn take(&self) -> UsageBatch {
-        let rows = std::mem::take(&mut *self.rows.lock().expect("usage lock poisoned"));
+        let rows = std::mem::take(&mut *self.rows.locked());
         let mut records: Vec<UsageReport> = rows.into_values().collect();
         records.sort_by(|a, b| (a.user_id, &a.operation).cmp(&(b.user_id, &b.operation)));
         UsageBatch { records }
@@ -51,7 +52,7 @@ impl UsageLog {
 
     /// Puts rows back after a failed flush, adding them to anything recorded meanwhile.
     pub fn restore(&self, batch: UsageBatch) {
-        let mut rows = self.rows.lock().expect("usage lock poisoned");
+        let mut rows = self.rows.locked();
         for report in batch.records {
             let operation = operation_name(&report.operation);
             let row = rows.entry((report.user_id, operation)).or_insert_with(|| UsageReport {

@@ -43,6 +43,7 @@ use crate::nodeclient::{NodeClient, NodeError};
 use crate::proto::{NodeRangeEntry, NodeRangePage, NodeRangeRequest};
 use crate::ring::{NodeInfo, Ring};
 use crate::shutdown::Shutdown;
+use crate::sync::Lock;
 use crate::wire::batch;
 
 /// Entries per `/range` page and keys per `/export` request.
@@ -88,11 +89,11 @@ pub struct AntiEntropyStats(Arc<Mutex<AntiEntropyStatus>>);
 impl AntiEntropyStats {
     /// A copy of the current status.
     pub fn snapshot(&self) -> AntiEntropyStatus {
-        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self.0.locked()
     }
 
     fn finish_round(&self, repaired: u64, errors: u64) {
-        let mut status = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut status = self.0.locked();
         status.rounds += 1;
         status.keys_repaired += repaired;
         status.errors += errors;

@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use crate::hlc;
+use crate::sync::Lock;
 
 /// Milliseconds on this process's monotonic clock, at least 1. Only compared
 /// with other values of the same process (arrival of a tombstone against the
@@ -115,7 +116,7 @@ pub struct PeerSyncs(Arc<Mutex<Syncs>>);
 
 impl PeerSyncs {
     fn lock(&self) -> std::sync::MutexGuard<'_, Syncs> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0.locked()
     }
 
     /// Follows a settled ring whose peers are `peers`. A new ring (`changed`) forgets every

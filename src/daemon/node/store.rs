@@ -21,6 +21,7 @@ use super::slot::{ContentTypes, Slot};
 use crate::hlc;
 use crate::proto::{NodeKeyEntry, NodeKeyPage, NodeRangeEntry, NodeRangePage, StoreWriteResponse};
 use crate::ring::Ring;
+use crate::sync::Lock;
 use crate::wal::snapshot::SnapshotWriter;
 use crate::wal::{
     self, Apply, Committer, CommitterConfig, CompactionTicket, DirLock, Record, SyncMode, WalDir, WalError, WalStats,
@@ -158,7 +159,7 @@ struct Shared {
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.locked()
     }
 }
 
@@ -200,7 +201,7 @@ impl Apply for Applier {
             .spawn(move || wal::snapshot::compact(&shared.dir, ticket, generation, |writer| shared.copy_into(writer)));
         match thread {
             Ok(thread) => {
-                let previous = self.shared.snapshot_thread.lock().expect("snapshot handle").replace(thread);
+                let previous = self.shared.snapshot_thread.locked().replace(thread);
                 if let Some(previous) = previous {
                     let _ = previous.join();
                 }
@@ -563,7 +564,7 @@ impl Store {
     /// Finishes queued writes, syncs the WAL, stops the writer and waits for a running snapshot.
     pub async fn close(&self) {
         self.committer.close().await;
-        let thread = self.shared.snapshot_thread.lock().expect("snapshot handle").take();
+        let thread = self.shared.snapshot_thread.locked().take();
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }

@@ -40,6 +40,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::error::Exit;
+use crate::sync::Lock;
 use crate::wal::segment;
 
 /// The queue log's file name inside the replicator's directory.
@@ -216,7 +217,7 @@ impl QueueLog {
     /// After close this does nothing (the copy is simply delivered again after restart).
     pub fn mark_done(&self, job_id: u64, target: usize) {
         let target = u16::try_from(target).expect("targets are bounded far below u16::MAX");
-        self.dones.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((job_id, target));
+        self.dones.locked().push((job_id, target));
     }
 
     /// Writes and fsyncs everything pending, then stops the writer thread.
@@ -467,7 +468,7 @@ impl Writer {
         let mut buffer = Vec::new();
         let mut replies = Vec::new();
         let mut jobs = Vec::new();
-        let dones = std::mem::take(&mut *self.dones.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let dones = std::mem::take(&mut *self.dones.locked());
         for &(job_id, target) in &dones {
             frame(&mut buffer, &encode_done(job_id, target));
         }

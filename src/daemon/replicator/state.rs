@@ -30,6 +30,7 @@ use crate::membership::Membership;
 use crate::nodeclient::{NodeClient, NodeError, WriteMeta};
 use crate::proto::{ReplicatorHealth, ReplicatorMetrics};
 use crate::shutdown::Shutdown;
+use crate::sync::Lock;
 use crate::wal::record::RecordRef;
 use crate::wire::batch as node_batch;
 
@@ -221,7 +222,7 @@ impl Replicator {
     pub fn resume(&self, unfinished: Vec<Unfinished>) {
         let mut starts = Vec::new();
         {
-            let mut jobs = self.inner.jobs.lock().expect("jobs lock");
+            let mut jobs = self.inner.jobs.locked();
             for Unfinished { job, delivered } in unfinished {
                 let remaining = delivered.iter().filter(|done| !**done).count();
                 if remaining == 0 {
@@ -276,7 +277,7 @@ impl Replicator {
         let count = new.len();
         let size: u64 = new.iter().map(|job| job.value.len() as u64).sum();
         let first_id = {
-            let mut jobs = self.inner.jobs.lock().expect("jobs lock");
+            let mut jobs = self.inner.jobs.locked();
             let queued = jobs.pending.len() + jobs.reserved;
             let full = if !bounded {
                 None
@@ -319,7 +320,7 @@ impl Replicator {
             })
             .collect();
         let appended = self.append_to_log(new_jobs.clone()).await.map_err(EnqueueError::Log);
-        let mut jobs = self.inner.jobs.lock().expect("jobs lock");
+        let mut jobs = self.inner.jobs.locked();
         jobs.reserved -= count;
         if let Err(error) = appended {
             jobs.bytes -= size;
@@ -353,7 +354,7 @@ impl Replicator {
 
     /// The owners at the membership version last seen, if any.
     fn owners(&self) -> Option<Arc<Owners>> {
-        self.inner.owners.lock().expect("owners lock").clone()
+        self.inner.owners.locked().clone()
     }
 
     /// Points the targets of jobs being accepted that name nodes no longer in the cluster (a gateway
@@ -374,7 +375,7 @@ impl Replicator {
         let config = &self.inner.config;
         let Some(owners) = Owners::of(membership, config.vnodes, config.replicas) else { return };
         tracing::info!(version = owners.version, "replicator: following membership version");
-        *self.inner.owners.lock().expect("owners lock") = Some(Arc::new(owners));
+        *self.inner.owners.locked() = Some(Arc::new(owners));
         self.reconcile().await;
     }
 
@@ -388,7 +389,7 @@ impl Replicator {
         let mut replacements: Vec<NewJob> = Vec::new();
         let (mut retargeted, mut dropped) = (0u64, 0u64);
         {
-            let mut jobs = self.inner.jobs.lock().expect("jobs lock");
+            let mut jobs = self.inner.jobs.locked();
             let ids: Vec<u64> = jobs.pending.keys().copied().collect();
             for id in ids {
                 let Some(entry) = jobs.pending.get(&id) else { continue };
@@ -448,13 +449,13 @@ impl Replicator {
 
     /// Whether the copy of `job_id` to target `target` needs no more delivery.
     fn is_settled(&self, job_id: u64, target: usize) -> bool {
-        let jobs = self.inner.jobs.lock().expect("jobs lock");
+        let jobs = self.inner.jobs.locked();
         jobs.pending.get(&job_id).is_none_or(|entry| entry.delivered[target])
     }
 
     async fn append_to_log(&self, jobs: Vec<Arc<Job>>) -> std::io::Result<()> {
         // Submit under the lock, wait for the fsync without it.
-        let pending = self.inner.log.lock().expect("log lock").as_ref().map(|log| log.append_all(jobs));
+        let pending = self.inner.log.locked().as_ref().map(|log| log.append_all(jobs));
         match pending {
             Some(pending) => pending.await,
             None => Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the replicator is shutting down")),
@@ -462,7 +463,7 @@ impl Replicator {
     }
 
     fn mark_done(&self, job_id: u64, target: usize) {
-        if let Some(log) = self.inner.log.lock().expect("log lock").as_ref() {
+        if let Some(log) = self.inner.log.locked().as_ref() {
             log.mark_done(job_id, target);
         }
     }
@@ -536,7 +537,7 @@ impl Replicator {
 
     /// The batching task for copies to the node at `base`, started on first use.
     fn delivery_to(&self, base: &str) -> Delivery {
-        let mut deliveries = self.inner.deliveries.lock().expect("deliveries lock");
+        let mut deliveries = self.inner.deliveries.locked();
         if let Some(delivery) = deliveries.get(base) {
             return delivery.clone();
         }
@@ -563,7 +564,7 @@ impl Replicator {
     }
 
     fn copy_rejected(&self, job: &Job, target: usize) {
-        let mut jobs = self.inner.jobs.lock().expect("jobs lock");
+        let mut jobs = self.inner.jobs.locked();
         let first_failure = jobs
             .pending
             .get_mut(&job.id)
@@ -578,11 +579,11 @@ impl Replicator {
     }
 
     fn finish_copy(&self, job_id: u64, target: usize, acked: bool) {
-        settle(&mut self.inner.jobs.lock().expect("jobs lock"), job_id, target, acked);
+        settle(&mut self.inner.jobs.locked(), job_id, target, acked);
     }
 
     fn hand_off(&self, job: &Job, target: usize) {
-        let mut jobs = self.inner.jobs.lock().expect("jobs lock");
+        let mut jobs = self.inner.jobs.locked();
         let Some(entry) = jobs.pending.get_mut(&job.id).filter(|entry| !entry.delivered[target]) else { return };
         let first_failure = !std::mem::replace(&mut entry.failed_once[target], true);
         jobs.handoff.entry(job.targets[target].clone()).or_default().push((job.id, target));
@@ -610,7 +611,7 @@ impl Replicator {
                 _ = self.inner.shutdown.wait() => return,
             }
             let targets: Vec<String> = {
-                let jobs = self.inner.jobs.lock().expect("jobs lock");
+                let jobs = self.inner.jobs.locked();
                 jobs.handoff.iter().filter(|(_, copies)| !copies.is_empty()).map(|(target, _)| target.clone()).collect()
             };
             let probes = targets.into_iter().map(|target| {
@@ -627,7 +628,7 @@ impl Replicator {
 
     fn redeliver(&self, target_url: &str) {
         let copies: Vec<(Arc<Job>, usize)> = {
-            let mut jobs = self.inner.jobs.lock().expect("jobs lock");
+            let mut jobs = self.inner.jobs.locked();
             let waiting = jobs.handoff.remove(target_url).unwrap_or_default();
             waiting
                 .into_iter()
@@ -644,13 +645,13 @@ impl Replicator {
 
     /// Unfinished jobs.
     pub fn queue_size(&self) -> u64 {
-        self.inner.jobs.lock().expect("jobs lock").pending.len() as u64
+        self.inner.jobs.locked().pending.len() as u64
     }
 
     /// The `/metrics` document.
     pub fn metrics(&self) -> ReplicatorMetrics {
         let (queue_size, oldest, handoffs) = {
-            let jobs = self.inner.jobs.lock().expect("jobs lock");
+            let jobs = self.inner.jobs.locked();
             let oldest = jobs.pending.values().next().map(|entry| entry.job.accepted_at_ms);
             let handoffs: usize = jobs.handoff.values().map(Vec::len).sum();
             (jobs.pending.len() as u64, oldest, handoffs as u64)
@@ -678,7 +679,7 @@ impl Replicator {
     /// The `/health` document: `degraded` while the queue is full, or refused a job in the last 10 s.
     pub fn health(&self) -> ReplicatorHealth {
         let (queue_size, queue_bytes) = {
-            let jobs = self.inner.jobs.lock().expect("jobs lock");
+            let jobs = self.inner.jobs.locked();
             (jobs.pending.len() as u64, jobs.bytes)
         };
         let config = &self.inner.config;
@@ -724,7 +725,7 @@ impl Replicator {
                 break;
             }
         }
-        let log = self.inner.log.lock().expect("log lock").take();
+        let log = self.inner.log.locked().take();
         if let Some(log) = log {
             log.close().await;
         }

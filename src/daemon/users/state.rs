@@ -15,6 +15,7 @@ use super::hashing::PasswordHasher;
 use super::throttle::{LoginThrottle, SignupLimit};
 use crate::auth::cluster::ClusterSecret;
 use crate::auth::jwt::JwtKeys;
+use crate::sync::Lock;
 
 /// Prefix of every API key.
 pub const API_KEY_PREFIX: &str = "ydht_";
@@ -114,25 +115,25 @@ pub struct LastUsedBuffer {
 impl LastUsedBuffer {
     /// Notes that key `id` was used at `at`.
     pub fn record(&self, id: i64, at: DateTime<Utc>) {
-        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id, at);
+        self.pending.locked().insert(id, at);
     }
 
     /// The unflushed time of key `id`, if any.
     pub fn get(&self, id: i64) -> Option<DateTime<Utc>> {
-        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&id).copied()
+        self.pending.locked().get(&id).copied()
     }
 
     /// Writes everything pending; on failure the entries are kept for the next try.
     pub async fn flush(&self, db: &Db) -> anyhow::Result<usize> {
         let batch: Vec<(i64, DateTime<Utc>)> = {
-            let pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let pending = self.pending.locked();
             pending.iter().map(|(id, at)| (*id, *at)).collect()
         };
         if batch.is_empty() {
             return Ok(0);
         }
         db.touch_api_keys(&batch).await?;
-        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pending = self.pending.locked();
         for (id, at) in &batch {
             if pending.get(id) == Some(at) {
                 pending.remove(id);
@@ -160,14 +161,14 @@ pub struct NewKeyFlash {
 impl NewKeyFlash {
     /// Keeps `key` for web session `family` until it is taken or expires.
     pub fn put(&self, family: &str, key: NewKey) {
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self.entries.locked();
         entries.retain(|_, (at, _)| at.elapsed() < FLASH_LIFETIME);
         entries.insert(family.to_string(), (Instant::now(), key));
     }
 
     /// Takes the waiting key of `family`, if any (it is then gone).
     pub fn take(&self, family: &str) -> Option<NewKey> {
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self.entries.locked();
         entries.remove(family).filter(|(at, _)| at.elapsed() < FLASH_LIFETIME).map(|(_, key)| key)
     }
 }

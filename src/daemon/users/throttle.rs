@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::extract::address_key;
+use crate::sync::Lock;
 
 /// Limits of the login throttle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +127,7 @@ impl LoginThrottle {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LoginWindows> {
-        self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.windows.locked()
     }
 
     /// Starts a login attempt: `Err(retry_after)` when this email or address
@@ -202,7 +203,7 @@ impl SignupLimit {
         let Some(window) = &self.window else { return Ok(()) };
         let now = Instant::now();
         let address = address_key(address);
-        let mut window = window.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut window = window.locked();
         let wait = window.wait(&address, now);
         if !wait.is_zero() {
             return Err(wait);
