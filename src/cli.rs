@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::client::account::{LoginArgs, LogoutArgs, SignupArgs, WhoamiArgs};
 use crate::client::apikey::ApikeyCommand;
@@ -101,8 +101,8 @@ impl Cli {
         let context = |flags: &dyn ClientFlags| -> anyhow::Result<Context> { leading.apply(flags, output).context() };
         match self.command {
             Command::Serve(serve) => serve.run().await,
-            Command::Completions(args) => args.run(),
-            Command::Man(args) => args.run(),
+            Command::Completions(args) => args.run(Cli::command()),
+            Command::Man(args) => args.run(Cli::command()),
             Command::Top(args) => {
                 let gateway = context(&args.client)?.gateway.display;
                 args.run(&gateway).await

@@ -1,5 +1,7 @@
 //! The committed completion scripts in `completions/` must match the CLI.
 
+use clap::CommandFactory;
+use ydht::cli::Cli;
 use ydht::completions::{SHELLS, file_name, generate};
 
 #[test]
@@ -9,7 +11,7 @@ fn committed_completions_are_up_to_date() {
         let path = dir.join(file_name(shell));
         let committed = std::fs::read(&path).unwrap_or_default();
         assert!(
-            committed == generate(shell),
+            committed == generate(shell, Cli::command()),
             "{} is out of date; regenerate with `cargo run -- completions --dir completions`",
             path.display()
         );
