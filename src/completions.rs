@@ -45,7 +45,8 @@ impl CompletionsArgs {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             for shell in SHELLS {
                 let path = dir.join(file_name(shell));
-                std::fs::write(&path, generate(shell, command.clone())).with_context(|| format!("cannot write {}", path.display()))?;
+                std::fs::write(&path, generate(shell, command.clone()))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
             }
             return Ok(());
         }

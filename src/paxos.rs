@@ -1,0 +1,573 @@
+//! Per-key single-decree Paxos for conditional writes, as a pure state machine.
+//!
+//! The protocol is Cassandra's lightweight-transaction Paxos (prepare with the
+//! read folded in, propose, commit) over the replicas' ordinary records, in the
+//! style of CASPaxos (Rystsov, 2018): each conditional write is one round that
+//! reads the key's current record under a promise and proposes its successor.
+//! Nothing here does I/O; the node persists an [`Acceptor`]'s state before it
+//! answers, and the gateway drives a [`Proposer`] over HTTP.
+//!
+//! # Acceptor (one per key on each owner)
+//! - `promised`: the highest ballot it promised; `accepted`: the last proposal
+//!   it accepted and has not seen committed. Both are durable before a reply.
+//! - Its committed record (the key's ordinary, versioned record in the store)
+//!   counts as an implicit promise for every ballot whose time is not after the
+//!   record's version ([`Ballot::covering`]). A conditional write's new record
+//!   takes its ballot's time as its version, so versions only grow, and a node
+//!   can forget a promise that its record already covers ([`Acceptor::is_settled`]).
+//! - `prepare(b)`: refuse when `b` is not above the barrier; else promise `b` and
+//!   answer the accepted proposal and the committed record.
+//! - `accept(p)`: refuse when a higher ballot was promised, or when the record
+//!   already holds a version at or after the proposal's (the proposal is stale);
+//!   accept when the very record is already committed here.
+//! - `commit(b)`: the record is applied to the store by the caller (last writer
+//!   wins); an accepted proposal with a ballot up to `b` is cleared.
+//!
+//! # Proposer (one per conditional request, in the gateway)
+//! 1. Prepare at a fresh ballot on every owner; wait for promises from a
+//!    majority of each owner group (two groups while the ring changes).
+//! 2. The current state is the newest committed record among the promises. If a
+//!    promise carries an accepted proposal newer than that (the highest ballot
+//!    wins), an earlier round may have chosen it: re-propose and commit it first,
+//!    then start again at a later ballot.
+//! 3. Evaluate the change against the current state. A refused precondition
+//!    commits the current state to the promisers that lack it (so what the 412
+//!    reveals is on a majority, as a strong read's repair does) and answers.
+//! 4. Otherwise propose the new record at this ballot, and on a majority of
+//!    acceptances commit it; the write is answered once a majority of each group
+//!    has it in its store, so a strong read after the answer sees it.
+//!
+//! A round that meets a higher ballot ends as [`Outcome::Contended`]; the
+//! caller retries at a later ballot with the same [`Proposer::retry`], which
+//! remembers what this operation proposed before. When a later round finds one
+//! of those proposals chosen, the operation took effect and answers so, instead
+//! of applying its change twice. To find it even when later writes have
+//! replaced it, every owner remembers the last [`HELD_VERSIONS`] versions it
+//! stored for the key (`held`, answered with each promise), and a round never
+//! builds on a record that is not yet in a majority's stores: it commits the
+//! current record to the promisers that lack it first (one more round trip, only
+//! when they disagree). So a chosen record that was replaced is in the `held`
+//! lists of a majority, which every later prepare quorum meets.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+
+/// A proposal number: the proposer's clock reading, ties broken by its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Ballot {
+    /// A hybrid-logical-clock reading; the version of the record it proposes.
+    pub time: u64,
+    /// The proposing process's id, unique among proposers.
+    pub proposer: u64,
+}
+
+impl Ballot {
+    /// The implicit promise of a committed record at `version`: every ballot
+    /// at or before that time is refused.
+    pub fn covering(version: u64) -> Self {
+        Self { time: version, proposer: u64::MAX }
+    }
+}
+
+/// What a register holds: a record with a version (a tombstone is a record too).
+pub trait Versioned: Clone + PartialEq + Debug {
+    /// The record's version; newer records have larger versions.
+    fn version(&self) -> u64;
+}
+
+/// How many recently stored versions an acceptor remembers per key.
+pub const HELD_VERSIONS: usize = 128;
+
+/// A record proposed at a ballot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal<V> {
+    /// The ballot it was proposed at.
+    pub ballot: Ballot,
+    /// The record.
+    pub value: V,
+}
+
+/// One owner's durable Paxos state for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acceptor<V> {
+    /// The highest ballot promised.
+    pub promised: Option<Ballot>,
+    /// The last proposal accepted and not yet seen committed.
+    pub accepted: Option<Proposal<V>>,
+    /// The versions most recently stored for the key, oldest first (at most
+    /// [`HELD_VERSIONS`]); kept in memory, rebuilt from the log on restart.
+    pub held: Vec<u64>,
+}
+
+impl<V> Default for Acceptor<V> {
+    fn default() -> Self {
+        Self { promised: None, accepted: None, held: Vec::new() }
+    }
+}
+
+/// An acceptor's answer to a prepare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Promise<V> {
+    /// Promised: the proposal it accepted (if any) and its committed record.
+    Promised {
+        /// The last accepted, uncommitted proposal.
+        accepted: Option<Proposal<V>>,
+        /// The key's record in the store.
+        committed: Option<V>,
+        /// The versions recently stored for the key.
+        held: Vec<u64>,
+    },
+    /// Refused: it stands behind this ballot.
+    Refused {
+        /// The promise (explicit or implied by the record) that outranks the prepare.
+        promised: Ballot,
+    },
+}
+
+/// An acceptor's answer to a proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Accepted (or already committed here).
+    Accepted,
+    /// Refused: it stands behind this ballot.
+    Refused {
+        /// The promise (explicit or implied by the record) that outranks the proposal.
+        promised: Ballot,
+    },
+}
+
+impl<V: Versioned> Acceptor<V> {
+    /// The ballot every prepare must exceed: the explicit promise or the record's.
+    fn barrier(&self, committed: Option<&V>) -> Option<Ballot> {
+        self.promised.max(committed.map(|record| Ballot::covering(record.version())))
+    }
+
+    /// Handles a prepare at `ballot`, given the key's record in the store.
+    /// On a promise the caller persists the new state before answering.
+    pub fn prepare(&mut self, ballot: Ballot, committed: Option<&V>) -> Promise<V> {
+        match self.barrier(committed) {
+            Some(barrier) if barrier >= ballot => Promise::Refused { promised: barrier },
+            _ => {
+                self.promised = Some(ballot);
+                Promise::Promised {
+                    accepted: self.accepted.clone(),
+                    committed: committed.cloned(),
+                    held: self.held.clone(),
+                }
+            }
+        }
+    }
+
+    /// Handles a proposal, given the key's record in the store. On acceptance
+    /// the caller persists the new state before answering.
+    pub fn accept(&mut self, proposal: Proposal<V>, committed: Option<&V>) -> Acceptance {
+        if committed == Some(&proposal.value) {
+            return Acceptance::Accepted;
+        }
+        if let Some(promised) = self.promised.filter(|promised| *promised > proposal.ballot) {
+            return Acceptance::Refused { promised };
+        }
+        if let Some(record) = committed.filter(|record| record.version() >= proposal.value.version()) {
+            let covering = Ballot::covering(record.version());
+            return Acceptance::Refused { promised: self.promised.map_or(covering, |promised| promised.max(covering)) };
+        }
+        self.promised = Some(proposal.ballot);
+        self.accepted = Some(proposal);
+        Acceptance::Accepted
+    }
+
+    /// Handles a commit at `ballot` (the caller applies the record to the
+    /// store): a proposal accepted at or before `ballot` is settled by it.
+    pub fn commit(&mut self, ballot: Ballot) {
+        if self.accepted.as_ref().is_some_and(|accepted| accepted.ballot <= ballot) {
+            self.accepted = None;
+        }
+    }
+
+    /// Notes that the store now holds `version` for the key (by a commit or any
+    /// other write), so a later round can tell that it was chosen.
+    pub fn stored(&mut self, version: u64) {
+        if self.held.last() != Some(&version) {
+            if self.held.len() == HELD_VERSIONS {
+                self.held.remove(0);
+            }
+            self.held.push(version);
+        }
+    }
+
+    /// Whether this state says nothing the record does not: no accepted
+    /// proposal, and no promise beyond the record's implicit one. A settled
+    /// state can be dropped from memory and from the log.
+    pub fn is_settled(&self, committed: Option<&V>) -> bool {
+        let covering = committed.map(|record| Ballot::covering(record.version()));
+        self.accepted.is_none() && self.promised <= covering
+    }
+}
+
+/// Which owners must answer: a majority of every group (the key's owners on
+/// the ring, and on the old ring too while the membership changes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quorum {
+    groups: Vec<Vec<usize>>,
+}
+
+impl Quorum {
+    /// A quorum over owner groups, each a list of owner indices.
+    pub fn new(groups: Vec<Vec<usize>>) -> Self {
+        assert!(groups.iter().all(|group| !group.is_empty()), "every owner group has a member");
+        Self { groups }
+    }
+
+    /// Every owner that takes part, in index order.
+    pub fn members(&self) -> BTreeSet<usize> {
+        self.groups.iter().flatten().copied().collect()
+    }
+
+    /// Whether `yes` holds a majority of every group.
+    pub fn reached(&self, yes: &BTreeSet<usize>) -> bool {
+        self.groups.iter().all(|group| group.iter().filter(|owner| yes.contains(owner)).count() > group.len() / 2)
+    }
+
+    /// Whether a majority of every group is still possible without `no`.
+    pub fn possible(&self, no: &BTreeSet<usize>) -> bool {
+        self.groups.iter().all(|group| group.iter().filter(|owner| !no.contains(owner)).count() > group.len() / 2)
+    }
+}
+
+/// What the proposer sends to an owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message<V> {
+    /// Promise this ballot and tell me your state.
+    Prepare(Ballot),
+    /// Accept this proposal.
+    Accept(Proposal<V>),
+    /// Store this record; settle proposals up to the ballot.
+    Commit(Proposal<V>),
+}
+
+/// An owner's answer, as the proposer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply<V> {
+    /// The answer to a prepare.
+    Promise(Promise<V>),
+    /// The answer to a proposal.
+    Acceptance(Acceptance),
+    /// The record of a commit is durable in the owner's store.
+    Committed,
+    /// No answer (down, timed out, or an error).
+    Failed,
+}
+
+/// The change a conditional write makes, given the current record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change<V> {
+    /// Write this record (its version must be the one offered).
+    Write(V),
+    /// The precondition does not hold; nothing is written.
+    Refuse,
+}
+
+/// How a conditional write ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<V> {
+    /// The record is chosen and in a majority of each group's stores.
+    Written(V),
+    /// The precondition failed against this current record (`None`: no record),
+    /// which is in a majority of each group's stores.
+    Refused(Option<V>),
+    /// A higher ballot got in the way: retry at a ballot after this one.
+    Contended(Ballot),
+    /// Too many owners failed for a majority. `in_doubt` when a proposal of
+    /// this operation may have been accepted (it may still take effect).
+    Unavailable {
+        /// Whether the write may still take effect.
+        in_doubt: bool,
+    },
+}
+
+/// What the proposer asks its driver to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step<V> {
+    /// Send each message to its owner and feed the replies back.
+    Send(Vec<(usize, Message<V>)>),
+    /// Wait for more replies.
+    Wait,
+    /// The round is over.
+    Done(Outcome<V>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase<V> {
+    Prepare,
+    /// Re-proposing an accepted proposal an earlier round may have chosen.
+    Finish(Proposal<V>),
+    /// Committing the finished proposal.
+    FinishCommit(Proposal<V>),
+    /// Proposing this operation's record.
+    Propose(Proposal<V>),
+    /// Committing the current record to the promisers that lack it, then
+    /// proposing this operation's record.
+    Settle {
+        current: Proposal<V>,
+        next: Proposal<V>,
+    },
+    /// Committing this operation's record.
+    Commit(Proposal<V>),
+    /// Making the refusal's current record a majority's before answering 412.
+    Repair(Option<V>),
+    Done,
+}
+
+/// One round of a conditional write, driven by replies.
+#[derive(Debug, Clone)]
+pub struct Proposer<V, F> {
+    quorum: Quorum,
+    ballot: Ballot,
+    change: F,
+    phase: Phase<V>,
+    /// Owners asked in the current phase, and those that answered yes / no.
+    asked: BTreeSet<usize>,
+    yes: BTreeSet<usize>,
+    no: BTreeSet<usize>,
+    /// The owners that answered the prepare, with their state.
+    promises: Vec<(usize, Option<Proposal<V>>, Option<V>)>,
+    /// Versions the promisers recently stored.
+    held: BTreeSet<u64>,
+    /// The highest ballot a refusal named.
+    outranked_by: Option<Ballot>,
+    /// Every record this operation proposed, in any round.
+    mine: Vec<V>,
+    /// Whether a proposal of this operation was sent in any round.
+    proposed: bool,
+}
+
+impl<V: Versioned, F: FnMut(Option<&V>, u64) -> Change<V>> Proposer<V, F> {
+    /// A round at `ballot` applying `change` (given the current record and the
+    /// version the new record must carry) over `quorum`.
+    pub fn new(quorum: Quorum, ballot: Ballot, change: F) -> Self {
+        Self {
+            quorum,
+            ballot,
+            change,
+            phase: Phase::Prepare,
+            asked: BTreeSet::new(),
+            yes: BTreeSet::new(),
+            no: BTreeSet::new(),
+            promises: Vec::new(),
+            held: BTreeSet::new(),
+            outranked_by: None,
+            mine: Vec::new(),
+            proposed: false,
+        }
+    }
+
+    /// The same operation, again at a later `ballot` after contention or
+    /// failures; it remembers what it proposed before.
+    pub fn retry(self, ballot: Ballot) -> Self {
+        assert!(ballot > self.ballot, "a retry needs a later ballot");
+        Self {
+            ballot,
+            phase: Phase::Prepare,
+            asked: BTreeSet::new(),
+            yes: BTreeSet::new(),
+            no: BTreeSet::new(),
+            promises: Vec::new(),
+            held: BTreeSet::new(),
+            outranked_by: None,
+            ..self
+        }
+    }
+
+    /// The ballot of this round.
+    pub fn ballot(&self) -> Ballot {
+        self.ballot
+    }
+
+    /// The quorum this round needs.
+    pub fn quorum(&self) -> &Quorum {
+        &self.quorum
+    }
+
+    /// The first messages: a prepare to every owner.
+    pub fn start(&mut self) -> Step<V> {
+        self.phase = Phase::Prepare;
+        self.broadcast(Message::Prepare)
+    }
+
+    fn broadcast(&mut self, message: impl Fn(Ballot) -> Message<V>) -> Step<V> {
+        self.yes.clear();
+        self.no.clear();
+        self.asked = self.quorum.members();
+        Step::Send(self.asked.iter().map(|&owner| (owner, message(self.ballot))).collect())
+    }
+
+    fn finish(&mut self, outcome: Outcome<V>) -> Step<V> {
+        self.phase = Phase::Done;
+        Step::Done(outcome)
+    }
+
+    /// Feeds one owner's reply to the current phase. Replies to an earlier
+    /// phase (a late or duplicated answer) must not be fed; the driver tags
+    /// each request with the phase it belongs to and drops stale answers.
+    pub fn on_reply(&mut self, owner: usize, reply: Reply<V>) -> Step<V> {
+        if !self.asked.contains(&owner) || self.yes.contains(&owner) || self.no.contains(&owner) {
+            return Step::Wait;
+        }
+        match (&self.phase, reply) {
+            (Phase::Done, _) => Step::Wait,
+            (Phase::Prepare, Reply::Promise(Promise::Promised { accepted, committed, held })) => {
+                self.yes.insert(owner);
+                self.held.extend(held);
+                self.promises.push((owner, accepted, committed));
+                if self.quorum.reached(&self.yes) { self.prepared() } else { Step::Wait }
+            }
+            (Phase::Finish(_) | Phase::Propose(_), Reply::Acceptance(Acceptance::Accepted)) => {
+                self.yes.insert(owner);
+                if !self.quorum.reached(&self.yes) {
+                    return Step::Wait;
+                }
+                let (Phase::Finish(proposal) | Phase::Propose(proposal)) = self.phase.clone() else { unreachable!() };
+                self.phase = if matches!(self.phase, Phase::Finish(_)) {
+                    Phase::FinishCommit(proposal.clone())
+                } else {
+                    Phase::Commit(proposal.clone())
+                };
+                self.broadcast(|_| Message::Commit(proposal.clone()))
+            }
+            (Phase::FinishCommit(_) | Phase::Commit(_) | Phase::Repair(_) | Phase::Settle { .. }, Reply::Committed) => {
+                self.yes.insert(owner);
+                if self.quorum.reached(&self.yes) { self.on_committed_quorum() } else { Step::Wait }
+            }
+            (_, reply) => {
+                if let Reply::Promise(Promise::Refused { promised })
+                | Reply::Acceptance(Acceptance::Refused { promised }) = reply
+                {
+                    self.outranked_by = self.outranked_by.max(Some(promised));
+                }
+                self.no.insert(owner);
+                // Owners not asked in this phase will not answer either.
+                let silent = self
+                    .quorum
+                    .members()
+                    .into_iter()
+                    .filter(|owner| !self.asked.contains(owner) && !self.yes.contains(owner));
+                if self.quorum.possible(&self.no.iter().copied().chain(silent).collect()) {
+                    return Step::Wait;
+                }
+                match self.outranked_by {
+                    Some(ballot) => self.finish(Outcome::Contended(ballot)),
+                    None => {
+                        let in_doubt = self.proposed;
+                        self.finish(Outcome::Unavailable { in_doubt })
+                    }
+                }
+            }
+        }
+    }
+
+    /// A majority of every group stored the record of a commit phase.
+    fn on_committed_quorum(&mut self) -> Step<V> {
+        match self.phase.clone() {
+            Phase::Settle { next, .. } => self.propose(next),
+            Phase::Commit(proposal) => self.finish(Outcome::Written(proposal.value)),
+            Phase::Repair(current) => self.finish(Outcome::Refused(current)),
+            Phase::FinishCommit(proposal) if self.mine.contains(&proposal.value) => {
+                self.finish(Outcome::Written(proposal.value))
+            }
+            // Another operation's write is settled; ours needs a later ballot.
+            Phase::FinishCommit(proposal) => {
+                self.finish(Outcome::Contended(Ballot::covering(proposal.value.version())))
+            }
+            _ => unreachable!("only commit phases count commits"),
+        }
+    }
+
+    /// A majority of every group promised: settle an unfinished proposal, or
+    /// evaluate the change against the current record.
+    fn prepared(&mut self) -> Step<V> {
+        let current = self
+            .promises
+            .iter()
+            .filter_map(|(_, _, committed)| committed.as_ref())
+            .max_by_key(|record| record.version())
+            .cloned();
+        let newest_version = current.as_ref().map(Versioned::version);
+        let unfinished = self
+            .promises
+            .iter()
+            .filter_map(|(_, accepted, _)| accepted.as_ref())
+            .max_by_key(|proposal| proposal.ballot)
+            .filter(|proposal| Some(proposal.value.version()) > newest_version)
+            .cloned();
+        if let Some(unfinished) = unfinished {
+            let proposal = Proposal { ballot: self.ballot, value: unfinished.value };
+            self.phase = Phase::Finish(proposal.clone());
+            return self.broadcast(|_| Message::Accept(proposal.clone()));
+        }
+        let chosen =
+            self.mine.iter().find(|record| current.as_ref() == Some(*record) || self.held.contains(&record.version()));
+        if let Some(record) = chosen.cloned() {
+            // An earlier round of this operation was chosen (and maybe replaced since).
+            return self.finish(Outcome::Written(record));
+        }
+        if newest_version.is_some_and(|version| version >= self.ballot.time) {
+            return self.finish(Outcome::Contended(Ballot::covering(newest_version.unwrap_or_default())));
+        }
+        match (self.change)(current.as_ref(), self.ballot.time) {
+            Change::Write(record) => {
+                assert_eq!(record.version(), self.ballot.time, "a conditional write's version is its ballot's time");
+                self.mine.push(record.clone());
+                let next = Proposal { ballot: self.ballot, value: record };
+                let lacking = self.lacking(current.as_ref());
+                match current.filter(|_| !lacking.is_empty()) {
+                    Some(current) => {
+                        let current = Proposal { ballot: self.ballot, value: current };
+                        self.phase = Phase::Settle { current: current.clone(), next };
+                        self.commit_to(lacking, current)
+                    }
+                    None => self.propose(next),
+                }
+            }
+            Change::Refuse => {
+                let lacking = self.lacking(current.as_ref());
+                let Some(record) = current.clone().filter(|_| !lacking.is_empty()) else {
+                    return self.finish(Outcome::Refused(current));
+                };
+                self.phase = Phase::Repair(current);
+                let proposal = Proposal { ballot: self.ballot, value: record };
+                self.commit_to(lacking, proposal)
+            }
+        }
+    }
+
+    /// The promisers whose store does not hold `current`.
+    fn lacking(&self, current: Option<&V>) -> Vec<usize> {
+        self.promises
+            .iter()
+            .filter(|(_, _, committed)| committed.as_ref() != current)
+            .map(|(owner, _, _)| *owner)
+            .collect()
+    }
+
+    /// Commits `proposal`'s record to `lacking`; the promisers that hold it
+    /// already count as committed.
+    fn commit_to(&mut self, lacking: Vec<usize>, proposal: Proposal<V>) -> Step<V> {
+        self.yes = self.promises.iter().map(|(owner, _, _)| *owner).filter(|owner| !lacking.contains(owner)).collect();
+        self.no.clear();
+        if self.quorum.reached(&self.yes) {
+            return self.on_committed_quorum();
+        }
+        self.asked = lacking.iter().copied().collect();
+        Step::Send(lacking.into_iter().map(|owner| (owner, Message::Commit(proposal.clone()))).collect())
+    }
+
+    /// Proposes this operation's record to every owner.
+    fn propose(&mut self, proposal: Proposal<V>) -> Step<V> {
+        self.proposed = true;
+        self.phase = Phase::Propose(proposal.clone());
+        self.broadcast(|_| Message::Accept(proposal.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,487 @@
+//! The protocol under a simulated network: random delivery order, lost and
+//! duplicated messages, timeouts, owner crashes and restarts, abandoned
+//! clients. Counters updated by conditional writes must never lose or repeat
+//! an increment, and every answer must fit a linearizable history.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+/// A counter record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counter {
+    version: u64,
+    count: u64,
+}
+
+impl Versioned for Counter {
+    fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+fn ballot(time: u64, proposer: u64) -> Ballot {
+    Ballot { time, proposer }
+}
+
+fn counter(version: u64, count: u64) -> Counter {
+    Counter { version, count }
+}
+
+#[test]
+fn an_acceptor_refuses_ballots_its_promise_or_record_outranks() {
+    let mut acceptor = Acceptor::default();
+    let record = counter(10, 1);
+    assert_eq!(acceptor.prepare(ballot(10, 7), Some(&record)), Promise::Refused { promised: Ballot::covering(10) });
+    assert!(matches!(acceptor.prepare(ballot(12, 1), Some(&record)), Promise::Promised { accepted: None, .. }));
+    assert_eq!(acceptor.prepare(ballot(11, 9), Some(&record)), Promise::Refused { promised: ballot(12, 1) });
+    // A proposal at a lower ballot than the promise is refused; at the promise it is accepted.
+    let low = Proposal { ballot: ballot(11, 9), value: counter(11, 2) };
+    assert_eq!(acceptor.accept(low, Some(&record)), Acceptance::Refused { promised: ballot(12, 1) });
+    let mine = Proposal { ballot: ballot(12, 1), value: counter(12, 2) };
+    assert_eq!(acceptor.accept(mine.clone(), Some(&record)), Acceptance::Accepted);
+    assert_eq!(acceptor.accepted, Some(mine.clone()));
+    // The next prepare learns about it.
+    match acceptor.prepare(ballot(13, 2), Some(&record)) {
+        Promise::Promised { accepted, committed, .. } => {
+            assert_eq!(accepted, Some(mine.clone()));
+            assert_eq!(committed, Some(record));
+        }
+        refused => panic!("expected a promise, got {refused:?}"),
+    }
+    // Committing settles the proposal; the record then covers everything up to its version.
+    acceptor.commit(mine.ballot);
+    assert_eq!(acceptor.accepted, None);
+    assert!(!acceptor.is_settled(Some(&mine.value)), "the promise at 13 is not covered by version 12");
+    assert!(acceptor.is_settled(Some(&counter(13, 3))));
+}
+
+#[test]
+fn a_proposal_older_than_the_record_is_refused_unless_it_is_the_record() {
+    let mut acceptor = Acceptor::default();
+    let record = counter(20, 5);
+    let stale = Proposal { ballot: ballot(25, 1), value: counter(15, 4) };
+    assert_eq!(acceptor.accept(stale, Some(&record)), Acceptance::Refused { promised: Ballot::covering(20) });
+    let same = Proposal { ballot: ballot(25, 1), value: record };
+    assert_eq!(acceptor.accept(same, Some(&record)), Acceptance::Accepted);
+    assert_eq!(acceptor.accepted, None, "an already committed record needs no accepted state");
+}
+
+#[test]
+fn quorums_need_a_majority_of_every_group() {
+    let joint = Quorum::new(vec![vec![0, 1, 2], vec![1, 2, 3]]);
+    assert_eq!(joint.members(), BTreeSet::from([0, 1, 2, 3]));
+    assert!(!joint.reached(&BTreeSet::from([0, 1])), "1 of the new group is not a majority");
+    assert!(joint.reached(&BTreeSet::from([0, 1, 3])));
+    assert!(joint.reached(&BTreeSet::from([1, 2])));
+    assert!(joint.possible(&BTreeSet::from([0, 3])));
+    assert!(!joint.possible(&BTreeSet::from([1, 2])));
+}
+
+fn increment(current: Option<&Counter>, version: u64) -> Change<Counter> {
+    Change::Write(counter(version, current.map_or(0, |record| record.count) + 1))
+}
+
+#[test]
+fn an_uncontended_write_takes_prepare_accept_and_commit() {
+    let mut nodes: Vec<(Acceptor<Counter>, Option<Counter>)> = vec![(Acceptor::default(), None); 3];
+    let mut proposer = Proposer::new(Quorum::new(vec![vec![0, 1, 2]]), ballot(100, 1), increment);
+    let mut step = proposer.start();
+    let mut round_trips = 0;
+    let outcome = loop {
+        match step {
+            Step::Send(messages) => {
+                round_trips += 1;
+                step = Step::Wait;
+                for (owner, message) in messages {
+                    let reply = deliver(&mut nodes[owner], message, &mut BTreeMap::new()).unwrap();
+                    step = match proposer.on_reply(owner, reply) {
+                        Step::Wait => step,
+                        next => next,
+                    };
+                }
+            }
+            Step::Done(outcome) => break outcome,
+            Step::Wait => panic!("every owner answered, yet the proposer waits"),
+        }
+    };
+    assert_eq!(outcome, Outcome::Written(counter(100, 1)));
+    assert_eq!(round_trips, 3);
+    assert!(nodes.iter().filter(|(_, store)| *store == Some(counter(100, 1))).count() >= 2);
+}
+
+#[test]
+fn a_refused_precondition_commits_the_current_record_to_a_majority_first() {
+    // Owner 0 holds version 50 (a write that reached it alone); 1 and 2 hold nothing.
+    let mut nodes: Vec<(Acceptor<Counter>, Option<Counter>)> =
+        vec![(Acceptor::default(), Some(counter(50, 7))), (Acceptor::default(), None), (Acceptor::default(), None)];
+    let refuse_all = |_: Option<&Counter>, _| Change::Refuse;
+    let mut proposer = Proposer::new(Quorum::new(vec![vec![0, 1, 2]]), ballot(100, 1), refuse_all);
+    let Step::Send(prepares) = proposer.start() else { panic!("a round starts with prepares") };
+    let mut next = Step::Wait;
+    for (owner, message) in prepares.into_iter().filter(|(owner, _)| *owner != 2) {
+        next = proposer.on_reply(owner, deliver(&mut nodes[owner], message, &mut BTreeMap::new()).unwrap());
+    }
+    let Step::Send(repairs) = next else { panic!("the refusal repairs owner 1 first, got {next:?}") };
+    assert_eq!(repairs.iter().map(|(owner, _)| *owner).collect::<Vec<_>>(), vec![1]);
+    let (owner, message) = repairs.into_iter().next().unwrap();
+    let done = proposer.on_reply(owner, deliver(&mut nodes[owner], message, &mut BTreeMap::new()).unwrap());
+    assert_eq!(done, Step::Done(Outcome::Refused(Some(counter(50, 7)))));
+    assert_eq!(nodes[1].1, Some(counter(50, 7)));
+}
+
+/// One owner in the simulation: its durable Paxos state and its store.
+type Owner = (Acceptor<Counter>, Option<Counter>);
+
+/// Applies a message to an owner; `chosen` records every committed version's
+/// record, to check that no version ever stands for two records.
+fn deliver(
+    owner: &mut Owner,
+    message: Message<Counter>,
+    chosen: &mut BTreeMap<u64, Counter>,
+) -> Result<Reply<Counter>, String> {
+    let (acceptor, store) = owner;
+    Ok(match message {
+        Message::Prepare(ballot) => Reply::Promise(acceptor.prepare(ballot, store.as_ref())),
+        Message::Accept(proposal) => Reply::Acceptance(acceptor.accept(proposal, store.as_ref())),
+        Message::Commit(proposal) => {
+            let record = proposal.value;
+            if let Some(earlier) = chosen.insert(record.version, record)
+                && earlier != record
+            {
+                return Err(format!("version {} was committed as {earlier:?} and as {record:?}", record.version));
+            }
+            if store.is_none_or(|stored| stored.version < record.version) {
+                *store = Some(record);
+                acceptor.stored(record.version);
+            }
+            acceptor.commit(proposal.ballot);
+            Reply::Committed
+        }
+    })
+}
+
+/// What can go wrong, and how often (per mille of steps).
+#[derive(Debug, Clone, Copy)]
+struct Weather {
+    lose: u32,
+    duplicate: u32,
+    crash: u32,
+    abandon: u32,
+    /// A broken owner that forgets its Paxos state when it restarts (to show
+    /// the checker catches a protocol that does not persist before replying).
+    amnesia: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Envelope {
+    ToOwner { client: usize, tag: u64, owner: usize, message: Message<Counter> },
+    ToClient { client: usize, tag: u64, owner: usize, reply: Reply<Counter> },
+}
+
+/// An operation as the history checker sees it.
+#[derive(Debug, Clone)]
+struct Operation {
+    invoked_at: u64,
+    completed_at: Option<u64>,
+    /// `Some(expected)`: write expected + 1 only if the count is `expected`.
+    expected: Option<u64>,
+    result: Option<Result<u64, Option<u64>>>,
+    in_doubt: bool,
+}
+
+type Change1 = Box<dyn FnMut(Option<&Counter>, u64) -> Change<Counter>>;
+
+struct Client {
+    proposer: Option<Proposer<Counter, Change1>>,
+    tag: u64,
+    operation: usize,
+    attempts: u32,
+    remaining: usize,
+}
+
+/// Runs one simulated history and checks it; `Err` names the violation.
+fn simulate(
+    seed: u64,
+    groups: Vec<Vec<usize>>,
+    clients: usize,
+    operations: usize,
+    weather: Weather,
+) -> Result<(), String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let quorum = Quorum::new(groups);
+    let owner_count = quorum.members().len();
+    let mut owners: Vec<Owner> = vec![(Acceptor::default(), None); owner_count];
+    let mut up = vec![true; owner_count];
+    let mut chosen = BTreeMap::new();
+    let mut network: Vec<Envelope> = Vec::new();
+    let mut history: Vec<Operation> = Vec::new();
+    let mut clock = 1_000u64;
+    let mut now = 0u64;
+    let mut clients: Vec<Client> = (0..clients)
+        .map(|_| Client { proposer: None, tag: 0, operation: 0, attempts: 0, remaining: operations })
+        .collect();
+
+    let send = |network: &mut Vec<Envelope>, client: usize, tag: u64, messages: Vec<(usize, Message<Counter>)>| {
+        for (owner, message) in messages {
+            network.push(Envelope::ToOwner { client, tag, owner, message });
+        }
+    };
+
+    for step in 0..200_000u64 {
+        now += 1;
+        let calm = step > 20_000;
+        // Idle clients start their next operation.
+        for (id, client) in clients.iter_mut().enumerate() {
+            if client.proposer.is_none() && client.remaining > 0 {
+                client.remaining -= 1;
+                let expected = rng.random_bool(0.3).then(|| rng.random_range(0..(operations * 2) as u64));
+                history.push(Operation {
+                    invoked_at: now,
+                    completed_at: None,
+                    expected,
+                    result: None,
+                    in_doubt: false,
+                });
+                client.operation = history.len() - 1;
+                let change: Change1 = Box::new(move |current: Option<&Counter>, version| {
+                    let count = current.map_or(0, |record| record.count);
+                    match expected {
+                        Some(expected) if expected != count => Change::Refuse,
+                        _ => Change::Write(counter(version, count + 1)),
+                    }
+                });
+                clock += 1;
+                let mut proposer = Proposer::new(quorum.clone(), ballot(clock, id as u64), change);
+                client.attempts = 0;
+                client.tag += 1;
+                if let Step::Send(messages) = proposer.start() {
+                    send(&mut network, id, client.tag, messages);
+                }
+                client.proposer = Some(proposer);
+            }
+        }
+        if network.is_empty() {
+            if clients.iter().all(|client| client.proposer.is_none() && client.remaining == 0) {
+                break;
+            }
+            continue;
+        }
+        let roll = rng.random_range(0..1000);
+        let index = rng.random_range(0..network.len());
+        if !calm && roll < weather.crash {
+            let owner = rng.random_range(0..owner_count);
+            if up[owner] {
+                up[owner] = false;
+                if weather.amnesia {
+                    owners[owner].0 = Acceptor::default();
+                }
+            } else {
+                up[owner] = true;
+            }
+            continue;
+        }
+        if calm {
+            up.iter_mut().for_each(|up| *up = true);
+        }
+        if !calm && roll < weather.crash + weather.abandon {
+            // A client gives up waiting (its gateway timed out or died).
+            let id = rng.random_range(0..clients.len());
+            if let Some(proposer) = clients[id].proposer.take() {
+                let operation = &mut history[clients[id].operation];
+                operation.in_doubt = proposer.proposed;
+                operation.completed_at = Some(now);
+                clients[id].tag += 1;
+            }
+            continue;
+        }
+        let envelope = if !calm && roll < weather.crash + weather.abandon + weather.duplicate {
+            network[index].clone()
+        } else {
+            network.swap_remove(index)
+        };
+        let lost = !calm && roll >= 1000 - weather.lose;
+        match envelope {
+            Envelope::ToOwner { client, tag, owner, message } => {
+                let reply =
+                    if lost || !up[owner] { Reply::Failed } else { deliver(&mut owners[owner], message, &mut chosen)? };
+                network.push(Envelope::ToClient { client, tag, owner, reply });
+            }
+            Envelope::ToClient { client: id, tag, owner, reply } => {
+                let client = &mut clients[id];
+                if tag != client.tag {
+                    continue;
+                }
+                let reply = if lost { Reply::Failed } else { reply };
+                let Some(proposer) = client.proposer.as_mut() else { continue };
+                match proposer.on_reply(owner, reply) {
+                    Step::Wait => {}
+                    Step::Send(messages) => {
+                        client.tag += 1;
+                        send(&mut network, id, client.tag, messages);
+                    }
+                    Step::Done(outcome) => {
+                        let operation = &mut history[client.operation];
+                        let retry_after = match outcome {
+                            Outcome::Written(record) => {
+                                operation.result = Some(Ok(record.count));
+                                None
+                            }
+                            Outcome::Refused(current) => {
+                                operation.result = Some(Err(current.map(|record| record.count)));
+                                None
+                            }
+                            Outcome::Contended(seen) => Some(seen.time),
+                            Outcome::Unavailable { .. } => Some(0),
+                        };
+                        match retry_after {
+                            Some(seen) if client.attempts < 50 => {
+                                client.attempts += 1;
+                                clock = clock.max(seen) + 1 + rng.random_range(0..3);
+                                let proposer = client.proposer.take().expect("running").retry(ballot(clock, id as u64));
+                                let mut proposer = proposer;
+                                client.tag += 1;
+                                if let Step::Send(messages) = proposer.start() {
+                                    send(&mut network, id, client.tag, messages);
+                                }
+                                client.proposer = Some(proposer);
+                            }
+                            Some(_) => {
+                                let proposer = client.proposer.take().expect("running");
+                                operation.in_doubt = proposer.proposed;
+                                operation.completed_at = Some(now);
+                            }
+                            None => {
+                                operation.completed_at = Some(now);
+                                client.proposer = None;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if clients.iter().any(|client| client.proposer.is_some() || client.remaining > 0) {
+        return Err("the history did not finish once the network was calm".into());
+    }
+
+    // The final count, read through the protocol itself (it may first finish
+    // a proposal an abandoned client left behind, then read again).
+    let mut reader =
+        Proposer::new(quorum.clone(), ballot(clock + 1, u64::MAX - 1), |_: Option<&Counter>, _| Change::Refuse);
+    let mut final_count = None;
+    for _ in 0..4 {
+        let mut pending = match reader.start() {
+            Step::Send(messages) => messages,
+            other => return Err(format!("a read starts with prepares, not {other:?}")),
+        };
+        let outcome = loop {
+            let Some((owner, message)) = pending.pop() else { return Err("the final read did not finish".into()) };
+            match reader.on_reply(owner, deliver(&mut owners[owner], message, &mut chosen)?) {
+                Step::Wait => {}
+                Step::Send(more) => pending = more,
+                Step::Done(outcome) => break outcome,
+            }
+        };
+        match outcome {
+            Outcome::Refused(current) => {
+                final_count = Some(current.map_or(0, |record| record.count));
+                break;
+            }
+            Outcome::Contended(seen) => {
+                let time = seen.time.max(reader.ballot().time) + 1;
+                reader = reader.retry(ballot(time, u64::MAX - 1));
+            }
+            other => return Err(format!("the final read ended {other:?}")),
+        }
+    }
+    let Some(final_count) = final_count else { return Err("the final read kept meeting contention".into()) };
+    check(&history, final_count)
+}
+
+/// A counter history is linearizable when the successful increments produced
+/// distinct counts, the final count is their number plus some in-doubt ones,
+/// and no answer is older than an answer completed before it was asked.
+fn check(history: &[Operation], final_count: u64) -> Result<(), String> {
+    let written: Vec<u64> = history.iter().filter_map(|operation| operation.result?.ok()).collect();
+    let in_doubt = history.iter().filter(|operation| operation.result.is_none() && operation.in_doubt).count() as u64;
+    let mut distinct = written.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() != written.len() {
+        return Err(format!("two increments produced the same count: {written:?}"));
+    }
+    let acknowledged = written.len() as u64;
+    if final_count < acknowledged || final_count > acknowledged + in_doubt {
+        return Err(format!(
+            "final count {final_count} with {acknowledged} acknowledged and {in_doubt} in-doubt increments"
+        ));
+    }
+    for operation in history {
+        let observed = match operation.result {
+            Some(Ok(count)) => count,
+            Some(Err(current)) => {
+                let count = current.unwrap_or(0);
+                if Some(count) == operation.expected {
+                    return Err(format!("refused although the count was the expected {count}"));
+                }
+                count
+            }
+            None => continue,
+        };
+        if let Some(Ok(count)) = operation.result
+            && operation.expected.is_some_and(|expected| expected + 1 != count)
+        {
+            return Err(format!("a conditional increment from {:?} wrote {count}", operation.expected));
+        }
+        for before in history.iter().filter(|before| before.completed_at.is_some_and(|at| at < operation.invoked_at)) {
+            if let Some(Ok(earlier)) = before.result
+                && earlier > observed
+            {
+                return Err(format!("an operation saw count {observed} after an increment to {earlier} had completed"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn owner_groups() -> impl Strategy<Value = Vec<Vec<usize>>> {
+    prop_oneof![
+        Just(vec![vec![0, 1, 2]]),
+        Just(vec![vec![0, 1, 2, 3, 4]]),
+        // A membership change: the old owners and the new ones.
+        Just(vec![vec![0, 1, 2], vec![1, 2, 3]]),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conditional_counters_lose_no_increment_under_faults(
+        seed in any::<u64>(),
+        groups in owner_groups(),
+        clients in 1usize..5,
+        operations in 1usize..6,
+        lose in 0u32..150,
+        duplicate in 0u32..100,
+        crash in 0u32..30,
+        abandon in 0u32..10,
+    ) {
+        let weather = Weather { lose, duplicate, crash, abandon, amnesia: false };
+        if let Err(violation) = simulate(seed, groups, clients, operations, weather) {
+            return Err(TestCaseError::fail(violation));
+        }
+    }
+}
+
+#[test]
+fn the_checker_catches_owners_that_forget_their_promises() {
+    let weather = Weather { lose: 50, duplicate: 30, crash: 60, abandon: 0, amnesia: true };
+    let caught = (0..400u64).find_map(|seed| simulate(seed, vec![vec![0, 1, 2]], 4, 5, weather).err());
+    assert!(caught.is_some(), "forgetting accepted proposals on restart must break some history");
+}
