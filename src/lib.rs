@@ -18,6 +18,7 @@
 //! - [`membership`]: member states, the old/new rings of a membership change, the segments that move.
 //! - [`hlc`]: the hybrid logical clock that versions every write.
 //! - [`paxos`]: per-key single-decree Paxos for conditional writes, as a pure state machine.
+//! - [`precondition`]: `ETag`, `If-Match` and `If-None-Match` over record versions.
 //! - [`log_throttle`]: warnings that repeat per request, one line per interval with a count.
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
 //! - [`wire`]: the binary bodies between services (node batches and reads, replicator jobs).
@@ -48,6 +49,7 @@ pub mod man;
 pub mod membership;
 pub mod nodeclient;
 pub mod paxos;
+pub mod precondition;
 pub mod proto;
 pub mod ring;
 pub mod server;
