@@ -23,6 +23,7 @@
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
 //! - [`wire`]: the binary bodies between services (node batches and reads, replicator jobs).
 //! - [`coalesce`]: batching concurrent requests (replication jobs, replica copies) into one request each.
+//! - [`fanout`]: calling several nodes at once and stopping at a quorum (strong writes, reads, Paxos).
 //! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
 //! - [`daemon`]: the services behind `ydht serve …` (one module each).
 //! - [`units`]: human-readable byte counts for tables and pages.
@@ -43,6 +44,7 @@ pub mod daemon;
 pub mod duration;
 pub mod error;
 pub mod extract;
+pub mod fanout;
 pub mod hlc;
 pub mod log_throttle;
 pub mod man;

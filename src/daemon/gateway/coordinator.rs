@@ -25,13 +25,13 @@ use std::collections::{BTreeMap, HashSet};
 
 use axum::http::StatusCode;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 
 use super::input::Consistency;
 use super::nodes::{NodeError, node_is_down};
 use super::quorum::{Mutation, NodeRecord, majority, resolve};
 use super::state::GatewayState;
 use crate::error::ApiError;
+use crate::fanout::{self, Verdict};
 use crate::proto::{NodeKeyEntry, StoreWriteResponse};
 use crate::ring::NodeInfo;
 
@@ -251,29 +251,36 @@ impl GatewayState {
         let owners = placement.owners(key);
         let need = majority(owners.len());
         let write_set = placement.write_set(key);
-        let (sender, mut results) = mpsc::channel(write_set.len());
-        for (target, standing_in_for) in write_set.iter().cloned() {
-            let this = self.clone();
-            let (key, mutation, sender) = (key.to_string(), mutation.clone(), sender.clone());
-            tokio::spawn(async move {
-                let outcome = this.write_one(&target, &key, &mutation).await;
-                let _ = sender.send((target, standing_in_for, outcome)).await;
-            });
-        }
-        drop(sender);
-
-        let mut tried: HashSet<String> = write_set.iter().map(|(target, _)| target.id.clone()).collect();
+        let tried: HashSet<String> = write_set.iter().map(|(target, _)| target.id.clone()).collect();
+        let this = self.clone();
+        let (call_key, call_mutation) = (key.to_string(), mutation.clone());
+        let gathered = fanout::gather(
+            write_set.clone(),
+            write_set.len(),
+            need,
+            move |(target, _): (NodeInfo, Option<NodeInfo>)| {
+                let (this, key, mutation) = (this.clone(), call_key.clone(), call_mutation.clone());
+                async move { this.write_one(&target, &key, &mutation).await }
+            },
+            |(_, standing_in_for), outcome| match outcome {
+                Ok(answer) if overtaken(mutation, answer).is_some() => Verdict::Stop,
+                // Only owners count; a hint on a stand-in does not.
+                Ok(_) if standing_in_for.is_none() => Verdict::Counts,
+                _ => Verdict::Misses,
+            },
+        )
+        .await;
+        let mut tried = tried;
         // Owners that stored the write: only these count towards the majority.
         let mut acked: Vec<NodeInfo> = Vec::new();
         let mut missed: Vec<NodeInfo> = Vec::new();
         let mut newer_held = None;
         let mut refusal = None;
         let mut disk_full = Vec::new();
-        while acked.len() < need && newer_held.is_none() {
-            let Some((target, standing_in_for, outcome)) = results.recv().await else { break };
+        for ((target, standing_in_for), outcome, _) in gathered.answers {
             match outcome {
                 Ok(answer) => {
-                    newer_held = overtaken(mutation, &answer);
+                    newer_held = newer_held.or(overtaken(mutation, &answer));
                     match standing_in_for {
                         // A hint on a stand-in: the owner still needs the write, and it does not count.
                         Some(owner) => missed.push(owner),
@@ -318,19 +325,20 @@ impl GatewayState {
         // answer naming a newer version moves the clock past it for the next write.
         let this = self.clone();
         let (background_key, background_mutation) = (key.to_string(), mutation.clone());
+        let late = gathered.late;
         tokio::spawn(async move {
-            let mut late = Vec::new();
-            while let Some((target, standing_in_for, outcome)) = results.recv().await {
+            let mut missed_late = Vec::new();
+            for ((target, standing_in_for), outcome) in late.answers().await {
                 if let Some(held) = outcome.as_ref().ok().and_then(|answer| overtaken(&background_mutation, answer)) {
                     this.hlc.observe(held);
                 }
                 match (outcome, standing_in_for) {
-                    (Ok(_), Some(owner)) => late.push(owner),
+                    (Ok(_), Some(owner)) => missed_late.push(owner),
                     (Ok(_), None) => {}
-                    (Err(_), standing_in_for) => late.push(standing_in_for.unwrap_or(target)),
+                    (Err(_), standing_in_for) => missed_late.push(standing_in_for.unwrap_or(target)),
                 }
             }
-            this.replication.enqueue(&background_key, &background_mutation, late).await;
+            this.replication.enqueue(&background_key, &background_mutation, missed_late).await;
         });
         if let Some(held) = newer_held {
             return Ok(Attempt::Overtaken(held));
@@ -438,8 +446,8 @@ impl GatewayState {
         Ok(ReadOutcome { record, participants })
     }
 
-    /// Reads `key` from `candidates`, in waves, until `need` of them (counting those already in
-    /// `responders`) answered.
+    /// Reads `key` from `candidates` (a node that is down is replaced by the next one) until
+    /// `need` of them (counting those already in `responders`) answered.
     async fn read_majority(
         &self,
         key: &str,
@@ -451,18 +459,27 @@ impl GatewayState {
             responders.iter().any(|(responder, _)| responder.id == node.id)
         };
         let mut have = candidates.iter().filter(|node| read_already(node, responders)).count();
-        let mut candidates = candidates.into_iter().filter(|node| !read_already(node, responders)).collect::<Vec<_>>();
-        candidates.reverse();
-        while have < need {
-            let wave: Vec<NodeInfo> = (0..need - have).map_while(|_| candidates.pop()).collect();
-            if wave.is_empty() {
-                break;
-            }
-            let reads = wave.into_iter().map(|node| async move {
-                let outcome = self.read_one(&node, key).await;
-                (node, outcome)
-            });
-            for (node, outcome) in futures_util::future::join_all(reads).await {
+        let candidates = candidates.into_iter().filter(|node| !read_already(node, responders)).collect::<Vec<_>>();
+        let short = need.saturating_sub(have);
+        if short > 0 {
+            let this = self.clone();
+            let call_key = key.to_string();
+            let gathered = fanout::gather(
+                candidates,
+                short,
+                short,
+                move |node: NodeInfo| {
+                    let (this, key) = (this.clone(), call_key.clone());
+                    async move { this.read_one(&node, &key).await }
+                },
+                |_, outcome| match outcome {
+                    Ok(_) => Verdict::Counts,
+                    Err(error) if node_is_down(error) => Verdict::Misses,
+                    Err(_) => Verdict::Stop,
+                },
+            )
+            .await;
+            for (node, outcome, _) in gathered.answers {
                 match outcome {
                     Ok(record) => {
                         responders.push((node, record));
