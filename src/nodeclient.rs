@@ -28,7 +28,7 @@ use crate::proto::{
 };
 use crate::sync::Lock;
 use crate::wal::Record;
-use crate::wire::read::Lookup;
+use crate::wire::read::{Found, Lookup};
 use crate::wire::{batch, read};
 
 pub use crate::proto::DEFAULT_CONTENT_TYPE;
@@ -103,33 +103,6 @@ pub struct WriteMeta {
     pub expires_at: Option<u64>,
     /// The value's content type.
     pub content_type: String,
-}
-
-/// A live value read from a node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredValue {
-    /// The raw value.
-    pub value: Bytes,
-    /// Its version.
-    pub version: u64,
-    /// Absolute expiry in Unix milliseconds, if any.
-    pub expires_at: Option<u64>,
-    /// The content type it was stored with.
-    pub content_type: String,
-}
-
-/// What a node holds for a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeRead {
-    /// A live value.
-    Found(StoredValue),
-    /// The key was deleted at this version.
-    Tombstone {
-        /// The version of the delete.
-        version: u64,
-    },
-    /// The node has never seen the key (or it expired).
-    Missing,
 }
 
 /// Most node base URLs a client keeps parsed (a cluster has far fewer nodes).
@@ -252,15 +225,15 @@ impl NodeClient {
     }
 
     /// `GET /store/{key}`: the live value, a tombstone, or nothing.
-    pub async fn get(&self, base: &str, key: &str) -> Result<NodeRead, NodeError> {
+    pub async fn get(&self, base: &str, key: &str) -> Result<Lookup, NodeError> {
         let url = self.node_url(base, &["store", key])?;
         let answer = self.send(Method::GET, &url, &[], Bytes::new()).await?;
         let headers = &answer.headers;
         if answer.status == StatusCode::NOT_FOUND {
             let tombstone = headers.get(TOMBSTONE_HEADER).is_some_and(|value| value.as_bytes() == b"true");
             return Ok(match (tombstone, header_u64(&url, headers, VERSION_HEADER)?) {
-                (true, Some(version)) => NodeRead::Tombstone { version },
-                _ => NodeRead::Missing,
+                (true, Some(version)) => Lookup::Tombstone(version),
+                _ => Lookup::Missing,
             });
         }
         if answer.status != StatusCode::OK {
@@ -270,8 +243,8 @@ impl NodeClient {
             .ok_or_else(|| invalid_response(&url, format!("missing {VERSION_HEADER} header")))?;
         let expires_at = header_u64(&url, headers, EXPIRES_AT_HEADER)?;
         let content_type =
-            headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or(DEFAULT_CONTENT_TYPE).to_string();
-        Ok(NodeRead::Found(StoredValue { value: answer.body, version, expires_at, content_type }))
+            headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or(DEFAULT_CONTENT_TYPE).into();
+        Ok(Lookup::Found(Found { value: answer.body, version, expires_at, content_type }))
     }
 
     /// One request to a hot endpoint with the cluster secret and `headers`, answer
@@ -400,7 +373,7 @@ impl NodeClient {
 
     /// `POST /read`: `keys` in one request; one answer per key, in order, `None`
     /// for a key the node left out of a full answer (read it alone with [`NodeClient::get`]).
-    pub async fn read_many(&self, base: &str, keys: &[&str]) -> Result<Vec<Option<NodeRead>>, NodeError> {
+    pub async fn read_many(&self, base: &str, keys: &[&str]) -> Result<Vec<Option<Lookup>>, NodeError> {
         let url = self.node_url(base, &["read"])?;
         let body = read::encode_request(keys.iter().copied()).map_err(|reason| invalid_request(&url, &reason))?;
         let headers = [(CONTENT_TYPE, HeaderValue::from_static(read::READ_CONTENT_TYPE))];
@@ -409,15 +382,10 @@ impl NodeClient {
             return Err(answer.status_error(&url));
         }
         let entries = read::decode_answer(&answer.body, keys.len()).map_err(|reason| invalid_response(&url, reason))?;
+        // A reader sees an expired value as missing, as `GET /store/{key}` answers it.
         let read_of = |lookup| match lookup {
-            Lookup::Found(found) => NodeRead::Found(StoredValue {
-                value: found.value,
-                version: found.version,
-                expires_at: found.expires_at,
-                content_type: found.content_type.to_string(),
-            }),
-            Lookup::Tombstone(version) => NodeRead::Tombstone { version },
-            Lookup::Missing | Lookup::Expired(_) => NodeRead::Missing,
+            Lookup::Expired(_) => Lookup::Missing,
+            lookup => lookup,
         };
         Ok(entries.into_iter().map(|entry| entry.into_lookup().map(read_of)).collect())
     }

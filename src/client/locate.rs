@@ -15,7 +15,8 @@ use super::api::{User, decode, root_cause};
 use super::output::{format_unix_millis, format_version, human_bytes, print_json, print_line, table};
 use super::{Context, FullClient, OperatorArgs, cluster};
 use crate::error::{Exit, exit};
-use crate::nodeclient::{NodeClient, NodeError, NodeRead};
+use crate::nodeclient::{NodeClient, NodeError};
+use crate::wire::read::Lookup;
 
 /// How long one node may take to answer.
 const NODE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,13 +59,13 @@ pub enum NodeRecord {
 }
 
 impl NodeRecord {
-    fn from_read(read: NodeRead) -> Self {
+    fn from_read(read: Lookup) -> Self {
         match read {
-            NodeRead::Found(stored) => {
+            Lookup::Found(stored) => {
                 Self::Live { version: stored.version, size: stored.value.len() as u64, expires_at: stored.expires_at }
             }
-            NodeRead::Tombstone { version } => Self::Tombstone { version },
-            NodeRead::Missing => Self::Missing,
+            Lookup::Tombstone(version) => Self::Tombstone { version },
+            Lookup::Missing | Lookup::Expired(_) => Self::Missing,
         }
     }
 }

@@ -53,6 +53,18 @@ pub enum Lookup {
     Missing,
 }
 
+impl Lookup {
+    /// The version of what a reader sees: a live value's or a tombstone's. An
+    /// expired or missing key has none; it is older than every version.
+    pub fn version(&self) -> Option<u64> {
+        match self {
+            Self::Found(found) => Some(found.version),
+            Self::Tombstone(version) => Some(*version),
+            Self::Expired(_) | Self::Missing => None,
+        }
+    }
+}
+
 /// Magic at the start of a request body.
 pub const REQUEST_MAGIC: &[u8; 7] = b"YDHTRDQ";
 /// Magic at the start of an answer body.

@@ -17,11 +17,12 @@ use ydht::config::Secret;
 use ydht::daemon::node::antientropy::AntiEntropyConfig;
 use ydht::daemon::node::{self, NodeConfig};
 use ydht::hlc;
-use ydht::nodeclient::{NodeClient, NodeRead, WriteMeta};
+use ydht::nodeclient::{NodeClient, WriteMeta};
 use ydht::proto::NodeMetrics;
 use ydht::ring::{NodeInfo, Ring};
 use ydht::shutdown::Shutdown;
 use ydht::wire::batch;
+use ydht::wire::read::Lookup;
 
 use in_process::InProcess;
 use ydht::wal::{Record, SyncMode};
@@ -178,15 +179,15 @@ async fn writes_that_reached_one_replica_converge_on_all() {
         eventually("every node holds every write", || async {
             let newest = matches!(
                 client.get(&node.url, "7/k2").await.unwrap(),
-                NodeRead::Found(found) if found.version == base + 600 && &found.value[..] == b"newest"
+                Lookup::Found(found) if found.version == base + 600 && &found.value[..] == b"newest"
             );
             newest
                 && live_keys(&client, &node.url).await.len() == 49
-                && client.get(&node.url, "7/k1").await.unwrap() == NodeRead::Tombstone { version: base + 500 }
+                && client.get(&node.url, "7/k1").await.unwrap() == Lookup::Tombstone(base + 500)
         })
         .await;
         match client.get(&node.url, "7/k49").await.unwrap() {
-            NodeRead::Found(found) => assert_eq!((found.version, &found.value[..]), (base + 49, &b"v49"[..])),
+            Lookup::Found(found) => assert_eq!((found.version, &found.value[..]), (base + 49, &b"v49"[..])),
             other => panic!("{}: {other:?}", node.url),
         }
     }
@@ -251,7 +252,7 @@ async fn a_wiped_node_rebuilds_exactly_its_share() {
         .await;
     for key in share.iter().take(5) {
         match client.get(&rebuilt.url, key).await.unwrap() {
-            NodeRead::Found(found) => assert_eq!(&found.value[..], key.as_bytes()),
+            Lookup::Found(found) => assert_eq!(&found.value[..], key.as_bytes()),
             other => panic!("{key}: {other:?}"),
         }
     }
@@ -320,7 +321,7 @@ fn now_version() -> u64 {
 async fn all_deleted(client: &NodeClient, nodes: &[Node], keys: &[String]) -> bool {
     for node in nodes {
         for key in keys {
-            if let NodeRead::Found(_) = client.get(&node.url, key).await.unwrap() {
+            if let Lookup::Found(_) = client.get(&node.url, key).await.unwrap() {
                 return false;
             }
         }
@@ -399,7 +400,7 @@ async fn deletes_missed_by_a_node_down_past_the_grace_do_not_come_back() {
     }
     for node in &nodes {
         for key in &keys {
-            assert_eq!(client.get(&node.url, key).await.unwrap(), NodeRead::Missing, "{} {key}", node.url);
+            assert_eq!(client.get(&node.url, key).await.unwrap(), Lookup::Missing, "{} {key}", node.url);
         }
         assert_eq!(metrics(&client, &node.url).await.tombstones, 0, "{}", node.url);
     }
@@ -420,7 +421,7 @@ async fn serve_all_runs_anti_entropy_between_its_nodes() {
     client.put(&cluster.nodes[0], "9/only-on-node-1", Bytes::from_static(b"spread"), &meta).await.unwrap();
     for node in &cluster.nodes[1..] {
         eventually("the write reaches every node", || async {
-            matches!(client.get(node, "9/only-on-node-1").await.unwrap(), NodeRead::Found(found) if found.version == version)
+            matches!(client.get(node, "9/only-on-node-1").await.unwrap(), Lookup::Found(found) if found.version == version)
         })
         .await;
         // The write may have been pushed here by node-1 before this node finished a round of its own.

@@ -250,7 +250,8 @@ async fn nodes_find_themselves_in_a_list_of_bare_urls_and_repair_each_other() {
 async fn the_gateways_batched_writes_answer_each_writer_and_a_bad_one_fails_alone() {
     use ydht::config::Secret;
     use ydht::daemon::gateway::nodes::{NodeClient, http_client};
-    use ydht::daemon::gateway::quorum::{Mutation, MutationKind, NodeRecord};
+    use ydht::daemon::gateway::quorum::{Mutation, MutationKind};
+    use ydht::wire::read::{Found, Lookup};
 
     let data = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(data.path(), &[], &[]);
@@ -283,8 +284,8 @@ async fn the_gateways_batched_writes_answer_each_writer_and_a_bad_one_fails_alon
     for n in (0..64u64).filter(|n| *n != 13) {
         let record = nodes.read(&node.url, &format!("u/{n}")).await.unwrap();
         match (n, record) {
-            (7, NodeRecord::Tombstone { version }) => assert_eq!(version, 100),
-            (_, NodeRecord::Value { value, version, .. }) => assert_eq!((&value[..], version), (&b"v"[..], 100 + n)),
+            (7, Lookup::Tombstone(version)) => assert_eq!(version, 100),
+            (_, Lookup::Found(Found { value, version, .. })) => assert_eq!((&value[..], version), (&b"v"[..], 100 + n)),
             (n, other) => panic!("u/{n}: {other:?}"),
         }
     }
@@ -294,8 +295,8 @@ async fn the_gateways_batched_writes_answer_each_writer_and_a_bad_one_fails_alon
 async fn the_gateways_batched_reads_answer_each_reader_even_past_the_byte_limit() {
     use ydht::config::Secret;
     use ydht::daemon::gateway::nodes::{NodeClient, http_client};
-    use ydht::daemon::gateway::quorum::NodeRecord;
-    use ydht::nodeclient::{self, NodeRead};
+    use ydht::nodeclient;
+    use ydht::wire::read::{Found, Lookup};
 
     const BIG: usize = 3 << 20;
     let data = tempfile::tempdir().unwrap();
@@ -327,18 +328,18 @@ async fn the_gateways_batched_reads_answer_each_reader_even_past_the_byte_limit(
     let answer = direct.read_many(&node.url, &keys).await.unwrap();
     assert_eq!(answer.len(), keys.len());
     match &answer[0] {
-        Some(NodeRead::Found(found)) => {
-            assert_eq!((&found.value[..], found.version, found.content_type.as_str()), (&b"tiny"[..], 5, "text/plain"));
+        Some(Lookup::Found(found)) => {
+            assert_eq!((&found.value[..], found.version, &*found.content_type), (&b"tiny"[..], 5, "text/plain"));
             assert!(found.expires_at.is_some());
         }
         other => panic!("u/small: {other:?}"),
     }
-    assert_eq!(answer[1], Some(NodeRead::Tombstone { version: 6 }));
-    assert_eq!(answer[2], Some(NodeRead::Missing), "an expired value reads as missing");
-    assert_eq!(answer[3], Some(NodeRead::Missing));
+    assert_eq!(answer[1], Some(Lookup::Tombstone(6)));
+    assert_eq!(answer[2], Some(Lookup::Missing), "an expired value reads as missing");
+    assert_eq!(answer[3], Some(Lookup::Missing));
     for (n, entry) in answer[4..8].iter().enumerate() {
         match entry {
-            Some(NodeRead::Found(found)) => assert!(found.value.len() == BIG && found.value[0] == n as u8),
+            Some(Lookup::Found(found)) => assert!(found.value.len() == BIG && found.value[0] == n as u8),
             other => panic!("u/big{n}: {:?}", other.as_ref().map(|_| "not a value")),
         }
     }
@@ -356,13 +357,13 @@ async fn the_gateways_batched_reads_answer_each_reader_even_past_the_byte_limit(
     for reader in readers {
         let (key, record) = reader.await.unwrap();
         match (key, record) {
-            ("u/small", NodeRecord::Value { value, version: 5, .. }) => assert_eq!(&value[..], b"tiny"),
-            ("u/gone", NodeRecord::Tombstone { version: 6 }) => {}
-            ("u/expired" | "u/never", NodeRecord::Missing) => {}
-            (big, NodeRecord::Value { value, version, content_type, .. }) if big.starts_with("u/big") => {
+            ("u/small", Lookup::Found(Found { value, version: 5, .. })) => assert_eq!(&value[..], b"tiny"),
+            ("u/gone", Lookup::Tombstone(6)) => {}
+            ("u/expired" | "u/never", Lookup::Missing) => {}
+            (big, Lookup::Found(Found { value, version, content_type, .. })) if big.starts_with("u/big") => {
                 let n = big.as_bytes()[5] - b'0';
                 assert_eq!((value.len(), value[BIG - 1], version), (BIG, n, 10 + u64::from(n)));
-                assert_eq!(content_type, "application/x-big");
+                assert_eq!(&*content_type, "application/x-big");
             }
             (key, other) => panic!("{key}: {other:?}"),
         }
@@ -378,7 +379,7 @@ async fn reads_fall_back_to_one_get_per_key_on_a_node_without_read() {
     use axum::routing::{get, post};
     use ydht::config::Secret;
     use ydht::daemon::gateway::nodes::{NodeClient, http_client};
-    use ydht::daemon::gateway::quorum::NodeRecord;
+    use ydht::wire::read::{Found, Lookup};
 
     // A node from before `POST /read` existed: it answers only `GET /store/{key}`.
     let read_requests = Arc::new(AtomicUsize::new(0));
@@ -409,7 +410,7 @@ async fn reads_fall_back_to_one_get_per_key_on_a_node_without_read() {
     for reader in readers {
         let (n, record) = reader.await.unwrap();
         match record.unwrap() {
-            NodeRecord::Value { value, version: 7, .. } => assert_eq!(value, format!("value of u/{n}")),
+            Lookup::Found(Found { value, version: 7, .. }) => assert_eq!(value, format!("value of u/{n}")),
             other => panic!("u/{n}: {other:?}"),
         }
     }

@@ -10,9 +10,10 @@ use tokio::net::TcpListener;
 use ydht::config::Secret;
 use ydht::daemon::node::{self, NodeConfig};
 use ydht::daemon::replicator::{self, ReplicatorConfig};
-use ydht::nodeclient::{NodeClient, NodeRead, StoredValue};
+use ydht::nodeclient::NodeClient;
 use ydht::shutdown::Shutdown;
 use ydht::wal::SyncMode;
+use ydht::wire::read::{Found, Lookup};
 
 use crate::in_process;
 use in_process::InProcess;
@@ -89,11 +90,11 @@ async fn post(
     response.json().await.unwrap()
 }
 
-async fn read(client: &NodeClient, node: &str, key: &str) -> NodeRead {
+async fn read(client: &NodeClient, node: &str, key: &str) -> Lookup {
     client.get(node, key).await.unwrap()
 }
 
-async fn eventually_reads(client: &NodeClient, node: &str, key: &str, expected: &NodeRead) {
+async fn eventually_reads(client: &NodeClient, node: &str, key: &str, expected: &Lookup) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let got = read(client, node, key).await;
@@ -147,17 +148,17 @@ async fn writes_reach_real_nodes_with_versions_expiry_and_tombstones() {
     post(&http, &replicator.url, "42/doomed", ("put", 10 << 16), &targets, &[], b"x").await;
     post(&http, &replicator.url, "42/doomed", ("delete", 11 << 16), &targets, &[], b"").await;
 
-    let current = NodeRead::Found(StoredValue {
+    let current = Lookup::Found(Found {
         value: Bytes::from_static(b"{\"name\":\"ada\"}"),
         version: (5000 << 16) | 1,
         expires_at: Some(4_000_000_000_000),
-        content_type: "application/json".to_string(),
+        content_type: "application/json".into(),
     });
     let metrics = queue_drains(&http, &replicator.url).await;
     assert_eq!(metrics["successful_replicas"], 12);
     for node in &targets {
         eventually_reads(&client, node, key, &current).await;
-        assert_eq!(read(&client, node, "42/doomed").await, NodeRead::Tombstone { version: 11 << 16 });
+        assert_eq!(read(&client, node, "42/doomed").await, Lookup::Tombstone(11 << 16));
         let page = client.keys(node, "42/", 10, None).await.unwrap();
         assert_eq!(page.keys.iter().map(|entry| entry.key.as_str()).collect::<Vec<_>>(), vec![key]);
         assert_eq!(client.health(node).await.unwrap().status, "healthy");
@@ -199,7 +200,7 @@ async fn a_real_node_that_was_down_receives_its_writes_when_it_returns() {
     for i in 0..10u64 {
         let key = format!("9/while-down-{i}");
         match read(&client, &back.url, &key).await {
-            NodeRead::Found(stored) => assert_eq!((stored.version, &stored.value[..]), ((100 + i) << 16, &b"v"[..])),
+            Lookup::Found(stored) => assert_eq!((stored.version, &stored.value[..]), ((100 + i) << 16, &b"v"[..])),
             other => panic!("{key} on the returned node: {other:?}"),
         }
     }

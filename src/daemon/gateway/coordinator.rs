@@ -28,12 +28,13 @@ use futures_util::StreamExt;
 
 use super::input::Consistency;
 use super::nodes::{NodeError, node_is_down};
-use super::quorum::{Mutation, NodeRecord, majority, resolve};
+use super::quorum::{Mutation, majority, resolve};
 use super::state::GatewayState;
 use crate::error::ApiError;
 use crate::fanout::{self, Verdict};
 use crate::proto::{NodeKeyEntry, StoreWriteResponse};
 use crate::ring::NodeInfo;
+use crate::wire::read::{Found, Lookup};
 
 /// Which nodes took part in a write.
 #[derive(Debug, Clone)]
@@ -61,7 +62,7 @@ const OVERTAKEN_RETRIES: usize = 3;
 #[derive(Debug, Clone)]
 pub struct ReadOutcome {
     /// The newest record found (`Missing` if none had the key).
-    pub record: NodeRecord,
+    pub record: Lookup,
     /// The nodes that answered.
     pub participants: Vec<String>,
 }
@@ -135,10 +136,10 @@ impl GatewayState {
         outcome
     }
 
-    async fn read_one(&self, node: &NodeInfo, key: &str) -> Result<NodeRecord, NodeError> {
+    async fn read_one(&self, node: &NodeInfo, key: &str) -> Result<Lookup, NodeError> {
         let outcome = self.nodes.read(&node.url, key).await;
         self.note(node, outcome.as_ref().err());
-        if let Some(version) = outcome.as_ref().ok().and_then(NodeRecord::version) {
+        if let Some(version) = outcome.as_ref().ok().and_then(Lookup::version) {
             self.hlc.observe(version);
         }
         outcome
@@ -383,7 +384,7 @@ impl GatewayState {
         let mut participants = Vec::new();
         for node in placement.healthy_first(key) {
             match self.read_one(&node, key).await {
-                Ok(NodeRecord::Missing) => {
+                Ok(Lookup::Missing) => {
                     participants.push(node.url);
                     // A missing key may just not have been copied here yet: ask the other owners.
                     if participants.len() >= replicas {
@@ -401,14 +402,14 @@ impl GatewayState {
         if participants.is_empty() {
             return Err(ApiError::unavailable("no storage node could be read; every node is down"));
         }
-        Ok(ReadOutcome { record: NodeRecord::Missing, participants })
+        Ok(ReadOutcome { record: Lookup::Missing, participants })
     }
 
     async fn read_strong(&self, key: &str) -> Result<ReadOutcome, ApiError> {
         let placement = self.placement();
         let owners = placement.owners_healthy_first(key);
         let need = majority(owners.len());
-        let mut responders: Vec<(NodeInfo, NodeRecord)> = Vec::new();
+        let mut responders: Vec<(NodeInfo, Lookup)> = Vec::new();
         self.read_majority(key, owners, need, &mut responders).await?;
         if placement.in_transition() {
             // The newest version may still be only on the old ring's owners: read a majority there too.
@@ -416,11 +417,11 @@ impl GatewayState {
             let old_need = majority(old_owners.len());
             self.read_majority(key, old_owners, old_need, &mut responders).await?;
         }
-        let records: Vec<NodeRecord> = responders.iter().map(|(_, record)| record.clone()).collect();
+        let records: Vec<Lookup> = responders.iter().map(|(_, record)| record.clone()).collect();
         let resolution = resolve(&records);
         let participants = responders.iter().map(|(node, _)| node.url.clone()).collect();
         let Some(newest) = resolution.newest else {
-            return Ok(ReadOutcome { record: NodeRecord::Missing, participants });
+            return Ok(ReadOutcome { record: Lookup::Missing, participants });
         };
         let record = records[newest].clone();
         // Before answering, the newest version must be durable on a majority: otherwise a strong
@@ -453,9 +454,9 @@ impl GatewayState {
         key: &str,
         candidates: Vec<NodeInfo>,
         need: usize,
-        responders: &mut Vec<(NodeInfo, NodeRecord)>,
+        responders: &mut Vec<(NodeInfo, Lookup)>,
     ) -> Result<(), ApiError> {
-        let read_already = |node: &NodeInfo, responders: &[(NodeInfo, NodeRecord)]| {
+        let read_already = |node: &NodeInfo, responders: &[(NodeInfo, Lookup)]| {
             responders.iter().any(|(responder, _)| responder.id == node.id)
         };
         let mut have = candidates.iter().filter(|node| read_already(node, responders)).count();
@@ -568,8 +569,8 @@ impl GatewayState {
             let mut entry = entry;
             for owner in silent {
                 match self.read_one(&owner, &entry.key).await {
-                    Ok(NodeRecord::Tombstone { version }) if version > entry.version => return None,
-                    Ok(NodeRecord::Value { value, version, expires_at, .. }) if version > entry.version => {
+                    Ok(Lookup::Tombstone(version)) if version > entry.version => return None,
+                    Ok(Lookup::Found(Found { value, version, expires_at, .. })) if version > entry.version => {
                         entry = NodeKeyEntry { size: value.len() as u64, version, expires_at, key: entry.key };
                     }
                     _ => {}

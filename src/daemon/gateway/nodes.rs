@@ -12,14 +12,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::quorum::{Mutation, MutationKind, NodeRecord};
+use super::quorum::{Mutation, MutationKind};
 use crate::coalesce::{self, Coalescer};
 use crate::config::Secret;
-use crate::nodeclient::{self, NodeRead, StoredValue, WriteMeta};
+use crate::nodeclient::{self, WriteMeta};
 use crate::proto::{NodeKeyPage, StoreWriteResponse};
 use crate::sync::Lock;
 use crate::wal::record::RecordRef;
 use crate::wire::batch as node_batch;
+use crate::wire::read::Lookup;
 
 pub use crate::nodeclient::{DEFAULT_CONTENT_TYPE, NodeError};
 
@@ -99,7 +100,7 @@ const READ_LIMITS: coalesce::Limits =
 /// The batching task of the writes to one node.
 type NodeWrites = Coalescer<Write, Result<StoreWriteResponse, NodeError>>;
 /// The batching task of the reads of one node.
-type NodeReads = Coalescer<String, Result<NodeRecord, NodeError>>;
+type NodeReads = Coalescer<String, Result<Lookup, NodeError>>;
 
 /// One batching task per node, started on the node's first request.
 type PerNode<T> = Arc<Mutex<HashMap<String, T>>>;
@@ -139,7 +140,7 @@ impl NodeClient {
     }
 
     /// Reads `key` from the node at `base`, batched with the other reads of that node in flight.
-    pub async fn read(&self, base: &str, key: &str) -> Result<NodeRecord, NodeError> {
+    pub async fn read(&self, base: &str, key: &str) -> Result<Lookup, NodeError> {
         let reads = per_node(&self.reads, base, || {
             let (client, target) = (self.client.clone(), base.to_string());
             Coalescer::spawn(READ_LIMITS, String::len, move |keys: Vec<String>| {
@@ -218,32 +219,18 @@ fn stopped(base: &str, what: &str) -> NodeError {
     NodeError::InvalidResponse { url: base.to_string(), message: format!("the {what} batching task stopped") }
 }
 
-fn record_of(read: NodeRead) -> NodeRecord {
-    match read {
-        NodeRead::Found(StoredValue { value, version, expires_at, content_type }) => {
-            NodeRecord::Value { value, content_type, version, expires_at }
-        }
-        NodeRead::Tombstone { version } => NodeRecord::Tombstone { version },
-        NodeRead::Missing => NodeRecord::Missing,
-    }
-}
-
 /// Reads `keys` from the node at `base`: one key alone as `GET /store/{key}`,
 /// several as one `POST /read`. Keys the answer left out (it was full), and
 /// every key of a read the node refuses whole (a node without `/read` answers
 /// 404), are read alone.
-async fn read_batch(
-    client: &nodeclient::NodeClient,
-    base: &str,
-    keys: &[String],
-) -> Vec<Result<NodeRecord, NodeError>> {
+async fn read_batch(client: &nodeclient::NodeClient, base: &str, keys: &[String]) -> Vec<Result<Lookup, NodeError>> {
     if keys.len() > 1 {
         let names: Vec<&str> = keys.iter().map(String::as_str).collect();
         match client.read_many(base, &names).await {
             Ok(entries) => {
                 let reads = keys.iter().zip(entries).map(|(key, entry)| async move {
                     match entry {
-                        Some(read) => Ok(record_of(read)),
+                        Some(read) => Ok(read),
                         None => read_alone(client, base, key).await,
                     }
                 });
@@ -256,8 +243,8 @@ async fn read_batch(
     futures_util::future::join_all(keys.iter().map(|key| read_alone(client, base, key))).await
 }
 
-async fn read_alone(client: &nodeclient::NodeClient, base: &str, key: &str) -> Result<NodeRecord, NodeError> {
-    client.get(base, key).await.map(record_of)
+async fn read_alone(client: &nodeclient::NodeClient, base: &str, key: &str) -> Result<Lookup, NodeError> {
+    client.get(base, key).await
 }
 
 /// Sends `batch` to the node at `base`: one write alone as `PUT`/`DELETE`, several

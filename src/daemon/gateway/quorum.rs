@@ -3,38 +3,7 @@
 
 use bytes::Bytes;
 
-/// A key's state on one node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeRecord {
-    /// A live value.
-    Value {
-        /// The raw value.
-        value: Bytes,
-        /// The content type it was stored with.
-        content_type: String,
-        /// Its version.
-        version: u64,
-        /// Absolute expiry in Unix milliseconds.
-        expires_at: Option<u64>,
-    },
-    /// Deleted at `version`.
-    Tombstone {
-        /// The version of the delete.
-        version: u64,
-    },
-    /// The node has never seen the key (or it expired).
-    Missing,
-}
-
-impl NodeRecord {
-    /// The version held, if any; a missing key is older than every version.
-    pub fn version(&self) -> Option<u64> {
-        match self {
-            Self::Value { version, .. } | Self::Tombstone { version } => Some(*version),
-            Self::Missing => None,
-        }
-    }
-}
+use crate::wire::read::{Found, Lookup};
 
 /// A versioned change to a key, as written to nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,18 +32,18 @@ pub enum MutationKind {
 
 impl Mutation {
     /// The mutation that brings a stale node up to `record` (None for a missing record).
-    pub fn restoring(record: &NodeRecord) -> Option<Self> {
+    pub fn restoring(record: &Lookup) -> Option<Self> {
         match record {
-            NodeRecord::Value { value, content_type, version, expires_at } => Some(Self {
+            Lookup::Found(Found { value, content_type, version, expires_at }) => Some(Self {
                 version: *version,
                 kind: MutationKind::Put {
                     value: value.clone(),
-                    content_type: content_type.clone(),
+                    content_type: content_type.to_string(),
                     expires_at: *expires_at,
                 },
             }),
-            NodeRecord::Tombstone { version } => Some(Self { version: *version, kind: MutationKind::Delete }),
-            NodeRecord::Missing => None,
+            Lookup::Tombstone(version) => Some(Self { version: *version, kind: MutationKind::Delete }),
+            Lookup::Expired(_) | Lookup::Missing => None,
         }
     }
 }
@@ -89,7 +58,7 @@ pub struct Resolution {
 }
 
 /// Picks the newest version among `responses`; ties go to the first responder.
-pub fn resolve(responses: &[NodeRecord]) -> Resolution {
+pub fn resolve(responses: &[Lookup]) -> Resolution {
     let mut newest: Option<(usize, u64)> = None;
     for (index, record) in responses.iter().enumerate() {
         match (record.version(), newest) {
@@ -119,18 +88,18 @@ pub fn majority(replicas: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn value(version: u64, text: &'static str) -> NodeRecord {
-        NodeRecord::Value {
+    fn value(version: u64, text: &'static str) -> Lookup {
+        Lookup::Found(Found {
             value: Bytes::from_static(text.as_bytes()),
             content_type: "text/plain".into(),
             version,
             expires_at: None,
-        }
+        })
     }
 
     #[test]
     fn newest_value_wins_and_older_or_missing_are_stale() {
-        let responses = [value(5, "old"), value(9, "new"), NodeRecord::Missing];
+        let responses = [value(5, "old"), value(9, "new"), Lookup::Missing];
         let resolution = resolve(&responses);
         assert_eq!(resolution.newest, Some(1));
         assert_eq!(resolution.stale, vec![0, 2]);
@@ -138,19 +107,19 @@ mod tests {
 
     #[test]
     fn a_newer_tombstone_beats_a_value() {
-        let responses = [value(5, "v"), NodeRecord::Tombstone { version: 6 }];
+        let responses = [value(5, "v"), Lookup::Tombstone(6)];
         let resolution = resolve(&responses);
         assert_eq!(resolution.newest, Some(1));
-        assert!(matches!(responses[1], NodeRecord::Tombstone { .. }));
+        assert!(matches!(responses[1], Lookup::Tombstone(_)));
         assert_eq!(resolution.stale, vec![0]);
         // And an older tombstone loses to a newer value.
-        let responses = [NodeRecord::Tombstone { version: 4 }, value(5, "v")];
+        let responses = [Lookup::Tombstone(4), value(5, "v")];
         assert_eq!(resolve(&responses), Resolution { newest: Some(1), stale: vec![0] });
     }
 
     #[test]
     fn all_missing_means_not_found_and_nothing_to_repair() {
-        assert_eq!(resolve(&[NodeRecord::Missing, NodeRecord::Missing]), Resolution { newest: None, stale: vec![] });
+        assert_eq!(resolve(&[Lookup::Missing, Lookup::Missing]), Resolution { newest: None, stale: vec![] });
         assert_eq!(resolve(&[]), Resolution { newest: None, stale: vec![] });
     }
 
@@ -170,8 +139,8 @@ mod tests {
         let restore = Mutation::restoring(&value(3, "x")).unwrap();
         assert_eq!(restore.version, 3);
         assert!(matches!(restore.kind, MutationKind::Put { .. }));
-        let restore = Mutation::restoring(&NodeRecord::Tombstone { version: 4 }).unwrap();
+        let restore = Mutation::restoring(&Lookup::Tombstone(4)).unwrap();
         assert_eq!(restore, Mutation { version: 4, kind: MutationKind::Delete });
-        assert_eq!(Mutation::restoring(&NodeRecord::Missing), None);
+        assert_eq!(Mutation::restoring(&Lookup::Missing), None);
     }
 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::coordinator::WriteOutcome;
 use super::input::{Consistency, parse_ttl, validate_key};
 use super::nodes::DEFAULT_CONTENT_TYPE;
-use super::quorum::{Mutation, MutationKind, NodeRecord};
+use super::quorum::{Mutation, MutationKind};
 use super::ratelimit::Decision;
 use super::replication::Handover;
 use super::state::GatewayState;
@@ -26,6 +26,7 @@ use crate::proto::{
     ClusterView, EXPIRES_AT_HEADER, KvListEntry, KvListResponse, KvWriteResponse, NODES_HEADER, RebalanceSummary,
     ServiceHealth, VERSION_HEADER, WARNING_HEADER,
 };
+use crate::wire::read::{Found, Lookup};
 
 /// The OpenAPI 3 document of the public API (`/v1/kv…`, `/health`), served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -246,7 +247,7 @@ async fn read_key(
     validate_key(&key)?;
     let consistency = Consistency::from_headers(headers)?;
     let outcome = state.read(&tenant.storage_key(&key), consistency).await?;
-    let NodeRecord::Value { value, content_type, version, expires_at } = outcome.record else {
+    let Lookup::Found(Found { value, content_type, version, expires_at }) = outcome.record else {
         return Ok(with_nodes(not_found().into_response(), &outcome.participants));
     };
     let mut response = value.into_response();
@@ -282,7 +283,7 @@ async fn remove_key(
     let consistency = Consistency::from_headers(headers)?;
     let storage_key = tenant.storage_key(&key);
     let existing = state.read(&storage_key, consistency).await?;
-    if !matches!(existing.record, NodeRecord::Value { .. }) {
+    if !matches!(existing.record, Lookup::Found(Found { .. })) {
         return Ok(with_nodes(not_found().into_response(), &existing.participants));
     }
     let mutation = Mutation { version: state.hlc.now(), kind: MutationKind::Delete };
