@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use crate::wal::record::RecordRef;
 use crate::wire::read::{Found, Lookup};
 
 /// A versioned change to a key, as written to nodes.
@@ -45,6 +46,17 @@ impl Mutation {
             Lookup::Tombstone(version) => Some(Self { version: *version, kind: MutationKind::Delete }),
             Lookup::Expired(_) | Lookup::Missing => None,
         }
+    }
+}
+
+impl Mutation {
+    /// The mutation of `key` as a record, borrowed (for WAL frames in node batches and jobs).
+    pub fn record<'a>(&'a self, key: &'a str) -> RecordRef<'a> {
+        let (tombstone, content_type, value, expires_at): (bool, &str, &[u8], Option<u64>) = match &self.kind {
+            MutationKind::Put { value, content_type, expires_at } => (false, content_type, value, *expires_at),
+            MutationKind::Delete => (true, "", &[], None),
+        };
+        RecordRef { key, version: self.version, expires_at, tombstone, content_type, value }
     }
 }
 

@@ -137,11 +137,7 @@ impl Job {
     }
 
     fn write(&self) -> RecordRef<'_> {
-        let (tombstone, content_type, value, expires_at): (bool, &str, &[u8], Option<u64>) = match &self.mutation.kind {
-            MutationKind::Put { value, content_type, expires_at } => (false, content_type, value, *expires_at),
-            MutationKind::Delete => (true, "", &[], None),
-        };
-        RecordRef { key: &self.key, version: self.mutation.version, expires_at, tombstone, content_type, value }
+        self.mutation.record(&self.key)
     }
 }
 

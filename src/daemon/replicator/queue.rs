@@ -41,6 +41,7 @@ use tokio::sync::oneshot;
 
 use crate::error::Exit;
 use crate::sync::Lock;
+use crate::wal::record::RecordRef;
 use crate::wal::segment;
 
 /// The queue log's file name inside the replicator's directory.
@@ -89,6 +90,21 @@ pub struct Job {
     pub targets: Vec<String>,
     /// The value (empty for a delete).
     pub value: Bytes,
+}
+
+impl Job {
+    /// The write the job copies, as a record (a tombstone for a delete).
+    pub fn record(&self) -> RecordRef<'_> {
+        let tombstone = self.op == Op::Delete;
+        RecordRef {
+            key: &self.key,
+            version: self.version,
+            expires_at: self.expires_at,
+            tombstone,
+            content_type: if tombstone { "" } else { &self.content_type },
+            value: &self.value,
+        }
+    }
 }
 
 /// A job that is not delivered to every target yet, as found on open.

@@ -31,7 +31,6 @@ use crate::nodeclient::{NodeClient, NodeError, WriteMeta};
 use crate::proto::{ReplicatorHealth, ReplicatorMetrics};
 use crate::shutdown::Shutdown;
 use crate::sync::Lock;
-use crate::wal::record::RecordRef;
 use crate::wire::batch as node_batch;
 
 /// A failed copy is retried this many times before it becomes a hinted handoff.
@@ -762,26 +761,13 @@ fn copy_size(job: &Arc<Job>) -> usize {
     64 + job.key.len() + job.content_type.len() + job.value.len()
 }
 
-/// The write a job copies, as a record.
-fn write_of(job: &Job) -> RecordRef<'_> {
-    let tombstone = job.op == Op::Delete;
-    RecordRef {
-        key: &job.key,
-        version: job.version,
-        expires_at: job.expires_at,
-        tombstone,
-        content_type: if tombstone { "" } else { &job.content_type },
-        value: &job.value,
-    }
-}
-
 /// Sends copies to the node at `base` in one request: a lone copy as a plain
 /// `PUT`/`DELETE /store/{key}`, several as one `POST /batch` (one WAL sync on the
 /// node). When the node refuses a batch itself (a 4xx: one bad record refuses it
 /// whole), every copy is sent alone, so only the bad one fails for good.
 async fn send_copies(client: &NodeClient, base: &str, jobs: &[Arc<Job>]) -> Vec<Result<(), CopyFailed>> {
     if jobs.len() > 1 {
-        if let Ok(body) = node_batch::encode_borrowed(jobs.iter().map(|job| write_of(job))) {
+        if let Ok(body) = node_batch::encode_borrowed(jobs.iter().map(|job| job.record())) {
             match client.batch(base, body).await {
                 Ok(answer) if answer.results.len() == jobs.len() => return vec![Ok(()); jobs.len()],
                 Ok(answer) => {
