@@ -25,6 +25,7 @@
 //! - [`coalesce`]: batching concurrent requests (replication jobs, replica copies) into one request each.
 //! - [`fanout`]: calling several nodes at once and stopping at a quorum (strong writes, reads, Paxos).
 //! - [`nodeclient`]: a typed client for a storage node's internal API (put/delete/get/health/keys).
+//! - [`nodewriter`]: batched writes to storage nodes, for the gateway and the replicator.
 //! - [`daemon`]: the services behind `ydht serve …` (one module each).
 //! - [`units`]: human-readable byte counts for tables and pages.
 //! - [`urlpath`]: a key as one percent-encoded URL path segment (every client uses it; `.`/`..` refused).
@@ -50,6 +51,7 @@ pub mod log_throttle;
 pub mod man;
 pub mod membership;
 pub mod nodeclient;
+pub mod nodewriter;
 pub mod paxos;
 pub mod precondition;
 pub mod proto;

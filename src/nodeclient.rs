@@ -73,6 +73,24 @@ pub enum NodeError {
 }
 
 impl NodeError {
+    /// An equivalent error, for each caller of a failed batch (a transport
+    /// error's causes carried as text).
+    pub fn duplicate(&self) -> NodeError {
+        match self {
+            NodeError::InvalidUrl { url, reason } => NodeError::InvalidUrl { url: url.clone(), reason: reason.clone() },
+            NodeError::Unreachable { url, source } => NodeError::Unreachable {
+                url: url.clone(),
+                source: Box::new(std::io::Error::other(causes(source.as_ref()))),
+            },
+            NodeError::Status { url, status, message } => {
+                NodeError::Status { url: url.clone(), status: *status, message: message.clone() }
+            }
+            NodeError::InvalidResponse { url, message } => {
+                NodeError::InvalidResponse { url: url.clone(), message: message.clone() }
+            }
+        }
+    }
+
     /// Whether retrying the same request can never succeed (the node refused the
     /// request itself, e.g. 400 or 413). Transport errors, 5xx, 401/403 (a
     /// secret mismatch an operator can fix), 408 and 429 are worth retrying.

@@ -2,24 +2,24 @@
 //! pooled keep-alive client) adapted to the gateway's records and mutations,
 //! plus the `/metrics` probe used as the health check.
 //!
-//! Writes to one node are coalesced ([`crate::coalesce`]): concurrent writes
-//! go out as one `POST /batch` (one request, one WAL sync on the node), each
-//! caller getting its own record's answer once the node has synced it; a lone
-//! write is a plain `PUT`/`DELETE` at once. Reads are coalesced the same way,
-//! into one `POST /read` of several keys; a lone read is a plain `GET`.
+//! Writes to one node are batched by [`crate::nodewriter`] (the replicator's
+//! copies go the same way). Reads are coalesced ([`crate::coalesce`]) into one
+//! `POST /read` of several keys; a lone read is a plain `GET`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use super::quorum::{Mutation, MutationKind};
 use crate::coalesce::{self, Coalescer};
 use crate::config::Secret;
-use crate::nodeclient::{self, WriteMeta};
+use crate::nodeclient;
+use crate::nodewriter::{NodeWriter, Writable};
 use crate::proto::{NodeKeyPage, StoreWriteResponse};
 use crate::sync::Lock;
 use crate::wal::record::RecordRef;
-use crate::wire::batch as node_batch;
 use crate::wire::read::Lookup;
 
 pub use crate::nodeclient::{DEFAULT_CONTENT_TYPE, NodeError};
@@ -73,18 +73,16 @@ struct Write {
     mutation: Mutation,
 }
 
-impl Write {
-    /// About its framed size.
-    fn size(&self) -> usize {
-        let value = match &self.mutation.kind {
-            MutationKind::Put { value, content_type, .. } => value.len() + content_type.len(),
-            MutationKind::Delete => 0,
-        };
-        64 + self.key.len() + value
-    }
-
+impl Writable for Write {
     fn record(&self) -> RecordRef<'_> {
         self.mutation.record(&self.key)
+    }
+
+    fn value(&self) -> Bytes {
+        match &self.mutation.kind {
+            MutationKind::Put { value, .. } => value.clone(),
+            MutationKind::Delete => Bytes::new(),
+        }
     }
 }
 
@@ -93,8 +91,6 @@ impl Write {
 const READ_LIMITS: coalesce::Limits =
     coalesce::Limits { max_items: 128, max_bytes: 128 * 4096, in_flight: 1, queue: 4096 };
 
-/// The batching task of the writes to one node.
-type NodeWrites = Coalescer<Write, Result<StoreWriteResponse, NodeError>>;
 /// The batching task of the reads of one node.
 type NodeReads = Coalescer<String, Result<Lookup, NodeError>>;
 
@@ -106,33 +102,21 @@ type PerNode<T> = Arc<Mutex<HashMap<String, T>>>;
 pub struct NodeClient {
     client: nodeclient::NodeClient,
     http: reqwest::Client,
-    writes: PerNode<NodeWrites>,
+    writes: NodeWriter<Write>,
     reads: PerNode<NodeReads>,
 }
 
 impl NodeClient {
     /// A client authenticating with the cluster `secret`; `http` is used for the unauthenticated probes.
     pub fn new(http: reqwest::Client, secret: Secret) -> Self {
-        Self {
-            client: nodeclient::NodeClient::new(secret, NODE_TIMEOUT),
-            http,
-            writes: Arc::default(),
-            reads: Arc::default(),
-        }
+        let client = nodeclient::NodeClient::new(secret, NODE_TIMEOUT);
+        Self { writes: NodeWriter::new(client.clone(), WRITE_LIMITS), client, http, reads: Arc::default() }
     }
 
     /// Writes `mutation` of `key` to the node at `base`, batched with the other
     /// writes to that node in flight; answers once the node has synced it.
     pub async fn write(&self, base: &str, key: &str, mutation: &Mutation) -> Result<StoreWriteResponse, NodeError> {
-        let write = Write { key: key.to_string(), mutation: mutation.clone() };
-        let writes = per_node(&self.writes, base, || {
-            let (client, target) = (self.client.clone(), base.to_string());
-            Coalescer::spawn(WRITE_LIMITS, Write::size, move |batch: Vec<Write>| {
-                let (client, target) = (client.clone(), target.clone());
-                async move { write_batch(&client, &target, &batch).await }
-            })
-        });
-        writes.submit(write).await.unwrap_or_else(|| Err(stopped(base, "write")))
+        self.writes.write(base, Write { key: key.to_string(), mutation: mutation.clone() }).await
     }
 
     /// Reads `key` from the node at `base`, batched with the other reads of that node in flight.
@@ -232,7 +216,7 @@ async fn read_batch(client: &nodeclient::NodeClient, base: &str, keys: &[String]
                 });
                 return futures_util::future::join_all(reads).await;
             }
-            Err(error) if !error.is_permanent() => return keys.iter().map(|_| Err(same_error(&error))).collect(),
+            Err(error) if !error.is_permanent() => return keys.iter().map(|_| Err(error.duplicate())).collect(),
             Err(_) => {}
         }
     }
@@ -241,68 +225,6 @@ async fn read_batch(client: &nodeclient::NodeClient, base: &str, keys: &[String]
 
 async fn read_alone(client: &nodeclient::NodeClient, base: &str, key: &str) -> Result<Lookup, NodeError> {
     client.get(base, key).await
-}
-
-/// Sends `batch` to the node at `base`: one write alone as `PUT`/`DELETE`, several
-/// as one `/batch`. A batch the node refuses whole (4xx: one bad record refuses
-/// it) is resent one write at a time, so only the bad write fails.
-async fn write_batch(
-    client: &nodeclient::NodeClient,
-    base: &str,
-    batch: &[Write],
-) -> Vec<Result<StoreWriteResponse, NodeError>> {
-    if batch.len() > 1 {
-        if let Ok(body) = node_batch::encode_borrowed(batch.iter().map(Write::record)) {
-            match client.batch(base, body).await {
-                Ok(answer) if answer.results.len() == batch.len() => {
-                    return answer.results.into_iter().map(Ok).collect();
-                }
-                Ok(answer) => {
-                    let message = format!("answered {} results to a batch of {}", answer.results.len(), batch.len());
-                    let error = NodeError::InvalidResponse { url: base.to_string(), message };
-                    return batch.iter().map(|_| Err(same_error(&error))).collect();
-                }
-                Err(error) if !error.is_permanent() => return batch.iter().map(|_| Err(same_error(&error))).collect(),
-                Err(_) => {}
-            }
-        }
-    }
-    futures_util::future::join_all(batch.iter().map(|write| write_alone(client, base, write))).await
-}
-
-async fn write_alone(
-    client: &nodeclient::NodeClient,
-    base: &str,
-    write: &Write,
-) -> Result<StoreWriteResponse, NodeError> {
-    match &write.mutation.kind {
-        MutationKind::Put { value, content_type, expires_at } => {
-            let meta = WriteMeta {
-                version: write.mutation.version,
-                expires_at: *expires_at,
-                content_type: content_type.clone(),
-            };
-            client.put(base, &write.key, value.clone(), &meta).await
-        }
-        MutationKind::Delete => client.delete(base, &write.key, write.mutation.version).await,
-    }
-}
-
-/// An equivalent error for each writer of a failed batch (the transport error's causes as text).
-fn same_error(error: &NodeError) -> NodeError {
-    match error {
-        NodeError::InvalidUrl { url, reason } => NodeError::InvalidUrl { url: url.clone(), reason: reason.clone() },
-        NodeError::Unreachable { url, source } => NodeError::Unreachable {
-            url: url.clone(),
-            source: Box::new(std::io::Error::other(nodeclient::causes(source.as_ref()))),
-        },
-        NodeError::Status { url, status, message } => {
-            NodeError::Status { url: url.clone(), status: *status, message: message.clone() }
-        }
-        NodeError::InvalidResponse { url, message } => {
-            NodeError::InvalidResponse { url: url.clone(), message: message.clone() }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -25,13 +25,14 @@ use super::ReplicatorConfig;
 use super::membership::Owners;
 use super::queue::{Job, Op, QueueLog, Unfinished};
 use crate::auth::cluster::ClusterSecret;
-use crate::coalesce::{self, Coalescer};
+use crate::coalesce;
 use crate::membership::Membership;
-use crate::nodeclient::{NodeClient, NodeError, WriteMeta};
+use crate::nodeclient::{NodeClient, NodeError};
+use crate::nodewriter::{NodeWriter, Writable};
 use crate::proto::{ReplicatorHealth, ReplicatorMetrics};
 use crate::shutdown::Shutdown;
 use crate::sync::Lock;
-use crate::wire::batch as node_batch;
+use crate::wal::record::RecordRef;
 
 /// A failed copy is retried this many times before it becomes a hinted handoff.
 pub const MAX_RETRIES: u32 = 3;
@@ -60,8 +61,15 @@ impl From<NodeError> for CopyFailed {
     }
 }
 
-/// Copies for one node, batched.
-type Delivery = Coalescer<Arc<Job>, Result<(), CopyFailed>>;
+impl Writable for Arc<Job> {
+    fn record(&self) -> RecordRef<'_> {
+        Job::record(self)
+    }
+
+    fn value(&self) -> Bytes {
+        self.value.clone()
+    }
+}
 
 /// Acknowledgement progress of one job, watched by `x-ydht-wait` requests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -156,10 +164,8 @@ struct Inner {
     /// every critical section is a few map operations.
     jobs: Mutex<Jobs>,
     counters: Counters,
-    /// Bounds the requests to nodes in flight at once.
-    permits: Arc<Semaphore>,
-    /// One batching task per target node, created on its first copy.
-    deliveries: Mutex<HashMap<String, Delivery>>,
+    /// Copies to every node, batched per node, with a bound on the batches in flight at once.
+    writer: NodeWriter<Arc<Job>>,
     shutdown: Shutdown,
     /// Copy tasks running; shutdown waits for them (briefly).
     active: AtomicUsize,
@@ -198,11 +204,11 @@ impl Replicator {
                 config,
                 secret,
                 log: Mutex::new(Some(log)),
+                writer: NodeWriter::new(client.clone(), DELIVERY_LIMITS)
+                    .with_permits(Arc::new(Semaphore::new(MAX_CONCURRENT_COPIES))),
                 client,
                 jobs: Mutex::new(jobs),
                 counters: Counters::default(),
-                permits: Arc::new(Semaphore::new(MAX_CONCURRENT_COPIES)),
-                deliveries: Mutex::new(HashMap::new()),
                 shutdown,
                 active: AtomicUsize::new(0),
                 idle: Notify::new(),
@@ -522,34 +528,14 @@ impl Replicator {
     /// One attempt, batched with the other copies for the same node in flight;
     /// `None` when shutdown cut it off after the grace period.
     async fn send_copy(&self, job: &Arc<Job>, target: usize) -> Option<Result<(), CopyFailed>> {
-        let delivery = self.delivery_to(&job.targets[target]);
-        let attempt = async {
-            let stopped = || CopyFailed { permanent: false, message: "the delivery task stopped".to_string() };
-            delivery.submit(Arc::clone(job)).await.unwrap_or_else(|| Err(stopped()))
-        };
+        let copy = Arc::clone(job);
+        let attempt =
+            async { self.inner.writer.write(&job.targets[target], copy).await.map(|_| ()).map_err(CopyFailed::from) };
         let grace = self.inner.config.shutdown_grace;
         tokio::select! {
             result = attempt => Some(result),
             _ = async { self.inner.shutdown.wait().await; tokio::time::sleep(grace).await } => None,
         }
-    }
-
-    /// The batching task for copies to the node at `base`, started on first use.
-    fn delivery_to(&self, base: &str) -> Delivery {
-        let mut deliveries = self.inner.deliveries.locked();
-        if let Some(delivery) = deliveries.get(base) {
-            return delivery.clone();
-        }
-        let (client, permits, target) = (self.inner.client.clone(), Arc::clone(&self.inner.permits), base.to_string());
-        let delivery = Coalescer::spawn(DELIVERY_LIMITS, copy_size, move |jobs| {
-            let (client, permits, target) = (client.clone(), Arc::clone(&permits), target.clone());
-            async move {
-                let _permit = permits.acquire_owned().await.expect("the semaphore is never closed");
-                send_copies(&client, &target, &jobs).await
-            }
-        });
-        deliveries.insert(base.to_string(), delivery.clone());
-        delivery
     }
 
     fn copy_acked(&self, job: &Job, target: usize) {
@@ -754,47 +740,6 @@ fn settle(jobs: &mut Jobs, job_id: u64, target: usize, acked: bool) {
         let entry = jobs.pending.remove(&job_id).expect("entry exists");
         jobs.bytes -= entry.job.value.len() as u64;
     }
-}
-
-/// What one copy weighs in a batch (about its framed size).
-fn copy_size(job: &Arc<Job>) -> usize {
-    64 + job.key.len() + job.content_type.len() + job.value.len()
-}
-
-/// Sends copies to the node at `base` in one request: a lone copy as a plain
-/// `PUT`/`DELETE /store/{key}`, several as one `POST /batch` (one WAL sync on the
-/// node). When the node refuses a batch itself (a 4xx: one bad record refuses it
-/// whole), every copy is sent alone, so only the bad one fails for good.
-async fn send_copies(client: &NodeClient, base: &str, jobs: &[Arc<Job>]) -> Vec<Result<(), CopyFailed>> {
-    if jobs.len() > 1 {
-        if let Ok(body) = node_batch::encode_borrowed(jobs.iter().map(|job| job.record())) {
-            match client.batch(base, body).await {
-                Ok(answer) if answer.results.len() == jobs.len() => return vec![Ok(()); jobs.len()],
-                Ok(answer) => {
-                    let message =
-                        format!("{base} answered {} results to a batch of {}", answer.results.len(), jobs.len());
-                    return vec![Err(CopyFailed { permanent: false, message }); jobs.len()];
-                }
-                Err(error) if !error.is_permanent() => return vec![Err(CopyFailed::from(error)); jobs.len()],
-                Err(error) => {
-                    tracing::debug!(%error, copies = jobs.len(), "a node refused a batch; sending its copies one by one")
-                }
-            }
-        }
-    }
-    futures_util::future::join_all(jobs.iter().map(|job| send_copy_alone(client, base, job))).await
-}
-
-async fn send_copy_alone(client: &NodeClient, base: &str, job: &Job) -> Result<(), CopyFailed> {
-    let sent = match job.op {
-        Op::Put => {
-            let meta =
-                WriteMeta { version: job.version, expires_at: job.expires_at, content_type: job.content_type.clone() };
-            client.put(base, &job.key, job.value.clone(), &meta).await
-        }
-        Op::Delete => client.delete(base, &job.key, job.version).await,
-    };
-    sent.map(|_| ()).map_err(CopyFailed::from)
 }
 
 /// The wait before retry `attempt` (1-based): `base · 2^(attempt-1)`, plus up to 50% random jitter.
