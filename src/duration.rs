@@ -60,6 +60,15 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_millis(total as u64))
 }
 
+/// Parses a flag that takes a duration, or `0` / `off` for "disabled"
+/// (returned as zero).
+pub fn parse_or_off(text: &str) -> Result<Duration, DurationError> {
+    match text.trim() {
+        "0" | "off" => Ok(Duration::ZERO),
+        other => parse(other),
+    }
+}
+
 /// Formats a duration compactly in the same syntax (`1h30m`, `45s`, `250ms`).
 pub fn format(duration: Duration) -> String {
     let mut millis = duration.as_millis();

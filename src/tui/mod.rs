@@ -55,10 +55,21 @@ const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest accepted `--interval`.
 const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 
-fn parse_interval(text: &str) -> Result<Duration, String> {
-    let interval = crate::duration::parse(text).map_err(|error| error.to_string())?;
+/// Why an `--interval` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum IntervalError {
+    /// Not a duration.
+    #[error(transparent)]
+    Duration(#[from] crate::duration::DurationError),
+    /// Too short or too long.
+    #[error("interval {0:?} is out of range; use 100ms to 1h")]
+    OutOfRange(String),
+}
+
+fn parse_interval(text: &str) -> Result<Duration, IntervalError> {
+    let interval = crate::duration::parse(text)?;
     if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&interval) {
-        return Err(format!("interval {text:?} is out of range; use 100ms to 1h"));
+        return Err(IntervalError::OutOfRange(text.to_string()));
     }
     Ok(interval)
 }
@@ -233,7 +244,7 @@ mod tests {
     #[test]
     fn intervals_are_bounded() {
         assert_eq!(parse_interval("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_interval("10ms").unwrap_err().contains("100ms"));
+        assert!(parse_interval("10ms").unwrap_err().to_string().contains("100ms"));
         assert!(parse_interval("2h").is_err());
         assert!(parse_interval("fast").is_err());
     }

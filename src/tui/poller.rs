@@ -19,8 +19,35 @@ use crate::proto::CLUSTER_SECRET_HEADER;
 /// Largest JSON body the poller reads from a service.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// One answer: the parsed JSON body, or a one-line reason it could not be had.
-pub type Probe = Result<Value, String>;
+/// One answer: the parsed JSON body, or why it could not be had.
+pub type Probe = Result<Value, ProbeError>;
+
+/// Why a probe got no answer; its text is one line for the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// No answer (`Connection refused`, `timed out`, …).
+    #[error("{0}")]
+    Unreachable(String),
+    /// An error status, with the service's message.
+    #[error("HTTP {status}: {message}")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The service's `error` field, or the start of the body.
+        message: String,
+    },
+    /// The answer was larger than the poller reads.
+    #[error("answer larger than {} MiB", MAX_BODY_BYTES / 1024 / 1024)]
+    TooLarge,
+    /// The answer was not the JSON expected.
+    #[error("invalid JSON from {url}: {reason}")]
+    Json {
+        /// The URL probed.
+        url: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+}
 
 /// A storage node's probes.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,7 +162,7 @@ impl Poller {
             .header(CLUSTER_SECRET_HEADER, self.secret.expose())
             .send()
             .await
-            .map_err(|error| describe(&error))?;
+            .map_err(|error| ProbeError::Unreachable(describe(&error)))?;
         let status = response.status();
         let body = read_bounded(response).await?;
         if !status.is_success() {
@@ -143,17 +170,17 @@ impl Poller {
                 .ok()
                 .and_then(|value| value.get("error").and_then(Value::as_str).map(str::to_string))
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(120).collect());
-            return Err(format!("HTTP {}: {}", status.as_u16(), message.trim()));
+            return Err(ProbeError::Status { status: status.as_u16(), message: message.trim().to_string() });
         }
-        serde_json::from_slice(&body).map_err(|error| format!("invalid JSON from {url}: {error}"))
+        serde_json::from_slice(&body).map_err(|error| ProbeError::Json { url, reason: error.to_string() })
     }
 }
 
-async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, ProbeError> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|error| describe(&error))? {
+    while let Some(chunk) = response.chunk().await.map_err(|error| ProbeError::Unreachable(describe(&error)))? {
         if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(format!("answer larger than {} MiB", MAX_BODY_BYTES / 1024 / 1024));
+            return Err(ProbeError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
@@ -213,7 +240,7 @@ mod tests {
             Poller::new(&format!("http://127.0.0.1:{port}/"), Secret::new("s"), Duration::from_secs(2)).unwrap();
         let snapshot = poller.poll().await;
         let error = snapshot.cluster.unwrap_err();
-        assert!(error.to_lowercase().contains("refused"), "{error}");
+        assert!(error.to_string().to_lowercase().contains("refused"), "{error}");
         assert!(snapshot.gateway_health.is_err());
         assert!(snapshot.nodes.is_empty());
         assert!(snapshot.replicator.is_none());

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use super::poller::ProbeError;
 use super::readings::AntiEntropyReading;
 
 /// Samples kept per history series (five minutes at the default 1 s interval).
@@ -79,10 +80,10 @@ impl NodeView {
 
 impl Health {
     /// From a probe result: any error means down.
-    pub fn of<T>(probe: &Result<T, String>) -> Self {
+    pub fn of<T>(probe: &Result<T, ProbeError>) -> Self {
         match probe {
             Ok(_) => Health::Up,
-            Err(error) => Health::Down(error.clone()),
+            Err(error) => Health::Down(error.to_string()),
         }
     }
 

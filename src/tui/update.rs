@@ -104,7 +104,7 @@ impl App {
         }
         self.gateway.health = health;
 
-        let cluster_error = snapshot.cluster.as_ref().err().cloned();
+        let cluster_error = snapshot.cluster.as_ref().err().map(ToString::to_string);
         if let Some(error) = &cluster_error {
             if self.gateway.health.is_up() && self.gateway.cluster_error.as_ref() != Some(error) {
                 self.log(now, Severity::Alert, format!("cannot read the gateway's /cluster: {error}"));
@@ -193,7 +193,7 @@ impl App {
             view.url = probe.url.clone();
             let member = members.get(probe.id.as_str());
             let health = match (&probe.metrics, &probe.health) {
-                (Err(error), _) | (_, Err(error)) => Health::Down(error.clone()),
+                (Err(error), _) | (_, Err(error)) => Health::Down(error.to_string()),
                 _ if member.and_then(|m| m.healthy) == Some(false) => {
                     Health::Down("the gateway marks it unhealthy".to_string())
                 }
@@ -241,7 +241,7 @@ impl App {
         let Some(service) = &snapshot.replicator else { return };
         let now = snapshot.taken_at_ms;
         let health = match (&service.metrics, &service.health) {
-            (Some(Err(error)), _) | (_, Err(error)) => Health::Down(error.clone()),
+            (Some(Err(error)), _) | (_, Err(error)) => Health::Down(error.to_string()),
             _ => Health::Up,
         };
         if self.note_health("replicator", &self.replication.health.clone(), &health, now) {
@@ -328,7 +328,7 @@ pub fn rate(previous: Option<u64>, current: Option<u64>, elapsed_ms: u64) -> Opt
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::tui::poller::{NodeProbe, ServiceProbe};
+    use crate::tui::poller::{NodeProbe, ProbeError, ServiceProbe};
     use crate::tui::state::Panel;
     use serde_json::{Value, json};
     use std::time::Duration;
@@ -397,8 +397,8 @@ pub(crate) mod tests {
     /// The same cluster with `node-2` refusing connections (the gateway noticed 500 ms earlier).
     pub(crate) fn node_down_snapshot(at_ms: u64, requests: u64) -> Snapshot {
         let mut snapshot = healthy_snapshot(at_ms, requests, 0, 0);
-        snapshot.nodes[1].metrics = Err("Connection refused".into());
-        snapshot.nodes[1].health = Err("Connection refused".into());
+        snapshot.nodes[1].metrics = Err(ProbeError::Unreachable("Connection refused".into()));
+        snapshot.nodes[1].health = Err(ProbeError::Unreachable("Connection refused".into()));
         snapshot.cluster.as_mut().unwrap()["nodes"][1]["healthy"] = json!(false);
         snapshot.cluster.as_mut().unwrap()["nodes"][1]["since"] = json!(T0 + at_ms - 500);
         snapshot
@@ -491,9 +491,9 @@ pub(crate) mod tests {
         let mut app = app();
         app.update(Event::Polled(Box::new(healthy_snapshot(10_000, 10, 0, 0))));
         let mut snapshot = healthy_snapshot(11_000, 0, 0, 0);
-        snapshot.cluster = Err("Connection refused".into());
-        snapshot.gateway_metrics = Err("Connection refused".into());
-        snapshot.gateway_health = Err("Connection refused".into());
+        snapshot.cluster = Err(ProbeError::Unreachable("Connection refused".into()));
+        snapshot.gateway_metrics = Err(ProbeError::Unreachable("Connection refused".into()));
+        snapshot.gateway_health = Err(ProbeError::Unreachable("Connection refused".into()));
         app.update(Event::Polled(Box::new(snapshot)));
         assert_eq!(app.gateway.health, Health::Down("Connection refused".into()));
         assert_eq!(app.gateway.rps, None);
@@ -505,7 +505,7 @@ pub(crate) mod tests {
     fn a_wrong_cluster_secret_is_reported_once() {
         let mut app = app();
         let mut snapshot = healthy_snapshot(10_000, 0, 0, 0);
-        snapshot.cluster = Err("HTTP 401: missing or invalid cluster secret".into());
+        snapshot.cluster = Err(ProbeError::Status { status: 401, message: "missing or invalid cluster secret".into() });
         app.update(Event::Polled(Box::new(snapshot.clone())));
         app.update(Event::Polled(Box::new(snapshot)));
         assert_eq!(app.gateway.cluster_error.as_deref(), Some("HTTP 401: missing or invalid cluster secret"));

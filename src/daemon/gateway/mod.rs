@@ -97,12 +97,8 @@ pub struct GatewayArgs {
     pub auth_failures_per_minute: u32,
     /// Largest offset between this gateway's clock and the storage nodes' (median) it writes
     /// with; past it writes get 503 until the clocks agree again (`500ms`, `2s`)
-    #[arg(long, env = "YDHT_MAX_CLOCK_OFFSET", default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, env = "YDHT_MAX_CLOCK_OFFSET", default_value = "500ms", value_parser = crate::duration::parse)]
     pub max_clock_offset: Duration,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    crate::duration::parse(text).map_err(|error| error.to_string())
 }
 
 /// The gateway's resolved settings.

@@ -70,7 +70,7 @@ pub struct NodeArgs {
 
     /// How long tombstones and expired entries keep their version before being purged; with peers, a
     /// tombstone is purged only once every peer is also known to hold it (a peer that is down holds them back)
-    #[arg(long, env = "YDHT_TOMBSTONE_GRACE", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, env = "YDHT_TOMBSTONE_GRACE", default_value = "24h", value_parser = crate::duration::parse)]
     pub tombstone_grace: Duration,
 
     /// Every storage node of the cluster, this one included (id=url,… or bare URLs, the gateway's format;
@@ -88,7 +88,7 @@ pub struct NodeArgs {
     pub vnodes: usize,
 
     /// Time between anti-entropy rounds with the peers; 0 disables anti-entropy
-    #[arg(long, env = "YDHT_ANTI_ENTROPY_INTERVAL", default_value = "30s", value_parser = parse_interval)]
+    #[arg(long, env = "YDHT_ANTI_ENTROPY_INTERVAL", default_value = "30s", value_parser = crate::duration::parse_or_off)]
     pub anti_entropy_interval: Duration,
 
     /// Most records one anti-entropy round transfers (pulled + pushed), so repairs never starve client traffic
@@ -111,18 +111,6 @@ pub struct NodeArgs {
     /// Shared server flags.
     #[command(flatten)]
     pub server: ServerArgs,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    crate::duration::parse(text).map_err(|error| error.to_string())
-}
-
-/// A duration, or `0` / `off` for "disabled" (returned as zero).
-fn parse_interval(text: &str) -> Result<Duration, String> {
-    match text.trim() {
-        "0" | "off" => Ok(Duration::ZERO),
-        other => parse_duration(other),
-    }
 }
 
 /// Smallest accepted `--wal-max-bytes`.

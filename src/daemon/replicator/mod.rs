@@ -70,19 +70,19 @@ pub struct ReplicatorArgs {
     pub max_value_bytes: u64,
 
     /// With `x-ydht-wait`, how long to wait for the acknowledgements before answering 504
-    #[arg(long, env = "YDHT_REPLICATOR_WAIT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "YDHT_REPLICATOR_WAIT_TIMEOUT", default_value = "5s", value_parser = crate::duration::parse)]
     pub wait_timeout: Duration,
 
     /// Delay before the first retry of a failed replica write (doubles each retry, plus jitter)
-    #[arg(long, env = "YDHT_REPLICATOR_RETRY_BASE", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, env = "YDHT_REPLICATOR_RETRY_BASE", default_value = "100ms", value_parser = crate::duration::parse)]
     pub retry_base: Duration,
 
     /// How often nodes holding hinted handoffs are probed with /health
-    #[arg(long, env = "YDHT_REPLICATOR_PROBE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "YDHT_REPLICATOR_PROBE_INTERVAL", default_value = "1s", value_parser = crate::duration::parse)]
     pub probe_interval: Duration,
 
     /// Timeout of one request to a node
-    #[arg(long, env = "YDHT_REPLICATOR_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "YDHT_REPLICATOR_REQUEST_TIMEOUT", default_value = "5s", value_parser = crate::duration::parse)]
     pub request_timeout: Duration,
 
     /// Rewrite the queue log when it grows past this many bytes (mostly finished work)
@@ -102,10 +102,6 @@ pub struct ReplicatorArgs {
     /// Virtual nodes per storage node on the ring, as the gateway's
     #[arg(long, env = "YDHT_VNODES", default_value_t = 150, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub vnodes: u64,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    crate::duration::parse(text).map_err(|error| error.to_string())
 }
 
 /// The replicator's resolved settings (no environment reading past this point).

@@ -167,6 +167,7 @@ fn render_too_small(frame: &mut Frame, area: Rect) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tui::poller::ProbeError;
     use crate::tui::update::Event;
     use crate::tui::update::tests::{healthy_snapshot, node_down_snapshot};
     use ratatui::Terminal;
@@ -292,9 +293,9 @@ mod tests {
     #[test]
     fn an_unreachable_gateway_shows_down_without_data() {
         let mut snapshot = healthy_snapshot(10_000, 0, 0, 0);
-        snapshot.cluster = Err("Connection refused".into());
-        snapshot.gateway_metrics = Err("Connection refused".into());
-        snapshot.gateway_health = Err("Connection refused".into());
+        snapshot.cluster = Err(ProbeError::Unreachable("Connection refused".into()));
+        snapshot.gateway_metrics = Err(ProbeError::Unreachable("Connection refused".into()));
+        snapshot.gateway_health = Err(ProbeError::Unreachable("Connection refused".into()));
         snapshot.nodes.clear();
         snapshot.replicator = None;
         snapshot.users = None;
