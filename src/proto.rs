@@ -88,6 +88,67 @@ pub struct ServiceHealth {
     pub service: String,
 }
 
+/// What an API key may do. On the wire and in the database, the lowercase
+/// names `read`, `write` and `admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// `GET` / `HEAD` of the tenant's keys.
+    Read,
+    /// `PUT` / `DELETE` of the tenant's keys.
+    Write,
+    /// Everything `read` and `write` allow.
+    Admin,
+}
+
+/// A scope name that is not `read`, `write` or `admin`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scope {0:?}; use read, write, admin")]
+pub struct UnknownScope(pub String);
+
+impl Scope {
+    /// Every scope, in canonical order.
+    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Write, Scope::Admin];
+
+    /// The scope's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// Whether a key holding this scope may do what `needed` allows.
+    pub fn grants(self, needed: Scope) -> bool {
+        self == needed || self == Scope::Admin
+    }
+
+    /// The scopes of a comma-separated list as stored (`read,write`); unknown names are skipped.
+    pub fn parse_list(list: &str) -> Vec<Scope> {
+        list.split(',').filter_map(|name| name.trim().parse().ok()).collect()
+    }
+
+    /// `scopes` as a comma-separated list, as stored.
+    pub fn join(scopes: &[Scope], separator: &str) -> String {
+        scopes.iter().map(|scope| scope.as_str()).collect::<Vec<_>>().join(separator)
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = UnknownScope;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == name).ok_or_else(|| UnknownScope(name.to_string()))
+    }
+}
+
 /// `POST /validate-key` request (users service, cluster secret required).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ValidateKeyRequest {
@@ -100,8 +161,8 @@ pub struct ValidateKeyRequest {
 pub struct ValidateKeyResponse {
     /// The owning user.
     pub user_id: i64,
-    /// The key's scopes: `read`, `write`, `admin`.
-    pub scopes: Vec<String>,
+    /// The key's scopes.
+    pub scopes: Vec<Scope>,
 }
 
 /// One aggregated usage row the gateway reports to the users service.

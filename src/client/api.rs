@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Exit, exit};
 use crate::proto::{
-    API_KEY_HEADER, CLUSTER_SECRET_HEADER, CONSISTENCY_HEADER, EXPIRES_AT_HEADER, VERSION_HEADER, ValidateKeyRequest,
-    ValidateKeyResponse,
+    API_KEY_HEADER, CLUSTER_SECRET_HEADER, CONSISTENCY_HEADER, EXPIRES_AT_HEADER, Scope, VERSION_HEADER,
+    ValidateKeyRequest, ValidateKeyResponse,
 };
 
 /// How long to wait for a TCP connection.
@@ -459,8 +459,8 @@ pub struct TokenResponse {
 pub struct CreateApiKeyRequest {
     /// A name to recognise the key by.
     pub name: String,
-    /// `read`, `write`, `admin`.
-    pub scopes: Vec<String>,
+    /// What the key may do.
+    pub scopes: Vec<Scope>,
     /// Days until the key expires; `None` for a key that never expires.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_in_days: Option<u32>,
@@ -477,7 +477,7 @@ pub struct ApiKeyInfo {
     pub key_prefix: String,
     /// Its scopes.
     #[serde(default)]
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Scope>,
     /// Whether it still works (not revoked).
     #[serde(default = "yes")]
     pub is_active: bool,
@@ -667,6 +667,6 @@ mod tests {
             "is_active":true,"expires_at":null,"created_at":"2024-11-15T10:00:00Z"}"#;
         let created: CreatedApiKey = serde_json::from_str(body).unwrap();
         assert_eq!(created.key, "ydht_abcdef");
-        assert_eq!(created.info.scopes, ["read"]);
+        assert_eq!(created.info.scopes, [Scope::Read]);
     }
 }

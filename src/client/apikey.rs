@@ -1,6 +1,7 @@
 //! `ydht apikey create|list|revoke`: the logged-in user's API keys.
 //! `create --use` stores the new key as the default for `ydht kv`.
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::json;
@@ -10,6 +11,7 @@ use super::credentials::StoredApiKey;
 use super::output::{format_timestamp, print_json, print_line, table};
 use super::{ClientArgs, ClientFlags, Context, UsersClient};
 use crate::error::{Exit, exit};
+use crate::proto::Scope;
 
 /// `ydht apikey …`
 #[derive(Subcommand, Debug)]
@@ -30,8 +32,14 @@ pub struct CreateArgs {
     pub name: String,
 
     /// Comma-separated scopes
-    #[arg(long, value_delimiter = ',', default_value = "read,write", value_parser = ["read", "write", "admin"])]
-    pub scopes: Vec<String>,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "read,write",
+        value_parser = clap::builder::PossibleValuesParser::new(Scope::ALL.map(Scope::as_str))
+            .try_map(|name| name.parse::<Scope>())
+    )]
+    pub scopes: Vec<Scope>,
 
     /// Days until the key expires, 1–3650 [default: never]
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
@@ -90,6 +98,7 @@ impl ApikeyCommand {
 
 async fn create(args: CreateArgs, context: &Context) -> anyhow::Result<()> {
     let mut scopes = args.scopes;
+    scopes.sort_unstable();
     scopes.dedup();
     let body = CreateApiKeyRequest { name: args.name, scopes, expires_in_days: args.expires_in_days };
     let response = context
@@ -113,7 +122,7 @@ async fn create(args: CreateArgs, context: &Context) -> anyhow::Result<()> {
         "Created API key {} {:?} (scopes: {}; expires: {}).",
         info.id,
         info.name,
-        info.scopes.join(", "),
+        Scope::join(&info.scopes, ", "),
         format_timestamp(info.expires_at.as_ref())
     ))?;
     print_line("")?;
@@ -146,7 +155,7 @@ async fn list(context: &Context) -> anyhow::Result<()> {
             key.id.to_string(),
             key.name.clone(),
             format!("{}…", key.key_prefix),
-            key.scopes.join(","),
+            Scope::join(&key.scopes, ","),
             super::output::yes_no(key.is_active, "revoked").to_string(),
             format_timestamp(key.last_used_at.as_ref()),
             format_timestamp(key.expires_at.as_ref()),

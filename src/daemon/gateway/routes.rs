@@ -348,7 +348,7 @@ async fn list_tenant_keys(state: &GatewayState, tenant: &Tenant, query: ListQuer
 
 /// The tenant an internal (cluster-secret) request acts for, e.g. the users service's key browser.
 fn internal_tenant(user_id: i64) -> Tenant {
-    Tenant { user_id, scopes: vec!["admin".to_string()].into() }
+    Tenant { user_id, scopes: vec![crate::proto::Scope::Admin].into() }
 }
 
 async fn internal_list(

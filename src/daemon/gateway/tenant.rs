@@ -17,7 +17,7 @@ use std::time::Instant;
 use super::state::GatewayState;
 use crate::config::Secret;
 use crate::error::ApiError;
-use crate::proto::{API_KEY_HEADER, CLUSTER_SECRET_HEADER, ValidateKeyRequest, ValidateKeyResponse};
+use crate::proto::{API_KEY_HEADER, CLUSTER_SECRET_HEADER, Scope, ValidateKeyRequest, ValidateKeyResponse};
 use crate::sync::Lock;
 
 /// How long a validated key is trusted without asking the users service again.
@@ -43,7 +43,7 @@ pub struct Tenant {
     /// The user the key belongs to.
     pub user_id: i64,
     /// The key's scopes (shared: a tenant is cloned a few times per request).
-    pub scopes: Arc<[String]>,
+    pub scopes: Arc<[Scope]>,
 }
 
 impl Tenant {
@@ -57,14 +57,14 @@ impl Tenant {
         format!("{}/{key}", self.user_id)
     }
 
-    fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|held| held == scope || held == "admin")
+    fn has_scope(&self, scope: Scope) -> bool {
+        self.scopes.iter().any(|held| held.grants(scope))
     }
 }
 
 /// The scope a request method needs.
-pub fn required_scope(method: &Method) -> &'static str {
-    if method == Method::GET || method == Method::HEAD { "read" } else { "write" }
+pub fn required_scope(method: &Method) -> Scope {
+    if method == Method::GET || method == Method::HEAD { Scope::Read } else { Scope::Write }
 }
 
 /// A cached key's fingerprint: 128 bits of a keyed hash of the key.
@@ -207,7 +207,7 @@ impl FromRequestParts<GatewayState> for Tenant {
         };
         let scope = required_scope(&parts.method);
         if !tenant.has_scope(scope) {
-            return Err(ApiError::forbidden(format!("this API key lacks the {scope:?} scope")));
+            return Err(ApiError::forbidden(format!("this API key lacks the {:?} scope", scope.as_str())));
         }
         parts.extensions.insert(tenant.clone());
         Ok(tenant)
@@ -220,13 +220,13 @@ mod tests {
 
     #[test]
     fn scopes_follow_the_method_and_admin_grants_all() {
-        assert_eq!(required_scope(&Method::GET), "read");
-        assert_eq!(required_scope(&Method::PUT), "write");
-        assert_eq!(required_scope(&Method::DELETE), "write");
-        let reader = Tenant { user_id: 1, scopes: vec!["read".into()].into() };
-        assert!(reader.has_scope("read") && !reader.has_scope("write"));
-        let admin = Tenant { user_id: 1, scopes: vec!["admin".into()].into() };
-        assert!(admin.has_scope("write"));
+        assert_eq!(required_scope(&Method::GET), Scope::Read);
+        assert_eq!(required_scope(&Method::PUT), Scope::Write);
+        assert_eq!(required_scope(&Method::DELETE), Scope::Write);
+        let reader = Tenant { user_id: 1, scopes: vec![Scope::Read].into() };
+        assert!(reader.has_scope(Scope::Read) && !reader.has_scope(Scope::Write));
+        let admin = Tenant { user_id: 1, scopes: vec![Scope::Admin].into() };
+        assert!(admin.has_scope(Scope::Write));
         assert_eq!(reader.storage_key("a/b"), "1/a/b");
     }
 

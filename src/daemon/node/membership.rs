@@ -330,6 +330,31 @@ async fn rebalance(member: Follower, layout: Layout) {
     }
 }
 
+/// Why moving records between nodes (rebalancing, clean-up) failed this time.
+#[derive(Debug, thiserror::Error)]
+enum MoveError {
+    /// A peer's request failed.
+    #[error("{peer}: {source}")]
+    Peer {
+        /// The peer's node id.
+        peer: String,
+        /// What went wrong.
+        source: crate::nodeclient::NodeError,
+    },
+    /// This node's store refused the records.
+    #[error(transparent)]
+    Store(#[from] crate::wal::WalError),
+    /// A record could not be framed for a batch.
+    #[error(transparent)]
+    Encode(#[from] crate::wal::record::EncodeError),
+}
+
+impl MoveError {
+    fn peer(node: &NodeInfo, source: crate::nodeclient::NodeError) -> Self {
+        Self::Peer { peer: node.id.clone(), source }
+    }
+}
+
 struct Puller<'a> {
     member: &'a Follower,
     client: &'a NodeClient,
@@ -338,7 +363,7 @@ struct Puller<'a> {
 
 impl Puller<'_> {
     /// Pulls `segments` from each of their sources; returns the records that were newer here.
-    async fn pull(&self, segments: &[Segment]) -> Result<u64, String> {
+    async fn pull(&self, segments: &[Segment]) -> Result<u64, MoveError> {
         let mut by_source: BTreeMap<String, (NodeInfo, Vec<(u64, u64)>)> = BTreeMap::new();
         for segment in segments {
             for source in self.layout.sources(segment, &self.member.node_id) {
@@ -356,15 +381,14 @@ impl Puller<'_> {
         Ok(moved)
     }
 
-    async fn pull_from(&self, source: &NodeInfo, intervals: Vec<(u64, u64)>) -> Result<u64, String> {
+    async fn pull_from(&self, source: &NodeInfo, intervals: Vec<(u64, u64)>) -> Result<u64, MoveError> {
         let store = &self.member.store;
         let rate = f64::from(self.member.settings.rebalance_rate.max(1));
         let mut moved = 0;
         let mut cursor = None;
         loop {
             let request = NodeScanRequest { intervals: intervals.clone(), cursor: cursor.clone(), limit: PAGE };
-            let page =
-                self.client.scan(&source.url, &request).await.map_err(|error| format!("{}: {error}", source.id))?;
+            let page = self.client.scan(&source.url, &request).await.map_err(|error| MoveError::peer(source, error))?;
             let wanted: Vec<String> = page
                 .entries
                 .iter()
@@ -385,18 +409,15 @@ impl Puller<'_> {
     }
 
     /// Copies `keys` from `source` (in as many `/export` calls as its size bound needs).
-    async fn fetch(&self, source: &NodeInfo, mut keys: Vec<String>) -> Result<u64, String> {
+    async fn fetch(&self, source: &NodeInfo, mut keys: Vec<String>) -> Result<u64, MoveError> {
         let mut applied = 0;
         while !keys.is_empty() {
-            let records = self
-                .client
-                .export(&source.url, keys.clone())
-                .await
-                .map_err(|error| format!("{}: {error}", source.id))?;
+            let records =
+                self.client.export(&source.url, keys.clone()).await.map_err(|error| MoveError::peer(source, error))?;
             let Some(last) = records.last() else { break };
             let answered = keys.iter().position(|key| *key == last.key).map_or(keys.len(), |index| index + 1);
             keys.drain(..answered);
-            let answers = self.member.store.write(records).await.map_err(|error| error.to_string())?;
+            let answers = self.member.store.write(records).await?;
             applied += answers.iter().filter(|answer| answer.applied).count() as u64;
         }
         Ok(applied)
@@ -429,7 +450,7 @@ async fn clean_up_loop(member: Follower, layout: Layout) {
     }
 }
 
-async fn clean_up(member: &Follower, client: &NodeClient, layout: &Layout) -> Result<usize, String> {
+async fn clean_up(member: &Follower, client: &NodeClient, layout: &Layout) -> Result<usize, MoveError> {
     let whole_ring = [(0, 0)];
     let mut cursor: Option<String> = None;
     let mut dropped = 0;
@@ -461,7 +482,7 @@ async fn confirmed_elsewhere(
     store: &Store,
     client: &NodeClient,
     foreign: &[(NodeRangeEntry, Vec<NodeInfo>)],
-) -> Result<Vec<(String, u64)>, String> {
+) -> Result<Vec<(String, u64)>, MoveError> {
     let mut asks: BTreeMap<String, (NodeInfo, Vec<String>)> = BTreeMap::new();
     for (entry, owners) in foreign {
         for owner in owners {
@@ -474,7 +495,7 @@ async fn confirmed_elsewhere(
         let versions = held.entry(owner.id.clone()).or_default();
         while !keys.is_empty() {
             let records =
-                client.export(&owner.url, keys.clone()).await.map_err(|error| format!("{}: {error}", owner.id))?;
+                client.export(&owner.url, keys.clone()).await.map_err(|error| MoveError::peer(&owner, error))?;
             let Some(last) = records.last() else { break };
             let answered = keys.iter().position(|key| *key == last.key).map_or(keys.len(), |index| index + 1);
             keys.drain(..answered);
@@ -500,8 +521,8 @@ async fn confirmed_elsewhere(
     for (owner, keys) in lacking.into_values() {
         let versions = held.entry(owner.id.clone()).or_default();
         for chunk in crate::wire::batch::chunks(store.export(&keys), MAX_HANDOFF_BYTES) {
-            let body = crate::wire::batch::encode(&chunk).map_err(|error| error.to_string())?;
-            let answer = client.batch(&owner.url, body).await.map_err(|error| format!("{}: {error}", owner.id))?;
+            let body = crate::wire::batch::encode(&chunk)?;
+            let answer = client.batch(&owner.url, body).await.map_err(|error| MoveError::peer(&owner, error))?;
             for (record, result) in chunk.iter().zip(answer.results) {
                 versions.insert(record.key.clone(), result.version);
             }

@@ -12,6 +12,7 @@ use super::state::{Counters, UsersState, new_api_key, new_family, new_session_to
 use super::validate;
 use crate::auth::password;
 use crate::error::ApiError;
+use crate::proto::Scope;
 
 /// An error tied to one input field (for showing it next to the field).
 #[derive(Debug)]
@@ -23,8 +24,8 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn bad(field: &'static str, message: String) -> Self {
-        Self { field, error: ApiError::bad_request(message) }
+    fn bad(field: &'static str, invalid: validate::Invalid) -> Self {
+        Self { field, error: ApiError::bad_request(invalid.to_string()) }
     }
 
     fn general(error: ApiError) -> Self {
@@ -51,9 +52,9 @@ pub async fn sign_up(
     pass: &str,
     address: &str,
 ) -> Result<UserRow, FieldError> {
-    let email = validate::email(email).map_err(|message| FieldError::bad("email", message))?;
-    let username = validate::username(username).map_err(|message| FieldError::bad("username", message))?;
-    validate::password(pass).map_err(|message| FieldError::bad("password", message))?;
+    let email = validate::email(email).map_err(|invalid| FieldError::bad("email", invalid))?;
+    let username = validate::username(username).map_err(|invalid| FieldError::bad("username", invalid))?;
+    validate::password(pass).map_err(|invalid| FieldError::bad("password", invalid))?;
     if let Err(wait) = state.signups.take(address) {
         Counters::bump(&state.counters.signups_throttled);
         return Err(FieldError::general(ApiError::too_many_requests(
@@ -195,16 +196,16 @@ pub async fn create_key(
     scopes: &[String],
     expires_in_days: Option<i64>,
 ) -> Result<CreatedKey, FieldError> {
-    let name = validate::key_name(name).map_err(|message| FieldError::bad("name", message))?;
-    let scopes = validate::scopes(scopes).map_err(|message| FieldError::bad("scopes", message))?;
+    let name = validate::key_name(name).map_err(|invalid| FieldError::bad("name", invalid))?;
+    let scopes = validate::scopes(scopes).map_err(|invalid| FieldError::bad("scopes", invalid))?;
     let days =
-        validate::expires_in_days(expires_in_days).map_err(|message| FieldError::bad("expires_in_days", message))?;
+        validate::expires_in_days(expires_in_days).map_err(|invalid| FieldError::bad("expires_in_days", invalid))?;
     let created = now();
     let expires_at = days.map(|days| created + ChronoDuration::days(days));
     let key = new_api_key();
     let row = state
         .db
-        .insert_api_key(user_id, &name, &token_hash(&key), &key[..8], &scopes.join(","), expires_at, created)
+        .insert_api_key(user_id, &name, &token_hash(&key), &key[..8], &Scope::join(&scopes, ","), expires_at, created)
         .await
         .map_err(|error| FieldError::general(internal(error)))?;
     tracing::info!(user_id, key_id = row.id, "API key created");
@@ -221,7 +222,7 @@ pub struct ApiKeyView {
     /// First 8 characters of the key.
     pub key_prefix: String,
     /// Scopes.
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Scope>,
     /// Not revoked and not expired.
     pub is_active: bool,
     /// Last validation by the gateway.

@@ -142,8 +142,8 @@ pub struct ApiKeyRow {
 
 impl ApiKeyRow {
     /// The scopes as a list.
-    pub fn scope_list(&self) -> Vec<String> {
-        self.scopes.split(',').filter(|scope| !scope.is_empty()).map(str::to_string).collect()
+    pub fn scope_list(&self) -> Vec<crate::proto::Scope> {
+        crate::proto::Scope::parse_list(&self.scopes)
     }
 
     /// Not revoked and not expired at `now`.

@@ -13,7 +13,7 @@ use super::state::{Counters, UsersState, looks_like_api_key, now, token_hash};
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, ClientAddress};
-use crate::proto::{ServiceHealth, UsageBatch, ValidateKeyRequest, ValidateKeyResponse};
+use crate::proto::{Scope, ServiceHealth, UsageBatch, ValidateKeyRequest, ValidateKeyResponse};
 
 /// Most rows accepted in one `POST /usage` batch.
 pub const MAX_USAGE_ROWS: usize = 10_000;
@@ -173,7 +173,7 @@ pub struct CreatedKeyView {
     /// The full key.
     pub key: String,
     /// Scopes.
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Scope>,
     /// Always true for a new key.
     pub is_active: bool,
     /// Expiry, if any.
@@ -288,7 +288,7 @@ pub async fn validate_key(
     }
     state.last_used.record(key.id, at);
     Counters::bump(&state.counters.keys_validated);
-    let scopes = key.scopes.split(',').filter(|scope| !scope.is_empty()).map(str::to_string).collect();
+    let scopes = Scope::parse_list(&key.scopes);
     Ok(Json(ValidateKeyResponse { user_id: key.user_id, scopes }))
 }
 

@@ -1,5 +1,7 @@
 //! Input rules of the users service, shared by the JSON API and the web forms.
-//! Each function returns the normalised value or a message naming the problem.
+//! Each function returns the normalised value or an [`Invalid`] naming the problem.
+
+use crate::proto::Scope;
 
 /// Maximum length of an email address (RFC 5321 path limit).
 pub const MAX_EMAIL_LEN: usize = 254;
@@ -11,19 +13,61 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 pub const MAX_KEY_NAME_CHARS: usize = 100;
 /// Longest API key lifetime in days (10 years).
 pub const MAX_KEY_DAYS: i64 = 3650;
-/// The scopes a key may carry.
-pub const SCOPES: [&str; 3] = ["read", "write", "admin"];
+
+/// Why an input was refused; the text names the problem and what is expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// No email given.
+    #[error("email is required")]
+    EmailMissing,
+    /// An email longer than [`MAX_EMAIL_LEN`].
+    #[error("email is longer than {MAX_EMAIL_LEN} characters")]
+    EmailTooLong,
+    /// Not an email address.
+    #[error("invalid email address {0:?}; expected something like name@example.com")]
+    Email(String),
+    /// A username of the wrong length.
+    #[error("username must be 3 to 32 characters long")]
+    UsernameLength,
+    /// A username with other characters.
+    #[error("username may only contain letters, digits, '_' and '-'")]
+    UsernameCharacters,
+    /// A password shorter than [`MIN_PASSWORD_CHARS`].
+    #[error("password must be at least {MIN_PASSWORD_CHARS} characters long")]
+    PasswordTooShort,
+    /// A password longer than [`MAX_PASSWORD_BYTES`].
+    #[error("password must be at most {MAX_PASSWORD_BYTES} bytes long")]
+    PasswordTooLong,
+    /// No key name given.
+    #[error("name is required")]
+    NameMissing,
+    /// A key name longer than [`MAX_KEY_NAME_CHARS`].
+    #[error("name must be at most {MAX_KEY_NAME_CHARS} characters")]
+    NameTooLong,
+    /// A key name with control characters.
+    #[error("name must not contain control characters")]
+    NameControl,
+    /// No scope given.
+    #[error("scopes must name at least one of read, write, admin")]
+    NoScopes,
+    /// A scope that does not exist.
+    #[error(transparent)]
+    Scope(#[from] crate::proto::UnknownScope),
+    /// A key lifetime out of range.
+    #[error("expires_in_days must be between 1 and {MAX_KEY_DAYS} (got {0}); omit it for a key that never expires")]
+    Lifetime(i64),
+}
 
 /// A trimmed, lower-cased email address with one `@`, a non-empty local part
 /// and a dotted domain, no spaces or control characters.
-pub fn email(raw: &str) -> Result<String, String> {
+pub fn email(raw: &str) -> Result<String, Invalid> {
     let email = raw.trim().to_lowercase();
-    let invalid = || Err(format!("invalid email address {:?}; expected something like name@example.com", raw.trim()));
+    let invalid = || Err(Invalid::Email(raw.trim().to_string()));
     if email.is_empty() {
-        return Err("email is required".into());
+        return Err(Invalid::EmailMissing);
     }
     if email.len() > MAX_EMAIL_LEN {
-        return Err(format!("email is longer than {MAX_EMAIL_LEN} characters"));
+        return Err(Invalid::EmailTooLong);
     }
     let Some((local, domain)) = email.split_once('@') else { return invalid() };
     let domain_ok = domain.contains('.')
@@ -43,63 +87,59 @@ pub fn email(raw: &str) -> Result<String, String> {
 }
 
 /// 3–32 characters of `[A-Za-z0-9_-]`.
-pub fn username(raw: &str) -> Result<String, String> {
+pub fn username(raw: &str) -> Result<String, Invalid> {
     let name = raw.trim();
     let count = name.chars().count();
     if !(3..=32).contains(&count) {
-        return Err("username must be 3 to 32 characters long".into());
+        return Err(Invalid::UsernameLength);
     }
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return Err("username may only contain letters, digits, '_' and '-'".into());
+        return Err(Invalid::UsernameCharacters);
     }
     Ok(name.to_string())
 }
 
 /// At least 8 characters, at most 1024 bytes.
-pub fn password(raw: &str) -> Result<(), String> {
+pub fn password(raw: &str) -> Result<(), Invalid> {
     if raw.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(format!("password must be at least {MIN_PASSWORD_CHARS} characters long"));
+        return Err(Invalid::PasswordTooShort);
     }
     if raw.len() > MAX_PASSWORD_BYTES {
-        return Err(format!("password must be at most {MAX_PASSWORD_BYTES} bytes long"));
+        return Err(Invalid::PasswordTooLong);
     }
     Ok(())
 }
 
 /// A trimmed key name of 1–100 characters without control characters.
-pub fn key_name(raw: &str) -> Result<String, String> {
+pub fn key_name(raw: &str) -> Result<String, Invalid> {
     let name = raw.trim();
     if name.is_empty() {
-        return Err("name is required".into());
+        return Err(Invalid::NameMissing);
     }
     if name.chars().count() > MAX_KEY_NAME_CHARS {
-        return Err(format!("name must be at most {MAX_KEY_NAME_CHARS} characters"));
+        return Err(Invalid::NameTooLong);
     }
     if name.chars().any(char::is_control) {
-        return Err("name must not contain control characters".into());
+        return Err(Invalid::NameControl);
     }
     Ok(name.to_string())
 }
 
 /// A non-empty list of known scopes, deduplicated, in canonical order.
-pub fn scopes(raw: &[String]) -> Result<Vec<String>, String> {
+pub fn scopes(raw: &[String]) -> Result<Vec<Scope>, Invalid> {
     if raw.is_empty() {
-        return Err(format!("scopes must name at least one of {}", SCOPES.join(", ")));
+        return Err(Invalid::NoScopes);
     }
-    if let Some(unknown) = raw.iter().find(|scope| !SCOPES.contains(&scope.as_str())) {
-        return Err(format!("unknown scope {unknown:?}; use {}", SCOPES.join(", ")));
-    }
-    Ok(SCOPES.iter().filter(|scope| raw.iter().any(|given| given == *scope)).map(|s| s.to_string()).collect())
+    let given = raw.iter().map(|name| name.parse()).collect::<Result<Vec<Scope>, _>>()?;
+    Ok(Scope::ALL.into_iter().filter(|scope| given.contains(scope)).collect())
 }
 
 /// A key lifetime of 1–3650 days (absent means the key never expires).
-pub fn expires_in_days(raw: Option<i64>) -> Result<Option<i64>, String> {
+pub fn expires_in_days(raw: Option<i64>) -> Result<Option<i64>, Invalid> {
     match raw {
         None => Ok(None),
         Some(days) if (1..=MAX_KEY_DAYS).contains(&days) => Ok(Some(days)),
-        Some(days) => Err(format!(
-            "expires_in_days must be between 1 and {MAX_KEY_DAYS} (got {days}); omit it for a key that never expires"
-        )),
+        Some(days) => Err(Invalid::Lifetime(days)),
     }
 }
 
@@ -138,7 +178,7 @@ mod tests {
     #[test]
     fn scopes_and_lifetimes() {
         let given = vec!["write".to_string(), "read".to_string(), "write".to_string()];
-        assert_eq!(scopes(&given).unwrap(), vec!["read", "write"]);
+        assert_eq!(scopes(&given).unwrap(), vec![Scope::Read, Scope::Write]);
         assert!(scopes(&[]).is_err());
         assert!(scopes(&["delete".to_string()]).is_err());
         assert_eq!(expires_in_days(None), Ok(None));

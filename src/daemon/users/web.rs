@@ -23,6 +23,7 @@ use super::state::{NewKey, UsersState, WEB_SESSION_LIFETIME, now};
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::extract::ClientAddress;
+use crate::proto::Scope;
 
 /// The stylesheet, embedded in the binary.
 const STYLESHEET: &str = include_str!("../../../web/static/style.css");
@@ -376,7 +377,7 @@ async fn render_dashboard(
             id: key.id,
             name: key.name,
             prefix: key.key_prefix,
-            scopes: key.scopes.join(", "),
+            scopes: Scope::join(&key.scopes, ", "),
             created: day(key.created_at),
             expires: key.expires_at.map_or_else(|| "never".to_string(), day),
             last_used: key.last_used_at.map_or_else(|| "never".to_string(), minute),
