@@ -149,14 +149,20 @@ impl NodeClient {
 
     /// The node's `/metrics` (unauthenticated), used as its health check: its key count and how far
     /// its clock is from this process's, when it reports them.
-    pub async fn probe(&self, base: &str) -> Result<Probe, String> {
+    pub async fn probe(&self, base: &str) -> Result<Probe, ProbeFailed> {
         let sent = crate::hlc::wall_millis();
-        let response =
-            self.http.get(format!("{base}/metrics")).timeout(Duration::from_secs(2)).send().await.map_err(describe)?;
+        let response = self
+            .http
+            .get(format!("{base}/metrics"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_err(|error| ProbeFailed::Transport(describe(error)))?;
         if !response.status().is_success() {
-            return Err(format!("answered {}", response.status()));
+            return Err(ProbeFailed::Status(response.status()));
         }
-        let metrics: serde_json::Value = response.json().await.map_err(describe)?;
+        let metrics: serde_json::Value =
+            response.json().await.map_err(|error| ProbeFailed::Transport(describe(error)))?;
         let received = crate::hlc::wall_millis();
         let node_time = metrics.get("timestamp_ms").and_then(serde_json::Value::as_u64);
         Ok(Probe {
@@ -164,6 +170,17 @@ impl NodeClient {
             clock_offset_ms: node_time.and_then(|node_time| clock_offset_ms(sent, node_time, received)),
         })
     }
+}
+
+/// Why a health probe of a node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeFailed {
+    /// No usable answer (the causes on one line).
+    #[error("{0}")]
+    Transport(String),
+    /// An error status.
+    #[error("answered {0}")]
+    Status(reqwest::StatusCode),
 }
 
 /// What a health probe learnt about a node.

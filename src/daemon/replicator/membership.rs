@@ -128,7 +128,7 @@ async fn fetch(
     users_url: &str,
     secret: &Secret,
     query: MembershipQuery,
-) -> Result<Membership, String> {
+) -> Result<Membership, FetchError> {
     let response = http
         .get(format!("{users_url}/membership"))
         .query(&query)
@@ -136,12 +136,26 @@ async fn fetch(
         .timeout(Duration::from_secs(query.wait.unwrap_or(0)) + Duration::from_secs(5))
         .send()
         .await
-        .map_err(|error| error.without_url().to_string())?;
+        .map_err(|error| FetchError::Unreachable(error.without_url()))?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("the users service answered {status}"));
+        return Err(FetchError::Status(status));
     }
-    response.json().await.map_err(|error| format!("unreadable membership: {}", error.without_url()))
+    response.json().await.map_err(|error| FetchError::Unreadable(error.without_url()))
+}
+
+/// Why the membership could not be fetched from the users service.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    /// No answer.
+    #[error("{0}")]
+    Unreachable(reqwest::Error),
+    /// An error status.
+    #[error("the users service answered {0}")]
+    Status(reqwest::StatusCode),
+    /// Not a membership.
+    #[error("unreadable membership: {0}")]
+    Unreadable(reqwest::Error),
 }
 
 #[cfg(test)]

@@ -55,30 +55,31 @@ impl GatewayLink {
 
     /// `{gateway}/internal/tenants/{user}/kv[/{key}]`, the key as one percent-encoded segment.
     /// The keys `.` and `..` are refused ([`crate::urlpath`]) rather than turned into the listing.
-    fn endpoint(&self, user_id: i64, key: Option<&str>) -> Result<Url, String> {
-        let base = Url::parse(&self.url).map_err(|error| format!("invalid gateway URL {:?}: {error}", self.url))?;
+    fn endpoint(&self, user_id: i64, key: Option<&str>) -> Result<Url, GatewayError> {
+        let base = Url::parse(&self.url)
+            .map_err(|error| GatewayError::Url { url: self.url.clone(), reason: error.to_string() })?;
         let user_id = user_id.to_string();
         let mut segments = vec!["internal", "tenants", &user_id, "kv"];
         segments.extend(key);
-        crate::urlpath::join(&base, &segments).map_err(|error| error.to_string())
+        Ok(crate::urlpath::join(&base, &segments)?)
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, GatewayError> {
         request
             .header(CLUSTER_SECRET_HEADER, self.secret.expose())
             .send()
             .await
-            .map_err(|_| format!("the gateway at {} is unreachable; is it running?", self.url))
+            .map_err(|_| GatewayError::Unreachable(self.url.clone()))
     }
 
-    async fn failure(response: reqwest::Response) -> String {
+    async fn failure(response: reqwest::Response) -> GatewayError {
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         let message = body["error"].as_str().unwrap_or("no details").to_string();
-        format!("the gateway answered {status}: {message}")
+        GatewayError::Answered { status, message }
     }
 
-    async fn list(&self, user_id: i64, prefix: &str, cursor: Option<&str>) -> Result<KvListResponse, String> {
+    async fn list(&self, user_id: i64, prefix: &str, cursor: Option<&str>) -> Result<KvListResponse, GatewayError> {
         let mut url = self.endpoint(user_id, None)?;
         url.query_pairs_mut().append_pair("prefix", prefix).append_pair("limit", &PAGE_SIZE.to_string());
         if let Some(cursor) = cursor {
@@ -88,17 +89,20 @@ impl GatewayLink {
         if !response.status().is_success() {
             return Err(Self::failure(response).await);
         }
-        response.json().await.map_err(|error| format!("the gateway sent an unreadable listing: {error}"))
+        response.json().await.map_err(|error| GatewayError::Unreadable { what: "listing", reason: error.to_string() })
     }
 
-    async fn get(&self, user_id: i64, key: &str) -> Result<Option<StoredValue>, String> {
+    async fn get(&self, user_id: i64, key: &str) -> Result<Option<StoredValue>, GatewayError> {
         let response = self.send(self.http.get(self.endpoint(user_id, Some(key))?)).await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
             status if status.is_success() => {
                 let headers = response.headers().clone();
                 let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_string);
-                let value = response.bytes().await.map_err(|error| format!("reading the value failed: {error}"))?;
+                let value = response
+                    .bytes()
+                    .await
+                    .map_err(|error| GatewayError::Unreadable { what: "value", reason: error.to_string() })?;
                 Ok(Some(StoredValue {
                     content_type: text("content-type").unwrap_or_else(|| "application/octet-stream".into()),
                     version: text(VERSION_HEADER).unwrap_or_default(),
@@ -110,7 +114,7 @@ impl GatewayLink {
         }
     }
 
-    async fn delete(&self, user_id: i64, key: &str) -> Result<(), String> {
+    async fn delete(&self, user_id: i64, key: &str) -> Result<(), GatewayError> {
         let response = self.send(self.http.delete(self.endpoint(user_id, Some(key))?)).await?;
         if response.status().is_success() || response.status() == StatusCode::NOT_FOUND {
             Ok(())
@@ -118,6 +122,41 @@ impl GatewayLink {
             Err(Self::failure(response).await)
         }
     }
+}
+
+/// Why the key browser could not talk to the gateway; the text is shown on the page.
+#[derive(Debug, thiserror::Error)]
+enum GatewayError {
+    /// `--gateway-url` is not a URL.
+    #[error("invalid gateway URL {url:?}: {reason}")]
+    Url {
+        /// The configured URL.
+        url: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// The key cannot be a path segment.
+    #[error(transparent)]
+    Key(#[from] crate::urlpath::UrlPathError),
+    /// No answer.
+    #[error("the gateway at {0} is unreachable; is it running?")]
+    Unreachable(String),
+    /// An error answer.
+    #[error("the gateway answered {status}: {message}")]
+    Answered {
+        /// Its status.
+        status: StatusCode,
+        /// Its `error` message.
+        message: String,
+    },
+    /// An answer that could not be read.
+    #[error("the gateway sent an unreadable {what}: {reason}")]
+    Unreadable {
+        /// What was being read.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
 }
 
 struct StoredValue {
@@ -221,7 +260,7 @@ async fn list_page(
                 .map(|cursor| format!("/dashboard/keys?prefix={}&cursor={}", encode(&query.prefix), encode(&cursor)));
             (keys, next_href, None, StatusCode::OK)
         }
-        Err(error) => (Vec::new(), None, Some(error), StatusCode::BAD_GATEWAY),
+        Err(error) => (Vec::new(), None, Some(error.to_string()), StatusCode::BAD_GATEWAY),
     };
     let template = KeysPage {
         layout: Layout::new("Your keys", Some(&user), &csrf),
@@ -297,7 +336,7 @@ async fn view_page(
         }
         Ok(None) => StatusCode::NOT_FOUND,
         Err(error) => {
-            template.error = Some(error);
+            template.error = Some(error.to_string());
             StatusCode::BAD_GATEWAY
         }
     };
@@ -355,7 +394,7 @@ mod tests {
         assert_eq!(url.as_str(), "http://127.0.0.1:8080/internal/tenants/7/kv/a%2Fb%3Fc");
         for dots in [".", ".."] {
             let error = link.endpoint(7, Some(dots)).unwrap_err();
-            assert!(error.contains("not allowed"), "{dots:?}: {error}");
+            assert!(error.to_string().contains("not allowed"), "{dots:?}: {error}");
         }
     }
 }
