@@ -17,7 +17,9 @@
 //!   segment is cut at that offset instead, and a warning says how many bytes were lost.
 //! - A damaged snapshot always stops start-up: the segments it replaced are gone.
 
+pub mod codec;
 pub mod commit;
+pub mod frame;
 pub mod record;
 pub mod segment;
 pub mod snapshot;
@@ -58,7 +60,19 @@ pub enum WalError {
         /// Where the first bad frame starts.
         offset: u64,
         /// What failed.
-        reason: String,
+        reason: frame::FrameError,
+    },
+    /// A segment other than the newest ends inside a record.
+    #[error(
+        "WAL file {} is corrupt at byte offset {offset} (an older segment ends inside a record); restore this node \
+         from its replicas, or restart with --salvage-wal to keep only the records before that offset",
+        path.display()
+    )]
+    Cut {
+        /// The damaged segment.
+        path: PathBuf,
+        /// Where its last, incomplete frame starts.
+        offset: u64,
     },
     /// A snapshot cannot be trusted.
     #[error("snapshot {} is unreadable ({reason}); restore this node from its replicas", path.display())]
@@ -66,7 +80,7 @@ pub enum WalError {
         /// The damaged snapshot.
         path: PathBuf,
         /// What failed.
-        reason: String,
+        reason: snapshot::SnapshotDamage,
     },
     /// Another process holds the directory.
     #[error("another ydht node is already using {}; stop it or choose another --node-id / --data-dir", .0.display())]
@@ -176,10 +190,7 @@ pub fn recover(dir: &WalDir, salvage: bool, mut apply: impl FnMut(Record)) -> Re
                 truncated_bytes += lost;
                 offset
             }
-            ScanEnd::Torn { offset, .. } => {
-                let reason = "an older segment ends inside a record".to_string();
-                return Err(WalError::Corrupt { path: path.clone(), offset, reason });
-            }
+            ScanEnd::Torn { offset, .. } => return Err(WalError::Cut { path: path.clone(), offset }),
             ScanEnd::Corrupt { offset, reason } => {
                 return Err(WalError::Corrupt { path: path.clone(), offset, reason });
             }

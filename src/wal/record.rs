@@ -1,14 +1,7 @@
 //! The record codec: one versioned mutation, framed so that every frame checks itself.
 //!
-//! # Frame layout (format version 1), all integers little-endian
-//!
-//! ```text
-//! offset  size  field
-//! 0       4     payload length N (u32)
-//! 4       4     CRC-32 (IEEE, crc32fast) of the 4 length bytes — detects a damaged length
-//! 8       4     CRC-32 of the N payload bytes
-//! 12      N     payload
-//! ```
+//! Each record is one frame ([`super::frame`]: length, length CRC, payload CRC,
+//! payload).
 //!
 //! # Payload layout
 //!
@@ -22,22 +15,20 @@
 //! rest  the value (empty for a delete)
 //! ```
 //!
-//! Files that hold frames (WAL segments, snapshots, `/batch` bodies) start with
+//! Files that hold records (WAL segments, snapshots, `/batch` bodies) start with
 //! an 8-byte header: a 7-byte magic naming the file kind and the format version
 //! byte [`FORMAT_VERSION`], so a future format can be recognised and refused.
 
 use bytes::Bytes;
 
+use super::codec::{DecodeError, Reader};
+use super::frame::{self, Split};
+pub use super::frame::{FILE_HEADER_BYTES, FRAME_HEADER_BYTES, FrameError, HeaderError, MAX_PAYLOAD_BYTES};
+
 /// The on-disk format version written after every magic.
 pub const FORMAT_VERSION: u8 = 1;
-/// Bytes of a frame header (length, length CRC, payload CRC).
-pub const FRAME_HEADER_BYTES: usize = 12;
-/// Bytes of a file header (magic + format version).
-pub const FILE_HEADER_BYTES: usize = 8;
 /// Payload bytes before the key: kind, version, expiry.
 const FIXED_PAYLOAD_BYTES: usize = 1 + 8 + 8;
-/// Largest payload a frame may claim; anything larger is corruption.
-pub const MAX_PAYLOAD_BYTES: usize = 1 << 30;
 
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
@@ -165,46 +156,29 @@ pub fn encode_borrowed(record: RecordRef<'_>, out: &mut Vec<u8>) -> Result<(), E
     if payload_len > MAX_PAYLOAD_BYTES {
         return Err(EncodeError::TooLarge(payload_len));
     }
-    let length = (payload_len as u32).to_le_bytes();
     out.reserve(FRAME_HEADER_BYTES + payload_len);
-    out.extend_from_slice(&length);
-    out.extend_from_slice(&crc32fast::hash(&length).to_le_bytes());
-    let crc_at = out.len();
-    out.extend_from_slice(&[0; 4]);
-    let payload_at = out.len();
-    out.push(if record.tombstone { KIND_DELETE } else { KIND_PUT });
-    out.extend_from_slice(&record.version.to_le_bytes());
-    out.extend_from_slice(&record.expires_at.unwrap_or(0).to_le_bytes());
-    out.extend_from_slice(&key_len.to_le_bytes());
-    out.extend_from_slice(record.key.as_bytes());
-    out.extend_from_slice(&type_len.to_le_bytes());
-    out.extend_from_slice(record.content_type.as_bytes());
-    out.extend_from_slice(record.value);
-    let crc = crc32fast::hash(&out[payload_at..]);
-    out[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    frame::append(out, |out| {
+        out.push(if record.tombstone { KIND_DELETE } else { KIND_PUT });
+        out.extend_from_slice(&record.version.to_le_bytes());
+        out.extend_from_slice(&record.expires_at.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&key_len.to_le_bytes());
+        out.extend_from_slice(record.key.as_bytes());
+        out.extend_from_slice(&type_len.to_le_bytes());
+        out.extend_from_slice(record.content_type.as_bytes());
+        out.extend_from_slice(record.value);
+    })
+    .map_err(EncodeError::TooLarge)?;
     Ok(())
 }
 
 /// Writes the 8-byte file header `magic` + [`FORMAT_VERSION`].
 pub fn file_header(magic: &[u8; 7]) -> [u8; FILE_HEADER_BYTES] {
-    let mut header = [0; FILE_HEADER_BYTES];
-    header[..7].copy_from_slice(magic);
-    header[7] = FORMAT_VERSION;
-    header
+    frame::file_header(magic, FORMAT_VERSION)
 }
 
-/// Checks a file header; the error says what was found instead.
-pub fn check_file_header(bytes: &[u8], magic: &[u8; 7]) -> Result<(), String> {
-    if bytes.len() < FILE_HEADER_BYTES {
-        return Err(format!("file header is {} bytes, expected {FILE_HEADER_BYTES}", bytes.len()));
-    }
-    if &bytes[..7] != magic {
-        return Err(format!("bad magic {:?}, expected {:?}", String::from_utf8_lossy(&bytes[..7]), magic));
-    }
-    if bytes[7] != FORMAT_VERSION {
-        return Err(format!("format version {} is not supported (this ydht reads version {FORMAT_VERSION})", bytes[7]));
-    }
-    Ok(())
+/// Checks a file header of records; the error says what was found instead.
+pub fn check_file_header(bytes: &[u8], magic: &[u8; 7]) -> Result<(), HeaderError> {
+    frame::check_file_header(bytes, magic, FORMAT_VERSION)
 }
 
 /// The outcome of decoding the frame that starts at the beginning of a buffer.
@@ -215,76 +189,38 @@ pub enum Decoded {
     /// The buffer ends inside the frame (its length field, when present, passed its own CRC).
     Incomplete,
     /// The frame is damaged; the reason names what failed.
-    Corrupt(String),
+    Corrupt(FrameError),
 }
 
 /// Decodes the frame at the start of `bytes`.
 pub fn decode(bytes: &[u8]) -> Decoded {
-    if bytes.len() < FRAME_HEADER_BYTES {
-        return Decoded::Incomplete;
-    }
-    let length_bytes: [u8; 4] = bytes[0..4].try_into().expect("4 bytes");
-    let length_crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-    if crc32fast::hash(&length_bytes) != length_crc {
-        return Decoded::Corrupt("frame length fails its checksum".into());
-    }
-    let length = u32::from_le_bytes(length_bytes) as usize;
-    if length > MAX_PAYLOAD_BYTES {
-        return Decoded::Corrupt(format!("frame claims {length} payload bytes, more than the maximum"));
-    }
-    let end = FRAME_HEADER_BYTES + length;
-    if bytes.len() < end {
-        return Decoded::Incomplete;
-    }
-    let payload_crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    let payload = &bytes[FRAME_HEADER_BYTES..end];
-    if crc32fast::hash(payload) != payload_crc {
-        return Decoded::Corrupt("payload fails its checksum".into());
-    }
-    match decode_payload(payload) {
-        Ok(record) => Decoded::Record(record, end),
-        Err(reason) => Decoded::Corrupt(reason),
+    match frame::split(bytes) {
+        Split::Frame(payload, used) => match decode_payload(payload) {
+            Ok(record) => Decoded::Record(record, used),
+            Err(error) => Decoded::Corrupt(FrameError::Payload(error)),
+        },
+        Split::Incomplete => Decoded::Incomplete,
+        Split::Corrupt(error) => Decoded::Corrupt(error),
     }
 }
 
-fn decode_payload(payload: &[u8]) -> Result<Record, String> {
-    let mut reader = Reader { bytes: payload };
-    let kind = reader.take(1)?[0];
-    let tombstone = match kind {
+/// Decodes a record's payload (the bytes inside its frame).
+pub fn decode_payload(payload: &[u8]) -> Result<Record, DecodeError> {
+    let mut reader = Reader::new(payload, 0);
+    let tombstone = match reader.u8()? {
         KIND_PUT => false,
         KIND_DELETE => true,
-        other => return Err(format!("unknown record kind {other}")),
+        value => return Err(DecodeError::Unknown { what: "record kind", value }),
     };
-    let version = u64::from_le_bytes(reader.take(8)?.try_into().expect("8 bytes"));
-    let expires_at = u64::from_le_bytes(reader.take(8)?.try_into().expect("8 bytes"));
-    let key = reader.string()?;
-    let content_type = reader.string()?;
-    let value = Bytes::copy_from_slice(reader.bytes);
+    let version = reader.u64()?;
+    let expires_at = reader.u64()?;
+    let key = reader.text16()?.to_string();
+    let content_type = reader.text16()?.to_string();
+    let value = Bytes::copy_from_slice(reader.rest());
     if tombstone && !value.is_empty() {
-        return Err("a delete record carries a value".into());
+        return Err(DecodeError::Inconsistent("a delete record carries a value"));
     }
     Ok(Record { key, version, expires_at: (expires_at != 0).then_some(expires_at), tombstone, content_type, value })
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, count: usize) -> Result<&'a [u8], String> {
-        if self.bytes.len() < count {
-            return Err("payload ends inside a field".into());
-        }
-        let (head, tail) = self.bytes.split_at(count);
-        self.bytes = tail;
-        Ok(head)
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        let length = u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")) as usize;
-        let bytes = self.take(length)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| "a string field is not UTF-8".to_string())
-    }
 }
 
 #[cfg(test)]
@@ -346,9 +282,9 @@ mod tests {
     fn file_header_checks_magic_and_version() {
         let header = file_header(b"YDHTWAL");
         assert!(check_file_header(&header, b"YDHTWAL").is_ok());
-        assert!(check_file_header(&header, b"YDHTSNP").unwrap_err().contains("magic"));
+        assert!(check_file_header(&header, b"YDHTSNP").unwrap_err().to_string().contains("magic"));
         let mut future = header;
         future[7] = 9;
-        assert!(check_file_header(&future, b"YDHTWAL").unwrap_err().contains("version 9"));
+        assert!(check_file_header(&future, b"YDHTWAL").unwrap_err().to_string().contains("version 9"));
     }
 }

@@ -12,7 +12,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::WalError;
-use super::record::{self, Decoded, FILE_HEADER_BYTES, Record};
+use super::frame;
+pub use super::frame::ScanEnd;
+use super::record::{self, FILE_HEADER_BYTES, Record};
 
 /// Magic at the start of every WAL segment.
 pub const WAL_MAGIC: &[u8; 7] = b"YDHTWAL";
@@ -285,85 +287,24 @@ impl Segment {
     }
 }
 
-/// How a scanned sequence of frames ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScanEnd {
-    /// Every byte belonged to a valid frame.
-    Clean,
-    /// The last frame is incomplete or damaged and nothing valid follows:
-    /// the signature of a crash in the middle of an append.
-    Torn {
-        /// Where the torn frame starts.
-        offset: u64,
-        /// How many bytes from there to the end.
-        bytes: u64,
-    },
-    /// A damaged frame with more data after it: real corruption.
-    Corrupt {
-        /// Where the damaged frame starts.
-        offset: u64,
-        /// What failed.
-        reason: String,
-    },
-}
-
-/// Decodes the frames of `bytes` from `start`, handing each record to `each`.
 /// Decodes a whole segment file's bytes (header, then frames), handing each
 /// valid record to `each`; returns the offset past the last valid frame and
-/// how the data ends. A file shorter than its header is a torn tail at 0; a
+/// how the data ends (see [`frame::scan`] for torn tails). A file shorter than its header is a torn tail at 0; a
 /// wrong magic or version is corruption at 0. Never panics on any input
 /// (fuzzed by `fuzz/fuzz_targets/wal_decode.rs`).
 pub fn decode_segment(bytes: &[u8], each: impl FnMut(Record)) -> (usize, ScanEnd) {
     match record::check_file_header(bytes, WAL_MAGIC) {
         Ok(()) => scan(bytes, record::FILE_HEADER_BYTES, each),
-        Err(_) if bytes.len() < record::FILE_HEADER_BYTES => (0, torn(0, bytes.len())),
-        Err(reason) => (0, ScanEnd::Corrupt { offset: 0, reason }),
-    }
-}
-
-/// Returns the offset just past the last valid frame and how the data ends.
-///
-/// A frame that is cut short, or whose damage reaches exactly to the end of
-/// the data, or that is followed only by zero bytes, is a torn tail; any other
-/// damage is corruption.
-pub fn scan(bytes: &[u8], start: usize, mut each: impl FnMut(Record)) -> (usize, ScanEnd) {
-    let mut offset = start;
-    while offset < bytes.len() {
-        match record::decode(&bytes[offset..]) {
-            Decoded::Record(found, used) => {
-                each(found);
-                offset += used;
-            }
-            Decoded::Incomplete => return (offset, torn(offset, bytes.len())),
-            Decoded::Corrupt(reason) => {
-                // Torn: nothing but zeros after the damaged frame (after its header when its
-                // length is damaged too). A crash leaves that: the file ended there, or the
-                // zeros written ahead of the records ([`PREALLOCATE_BYTES`]) follow.
-                let rest = &bytes[offset..];
-                let zeros = |from: usize| rest.get(from..).is_none_or(|after| after.iter().all(|&byte| byte == 0));
-                let last_frame = match frame_end(rest) {
-                    Some(end) => zeros(end),
-                    None => zeros(record::FRAME_HEADER_BYTES),
-                };
-                if last_frame {
-                    return (offset, torn(offset, bytes.len()));
-                }
-                return (offset, ScanEnd::Corrupt { offset: offset as u64, reason });
-            }
+        Err(_) if bytes.len() < record::FILE_HEADER_BYTES => {
+            (0, ScanEnd::Torn { offset: 0, bytes: bytes.len() as u64 })
         }
+        Err(reason) => (0, ScanEnd::Corrupt { offset: 0, reason: reason.into() }),
     }
-    (offset, ScanEnd::Clean)
 }
 
-fn torn(offset: usize, len: usize) -> ScanEnd {
-    ScanEnd::Torn { offset: offset as u64, bytes: (len - offset) as u64 }
-}
-
-/// The end of the frame at the start of `bytes`, when its length field is intact.
-fn frame_end(bytes: &[u8]) -> Option<usize> {
-    let length: [u8; 4] = bytes.get(0..4)?.try_into().ok()?;
-    let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
-    (crc32fast::hash(&length) == crc).then(|| record::FRAME_HEADER_BYTES + u32::from_le_bytes(length) as usize)
+/// Decodes the record frames of `bytes` from `start` ([`frame::scan`]).
+pub fn scan(bytes: &[u8], start: usize, each: impl FnMut(Record)) -> (usize, ScanEnd) {
+    frame::scan(bytes, start, record::decode_payload, each)
 }
 
 #[cfg(test)]

@@ -129,13 +129,13 @@ pub fn load(path: &Path, each: impl FnMut(Record)) -> Result<usize, WalError> {
 /// Decodes a whole snapshot file's bytes, handing each record to `each`;
 /// returns how many there were, or what is wrong and where. Never panics on
 /// any input (fuzzed by `fuzz/fuzz_targets/snapshot_decode.rs`).
-pub fn decode(bytes: &[u8], mut each: impl FnMut(Record)) -> Result<usize, String> {
+pub fn decode(bytes: &[u8], mut each: impl FnMut(Record)) -> Result<usize, SnapshotDamage> {
     record::check_file_header(bytes, SNAPSHOT_MAGIC)?;
     let count_end = FILE_HEADER_BYTES + 8;
     let count = bytes
         .get(FILE_HEADER_BYTES..count_end)
         .map(|count| u64::from_le_bytes(count.try_into().expect("8 bytes")))
-        .ok_or_else(|| "the record count is missing".to_string())?;
+        .ok_or(SnapshotDamage::NoCount)?;
     let mut seen = 0u64;
     let (_, end) = scan(bytes, count_end, |found| {
         seen += 1;
@@ -143,10 +143,40 @@ pub fn decode(bytes: &[u8], mut each: impl FnMut(Record)) -> Result<usize, Strin
     });
     match end {
         ScanEnd::Clean if seen == count => Ok(seen as usize),
-        ScanEnd::Clean => Err(format!("it holds {seen} records but its header promises {count}")),
-        ScanEnd::Torn { offset, .. } => Err(format!("it ends inside a record at byte offset {offset}")),
-        ScanEnd::Corrupt { offset, reason } => Err(format!("{reason} at byte offset {offset}")),
+        ScanEnd::Clean => Err(SnapshotDamage::Count { seen, count }),
+        ScanEnd::Torn { offset, .. } => Err(SnapshotDamage::Cut(offset)),
+        ScanEnd::Corrupt { offset, reason } => Err(SnapshotDamage::Frame { offset, reason }),
     }
+}
+
+/// What is wrong with a snapshot file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotDamage {
+    /// Not a snapshot of this format.
+    #[error(transparent)]
+    Header(#[from] super::frame::HeaderError),
+    /// The header ends before the record count.
+    #[error("the record count is missing")]
+    NoCount,
+    /// Fewer or more records than the header promises.
+    #[error("it holds {seen} records but its header promises {count}")]
+    Count {
+        /// Records found.
+        seen: u64,
+        /// Records promised.
+        count: u64,
+    },
+    /// The file ends inside a record.
+    #[error("it ends inside a record at byte offset {0}")]
+    Cut(u64),
+    /// A damaged record.
+    #[error("{reason} at byte offset {offset}")]
+    Frame {
+        /// Where the damaged frame starts.
+        offset: u64,
+        /// What failed.
+        reason: super::frame::FrameError,
+    },
 }
 
 /// Writes the snapshot of `generation` with `fill` (which pushes every record of

@@ -117,6 +117,14 @@ mod tests {
     }
 
     #[test]
+    fn the_fuzzing_seed_is_a_valid_body() {
+        let seed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/jobs_decode/two-jobs.bin")).unwrap();
+        let jobs = decode(&seed).unwrap();
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(encode_all(&jobs), seed);
+    }
+
+    #[test]
     fn bodies_round_trip() {
         let jobs = sample();
         assert_eq!(decode(&encode_all(&jobs)).unwrap(), jobs);
@@ -139,5 +147,43 @@ mod tests {
         empty.extend_from_slice(&0u32.to_le_bytes());
         assert!(decode(&empty).unwrap_err().contains("1 to"));
         assert!(decode(b"{\"json\": true}").unwrap_err().contains("not a ydht jobs body"));
+    }
+
+    fn any_job() -> impl proptest::strategy::Strategy<Value = BatchJob> {
+        use proptest::prelude::*;
+        (
+            proptest::collection::vec("http://[a-z0-9.]{1,10}:[0-9]{1,5}", 1..4),
+            "[a-z0-9/]{1,16}",
+            1u64..u64::MAX,
+            proptest::option::of(1u64..u64::MAX),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..48)),
+        )
+            .prop_map(|(targets, key, version, expires_at, value)| BatchJob {
+                targets: targets.join(","),
+                record: match value {
+                    Some(value) => Record::put(key, version, value, "application/octet-stream").with_expiry(expires_at),
+                    None => Record::delete(key, version),
+                },
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_body_round_trips_and_any_cut_or_flipped_bit_is_refused(
+            jobs in proptest::collection::vec(any_job(), 1..6),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let body = encode_all(&jobs);
+            proptest::prop_assert_eq!(decode(&body).unwrap(), jobs.clone());
+            let at = at.index(body.len());
+            proptest::prop_assert!(decode(&body[..at]).is_err(), "cut at {} accepted", at);
+            let mut flipped = body.clone();
+            flipped[at] ^= 1 << bit;
+            // A flip may land in a target URL's text and still decode; then it must decode to other jobs.
+            if let Ok(decoded) = decode(&flipped) {
+                proptest::prop_assert_ne!(decoded, jobs);
+            }
+        }
     }
 }

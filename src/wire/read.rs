@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::wal::codec::Reader;
 use crate::wal::record::{FILE_HEADER_BYTES, check_file_header, file_header};
 
 /// A live value as a read finds it.
@@ -119,7 +120,7 @@ pub fn encode_request<'a>(keys: impl ExactSizeIterator<Item = &'a str> + Clone) 
 /// Decodes a request body into its keys (not yet validated as keys); the error names what is wrong and where.
 pub fn decode_request(body: &[u8]) -> Result<Vec<&str>, String> {
     check_file_header(body, REQUEST_MAGIC).map_err(|reason| format!("not a ydht read request: {reason}"))?;
-    let mut reader = Reader { bytes: body, at: FILE_HEADER_BYTES };
+    let mut reader = Reader::new(body, FILE_HEADER_BYTES);
     let count = reader.u32().map_err(|_| "the request ends before its key count".to_string())? as usize;
     if count == 0 || count > MAX_READ_KEYS {
         return Err(format!("the request names {count} keys; it must name 1 to {MAX_READ_KEYS}"));
@@ -131,8 +132,8 @@ pub fn decode_request(body: &[u8]) -> Result<Vec<&str>, String> {
         let key = reader.take(len).map_err(|_| ends())?;
         keys.push(std::str::from_utf8(key).map_err(|_| format!("key {index} is not UTF-8"))?);
     }
-    if reader.at != body.len() {
-        return Err(format!("{} bytes follow the last key", body.len() - reader.at));
+    if reader.at() != body.len() {
+        return Err(format!("{} bytes follow the last key", body.len() - reader.at()));
     }
     Ok(keys)
 }
@@ -175,7 +176,7 @@ pub fn encode_answer(lookups: &[Option<Lookup>]) -> Vec<u8> {
 /// Decodes an answer that must hold `expected` entries; values share `body`'s memory.
 pub fn decode_answer(body: &Bytes, expected: usize) -> Result<Vec<Entry>, String> {
     check_file_header(body, ANSWER_MAGIC).map_err(|reason| format!("not a ydht read answer: {reason}"))?;
-    let mut reader = Reader { bytes: body, at: FILE_HEADER_BYTES };
+    let mut reader = Reader::new(body, FILE_HEADER_BYTES);
     let count = reader.u32().map_err(|_| "the answer ends before its entry count".to_string())? as usize;
     if count != expected {
         return Err(format!("the answer holds {count} entries for {expected} keys"));
@@ -193,7 +194,7 @@ pub fn decode_answer(body: &Bytes, expected: usize) -> Result<Vec<Entry>, String
                 let content_type = std::str::from_utf8(reader.take(type_len).map_err(ends)?)
                     .map_err(|_| format!("entry {index}: the content type is not UTF-8"))?;
                 let value_len = reader.u32().map_err(ends)? as usize;
-                let start = reader.at;
+                let start = reader.at();
                 reader.take(value_len).map_err(ends)?;
                 Entry::Read(Lookup::Found(Found {
                     version,
@@ -207,47 +208,13 @@ pub fn decode_answer(body: &Bytes, expected: usize) -> Result<Vec<Entry>, String
         };
         entries.push(entry);
     }
-    if reader.at != body.len() {
-        return Err(format!("{} bytes follow the last entry", body.len() - reader.at));
+    if reader.at() != body.len() {
+        return Err(format!("{} bytes follow the last entry", body.len() - reader.at()));
     }
     Ok(entries)
 }
 
 /// Reads little-endian integers and byte runs off a buffer, never past its end.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, count: usize) -> Result<&'a [u8], ()> {
-        let end = self.at.checked_add(count).filter(|&end| end <= self.bytes.len()).ok_or(())?;
-        let taken = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(taken)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], ()> {
-        Ok(self.take(N)?.try_into().expect("took N bytes"))
-    }
-
-    fn u8(&mut self) -> Result<u8, ()> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, ()> {
-        self.array().map(u16::from_le_bytes)
-    }
-
-    fn u32(&mut self) -> Result<u32, ()> {
-        self.array().map(u32::from_le_bytes)
-    }
-
-    fn u64(&mut self) -> Result<u64, ()> {
-        self.array().map(u64::from_le_bytes)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,9 @@
 //! The replicator's durable job queue: an append-only log in `<data-dir>/replicator/`.
 //!
-//! File format (version 1): the 8-byte magic `YDHTRQ\0\x01`, then records, each
-//! framed as `[payload length: u32 LE][CRC-32 of payload: u32 LE][payload]`.
-//! Payloads start with a tag byte:
+//! File format (version 2): the 8-byte header `YDHTRQ\0\x02`, then entries, each
+//! one frame of the WAL's format ([`crate::wal::frame`]: length, length CRC,
+//! payload CRC, payload), read back by the same scan and torn-tail rule as the
+//! node's WAL. Payloads start with a tag byte:
 //! - `1` job: id, acceptance time, operation, version, expiry, key, content
 //!   type, targets and value;
 //! - `2` done: (job id, target index) — that copy was delivered;
@@ -21,6 +22,9 @@
 //! and are dropped without a warning. A torn record at the end
 //! (a crash mid-append) is truncated with a warning; a bad record anywhere
 //! else is corruption and refuses to start, naming the file and offset.
+//!
+//! A log of format 1 (ydht before the shared frame: `[length][CRC][payload]`
+//! frames without the length's CRC) is read once and rewritten in format 2.
 //!
 //! Compaction rewrites only the unfinished jobs (and their done markers) into
 //! a temporary file, fsyncs it, renames it over the log and fsyncs the
@@ -41,6 +45,8 @@ use tokio::sync::oneshot;
 
 use crate::error::Exit;
 use crate::sync::Lock;
+use crate::wal::codec::{DecodeError, Reader};
+use crate::wal::frame::{self, ScanEnd};
 use crate::wal::record::RecordRef;
 use crate::wal::segment;
 
@@ -50,9 +56,11 @@ pub const LOG_FILE: &str = "queue.log";
 pub const LOCK_FILE: &str = "queue.lock";
 const TEMP_FILE: &str = "queue.log.tmp";
 /// Magic and format version at the start of every queue log.
-pub const MAGIC: &[u8; 8] = b"YDHTRQ\x00\x01";
-const FRAME_HEADER: usize = 8;
-/// No record may be larger than this (a job carries at most one value).
+pub const MAGIC: &[u8; 8] = b"YDHTRQ\x00\x02";
+/// The header of a format-1 log, read once to migrate it.
+const MAGIC_V1: &[u8; 8] = b"YDHTRQ\x00\x01";
+const FRAME_HEADER: usize = frame::FRAME_HEADER_BYTES;
+/// No entry may be larger than this (a job carries at most one value; `--max-value-bytes` is at most half).
 pub const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
 const MAX_BATCH: usize = 1024;
 
@@ -195,6 +203,9 @@ impl QueueLog {
             broken: None,
             _lock: lock,
         };
+        if replay.migrate {
+            writer.compact().with_context(|| format!("cannot rewrite the queue log {} in format 2", path.display()))?;
+        }
         writer.maybe_compact();
         let recovered = Recovered {
             unfinished: writer
@@ -298,6 +309,8 @@ struct Replay {
     next_id: u64,
     valid_len: u64,
     truncated_bytes: u64,
+    /// Read from a format-1 log: rewrite it in the current format.
+    migrate: bool,
 }
 
 /// Reads the log at `path` (creating it if absent), truncating a torn tail.
@@ -323,69 +336,45 @@ fn replay(path: &Path) -> anyhow::Result<Replay> {
             next_id: 1,
             valid_len: MAGIC.len() as u64,
             truncated_bytes: 0,
+            migrate: false,
         });
-    }
-    if &data[..MAGIC.len()] != MAGIC {
-        return Err(corrupt(path, 0, "it is not a ydht queue log or has an unsupported format version"));
     }
     let mut live: BTreeMap<u64, Live> = BTreeMap::new();
     let mut next_id = 1;
-    let mut offset = MAGIC.len();
-    let mut torn = false;
-    // Zeros after the last record are the writer's preallocation (or a file extended
-    // whose data never reached the disk). A crash can leave a partial record before
-    // them, or at the end of the file; anything else is corruption.
-    let zero_from = |from: usize| data.get(from..).is_none_or(|rest| rest.iter().all(|byte| *byte == 0));
-    while offset < data.len() {
-        if zero_from(offset) {
-            break;
+    let mut apply = |entry: Record| match entry {
+        Record::Job(job) => {
+            next_id = next_id.max(job.id + 1);
+            let targets = job.targets.len();
+            live.insert(job.id, Live { job: Arc::new(job), delivered: vec![false; targets] });
         }
-        let rest = &data[offset..];
-        if rest.len() < FRAME_HEADER {
-            torn = true;
-            break;
-        }
-        // Nothing but zeros after this record's header: its header is all that reached the disk.
-        let only_header = zero_from(offset + FRAME_HEADER);
-        let length = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-        let checksum = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        if length > MAX_RECORD_BYTES && !only_header {
-            return Err(corrupt(path, offset, "impossible record length"));
-        }
-        if length > rest.len() - FRAME_HEADER {
-            torn = true;
-            break;
-        }
-        let payload = &rest[FRAME_HEADER..FRAME_HEADER + length];
-        let end = offset + FRAME_HEADER + length;
-        if crc32fast::hash(payload) != checksum {
-            if zero_from(end) || only_header {
-                torn = true;
-                break;
-            }
-            return Err(corrupt(path, offset, "checksum mismatch"));
-        }
-        let record = decode(payload).map_err(|reason| corrupt(path, offset, &reason))?;
-        match record {
-            Record::Job(job) => {
-                next_id = next_id.max(job.id + 1);
-                let targets = job.targets.len();
-                live.insert(job.id, Live { job: Arc::new(job), delivered: vec![false; targets] });
-            }
-            Record::Done { job_id, target } => {
-                if let Some(entry) = live.get_mut(&job_id) {
-                    if let Some(flag) = entry.delivered.get_mut(usize::from(target)) {
-                        *flag = true;
-                    }
-                    if entry.delivered.iter().all(|done| *done) {
-                        live.remove(&job_id);
-                    }
+        Record::Done { job_id, target } => {
+            if let Some(entry) = live.get_mut(&job_id) {
+                if let Some(flag) = entry.delivered.get_mut(usize::from(target)) {
+                    *flag = true;
+                }
+                if entry.delivered.iter().all(|done| *done) {
+                    live.remove(&job_id);
                 }
             }
-            Record::NextId(id) => next_id = next_id.max(id),
         }
-        offset = end;
-    }
+        Record::NextId(id) => next_id = next_id.max(id),
+    };
+    let migrate = &data[..MAGIC.len()] == MAGIC_V1;
+    let (offset, end) = if migrate {
+        scan_v1(&data, &mut apply)
+    } else if &data[..MAGIC.len()] == MAGIC {
+        frame::scan(&data, MAGIC.len(), decode, &mut apply)
+    } else {
+        return Err(corrupt(path, 0, "it is not a ydht queue log or has an unsupported format version"));
+    };
+    let torn = match end {
+        ScanEnd::Clean => false,
+        // Zeros after the last record: the writer's preallocation, or a file extended
+        // whose data never reached the disk.
+        ScanEnd::Torn { offset, .. } if data[offset as usize..].iter().all(|byte| *byte == 0) => false,
+        ScanEnd::Torn { .. } => true,
+        ScanEnd::Corrupt { offset, reason } => return Err(corrupt(path, offset as usize, &reason.to_string())),
+    };
     let truncated_bytes = if torn { (data.len() - offset) as u64 } else { 0 };
     if torn {
         tracing::warn!(
@@ -401,7 +390,39 @@ fn replay(path: &Path) -> anyhow::Result<Replay> {
         file.sync_all()?;
     }
     let live_bytes = live.values().map(live_size).sum();
-    Ok(Replay { live, live_bytes, next_id, valid_len: offset as u64, truncated_bytes })
+    Ok(Replay { live, live_bytes, next_id, valid_len: offset as u64, truncated_bytes, migrate })
+}
+
+/// Reads the entries of a format-1 log (`[length][CRC of payload][payload]`
+/// frames), with the same torn-tail rule as [`frame::scan`].
+fn scan_v1(data: &[u8], mut each: impl FnMut(Record)) -> (usize, ScanEnd) {
+    const V1_HEADER: usize = 8;
+    let mut offset = MAGIC_V1.len();
+    while offset < data.len() {
+        let rest = &data[offset..];
+        let zeros_from = |from: usize| rest.get(from..).is_none_or(|after| after.iter().all(|byte| *byte == 0));
+        let torn = ScanEnd::Torn { offset: offset as u64, bytes: rest.len() as u64 };
+        if rest.len() < V1_HEADER {
+            return (offset, torn);
+        }
+        let length = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+        let checksum = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        let Some(payload) = rest.get(V1_HEADER..V1_HEADER.saturating_add(length)) else { return (offset, torn) };
+        let entry = (crc32fast::hash(payload) == checksum).then(|| decode(payload));
+        match entry {
+            Some(Ok(entry)) => each(entry),
+            _ if zeros_from(V1_HEADER + length) || zeros_from(V1_HEADER) => return (offset, torn),
+            Some(Err(error)) => return (offset, ScanEnd::Corrupt { offset: offset as u64, reason: error.into() }),
+            None => {
+                return (
+                    offset,
+                    ScanEnd::Corrupt { offset: offset as u64, reason: frame::FrameError::PayloadChecksum },
+                );
+            }
+        }
+        offset += V1_HEADER + length;
+    }
+    (offset, ScanEnd::Clean)
 }
 
 fn corrupt(path: &Path, offset: usize, reason: &str) -> anyhow::Error {
@@ -623,9 +644,8 @@ enum Record {
 const DONE_PAYLOAD: usize = 1 + 8 + 2;
 
 fn frame(buffer: &mut Vec<u8>, payload: &[u8]) {
-    buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buffer.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    buffer.extend_from_slice(payload);
+    frame::append(buffer, |out| out.extend_from_slice(payload))
+        .expect("a job's value is bounded far below a frame's limit");
 }
 
 fn job_payload_len(job: &Job) -> usize {
@@ -692,39 +712,8 @@ fn encode_next_id(next_id: u64) -> Vec<u8> {
     out
 }
 
-/// A cursor over a payload; every read checks bounds.
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, count: usize) -> Result<&'a [u8], String> {
-        if self.bytes.len() < count {
-            return Err("record is shorter than its fields".to_string());
-        }
-        let (head, tail) = self.bytes.split_at(count);
-        self.bytes = tail;
-        Ok(head)
-    }
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, String> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
-    }
-    fn string(&mut self, len: usize) -> Result<String, String> {
-        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| "a text field is not UTF-8".to_string())
-    }
-}
-
-fn decode(payload: &[u8]) -> Result<Record, String> {
-    let mut reader = Reader { bytes: payload };
+fn decode(payload: &[u8]) -> Result<Record, DecodeError> {
+    let mut reader = Reader::new(payload, 0);
     let record = match reader.u8()? {
         TAG_JOB => {
             let id = reader.u64()?;
@@ -732,20 +721,20 @@ fn decode(payload: &[u8]) -> Result<Record, String> {
             let op = match reader.u8()? {
                 0 => Op::Put,
                 1 => Op::Delete,
-                other => return Err(format!("unknown operation {other}")),
+                value => return Err(DecodeError::Unknown { what: "operation", value }),
             };
             let version = reader.u64()?;
             let has_expiry = reader.u8()? == 1;
             let expiry = reader.u64()?;
             let key_len = reader.u32()? as usize;
-            let key = reader.string(key_len)?;
+            let key = reader.text(key_len)?.to_string();
             let type_len = usize::from(reader.u16()?);
-            let content_type = reader.string(type_len)?;
+            let content_type = reader.text(type_len)?.to_string();
             let target_count = usize::from(reader.u16()?);
             let mut targets = Vec::with_capacity(target_count.min(64));
             for _ in 0..target_count {
                 let len = usize::from(reader.u16()?);
-                targets.push(reader.string(len)?);
+                targets.push(reader.text(len)?.to_string());
             }
             let value_len = reader.u32()? as usize;
             let value = Bytes::copy_from_slice(reader.take(value_len)?);
@@ -763,11 +752,9 @@ fn decode(payload: &[u8]) -> Result<Record, String> {
         }
         TAG_DONE => Record::Done { job_id: reader.u64()?, target: reader.u16()? },
         TAG_NEXT_ID => Record::NextId(reader.u64()?),
-        other => return Err(format!("unknown record type {other}")),
+        value => return Err(DecodeError::Unknown { what: "queue entry type", value }),
     };
-    if !reader.bytes.is_empty() {
-        return Err("record has trailing bytes".to_string());
-    }
+    reader.finish()?;
     Ok(record)
 }
 
@@ -787,6 +774,103 @@ mod tests {
             targets: (0..targets).map(|t| format!("http://127.0.0.1:{}", 9000 + t)).collect(),
             value: Bytes::copy_from_slice(value),
         })
+    }
+
+    /// A log in format 1, as ydht wrote it before the shared frame: jobs 1 and 2,
+    /// and job 1's only copy done.
+    fn format_1_log() -> Vec<u8> {
+        let mut bytes = MAGIC_V1.to_vec();
+        for payload in [encode_job(&job(1, 1, b"first")), encode_job(&job(2, 1, b"second")), encode_done(1, 0)] {
+            bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            bytes.extend_from_slice(&payload);
+        }
+        bytes
+    }
+
+    #[tokio::test]
+    async fn a_format_1_log_is_read_and_rewritten_in_format_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        fs::write(&path, format_1_log()).unwrap();
+        let (log, recovered) = open(dir.path(), lenient());
+        assert_eq!(recovered.unfinished.len(), 1);
+        assert_eq!(*recovered.unfinished[0].job, *job(2, 1, b"second"));
+        assert_eq!(recovered.next_id, 3);
+        log.close().await;
+        assert_eq!(&fs::read(&path).unwrap()[..MAGIC.len()], MAGIC, "rewritten in the current format");
+        let (_log, again) = open(dir.path(), lenient());
+        assert_eq!(again.unfinished.len(), 1);
+        assert_eq!(again.next_id, 3);
+    }
+
+    #[test]
+    fn a_format_1_log_cut_anywhere_recovers_a_prefix() {
+        let bytes = format_1_log();
+        for cut in MAGIC_V1.len()..bytes.len() {
+            let mut seen = 0;
+            let (offset, end) = scan_v1(&bytes[..cut], |_| seen += 1);
+            assert!(offset <= cut && seen <= 3);
+            assert!(matches!(end, ScanEnd::Torn { .. } | ScanEnd::Clean), "cut at {cut}: {end:?}");
+        }
+    }
+
+    fn any_job() -> impl proptest::strategy::Strategy<Value = Job> {
+        use proptest::prelude::*;
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<bool>(),
+            "[a-z0-9/ü]{1,20}",
+            any::<u64>(),
+            proptest::option::of(any::<u64>()),
+            "[a-z/]{0,12}",
+            proptest::collection::vec("http://[a-z0-9.]{1,12}:[0-9]{1,5}", 1..4),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(
+                |(id, accepted_at_ms, delete, key, version, expires_at, content_type, targets, value)| Job {
+                    id,
+                    accepted_at_ms,
+                    op: if delete { Op::Delete } else { Op::Put },
+                    key,
+                    version,
+                    expires_at,
+                    content_type,
+                    targets,
+                    value: Bytes::from(value),
+                },
+            )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_job_round_trips_and_any_damage_is_refused(job in any_job(), flip in 0usize..512, cut in 0usize..512) {
+            let payload = encode_job(&job);
+            proptest::prop_assert_eq!(payload.len(), job_payload_len(&job));
+            proptest::prop_assert_eq!(decode(&payload).unwrap(), Record::Job(job.clone()));
+            // Framed, a flipped bit is caught by the CRCs, and a cut frame is a torn tail.
+            let mut framed = MAGIC.to_vec();
+            frame(&mut framed, &payload);
+            let mut flipped = framed.clone();
+            let at = MAGIC.len() + flip % (framed.len() - MAGIC.len());
+            flipped[at] ^= 1;
+            let mut seen = 0;
+            let (_, end) = frame::scan(&flipped, MAGIC.len(), decode, |_| seen += 1);
+            proptest::prop_assert_eq!(seen, 0);
+            proptest::prop_assert!(end != ScanEnd::Clean);
+            let cut = MAGIC.len() + cut % (framed.len() - MAGIC.len());
+            let (offset, end) = frame::scan(&framed[..cut], MAGIC.len(), decode, |_| seen += 1);
+            proptest::prop_assert_eq!((offset, seen), (MAGIC.len(), 0));
+            proptest::prop_assert!(matches!(end, ScanEnd::Torn { .. } | ScanEnd::Clean), "{:?}", end);
+        }
+
+        #[test]
+        fn no_payload_makes_the_decoder_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..128)) {
+            if let Ok(Record::Job(job)) = decode(&bytes) {
+                proptest::prop_assert_eq!(encode_job(&job), bytes);
+            }
+        }
     }
 
     fn lenient() -> CompactionPolicy {
