@@ -97,19 +97,10 @@ impl WalDir {
     /// guard, so two nodes can never write the same WAL.
     pub fn lock(&self) -> Result<DirLock, WalError> {
         let path = self.path.join("LOCK");
-        let file = crate::config::private_file(OpenOptions::new().create(true).truncate(false).write(true))
-            .open(&path)
-            .map_err(|source| WalError::io("cannot open lock file", &path, source))?;
-        #[cfg(unix)]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: flock on a file descriptor we own; no memory is shared.
-            let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if result != 0 {
-                return Err(WalError::Locked(self.path.clone()));
-            }
-        }
-        Ok(DirLock { _file: file })
+        DirLock::take(&path).map_err(|error| match error {
+            LockError::Open(source) => WalError::io("cannot open lock file", &path, source),
+            LockError::Held => WalError::Locked(self.path.clone()),
+        })
     }
 
     /// Total bytes of the directory's segments and snapshots.
@@ -129,10 +120,41 @@ fn parse_generation(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
     name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
 }
 
-/// Holds the exclusive lock on a WAL directory until dropped.
+/// Holds the exclusive lock on a log's directory until dropped (the node's
+/// WAL, the replicator's queue): two processes never write the same log.
 #[derive(Debug)]
 pub struct DirLock {
     _file: File,
+}
+
+/// Why a directory lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The lock file cannot be opened or created.
+    #[error(transparent)]
+    Open(io::Error),
+    /// Another process holds it.
+    #[error("another process holds the lock")]
+    Held,
+}
+
+impl DirLock {
+    /// Takes an exclusive `flock` on the lock file at `path` (created, mode 0600).
+    pub fn take(path: &Path) -> Result<Self, LockError> {
+        let file = crate::config::private_file(OpenOptions::new().create(true).truncate(false).write(true))
+            .open(path)
+            .map_err(LockError::Open)?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a file descriptor we own; no memory is shared.
+            let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if result != 0 {
+                return Err(LockError::Held);
+            }
+        }
+        Ok(Self { _file: file })
+    }
 }
 
 /// How far ahead of its records a segment is filled with zeros, in steps of this

@@ -48,7 +48,7 @@ use crate::sync::Lock;
 use crate::wal::codec::{DecodeError, Reader};
 use crate::wal::frame::{self, ScanEnd};
 use crate::wal::record::RecordRef;
-use crate::wal::segment;
+use crate::wal::segment::{self, DirLock, LockError};
 
 /// The queue log's file name inside the replicator's directory.
 pub const LOG_FILE: &str = "queue.log";
@@ -274,26 +274,17 @@ fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the queue log is closed (shutting down)")
 }
 
-/// Takes an exclusive `flock` on the queue's lock file, held while the writer lives.
-fn lock_dir(dir: &Path) -> anyhow::Result<File> {
+/// Takes the exclusive lock on the queue's directory, held while the writer lives.
+fn lock_dir(dir: &Path) -> anyhow::Result<DirLock> {
     let path = dir.join(LOCK_FILE);
-    let file = crate::config::private_file(OpenOptions::new().create(true).truncate(false).write(true))
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: flock on a file descriptor we own; it does not touch memory.
-        let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if result != 0 {
-            return Err(Exit::usage(format!(
-                "another replicator is using the queue in {}; stop it or choose another --data-dir",
-                dir.display()
-            ))
-            .into());
-        }
-    }
-    Ok(file)
+    DirLock::take(&path).map_err(|error| match error {
+        LockError::Open(source) => anyhow::Error::new(source).context(format!("cannot open {}", path.display())),
+        LockError::Held => Exit::usage(format!(
+            "another replicator is using the queue in {}; stop it or choose another --data-dir",
+            dir.display()
+        ))
+        .into(),
+    })
 }
 
 /// A job still being delivered, as the writer tracks it for compaction.
@@ -463,7 +454,7 @@ struct Writer {
     policy: CompactionPolicy,
     /// Set after a write failure that could not be undone: every later append fails.
     broken: Option<String>,
-    _lock: File,
+    _lock: DirLock,
 }
 
 impl Writer {
