@@ -27,9 +27,11 @@
 //! 1. Prepare at a fresh ballot on every owner; wait for promises from a
 //!    majority of each owner group (two groups while the ring changes).
 //! 2. The current state is the newest committed record among the promises. If a
-//!    promise carries an accepted proposal newer than that (the highest ballot
-//!    wins), an earlier round may have chosen it: re-propose and commit it first,
-//!    then start again at a later ballot.
+//!    promise carries an accepted proposal (the highest ballot wins) made after
+//!    the latest commit any promiser applied and newer than that record, an
+//!    earlier round may have chosen it: re-propose and commit it first, then
+//!    start again at a later ballot. (A re-proposed record keeps its version, so
+//!    versions alone cannot tell which proposal is stale; commit ballots can.)
 //! 3. Evaluate the change against the current state. A refused precondition
 //!    commits the current state to the promisers that lack it (so what the 412
 //!    reveals is on a majority, as a strong read's repair does) and answers.
@@ -94,6 +96,11 @@ pub struct Acceptor<V> {
     pub promised: Option<Ballot>,
     /// The last proposal accepted and not yet seen committed.
     pub accepted: Option<Proposal<V>>,
+    /// The ballot of the latest commit applied here. A proposal accepted
+    /// anywhere at an earlier ballot is settled by it: if it was chosen, the
+    /// round that committed later saw and finished it (Cassandra's most
+    /// recent commit).
+    pub last_commit: Option<Ballot>,
     /// The versions most recently stored for the key, oldest first (at most
     /// [`HELD_VERSIONS`]); kept in memory, rebuilt from the log on restart.
     pub held: Vec<u64>,
@@ -101,7 +108,7 @@ pub struct Acceptor<V> {
 
 impl<V> Default for Acceptor<V> {
     fn default() -> Self {
-        Self { promised: None, accepted: None, held: Vec::new() }
+        Self { promised: None, accepted: None, last_commit: None, held: Vec::new() }
     }
 }
 
@@ -114,6 +121,8 @@ pub enum Promise<V> {
         accepted: Option<Proposal<V>>,
         /// The key's record in the store.
         committed: Option<V>,
+        /// The ballot of the latest commit applied.
+        last_commit: Option<Ballot>,
         /// The versions recently stored for the key.
         held: Vec<u64>,
     },
@@ -152,6 +161,7 @@ impl<V: Versioned> Acceptor<V> {
                 Promise::Promised {
                     accepted: self.accepted.clone(),
                     committed: committed.cloned(),
+                    last_commit: self.last_commit,
                     held: self.held.clone(),
                 }
             }
@@ -164,7 +174,7 @@ impl<V: Versioned> Acceptor<V> {
         if committed == Some(&proposal.value) {
             return Acceptance::Accepted;
         }
-        if let Some(promised) = self.promised.filter(|promised| *promised > proposal.ballot) {
+        if let Some(promised) = self.promised.max(self.last_commit).filter(|promised| *promised > proposal.ballot) {
             return Acceptance::Refused { promised };
         }
         if let Some(record) = committed.filter(|record| record.version() >= proposal.value.version()) {
@@ -176,10 +186,14 @@ impl<V: Versioned> Acceptor<V> {
         Acceptance::Accepted
     }
 
-    /// Handles a commit at `ballot` (the caller applies the record to the
-    /// store): a proposal accepted at or before `ballot` is settled by it.
-    pub fn commit(&mut self, ballot: Ballot) {
-        if self.accepted.as_ref().is_some_and(|accepted| accepted.ballot <= ballot) {
+    /// Handles the commit of `proposal` (the caller applies its record to the
+    /// store): a proposal accepted at an earlier ballot, or this very one, is
+    /// settled by it. (A round commits the current record to promisers that
+    /// lack it at its own ballot before proposing at that ballot, so another
+    /// proposal at the same ballot is newer than the commit.)
+    pub fn commit(&mut self, proposal: &Proposal<V>) {
+        self.last_commit = self.last_commit.max(Some(proposal.ballot));
+        if self.accepted.as_ref().is_some_and(|accepted| accepted.ballot < proposal.ballot || accepted == proposal) {
             self.accepted = None;
         }
     }
@@ -196,11 +210,11 @@ impl<V: Versioned> Acceptor<V> {
     }
 
     /// Whether this state says nothing the record does not: no accepted
-    /// proposal, and no promise beyond the record's implicit one. A settled
-    /// state can be dropped from memory and from the log.
+    /// proposal, and no promise or commit beyond the record's implicit one. A
+    /// settled state can be dropped from memory and from the log.
     pub fn is_settled(&self, committed: Option<&V>) -> bool {
         let covering = committed.map(|record| Ballot::covering(record.version()));
-        self.accepted.is_none() && self.promised <= covering
+        self.accepted.is_none() && self.promised <= covering && self.last_commit <= covering
     }
 }
 
@@ -333,6 +347,8 @@ pub struct Proposer<V, F> {
     promises: Vec<(usize, Option<Proposal<V>>, Option<V>)>,
     /// Versions the promisers recently stored.
     held: BTreeSet<u64>,
+    /// The latest commit any promiser applied.
+    last_commit: Option<Ballot>,
     /// The highest ballot a refusal named.
     outranked_by: Option<Ballot>,
     /// Every record this operation proposed, in any round.
@@ -355,6 +371,7 @@ impl<V: Versioned, F: FnMut(Option<&V>, u64) -> Change<V>> Proposer<V, F> {
             no: BTreeSet::new(),
             promises: Vec::new(),
             held: BTreeSet::new(),
+            last_commit: None,
             outranked_by: None,
             mine: Vec::new(),
             proposed: false,
@@ -373,6 +390,7 @@ impl<V: Versioned, F: FnMut(Option<&V>, u64) -> Change<V>> Proposer<V, F> {
             no: BTreeSet::new(),
             promises: Vec::new(),
             held: BTreeSet::new(),
+            last_commit: None,
             outranked_by: None,
             ..self
         }
@@ -415,9 +433,10 @@ impl<V: Versioned, F: FnMut(Option<&V>, u64) -> Change<V>> Proposer<V, F> {
         }
         match (&self.phase, reply) {
             (Phase::Done, _) => Step::Wait,
-            (Phase::Prepare, Reply::Promise(Promise::Promised { accepted, committed, held })) => {
+            (Phase::Prepare, Reply::Promise(Promise::Promised { accepted, committed, last_commit, held })) => {
                 self.yes.insert(owner);
                 self.held.extend(held);
+                self.last_commit = self.last_commit.max(last_commit);
                 self.promises.push((owner, accepted, committed));
                 if self.quorum.reached(&self.yes) { self.prepared() } else { Step::Wait }
             }
@@ -497,7 +516,9 @@ impl<V: Versioned, F: FnMut(Option<&V>, u64) -> Change<V>> Proposer<V, F> {
             .iter()
             .filter_map(|(_, accepted, _)| accepted.as_ref())
             .max_by_key(|proposal| proposal.ballot)
-            .filter(|proposal| Some(proposal.value.version()) > newest_version)
+            .filter(|proposal| {
+                Some(proposal.ballot) >= self.last_commit && Some(proposal.value.version()) > newest_version
+            })
             .cloned();
         if let Some(unfinished) = unfinished {
             let proposal = Proposal { ballot: self.ballot, value: unfinished.value };

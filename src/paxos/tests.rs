@@ -54,7 +54,7 @@ fn an_acceptor_refuses_ballots_its_promise_or_record_outranks() {
         refused => panic!("expected a promise, got {refused:?}"),
     }
     // Committing settles the proposal; the record then covers everything up to its version.
-    acceptor.commit(mine.ballot);
+    acceptor.commit(&mine);
     assert_eq!(acceptor.accepted, None);
     assert!(!acceptor.is_settled(Some(&mine.value)), "the promise at 13 is not covered by version 12");
     assert!(acceptor.is_settled(Some(&counter(13, 3))));
@@ -159,7 +159,7 @@ fn deliver(
                 *store = Some(record);
                 acceptor.stored(record.version);
             }
-            acceptor.commit(proposal.ballot);
+            acceptor.commit(&Proposal { ballot: proposal.ballot, value: record });
             Reply::Committed
         }
     })
