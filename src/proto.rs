@@ -149,6 +149,9 @@ impl std::str::FromStr for Scope {
     }
 }
 
+/// The header naming one request across services (taken from the client, or made up).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
 /// `POST /validate-key` request (users service, cluster secret required).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ValidateKeyRequest {

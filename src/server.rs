@@ -144,10 +144,11 @@ pub async fn serve_limited(
     // hyper bounds the head only by its read buffer, which a single read can overshoot; the
     // documented limit is checked exactly on the parsed head.
     let max_header_bytes = limits.max_header_bytes;
-    let router =
-        router.layer(axum::middleware::from_fn(move |request: Request<Body>, next: axum::middleware::Next| {
+    let router = router
+        .layer(axum::middleware::from_fn(move |request: Request<Body>, next: axum::middleware::Next| {
             refuse_large_head(max_header_bytes, request, next)
-        }));
+        }))
+        .layer(axum::middleware::from_fn(with_request_id));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
     let mut refused: u64 = 0;
@@ -201,6 +202,51 @@ fn head_bytes<B>(request: &Request<B>) -> usize {
     let request_line = request.method().as_str().len() + 1 + request.uri().to_string().len() + 1 + 8 + 2;
     let fields: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + 2 + value.len() + 2).sum();
     request_line + fields + 2
+}
+
+/// The request's id, as [`with_request_id`] found or made it (a request extension).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// Longest `X-Request-Id` taken from a client; a longer or odd one is replaced.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// The client's `X-Request-Id` when it is 1–128 visible ASCII characters, else a new random one.
+pub fn request_id_of(header: Option<&axum::http::HeaderValue>) -> String {
+    header
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| {
+            !id.is_empty() && id.len() <= MAX_REQUEST_ID_BYTES && id.bytes().all(|byte| byte.is_ascii_graphic())
+        })
+        .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_string)
+}
+
+/// The route of `path` for logs, without keys: `/v1/kv/{key}` rather than the key itself.
+fn route_of(path: &str) -> &str {
+    const KEYED: [(&str, &str); 4] = [
+        ("/v1/kv/", "/v1/kv/{key}"),
+        ("/store/", "/store/{key}"),
+        ("/internal/tenants/", "/internal/tenants/{tenant}/…"),
+        ("/jobs/", "/jobs/{key}"),
+    ];
+    KEYED.iter().find(|(prefix, _)| path.starts_with(prefix)).map_or(path, |(_, route)| route)
+}
+
+/// Every request of every service runs in a tracing span carrying its id
+/// (the client's `X-Request-Id`, or a new one), so one request's log lines can
+/// be found with `grep`; every answer, errors and refusals included, carries
+/// the id back as `X-Request-Id`.
+async fn with_request_id(mut request: Request<Body>, next: axum::middleware::Next) -> axum::response::Response {
+    use tracing::Instrument;
+    let id = request_id_of(request.headers().get(crate::proto::REQUEST_ID_HEADER));
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span =
+        tracing::info_span!("request", id = %id, method = %request.method(), route = route_of(request.uri().path()));
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(crate::proto::REQUEST_ID_HEADER, value);
+    }
+    response
 }
 
 /// 431 for a request whose head is larger than `max_header_bytes`.
@@ -370,6 +416,22 @@ async fn discard(stream: &mut axum::body::BodyDataStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_taken_when_sane_and_made_otherwise() {
+        let header = |text: &str| axum::http::HeaderValue::from_str(text).unwrap();
+        assert_eq!(request_id_of(Some(&header("abc-123"))), "abc-123");
+        for hostile in ["", "two words", &"x".repeat(MAX_REQUEST_ID_BYTES + 1), "tab\there"] {
+            let made = request_id_of(Some(&header(hostile)));
+            assert_ne!(made, hostile);
+            assert_eq!(made.len(), 16, "{hostile:?} was replaced by a new id");
+        }
+        let first = request_id_of(None);
+        assert!(first.len() == 16 && first.bytes().all(|byte| byte.is_ascii_hexdigit()));
+        assert_ne!(first, request_id_of(None), "new ids differ");
+        assert_eq!(route_of("/v1/kv/secret-name"), "/v1/kv/{key}");
+        assert_eq!(route_of("/health"), "/health");
+    }
 
     #[tokio::test]
     async fn port_in_use_is_an_actionable_usage_error() {

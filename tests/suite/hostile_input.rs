@@ -173,3 +173,35 @@ async fn an_endless_body_fails_after_the_body_timeout() {
     assert_eq!(health(&client, &base).await, 200);
     shutdown.trigger();
 }
+
+#[tokio::test]
+async fn every_answer_carries_the_request_id_refusals_included() {
+    let limits = Limits { max_header_bytes: 2048, ..Limits::default() };
+    let (base, _, shutdown) = start(limits).await;
+    let client = reqwest::Client::new();
+    let sent = client.get(format!("{base}/health")).header("x-request-id", "trace-me-42").send().await.unwrap();
+    assert_eq!(sent.status(), 200);
+    assert_eq!(sent.headers()["x-request-id"], "trace-me-42");
+
+    let made = client.get(format!("{base}/health")).send().await.unwrap();
+    let id = made.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(id.len() == 16 && id.bytes().all(|byte| byte.is_ascii_hexdigit()), "a new id: {id}");
+
+    // Refused by the server loop itself (431), the answer still names the request.
+    let refused = client
+        .get(format!("{base}/health"))
+        .header("x-request-id", "big-one")
+        .header("x-filler", "f".repeat(4096))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 431);
+    assert_eq!(refused.headers()["x-request-id"], "big-one");
+
+    // An unknown route's 404 as well; a hostile id is replaced, not echoed.
+    let hostile = "x".repeat(500);
+    let missing = client.get(format!("{base}/nowhere")).header("x-request-id", &hostile).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_ne!(missing.headers()["x-request-id"], hostile.as_str());
+    shutdown.trigger();
+}
