@@ -36,6 +36,39 @@ pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// checked by the gateway) plus its `{user_id}/` tenant prefix.
 pub const MAX_STORAGE_KEY_BYTES: usize = 2048;
 
+/// Why a key was refused (the one key rule of the gateway, the nodes and the replicator).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// No key.
+    #[error("the key is empty")]
+    Empty,
+    /// Longer than the service takes.
+    #[error("the key is {len} bytes long; the maximum is {max} bytes")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Control characters.
+    #[error("the key contains control characters; use printable UTF-8 only")]
+    Control,
+}
+
+/// Checks a key: 1..=`max` bytes of UTF-8 without control characters.
+pub fn check_key(key: &str, max: usize) -> Result<(), KeyError> {
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if key.len() > max {
+        return Err(KeyError::TooLong { len: key.len(), max });
+    }
+    if key.chars().any(char::is_control) {
+        return Err(KeyError::Control);
+    }
+    Ok(())
+}
+
 /// A node's answer to a versioned write (PUT or DELETE on `/store/{key}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreWriteResponse {

@@ -43,17 +43,12 @@ impl Consistency {
 /// Checks a client key: 1–1024 bytes of UTF-8 without control characters, not `.` or `..`
 /// (which no URL can carry, [`crate::urlpath`]; `%2E%2E` arrives here decoded as `..`).
 pub fn validate_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() {
-        return Err(ApiError::bad_request("key is empty; name it in the path: /v1/kv/{key}"));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(ApiError::bad_request(format!(
-            "key is {} bytes long; the maximum is {MAX_KEY_BYTES} bytes",
-            key.len()
-        )));
-    }
-    if key.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("key contains control characters; use printable UTF-8 only"));
+    match crate::proto::check_key(key, MAX_KEY_BYTES) {
+        Err(crate::proto::KeyError::Empty) => {
+            return Err(ApiError::bad_request("key is empty; name it in the path: /v1/kv/{key}"));
+        }
+        Err(error) => return Err(ApiError::bad_request(error.to_string())),
+        Ok(()) => {}
     }
     if crate::urlpath::is_dot_segment(key) {
         return Err(ApiError::bad_request(crate::urlpath::DOT_KEY_PROBLEM));

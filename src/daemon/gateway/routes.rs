@@ -292,7 +292,8 @@ async fn remove_key(
 }
 
 fn check_list_text(name: &str, text: &str) -> Result<(), ApiError> {
-    if text.len() > super::input::MAX_KEY_BYTES || text.chars().any(char::is_control) {
+    // A prefix or cursor follows the key rule, except that it may be empty.
+    if !text.is_empty() && crate::proto::check_key(text, super::input::MAX_KEY_BYTES).is_err() {
         return Err(ApiError::bad_request(format!(
             "invalid {name}: at most 1024 bytes of UTF-8 without control characters"
         )));

@@ -55,16 +55,7 @@ pub fn app(state: NodeState) -> Router {
 
 /// Checks a key: 1..=[`MAX_KEY_BYTES`] bytes of UTF-8 without control characters.
 pub fn validate_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() {
-        return Err(ApiError::bad_request("the key is empty"));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(ApiError::bad_request(format!("the key is {} bytes; the maximum is {MAX_KEY_BYTES}", key.len())));
-    }
-    if key.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("the key contains control characters"));
-    }
-    Ok(())
+    crate::proto::check_key(key, MAX_KEY_BYTES).map_err(|error| ApiError::bad_request(error.to_string()))
 }
 
 fn store_key(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {

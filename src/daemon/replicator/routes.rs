@@ -222,13 +222,7 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 fn validate_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(ApiError::bad_request(format!("the key must be 1 to {MAX_KEY_BYTES} bytes")));
-    }
-    if key.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("the key must not contain control characters"));
-    }
-    Ok(())
+    crate::proto::check_key(key, MAX_KEY_BYTES).map_err(|error| ApiError::bad_request(error.to_string()))
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
