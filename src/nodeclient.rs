@@ -378,7 +378,7 @@ impl NodeClient {
             return Err(status_error(&url, response).await);
         }
         let body = response.bytes().await.map_err(|source| unreachable(&url, source))?;
-        batch::decode(&body).map_err(|message| invalid_response(&url, message))
+        batch::decode(&body).map_err(|error| invalid_response(&url, error.to_string()))
     }
 
     /// `POST /batch`: applies a batch body ([`batch::encode`]) with one WAL sync.
@@ -393,13 +393,15 @@ impl NodeClient {
     /// for a key the node left out of a full answer (read it alone with [`NodeClient::get`]).
     pub async fn read_many(&self, base: &str, keys: &[&str]) -> Result<Vec<Option<Lookup>>, NodeError> {
         let url = self.node_url(base, &["read"])?;
-        let body = read::encode_request(keys.iter().copied()).map_err(|reason| invalid_request(&url, &reason))?;
+        let body =
+            read::encode_request(keys.iter().copied()).map_err(|error| invalid_request(&url, &error.to_string()))?;
         let headers = [(CONTENT_TYPE, HeaderValue::from_static(read::READ_CONTENT_TYPE))];
         let answer = self.send(Method::POST, &url, &headers, Bytes::from(body)).await?;
         if answer.status != StatusCode::OK {
             return Err(answer.status_error(&url));
         }
-        let entries = read::decode_answer(&answer.body, keys.len()).map_err(|reason| invalid_response(&url, reason))?;
+        let entries =
+            read::decode_answer(&answer.body, keys.len()).map_err(|error| invalid_response(&url, error.to_string()))?;
         // A reader sees an expired value as missing, as `GET /store/{key}` answers it.
         let read_of = |lookup| match lookup {
             Lookup::Expired(_) => Lookup::Missing,

@@ -26,7 +26,7 @@ impl fmt::Display for NodeInfo {
 impl NodeInfo {
     /// Parses `YDHT_NODES`: comma-separated `id=url` entries, or bare URLs
     /// (then the URL is also the id). Blank entries are skipped; duplicates refused.
-    pub fn parse_list(text: &str) -> Result<Vec<NodeInfo>, String> {
+    pub fn parse_list(text: &str) -> Result<Vec<NodeInfo>, NodeListError> {
         let mut nodes: Vec<NodeInfo> = Vec::new();
         for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
             let (id, url) = match entry.split_once('=') {
@@ -34,19 +34,33 @@ impl NodeInfo {
                 None => (entry.to_string(), entry.to_string()),
             };
             if id.is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("invalid node entry {entry:?}; expected id=http://host:port or http://host:port"));
+                return Err(NodeListError::Invalid(entry.to_string()));
             }
             let url = url.trim_end_matches('/').to_string();
             if nodes.iter().any(|node| node.id == id || node.url == url) {
-                return Err(format!("node {entry:?} is listed twice"));
+                return Err(NodeListError::Twice(entry.to_string()));
             }
             nodes.push(NodeInfo { id, url });
         }
         if nodes.is_empty() {
-            return Err("no storage nodes given; set YDHT_NODES to comma-separated node URLs".to_string());
+            return Err(NodeListError::Empty);
         }
         Ok(nodes)
     }
+}
+
+/// Why a node list (`YDHT_NODES`, `--peers`) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeListError {
+    /// An entry that is neither `id=url` nor a URL.
+    #[error("invalid node entry {0:?}; expected id=http://host:port or http://host:port")]
+    Invalid(String),
+    /// The same id or URL twice.
+    #[error("node {0:?} is listed twice")]
+    Twice(String),
+    /// Nothing listed.
+    #[error("no storage nodes given; set YDHT_NODES to comma-separated node URLs")]
+    Empty,
 }
 
 /// 64-bit FNV-1a.

@@ -15,6 +15,7 @@
 //! holds an invalid key or an oversized value, is refused whole (400 / 413)
 //! and nothing of it is written.
 
+use super::BodyError;
 use crate::wal::record::{self, EncodeError, FILE_HEADER_BYTES, Record, RecordRef};
 use crate::wal::segment::{ScanEnd, scan};
 
@@ -66,23 +67,28 @@ pub fn chunks(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>> {
 }
 
 /// Decodes a batch body; the error names what is wrong and where.
-pub fn decode(body: &[u8]) -> Result<Vec<Record>, String> {
-    record::check_file_header(body, BATCH_MAGIC).map_err(|reason| format!("not a ydht batch: {reason}"))?;
+pub fn decode(body: &[u8]) -> Result<Vec<Record>, BodyError> {
+    record::check_file_header(body, BATCH_MAGIC).map_err(|source| BodyError::Header { body: "batch", source })?;
     let count_end = FILE_HEADER_BYTES + 4;
     let count = body
         .get(FILE_HEADER_BYTES..count_end)
         .map(|count| u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize)
-        .ok_or("the batch ends before its record count")?;
+        .ok_or(BodyError::Short { body: "batch", field: "record count" })?;
     if count > MAX_BATCH_RECORDS {
-        return Err(format!("the batch holds {count} records; the maximum is {MAX_BATCH_RECORDS}"));
+        return Err(BodyError::TooMany { body: "batch", items: "records", count, max: MAX_BATCH_RECORDS });
     }
     let mut records = Vec::with_capacity(count);
     let (_, end) = scan(body, count_end, |found| records.push(found));
     match end {
         ScanEnd::Clean if records.len() == count => Ok(records),
-        ScanEnd::Clean => Err(format!("the batch holds {} records but its header says {count}", records.len())),
-        ScanEnd::Torn { offset, .. } => Err(format!("the batch ends inside a record at byte offset {offset}")),
-        ScanEnd::Corrupt { offset, reason } => Err(format!("bad record at byte offset {offset}: {reason}")),
+        ScanEnd::Clean => Err(BodyError::Mismatch {
+            body: "batch",
+            items: "records",
+            found: records.len(),
+            expected: format!("but its header says {count}"),
+        }),
+        ScanEnd::Torn { offset, .. } => Err(BodyError::CutRecord { body: "batch", at: offset }),
+        ScanEnd::Corrupt { offset, reason } => Err(BodyError::BadRecord { at: offset, reason }),
     }
 }
 
@@ -97,14 +103,14 @@ mod tests {
         let body = encode(&records).unwrap();
         assert_eq!(decode(&body).unwrap(), records);
 
-        assert!(decode(&body[..body.len() - 1]).unwrap_err().contains("ends inside a record"));
-        assert!(decode(b"{\"json\": true}").unwrap_err().contains("not a ydht batch"));
+        assert!(decode(&body[..body.len() - 1]).unwrap_err().to_string().contains("ends inside a record"));
+        assert!(decode(b"{\"json\": true}").unwrap_err().to_string().contains("not a ydht batch"));
         let mut wrong_count = body.clone();
         wrong_count[8] = 3;
-        assert!(decode(&wrong_count).unwrap_err().contains("header says 3"));
+        assert!(decode(&wrong_count).unwrap_err().to_string().contains("header says 3"));
         let mut flipped = body.clone();
         flipped[12 + 14] ^= 1;
-        assert!(decode(&flipped).unwrap_err().contains("bad record at byte offset 12"));
+        assert!(decode(&flipped).unwrap_err().to_string().contains("bad record at byte offset 12"));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! Nothing may follow the last job. A body that is malformed anywhere is
 //! refused whole (400) and no job of it is queued.
 
+use super::BodyError;
 use crate::wal::record::{self, Decoded, EncodeError, FILE_HEADER_BYTES, Record, RecordRef};
 
 /// Magic at the start of a jobs body.
@@ -52,15 +53,22 @@ pub fn encode<'a>(jobs: impl ExactSizeIterator<Item = (&'a str, RecordRef<'a>)>)
 }
 
 /// Decodes a jobs body; the error names what is wrong and where.
-pub fn decode(body: &[u8]) -> Result<Vec<BatchJob>, String> {
-    record::check_file_header(body, JOBS_MAGIC).map_err(|reason| format!("not a ydht jobs body: {reason}"))?;
+pub fn decode(body: &[u8]) -> Result<Vec<BatchJob>, BodyError> {
+    record::check_file_header(body, JOBS_MAGIC).map_err(|source| BodyError::Header { body: "jobs body", source })?;
     let count_end = FILE_HEADER_BYTES + 4;
     let count = body
         .get(FILE_HEADER_BYTES..count_end)
         .map(|count| u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize)
-        .ok_or("the body ends before its job count")?;
+        .ok_or(BodyError::Short { body: "body", field: "job count" })?;
     if count == 0 || count > MAX_BATCH_JOBS {
-        return Err(format!("the body holds {count} jobs; it must hold 1 to {MAX_BATCH_JOBS}"));
+        return Err(BodyError::Count {
+            body: "body",
+            verb: "holds",
+            base: "hold",
+            items: "jobs",
+            count,
+            max: MAX_BATCH_JOBS,
+        });
     }
     let mut jobs = Vec::with_capacity(count);
     let mut offset = count_end;
@@ -69,13 +77,16 @@ pub fn decode(body: &[u8]) -> Result<Vec<BatchJob>, String> {
         let length = body
             .get(offset..offset + 2)
             .map(|length| usize::from(u16::from_le_bytes(length.try_into().expect("2 bytes"))))
-            .ok_or_else(|| format!("job {} ends inside its targets length at byte offset {at}", jobs.len()))?;
+            .ok_or(BodyError::EndsInside { item: "job", index: jobs.len(), field: "its targets length", at })?;
         offset += 2;
-        let targets = body
-            .get(offset..offset + length)
-            .ok_or_else(|| format!("job {} ends inside its targets at byte offset {at}", jobs.len()))?;
+        let targets = body.get(offset..offset + length).ok_or(BodyError::EndsInside {
+            item: "job",
+            index: jobs.len(),
+            field: "its targets",
+            at,
+        })?;
         let targets = std::str::from_utf8(targets)
-            .map_err(|_| format!("job {}: the targets at byte offset {at} are not UTF-8", jobs.len()))?
+            .map_err(|_| BodyError::NotUtf8 { item: "job", index: jobs.len(), field: "the target list" })?
             .to_string();
         offset += length;
         let record = match record::decode(&body[offset..]) {
@@ -84,16 +95,16 @@ pub fn decode(body: &[u8]) -> Result<Vec<BatchJob>, String> {
                 record
             }
             Decoded::Incomplete => {
-                return Err(format!("job {} ends inside its write at byte offset {offset}", jobs.len()));
+                return Err(BodyError::EndsInside { item: "job", index: jobs.len(), field: "its write", at: offset });
             }
             Decoded::Corrupt(reason) => {
-                return Err(format!("job {}: bad write at byte offset {offset}: {reason}", jobs.len()));
+                return Err(BodyError::BadWrite { index: jobs.len(), at: offset, reason });
             }
         };
         jobs.push(BatchJob { targets, record });
     }
     if offset != body.len() {
-        return Err(format!("{} bytes follow the last of the {count} jobs", body.len() - offset));
+        return Err(BodyError::Trailing { extra: body.len() - offset, last: format!("the last of the {count} jobs") });
     }
     Ok(jobs)
 }
@@ -138,15 +149,15 @@ mod tests {
         }
         let mut longer = body.clone();
         longer.push(0);
-        assert!(decode(&longer).unwrap_err().contains("follow the last"));
+        assert!(decode(&longer).unwrap_err().to_string().contains("follow the last"));
         let mut flipped = body.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert!(decode(&flipped).unwrap_err().contains("bad write"));
+        assert!(decode(&flipped).unwrap_err().to_string().contains("bad write"));
         let mut empty = body[..FILE_HEADER_BYTES].to_vec();
         empty.extend_from_slice(&0u32.to_le_bytes());
-        assert!(decode(&empty).unwrap_err().contains("1 to"));
-        assert!(decode(b"{\"json\": true}").unwrap_err().contains("not a ydht jobs body"));
+        assert!(decode(&empty).unwrap_err().to_string().contains("1 to"));
+        assert!(decode(b"{\"json\": true}").unwrap_err().to_string().contains("not a ydht jobs body"));
     }
 
     fn any_job() -> impl proptest::strategy::Strategy<Value = BatchJob> {

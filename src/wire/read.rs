@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::BodyError;
 use crate::wal::codec::Reader;
 use crate::wal::record::{FILE_HEADER_BYTES, check_file_header, file_header};
 
@@ -102,15 +103,15 @@ impl Entry {
 }
 
 /// Encodes a request for `keys`. Keys longer than `u16::MAX` bytes cannot be named (nodes refuse them anyway).
-pub fn encode_request<'a>(keys: impl ExactSizeIterator<Item = &'a str> + Clone) -> Result<Vec<u8>, String> {
+pub fn encode_request<'a>(keys: impl ExactSizeIterator<Item = &'a str> + Clone) -> Result<Vec<u8>, BodyError> {
     if keys.len() == 0 || keys.len() > MAX_READ_KEYS {
-        return Err(format!("a read names 1 to {MAX_READ_KEYS} keys, not {}", keys.len()));
+        return Err(keys_out_of_range(keys.len()));
     }
     let mut body = Vec::with_capacity(FILE_HEADER_BYTES + 4 + keys.clone().map(|key| 2 + key.len()).sum::<usize>());
     body.extend_from_slice(&file_header(REQUEST_MAGIC));
     body.extend_from_slice(&(keys.len() as u32).to_le_bytes());
     for key in keys {
-        let len = u16::try_from(key.len()).map_err(|_| format!("a {}-byte key cannot be read", key.len()))?;
+        let len = u16::try_from(key.len()).map_err(|_| BodyError::KeyTooLong(key.len()))?;
         body.extend_from_slice(&len.to_le_bytes());
         body.extend_from_slice(key.as_bytes());
     }
@@ -118,24 +119,28 @@ pub fn encode_request<'a>(keys: impl ExactSizeIterator<Item = &'a str> + Clone) 
 }
 
 /// Decodes a request body into its keys (not yet validated as keys); the error names what is wrong and where.
-pub fn decode_request(body: &[u8]) -> Result<Vec<&str>, String> {
-    check_file_header(body, REQUEST_MAGIC).map_err(|reason| format!("not a ydht read request: {reason}"))?;
+pub fn decode_request(body: &[u8]) -> Result<Vec<&str>, BodyError> {
+    check_file_header(body, REQUEST_MAGIC).map_err(|source| BodyError::Header { body: "read request", source })?;
     let mut reader = Reader::new(body, FILE_HEADER_BYTES);
-    let count = reader.u32().map_err(|_| "the request ends before its key count".to_string())? as usize;
+    let count = reader.u32().map_err(|_| BodyError::Short { body: "request", field: "key count" })? as usize;
     if count == 0 || count > MAX_READ_KEYS {
-        return Err(format!("the request names {count} keys; it must name 1 to {MAX_READ_KEYS}"));
+        return Err(keys_out_of_range(count));
     }
     let mut keys = Vec::with_capacity(count);
     for index in 0..count {
-        let ends = || format!("the request ends inside key {index}");
-        let len = reader.u16().map_err(|_| ends())? as usize;
-        let key = reader.take(len).map_err(|_| ends())?;
-        keys.push(std::str::from_utf8(key).map_err(|_| format!("key {index} is not UTF-8"))?);
+        let ends = |_| BodyError::EndsIn { body: "request", item: "key", index };
+        let len = reader.u16().map_err(ends)? as usize;
+        let key = reader.take(len).map_err(ends)?;
+        keys.push(std::str::from_utf8(key).map_err(|_| BodyError::NotUtf8 { item: "key", index, field: "the key" })?);
     }
     if reader.at() != body.len() {
-        return Err(format!("{} bytes follow the last key", body.len() - reader.at()));
+        return Err(BodyError::Trailing { extra: body.len() - reader.at(), last: "the last key".into() });
     }
     Ok(keys)
+}
+
+fn keys_out_of_range(count: usize) -> BodyError {
+    BodyError::Count { body: "request", verb: "names", base: "name", items: "keys", count, max: MAX_READ_KEYS }
 }
 
 /// Encodes the answer to a read of `lookups.len()` keys; `None` is a key left out.
@@ -174,16 +179,21 @@ pub fn encode_answer(lookups: &[Option<Lookup>]) -> Vec<u8> {
 }
 
 /// Decodes an answer that must hold `expected` entries; values share `body`'s memory.
-pub fn decode_answer(body: &Bytes, expected: usize) -> Result<Vec<Entry>, String> {
-    check_file_header(body, ANSWER_MAGIC).map_err(|reason| format!("not a ydht read answer: {reason}"))?;
+pub fn decode_answer(body: &Bytes, expected: usize) -> Result<Vec<Entry>, BodyError> {
+    check_file_header(body, ANSWER_MAGIC).map_err(|source| BodyError::Header { body: "read answer", source })?;
     let mut reader = Reader::new(body, FILE_HEADER_BYTES);
-    let count = reader.u32().map_err(|_| "the answer ends before its entry count".to_string())? as usize;
+    let count = reader.u32().map_err(|_| BodyError::Short { body: "answer", field: "entry count" })? as usize;
     if count != expected {
-        return Err(format!("the answer holds {count} entries for {expected} keys"));
+        return Err(BodyError::Mismatch {
+            body: "answer",
+            items: "entries",
+            found: count,
+            expected: format!("for {expected} keys"),
+        });
     }
     let mut entries = Vec::with_capacity(count);
     for index in 0..count {
-        let ends = |_| format!("the answer ends inside entry {index}");
+        let ends = |_| BodyError::EndsIn { body: "answer", item: "entry", index };
         let entry = match reader.u8().map_err(ends)? {
             MISSING => Entry::Read(Lookup::Missing),
             TOMBSTONE => Entry::Read(Lookup::Tombstone(reader.u64().map_err(ends)?)),
@@ -192,7 +202,7 @@ pub fn decode_answer(body: &Bytes, expected: usize) -> Result<Vec<Entry>, String
                 let expires_at = Some(reader.u64().map_err(ends)?).filter(|&millis| millis > 0);
                 let type_len = reader.u16().map_err(ends)? as usize;
                 let content_type = std::str::from_utf8(reader.take(type_len).map_err(ends)?)
-                    .map_err(|_| format!("entry {index}: the content type is not UTF-8"))?;
+                    .map_err(|_| BodyError::NotUtf8 { item: "entry", index, field: "the content type" })?;
                 let value_len = reader.u32().map_err(ends)? as usize;
                 let start = reader.at();
                 reader.take(value_len).map_err(ends)?;
@@ -204,12 +214,12 @@ pub fn decode_answer(body: &Bytes, expected: usize) -> Result<Vec<Entry>, String
                 }))
             }
             LEFT_OUT => Entry::LeftOut,
-            tag => return Err(format!("entry {index} has the unknown tag {tag}")),
+            tag => return Err(BodyError::UnknownTag { index, tag }),
         };
         entries.push(entry);
     }
     if reader.at() != body.len() {
-        return Err(format!("{} bytes follow the last entry", body.len() - reader.at()));
+        return Err(BodyError::Trailing { extra: body.len() - reader.at(), last: "the last entry".into() });
     }
     Ok(entries)
 }
@@ -225,17 +235,17 @@ mod tests {
         let body = encode_request(keys.iter().copied()).unwrap();
         assert_eq!(decode_request(&body).unwrap(), keys);
 
-        assert!(decode_request(&body[..body.len() - 1]).unwrap_err().contains("ends inside key 2"));
-        assert!(decode_request(b"{\"keys\": []}").unwrap_err().contains("not a ydht read request"));
+        assert!(decode_request(&body[..body.len() - 1]).unwrap_err().to_string().contains("ends inside key 2"));
+        assert!(decode_request(b"{\"keys\": []}").unwrap_err().to_string().contains("not a ydht read request"));
         let mut trailing = body.clone();
         trailing.push(0);
-        assert!(decode_request(&trailing).unwrap_err().contains("1 bytes follow"));
+        assert!(decode_request(&trailing).unwrap_err().to_string().contains("1 bytes follow"));
         let mut zero = body.clone();
         zero[8..12].copy_from_slice(&0u32.to_le_bytes());
-        assert!(decode_request(&zero).unwrap_err().contains("names 0 keys"));
+        assert!(decode_request(&zero).unwrap_err().to_string().contains("names 0 keys"));
         let mut too_many = body.clone();
         too_many[8..12].copy_from_slice(&(MAX_READ_KEYS as u32 + 1).to_le_bytes());
-        assert!(decode_request(&too_many).unwrap_err().contains("must name 1 to"));
+        assert!(decode_request(&too_many).unwrap_err().to_string().contains("must name 1 to"));
         assert!(encode_request(std::iter::empty()).is_err());
     }
 
@@ -269,10 +279,10 @@ mod tests {
             ]
         );
 
-        assert!(decode_answer(&body, 5).unwrap_err().contains("6 entries for 5 keys"));
-        assert!(decode_answer(&body.slice(..body.len() - 1), 6).unwrap_err().contains("inside entry 5"));
+        assert!(decode_answer(&body, 5).unwrap_err().to_string().contains("6 entries for 5 keys"));
+        assert!(decode_answer(&body.slice(..body.len() - 1), 6).unwrap_err().to_string().contains("inside entry 5"));
         let mut bad_tag = body.to_vec();
         bad_tag[12] = 9;
-        assert!(decode_answer(&Bytes::from(bad_tag), 6).unwrap_err().contains("unknown tag 9"));
+        assert!(decode_answer(&Bytes::from(bad_tag), 6).unwrap_err().to_string().contains("unknown tag 9"));
     }
 }

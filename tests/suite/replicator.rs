@@ -139,7 +139,7 @@ async fn store_batch(State(log): State<Log>, headers: HeaderMap, body: Bytes) ->
     }
     let records = match node_batch::decode(&body) {
         Ok(records) => records,
-        Err(error) => return (StatusCode::BAD_REQUEST, json!({ "error": error }).to_string()),
+        Err(error) => return (StatusCode::BAD_REQUEST, json!({ "error": error.to_string() }).to_string()),
     };
     if records.iter().any(|record| record.key.starts_with("refused/")) {
         return (StatusCode::BAD_REQUEST, json!({"error": "this stand-in refuses keys under refused/"}).to_string());

@@ -175,7 +175,7 @@ async fn read_many(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = crate::server::read_limited_body(&headers, body, read::MAX_REQUEST_BYTES, "the read request").await?;
-    let keys = read::decode_request(&body).map_err(ApiError::bad_request)?;
+    let keys = read::decode_request(&body).map_err(|error| ApiError::bad_request(error.to_string()))?;
     for (index, key) in keys.iter().enumerate() {
         validate_key(key).map_err(|error| ApiError::bad_request(format!("key {index}: {}", error.message)))?;
     }
@@ -216,7 +216,7 @@ async fn apply_batch(
 ) -> Result<Json<NodeBatchResponse>, ApiError> {
     let max_value = state.settings.max_value_bytes;
     let body = crate::server::read_limited_body(&headers, body, state.settings.max_batch_bytes(), "the batch").await?;
-    let records = batch::decode(&body).map_err(ApiError::bad_request)?;
+    let records = batch::decode(&body).map_err(|error| ApiError::bad_request(error.to_string()))?;
     for (index, record) in records.iter().enumerate() {
         validate_key(&record.key)
             .map_err(|error| ApiError::bad_request(format!("record {index}: {}", error.message)))?;

@@ -155,7 +155,7 @@ async fn post_jobs(_: Internal, State(state): State<Replicator>, headers: Header
 async fn accept_batch(state: Replicator, headers: &HeaderMap, body: Body) -> Result<JobsAccepted, ApiError> {
     let limit = max_batch_body_bytes(state.config().max_value_bytes);
     let body = crate::server::read_limited_body(headers, body, limit, "the jobs body").await?;
-    let jobs = batch::decode(&body).map_err(ApiError::bad_request)?;
+    let jobs = batch::decode(&body).map_err(|error| ApiError::bad_request(error.to_string()))?;
     let max_value = state.config().max_value_bytes;
     let count = jobs.len();
     let mut lists = TargetLists::default();
