@@ -75,8 +75,8 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l node-id -d 'This node\'s id; its WAL and snapshots live in <data-dir>/<node-id>/' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l max-value-bytes -d 'Largest value accepted, in bytes (larger bodies get 413 before being read)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l wal-max-bytes -d 'Snapshot and start a new WAL segment when the active one reaches this many bytes' -r
-complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l sync-mode -d 'group: concurrent writes share one fdatasync; per-write: one fdatasync per write (for benchmarks)' -r -f -a "group\t'Concurrent appends share one fdatasync (the default)'
-per-write\t'Every append gets its own fdatasync (slow; for benchmark comparison)'"
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l sync-mode -d 'group: concurrent writes share one fdatasync; per-write: one fdatasync per write (for benchmarks)' -r -f -a "group\t''
+per-write\t''"
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l tombstone-grace -d 'How long tombstones and expired entries keep their version before being purged; with peers, a tombstone is purged only once every peer is also known to hold it (a peer that is down holds them back)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l peers -d 'Every storage node of the cluster, this one included (id=url,… or bare URLs, the gateway\'s format; a bare URL is this node when it is its --advertise-url or the host:port it listens on); enables anti-entropy with the others' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l replicas -d 'Copies kept of every key (must match the gateway\'s; decides which keys this node shares with each peer)' -r

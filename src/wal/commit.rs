@@ -25,7 +25,7 @@ use super::segment::{Segment, WalDir};
 use crate::sync::Lock;
 
 /// How appends are made durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SyncMode {
     /// Concurrent appends share one fdatasync (the default).
@@ -35,6 +35,9 @@ pub enum SyncMode {
 }
 
 impl SyncMode {
+    /// Every mode, in the order `--help` lists them.
+    pub const ALL: [SyncMode; 2] = [SyncMode::Group, SyncMode::PerWrite];
+
     /// The flag spelling: `group` or `per-write`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -43,6 +46,19 @@ impl SyncMode {
         }
     }
 }
+
+impl std::str::FromStr for SyncMode {
+    type Err = UnknownSyncMode;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        SyncMode::ALL.into_iter().find(|mode| mode.as_str() == text).ok_or_else(|| UnknownSyncMode(text.to_string()))
+    }
+}
+
+/// A sync mode name that is not `group` or `per-write`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown sync mode {0:?}; use group or per-write")]
+pub struct UnknownSyncMode(pub String);
 
 /// Settings of the writer thread.
 #[derive(Debug, Clone, Copy)]

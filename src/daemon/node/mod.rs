@@ -36,6 +36,7 @@ use crate::ring::{NodeInfo, Ring};
 use crate::shutdown::Shutdown;
 use crate::wal::SyncMode;
 use antientropy::{AntiEntropyConfig, AntiEntropyStats, RingSource, SharedFingerprint};
+use clap::builder::TypedValueParser;
 use membership::MembershipSettings;
 
 pub use routes::app;
@@ -61,7 +62,13 @@ pub struct NodeArgs {
     pub wal_max_bytes: u64,
 
     /// group: concurrent writes share one fdatasync; per-write: one fdatasync per write (for benchmarks)
-    #[arg(long, env = "YDHT_SYNC_MODE", value_enum, default_value_t = SyncMode::Group)]
+    #[arg(
+        long,
+        env = "YDHT_SYNC_MODE",
+        default_value = "group",
+        value_parser = clap::builder::PossibleValuesParser::new(SyncMode::ALL.map(SyncMode::as_str))
+            .try_map(|name| name.parse::<SyncMode>())
+    )]
     pub sync_mode: SyncMode,
 
     /// Start despite a corrupt WAL segment by truncating it at the first bad record (later records are lost)
