@@ -54,7 +54,7 @@ SECRET=$(cat "$WORK/data/cluster.secret")
 say "filling $NODE_URL with $MEMORY_KEYS keys of $VALUE_SIZE B"
 fill_started=$(date +%s.%N)
 "$BIN" bench --output json --target-node "$NODE_URL" --cluster-secret "$SECRET" --op get \
-    --keys "$MEMORY_KEYS" --value-size "$VALUE_SIZE" --clients "$CLIENTS" --requests 1 --warmup 0s >"$WORK/fill.json"
+    --keys "$MEMORY_KEYS" --value-size "$VALUE_SIZE" --clients "$CLIENTS" --requests 1 --warmup 0s --keep >"$WORK/fill.json"
 FILL_S=$(echo "$(date +%s.%N) - $fill_started" | bc -l)
 RSS_FILLED=$(rss_mb)
 # A snapshot may still be running when the fill ends: read again once it had time to finish.
