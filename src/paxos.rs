@@ -361,6 +361,18 @@ impl<V: Versioned, F: FnMut(Option<&V>, u64) -> Change<V>> Proposer<V, F> {
     /// A round at `ballot` applying `change` (given the current record and the
     /// version the new record must carry) over `quorum`.
     pub fn new(quorum: Quorum, ballot: Ballot, change: F) -> Self {
+        Self::round(quorum, ballot, change, Vec::new(), false)
+    }
+
+    /// The same operation, again at a later `ballot` after contention or
+    /// failures; it remembers what it proposed before.
+    pub fn retry(self, ballot: Ballot) -> Self {
+        assert!(ballot > self.ballot, "a retry needs a later ballot");
+        Self::round(self.quorum, ballot, self.change, self.mine, self.proposed)
+    }
+
+    /// A round that has heard nothing yet, for an operation that proposed `mine`.
+    fn round(quorum: Quorum, ballot: Ballot, change: F, mine: Vec<V>, proposed: bool) -> Self {
         Self {
             quorum,
             ballot,
@@ -373,26 +385,8 @@ impl<V: Versioned, F: FnMut(Option<&V>, u64) -> Change<V>> Proposer<V, F> {
             held: BTreeSet::new(),
             last_commit: None,
             outranked_by: None,
-            mine: Vec::new(),
-            proposed: false,
-        }
-    }
-
-    /// The same operation, again at a later `ballot` after contention or
-    /// failures; it remembers what it proposed before.
-    pub fn retry(self, ballot: Ballot) -> Self {
-        assert!(ballot > self.ballot, "a retry needs a later ballot");
-        Self {
-            ballot,
-            phase: Phase::Prepare,
-            asked: BTreeSet::new(),
-            yes: BTreeSet::new(),
-            no: BTreeSet::new(),
-            promises: Vec::new(),
-            held: BTreeSet::new(),
-            last_commit: None,
-            outranked_by: None,
-            ..self
+            mine,
+            proposed,
         }
     }
 
