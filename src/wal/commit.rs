@@ -1,9 +1,10 @@
-//! Group commit: one writer thread owns the active segment. Callers hand it
-//! encoded records and wait; the thread takes every append that queued up
-//! while it was busy, writes them with one `write`, makes them durable with one
-//! `fdatasync`, applies them to the caller's state in log order, and only then
-//! acknowledges each of them. So concurrent writers share a sync, and no write
-//! is acknowledged before the sync that covers it.
+//! The node's WAL writer: a [`Log`] of the shared group-commit thread
+//! ([`super::group`]) that owns the active segment. Callers hand it encoded
+//! records and wait; the thread takes every append that queued up while it was
+//! busy, writes them with one `write`, makes them durable with one `fdatasync`,
+//! applies them to the caller's state in log order, and only then acknowledges
+//! each of them. So concurrent writers share a sync, and no write is
+//! acknowledged before the sync that covers it.
 //!
 //! [`SyncMode::PerWrite`] turns batching off (one sync per append). It exists
 //! to measure what group commit buys (`cargo bench --bench node_write`).
@@ -13,16 +14,15 @@
 //! exactly the older segments, so a snapshot of it lets them be deleted
 //! (see [`super::snapshot::compact`]).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::WalError;
+use super::group::{Batching, GroupWriter, Log, Waker};
 use super::record::{self, Record};
 use super::segment::{Segment, WalDir};
-use crate::sync::Lock;
 
 /// How appends are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -219,57 +219,49 @@ struct Request<O> {
     reply: oneshot::Sender<Result<Committed<O>, WalError>>,
 }
 
-enum Message<O> {
-    Append(Request<O>),
-    /// A compaction ended: rotate now if the active segment is full.
-    Maintain,
-    Stop(oneshot::Sender<()>),
-}
-
 /// The handle callers append through; the writer thread stops on [`Committer::close`].
-pub struct Committer<O> {
-    sender: mpsc::Sender<Message<O>>,
+pub struct Committer<A: Apply> {
+    writer: GroupWriter<Writer<A>>,
     stats: Arc<WalStats>,
-    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl<O: Send + 'static> Committer<O> {
+impl<A: Apply> Committer<A> {
     /// Starts the writer thread appending to `segment` (as left by recovery).
-    pub fn start<A>(dir: WalDir, segment: Segment, config: CommitterConfig, stats: Arc<WalStats>, applier: A) -> Self
-    where
-        A: Apply<Outcome = O>,
-    {
+    pub fn start(dir: WalDir, segment: Segment, config: CommitterConfig, stats: Arc<WalStats>, applier: A) -> Self {
         let mut segment = segment;
         segment.fit_preallocation(config.max_segment_bytes);
-        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = Writer {
-            wake: sender.downgrade(),
+        let batching = Batching {
+            group: config.mode == SyncMode::Group,
+            max_appends: MAX_BATCH_APPENDS,
+            max_bytes: MAX_BATCH_BYTES,
+            capacity: QUEUE_CAPACITY,
+            idle_tick: None,
+        };
+        let make = |wake| Writer {
+            wake,
             dir,
             next_rotation_at: config.max_segment_bytes,
             segment,
-            config,
             stats: Arc::clone(&stats),
+            max_segment_bytes: config.max_segment_bytes,
             applier,
-            receiver,
+            buffer: Vec::with_capacity(1 << 20),
             failed: None,
             disk_full: false,
         };
-        let thread = std::thread::Builder::new()
-            .name("wal-writer".into())
-            .spawn(move || writer.run())
-            .expect("cannot start the WAL writer thread");
-        Self { sender, stats, thread: Mutex::new(Some(thread)) }
+        let writer = GroupWriter::start("wal-writer", batching, make).expect("cannot start the WAL writer thread");
+        Self { writer, stats }
     }
 
     /// Appends `records` atomically (one write, one sync) and waits until they
     /// are durable and applied.
-    pub async fn append(&self, records: Vec<Record>) -> Result<Committed<O>, WalError> {
+    pub async fn append(&self, records: Vec<Record>) -> Result<Committed<A::Outcome>, WalError> {
         let mut frames = Vec::with_capacity(records.iter().map(Record::framed_len).sum());
         for found in &records {
             record::encode(found, &mut frames)?;
         }
         let (reply, answer) = oneshot::channel();
-        self.sender.send(Message::Append(Request { frames, records, reply })).await.map_err(|_| WalError::Closed)?;
+        self.writer.submit(Request { frames, records, reply }).await.map_err(|_| WalError::Closed)?;
         answer.await.map_err(|_| WalError::Closed)?
     }
 
@@ -279,13 +271,12 @@ impl<O: Send + 'static> Committer<O> {
     /// snapshot is running, another one follows it (the running one may have copied the old state).
     pub fn request_snapshot(&self) {
         self.stats.snapshot_requested.store(true, Ordering::Release);
-        // A full queue means the writer is busy and checks the request after its next batch anyway.
-        let _ = self.sender.try_send(Message::Maintain);
+        self.writer.wake();
     }
 
     /// Appends waiting for the writer right now.
     pub fn queued(&self) -> usize {
-        self.sender.max_capacity() - self.sender.capacity()
+        self.writer.queued()
     }
 
     /// The shared counters.
@@ -296,26 +287,20 @@ impl<O: Send + 'static> Committer<O> {
     /// Lets every append queued so far finish, makes the segment durable, and
     /// stops the writer thread. Later appends fail with [`WalError::Closed`].
     pub async fn close(&self) {
-        let (done, finished) = oneshot::channel();
-        if self.sender.send(Message::Stop(done)).await.is_ok() {
-            let _ = finished.await;
-        }
-        let thread = self.thread.locked().take();
-        if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
+        self.writer.close().await;
     }
 }
 
 struct Writer<A: Apply> {
     dir: WalDir,
     segment: Segment,
-    config: CommitterConfig,
+    max_segment_bytes: u64,
     stats: Arc<WalStats>,
     applier: A,
-    receiver: mpsc::Receiver<Message<A::Outcome>>,
-    /// Lets a compaction wake the writer without keeping the channel open.
-    wake: mpsc::WeakSender<Message<A::Outcome>>,
+    /// One batch's frames, reused.
+    buffer: Vec<u8>,
+    /// Lets a compaction wake the writer when it ends.
+    wake: Waker<Request<A::Outcome>>,
     next_rotation_at: u64,
     /// Set after a failed write or sync: nothing written afterwards could be trusted.
     failed: Option<String>,
@@ -323,64 +308,45 @@ struct Writer<A: Apply> {
     disk_full: bool,
 }
 
-impl<A: Apply> Writer<A> {
-    fn run(mut self) {
-        let mut buffer = Vec::with_capacity(1 << 20);
-        while let Some(first) = self.receiver.blocking_recv() {
-            let mut batch = Vec::new();
-            let mut stop = None;
-            match first {
-                Message::Append(request) => batch.push(request),
-                Message::Stop(done) => stop = Some(done),
-                Message::Maintain => {}
-            }
-            if self.config.mode == SyncMode::Group && !batch.is_empty() {
-                let mut bytes = batch[0].frames.len();
-                while batch.len() < MAX_BATCH_APPENDS && bytes < MAX_BATCH_BYTES {
-                    match self.receiver.try_recv() {
-                        Ok(Message::Append(request)) => {
-                            bytes += request.frames.len();
-                            batch.push(request);
-                        }
-                        Ok(Message::Stop(done)) => {
-                            stop = Some(done);
-                            break;
-                        }
-                        Ok(Message::Maintain) => {}
-                        Err(_) => break,
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                self.commit(batch, &mut buffer);
-            }
-            if let Some(done) = stop {
-                // Closed cleanly, the segment ends on its last record (trimming syncs too).
-                if let Err(error) = self.segment.trim() {
-                    tracing::error!(%error, file = %self.segment.path().display(), "final WAL sync failed");
-                }
-                let _ = done.send(());
-                return;
-            }
-            self.rotate_if_full();
-        }
+impl<A: Apply> Log for Writer<A> {
+    type Append = Request<A::Outcome>;
+
+    fn bytes(request: &Request<A::Outcome>) -> usize {
+        request.frames.len()
     }
 
-    fn commit(&mut self, batch: Vec<Request<A::Outcome>>, buffer: &mut Vec<u8>) {
+    fn commit(&mut self, batch: Vec<Request<A::Outcome>>) {
+        self.commit_batch(batch);
+    }
+
+    fn maintain(&mut self) {
+        self.rotate_if_full();
+    }
+
+    fn close(&mut self) {
+        // Closed cleanly, the segment ends on its last record (trimming syncs too).
+        if let Err(error) = self.segment.trim() {
+            tracing::error!(%error, file = %self.segment.path().display(), "final WAL sync failed");
+        }
+    }
+}
+
+impl<A: Apply> Writer<A> {
+    fn commit_batch(&mut self, batch: Vec<Request<A::Outcome>>) {
         if let Some(reason) = &self.failed {
             for request in batch {
                 let _ = request.reply.send(Err(WalError::Failed(reason.clone())));
             }
             return;
         }
-        buffer.clear();
+        self.buffer.clear();
         let start = self.segment.len();
         let mut ends = Vec::with_capacity(batch.len());
         for request in &batch {
-            buffer.extend_from_slice(&request.frames);
-            ends.push(start + buffer.len() as u64);
+            self.buffer.extend_from_slice(&request.frames);
+            ends.push(start + self.buffer.len() as u64);
         }
-        if let Err(error) = self.segment.append(buffer).and_then(|()| self.segment.sync()) {
+        if let Err(error) = self.segment.append(&self.buffer).and_then(|()| self.segment.sync()) {
             // Nothing of this batch was acknowledged: cut it off so the log ends on its last good frame.
             let cut = self.segment.cut_back(start);
             if super::is_out_of_space(&error) && cut.is_ok() {
@@ -430,7 +396,7 @@ impl<A: Apply> Writer<A> {
         let generation = self.segment.generation() + 1;
         match Segment::create(&self.dir, generation) {
             Ok(mut next) => {
-                next.fit_preallocation(self.config.max_segment_bytes);
+                next.fit_preallocation(self.max_segment_bytes);
                 let mut previous = std::mem::replace(&mut self.segment, next);
                 if let Err(error) = previous.trim() {
                     // Harmless: recovery reads the zeros left after its records as padding.
@@ -440,19 +406,15 @@ impl<A: Apply> Writer<A> {
                 self.stats.synced_bytes.store(self.segment.len(), Ordering::Release);
                 self.stats.generation.store(generation, Ordering::Relaxed);
                 self.stats.compacting.store(true, Ordering::Release);
-                self.next_rotation_at = self.config.max_segment_bytes;
+                self.next_rotation_at = self.max_segment_bytes;
                 tracing::info!(generation, "WAL segment full; started a new one and a snapshot");
                 let wake = self.wake.clone();
-                let wake_writer = Box::new(move || {
-                    if let Some(sender) = wake.upgrade() {
-                        let _ = sender.try_send(Message::Maintain);
-                    }
-                });
+                let wake_writer = Box::new(move || wake.wake());
                 self.applier.rotated(generation, CompactionTicket { stats: Arc::clone(&self.stats), wake_writer });
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot start a new WAL segment; compaction postponed");
-                self.next_rotation_at = self.segment.len() + self.config.max_segment_bytes;
+                self.next_rotation_at = self.segment.len() + self.max_segment_bytes;
             }
         }
     }
@@ -461,6 +423,8 @@ impl<A: Apply> Writer<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::Lock;
+    use std::sync::Mutex;
     use std::sync::mpsc as std_mpsc;
 
     /// Records the keys it applied, optionally blocking on its first call until released.
@@ -488,7 +452,7 @@ mod tests {
         dir: &WalDir,
         mode: SyncMode,
         gate: Option<(std_mpsc::Sender<()>, std_mpsc::Receiver<()>)>,
-    ) -> (Arc<Committer<()>>, Arc<Mutex<Vec<String>>>) {
+    ) -> (Arc<Committer<Recorder>>, Arc<Mutex<Vec<String>>>) {
         let recovered = super::super::recover(dir, false, |_| {}).unwrap();
         let stats = Arc::new(WalStats::default());
         stats.recovered(&recovered.segment, recovered.retired_bytes);

@@ -3,7 +3,8 @@
 //! - [`record`]: the self-checking frame format (length + CRCs + payload), with its byte layout.
 //! - [`segment`]: the directory layout, the segment being appended to, and scanning frames back.
 //! - [`snapshot`]: atomic snapshots, and compaction (snapshot, then delete the segments it covers).
-//! - [`commit`]: the group-commit writer: many concurrent appends, one fdatasync, each
+//! - [`group`]: the one group-commit writer thread (also the replicator queue's).
+//! - [`commit`]: the WAL on it: many concurrent appends, one fdatasync, each
 //!   append acknowledged only after the sync that covers it.
 //! - [`recover`] (this file): rebuilding state at start-up from the latest snapshot plus the
 //!   segments after it.
@@ -20,6 +21,7 @@
 pub mod codec;
 pub mod commit;
 pub mod frame;
+pub mod group;
 pub mod record;
 pub mod segment;
 pub mod snapshot;

@@ -167,7 +167,7 @@ impl Shared {
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
-    committer: Arc<Committer<StoreWriteResponse>>,
+    committer: Arc<Committer<Applier>>,
 }
 
 /// Applies committed records to the map and snapshots it when the WAL rotates.

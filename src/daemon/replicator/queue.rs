@@ -10,9 +10,10 @@
 //! - `3` next id: the first job id not used yet (written at the head of a
 //!   compacted log so ids never repeat).
 //!
-//! One writer thread owns the file. Appends of jobs are group-committed: every
-//! job waiting when a batch starts is written and covered by one `fdatasync`
-//! before any of their callers hears "durable". Done markers ride along with
+//! One writer thread owns the file: the log is a [`crate::wal::group::Log`],
+//! driven by the same group-commit thread as the node's WAL. Appends of jobs
+//! are group-committed: every job waiting when a batch starts is written and
+//! covered by one `fdatasync` before any of their callers hears "durable". Done markers ride along with
 //! the next batch, or are written unsynced after 100 ms without one (losing one
 //! only means a copy is delivered twice, which versioned writes make harmless).
 //!
@@ -35,8 +36,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -47,6 +47,7 @@ use crate::error::Exit;
 use crate::sync::Lock;
 use crate::wal::codec::{DecodeError, Reader};
 use crate::wal::frame::{self, ScanEnd};
+use crate::wal::group::{Batching, GroupWriter, Log};
 use crate::wal::record::RecordRef;
 use crate::wal::segment::{self, DirLock, LockError};
 
@@ -62,7 +63,14 @@ const MAGIC_V1: &[u8; 8] = b"YDHTRQ\x00\x01";
 const FRAME_HEADER: usize = frame::FRAME_HEADER_BYTES;
 /// No entry may be larger than this (a job carries at most one value; `--max-value-bytes` is at most half).
 pub const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
-const MAX_BATCH: usize = 1024;
+/// The writer's batches: at most this many appends, about this many bytes.
+const BATCHING: Batching = Batching {
+    group: true,
+    max_appends: 1024,
+    max_bytes: 16 << 20,
+    capacity: 8192,
+    idle_tick: Some(DONE_FLUSH_INTERVAL),
+};
 
 const TAG_JOB: u8 = 1;
 const TAG_DONE: u8 = 2;
@@ -151,9 +159,10 @@ impl CompactionPolicy {
     }
 }
 
-enum Command {
-    Append { jobs: Vec<Arc<Job>>, reply: oneshot::Sender<io::Result<()>> },
-    Close { reply: oneshot::Sender<()> },
+/// Jobs to write together, and who waits for them to be durable.
+struct Append {
+    jobs: Vec<Arc<Job>>,
+    reply: oneshot::Sender<io::Result<()>>,
 }
 
 /// Done markers waiting for the writer: it takes them with its next batch, or
@@ -167,9 +176,8 @@ const DONE_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Handle to the queue log; the writer thread stops when it is closed or dropped.
 #[derive(Debug)]
 pub struct QueueLog {
-    sender: mpsc::Sender<Command>,
+    writer: GroupWriter<Writer>,
     dones: PendingDones,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl QueueLog {
@@ -216,12 +224,9 @@ impl QueueLog {
             next_id: writer.next_id,
             truncated_bytes: replay.truncated_bytes,
         };
-        let (sender, receiver) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("replicator-queue-log".to_string())
-            .spawn(move || writer.run(receiver))
+        let writer = GroupWriter::start("replicator-queue-log", BATCHING, |_| writer)
             .context("cannot start the queue log writer thread")?;
-        Ok((QueueLog { sender, dones, thread: Some(thread) }, recovered))
+        Ok((QueueLog { writer, dones }, recovered))
     }
 
     /// Hands `job` to the writer at once; the returned future completes once it is
@@ -233,9 +238,9 @@ impl QueueLog {
     /// Like [`QueueLog::append`] for several jobs, written together (one write, one fsync).
     pub fn append_all(&self, jobs: Vec<Arc<Job>>) -> impl Future<Output = io::Result<()>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        let sent = self.sender.send(Command::Append { jobs, reply });
+        let sent = self.writer.submit(Append { jobs, reply });
         async move {
-            sent.map_err(|_| closed())?;
+            sent.await.map_err(|_| closed())?;
             answer.await.map_err(|_| closed())?
         }
     }
@@ -248,25 +253,8 @@ impl QueueLog {
     }
 
     /// Writes and fsyncs everything pending, then stops the writer thread.
-    pub async fn close(mut self) {
-        let (reply, answer) = oneshot::channel();
-        if self.sender.send(Command::Close { reply }).is_ok() {
-            let _ = answer.await;
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-    }
-}
-
-impl Drop for QueueLog {
-    fn drop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            let (reply, _answer) = oneshot::channel();
-            if self.sender.send(Command::Close { reply }).is_ok() {
-                let _ = thread.join();
-            }
-        }
+    pub async fn close(self) {
+        self.writer.close().await;
     }
 }
 
@@ -457,31 +445,29 @@ struct Writer {
     _lock: DirLock,
 }
 
-impl Writer {
-    fn run(mut self, receiver: mpsc::Receiver<Command>) {
-        loop {
-            let first = match receiver.recv_timeout(DONE_FLUSH_INTERVAL) {
-                Ok(first) => first,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.commit(Vec::new());
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
-            }
-            if self.commit(batch) {
-                return self.trim();
-            }
-        }
-        self.trim();
+impl Log for Writer {
+    type Append = Append;
+
+    fn bytes(append: &Append) -> usize {
+        append.jobs.iter().map(|job| FRAME_HEADER + job_payload_len(job)).sum()
     }
 
+    fn commit(&mut self, batch: Vec<Append>) {
+        self.write_batch(batch, true);
+    }
+
+    /// No job for a while: the done markers waiting are written (unsynced).
+    fn idle(&mut self) {
+        self.write_batch(Vec::new(), false);
+    }
+
+    fn close(&mut self) {
+        self.write_batch(Vec::new(), true);
+        self.trim();
+    }
+}
+
+impl Writer {
     /// Drops the zeros written ahead and syncs: a log closed cleanly ends on its last record.
     fn trim(&mut self) {
         if self.broken.is_none() && self.file.set_len(self.len).is_ok() {
@@ -490,30 +476,25 @@ impl Writer {
         let _ = self.file.sync_data();
     }
 
-    /// Writes one batch with one fsync (and the done markers waiting, which need
-    /// none) and answers its appenders; true when asked to close.
-    fn commit(&mut self, batch: Vec<Command>) -> bool {
+    /// Writes one batch of appends and the done markers waiting (which need no
+    /// sync of their own), with one fsync when there are appends or `sync`
+    /// asks for it, and answers the appenders.
+    fn write_batch(&mut self, batch: Vec<Append>, sync: bool) {
         let mut buffer = Vec::new();
-        let mut replies = Vec::new();
+        let mut replies = Vec::with_capacity(batch.len());
         let mut jobs = Vec::new();
         let dones = std::mem::take(&mut *self.dones.locked());
         for &(job_id, target) in &dones {
             frame(&mut buffer, &encode_done(job_id, target));
         }
-        let mut close = None;
-        for command in batch {
-            match command {
-                Command::Append { jobs: appended, reply } => {
-                    for job in appended {
-                        frame(&mut buffer, &encode_job(&job));
-                        jobs.push(job);
-                    }
-                    replies.push(reply);
-                }
-                Command::Close { reply } => close = Some(reply),
+        for Append { jobs: appended, reply } in batch {
+            for job in appended {
+                frame(&mut buffer, &encode_job(&job));
+                jobs.push(job);
             }
+            replies.push(reply);
         }
-        let result = self.write(&buffer, !replies.is_empty() || close.is_some());
+        let result = self.write(&buffer, sync || !replies.is_empty());
         if result.is_ok() {
             for job in jobs {
                 self.next_id = self.next_id.max(job.id + 1);
@@ -533,13 +514,6 @@ impl Writer {
         }
         if result.is_ok() {
             self.maybe_compact();
-        }
-        match close {
-            Some(reply) => {
-                let _ = reply.send(());
-                true
-            }
-            None => false,
         }
     }
 
