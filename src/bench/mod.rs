@@ -13,6 +13,7 @@
 //! - [`target`]: prepared URLs and bodies per key, one request per call.
 //! - [`summary`]: histogram, error kinds, table and JSON output.
 
+pub mod cpu;
 pub mod load;
 pub mod summary;
 pub mod target;
@@ -32,7 +33,7 @@ use crate::client::{Context, KeyClient};
 use crate::error::{Exit, exit};
 use crate::hlc::Hlc;
 use load::{KeyOrder, Mix, Phase, Progress, Stop};
-use summary::{ErrorKind, RunInfo, Summary};
+use summary::{ErrorKind, RunInfo, ServerCpu, Summary};
 use target::{Endpoint, Target, value_of_size};
 
 /// Largest number of concurrent clients.
@@ -132,6 +133,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub keep: bool,
 
+    /// Also report the CPU time (user + system) these server processes spent per
+    /// measured operation, from /proc (repeat for several processes; Linux only)
+    #[arg(long = "server-pid", value_name = "PID")]
+    pub server_pids: Vec<u32>,
+
     /// The gateway and the API key (for the default target) and the config dir.
     #[command(flatten)]
     pub client: KeyClient,
@@ -154,6 +160,7 @@ impl std::fmt::Debug for BenchArgs {
             .field("cluster_secret", &self.cluster_secret.as_ref().map(|_| "<hidden>"))
             .field("target_etcd", &self.target_etcd)
             .field("keep", &self.keep)
+            .field("server_pids", &self.server_pids)
             .field("client", &self.client)
             .finish()
     }
@@ -203,6 +210,8 @@ pub struct Plan {
     pub target: TargetSpec,
     /// Keep the run's keys instead of deleting them afterwards.
     pub keep: bool,
+    /// Server processes whose CPU time per operation is reported.
+    pub server_pids: Vec<u32>,
 }
 
 /// Default measured duration when neither --duration nor --requests is given.
@@ -248,6 +257,9 @@ impl BenchArgs {
                 "--keys × --value-size is too large to prepare in memory (over 1 GiB); use fewer keys",
             ));
         }
+        for &pid in &self.server_pids {
+            cpu::ticks(pid).map_err(|error| Exit::usage(format!("--server-pid {pid}: {error}")))?;
+        }
         let stop = match (&self.duration, self.requests) {
             (_, Some(0)) => return Err(Exit::usage("--requests must be at least 1")),
             (_, Some(requests)) => Stop::Requests(requests),
@@ -283,6 +295,7 @@ impl BenchArgs {
             url,
             target,
             keep: self.keep,
+            server_pids: self.server_pids.clone(),
         })
     }
 
@@ -409,8 +422,13 @@ pub async fn execute(plan: &Plan, show_progress: bool) -> anyhow::Result<Summary
         .await;
     }
     let measured = phase(mix, plan.stop, KeyOrder::Random);
+    let cpu_before = cpu::total_ticks(&plan.server_pids)?;
     let (tallies, elapsed) = run_with_progress(&client, &target, measured, "measuring", show_progress).await;
+    let cpu_after = cpu::total_ticks(&plan.server_pids)?;
     let mut summary = Summary::new(info, &tallies, elapsed);
+    if !plan.server_pids.is_empty() {
+        summary.server_cpu = Some(ServerCpu::new(cpu_after - cpu_before, summary.total.requests));
+    }
     if !plan.keep {
         let cleanup = phase(Mix::Delete, Stop::Requests(plan.keys), KeyOrder::Sequential);
         let (tallies, _) = run_with_progress(&client, &target, cleanup, "deleting keys", show_progress).await;

@@ -253,6 +253,27 @@ pub struct Summary {
     pub by_op: Option<BTreeMap<&'static str, Figures>>,
     /// How many of the run's keys were deleted afterwards; none with `--keep`.
     pub keys_deleted: Option<u64>,
+    /// CPU time of the `--server-pid` processes during the measured phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu: Option<ServerCpu>,
+}
+
+/// What the measured phase cost the servers named by `--server-pid`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerCpu {
+    /// User + system CPU seconds of all of them together.
+    pub seconds: f64,
+    /// Those seconds per measured request, in microseconds.
+    pub us_per_op: f64,
+}
+
+impl ServerCpu {
+    /// From the clock ticks spent over `requests` requests.
+    pub fn new(ticks: u64, requests: u64) -> Self {
+        let seconds = ticks as f64 / super::cpu::TICKS_PER_SECOND as f64;
+        let us_per_op = if requests == 0 { 0.0 } else { seconds * 1e6 / requests as f64 };
+        Self { seconds, us_per_op }
+    }
 }
 
 fn millis(micros: u64) -> f64 {
@@ -269,7 +290,7 @@ impl Summary {
                 ("put", Figures::new(&tallies.put, elapsed, info.value_size)),
             ])
         });
-        Summary { info, total, elapsed_secs: elapsed.as_secs_f64(), by_op, keys_deleted: None }
+        Summary { info, total, elapsed_secs: elapsed.as_secs_f64(), by_op, keys_deleted: None, server_cpu: None }
     }
 
     /// Why the run counts as failed, in one line: more than 5 % of its requests
@@ -322,6 +343,9 @@ impl Summary {
             table.add_row(row);
         }
         table.add_row(vec!["elapsed".to_string(), format!("{:.2} s", self.elapsed_secs)]);
+        if let Some(cpu) = &self.server_cpu {
+            table.add_row(vec!["server CPU".to_string(), format!("{:.2} s, {:.1} µs/op", cpu.seconds, cpu.us_per_op)]);
+        }
         let kinds: std::collections::BTreeSet<&String> =
             columns.iter().flat_map(|figures| figures.errors.keys()).collect();
         for kind in kinds {
