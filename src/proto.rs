@@ -19,11 +19,7 @@ pub const CONSISTENCY_HEADER: &str = "x-consistency";
 pub const API_KEY_HEADER: &str = "x-api-key";
 /// Header naming the nodes that took part in a gateway operation (comma-separated URLs).
 pub const NODES_HEADER: &str = "x-ydht-nodes";
-/// Header of a replication job naming its operation: `put` or `delete`.
-pub const JOB_OP_HEADER: &str = "x-ydht-op";
-/// Header of a replication job listing the target node base URLs (comma-separated).
-pub const JOB_TARGETS_HEADER: &str = "x-ydht-targets";
-/// Optional header of a replication job: answer only once this many targets acknowledged.
+/// Optional header of the replicator's `POST /jobs`: answer only once every job has this many acknowledged targets.
 pub const JOB_WAIT_HEADER: &str = "x-ydht-wait";
 /// Set on a write's answer when its copies could not be handed over durably (the text says why).
 pub const WARNING_HEADER: &str = "x-ydht-warning";
@@ -332,33 +328,27 @@ pub struct NodeBatchResponse {
     pub results: Vec<StoreWriteResponse>,
 }
 
-/// The replicator's answer to `POST /jobs/{key}`: 202 once the job is durable in its queue log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobAccepted {
-    /// The job's id in the replicator's queue.
-    pub job_id: u64,
-    /// With `x-ydht-wait: N`: how many targets acknowledged before the answer (at least N).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acked: Option<u32>,
-}
-
-/// The replicator's answer to `POST /jobs` (a batch of jobs): 202 once every job is durable in its queue log.
+/// The replicator's answer to `POST /jobs`: 202 once every job of the body is
+/// durable in its queue log (and, with `x-ydht-wait: N`, acknowledged by N targets).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobsAccepted {
     /// The jobs' ids in the replicator's queue, in the order of the body.
     pub job_ids: Vec<u64>,
+    /// With `x-ydht-wait: N`: how many targets acknowledged each job before the answer (each at least N).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked: Option<Vec<u32>>,
 }
 
-/// The replicator's 504 when `x-ydht-wait: N` targets did not acknowledge in time.
-/// The job stays queued and is still delivered.
+/// The replicator's 504 when some job of a `POST /jobs` with `x-ydht-wait: N`
+/// did not reach N acknowledgements in time. The jobs stay queued and are still delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobWaitTimedOut {
-    /// What happened, in one line.
+pub struct JobsWaitTimedOut {
+    /// What happened, in one line, naming the jobs short of N.
     pub error: String,
-    /// The job's id (it is durable and keeps being delivered).
-    pub job_id: u64,
-    /// How many targets acknowledged before the answer.
-    pub acked: u32,
+    /// The jobs' ids (durable, and still being delivered), in the order of the body.
+    pub job_ids: Vec<u64>,
+    /// How many targets acknowledged each job before the answer.
+    pub acked: Vec<u32>,
 }
 
 /// `GET /health` of the replicator: the original product's fields first, then ydht's additions.

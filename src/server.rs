@@ -229,11 +229,10 @@ pub fn request_id_of(header: Option<&axum::http::HeaderValue>) -> axum::http::He
 
 /// The route of `path` for logs, without keys: `/v1/kv/{key}` rather than the key itself.
 fn route_of(path: &str) -> &str {
-    const KEYED: [(&str, &str); 4] = [
+    const KEYED: [(&str, &str); 3] = [
         ("/v1/kv/", "/v1/kv/{key}"),
         ("/store/", "/store/{key}"),
         ("/internal/tenants/", "/internal/tenants/{tenant}/…"),
-        ("/jobs/", "/jobs/{key}"),
     ];
     KEYED.iter().find(|(prefix, _)| path.starts_with(prefix)).map_or(path, |(_, route)| route)
 }

@@ -2,22 +2,26 @@
 //! coalesces concurrent jobs into one body ([`crate::coalesce`]); the replicator
 //! makes all of them durable with one queue-log append and one fsync.
 //!
-//! # Layout (format version 1), integers little-endian
+//! # Layout (format version 2), integers little-endian
 //!
 //! ```text
-//! 8 bytes   magic "YDHTJOB" + format version byte (1)
+//! 8 bytes   magic "YDHTJOB" + format version byte (2)
 //! 4 bytes   job count N (u32), 1..=MAX_BATCH_JOBS
 //! N times:
-//!   2 bytes   length T of the targets (u16), then T bytes of UTF-8: the job's
-//!             target node base URLs, comma-separated (as in `x-ydht-targets`)
+//!   1 byte    number of targets K (u8), 0..=MAX_JOB_TARGETS
+//!   K times:  2 bytes length L (u16), then L bytes of UTF-8: a target node's base URL
 //!   frame     the write to copy, exactly a WAL frame (see crate::wal::record):
 //!             a put (value, content type, expiry) or a delete, with key and version
 //! ```
+//!
+//! Version 1 held each job's targets as one comma-separated string; it is
+//! refused (400) naming the version, as any other version is.
 //!
 //! Nothing may follow the last job. A body that is malformed anywhere is
 //! refused whole (400) and no job of it is queued.
 
 use super::BodyError;
+use crate::wal::frame;
 use crate::wal::record::{self, Decoded, EncodeError, FILE_HEADER_BYTES, Record, RecordRef};
 
 /// Magic at the start of a jobs body.
@@ -26,27 +30,38 @@ pub const JOBS_MAGIC: &[u8; 7] = b"YDHTJOB";
 pub const JOBS_CONTENT_TYPE: &str = "application/x-ydht-jobs";
 /// Most jobs one body may carry.
 pub const MAX_BATCH_JOBS: usize = 4096;
+/// The body's format version (see the layout above).
+pub const JOBS_FORMAT_VERSION: u8 = 2;
+/// Most targets one job may list in a body (the replicator accepts fewer).
+pub const MAX_JOB_TARGETS: usize = u8::MAX as usize;
 
 /// One job of a body: where to copy, and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchJob {
-    /// The target node base URLs, comma-separated.
-    pub targets: String,
+    /// The target nodes' base URLs.
+    pub targets: Vec<String>,
     /// The write (a tombstone for a delete).
     pub record: Record,
 }
 
-/// Encodes jobs, each given as (comma-separated targets, write), as a jobs body.
-pub fn encode<'a>(jobs: impl ExactSizeIterator<Item = (&'a str, RecordRef<'a>)>) -> Result<Vec<u8>, EncodeError> {
+/// Encodes jobs, each given as (its targets' base URLs, write), as a jobs body.
+pub fn encode<'a, T: AsRef<str> + 'a>(
+    jobs: impl ExactSizeIterator<Item = (&'a [T], RecordRef<'a>)>,
+) -> Result<Vec<u8>, EncodeError> {
     let count = u32::try_from(jobs.len()).expect("batches hold far fewer than 2^32 jobs");
     let mut body = Vec::new();
-    body.extend_from_slice(&record::file_header(JOBS_MAGIC));
+    body.extend_from_slice(&frame::file_header(JOBS_MAGIC, JOBS_FORMAT_VERSION));
     body.extend_from_slice(&count.to_le_bytes());
     for (targets, write) in jobs {
-        let length = u16::try_from(targets.len()).map_err(|_| EncodeError::TooLarge(targets.len()))?;
-        body.reserve(2 + targets.len() + write.framed_len());
-        body.extend_from_slice(&length.to_le_bytes());
-        body.extend_from_slice(targets.as_bytes());
+        let listed = u8::try_from(targets.len()).map_err(|_| EncodeError::TooLarge(targets.len()))?;
+        body.push(listed);
+        for target in targets {
+            let target = target.as_ref();
+            let length = u16::try_from(target.len()).map_err(|_| EncodeError::TooLarge(target.len()))?;
+            body.extend_from_slice(&length.to_le_bytes());
+            body.extend_from_slice(target.as_bytes());
+        }
+        body.reserve(write.framed_len());
         record::encode_borrowed(write, &mut body)?;
     }
     Ok(body)
@@ -54,7 +69,8 @@ pub fn encode<'a>(jobs: impl ExactSizeIterator<Item = (&'a str, RecordRef<'a>)>)
 
 /// Decodes a jobs body; the error names what is wrong and where.
 pub fn decode(body: &[u8]) -> Result<Vec<BatchJob>, BodyError> {
-    record::check_file_header(body, JOBS_MAGIC).map_err(|source| BodyError::Header { body: "jobs body", source })?;
+    frame::check_file_header(body, JOBS_MAGIC, JOBS_FORMAT_VERSION)
+        .map_err(|source| BodyError::Header { body: "jobs body", source })?;
     let count_end = FILE_HEADER_BYTES + 4;
     let count = body
         .get(FILE_HEADER_BYTES..count_end)
@@ -74,21 +90,30 @@ pub fn decode(body: &[u8]) -> Result<Vec<BatchJob>, BodyError> {
     let mut offset = count_end;
     while jobs.len() < count {
         let at = offset;
-        let length = body
-            .get(offset..offset + 2)
-            .map(|length| usize::from(u16::from_le_bytes(length.try_into().expect("2 bytes"))))
-            .ok_or(BodyError::EndsInside { item: "job", index: jobs.len(), field: "its targets length", at })?;
-        offset += 2;
-        let targets = body.get(offset..offset + length).ok_or(BodyError::EndsInside {
-            item: "job",
-            index: jobs.len(),
-            field: "its targets",
-            at,
-        })?;
-        let targets = std::str::from_utf8(targets)
-            .map_err(|_| BodyError::NotUtf8 { item: "job", index: jobs.len(), field: "the target list" })?
-            .to_string();
-        offset += length;
+        let index = jobs.len();
+        let listed =
+            *body.get(offset).ok_or(BodyError::EndsInside { item: "job", index, field: "its target count", at })?;
+        offset += 1;
+        let mut targets = Vec::with_capacity(usize::from(listed));
+        for _ in 0..listed {
+            let length = body
+                .get(offset..offset + 2)
+                .map(|length| usize::from(u16::from_le_bytes(length.try_into().expect("2 bytes"))))
+                .ok_or(BodyError::EndsInside { item: "job", index, field: "a target's length", at: offset })?;
+            let text = body.get(offset + 2..offset + 2 + length).ok_or(BodyError::EndsInside {
+                item: "job",
+                index,
+                field: "a target",
+                at: offset,
+            })?;
+            let target = std::str::from_utf8(text).map_err(|_| BodyError::NotUtf8 {
+                item: "job",
+                index,
+                field: "a target URL",
+            })?;
+            targets.push(target.to_string());
+            offset += 2 + length;
+        }
         let record = match record::decode(&body[offset..]) {
             Decoded::Record(record, used) => {
                 offset += used;
@@ -116,15 +141,15 @@ mod tests {
     fn sample() -> Vec<BatchJob> {
         vec![
             BatchJob {
-                targets: "http://a:1,http://b:2".into(),
+                targets: vec!["http://a:1".into(), "http://b:2".into()],
                 record: Record::put("7/k", 3, &b"value"[..], "text/plain").with_expiry(Some(99)),
             },
-            BatchJob { targets: "http://c:3".into(), record: Record::delete("7/gone", 4) },
+            BatchJob { targets: vec!["http://c:3".into()], record: Record::delete("7/gone", 4) },
         ]
     }
 
     fn encode_all(jobs: &[BatchJob]) -> Vec<u8> {
-        encode(jobs.iter().map(|job| (job.targets.as_str(), job.record.borrowed()))).unwrap()
+        encode(jobs.iter().map(|job| (job.targets.as_slice(), job.record.borrowed()))).unwrap()
     }
 
     #[test]
@@ -160,17 +185,25 @@ mod tests {
         assert!(decode(b"{\"json\": true}").unwrap_err().to_string().contains("not a ydht jobs body"));
     }
 
+    #[test]
+    fn a_body_of_format_1_is_refused_naming_the_version() {
+        let mut old = encode_all(&sample());
+        old[FILE_HEADER_BYTES - 1] = 1;
+        let error = decode(&old).unwrap_err().to_string();
+        assert!(error.contains("format version 1 is not supported"), "{error}");
+    }
+
     fn any_job() -> impl proptest::strategy::Strategy<Value = BatchJob> {
         use proptest::prelude::*;
         (
-            proptest::collection::vec("http://[a-z0-9.]{1,10}:[0-9]{1,5}", 1..4),
+            proptest::collection::vec("http://[a-z0-9.,]{1,10}:[0-9]{1,5}", 0..4),
             "[a-z0-9/]{1,16}",
             1u64..u64::MAX,
             proptest::option::of(1u64..u64::MAX),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..48)),
         )
             .prop_map(|(targets, key, version, expires_at, value)| BatchJob {
-                targets: targets.join(","),
+                targets,
                 record: match value {
                     Some(value) => Record::put(key, version, value, "application/octet-stream").with_expiry(expires_at),
                     None => Record::delete(key, version),

@@ -261,14 +261,8 @@ async fn a_full_replication_queue_shows_in_health_status_and_the_writes_answer()
     );
     // (The first write's job may still be in the queue: post until the stuck job is taken.)
     let stuck = || {
-        client
-            .post(format!("{replicator_url}/jobs/0/stuck"))
-            .header("x-cluster-secret", secret)
-            .header("x-ydht-op", "put")
-            .header("x-version", "1")
-            .header("x-ydht-targets", &dead)
-            .body("v")
-            .send()
+        let job = (vec![dead.clone()], ydht::wal::Record::put("0/stuck", 1, &b"v"[..], "text/plain"));
+        common::post_jobs_request(&client, &replicator_url, secret, &[job], None).send()
     };
     assert!(eventually(Duration::from_secs(20), || async { stuck().await.unwrap().status() == 202 }).await);
     let health: serde_json::Value =

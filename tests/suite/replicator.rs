@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -212,16 +213,19 @@ fn config(dir: &Path) -> ReplicatorConfig {
     config
 }
 
-/// `POST /jobs/{key}` with the secret; `extra` headers override or add.
+/// One job through `POST /jobs`: a put of `value` (or, with `("op", "delete")`,
+/// a delete) of `key` to `targets`. `options` set the job's fields: `op`,
+/// `version` (default 1000), `expires_at`, `content_type`, and `wait` (the
+/// `x-ydht-wait` header).
 async fn post_job(
     http: &reqwest::Client,
     base: &str,
     key: &str,
     targets: &[&str],
-    extra: &[(&str, &str)],
-    body: &[u8],
+    options: &[(&str, &str)],
+    value: &[u8],
 ) -> reqwest::Response {
-    try_post_job(http, base, key, targets, extra, body).await.unwrap()
+    try_post_job(http, base, key, targets, options, value).await.unwrap()
 }
 
 /// [`post_job`], with transport errors returned (the replicator may be killed meanwhile).
@@ -230,25 +234,24 @@ async fn try_post_job(
     base: &str,
     key: &str,
     targets: &[&str],
-    extra: &[(&str, &str)],
-    body: &[u8],
+    options: &[(&str, &str)],
+    value: &[u8],
 ) -> reqwest::Result<reqwest::Response> {
-    let mut url = reqwest::Url::parse(base).unwrap();
-    url.path_segments_mut().unwrap().push("jobs").push(key);
-    let mut headers = reqwest::header::HeaderMap::new();
-    let defaults = [("x-cluster-secret", SECRET), ("x-ydht-op", "put"), ("x-version", "1000")];
-    let targets = targets.join(",");
-    for (name, value) in defaults.iter().chain([("x-ydht-targets", targets.as_str())].iter()).chain(extra) {
-        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
-        headers.insert(name, value.parse().unwrap());
-    }
-    http.post(url).headers(headers).body(body.to_vec()).send().await
+    let option = |name: &str| options.iter().rev().find(|(option, _)| *option == name).map(|(_, value)| *value);
+    let version = option("version").map_or(1000, |text| text.parse().unwrap());
+    let write = match option("op") {
+        Some("delete") => Record { value: value.to_vec().into(), ..Record::delete(key, version) },
+        _ => Record::put(key, version, value.to_vec(), option("content_type").unwrap_or("application/octet-stream"))
+            .with_expiry(option("expires_at").map(|text| text.parse().unwrap())),
+    };
+    let wait = option("wait").map(|text| text.parse().unwrap());
+    let targets = targets.iter().map(|target| target.to_string()).collect();
+    common::post_jobs_request(http, base, SECRET, &[(targets, write)], wait).send().await
 }
 
-/// `POST /jobs` with the secret: `jobs` as (comma-separated targets, write).
-async fn post_jobs(http: &reqwest::Client, base: &str, jobs: &[(String, Record)]) -> reqwest::Response {
-    let body = jobs_body::encode(jobs.iter().map(|(targets, write)| (targets.as_str(), write.borrowed()))).unwrap();
-    post_jobs_body(http, base, body).await
+/// `POST /jobs` with the secret: `jobs` as (targets, write).
+async fn post_jobs(http: &reqwest::Client, base: &str, jobs: &[(Vec<String>, Record)]) -> reqwest::Response {
+    common::post_jobs_request(http, base, SECRET, jobs, None).send().await.unwrap()
 }
 
 async fn post_jobs_body(http: &reqwest::Client, base: &str, body: Vec<u8>) -> reqwest::Response {
@@ -305,13 +308,13 @@ async fn every_job_reaches_every_target_with_its_metadata() {
             &replicator.url,
             &key,
             &targets,
-            &[("x-version", &version), ("x-expires-at", "1999999999999"), ("content-type", "application/json")],
+            &[("version", &version), ("expires_at", "1999999999999"), ("content_type", "application/json")],
             value.as_bytes(),
         )
         .await;
         assert_eq!(response.status(), 202);
         let accepted: Value = response.json().await.unwrap();
-        assert!(accepted["job_id"].as_u64().is_some(), "{accepted}");
+        assert!(accepted["job_ids"][0].as_u64().is_some(), "{accepted}");
         expected.push(Received {
             op: "put",
             key,
@@ -322,8 +325,7 @@ async fn every_job_reaches_every_target_with_its_metadata() {
         });
     }
     let response =
-        post_job(&http, &replicator.url, "7/gone", &targets, &[("x-ydht-op", "delete"), ("x-version", "2000")], b"")
-            .await;
+        post_job(&http, &replicator.url, "7/gone", &targets, &[("op", "delete"), ("version", "2000")], b"").await;
     assert_eq!(response.status(), 202);
 
     for node in &nodes {
@@ -351,9 +353,9 @@ async fn a_batch_of_jobs_is_durable_together_and_every_copy_arrives() {
     let http = reqwest::Client::new();
 
     // 60 jobs, each to two of the three nodes; every fifth a delete.
-    let jobs: Vec<(String, Record)> = (0..60u64)
+    let jobs: Vec<(Vec<String>, Record)> = (0..60u64)
         .map(|i| {
-            let targets = format!("{},{}", nodes[i as usize % 3].url, nodes[(i as usize + 1) % 3].url);
+            let targets = vec![nodes[i as usize % 3].url.clone(), nodes[(i as usize + 1) % 3].url.clone()];
             let write = if i % 5 == 0 {
                 Record::delete(format!("7/k{i}"), 100 + i)
             } else {
@@ -372,7 +374,7 @@ async fn a_batch_of_jobs_is_durable_together_and_every_copy_arrives() {
 
     for (index, node) in nodes.iter().enumerate() {
         let wanted: Vec<&Record> =
-            jobs.iter().filter(|(targets, _)| targets.split(',').any(|t| t == node.url)).map(|(_, w)| w).collect();
+            jobs.iter().filter(|(targets, _)| targets.contains(&node.url)).map(|(_, w)| w).collect();
         eventually("every copy on its node", || node.received().len() == wanted.len()).await;
         let mut received = node.received();
         received.sort_by_key(|write| write.version);
@@ -404,20 +406,25 @@ async fn a_bad_batch_is_refused_whole_and_nothing_is_enqueued() {
     let replicator = Running::start(settings).await;
     let http = reqwest::Client::new();
     let base = replicator.url.as_str();
-    let good = |key: &str| (node.url.clone(), Record::put(key, 1, &b"v"[..], "text/plain"));
+    let good = |key: &str| (vec![node.url.clone()], Record::put(key, 1, &b"v"[..], "text/plain"));
 
     let unauthorized = http.post(format!("{base}/jobs")).body(vec![1u8; 10]).send().await.unwrap();
     assert_eq!(unauthorized.status(), 401);
     /// (name, jobs, expected status, a word the error names)
-    type Case<'a> = (&'a str, Vec<(String, Record)>, u16, &'a str);
+    type Case<'a> = (&'a str, Vec<(Vec<String>, Record)>, u16, &'a str);
     let cases: Vec<Case> = vec![
-        ("a bad target", vec![good("a"), ("ftp://x:1".into(), Record::put("b", 1, &b"v"[..], ""))], 400, "job 1 of 2"),
-        ("no targets", vec![(String::new(), Record::put("b", 1, &b"v"[..], ""))], 400, "job 0 of 1"),
-        ("a zero version", vec![good("a"), (node.url.clone(), Record::delete("b", 0))], 400, "version"),
+        (
+            "a bad target",
+            vec![good("a"), (vec!["ftp://x:1".into()], Record::put("b", 1, &b"v"[..], ""))],
+            400,
+            "job 1 of 2",
+        ),
+        ("no targets", vec![(Vec::new(), Record::put("b", 1, &b"v"[..], ""))], 400, "job 0 of 1"),
+        ("a zero version", vec![good("a"), (vec![node.url.clone()], Record::delete("b", 0))], 400, "version"),
         ("a control character", vec![good("bad\u{1}key")], 400, "control"),
         (
             "a value too large",
-            vec![good("a"), (node.url.clone(), Record::put("b", 1, vec![0; 1025], ""))],
+            vec![good("a"), (vec![node.url.clone()], Record::put("b", 1, vec![0; 1025], ""))],
             413,
             "job 1",
         ),
@@ -429,7 +436,7 @@ async fn a_bad_batch_is_refused_whole_and_nothing_is_enqueued() {
         let error: Value = response.json().await.unwrap();
         assert!(error["error"].as_str().is_some_and(|message| message.contains(needle)), "{name}: {error}");
     }
-    let mut body = jobs_body::encode([("http://a:1", Record::delete("k", 1).borrowed())].into_iter()).unwrap();
+    let mut body = jobs_body::encode([(&["http://a:1"][..], Record::delete("k", 1).borrowed())].into_iter()).unwrap();
     body.push(0);
     assert_eq!(post_jobs_body(&http, base, body).await.status(), 400);
     assert_eq!(post_jobs_body(&http, base, b"{}".to_vec()).await.status(), 400);
@@ -438,7 +445,7 @@ async fn a_bad_batch_is_refused_whole_and_nothing_is_enqueued() {
     assert_eq!((metrics["total_replications"].as_u64(), metrics["queue_size"].as_u64()), (Some(0), Some(0)));
     assert!(node.received().is_empty());
     // A batch that fits is taken whole, even when the body is larger than one value may be.
-    let big = |key: &str| (node.url.clone(), Record::put(key, 1, vec![7u8; 1000], "text/plain"));
+    let big = |key: &str| (vec![node.url.clone()], Record::put(key, 1, vec![7u8; 1000], "text/plain"));
     let response = post_jobs(&http, base, &[big("x"), big("y"), big("z")]).await;
     assert_eq!(response.status(), 202);
     eventually("the three copies delivered", || node.received().len() == 3).await;
@@ -488,22 +495,41 @@ async fn x_ydht_wait_answers_after_n_acks_or_504_with_the_count() {
     let replicator = Running::start(settings).await;
     let http = reqwest::Client::new();
 
-    let response =
-        post_job(&http, &replicator.url, "strong", &[&a.url, &b.url, &down], &[("x-ydht-wait", "2")], b"x").await;
+    let response = post_job(&http, &replicator.url, "strong", &[&a.url, &b.url, &down], &[("wait", "2")], b"x").await;
     assert_eq!(response.status(), 202);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["acked"], 2, "{body}");
+    assert_eq!(body["acked"], json!([2]), "{body}");
     assert!(a.keys().contains("strong") && b.keys().contains("strong"));
 
-    let response =
-        post_job(&http, &replicator.url, "all", &[&a.url, &b.url, &down], &[("x-ydht-wait", "3")], b"y").await;
+    let response = post_job(&http, &replicator.url, "all", &[&a.url, &b.url, &down], &[("wait", "3")], b"y").await;
     assert_eq!(response.status(), 504);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["acked"], 2, "{body}");
-    assert!(body["job_id"].as_u64().is_some() && body["error"].as_str().unwrap().contains("2 of the 3"), "{body}");
+    assert_eq!(body["acked"], json!([2]), "{body}");
+    let job = body["job_ids"][0].as_u64().unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("3 requested") && error.contains(&format!("job {job}: 2")), "{body}");
+
     // The job is durable and stays queued for the missing target.
     let metrics = json_of(&http, format!("{}/metrics", replicator.url)).await;
     assert_eq!(metrics["queue_size"], 2);
+
+    // Several jobs in one body: the answer waits for every one of them, and names the one short.
+    let to = |targets: &[&str], key: &str| {
+        (targets.iter().map(|t| t.to_string()).collect(), Record::put(key, 7, &b"z"[..], "text/plain"))
+    };
+    let jobs = [to(&[&a.url, &b.url], "pair/1"), to(&[&b.url], "pair/2")];
+    let response = common::post_jobs_request(&http, &replicator.url, SECRET, &jobs, Some(1)).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["acked"][0].as_u64() >= Some(1) && body["acked"][1] == 1, "{body}");
+    assert!(b.keys().contains("pair/2"));
+    let jobs = [to(&[&a.url], "short/1"), to(&[&down], "short/2")];
+    let response = common::post_jobs_request(&http, &replicator.url, SECRET, &jobs, Some(1)).send().await.unwrap();
+    assert_eq!(response.status(), 504);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["acked"], json!([1, 0]), "{body}");
+    let short = body["job_ids"][1].as_u64().unwrap();
+    assert!(body["error"].as_str().unwrap().contains(&format!("job {short}: 0")), "{body}");
     replicator.stop().await;
 }
 
@@ -547,31 +573,22 @@ async fn bad_input_is_refused_and_nothing_is_enqueued() {
     let good = [node.url.as_str()];
     let base = replicator.url.as_str();
 
-    let unauthorized = http
-        .post(format!("{base}/jobs/k"))
-        .header("x-ydht-op", "put")
-        .header("x-version", "1")
-        .header("x-ydht-targets", node.url.as_str())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unauthorized.status(), 401);
-    /// (name, targets, extra headers, body, expected status)
+    let one = |write: Record| vec![(vec![node.url.clone()], write)];
+    let unauthorized = common::post_jobs_request(&http, base, "wrong", &one(Record::delete("k", 1)), None);
+    assert_eq!(unauthorized.send().await.unwrap().status(), 401);
+    /// (name, targets, options as for `post_job`, value, expected status)
     type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, Vec<u8>, u16);
     let cases: Vec<Case> = vec![
-        ("bad op", good.to_vec(), vec![("x-ydht-op", "upsert")], vec![], 400),
-        ("zero version", good.to_vec(), vec![("x-version", "0")], vec![], 400),
-        ("text version", good.to_vec(), vec![("x-version", "abc")], vec![], 400),
-        ("bad expiry", good.to_vec(), vec![("x-expires-at", "-5")], vec![], 400),
+        ("zero version", good.to_vec(), vec![("version", "0")], vec![], 400),
         ("no targets", vec![], vec![], vec![], 400),
         ("ftp target", vec!["ftp://127.0.0.1:1"], vec![], vec![], 400),
         ("bare host target", vec!["127.0.0.1:1"], vec![], vec![], 400),
-        ("wait beyond targets", good.to_vec(), vec![("x-ydht-wait", "2")], vec![], 400),
-        ("delete with a body", good.to_vec(), vec![("x-ydht-op", "delete")], b"x".to_vec(), 400),
+        ("wait beyond targets", good.to_vec(), vec![("wait", "2")], vec![], 400),
+        ("delete with a value", good.to_vec(), vec![("op", "delete")], b"x".to_vec(), 400),
         ("value too large", good.to_vec(), vec![], vec![0u8; 1025], 413),
     ];
-    for (name, targets, extra, body, status) in cases {
-        let response = post_job(&http, base, "k", &targets, &extra, &body).await;
+    for (name, targets, options, value, status) in cases {
+        let response = post_job(&http, base, "k", &targets, &options, &value).await;
         assert_eq!(response.status(), status, "{name}");
         let error: Value = response.json().await.unwrap();
         assert!(error["error"].as_str().is_some_and(|message| !message.is_empty()), "{name}: {error}");
@@ -581,14 +598,27 @@ async fn bad_input_is_refused_and_nothing_is_enqueued() {
     assert_eq!(post_job(&http, base, "k", &many, &[], b"").await.status(), 400);
     assert_eq!(post_job(&http, base, "bad\u{1}key", &good, &[], b"").await.status(), 400);
     assert_eq!(post_job(&http, base, "", &good, &[], b"").await.status(), 400);
+    // A wait that is not a number, a body that is not a jobs body, one of format 1.
+    let bad_wait = common::post_jobs_request(&http, base, SECRET, &one(Record::delete("k", 1)), None)
+        .header("x-ydht-wait", "two")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_wait.status(), 400);
+    let mut old =
+        jobs_body::encode([(&[node.url.as_str()][..], Record::delete("k", 1).borrowed())].into_iter()).unwrap();
+    old[7] = 1;
+    let refused = post_jobs_body(&http, base, old).await;
+    assert_eq!(refused.status(), 400);
+    let error: Value = refused.json().await.unwrap();
+    assert!(error["error"].as_str().unwrap().contains("format version 1"), "{error}");
     // A chunked body larger than the limit (no content-length) is refused too.
-    let chunks = futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![1u8; 512])));
+    let limit = ydht::daemon::replicator::routes::max_batch_body_bytes(1024);
+    let chunks = futures_util::stream::iter((0..limit / 4096 + 2).map(|_| Ok::<_, std::io::Error>(vec![1u8; 4096])));
     let streamed = http
-        .post(format!("{base}/jobs/k"))
+        .post(format!("{base}/jobs"))
         .header("x-cluster-secret", SECRET)
-        .header("x-ydht-op", "put")
-        .header("x-version", "1")
-        .header("x-ydht-targets", node.url.as_str())
+        .header("content-type", JOBS_CONTENT_TYPE)
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
         .await
@@ -759,7 +789,7 @@ async fn copies_for_a_force_removed_member_go_to_the_keys_owners_and_the_queue_d
 
     // A job from a gateway that has not heard of the change yet goes to the current owners at once.
     let key = "7/late".to_string();
-    let response = post_job(&http, &replicator.url, &key, &[&dead], &[("x-ydht-wait", "1")], b"late").await;
+    let response = post_job(&http, &replicator.url, &key, &[&dead], &[("wait", "1")], b"late").await;
     assert_eq!(response.status(), 202, "acknowledged by an owner, not stuck on the dead node");
     eventually("the late job on node-c", || c.keys().contains(&key)).await;
     metrics_until(&http, &replicator.url, "the queue to drain again", |m| m["queue_size"] == 0).await;
@@ -833,7 +863,7 @@ async fn a_batch_a_node_refuses_whole_is_sent_copy_by_copy_and_the_bad_copy_drop
     let node = TargetNode::start().await;
     let replicator = Running::start(config(dir.path())).await;
     let http = reqwest::Client::new();
-    let write = |key: &str| (node.url.clone(), Record::put(key, 5, &b"v"[..], "text/plain"));
+    let write = |key: &str| (vec![node.url.clone()], Record::put(key, 5, &b"v"[..], "text/plain"));
     let response = post_jobs(&http, &replicator.url, &[write("7/one"), write("refused/bad"), write("8/two")]).await;
     assert_eq!(response.status(), 202);
     let metrics = metrics_until(&http, &replicator.url, "the queue to drain", |m| m["queue_size"] == 0).await;
@@ -961,10 +991,10 @@ async fn a_copy_a_node_refuses_for_good_is_dropped_not_retried_forever() {
     let replicator = Running::start(settings.clone()).await;
     let http = reqwest::Client::new();
 
-    let response = post_job(&http, &replicator.url, "refused/k", &[&node.url], &[("x-ydht-wait", "1")], b"v").await;
+    let response = post_job(&http, &replicator.url, "refused/k", &[&node.url], &[("wait", "1")], b"v").await;
     // The refusal settles the wait at once (no 20 s timeout): 504 with no acknowledgement.
     assert_eq!(response.status(), 504);
-    assert_eq!(response.json::<Value>().await.unwrap()["acked"], 0);
+    assert_eq!(response.json::<Value>().await.unwrap()["acked"], json!([0]));
     let metrics = metrics_until(&http, &replicator.url, "the refusal", |m| m["queue_size"] == 0).await;
     assert_eq!((metrics["failed_replicas"].as_u64(), metrics["successful_replicas"].as_u64()), (Some(1), Some(0)));
     assert_eq!(metrics["retries_in_progress"], 0);
@@ -975,7 +1005,7 @@ async fn a_copy_a_node_refuses_for_good_is_dropped_not_retried_forever() {
     let replicator = Running::start(settings).await;
     let health = json_of(&http, format!("{}/health", replicator.url)).await;
     assert_eq!(health["queue_size"], 0);
-    let response = post_job(&http, &replicator.url, "fine", &[&node.url], &[("x-ydht-wait", "1")], b"v").await;
+    let response = post_job(&http, &replicator.url, "fine", &[&node.url], &[("wait", "1")], b"v").await;
     assert_eq!(response.status(), 202);
     let ops: Vec<&str> = node.received().iter().map(|write| write.op).collect();
     assert_eq!(ops, vec!["refused", "put"]);

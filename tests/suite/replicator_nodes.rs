@@ -12,9 +12,10 @@ use ydht::daemon::node::{self, NodeConfig};
 use ydht::daemon::replicator::{self, ReplicatorConfig};
 use ydht::nodeclient::NodeClient;
 use ydht::shutdown::Shutdown;
-use ydht::wal::SyncMode;
+use ydht::wal::{Record, SyncMode};
 use ydht::wire::read::{Found, Lookup};
 
+use crate::common;
 use crate::in_process;
 use in_process::InProcess;
 
@@ -64,28 +65,23 @@ async fn start_replicator(data_dir: &Path) -> InProcess {
     InProcess::spawn(url, shutdown.clone(), replicator::serve(config, listener, shutdown))
 }
 
+/// One job through `POST /jobs`: `op` (`put` or `delete`) of `key` at `version`
+/// to `targets`, with `value`, a content type and an expiry when given.
 async fn post(
     http: &reqwest::Client,
     replicator: &str,
     key: &str,
     (op, version): (&str, u64),
     targets: &[&str],
-    headers: &[(&str, &str)],
-    body: &'static [u8],
+    (content_type, expires_at): (&str, Option<u64>),
+    value: &'static [u8],
 ) -> Value {
-    let mut url = reqwest::Url::parse(replicator).unwrap();
-    url.path_segments_mut().unwrap().push("jobs").push(key);
-    let mut request = http
-        .post(url)
-        .header("x-cluster-secret", SECRET)
-        .header("x-ydht-op", op)
-        .header("x-version", version)
-        .header("x-ydht-targets", targets.join(","))
-        .body(body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.unwrap();
+    let write = match op {
+        "delete" => Record::delete(key, version),
+        _ => Record::put(key, version, value, content_type).with_expiry(expires_at),
+    };
+    let targets = targets.iter().map(|target| target.to_string()).collect();
+    let response = common::post_jobs_request(http, replicator, SECRET, &[(targets, write)], None).send().await.unwrap();
     assert_eq!(response.status(), 202);
     response.json().await.unwrap()
 }
@@ -130,7 +126,7 @@ async fn writes_reach_real_nodes_with_versions_expiry_and_tombstones() {
     let replicator = start_replicator(dir.path()).await;
     let http = reqwest::Client::new();
     let client = NodeClient::new(Secret::new(SECRET), Duration::from_secs(5));
-    let expires_at = 4_000_000_000_000u64.to_string();
+    let expires_at = 4_000_000_000_000u64;
 
     let key = "42/user:1/profile with space";
     post(
@@ -139,14 +135,25 @@ async fn writes_reach_real_nodes_with_versions_expiry_and_tombstones() {
         key,
         ("put", (5000 << 16) | 1),
         &targets,
-        &[("content-type", "application/json"), ("x-expires-at", &expires_at)],
+        ("application/json", Some(expires_at)),
         b"{\"name\":\"ada\"}",
     )
     .await;
     // An older version arriving later is acknowledged but does not win.
-    post(&http, &replicator.url, key, ("put", (4000 << 16) | 1), &targets, &[], b"stale").await;
-    post(&http, &replicator.url, "42/doomed", ("put", 10 << 16), &targets, &[], b"x").await;
-    post(&http, &replicator.url, "42/doomed", ("delete", 11 << 16), &targets, &[], b"").await;
+    post(
+        &http,
+        &replicator.url,
+        key,
+        ("put", (4000 << 16) | 1),
+        &targets,
+        ("application/octet-stream", None),
+        b"stale",
+    )
+    .await;
+    post(&http, &replicator.url, "42/doomed", ("put", 10 << 16), &targets, ("application/octet-stream", None), b"x")
+        .await;
+    post(&http, &replicator.url, "42/doomed", ("delete", 11 << 16), &targets, ("application/octet-stream", None), b"")
+        .await;
 
     let current = Lookup::Found(Found {
         value: Bytes::from_static(b"{\"name\":\"ada\"}"),
@@ -181,7 +188,16 @@ async fn a_real_node_that_was_down_receives_its_writes_when_it_returns() {
 
     for i in 0..10u64 {
         let key = format!("9/while-down-{i}");
-        post(&http, &replicator.url, &key, ("put", (100 + i) << 16), &[&up.url, &down_url], &[], b"v").await;
+        post(
+            &http,
+            &replicator.url,
+            &key,
+            ("put", (100 + i) << 16),
+            &[&up.url, &down_url],
+            ("application/octet-stream", None),
+            b"v",
+        )
+        .await;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

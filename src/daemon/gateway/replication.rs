@@ -122,8 +122,8 @@ impl NotTaken {
 struct Job {
     key: String,
     mutation: Mutation,
-    /// Target node base URLs, comma-separated.
-    targets: String,
+    /// Target node base URLs.
+    targets: Vec<String>,
 }
 
 impl Job {
@@ -133,7 +133,7 @@ impl Job {
             MutationKind::Put { value, content_type, .. } => value.len() + content_type.len(),
             MutationKind::Delete => 0,
         };
-        64 + self.key.len() + self.targets.len() + value
+        64 + self.key.len() + self.targets.iter().map(|target| 2 + target.len()).sum::<usize>() + value
     }
 
     fn write(&self) -> RecordRef<'_> {
@@ -181,7 +181,7 @@ impl Replication {
 
     /// Queues one job for the next batch and waits until the replicator took it.
     async fn post_job(&self, key: &str, mutation: &Mutation, targets: &[NodeInfo]) -> Result<(), NotTaken> {
-        let targets = targets.iter().map(|node| node.url.as_str()).collect::<Vec<_>>().join(",");
+        let targets = targets.iter().map(|node| node.url.clone()).collect();
         let job = Job { key: key.to_string(), mutation: mutation.clone(), targets };
         let jobs = self.jobs.get_or_init(|| {
             let (http, secret, replicator_url) = (self.http.clone(), self.secret.clone(), self.replicator_url.clone());
@@ -330,7 +330,7 @@ async fn post_jobs(
     let mut url =
         Url::parse(replicator_url).map_err(|error| NotTaken::other(format!("bad replicator URL: {error}")))?;
     url.path_segments_mut().map_err(|()| NotTaken::other("bad replicator URL"))?.pop_if_empty().push("jobs");
-    let body = jobs_body::encode(batch.iter().map(|job| (job.targets.as_str(), job.write())))
+    let body = jobs_body::encode(batch.iter().map(|job| (job.targets.as_slice(), job.write())))
         .map_err(|error| NotTaken { refused: true, message: format!("cannot encode the jobs: {error}") })?;
     let response = http
         .post(url)
@@ -372,7 +372,11 @@ mod tests {
             content_type: content_type.to_string(),
             expires_at: None,
         };
-        Job { key: key.to_string(), mutation: Mutation { version: 9, kind }, targets: "http://127.0.0.1:9".into() }
+        Job {
+            key: key.to_string(),
+            mutation: Mutation { version: 9, kind },
+            targets: vec!["http://127.0.0.1:9".into()],
+        }
     }
 
     #[tokio::test]

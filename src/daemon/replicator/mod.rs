@@ -5,7 +5,7 @@
 //! - [`batch`]: the body of `POST /jobs`, many jobs in one request.
 //! - [`queue`]: the append-only queue log (group commit, done markers, compaction, torn-tail recovery).
 //! - [`state`]: the in-memory queue, delivery tasks, the handoff prober and the metrics.
-//! - [`routes`]: the HTTP API (`POST /jobs/{key}`, `POST /jobs`, `/metrics`, `/health`).
+//! - [`routes`]: the HTTP API (`POST /jobs`, `/metrics`, `/health`).
 //! - [`membership`]: follows the cluster membership, so copies for a node that left go to the key's owners.
 
 pub mod membership;

@@ -253,12 +253,6 @@ impl Replicator {
         }
     }
 
-    /// Makes the job durable, then starts delivering it. The receiver follows its acknowledgements.
-    pub async fn enqueue(&self, new: NewJob) -> Result<(u64, watch::Receiver<Progress>), EnqueueError> {
-        let mut accepted = self.enqueue_all(vec![new]).await?;
-        Ok(accepted.remove(0))
-    }
-
     /// Makes `jobs` durable together (one log append, one fsync; all of them or
     /// none), then starts delivering them. Answers each job's id and a receiver
     /// following its acknowledgements, in order.

@@ -400,3 +400,26 @@ fn spawn_node(env: &[(&'static str, String)], index: usize, port: &str) -> (Serv
 fn node_list(nodes: &[(Service, String)]) -> String {
     nodes.iter().enumerate().map(|(index, (_, url))| format!("node-{}={url}", index + 1)).collect::<Vec<_>>().join(",")
 }
+
+/// The replicator's `POST /jobs` (with the cluster secret `secret`): `jobs` as
+/// (target base URLs, write), encoded by `ydht::wire::jobs`; with `wait`,
+/// `x-ydht-wait: N`.
+pub fn post_jobs_request(
+    http: &reqwest::Client,
+    replicator: &str,
+    secret: &str,
+    jobs: &[(Vec<String>, ydht::wal::Record)],
+    wait: Option<u32>,
+) -> reqwest::RequestBuilder {
+    let body =
+        ydht::wire::jobs::encode(jobs.iter().map(|(targets, write)| (targets.as_slice(), write.borrowed()))).unwrap();
+    let mut request = http
+        .post(format!("{}/jobs", replicator.trim_end_matches('/')))
+        .header("x-cluster-secret", secret)
+        .header("content-type", ydht::wire::jobs::JOBS_CONTENT_TYPE)
+        .body(body);
+    if let Some(wait) = wait {
+        request = request.header("x-ydht-wait", wait.to_string());
+    }
+    request
+}
