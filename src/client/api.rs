@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Exit, exit};
 use crate::proto::{
-    API_KEY_HEADER, CLUSTER_SECRET_HEADER, CONSISTENCY_HEADER, EXPIRES_AT_HEADER, Scope, VERSION_HEADER,
-    ValidateKeyRequest, ValidateKeyResponse,
+    API_KEY_HEADER, CLUSTER_SECRET_HEADER, CONSISTENCY_HEADER, EXPIRES_AT_HEADER, KvListResponse, KvWriteResponse,
+    Scope, VERSION_HEADER, ValidateKeyRequest, ValidateKeyResponse,
 };
 
 /// How long to wait for a TCP connection.
@@ -186,7 +186,7 @@ impl Api {
     }
 
     /// `PUT /v1/kv/{key}` on the gateway.
-    pub async fn kv_put(&self, gateway: &Endpoint, api_key: &str, put: KvPut<'_>) -> anyhow::Result<WriteResponse> {
+    pub async fn kv_put(&self, gateway: &Endpoint, api_key: &str, put: KvPut<'_>) -> anyhow::Result<KvWriteResponse> {
         let mut request =
             self.request(Method::PUT, gateway, &["v1", "kv", put.key])?.header(API_KEY_HEADER, api_key).body(put.value);
         if let Some(content_type) = put.content_type {
@@ -232,7 +232,7 @@ impl Api {
         api_key: &str,
         key: &str,
         consistency: Option<&str>,
-    ) -> anyhow::Result<Option<WriteResponse>> {
+    ) -> anyhow::Result<Option<KvWriteResponse>> {
         let mut request = self.request(Method::DELETE, gateway, &["v1", "kv", key])?.header(API_KEY_HEADER, api_key);
         if let Some(consistency) = consistency {
             request = request.header(CONSISTENCY_HEADER, consistency);
@@ -252,7 +252,7 @@ impl Api {
         prefix: Option<&str>,
         limit: Option<usize>,
         cursor: Option<&str>,
-    ) -> anyhow::Result<KeyPage> {
+    ) -> anyhow::Result<KvListResponse> {
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(prefix) = prefix {
             query.push(("prefix", prefix.to_string()));
@@ -527,25 +527,6 @@ pub struct KvPut<'a> {
     pub consistency: Option<&'a str>,
 }
 
-/// The gateway's answer to PUT and DELETE.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WriteResponse {
-    /// Always true on a 200.
-    pub success: bool,
-    /// The key written.
-    pub key: String,
-    /// The node that took the write first (its base URL).
-    pub primary_node: String,
-    /// That node's id (`node-1`), when the gateway tells.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_node_id: Option<String>,
-    /// How many replicas it is copied to.
-    pub replicas: u64,
-    /// Anything else the gateway reports (e.g. the version), passed through to `--output json`.
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
-
 /// A value read from the gateway.
 #[derive(Debug, Clone)]
 pub struct Value {
@@ -557,28 +538,6 @@ pub struct Value {
     pub version: Option<u64>,
     /// Its absolute expiry (Unix ms), when the gateway tells.
     pub expires_at: Option<u64>,
-}
-
-/// One key of a tenant's listing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeyEntry {
-    /// The key (without the tenant prefix).
-    pub key: String,
-    /// Value size in bytes.
-    pub size: u64,
-    /// Expiry (Unix ms or RFC 3339), if any.
-    #[serde(default)]
-    pub expires_at: Option<serde_json::Value>,
-}
-
-/// A page of the tenant's keys.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeyPage {
-    /// Keys in ascending order.
-    pub keys: Vec<KeyEntry>,
-    /// Cursor for the next page; absent on the last one.
-    #[serde(default)]
-    pub next_cursor: Option<String>,
 }
 
 #[cfg(test)]

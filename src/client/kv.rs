@@ -10,11 +10,12 @@ use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 
-use super::api::{KeyEntry, KvPut, WriteResponse};
+use super::api::KvPut;
 use super::locate::LocateArgs;
-use super::output::{format_timestamp, human_bytes, print_bytes, print_json, print_line, table};
+use super::output::{human_bytes, print_bytes, print_json, print_line, table};
 use super::{ClientArgs, ClientFlags, Context, KeyClient};
 use crate::error::{Exit, exit};
+use crate::proto::{KvListEntry, KvWriteResponse};
 use crate::units::count_of;
 
 /// Largest value read from stdin or a file (the gateway enforces its own, smaller, limit).
@@ -185,9 +186,9 @@ async fn put(args: PutArgs, context: &Context) -> anyhow::Result<()> {
 
 /// `Stored KEY (SIZE) on node-1 + 2 replicas (strong: majority durable).`, or, when copies
 /// could not be queued durably, what the answer's warning says instead of claiming replicas.
-fn stored_line(written: &WriteResponse, size: u64, consistency: Consistency) -> String {
+fn stored_line(written: &KvWriteResponse, size: u64, consistency: Consistency) -> String {
     let node = written.primary_node_id.as_deref().unwrap_or(&written.primary_node);
-    if let Some(warning) = written.extra.get("warning").and_then(serde_json::Value::as_str) {
+    if let Some(warning) = &written.warning {
         return format!("Stored {} ({}) on {node}; {warning}", written.key, human_bytes(size));
     }
     let guarantee = match consistency {
@@ -198,7 +199,7 @@ fn stored_line(written: &WriteResponse, size: u64, consistency: Consistency) -> 
         "Stored {} ({}) on {node} + {} ({guarantee}).",
         written.key,
         human_bytes(size),
-        count_of(written.replicas, "replica", "replicas")
+        count_of(written.replicas as u64, "replica", "replicas")
     )
 }
 
@@ -293,7 +294,7 @@ async fn delete(args: DeleteArgs, context: &Context) -> anyhow::Result<()> {
 async fn list(args: ListArgs, context: &Context) -> anyhow::Result<()> {
     let api_key = context.api_key()?;
     let limit = args.limit.map_or(usize::MAX, |limit| usize::try_from(limit).unwrap_or(usize::MAX));
-    let mut keys: Vec<KeyEntry> = Vec::new();
+    let mut keys: Vec<KvListEntry> = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let want = (limit - keys.len()).min(LIST_PAGE);
@@ -322,7 +323,13 @@ async fn list(args: ListArgs, context: &Context) -> anyhow::Result<()> {
     }
     let mut rows = table(["KEY", "SIZE", "EXPIRES"]);
     for entry in &keys {
-        rows.add_row([entry.key.clone(), human_bytes(entry.size), format_timestamp(entry.expires_at.as_ref())]);
+        rows.add_row([
+            entry.key.clone(),
+            human_bytes(entry.size),
+            entry
+                .expires_at
+                .map_or_else(|| "-".to_string(), |at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        ]);
     }
     print_line(&rows.to_string())?;
     let count = keys.len();
@@ -356,7 +363,7 @@ mod tests {
 
     #[test]
     fn stored_line_names_the_node_id_and_the_guarantee() {
-        let written: WriteResponse = serde_json::from_value(json!({"success": true, "key": "k",
+        let written: KvWriteResponse = serde_json::from_value(json!({"success": true, "key": "k",
             "primary_node": "http://127.0.0.1:8082", "primary_node_id": "node-1", "replicas": 2}))
         .unwrap();
         assert_eq!(
@@ -367,7 +374,7 @@ mod tests {
             stored_line(&written, 5, Consistency::Eventual),
             "Stored k (5 B) on node-1 + 2 replicas (eventual: primary durable, replicas in background)."
         );
-        let old_gateway: WriteResponse = serde_json::from_value(json!({"success": true, "key": "k",
+        let old_gateway: KvWriteResponse = serde_json::from_value(json!({"success": true, "key": "k",
             "primary_node": "http://127.0.0.1:8082", "replicas": 1}))
         .unwrap();
         assert!(stored_line(&old_gateway, 5, Consistency::Eventual).contains("on http://127.0.0.1:8082 + 1 replica ("));
