@@ -545,10 +545,19 @@ mod tests {
             &["--value-size", "2000000"],
             &["--ttl", "0s"],
             &["--target-node", "http://127.0.0.1:1", "--cluster-secret", "s", "--ttl", "1h"],
+            &["--server-pid", "4294967295"],
         ] {
             let error = plan(args).expect_err(&format!("{args:?} must be refused"));
             assert_eq!(error.code, exit::USAGE, "{args:?}: {}", error.message);
         }
+    }
+
+    #[test]
+    fn server_pids_are_checked_and_kept() {
+        let own = std::process::id().to_string();
+        assert_eq!(plan(&["--server-pid", &own]).unwrap().server_pids, vec![std::process::id()]);
+        let error = plan(&["--server-pid", &own, "--server-pid", "4294967295"]).unwrap_err();
+        assert!(error.message.starts_with("--server-pid 4294967295:"), "{}", error.message);
     }
 
     #[test]

@@ -315,24 +315,8 @@ impl<A: Apply> Log for Writer<A> {
         request.frames.len()
     }
 
+    /// Writes the batch with one sync, applies it, then answers each append.
     fn commit(&mut self, batch: Vec<Request<A::Outcome>>) {
-        self.commit_batch(batch);
-    }
-
-    fn maintain(&mut self) {
-        self.rotate_if_full();
-    }
-
-    fn close(&mut self) {
-        // Closed cleanly, the segment ends on its last record (trimming syncs too).
-        if let Err(error) = self.segment.trim() {
-            tracing::error!(%error, file = %self.segment.path().display(), "final WAL sync failed");
-        }
-    }
-}
-
-impl<A: Apply> Writer<A> {
-    fn commit_batch(&mut self, batch: Vec<Request<A::Outcome>>) {
         if let Some(reason) = &self.failed {
             for request in batch {
                 let _ = request.reply.send(Err(WalError::Failed(reason.clone())));
@@ -384,6 +368,19 @@ impl<A: Apply> Writer<A> {
         }
     }
 
+    fn maintain(&mut self) {
+        self.rotate_if_full();
+    }
+
+    fn close(&mut self) {
+        // Closed cleanly, the segment ends on its last record (trimming syncs too).
+        if let Err(error) = self.segment.trim() {
+            tracing::error!(%error, file = %self.segment.path().display(), "final WAL sync failed");
+        }
+    }
+}
+
+impl<A: Apply> Writer<A> {
     fn rotate_if_full(&mut self) {
         let requested = self.stats.snapshot_requested.load(Ordering::Acquire);
         if self.failed.is_some()

@@ -117,16 +117,18 @@ impl<L: Log> GroupWriter<L> {
     /// there is. The future does not borrow the writer; it completes when the
     /// append is queued, not when it is committed (the append's own reply says that).
     pub fn submit(&self, append: L::Append) -> impl Future<Output = Result<(), Closed>> + Send + 'static {
-        let sender = mpsc::Sender::clone(&self.sender);
-        let room = Arc::clone(&self.room);
+        // The common case, room at once, sends here and clones nothing; only a
+        // caller that must wait takes a sender and the semaphore along.
         let submitted = match Arc::clone(&self.room).try_acquire_owned() {
-            Ok(permit) => Submitted::Sent(sender.send(Message::Append(append, permit)).map_err(|_| Closed)),
-            Err(_) => Submitted::Waiting(append),
+            Ok(permit) => Submitted::Sent(self.sender.send(Message::Append(append, permit)).map_err(|_| Closed)),
+            Err(_) => {
+                Submitted::Waiting { append, sender: mpsc::Sender::clone(&self.sender), room: Arc::clone(&self.room) }
+            }
         };
         async move {
             match submitted {
                 Submitted::Sent(sent) => sent,
-                Submitted::Waiting(append) => {
+                Submitted::Waiting { append, sender, room } => {
                     let permit = room.acquire_owned().await.map_err(|_| Closed)?;
                     sender.send(Message::Append(append, permit)).map_err(|_| Closed)
                 }
@@ -174,8 +176,8 @@ impl<L: Log> Drop for GroupWriter<L> {
 enum Submitted<A> {
     /// Handed to the thread (or refused: it is gone).
     Sent(Result<(), Closed>),
-    /// Waiting for room in the queue.
-    Waiting(A),
+    /// Waiting for room in the queue, with what it needs to be sent then.
+    Waiting { append: A, sender: mpsc::Sender<Message<A>>, room: Arc<Semaphore> },
 }
 
 /// Wakes a [`GroupWriter`]'s thread like [`GroupWriter::wake`] without keeping it alive.

@@ -35,6 +35,20 @@ pub const JOBS_FORMAT_VERSION: u8 = 2;
 /// Most targets one job may list in a body (the replicator accepts fewer).
 pub const MAX_JOB_TARGETS: usize = u8::MAX as usize;
 
+/// Why jobs cannot be encoded as a body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobsEncodeError {
+    /// A job lists more targets than a body can carry.
+    #[error("a job lists {0} targets; a jobs body carries at most {MAX_JOB_TARGETS}")]
+    TooManyTargets(usize),
+    /// A target URL is longer than its length field can say.
+    #[error("a target URL is {0} bytes; the maximum is 65535")]
+    TargetTooLong(usize),
+    /// A job's write cannot be framed.
+    #[error(transparent)]
+    Write(#[from] EncodeError),
+}
+
 /// One job of a body: where to copy, and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchJob {
@@ -47,17 +61,17 @@ pub struct BatchJob {
 /// Encodes jobs, each given as (its targets' base URLs, write), as a jobs body.
 pub fn encode<'a, T: AsRef<str> + 'a>(
     jobs: impl ExactSizeIterator<Item = (&'a [T], RecordRef<'a>)>,
-) -> Result<Vec<u8>, EncodeError> {
+) -> Result<Vec<u8>, JobsEncodeError> {
     let count = u32::try_from(jobs.len()).expect("batches hold far fewer than 2^32 jobs");
     let mut body = Vec::new();
     body.extend_from_slice(&frame::file_header(JOBS_MAGIC, JOBS_FORMAT_VERSION));
     body.extend_from_slice(&count.to_le_bytes());
     for (targets, write) in jobs {
-        let listed = u8::try_from(targets.len()).map_err(|_| EncodeError::TooLarge(targets.len()))?;
+        let listed = u8::try_from(targets.len()).map_err(|_| JobsEncodeError::TooManyTargets(targets.len()))?;
         body.push(listed);
         for target in targets {
             let target = target.as_ref();
-            let length = u16::try_from(target.len()).map_err(|_| EncodeError::TooLarge(target.len()))?;
+            let length = u16::try_from(target.len()).map_err(|_| JobsEncodeError::TargetTooLong(target.len()))?;
             body.extend_from_slice(&length.to_le_bytes());
             body.extend_from_slice(target.as_bytes());
         }
@@ -183,6 +197,21 @@ mod tests {
         empty.extend_from_slice(&0u32.to_le_bytes());
         assert!(decode(&empty).unwrap_err().to_string().contains("1 to"));
         assert!(decode(b"{\"json\": true}").unwrap_err().to_string().contains("not a ydht jobs body"));
+    }
+
+    #[test]
+    fn targets_a_body_cannot_carry_are_refused_by_name() {
+        let write = Record::delete("k", 1);
+        let many: Vec<String> = (0..=MAX_JOB_TARGETS).map(|n| format!("http://n{n}:1")).collect();
+        let refused = encode([(many.as_slice(), write.borrowed())].into_iter()).unwrap_err();
+        assert_eq!(refused, JobsEncodeError::TooManyTargets(MAX_JOB_TARGETS + 1));
+        let long = ["x".repeat(65_536)];
+        let refused = encode([(&long[..], write.borrowed())].into_iter()).unwrap_err();
+        assert_eq!(refused, JobsEncodeError::TargetTooLong(65_536));
+        assert!(refused.to_string().contains("65535"), "{refused}");
+        let most: Vec<String> = many[..MAX_JOB_TARGETS].to_vec();
+        let body = encode([(most.as_slice(), write.borrowed())].into_iter()).unwrap();
+        assert_eq!(decode(&body).unwrap()[0].targets, most);
     }
 
     #[test]

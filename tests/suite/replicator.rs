@@ -607,7 +607,7 @@ async fn bad_input_is_refused_and_nothing_is_enqueued() {
     assert_eq!(bad_wait.status(), 400);
     let mut old =
         jobs_body::encode([(&[node.url.as_str()][..], Record::delete("k", 1).borrowed())].into_iter()).unwrap();
-    old[7] = 1;
+    old[ydht::wal::record::FILE_HEADER_BYTES - 1] = 1; // the format version byte
     let refused = post_jobs_body(&http, base, old).await;
     assert_eq!(refused.status(), 400);
     let error: Value = refused.json().await.unwrap();

@@ -11,7 +11,7 @@
 //! - `GET /metrics` → [`crate::proto::ReplicatorMetrics`]; `GET /health` → [`crate::proto::ReplicatorHealth`].
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -35,7 +35,6 @@ const MAX_TARGET_BYTES: usize = 1024;
 
 /// The replicator's router over its state.
 pub fn app(state: Replicator) -> Router {
-    let body_limit = state.config().max_value_bytes;
     Router::new()
         .route("/jobs", post(post_jobs))
         .route("/metrics", get(|State(state): State<Replicator>| async move { Json(state.metrics()) }))
@@ -46,7 +45,6 @@ pub fn app(state: Replicator) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
         })
-        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
@@ -85,16 +83,7 @@ async fn accept_batch(state: Replicator, headers: &HeaderMap, body: Body) -> Res
         .into_iter()
         .enumerate()
         .map(|(index, job)| {
-            let checked = new_job(job, max_value, &mut lists).and_then(|job| {
-                if wait > job.targets.len() as u32 {
-                    let targets = job.targets.len();
-                    return Err(ApiError::bad_request(format!(
-                        "{JOB_WAIT_HEADER} is {wait} but the job has only {targets} targets"
-                    )));
-                }
-                Ok(job)
-            });
-            checked.map_err(|mut error| {
+            new_job(job, max_value, wait, &mut lists).map_err(|mut error| {
                 error.message = format!("job {index} of {count}: {}", error.message);
                 error
             })
@@ -155,8 +144,9 @@ impl TargetLists {
     }
 }
 
-/// Checks one job of a body: its key, version, value size, content type and targets.
-fn new_job(job: BatchJob, max_value: usize, lists: &mut TargetLists) -> Result<NewJob, ApiError> {
+/// Checks one job of a body: its key, version, value size, content type,
+/// targets, and that it has the `wait` targets to wait for.
+fn new_job(job: BatchJob, max_value: usize, wait: u32, lists: &mut TargetLists) -> Result<NewJob, ApiError> {
     let BatchJob { targets, record } = job;
     validate_key(&record.key)?;
     if record.version == 0 {
@@ -175,13 +165,20 @@ fn new_job(job: BatchJob, max_value: usize, lists: &mut TargetLists) -> Result<N
         }
         text => text.to_string(),
     };
+    let targets = lists.parse(targets)?;
+    if wait as usize > targets.len() {
+        let listed = targets.len();
+        return Err(ApiError::bad_request(format!(
+            "{JOB_WAIT_HEADER} is {wait} but the job has only {listed} targets"
+        )));
+    }
     Ok(NewJob {
         op: if record.tombstone { Op::Delete } else { Op::Put },
         key: record.key,
         version: record.version,
         expires_at: record.expires_at,
         content_type,
-        targets: lists.parse(targets)?,
+        targets,
         value: record.value,
     })
 }
