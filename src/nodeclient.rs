@@ -29,7 +29,8 @@ use crate::proto::{
 use crate::sync::Lock;
 use crate::wal::Record;
 use crate::wire::read::{Found, Lookup};
-use crate::wire::{batch, read};
+use crate::paxos::Reply;
+use crate::wire::{batch, paxos, read};
 
 pub use crate::proto::DEFAULT_CONTENT_TYPE;
 
@@ -408,6 +409,21 @@ impl NodeClient {
             lookup => lookup,
         };
         Ok(entries.into_iter().map(|entry| entry.into_lookup().map(read_of)).collect())
+    }
+}
+
+impl NodeClient {
+    /// `POST /paxos`: one message of a conditional write's round on `key`;
+    /// the node answers once its acceptor state is durable.
+    pub async fn paxos(&self, base: &str, request: &paxos::Request) -> Result<Reply<Record>, NodeError> {
+        let url = self.node_url(base, &["paxos"])?;
+        let body = paxos::encode_request(request).map_err(|error| invalid_request(&url, &error.to_string()))?;
+        let headers = [(CONTENT_TYPE, HeaderValue::from_static(paxos::PAXOS_CONTENT_TYPE))];
+        let answer = self.send(Method::POST, &url, &headers, Bytes::from(body)).await?;
+        if answer.status != StatusCode::OK {
+            return Err(answer.status_error(&url));
+        }
+        paxos::decode_reply(&answer.body, &request.message).map_err(|error| invalid_response(&url, error.to_string()))
     }
 }
 

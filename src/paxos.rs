@@ -209,6 +209,21 @@ impl<V: Versioned> Acceptor<V> {
         }
     }
 
+    /// Folds in a logged state of the same key. Acceptor states are logged
+    /// after each change but concurrent changes may reach the log in another
+    /// order than they were made, so replay joins them: the highest promise
+    /// and commit, and the accepted proposal with the highest ballot unless a
+    /// later commit settled it.
+    pub fn merge(&mut self, logged: Self) {
+        self.promised = self.promised.max(logged.promised);
+        self.last_commit = self.last_commit.max(logged.last_commit);
+        let accepted = match (self.accepted.take(), logged.accepted) {
+            (Some(mine), Some(theirs)) => Some(if theirs.ballot > mine.ballot { theirs } else { mine }),
+            (mine, theirs) => mine.or(theirs),
+        };
+        self.accepted = accepted.filter(|proposal| Some(proposal.ballot) >= self.last_commit);
+    }
+
     /// Whether this state says nothing the record does not: no accepted
     /// proposal, and no promise or commit beyond the record's implicit one. A
     /// settled state can be dropped from memory and from the log.

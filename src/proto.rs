@@ -388,6 +388,9 @@ pub struct KvWriteResponse {
     pub primary_node_id: Option<String>,
     /// Further copies (beside `primary_node`) that are durable or durably queued at the replicator; at most N-1.
     pub replicas: usize,
+    /// The version the write stored (also sent as `ETag: "<version>"`); 0 from gateways before conditional writes.
+    #[serde(default)]
+    pub version: u64,
     /// Set when fewer than N-1 copies could be handed over durably: why, and what it means.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
@@ -469,6 +472,12 @@ pub struct GatewayMetrics {
     /// Writes rewritten with a newer version because a node already held a newer one.
     #[serde(default)]
     pub writes_overtaken: u64,
+    /// Conditional writes (If-Match / If-None-Match) that were written.
+    #[serde(default)]
+    pub conditional_written: u64,
+    /// Conditional writes refused with 412 (the precondition did not hold).
+    #[serde(default)]
+    pub conditional_failed: u64,
     /// The storage nodes' clocks minus this gateway's (median, ms); `null` before the first probe.
     #[serde(default)]
     pub clock_offset_ms: Option<i64>,

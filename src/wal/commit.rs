@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 use super::WalError;
 use super::group::{Batching, GroupWriter, Log, Waker};
-use super::record::{self, Record};
+use super::record::{self, Entry};
 use super::segment::{Segment, WalDir};
 
 /// How appends are made durable.
@@ -84,7 +84,7 @@ pub trait Apply: Send + 'static {
     /// Applies `records` (one append) to the state. Called on the writer
     /// thread, in log order, after the sync that covers them and before the
     /// append is acknowledged.
-    fn apply(&mut self, records: Vec<Record>) -> Vec<Self::Outcome>;
+    fn apply(&mut self, records: Vec<Entry>) -> Vec<Self::Outcome>;
 
     /// Called on the writer thread right after appends moved to segment
     /// `generation`: the state now reflects exactly the older segments.
@@ -215,7 +215,7 @@ pub struct Committed<O> {
 
 struct Request<O> {
     frames: Vec<u8>,
-    records: Vec<Record>,
+    records: Vec<Entry>,
     reply: oneshot::Sender<Result<Committed<O>, WalError>>,
 }
 
@@ -255,10 +255,10 @@ impl<A: Apply> Committer<A> {
 
     /// Appends `records` atomically (one write, one sync) and waits until they
     /// are durable and applied.
-    pub async fn append(&self, records: Vec<Record>) -> Result<Committed<A::Outcome>, WalError> {
-        let mut frames = Vec::with_capacity(records.iter().map(Record::framed_len).sum());
+    pub async fn append(&self, records: Vec<Entry>) -> Result<Committed<A::Outcome>, WalError> {
+        let mut frames = Vec::with_capacity(records.iter().map(Entry::framed_len).sum());
         for found in &records {
-            record::encode(found, &mut frames)?;
+            record::encode_entry(found, &mut frames)?;
         }
         let (reply, answer) = oneshot::channel();
         self.writer.submit(Request { frames, records, reply }).await.map_err(|_| WalError::Closed)?;
@@ -420,6 +420,7 @@ impl<A: Apply> Writer<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::Record;
     use crate::sync::Lock;
     use std::sync::Mutex;
     use std::sync::mpsc as std_mpsc;
@@ -433,13 +434,13 @@ mod tests {
     impl Apply for Recorder {
         type Outcome = ();
 
-        fn apply(&mut self, records: Vec<Record>) -> Vec<()> {
+        fn apply(&mut self, records: Vec<Entry>) -> Vec<()> {
             if let Some((entered, release)) = self.gate.take() {
                 entered.send(()).unwrap();
                 release.recv().unwrap();
             }
             let mut applied = self.applied.locked();
-            records.into_iter().map(|found| applied.push(found.key)).collect()
+            records.into_iter().map(|found| applied.extend(found.into_record().map(|found| found.key))).collect()
         }
 
         fn rotated(&mut self, _generation: u64, _ticket: CompactionTicket) {}
@@ -470,7 +471,7 @@ mod tests {
                 tokio::spawn(async move {
                     for n in 0..25 {
                         let record = Record::put(format!("w{writer}-{n}"), n + 1, vec![writer as u8; 40], "x/y");
-                        let committed = committer.append(vec![record]).await.unwrap();
+                        let committed = committer.append(vec![record.into()]).await.unwrap();
                         let stats = committer.stats();
                         assert!(
                             stats.synced_bytes() >= committed.end_offset,
@@ -490,7 +491,7 @@ mod tests {
 
         // Everything acknowledged is in the log, in the order it was applied.
         let mut replayed = Vec::new();
-        super::super::recover(&wal, false, |found| replayed.push(found.key)).unwrap();
+        super::super::recover(&wal, false, |found| replayed.extend(found.into_record().map(|found| found.key))).unwrap();
         assert_eq!(replayed.len(), 64 * 25);
         assert_eq!(replayed, *applied.locked());
     }
@@ -505,13 +506,13 @@ mod tests {
         let (committer, _) = start(&wal, mode, Some((entered_sender, release_receiver)));
         let first = tokio::spawn({
             let committer = Arc::clone(&committer);
-            async move { committer.append(vec![Record::delete("first", 1)]).await.unwrap().sync }
+            async move { committer.append(vec![Record::delete("first", 1).into()]).await.unwrap().sync }
         });
         tokio::task::spawn_blocking(move || entered.recv().unwrap()).await.unwrap();
         let queued: Vec<_> = (0..waiting)
             .map(|n| {
                 let committer = Arc::clone(&committer);
-                tokio::spawn(async move { committer.append(vec![Record::delete(format!("k{n}"), 1)]).await.unwrap() })
+                tokio::spawn(async move { committer.append(vec![Record::delete(format!("k{n}"), 1).into()]).await.unwrap() })
             })
             .collect();
         while committer.queued() < waiting {
@@ -549,8 +550,8 @@ mod tests {
     async fn appends_after_close_fail_cleanly() {
         let dir = tempfile::tempdir().unwrap();
         let (committer, _) = start(&WalDir::new(dir.path()), SyncMode::Group, None);
-        committer.append(vec![Record::delete("a", 1)]).await.unwrap();
+        committer.append(vec![Record::delete("a", 1).into()]).await.unwrap();
         committer.close().await;
-        assert!(matches!(committer.append(vec![Record::delete("b", 2)]).await, Err(WalError::Closed)));
+        assert!(matches!(committer.append(vec![Record::delete("b", 2).into()]).await, Err(WalError::Closed)));
     }
 }

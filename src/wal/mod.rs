@@ -31,7 +31,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use commit::{Apply, Committed, Committer, CommitterConfig, CompactionTicket, SyncMode, WalStats};
-pub use record::Record;
+pub use record::{AcceptorEntry, Entry, Record};
 pub use segment::{DirLock, Segment, WalDir};
 
 use record::FILE_HEADER_BYTES;
@@ -134,7 +134,7 @@ pub struct Recovered {
 /// Rebuilds state from `dir`: hands every record of the latest snapshot and then of
 /// each later segment, in order, to `apply`. Creates the directory and a first
 /// segment when there is nothing yet.
-pub fn recover(dir: &WalDir, salvage: bool, mut apply: impl FnMut(Record)) -> Result<Recovered, WalError> {
+pub fn recover(dir: &WalDir, salvage: bool, mut apply: impl FnMut(Entry)) -> Result<Recovered, WalError> {
     dir.create()?;
     let listing = dir.list()?;
     for temporary in &listing.temporaries {
@@ -263,7 +263,7 @@ mod tests {
 
     fn recover_all(dir: &WalDir, salvage: bool) -> Result<(Vec<Record>, Recovered), WalError> {
         let mut seen = Vec::new();
-        let recovered = recover(dir, salvage, |found| seen.push(found))?;
+        let recovered = recover(dir, salvage, |found| seen.extend(found.into_record()))?;
         Ok((seen, recovered))
     }
 

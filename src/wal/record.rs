@@ -7,12 +7,21 @@
 //!
 //! ```text
 //! size  field
-//! 1     kind: 1 = put, 2 = delete (tombstone)
+//! 1     kind: 1 = put, 2 = delete (tombstone), 3 = acceptor state (below)
 //! 8     version (u64, hybrid logical clock value)
 //! 8     expires_at (u64 Unix milliseconds; 0 = never expires)
 //! 2     key length K (u16), then K bytes of UTF-8 key
 //! 2     content type length C (u16), then C bytes of UTF-8 content type
 //! rest  the value (empty for a delete)
+//! ```
+//!
+//! An acceptor-state entry (kind 3, WAL segments and snapshots only) holds a
+//! key's Paxos acceptor state ([`crate::paxos`]), opaque to the log:
+//!
+//! ```text
+//! 1     kind: 3
+//! 2     key length K (u16), then K bytes of UTF-8 key
+//! rest  the state, as the node encodes it
 //! ```
 //!
 //! Files that hold records (WAL segments, snapshots, `/batch` bodies) start with
@@ -32,6 +41,7 @@ const FIXED_PAYLOAD_BYTES: usize = 1 + 8 + 8;
 
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
+const KIND_ACCEPTOR: u8 = 3;
 
 /// One versioned mutation of a key: a put (value + metadata) or a delete (tombstone).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +179,91 @@ pub fn encode_borrowed(record: RecordRef<'_>, out: &mut Vec<u8>) -> Result<(), E
     })
     .map_err(EncodeError::TooLarge)?;
     Ok(())
+}
+
+/// One entry of the node's log: a record, or a key's acceptor state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A versioned put or delete.
+    Record(Record),
+    /// A key's Paxos acceptor state, durable before the node answers a prepare or a proposal.
+    Acceptor(AcceptorEntry),
+}
+
+/// A key's Paxos acceptor state as the log holds it: the node encodes and
+/// decodes `state`; a later entry for the same key supersedes an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptorEntry {
+    /// The key, as the node stores it.
+    pub key: String,
+    /// The encoded state.
+    pub state: Bytes,
+}
+
+impl From<Record> for Entry {
+    fn from(record: Record) -> Self {
+        Self::Record(record)
+    }
+}
+
+impl AcceptorEntry {
+    fn payload_len(&self) -> usize {
+        1 + 2 + self.key.len() + self.state.len()
+    }
+}
+
+impl Entry {
+    /// The record, when this entry is one.
+    pub fn into_record(self) -> Option<Record> {
+        match self {
+            Self::Record(record) => Some(record),
+            Self::Acceptor(_) => None,
+        }
+    }
+
+    /// Bytes this entry takes once framed.
+    pub fn framed_len(&self) -> usize {
+        match self {
+            Self::Record(record) => record.framed_len(),
+            Self::Acceptor(entry) => FRAME_HEADER_BYTES + entry.payload_len(),
+        }
+    }
+}
+
+/// Appends `entry` as one frame to `out`.
+pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    match entry {
+        Entry::Record(record) => encode(record, out),
+        Entry::Acceptor(entry) => encode_acceptor(&entry.key, &entry.state, out),
+    }
+}
+
+/// Appends a key's acceptor state as one frame to `out`.
+pub fn encode_acceptor(key: &str, state: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let key_len = u16::try_from(key.len()).map_err(|_| EncodeError::KeyTooLong(key.len()))?;
+    let payload_len = 1 + 2 + key.len() + state.len();
+    if payload_len > MAX_PAYLOAD_BYTES {
+        return Err(EncodeError::TooLarge(payload_len));
+    }
+    frame::append(out, |out| {
+        out.push(KIND_ACCEPTOR);
+        out.extend_from_slice(&key_len.to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(state);
+    })
+    .map_err(EncodeError::TooLarge)?;
+    Ok(())
+}
+
+/// Decodes a log entry's payload: a record, or (kind 3) an acceptor state.
+pub fn decode_entry_payload(payload: &[u8]) -> Result<Entry, DecodeError> {
+    if payload.first() != Some(&KIND_ACCEPTOR) {
+        return decode_payload(payload).map(Entry::Record);
+    }
+    let mut reader = Reader::new(payload, 1);
+    let key = reader.text16()?.to_string();
+    let state = Bytes::copy_from_slice(reader.rest());
+    Ok(Entry::Acceptor(AcceptorEntry { key, state }))
 }
 
 /// Writes the 8-byte file header `magic` + [`FORMAT_VERSION`].

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use super::WalError;
 use super::frame;
 pub use super::frame::ScanEnd;
-use super::record::{self, FILE_HEADER_BYTES, Record};
+use super::record::{self, Entry, FILE_HEADER_BYTES};
 
 /// Magic at the start of every WAL segment.
 pub const WAL_MAGIC: &[u8; 7] = b"YDHTWAL";
@@ -310,11 +310,11 @@ impl Segment {
 }
 
 /// Decodes a whole segment file's bytes (header, then frames), handing each
-/// valid record to `each`; returns the offset past the last valid frame and
+/// valid entry to `each`; returns the offset past the last valid frame and
 /// how the data ends (see [`frame::scan`] for torn tails). A file shorter than its header is a torn tail at 0; a
 /// wrong magic or version is corruption at 0. Never panics on any input
 /// (fuzzed by `fuzz/fuzz_targets/wal_decode.rs`).
-pub fn decode_segment(bytes: &[u8], each: impl FnMut(Record)) -> (usize, ScanEnd) {
+pub fn decode_segment(bytes: &[u8], each: impl FnMut(Entry)) -> (usize, ScanEnd) {
     match record::check_file_header(bytes, WAL_MAGIC) {
         Ok(()) => scan(bytes, record::FILE_HEADER_BYTES, each),
         Err(_) if bytes.len() < record::FILE_HEADER_BYTES => {
@@ -324,14 +324,15 @@ pub fn decode_segment(bytes: &[u8], each: impl FnMut(Record)) -> (usize, ScanEnd
     }
 }
 
-/// Decodes the record frames of `bytes` from `start` ([`frame::scan`]).
-pub fn scan(bytes: &[u8], start: usize, each: impl FnMut(Record)) -> (usize, ScanEnd) {
-    frame::scan(bytes, start, record::decode_payload, each)
+/// Decodes the entry frames of `bytes` from `start` ([`frame::scan`]).
+pub fn scan(bytes: &[u8], start: usize, each: impl FnMut(Entry)) -> (usize, ScanEnd) {
+    frame::scan(bytes, start, record::decode_entry_payload, each)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::Record;
 
     fn frames(records: &[Record]) -> Vec<u8> {
         let mut bytes = Vec::new();
@@ -383,7 +384,7 @@ mod tests {
         assert_eq!(fs::metadata(segment.path()).unwrap().len(), good);
         segment.append(&frames(&records[2..])).unwrap();
         let mut seen = Vec::new();
-        let (end, how) = decode_segment(&fs::read(segment.path()).unwrap(), |found| seen.push(found));
+        let (end, how) = decode_segment(&fs::read(segment.path()).unwrap(), |found| seen.extend(found.into_record()));
         let padding = PREALLOCATE_BYTES - segment.len();
         assert_eq!(how, ScanEnd::Torn { offset: segment.len(), bytes: padding }, "zeros after the records");
         assert_eq!(end as u64, segment.len());
@@ -403,7 +404,7 @@ mod tests {
         segment.append(&frames(std::slice::from_ref(&big))).unwrap();
         assert_eq!(fs::metadata(segment.path()).unwrap().len(), 2 * PREALLOCATE_BYTES);
         let mut seen = Vec::new();
-        let (end, _) = decode_segment(&fs::read(segment.path()).unwrap(), |found| seen.push(found));
+        let (end, _) = decode_segment(&fs::read(segment.path()).unwrap(), |found| seen.extend(found.into_record()));
         assert_eq!((end as u64, seen), (segment.len(), vec![records[0].clone(), big.clone()]));
 
         // Reopened, it appends right after its records, inside the zeros.
@@ -416,7 +417,7 @@ mod tests {
         let bytes = fs::read(segment.path()).unwrap();
         assert_eq!(bytes.len() as u64, segment.len());
         let mut seen = Vec::new();
-        assert_eq!(decode_segment(&bytes, |found| seen.push(found)), (bytes.len(), ScanEnd::Clean));
+        assert_eq!(decode_segment(&bytes, |found| seen.extend(found.into_record())), (bytes.len(), ScanEnd::Clean));
         assert_eq!(seen, vec![records[0].clone(), big, records[1].clone(), records[2].clone()]);
     }
 

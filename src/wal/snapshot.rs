@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use super::WalError;
 use super::commit::CompactionTicket;
-use super::record::{self, FILE_HEADER_BYTES, Record, RecordRef};
+use super::record::{self, Entry, FILE_HEADER_BYTES, Record, RecordRef};
 use super::segment::{ScanEnd, WalDir, scan};
 
 /// Magic at the start of every snapshot.
@@ -60,6 +60,13 @@ impl SnapshotWriter {
     /// Adds one record (to the buffer; nothing is written yet).
     pub fn push(&mut self, found: RecordRef<'_>) -> Result<(), WalError> {
         record::encode_borrowed(found, &mut self.pending)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Adds a key's acceptor state (see [`record::Entry::Acceptor`]).
+    pub fn push_acceptor(&mut self, key: &str, state: &[u8]) -> Result<(), WalError> {
+        record::encode_acceptor(key, state, &mut self.pending)?;
         self.count += 1;
         Ok(())
     }
@@ -121,7 +128,7 @@ pub fn write(dir: &WalDir, generation: u64, records: &[Record]) -> Result<u64, W
 
 /// Reads the snapshot at `path`, handing each record to `each`; returns how many there were.
 /// Any damage is an error: a snapshot is never partially trusted.
-pub fn load(path: &Path, each: impl FnMut(Record)) -> Result<usize, WalError> {
+pub fn load(path: &Path, each: impl FnMut(Entry)) -> Result<usize, WalError> {
     let bytes = fs::read(path).map_err(|source| WalError::io("cannot read snapshot", path, source))?;
     decode(&bytes, each).map_err(|reason| WalError::Snapshot { path: path.to_path_buf(), reason })
 }
@@ -129,7 +136,7 @@ pub fn load(path: &Path, each: impl FnMut(Record)) -> Result<usize, WalError> {
 /// Decodes a whole snapshot file's bytes, handing each record to `each`;
 /// returns how many there were, or what is wrong and where. Never panics on
 /// any input (fuzzed by `fuzz/fuzz_targets/snapshot_decode.rs`).
-pub fn decode(bytes: &[u8], mut each: impl FnMut(Record)) -> Result<usize, SnapshotDamage> {
+pub fn decode(bytes: &[u8], mut each: impl FnMut(Entry)) -> Result<usize, SnapshotDamage> {
     record::check_file_header(bytes, SNAPSHOT_MAGIC)?;
     let count_end = FILE_HEADER_BYTES + 8;
     let count = bytes
@@ -230,7 +237,7 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().len(), size);
         assert!(wal.list().unwrap().temporaries.is_empty());
         let mut loaded = Vec::new();
-        assert_eq!(load(&path, |found| loaded.push(found)).unwrap(), 2);
+        assert_eq!(load(&path, |found| loaded.extend(found.into_record())).unwrap(), 2);
         assert_eq!(loaded, records);
 
         let mut bytes = fs::read(&path).unwrap();

@@ -17,7 +17,8 @@
 
 use super::BodyError;
 use crate::wal::record::{self, EncodeError, FILE_HEADER_BYTES, Record, RecordRef};
-use crate::wal::segment::{ScanEnd, scan};
+use crate::wal::frame;
+use crate::wal::segment::ScanEnd;
 
 /// Magic at the start of a batch body.
 pub const BATCH_MAGIC: &[u8; 7] = b"YDHTBAT";
@@ -78,7 +79,8 @@ pub fn decode(body: &[u8]) -> Result<Vec<Record>, BodyError> {
         return Err(BodyError::TooMany { body: "batch", items: "records", count, max: MAX_BATCH_RECORDS });
     }
     let mut records = Vec::with_capacity(count);
-    let (_, end) = scan(body, count_end, |found| records.push(found));
+    // Records only: an acceptor-state frame (the node's log's own) is refused as an unknown kind.
+    let (_, end) = frame::scan(body, count_end, record::decode_payload, |found| records.push(found));
     match end {
         ScanEnd::Clean if records.len() == count => Ok(records),
         ScanEnd::Clean => Err(BodyError::Mismatch {

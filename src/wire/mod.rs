@@ -6,11 +6,14 @@
 //! - [`read`]: `POST /read` to a node: many keys in, what the node holds for each out
 //!   ([`read::Lookup`], also what the node's store answers).
 //! - [`jobs`]: `POST /jobs` to the replicator: replication jobs with their targets.
+//! - [`paxos`]: `POST /paxos` to a node: one message of a conditional write's
+//!   Paxos round, and the acceptor state the node logs.
 //!
 //! The JSON shapes live in [`crate::proto`].
 
 pub mod batch;
 pub mod jobs;
+pub mod paxos;
 pub mod read;
 
 use crate::wal::frame::{FrameError, HeaderError};

@@ -30,7 +30,7 @@ use chaos_support::tmpfs::Tmpfs;
 use common::{Separate, SeparateOptions, Service, create_key, port_of, read_node, tenant};
 use tokio::sync::RwLock;
 use ydht::wal::{
-    Apply, Committer, CommitterConfig, CompactionTicket, Record, SyncMode, WalDir, WalError, WalStats, snapshot,
+    Apply, Committer, CommitterConfig, CompactionTicket, Entry, Record, SyncMode, WalDir, WalError, WalStats, snapshot,
 };
 
 const SECRET: &str = "chaos-cluster-secret";
@@ -710,9 +710,9 @@ struct KeyLog(Arc<Mutex<Vec<String>>>);
 impl Apply for KeyLog {
     type Outcome = ();
 
-    fn apply(&mut self, records: Vec<Record>) -> Vec<()> {
+    fn apply(&mut self, records: Vec<Entry>) -> Vec<()> {
         let mut keys = self.0.lock().unwrap();
-        records.into_iter().map(|record| keys.push(record.key)).collect()
+        records.into_iter().map(|record| keys.extend(record.into_record().map(|record| record.key))).collect()
     }
 
     fn rotated(&mut self, _generation: u64, _ticket: CompactionTicket) {}
@@ -737,7 +737,7 @@ async fn the_wal_refuses_appends_on_a_full_disk_and_resumes_with_a_valid_log() {
     let config = CommitterConfig { mode: SyncMode::Group, max_segment_bytes: u64::MAX };
     let stats = Arc::new(WalStats::default());
     let committer = Committer::start(wal.clone(), recovered.segment, config, stats, KeyLog(Arc::clone(&applied)));
-    let record = |key: String| Record::put(key, 1, vec![b'v'; 1000], "application/octet-stream");
+    let record = |key: String| Entry::from(Record::put(key, 1, vec![b'v'; 1000], "application/octet-stream"));
     let mut acknowledged = Vec::new();
     for n in 0..10 {
         committer.append(vec![record(format!("before-{n}"))]).await.unwrap();
@@ -761,7 +761,7 @@ async fn the_wal_refuses_appends_on_a_full_disk_and_resumes_with_a_valid_log() {
     assert!(message.contains("disk full at ") && message.contains("free space"), "{message}");
     // Refused again, not poisoned: the same error while the disk stays full.
     assert!(matches!(committer.append(vec![record("again".into())]).await, Err(WalError::DiskFull(_))));
-    let snapshot = snapshot::write(&wal, 1, &[record("snap".into())]);
+    let snapshot = snapshot::write(&wal, 1, &[Record::put("snap", 1, vec![b'v'; 1000], "application/octet-stream")]);
     assert!(snapshot.is_err(), "a snapshot cannot fit on a full disk");
     assert!(wal.list().unwrap().temporaries.is_empty(), "the half-written snapshot was removed");
 
@@ -772,7 +772,7 @@ async fn the_wal_refuses_appends_on_a_full_disk_and_resumes_with_a_valid_log() {
     assert_eq!(*applied.lock().unwrap(), acknowledged);
 
     let mut replayed = Vec::new();
-    let recovered = ydht::wal::recover(&wal, false, |found| replayed.push(found.key)).unwrap();
+    let recovered = ydht::wal::recover(&wal, false, |found| replayed.extend(found.into_record().map(|found| found.key))).unwrap();
     assert_eq!(replayed, acknowledged, "the log holds exactly the acknowledged records");
     assert_eq!(recovered.truncated_bytes, 0, "no partial record was left behind");
 }

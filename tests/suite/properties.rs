@@ -11,7 +11,7 @@ use ydht::daemon::gateway::input;
 use ydht::daemon::node::routes;
 use ydht::hlc::{self, Hlc};
 use ydht::ring::{NodeInfo, Ring};
-use ydht::wal::record::{self, Decoded, Record};
+use ydht::wal::record::{self, Decoded, Entry, Record};
 use ydht::wal::segment::{self, ScanEnd, WalDir};
 use ydht::wal::snapshot;
 use ydht::wire::read::{Found, Lookup};
@@ -41,9 +41,14 @@ fn frame(record: &Record) -> Vec<u8> {
 }
 
 fn segment_bytes(records: &[Record]) -> Vec<u8> {
+    let entries: Vec<Entry> = records.iter().cloned().map(Entry::from).collect();
+    entry_bytes(&entries)
+}
+
+fn entry_bytes(entries: &[Entry]) -> Vec<u8> {
     let mut bytes = record::file_header(segment::WAL_MAGIC).to_vec();
-    for found in records {
-        record::encode(found, &mut bytes).unwrap();
+    for found in entries {
+        record::encode_entry(found, &mut bytes).unwrap();
     }
     bytes
 }
@@ -81,7 +86,7 @@ proptest! {
         let (end, _) = segment::decode_segment(&bytes, |found| replayed.push(found));
         prop_assert!(end <= bytes.len());
         if end > 0 {
-            prop_assert_eq!(segment_bytes(&replayed), bytes[..end].to_vec());
+            prop_assert_eq!(entry_bytes(&replayed), bytes[..end].to_vec());
         }
         let mut loaded = 0;
         if let Ok(count) = snapshot::decode(&bytes, |_| loaded += 1) {
@@ -107,13 +112,13 @@ proptest! {
     ) {
         let bytes = segment_bytes(&records);
         let mut seen = Vec::new();
-        let (end, how) = segment::decode_segment(&bytes, |found| seen.push(found));
+        let (end, how) = segment::decode_segment(&bytes, |found| seen.extend(found.into_record()));
         prop_assert_eq!((end, how), (bytes.len(), ScanEnd::Clean));
         prop_assert_eq!(&seen, &records);
 
         let cut = cut.index(bytes.len() + 1);
         let mut prefix = Vec::new();
-        let (end, how) = segment::decode_segment(&bytes[..cut], |found| prefix.push(found));
+        let (end, how) = segment::decode_segment(&bytes[..cut], |found| prefix.extend(found.into_record()));
         prop_assert!(end <= cut);
         prop_assert_eq!(&prefix[..], &records[..prefix.len()]);
         if end < cut {
@@ -280,7 +285,7 @@ proptest! {
         snapshot::write(&wal, 3, &records).unwrap();
         let bytes = std::fs::read(wal.snapshot_path(3)).unwrap();
         let mut loaded = Vec::new();
-        prop_assert_eq!(snapshot::decode(&bytes, |found| loaded.push(found)), Ok(records.len()));
+        prop_assert_eq!(snapshot::decode(&bytes, |found| loaded.extend(found.into_record())), Ok(records.len()));
         prop_assert_eq!(&loaded, &records);
         // Any shorter file is refused whole.
         for cut in [0, bytes.len() / 2, bytes.len() - 1] {

@@ -146,7 +146,7 @@ impl GatewayState {
     }
 
     /// Updates a node's health from the outcome of a request to it.
-    fn note(&self, node: &NodeInfo, error: Option<&NodeError>) {
+    pub(super) fn note(&self, node: &NodeInfo, error: Option<&NodeError>) {
         match error {
             None => self.placement().set_health(&node.id, true),
             Some(error) if node_is_down(error) => {
@@ -193,7 +193,7 @@ impl GatewayState {
 
     /// Refuses writes while this gateway's clock is further from the nodes' than `--max-clock-offset`:
     /// its versions would outlast later writes from gateways with good clocks.
-    fn check_clock(&self) -> Result<(), ApiError> {
+    pub(super) fn check_clock(&self) -> Result<(), ApiError> {
         let Some(offset) = self.placement().clock_offset_ms() else { return Ok(()) };
         let max = self.config.max_clock_offset.as_millis() as i64;
         if offset.abs() <= max {

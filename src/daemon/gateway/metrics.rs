@@ -65,6 +65,8 @@ pub struct Metrics {
     replicator_failures: AtomicU64,
     read_repairs: AtomicU64,
     writes_overtaken: AtomicU64,
+    conditional_written: AtomicU64,
+    conditional_failed: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -79,6 +81,8 @@ impl Default for Metrics {
             replicator_failures: AtomicU64::new(0),
             read_repairs: AtomicU64::new(0),
             writes_overtaken: AtomicU64::new(0),
+            conditional_written: AtomicU64::new(0),
+            conditional_failed: AtomicU64::new(0),
         }
     }
 }
@@ -116,6 +120,12 @@ impl Metrics {
     /// Counts a write rewritten with a newer version because a node held a newer one.
     pub fn write_overtaken(&self) {
         self.writes_overtaken.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a conditional write that was written (`true`) or answered 412.
+    pub fn conditional(&self, written: bool) {
+        let counter = if written { &self.conditional_written } else { &self.conditional_failed };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A snapshot for `GET /metrics`; `node_errors` comes from the placement.
@@ -163,6 +173,8 @@ impl Metrics {
             replicator_failures: self.replicator_failures.load(Ordering::Relaxed),
             read_repairs: self.read_repairs.load(Ordering::Relaxed),
             writes_overtaken: self.writes_overtaken.load(Ordering::Relaxed),
+            conditional_written: self.conditional_written.load(Ordering::Relaxed),
+            conditional_failed: self.conditional_failed.load(Ordering::Relaxed),
             clock_offset_ms: None,
         }
     }

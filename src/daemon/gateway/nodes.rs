@@ -131,6 +131,15 @@ impl NodeClient {
         reads.submit(key.to_string()).await.unwrap_or_else(|| Err(stopped(base, "read")))
     }
 
+    /// Sends one Paxos message about `request.key` to the node at `base` (not batched).
+    pub async fn paxos(
+        &self,
+        base: &str,
+        request: &crate::wire::paxos::Request,
+    ) -> Result<crate::paxos::Reply<crate::wal::Record>, NodeError> {
+        self.client.paxos(base, request).await
+    }
+
     /// The node's `/health` (its id).
     pub async fn health(&self, base: &str) -> Result<crate::proto::NodeHealth, NodeError> {
         self.client.health(base).await

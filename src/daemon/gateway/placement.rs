@@ -154,6 +154,12 @@ impl Placement {
         self.healthy_before_down(self.owners(key))
     }
 
+    /// The key's owners in the old ring (during a membership change, conditional writes need a
+    /// majority of them too).
+    pub fn old_owners(&self, key: &str) -> Vec<NodeInfo> {
+        self.layout.old_owners(key)
+    }
+
     /// The key's owners in the old ring, healthy ones first (during a membership change strong
     /// reads also read a majority of them).
     pub fn old_owners_healthy_first(&self, key: &str) -> Vec<NodeInfo> {

@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::conditional::Conditional;
 use super::coordinator::WriteOutcome;
 use super::input::{Consistency, parse_ttl, validate_key};
 use super::nodes::DEFAULT_CONTENT_TYPE;
@@ -26,6 +27,7 @@ use crate::proto::{
     ClusterView, EXPIRES_AT_HEADER, KvListEntry, KvListResponse, KvWriteResponse, NODES_HEADER, RebalanceSummary,
     ServiceHealth, VERSION_HEADER, WARNING_HEADER,
 };
+use crate::precondition::{self, Condition, PreconditionError};
 use crate::wire::read::{Found, Lookup};
 
 /// The OpenAPI 3 document of the public API (`/v1/kv…`, `/health`), served at `/openapi.json`.
@@ -190,14 +192,80 @@ fn write_response(state: &GatewayState, key: String, outcome: WriteOutcome, hand
         .map(|reason| format!("{replicas} of {wanted} replica copies queued: {reason}"));
     let primary_node_id =
         state.placement().all().into_iter().find(|node| node.url == outcome.primary).map(|node| node.id);
-    let body =
-        KvWriteResponse { success: true, key, primary_node_id, primary_node: outcome.primary, replicas, warning };
+    let body = KvWriteResponse {
+        success: true,
+        key,
+        primary_node_id,
+        primary_node: outcome.primary,
+        replicas,
+        version: outcome.version,
+        warning,
+    };
     let header = body.warning.as_deref().and_then(|warning| HeaderValue::from_str(warning).ok());
-    let mut response = with_nodes(Json(body).into_response(), &outcome.participants);
+    let mut response = with_nodes(with_etag(Json(body).into_response(), outcome.version), &outcome.participants);
     if let Some(header) = header {
         response.headers_mut().insert(WARNING_HEADER, header);
     }
     response
+}
+
+fn with_etag(mut response: Response, version: u64) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&precondition::etag(version)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// A header's value as text; a value that is not visible ASCII is a 400 naming the header.
+fn header_text<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, ApiError> {
+    headers
+        .get(name)
+        .map(|value| value.to_str().map_err(|_| ApiError::bad_request(format!("{name} is not visible ASCII text"))))
+        .transpose()
+}
+
+fn precondition_error(error: PreconditionError) -> ApiError {
+    ApiError::bad_request(error.to_string())
+}
+
+/// The precondition of a PUT (`allow_absent`) or DELETE, if it has one (400 when malformed).
+fn write_condition(headers: &HeaderMap, allow_absent: bool) -> Result<Option<Condition>, ApiError> {
+    let if_match = header_text(headers, "if-match")?;
+    let if_none_match = header_text(headers, "if-none-match")?;
+    Condition::of_write(if_match, if_none_match, allow_absent).map_err(precondition_error)
+}
+
+/// Writes `kind` to `key` only if `condition` holds: 200 with the new version, or
+/// 412 naming the current one (`null` when the key does not exist).
+async fn write_conditional(
+    state: &GatewayState,
+    tenant: &Tenant,
+    key: String,
+    condition: Condition,
+    kind: MutationKind,
+) -> Result<Response, ApiError> {
+    match state.write_conditional(&tenant.storage_key(&key), condition, kind).await? {
+        Conditional::Written { version, committed } => {
+            let primary = committed.first().cloned().unwrap_or_default();
+            let outcome = WriteOutcome { primary, participants: committed, version };
+            Ok(write_response(state, key, outcome, Handover::default()))
+        }
+        Conditional::Failed(current) => Ok(precondition_failed(current)),
+    }
+}
+
+/// 412 with the key's current ETag, exactly as a GET would send it (`null`: it does not exist).
+fn precondition_failed(current: Option<u64>) -> Response {
+    let error = match current {
+        Some(version) => format!("precondition failed: the key is at version {version} (ETag {})", precondition::etag(version)),
+        None => "precondition failed: the key does not exist (absent, deleted or expired)".to_string(),
+    };
+    let body = serde_json::json!({ "error": error, "current_version": current.map(precondition::etag) });
+    let response = (StatusCode::PRECONDITION_FAILED, Json(body)).into_response();
+    match current {
+        Some(version) => with_etag(response, version),
+        None => response,
+    }
 }
 
 async fn empty_key() -> ApiError {
@@ -216,14 +284,22 @@ async fn put_key(
     let Query(query) = query?;
     validate_key(&key)?;
     let consistency = Consistency::from_headers(&headers)?;
+    let condition = write_condition(&headers, true)?;
     let ttl = parse_ttl(query.ttl.as_deref())?;
     let content_type = super::input::content_type(&headers)?;
     let value = crate::server::read_limited_body(&headers, body, state.config.max_value_bytes, "the value").await?;
     let size = value.len() as u64;
     let expires_at = ttl.map(|ttl| crate::hlc::wall_millis() + ttl.as_millis() as u64);
-    let mutation = Mutation { version: state.hlc.now(), kind: MutationKind::Put { value, content_type, expires_at } };
-    let (outcome, handover) = write_tracked(&state, &tenant.storage_key(&key), mutation, consistency).await?;
-    let mut response = write_response(&state, key, outcome, handover);
+    let kind = MutationKind::Put { value, content_type, expires_at };
+    let mut response = match condition {
+        // Conditional writes are linearizable whatever X-Consistency says.
+        Some(condition) => write_conditional(&state, &tenant, key, condition, kind).await?,
+        None => {
+            let mutation = Mutation { version: state.hlc.now(), kind };
+            let (outcome, handover) = write_tracked(&state, &tenant.storage_key(&key), mutation, consistency).await?;
+            write_response(&state, key, outcome, handover)
+        }
+    };
     response.extensions_mut().insert(ValueBytes(size));
     Ok(response)
 }
@@ -246,11 +322,35 @@ async fn read_key(
 ) -> Result<Response, ApiError> {
     validate_key(&key)?;
     let consistency = Consistency::from_headers(headers)?;
+    let if_match = header_text(headers, "if-match")?.map(|value| precondition::Tags::parse("If-Match", value));
+    let if_match = if_match.transpose().map_err(precondition_error)?;
+    let if_none_match = header_text(headers, "if-none-match")?;
+    if let Some(value) = if_none_match {
+        precondition::not_modified(value, None).map_err(precondition_error)?;
+    }
+    if if_match.is_some() && if_none_match.is_some() {
+        return Err(precondition_error(PreconditionError::Both));
+    }
     let outcome = state.read(&tenant.storage_key(&key), consistency).await?;
+    let live = match &outcome.record {
+        Lookup::Found(found) => Some(found.version),
+        _ => None,
+    };
+    if let Some(tags) = if_match {
+        if !Condition::IfMatch(tags).holds(live) {
+            return Ok(with_nodes(precondition_failed(live), &outcome.participants));
+        }
+    }
+    if let (Some(value), Some(version)) = (if_none_match, live) {
+        if precondition::not_modified(value, live).map_err(precondition_error)? {
+            let response = with_etag(StatusCode::NOT_MODIFIED.into_response(), version);
+            return Ok(with_nodes(response, &outcome.participants));
+        }
+    }
     let Lookup::Found(Found { value, content_type, version, expires_at }) = outcome.record else {
         return Ok(with_nodes(not_found().into_response(), &outcome.participants));
     };
-    let mut response = value.into_response();
+    let mut response = with_etag(value.into_response(), version);
     let response_headers = response.headers_mut();
     response_headers.insert(
         header::CONTENT_TYPE,
@@ -281,6 +381,9 @@ async fn remove_key(
 ) -> Result<Response, ApiError> {
     validate_key(&key)?;
     let consistency = Consistency::from_headers(headers)?;
+    if let Some(condition) = write_condition(headers, false)? {
+        return write_conditional(state, tenant, key, condition, MutationKind::Delete).await;
+    }
     let storage_key = tenant.storage_key(&key);
     let existing = state.read(&storage_key, consistency).await?;
     if !matches!(existing.record, Lookup::Found(Found { .. })) {
@@ -305,7 +408,13 @@ async fn list_keys(
     State(state): State<GatewayState>,
     tenant: Tenant,
     query: Result<Query<ListQuery>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    for (name, header) in [("if-match", "If-Match"), ("if-none-match", "If-None-Match")] {
+        if headers.contains_key(name) {
+            return Err(precondition_error(PreconditionError::NotApplicable { header }));
+        }
+    }
     let Query(query) = query?;
     list_tenant_keys(&state, &tenant, query).await
 }

@@ -46,6 +46,8 @@ pub struct Shared {
     pub cluster_secret: ClusterSecret,
     /// Whether the users service has been offered `YDHT_NODES` as the initial membership.
     pub seeded: std::sync::atomic::AtomicBool,
+    /// This gateway's Paxos proposer id (random, so unique among gateways); it breaks ballot ties.
+    pub proposer: u64,
     /// Triggered when the gateway starts shutting down: long polls answer at once
     /// instead of holding the drain for up to their wait.
     pub stopping: crate::shutdown::Shutdown,
@@ -84,6 +86,7 @@ impl GatewayState {
             metrics,
             replication,
             seeded: Default::default(),
+            proposer: rand::random(),
             stopping: crate::shutdown::Shutdown::new(),
         }))
     }

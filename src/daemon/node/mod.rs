@@ -11,6 +11,7 @@
 //! - [`gc`]: when a tombstone may be purged (past the grace and held by every peer).
 //! - [`membership`]: with `--join`: registering, following the membership, rebalancing, clean-up.
 
+pub mod acceptors;
 pub mod antientropy;
 pub mod digest;
 pub mod gc;

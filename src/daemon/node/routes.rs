@@ -25,7 +25,7 @@ use crate::proto::{
 };
 use crate::wal::{Record, WalError};
 use crate::wire::read::Lookup;
-use crate::wire::{batch, read};
+use crate::wire::{batch, paxos as paxos_body, read};
 
 use crate::proto::DEFAULT_CONTENT_TYPE;
 pub use crate::proto::MAX_CONTENT_TYPE_BYTES;
@@ -43,6 +43,7 @@ pub fn app(state: NodeState) -> Router {
         .route("/keys", get(list_keys))
         .route("/batch", post(apply_batch))
         .route("/read", post(read_many))
+        .route("/paxos", post(paxos))
         .route("/digest", get(digest))
         .route("/range", post(range))
         .route("/export", post(export))
@@ -181,6 +182,18 @@ async fn read_many(
     }
     let lookups = state.store.get_many(&keys, crate::hlc::wall_millis(), state.settings.max_batch_bytes());
     Ok(([(header::CONTENT_TYPE, read::READ_CONTENT_TYPE)], read::encode_answer(&lookups)).into_response())
+}
+
+/// `POST /paxos`: one message of a conditional write's round on one key
+/// ([`paxos_body`] has the bodies); answered once the acceptor's state is durable.
+async fn paxos(_: Internal, State(state): State<NodeState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let limit = state.settings.max_value_bytes + paxos_body::MAX_OVERHEAD_BYTES;
+    let body = crate::server::read_limited_body(&headers, body, limit, "the Paxos request").await?;
+    let request = paxos_body::decode_request(&body).map_err(|error| ApiError::bad_request(error.to_string()))?;
+    validate_key(&request.key)?;
+    let reply = state.store.paxos(&request.key, request.message).await.map_err(|error| write_error(&state, error))?;
+    let answer = paxos_body::encode_reply(&reply).map_err(|error| ApiError::internal(error.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, paxos_body::PAXOS_CONTENT_TYPE)], answer).into_response())
 }
 
 /// Query of `GET /keys`.

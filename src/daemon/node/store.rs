@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 
+use super::acceptors::Acceptors;
 use super::digest::Digest;
 use super::gc::{self, Fate, Horizon};
 use super::slot::{ContentTypes, Slot};
@@ -23,8 +24,10 @@ use crate::proto::{NodeKeyEntry, NodeKeyPage, NodeRangeEntry, NodeRangePage, Sto
 use crate::ring::Ring;
 use crate::sync::Lock;
 use crate::wal::snapshot::SnapshotWriter;
+use crate::paxos::{Acceptance, Message, Promise, Reply};
 use crate::wal::{
-    self, Apply, Committer, CommitterConfig, CompactionTicket, DirLock, Record, SyncMode, WalDir, WalError, WalStats,
+    self, AcceptorEntry, Apply, Committer, CommitterConfig, CompactionTicket, DirLock, Entry, Record, SyncMode, WalDir,
+    WalError, WalStats,
 };
 use crate::wire::read::{Found, Lookup};
 
@@ -83,6 +86,8 @@ struct State {
     swept: usize,
     /// Per-arc hashes for anti-entropy, once enabled.
     digest: Option<Digest>,
+    /// Paxos acceptor states of keys under conditional writes.
+    acceptors: Acceptors,
 }
 
 impl State {
@@ -122,6 +127,7 @@ impl State {
         if record.tombstone {
             self.tombstones += 1;
         }
+        self.acceptors.stored(&record.key, record.version);
         StoreWriteResponse { applied: true, version: record.version }
     }
 
@@ -135,16 +141,26 @@ impl State {
         self.types.release(slot.content_type);
     }
 
+    /// The key's current record (value or tombstone), if the map holds one.
+    fn record(&self, key: &str) -> Option<Record> {
+        self.map.get(key.as_bytes()).map(|slot| self.to_record(slot))
+    }
+
     fn to_record(&self, slot: &Slot) -> Record {
-        let found = slot.borrowed(&self.types);
-        Record {
-            key: found.key.to_string(),
-            version: found.version,
-            expires_at: found.expires_at,
-            tombstone: found.tombstone,
-            content_type: found.content_type.to_string(),
-            value: Bytes::copy_from_slice(found.value),
-        }
+        slot_record(slot, &self.types)
+    }
+}
+
+/// A map entry as a record.
+fn slot_record(slot: &Slot, types: &ContentTypes) -> Record {
+    let found = slot.borrowed(types);
+    Record {
+        key: found.key.to_string(),
+        version: found.version,
+        expires_at: found.expires_at,
+        tombstone: found.tombstone,
+        content_type: found.content_type.to_string(),
+        value: Bytes::copy_from_slice(found.value),
     }
 }
 
@@ -178,9 +194,17 @@ struct Applier {
 impl Apply for Applier {
     type Outcome = StoreWriteResponse;
 
-    fn apply(&mut self, records: Vec<Record>) -> Vec<StoreWriteResponse> {
+    /// Records go into the map; an acceptor state is in memory already (it is
+    /// logged after the change) and answers `applied`.
+    fn apply(&mut self, entries: Vec<Entry>) -> Vec<StoreWriteResponse> {
         let mut state = self.shared.state();
-        let outcomes: Vec<_> = records.into_iter().map(|record| state.apply(record)).collect();
+        let outcomes: Vec<_> = entries
+            .into_iter()
+            .map(|entry| match entry {
+                Entry::Record(record) => state.apply(record),
+                Entry::Acceptor(_) => StoreWriteResponse { applied: true, version: 0 },
+            })
+            .collect();
         drop(state);
         for outcome in &outcomes {
             let counter = if outcome.applied { &self.shared.counters.applied } else { &self.shared.counters.ignored };
@@ -235,6 +259,13 @@ impl Shared {
             }
             writer.flush()?;
         }
+        let unsettled = {
+            let state = self.state();
+            state.acceptors.unsettled(|key| state.record(key))
+        };
+        for (key, acceptor) in unsettled {
+            writer.push_acceptor(&key, &crate::wire::paxos::encode_state(&acceptor)?)?;
+        }
         Ok(())
     }
 }
@@ -247,8 +278,11 @@ impl Store {
         dir.create()?;
         let lock = dir.lock()?;
         let mut state = State::default();
-        let recovered = wal::recover(&dir, options.salvage_wal, |record| {
-            state.apply(record);
+        let recovered = wal::recover(&dir, options.salvage_wal, |entry| match entry {
+            Entry::Record(record) => {
+                state.apply(record);
+            }
+            Entry::Acceptor(entry) => state.acceptors.replay(entry),
         })?;
         let report = RecoveryReport {
             snapshot_records: recovered.snapshot_records,
@@ -288,7 +322,7 @@ impl Store {
                     }
                     _ => {
                         pending_at.push(index);
-                        pending.push(record);
+                        pending.push(Entry::Record(record));
                     }
                 }
             }
@@ -302,6 +336,68 @@ impl Store {
             }
         }
         Ok(answers.into_iter().map(|answer| answer.expect("every write answered")).collect())
+    }
+
+    /// Handles one message of a conditional write's Paxos round on `key`
+    /// ([`crate::paxos`]): the acceptor decides under the store's lock, against
+    /// the key's current record, and every change of its state is durable in the
+    /// WAL before the answer. A commit writes the record and the settled state
+    /// in one append, and settles the state in memory only once the record is in
+    /// the map (a prepare in between still sees the accepted proposal).
+    pub async fn paxos(&self, key: &str, message: Message<Record>) -> Result<Reply<Record>, WalError> {
+        let now = hlc::wall_millis();
+        let log = |acceptor: &crate::paxos::Acceptor<Record>| -> Result<Entry, WalError> {
+            let state = crate::wire::paxos::encode_state(acceptor)?;
+            Ok(Entry::Acceptor(AcceptorEntry { key: key.to_string(), state }))
+        };
+        let (reply, entries, commit) = {
+            let mut guard = self.shared.state();
+            let state = &mut *guard;
+            if state.acceptors.wants_pruning() {
+                let State { map, types, acceptors, .. } = state;
+                acceptors.prune(now, |key| map.get(key.as_bytes()).map(|slot| slot_record(slot, types)));
+            }
+            let committed = state.record(key);
+            let acceptor = state.acceptors.entry(key, now);
+            match message {
+                Message::Prepare(ballot) => {
+                    let promise = acceptor.prepare(ballot, committed.as_ref());
+                    let entries = match promise {
+                        Promise::Promised { .. } => vec![log(acceptor)?],
+                        Promise::Refused { .. } => Vec::new(),
+                    };
+                    (Reply::Promise(promise), entries, None)
+                }
+                Message::Accept(proposal) => {
+                    let before = (acceptor.promised, acceptor.accepted.clone());
+                    let acceptance = acceptor.accept(proposal, committed.as_ref());
+                    let changed = (acceptor.promised, acceptor.accepted.clone()) != before;
+                    let entries = match acceptance {
+                        Acceptance::Accepted if changed => vec![log(acceptor)?],
+                        _ => Vec::new(),
+                    };
+                    (Reply::Acceptance(acceptance), entries, None)
+                }
+                Message::Commit(proposal) => {
+                    let mut settled = acceptor.clone();
+                    settled.commit(&proposal);
+                    let entries = vec![Entry::Record(proposal.value.clone()), log(&settled)?];
+                    (Reply::Committed, entries, Some(proposal))
+                }
+            }
+        };
+        if !entries.is_empty() {
+            self.committer.append(entries).await?;
+        }
+        if let Some(proposal) = commit {
+            self.shared.state().acceptors.entry(key, now).commit(&proposal);
+        }
+        Ok(reply)
+    }
+
+    /// How many keys have a Paxos acceptor state in memory.
+    pub fn acceptors(&self) -> usize {
+        self.shared.state().acceptors.len()
     }
 
     /// The current state of `key` at time `now` (Unix ms).
