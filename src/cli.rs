@@ -47,7 +47,8 @@ Exit codes:
   1  not found (e.g. `kv get` of a missing key)
   2  usage or configuration error (bad flag, port in use, unwritable data dir)
   3  authentication or authorization failed
-  4  a service is unreachable or answered with a server error";
+  4  a service is unreachable or answered with a server error
+  5  a conditional write's precondition failed (--if-version, --if-absent)";
 
 /// The top-level commands.
 #[derive(Subcommand, Debug)]

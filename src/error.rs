@@ -140,6 +140,8 @@ pub mod exit {
     pub const AUTH: u8 = 3;
     /// A service was unreachable or answered with a server error.
     pub const UNAVAILABLE: u8 = 4;
+    /// A conditional write's precondition failed (412): the key changed, or exists, meanwhile.
+    pub const PRECONDITION: u8 = 5;
 }
 
 /// An error that ends the process with a specific exit code and a one-line message.

@@ -37,6 +37,9 @@ pub enum PreconditionError {
     /// `If-None-Match` with tags on a write (only `*` means "create only").
     #[error("on a write If-None-Match can only be * (create only if absent); use If-Match to update a version")]
     TagsOnWrite,
+    /// `If-None-Match` on a DELETE (it could only delete a key that does not exist).
+    #[error("If-None-Match does not apply to a DELETE; use If-Match: \"<version>\" or * to delete only what you saw")]
+    NoneMatchOnDelete,
     /// A precondition on a request that takes none (a listing).
     #[error("{header} applies to one key, not to a listing")]
     NotApplicable {
@@ -129,7 +132,7 @@ impl Condition {
             (Some(value), None) => Tags::parse("If-Match", value).map(|tags| Some(Self::IfMatch(tags))),
             (None, Some(value)) => match Tags::parse("If-None-Match", value)? {
                 Tags::Any if allow_absent => Ok(Some(Self::IfAbsent)),
-                Tags::Any => Err(PreconditionError::NotApplicable { header: "If-None-Match" }),
+                Tags::Any => Err(PreconditionError::NoneMatchOnDelete),
                 Tags::Versions(_) => Err(PreconditionError::TagsOnWrite),
             },
             (None, None) => Ok(None),
@@ -166,10 +169,7 @@ mod tests {
         );
         assert_eq!(Condition::of_write(Some("*"), None, false), Ok(Some(Condition::IfMatch(Tags::Any))));
         assert_eq!(Condition::of_write(None, Some("*"), true), Ok(Some(Condition::IfAbsent)));
-        assert_eq!(
-            Condition::of_write(None, Some("*"), false),
-            Err(PreconditionError::NotApplicable { header: "If-None-Match" })
-        );
+        assert_eq!(Condition::of_write(None, Some("*"), false), Err(PreconditionError::NoneMatchOnDelete));
         assert_eq!(Condition::of_write(Some("*"), Some("*"), true), Err(PreconditionError::Both));
         assert_eq!(Condition::of_write(None, Some("\"5\""), true), Err(PreconditionError::TagsOnWrite));
         for bad in ["not-an-etag", "5", "\"\"", "\"-1\"", "\"5", "\"5\",", "\"18446744073709551616\"", "\"1 2\""] {

@@ -198,6 +198,11 @@ impl Api {
         if let Some(consistency) = put.consistency {
             request = request.header(CONSISTENCY_HEADER, consistency);
         }
+        request = match put.precondition {
+            Some(Precondition::IfVersion(version)) => request.header("if-match", crate::precondition::etag(version)),
+            Some(Precondition::IfAbsent) => request.header("if-none-match", "*"),
+            None => request,
+        };
         self.send_json(gateway, request).await
     }
 
@@ -232,10 +237,14 @@ impl Api {
         api_key: &str,
         key: &str,
         consistency: Option<&str>,
+        if_version: Option<u64>,
     ) -> anyhow::Result<Option<KvWriteResponse>> {
         let mut request = self.request(Method::DELETE, gateway, &["v1", "kv", key])?.header(API_KEY_HEADER, api_key);
         if let Some(consistency) = consistency {
             request = request.header(CONSISTENCY_HEADER, consistency);
+        }
+        if let Some(version) = if_version {
+            request = request.header("if-match", crate::precondition::etag(version));
         }
         let response = self.send(gateway, request).await?;
         if response.status() == StatusCode::NOT_FOUND {
@@ -283,6 +292,7 @@ pub fn exit_code_for_status(status: StatusCode) -> u8 {
     match status.as_u16() {
         401 | 403 => exit::AUTH,
         404 | 410 => exit::NOT_FOUND,
+        412 => exit::PRECONDITION,
         429 => exit::UNAVAILABLE,
         400..=499 => exit::USAGE,
         _ => exit::UNAVAILABLE,
@@ -525,6 +535,17 @@ pub struct KvPut<'a> {
     pub ttl: Option<&'a str>,
     /// `eventual` or `strong`.
     pub consistency: Option<&'a str>,
+    /// Write only if the key is at this version, or absent.
+    pub precondition: Option<Precondition>,
+}
+
+/// A `kv put`'s condition (the gateway answers 412, exit 5, when it does not hold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// `If-Match: "<version>"`: the key is live at this version.
+    IfVersion(u64),
+    /// `If-None-Match: *`: the key does not exist.
+    IfAbsent,
 }
 
 /// A value read from the gateway.
@@ -553,6 +574,7 @@ mod tests {
         assert_eq!(exit_code_for_status(StatusCode::CONFLICT), exit::USAGE);
         assert_eq!(exit_code_for_status(StatusCode::PAYLOAD_TOO_LARGE), exit::USAGE);
         assert_eq!(exit_code_for_status(StatusCode::TOO_MANY_REQUESTS), exit::UNAVAILABLE);
+        assert_eq!(exit_code_for_status(StatusCode::PRECONDITION_FAILED), exit::PRECONDITION);
         assert_eq!(exit_code_for_status(StatusCode::INTERNAL_SERVER_ERROR), exit::UNAVAILABLE);
         assert_eq!(exit_code_for_status(StatusCode::SERVICE_UNAVAILABLE), exit::UNAVAILABLE);
     }

@@ -1,4 +1,4 @@
-//! `ydht kv put|get|delete|list|locate`: the tenant's keys through the gateway,
+//! `ydht kv put|get|delete|incr|list|locate`: the tenant's keys through the gateway,
 //! authenticated with an API key. Values are raw bytes end to end.
 
 use std::io::{IsTerminal, Read};
@@ -10,7 +10,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 
-use super::api::KvPut;
+use super::api::{KvPut, Precondition};
 use super::locate::LocateArgs;
 use super::output::{human_bytes, print_bytes, print_json, print_line, table};
 use super::{ClientArgs, ClientFlags, Context, KeyClient};
@@ -32,6 +32,8 @@ pub enum KvCommand {
     Get(GetArgs),
     /// Delete a key; exit 1 if it does not exist
     Delete(DeleteArgs),
+    /// Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0
+    Incr(IncrArgs),
     /// List your keys
     List(ListArgs),
     /// Show a key's primary and replicas and the version each holds (needs the cluster secret)
@@ -82,6 +84,14 @@ pub struct PutArgs {
     /// Content type stored with the value [default: application/octet-stream]
     #[arg(long, value_name = "TYPE")]
     pub content_type: Option<String>,
+
+    /// Write only if the key is at this version (as `kv get --show-version` prints it); else exit 5
+    #[arg(long, value_name = "V", conflicts_with = "if_absent")]
+    pub if_version: Option<u64>,
+
+    /// Write only if the key does not exist (absent, deleted or expired); else exit 5
+    #[arg(long)]
+    pub if_absent: bool,
     /// The gateway, the API key and the config dir.
     #[command(flatten)]
     pub client: KeyClient,
@@ -100,6 +110,10 @@ pub struct GetArgs {
     /// Consistency level of the read [default: eventual]
     #[arg(long, value_enum)]
     pub consistency: Option<Consistency>,
+
+    /// Also print the value's version (`version: V` after the value), for --if-version
+    #[arg(long)]
+    pub show_version: bool,
     /// The gateway, the API key and the config dir.
     #[command(flatten)]
     pub client: KeyClient,
@@ -114,6 +128,24 @@ pub struct DeleteArgs {
     /// Consistency level of the delete [default: eventual]
     #[arg(long, value_enum)]
     pub consistency: Option<Consistency>,
+
+    /// Delete only if the key is at this version; else exit 5
+    #[arg(long, value_name = "V")]
+    pub if_version: Option<u64>,
+    /// The gateway, the API key and the config dir.
+    #[command(flatten)]
+    pub client: KeyClient,
+}
+
+/// Arguments of `kv incr`.
+#[derive(Args, Debug)]
+pub struct IncrArgs {
+    /// The key holding the counter
+    pub key: String,
+
+    /// How much to add (negative to subtract)
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub by: i64,
     /// The gateway, the API key and the config dir.
     #[command(flatten)]
     pub client: KeyClient,
@@ -146,6 +178,7 @@ impl KvCommand {
             Self::Put(args) => &args.client,
             Self::Get(args) => &args.client,
             Self::Delete(args) => &args.client,
+            Self::Incr(args) => &args.client,
             Self::List(args) => &args.client,
             Self::Locate(args) => &args.client,
         }
@@ -157,6 +190,7 @@ impl KvCommand {
             Self::Put(args) => put(args, context).await,
             Self::Get(args) => get(args, context).await,
             Self::Delete(args) => delete(args, context).await,
+            Self::Incr(args) => incr(args, context).await,
             Self::List(args) => list(args, context).await,
             Self::Locate(args) => args.run(context).await,
         }
@@ -175,13 +209,89 @@ async fn put(args: PutArgs, context: &Context) -> anyhow::Result<()> {
         content_type: args.content_type.as_deref(),
         ttl: args.ttl.as_deref(),
         consistency: args.consistency.map(Consistency::as_header),
+        precondition: match (args.if_version, args.if_absent) {
+            (Some(version), _) => Some(Precondition::IfVersion(version)),
+            (None, true) => Some(Precondition::IfAbsent),
+            (None, false) => None,
+        },
     };
+    let conditional = put.precondition.is_some();
     let size = put.value.len() as u64;
     let written = context.api.kv_put(&context.gateway, &api_key, put).await?;
     if context.json() {
         return print_json(&written);
     }
+    if conditional {
+        // Conditional writes are linearizable (a majority of the owners has them) whatever --consistency says.
+        return print_line(&format!(
+            "Stored {} ({}) at version {} (conditional: linearizable, majority durable).",
+            written.key,
+            human_bytes(size),
+            written.version
+        ));
+    }
     print_line(&stored_line(&written, size, args.consistency.unwrap_or(Consistency::Eventual)))
+}
+
+/// How many compare-and-set rounds `kv incr` tries before giving up.
+const INCR_ATTEMPTS: u32 = 64;
+
+/// `kv incr`: read the counter (strong), write the sum with `If-Match` on the version read (or
+/// `If-None-Match: *` when absent), and start again when another writer got in between.
+async fn incr(args: IncrArgs, context: &Context) -> anyhow::Result<()> {
+    let api_key = context.api_key()?;
+    for attempt in 0..INCR_ATTEMPTS {
+        let current = context
+            .api
+            .kv_get(&context.gateway, &api_key, &args.key, Some(Consistency::Strong.as_header()))
+            .await?;
+        let (count, precondition) = match &current {
+            None => (0, Precondition::IfAbsent),
+            Some(value) => {
+                let text = std::str::from_utf8(&value.bytes).unwrap_or("").trim();
+                let count = text.parse::<i64>().map_err(|_| {
+                    Exit::usage(format!(
+                        "the value of {} is not an integer counter (decimal text); left unchanged",
+                        args.key
+                    ))
+                })?;
+                let version = value.version.ok_or_else(|| {
+                    Exit::new(exit::UNAVAILABLE, "the gateway did not send the value's version; upgrade it")
+                })?;
+                (count, Precondition::IfVersion(version))
+            }
+        };
+        let next = count.checked_add(args.by).ok_or_else(|| {
+            Exit::usage(format!("{count} + {} overflows a 64-bit counter; {} is left unchanged", args.by, args.key))
+        })?;
+        let put = KvPut {
+            key: &args.key,
+            value: Bytes::from(next.to_string()),
+            content_type: Some("text/plain"),
+            ttl: None,
+            consistency: None,
+            precondition: Some(precondition),
+        };
+        match context.api.kv_put(&context.gateway, &api_key, put).await {
+            Ok(written) => {
+                if context.json() {
+                    return print_json(&json!({ "key": args.key, "value": next, "version": written.version }));
+                }
+                return print_line(&next.to_string());
+            }
+            Err(error) if crate::error::exit_code_of(&error) == exit::PRECONDITION => {
+                // Another writer changed it since the read: read again, after a short random pause.
+                let pause = rand::random_range(0..=(1u64 << attempt.min(6)));
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(Exit::new(
+        exit::PRECONDITION,
+        format!("{} kept changing: gave up after {INCR_ATTEMPTS} compare-and-set attempts", args.key),
+    )
+    .into())
 }
 
 /// `Stored KEY (SIZE) on node-1 + 2 replicas (strong: majority durable).`, or, when copies
@@ -252,6 +362,7 @@ async fn get(args: GetArgs, context: &Context) -> anyhow::Result<()> {
     if context.json() {
         let mut document = json!({
             "key": args.key,
+            "etag": value.version.map(crate::precondition::etag),
             "size": value.bytes.len(),
             "content_type": value.content_type,
             "version": value.version,
@@ -266,13 +377,19 @@ async fn get(args: GetArgs, context: &Context) -> anyhow::Result<()> {
         }
         return print_json(&document);
     }
+    let version = value.version.map_or_else(|| "unknown".to_string(), |version| version.to_string());
     if let Some(path) = &args.output_file {
-        return print_line(&format!("Wrote {} to {}.", human_bytes(value.bytes.len() as u64), path.display()));
+        let shown = if args.show_version { format!(" (version {version})") } else { String::new() };
+        return print_line(&format!("Wrote {} to {}{shown}.", human_bytes(value.bytes.len() as u64), path.display()));
     }
     print_bytes(&value.bytes)?;
-    // On a terminal, end the line so the prompt does not stick to the value; pipes get the bytes unchanged.
-    if std::io::stdout().is_terminal() && !value.bytes.ends_with(b"\n") {
+    // On a terminal, end the line so the prompt does not stick to the value; pipes get the bytes
+    // unchanged (unless the version follows on a line of its own).
+    if (args.show_version || std::io::stdout().is_terminal()) && !value.bytes.ends_with(b"\n") {
         print_bytes(b"\n")?;
+    }
+    if args.show_version {
+        print_line(&format!("version: {version}"))?;
     }
     Ok(())
 }
@@ -282,7 +399,7 @@ async fn delete(args: DeleteArgs, context: &Context) -> anyhow::Result<()> {
     let consistency = args.consistency.map(Consistency::as_header);
     let deleted = context
         .api
-        .kv_delete(&context.gateway, &api_key, &args.key, consistency)
+        .kv_delete(&context.gateway, &api_key, &args.key, consistency, args.if_version)
         .await?
         .ok_or_else(|| Exit::new(exit::NOT_FOUND, format!("key not found: {}", args.key)))?;
     if context.json() {

@@ -21,6 +21,7 @@ mod chaos;
 mod cli_flow;
 mod cli_offline;
 mod completions;
+mod conditional;
 mod deploy;
 mod gateway_browser;
 mod gateway_failures;

@@ -244,11 +244,14 @@ async fn write_conditional(
     condition: Condition,
     kind: MutationKind,
 ) -> Result<Response, ApiError> {
-    match state.write_conditional(&tenant.storage_key(&key), condition, kind).await? {
+    let storage_key = tenant.storage_key(&key);
+    let (outcome, handover) =
+        super::replication::track(state.write_conditional(&storage_key, condition, kind)).await;
+    match outcome? {
         Conditional::Written { version, committed } => {
             let primary = committed.first().cloned().unwrap_or_default();
             let outcome = WriteOutcome { primary, participants: committed, version };
-            Ok(write_response(state, key, outcome, Handover::default()))
+            Ok(write_response(state, key, outcome, handover))
         }
         Conditional::Failed(current) => Ok(precondition_failed(current)),
     }
