@@ -22,6 +22,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 
 use crate::config::Secret;
+use crate::paxos::Reply;
 use crate::proto::{
     CLUSTER_SECRET_HEADER, EXPIRES_AT_HEADER, NodeBatchResponse, NodeDigest, NodeExportRequest, NodeHealth,
     NodeKeyPage, NodeMetrics, NodeRangePage, NodeRangeRequest, StoreWriteResponse, TOMBSTONE_HEADER, VERSION_HEADER,
@@ -29,7 +30,6 @@ use crate::proto::{
 use crate::sync::Lock;
 use crate::wal::Record;
 use crate::wire::read::{Found, Lookup};
-use crate::paxos::Reply;
 use crate::wire::{batch, paxos, read};
 
 pub use crate::proto::DEFAULT_CONTENT_TYPE;

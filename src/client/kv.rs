@@ -241,10 +241,8 @@ const INCR_ATTEMPTS: u32 = 64;
 async fn incr(args: IncrArgs, context: &Context) -> anyhow::Result<()> {
     let api_key = context.api_key()?;
     for attempt in 0..INCR_ATTEMPTS {
-        let current = context
-            .api
-            .kv_get(&context.gateway, &api_key, &args.key, Some(Consistency::Strong.as_header()))
-            .await?;
+        let current =
+            context.api.kv_get(&context.gateway, &api_key, &args.key, Some(Consistency::Strong.as_header())).await?;
         let (count, precondition) = match &current {
             None => (0, Precondition::IfAbsent),
             Some(value) => {

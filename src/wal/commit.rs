@@ -420,8 +420,8 @@ impl<A: Apply> Writer<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::Record;
     use crate::sync::Lock;
+    use crate::wal::Record;
     use std::sync::Mutex;
     use std::sync::mpsc as std_mpsc;
 
@@ -491,7 +491,8 @@ mod tests {
 
         // Everything acknowledged is in the log, in the order it was applied.
         let mut replayed = Vec::new();
-        super::super::recover(&wal, false, |found| replayed.extend(found.into_record().map(|found| found.key))).unwrap();
+        super::super::recover(&wal, false, |found| replayed.extend(found.into_record().map(|found| found.key)))
+            .unwrap();
         assert_eq!(replayed.len(), 64 * 25);
         assert_eq!(replayed, *applied.locked());
     }
@@ -512,7 +513,9 @@ mod tests {
         let queued: Vec<_> = (0..waiting)
             .map(|n| {
                 let committer = Arc::clone(&committer);
-                tokio::spawn(async move { committer.append(vec![Record::delete(format!("k{n}"), 1).into()]).await.unwrap() })
+                tokio::spawn(
+                    async move { committer.append(vec![Record::delete(format!("k{n}"), 1).into()]).await.unwrap() },
+                )
             })
             .collect();
         while committer.queued() < waiting {

@@ -16,8 +16,8 @@
 //! and nothing of it is written.
 
 use super::BodyError;
-use crate::wal::record::{self, EncodeError, FILE_HEADER_BYTES, Record, RecordRef};
 use crate::wal::frame;
+use crate::wal::record::{self, EncodeError, FILE_HEADER_BYTES, Record, RecordRef};
 use crate::wal::segment::ScanEnd;
 
 /// Magic at the start of a batch body.

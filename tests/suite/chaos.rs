@@ -636,6 +636,135 @@ async fn acknowledged_writes_survive_faults_under_load() {
     println!("chaos: done in {:.1} s", started.elapsed().as_secs_f64());
 }
 
+/// Clients of the lost-update test, and increments each makes.
+const INCR_CLIENTS: u64 = 8;
+const INCREMENTS: u64 = 200;
+
+/// One client of the lost-update test: `INCREMENTS` times, read the counter (strong) and write
+/// the next number with `If-Match` on the version read (`If-None-Match: *` while it is absent),
+/// reading again after a 412. Records every read and compare-and-set in `history`.
+async fn increment(gateway: String, api_key: String, start: Instant, history: Arc<Mutex<Vec<Event>>>) -> u64 {
+    let http = common::http();
+    let url = format!("{gateway}/v1/kv/counter");
+    let mut acknowledged = 0;
+    let record = |event: Event| history.lock().unwrap().push(event);
+    while acknowledged < INCREMENTS {
+        let invoke = micros(start);
+        let read = http.get(&url).header("x-api-key", &api_key).header("x-consistency", "strong").send().await;
+        let (current, etag) = match read {
+            Ok(response) if response.status() == 404 => (None, None),
+            Ok(response) if response.status() == 200 => {
+                let etag = response.headers()["etag"].to_str().unwrap().to_string();
+                (Some(response.text().await.unwrap()), Some(etag))
+            }
+            // A failed read changes nothing: read again.
+            _ => continue,
+        };
+        record(Event { key: "counter".into(), invoke, ret: Some(micros(start)), op: Op::Read(current.clone()) });
+        let count: u64 = current.as_deref().map_or(0, |text| text.parse().expect("the counter holds a number"));
+        let next = (count + 1).to_string();
+        let request = http.put(&url).header("x-api-key", &api_key).body(next.clone());
+        let request = match &etag {
+            Some(etag) => request.header("if-match", etag),
+            None => request.header("if-none-match", "*"),
+        };
+        let invoke = micros(start);
+        let answer = request.send().await.map(|response| response.status().as_u16());
+        let applied = match answer {
+            Ok(200) => Some(true),
+            Ok(412) => Some(false),
+            other => {
+                println!("chaos: an increment's outcome is unknown: {other:?}");
+                None
+            }
+        };
+        let ret = applied.map(|_| micros(start));
+        record(Event { key: "counter".into(), invoke, ret, op: Op::Cas { expected: current, new: next, applied } });
+        if applied == Some(true) {
+            acknowledged += 1;
+        }
+    }
+    acknowledged
+}
+
+/// The lost-update test: 8 clients × 200 increments of one counter through the gateway while
+/// node-1 is SIGKILLed and restarted, then node-2 is cut off the network and healed. The final
+/// counter equals the acknowledged increments exactly, and the history of reads and
+/// compare-and-sets is linearizable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_increments_lose_no_update_under_faults() {
+    let started = Instant::now();
+    let mut cluster = Cluster::start().await;
+    let http = common::http();
+    let (_, api_key) = tenant(&http, &cluster.users.1, "counter").await;
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..INCR_CLIENTS)
+        .map(|_| tokio::spawn(increment(cluster.gateway.1.clone(), api_key.clone(), started, Arc::clone(&history))))
+        .collect();
+    let applied = || {
+        history.lock().unwrap().iter().filter(|event| matches!(event.op, Op::Cas { applied: Some(true), .. })).count()
+            as u64
+    };
+    let wait_for = |count: u64| {
+        let applied = &applied;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while applied() < count {
+                assert!(Instant::now() < deadline, "the increments stalled at {}", applied());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let total = INCR_CLIENTS * INCREMENTS;
+    wait_for(total / 6).await;
+    cluster.nodes[0].0.kill();
+    wait_for(2 * total / 6).await;
+    cluster.restart_node(0);
+    wait_for(3 * total / 6).await;
+    cluster.links.isolate(1, true);
+    wait_for(4 * total / 6).await;
+    cluster.links.isolate(1, false);
+    let mut acknowledged = 0;
+    for client in clients {
+        acknowledged += client.await.unwrap();
+    }
+    assert_eq!(acknowledged, total);
+    let history = std::mem::take(&mut *history.lock().unwrap());
+    let unknown = history.iter().filter(|event| event.ret.is_none()).count();
+    let refused = history.iter().filter(|event| matches!(event.op, Op::Cas { applied: Some(false), .. })).count();
+    println!("chaos: {acknowledged} increments acknowledged, {refused} refused (412), {unknown} unknown");
+    assert_eq!(unknown, 0, "every conditional write got an answer (the faults never took a majority)");
+    let response = http
+        .get(format!("{}/v1/kv/counter", cluster.gateway.1))
+        .header("x-api-key", &api_key)
+        .header("x-consistency", "strong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let counter: u64 = response.text().await.unwrap().parse().unwrap();
+    println!("chaos: the counter reads {counter}");
+    if counter != acknowledged {
+        let dump = std::env::temp_dir().join(format!("ydht-lost-update-{}.txt", std::process::id()));
+        let lines: Vec<String> = history.iter().map(|event| format!("{event:?}")).collect();
+        std::fs::write(&dump, lines.join("\n")).unwrap();
+        panic!(
+            "the counter reads {counter} after {acknowledged} acknowledged increments; history in {}",
+            dump.display()
+        );
+    }
+    let verdict = std::thread::Builder::new()
+        .stack_size(512 << 20)
+        .spawn(move || linearizability::check(&history))
+        .unwrap()
+        .join()
+        .unwrap();
+    if let Err(problem) = verdict {
+        panic!("{problem}");
+    }
+    println!("chaos: lost-update test done in {:.1} s", started.elapsed().as_secs_f64());
+}
+
 /// With every copy of a key on one full node, the gateway answers the client 507
 /// with the node's own one-line advice — not a 500 — and the same write goes
 /// through once space is freed.
@@ -772,7 +901,8 @@ async fn the_wal_refuses_appends_on_a_full_disk_and_resumes_with_a_valid_log() {
     assert_eq!(*applied.lock().unwrap(), acknowledged);
 
     let mut replayed = Vec::new();
-    let recovered = ydht::wal::recover(&wal, false, |found| replayed.extend(found.into_record().map(|found| found.key))).unwrap();
+    let recovered =
+        ydht::wal::recover(&wal, false, |found| replayed.extend(found.into_record().map(|found| found.key))).unwrap();
     assert_eq!(replayed, acknowledged, "the log holds exactly the acknowledged records");
     assert_eq!(recovered.truncated_bytes, 0, "no partial record was left behind");
 }

@@ -23,11 +23,11 @@ use super::state::GatewayState;
 use super::tenant::Tenant;
 use crate::auth::cluster::Internal;
 use crate::error::ApiError;
+use crate::precondition::{self, Condition, PreconditionError};
 use crate::proto::{
     ClusterView, EXPIRES_AT_HEADER, KvListEntry, KvListResponse, KvWriteResponse, NODES_HEADER, RebalanceSummary,
     ServiceHealth, VERSION_HEADER, WARNING_HEADER,
 };
-use crate::precondition::{self, Condition, PreconditionError};
 use crate::wire::read::{Found, Lookup};
 
 /// The OpenAPI 3 document of the public API (`/v1/kv…`, `/health`), served at `/openapi.json`.
@@ -245,8 +245,7 @@ async fn write_conditional(
     kind: MutationKind,
 ) -> Result<Response, ApiError> {
     let storage_key = tenant.storage_key(&key);
-    let (outcome, handover) =
-        super::replication::track(state.write_conditional(&storage_key, condition, kind)).await;
+    let (outcome, handover) = super::replication::track(state.write_conditional(&storage_key, condition, kind)).await;
     match outcome? {
         Conditional::Written { version, committed } => {
             let primary = committed.first().cloned().unwrap_or_default();
@@ -260,7 +259,9 @@ async fn write_conditional(
 /// 412 with the key's current ETag, exactly as a GET would send it (`null`: it does not exist).
 fn precondition_failed(current: Option<u64>) -> Response {
     let error = match current {
-        Some(version) => format!("precondition failed: the key is at version {version} (ETag {})", precondition::etag(version)),
+        Some(version) => {
+            format!("precondition failed: the key is at version {version} (ETag {})", precondition::etag(version))
+        }
         None => "precondition failed: the key does not exist (absent, deleted or expired)".to_string(),
     };
     let body = serde_json::json!({ "error": error, "current_version": current.map(precondition::etag) });

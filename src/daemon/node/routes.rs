@@ -186,7 +186,12 @@ async fn read_many(
 
 /// `POST /paxos`: one message of a conditional write's round on one key
 /// ([`paxos_body`] has the bodies); answered once the acceptor's state is durable.
-async fn paxos(_: Internal, State(state): State<NodeState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn paxos(
+    _: Internal,
+    State(state): State<NodeState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let limit = state.settings.max_value_bytes + paxos_body::MAX_OVERHEAD_BYTES;
     let body = crate::server::read_limited_body(&headers, body, limit, "the Paxos request").await?;
     let request = paxos_body::decode_request(&body).map_err(|error| ApiError::bad_request(error.to_string()))?;

@@ -20,11 +20,11 @@ use super::digest::Digest;
 use super::gc::{self, Fate, Horizon};
 use super::slot::{ContentTypes, Slot};
 use crate::hlc;
+use crate::paxos::{Acceptance, Message, Promise, Reply};
 use crate::proto::{NodeKeyEntry, NodeKeyPage, NodeRangeEntry, NodeRangePage, StoreWriteResponse};
 use crate::ring::Ring;
 use crate::sync::Lock;
 use crate::wal::snapshot::SnapshotWriter;
-use crate::paxos::{Acceptance, Message, Promise, Reply};
 use crate::wal::{
     self, AcceptorEntry, Apply, Committer, CommitterConfig, CompactionTicket, DirLock, Entry, Record, SyncMode, WalDir,
     WalError, WalStats,
@@ -379,6 +379,9 @@ impl Store {
                     (Reply::Acceptance(acceptance), entries, None)
                 }
                 Message::Commit(proposal) => {
+                    // From now on no proposal older than the commit is accepted here (as the pure
+                    // acceptor does); the accepted proposal is cleared once the record is in the map.
+                    acceptor.last_commit = acceptor.last_commit.max(Some(proposal.ballot));
                     let mut settled = acceptor.clone();
                     settled.commit(&proposal);
                     let entries = vec![Entry::Record(proposal.value.clone()), log(&settled)?];
@@ -836,6 +839,64 @@ mod tests {
                 Lookup::Found(found) => assert_eq!((found.version, found.value.len()), (40, 200)),
                 other => panic!("k{n}: {other:?}"),
             }
+        }
+        store.close().await;
+    }
+
+    /// A promise and an accepted proposal survive a restart (from the WAL, and from a snapshot once
+    /// compaction dropped the segments that logged them); a commit stores the record and settles them.
+    #[tokio::test]
+    async fn acceptor_states_are_durable_and_settled_by_their_commit() {
+        use crate::paxos::{Ballot, Proposal};
+        let dir = tempfile::tempdir().unwrap();
+        let ballot = |time| Ballot { time, proposer: 7 };
+        let store = open(dir.path(), 1 << 20);
+        let promised = store.paxos("7/k", Message::Prepare(ballot(10))).await.unwrap();
+        assert!(matches!(promised, Reply::Promise(Promise::Promised { accepted: None, committed: None, .. })));
+        let proposal = Proposal { ballot: ballot(10), value: Record::put("7/k", 10, &b"v"[..], "text/plain") };
+        let accepted = store.paxos("7/k", Message::Accept(proposal.clone())).await.unwrap();
+        assert_eq!(accepted, Reply::Acceptance(Acceptance::Accepted));
+        store.close().await;
+        drop(store);
+
+        let store = open(dir.path(), 1 << 20);
+        // An older ballot is refused after the restart: the promise was durable.
+        let refused = store.paxos("7/k", Message::Prepare(ballot(9))).await.unwrap();
+        assert_eq!(refused, Reply::Promise(Promise::Refused { promised: ballot(10) }));
+        match store.paxos("7/k", Message::Prepare(ballot(11))).await.unwrap() {
+            Reply::Promise(Promise::Promised { accepted, .. }) => assert_eq!(accepted, Some(proposal.clone())),
+            other => panic!("{other:?}"),
+        }
+        // Many writes to other keys: the segments holding the states are compacted away.
+        for round in 1..=30u64 {
+            let records = (0..20).map(|n| Record::put(format!("x{n}"), round, vec![1u8; 200], "t")).collect();
+            store.write(records).await.unwrap();
+        }
+        store.committer.request_snapshot();
+        store.write(vec![Record::put("x", 99, &b"y"[..], "t")]).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while store.wal_stats().snapshots() == 0 || store.wal_stats().compacting() {
+            assert!(std::time::Instant::now() < deadline, "no snapshot");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        store.close().await;
+        drop(store);
+
+        let store = open(dir.path(), 1 << 20);
+        match store.paxos("7/k", Message::Prepare(ballot(12))).await.unwrap() {
+            Reply::Promise(Promise::Promised { accepted, .. }) => assert_eq!(accepted, Some(proposal.clone())),
+            other => panic!("the snapshot lost the accepted proposal: {other:?}"),
+        }
+        let finished = Proposal { ballot: ballot(12), value: proposal.value.clone() };
+        assert_eq!(store.paxos("7/k", Message::Commit(finished)).await.unwrap(), Reply::Committed);
+        assert!(matches!(store.get("7/k", 0), Lookup::Found(found) if found.version == 10));
+        match store.paxos("7/k", Message::Prepare(ballot(13))).await.unwrap() {
+            Reply::Promise(Promise::Promised { accepted, committed, last_commit, held }) => {
+                assert_eq!((accepted, last_commit), (None, Some(ballot(12))), "the commit settled the proposal");
+                assert_eq!(committed.map(|record| record.version), Some(10));
+                assert_eq!(held, vec![10]);
+            }
+            other => panic!("{other:?}"),
         }
         store.close().await;
     }

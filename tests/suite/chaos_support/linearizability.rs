@@ -6,8 +6,13 @@
 //! Operations whose outcome is unknown (a write that timed out or failed with
 //! a 5xx may still have been applied) have no return time: they may take effect
 //! at any point after their invocation, or never. Such a write whose value no
-//! read returned is dropped up front — leaving it out is always at least as
-//! permissive as placing it — which keeps the search small.
+//! read returned (or no compare-and-set expected) is dropped up front — leaving
+//! it out is always at least as permissive as placing it — which keeps the
+//! search small.
+//!
+//! Conditional writes are compare-and-set operations: one that succeeded takes
+//! effect only where the register holds its expected value; one refused (412)
+//! only where it does not, and changes nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -18,6 +23,17 @@ pub enum Op {
     Write(String),
     /// Read this value (`None`: the key did not exist).
     Read(Option<String>),
+    /// Wrote `new` if the register held `expected` (`None`: absent). `applied`:
+    /// it answered 200 (`Some(true)`) or 412 (`Some(false)`); `None` with an
+    /// unknown outcome (then the event has no return time either).
+    Cas {
+        /// The value it required.
+        expected: Option<String>,
+        /// The value it wrote.
+        new: String,
+        /// Whether it took effect, when known.
+        applied: Option<bool>,
+    },
 }
 
 /// One operation of the history.
@@ -67,6 +83,8 @@ struct Register {
     /// Index of the written value (writes), or of the value read (`None` = absent).
     writes: Vec<Option<u32>>,
     reads: Vec<Option<Option<u32>>>,
+    /// Compare-and-set operations: the expected value and whether it was refused (412).
+    cas: Vec<Option<(Option<u32>, u32, bool)>>,
     /// Operations that must be linearized (all but unknown writes).
     required: usize,
 }
@@ -75,7 +93,7 @@ fn check_register(events: &[&Event]) -> bool {
     let read_values: HashSet<&str> = events
         .iter()
         .filter_map(|event| match &event.op {
-            Op::Read(Some(value)) => Some(value.as_str()),
+            Op::Read(Some(value)) | Op::Cas { expected: Some(value), .. } => Some(value.as_str()),
             _ => None,
         })
         .collect();
@@ -83,18 +101,23 @@ fn check_register(events: &[&Event]) -> bool {
         .iter()
         .copied()
         .filter(|event| match &event.op {
-            Op::Write(value) => event.ret.is_some() || read_values.contains(value.as_str()),
+            Op::Write(value) | Op::Cas { new: value, .. } => {
+                event.ret.is_some() || read_values.contains(value.as_str())
+            }
             Op::Read(_) => event.ret.is_some(),
         })
         .collect();
     kept.sort_by_key(|event| event.invoke);
     let mut value_ids: HashMap<&str, u32> = HashMap::new();
     for event in &kept {
-        if let Op::Write(value) = &event.op {
+        if let Op::Write(value) | Op::Cas { new: value, .. } = &event.op {
             let next = value_ids.len() as u32;
             value_ids.entry(value.as_str()).or_insert(next);
         }
     }
+    // A value no write produced can never be explained.
+    let id_of =
+        |value: &Option<String>| value.as_deref().map(|value| value_ids.get(value).copied().unwrap_or(u32::MAX));
     let register = Register {
         invoke: kept.iter().map(|event| event.invoke).collect(),
         ret: kept.iter().map(|event| event.ret.unwrap_or(u64::MAX)).collect(),
@@ -102,16 +125,23 @@ fn check_register(events: &[&Event]) -> bool {
             .iter()
             .map(|event| match &event.op {
                 Op::Write(value) => Some(value_ids[value.as_str()]),
-                Op::Read(_) => None,
+                _ => None,
             })
             .collect(),
         reads: kept
             .iter()
             .map(|event| match &event.op {
-                // A value no write produced can never be explained.
-                Op::Read(Some(value)) => Some(Some(value_ids.get(value.as_str()).copied().unwrap_or(u32::MAX))),
-                Op::Read(None) => Some(None),
-                Op::Write(_) => None,
+                Op::Read(value) => Some(id_of(value)),
+                _ => None,
+            })
+            .collect(),
+        cas: kept
+            .iter()
+            .map(|event| match &event.op {
+                Op::Cas { expected, new, applied } => {
+                    Some((id_of(expected), value_ids[new.as_str()], *applied == Some(false)))
+                }
+                _ => None,
             })
             .collect(),
         required: kept.iter().filter(|event| event.ret.is_some()).count(),
@@ -153,9 +183,13 @@ impl Search<'_> {
             if self.is_done(index) {
                 continue;
             }
-            let next = match (register.writes[index], register.reads[index]) {
-                (Some(written), _) => Some(written),
-                (None, Some(read)) if read == value => value,
+            let next = match (register.writes[index], register.reads[index], register.cas[index]) {
+                (Some(written), _, _) => Some(written),
+                (None, Some(read), _) if read == value => value,
+                // A compare-and-set that took effect (or may have): only on its expected value.
+                (None, None, Some((expected, new, false))) if expected == value => Some(new),
+                // One refused with 412: only where the register held something else.
+                (None, None, Some((expected, _, true))) if expected != value => value,
                 _ => continue,
             };
             self.flip(index);
@@ -236,6 +270,46 @@ mod tests {
         // But not before it was invoked, and it cannot be undone once seen.
         assert!(check(&[read(0, 10, Some("a")), write(20, None, "a")]).is_err());
         assert!(check(&[write(0, None, "a"), read(50, 60, Some("a")), read(70, 80, None)]).is_err());
+    }
+
+    fn cas(invoke: u64, ret: Option<u64>, expected: Option<&str>, new: &str, applied: Option<bool>) -> Event {
+        let op = Op::Cas { expected: expected.map(str::to_string), new: new.into(), applied };
+        Event { key: "k".into(), invoke, ret, op }
+    }
+
+    #[test]
+    fn compare_and_set_histories_are_checked() {
+        // Two increments in a row, the second refused once in between.
+        let history = [
+            cas(0, Some(10), None, "1", Some(true)),
+            cas(5, Some(15), None, "1'", Some(false)),
+            read(20, 25, Some("1")),
+            cas(30, Some(40), Some("1"), "2", Some(true)),
+            read(50, 60, Some("2")),
+        ];
+        check(&history).unwrap();
+        // A refusal where the expected value was surely current is not linearizable.
+        assert!(check(&[cas(0, Some(10), None, "1", Some(false))]).is_err());
+        // Unanswered ones may have taken effect, or not.
+        check(&[cas(0, None, None, "1", None), read(20, 30, Some("1"))]).unwrap();
+        check(&[cas(0, None, None, "1", None), read(20, 30, None)]).unwrap();
+    }
+
+    #[test]
+    fn a_lost_update_is_rejected() {
+        // Both clients read 5 and both "increments" to 6 succeeded: one update was lost.
+        let history = [
+            write(0, Some(1), "5"),
+            read(2, 3, Some("5")),
+            read(2, 3, Some("5")),
+            cas(4, Some(10), Some("5"), "6-a", Some(true)),
+            cas(4, Some(10), Some("5"), "6-b", Some(true)),
+        ];
+        let error = check(&history).unwrap_err();
+        assert!(error.contains("Cas"), "{error}");
+        // Two creates of an absent key cannot both succeed.
+        let history = [cas(0, Some(10), None, "1-a", Some(true)), cas(0, Some(10), None, "1-b", Some(true))];
+        assert!(check(&history).is_err());
     }
 
     #[test]
