@@ -328,6 +328,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('put', 'put', [CompletionResultType]::ParameterValue, 'Store a value: from VALUE, --file, or stdin (binary-safe)')
             [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Print a value''s raw bytes (or write them to -o FILE); exit 1 if the key does not exist')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a key; exit 1 if it does not exist')
+            [CompletionResult]::new('incr', 'incr', [CompletionResultType]::ParameterValue, 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List your keys')
             [CompletionResult]::new('locate', 'locate', [CompletionResultType]::ParameterValue, 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -339,11 +340,13 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Expire the key after this long: 30s, 30m, 1h, 24h, 1h30m')
             [CompletionResult]::new('--consistency', '--consistency', [CompletionResultType]::ParameterName, 'Consistency level of the write [default: eventual]')
             [CompletionResult]::new('--content-type', '--content-type', [CompletionResultType]::ParameterName, 'Content type stored with the value [default: application/octet-stream]')
+            [CompletionResult]::new('--if-version', '--if-version', [CompletionResultType]::ParameterName, 'Write only if the key is at this version (as `kv get --show-version` prints it); else exit 5')
             [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the one stored by `apikey create --use`]')
             [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)')
+            [CompletionResult]::new('--if-absent', '--if-absent', [CompletionResultType]::ParameterName, 'Write only if the key does not exist (absent, deleted or expired); else exit 5')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
@@ -357,12 +360,25 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)')
+            [CompletionResult]::new('--show-version', '--show-version', [CompletionResultType]::ParameterName, 'Also print the value''s version (`version: V` after the value), for --if-version')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
         'ydht;kv;delete' {
             [CompletionResult]::new('--consistency', '--consistency', [CompletionResultType]::ParameterName, 'Consistency level of the delete [default: eventual]')
+            [CompletionResult]::new('--if-version', '--if-version', [CompletionResultType]::ParameterName, 'Delete only if the key is at this version; else exit 5')
+            [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the one stored by `apikey create --use`]')
+            [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'ydht;kv;incr' {
+            [CompletionResult]::new('--by', '--by', [CompletionResultType]::ParameterName, 'How much to add (negative to subtract)')
             [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the one stored by `apikey create --use`]')
             [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
@@ -401,6 +417,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('put', 'put', [CompletionResultType]::ParameterValue, 'Store a value: from VALUE, --file, or stdin (binary-safe)')
             [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Print a value''s raw bytes (or write them to -o FILE); exit 1 if the key does not exist')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a key; exit 1 if it does not exist')
+            [CompletionResult]::new('incr', 'incr', [CompletionResultType]::ParameterValue, 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List your keys')
             [CompletionResult]::new('locate', 'locate', [CompletionResultType]::ParameterValue, 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -413,6 +430,9 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             break
         }
         'ydht;kv;help;delete' {
+            break
+        }
+        'ydht;kv;help;incr' {
             break
         }
         'ydht;kv;help;list' {
@@ -615,6 +635,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('put', 'put', [CompletionResultType]::ParameterValue, 'Store a value: from VALUE, --file, or stdin (binary-safe)')
             [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Print a value''s raw bytes (or write them to -o FILE); exit 1 if the key does not exist')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a key; exit 1 if it does not exist')
+            [CompletionResult]::new('incr', 'incr', [CompletionResultType]::ParameterValue, 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List your keys')
             [CompletionResult]::new('locate', 'locate', [CompletionResultType]::ParameterValue, 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)')
             break
@@ -626,6 +647,9 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             break
         }
         'ydht;help;kv;delete' {
+            break
+        }
+        'ydht;help;kv;incr' {
             break
         }
         'ydht;help;kv;list' {

@@ -172,6 +172,9 @@ _ydht() {
             ydht__subcmd__help__subcmd__kv,get)
                 cmd="ydht__subcmd__help__subcmd__kv__subcmd__get"
                 ;;
+            ydht__subcmd__help__subcmd__kv,incr)
+                cmd="ydht__subcmd__help__subcmd__kv__subcmd__incr"
+                ;;
             ydht__subcmd__help__subcmd__kv,list)
                 cmd="ydht__subcmd__help__subcmd__kv__subcmd__list"
                 ;;
@@ -205,6 +208,9 @@ _ydht() {
             ydht__subcmd__kv,help)
                 cmd="ydht__subcmd__kv__subcmd__help"
                 ;;
+            ydht__subcmd__kv,incr)
+                cmd="ydht__subcmd__kv__subcmd__incr"
+                ;;
             ydht__subcmd__kv,list)
                 cmd="ydht__subcmd__kv__subcmd__list"
                 ;;
@@ -222,6 +228,9 @@ _ydht() {
                 ;;
             ydht__subcmd__kv__subcmd__help,help)
                 cmd="ydht__subcmd__kv__subcmd__help__subcmd__help"
+                ;;
+            ydht__subcmd__kv__subcmd__help,incr)
+                cmd="ydht__subcmd__kv__subcmd__help__subcmd__incr"
                 ;;
             ydht__subcmd__kv__subcmd__help,list)
                 cmd="ydht__subcmd__kv__subcmd__help__subcmd__list"
@@ -514,7 +523,7 @@ _ydht() {
             fi
             case "${prev}" in
                 --op)
-                    COMPREPLY=($(compgen -W "put get mixed" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "put get mixed cas" -- "${cur}"))
                     return 0
                     ;;
                 --clients)
@@ -1009,7 +1018,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__kv)
-            opts="put get delete list locate"
+            opts="put get delete incr list locate"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1037,6 +1046,20 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__kv__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__kv__subcmd__incr)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1275,7 +1298,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv)
-            opts="-h --output --ca-file --help put get delete list locate help"
+            opts="-h --output --ca-file --help put get delete incr list locate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1297,7 +1320,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv__subcmd__delete)
-            opts="-h --consistency --gateway --api-key --config-dir --output --ca-file --help"
+            opts="-h --consistency --if-version --gateway --api-key --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1305,6 +1328,10 @@ _ydht() {
             case "${prev}" in
                 --consistency)
                     COMPREPLY=($(compgen -W "eventual strong" -- "${cur}"))
+                    return 0
+                    ;;
+                --if-version)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --gateway)
@@ -1335,7 +1362,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv__subcmd__get)
-            opts="-o -h --output-file --consistency --gateway --api-key --config-dir --output --ca-file --help"
+            opts="-o -h --output-file --consistency --show-version --gateway --api-key --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1381,7 +1408,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv__subcmd__help)
-            opts="put get delete list locate help"
+            opts="put get delete incr list locate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1436,6 +1463,20 @@ _ydht() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ydht__subcmd__kv__subcmd__help__subcmd__incr)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ydht__subcmd__kv__subcmd__help__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -1471,6 +1512,44 @@ _ydht() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__kv__subcmd__incr)
+            opts="-h --by --gateway --api-key --config-dir --output --ca-file --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --by)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1567,7 +1646,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv__subcmd__put)
-            opts="-f -h --file --ttl --consistency --content-type --gateway --api-key --config-dir --output --ca-file --help"
+            opts="-f -h --file --ttl --consistency --content-type --if-version --if-absent --gateway --api-key --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1590,6 +1669,10 @@ _ydht() {
                     return 0
                     ;;
                 --content-type)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --if-version)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -296,6 +296,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand put 'Store a value: from VALUE, --file, or stdin (binary-safe)'
             cand get 'Print a value''s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
             cand delete 'Delete a key; exit 1 if it does not exist'
+            cand incr 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0'
             cand list 'List your keys'
             cand locate 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -306,11 +307,13 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --ttl 'Expire the key after this long: 30s, 30m, 1h, 24h, 1h30m'
             cand --consistency 'Consistency level of the write [default: eventual]'
             cand --content-type 'Content type stored with the value [default: application/octet-stream]'
+            cand --if-version 'Write only if the key is at this version (as `kv get --show-version` prints it); else exit 5'
             cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
             cand --api-key 'API key [default: the one stored by `apikey create --use`]'
             cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
             cand --output 'Output format'
             cand --ca-file 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)'
+            cand --if-absent 'Write only if the key does not exist (absent, deleted or expired); else exit 5'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
@@ -323,11 +326,23 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
             cand --output 'Output format'
             cand --ca-file 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)'
+            cand --show-version 'Also print the value''s version (`version: V` after the value), for --if-version'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
         &'ydht;kv;delete'= {
             cand --consistency 'Consistency level of the delete [default: eventual]'
+            cand --if-version 'Delete only if the key is at this version; else exit 5'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --api-key 'API key [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --output 'Output format'
+            cand --ca-file 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;kv;incr'= {
+            cand --by 'How much to add (negative to subtract)'
             cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
             cand --api-key 'API key [default: the one stored by `apikey create --use`]'
             cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
@@ -363,6 +378,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand put 'Store a value: from VALUE, --file, or stdin (binary-safe)'
             cand get 'Print a value''s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
             cand delete 'Delete a key; exit 1 if it does not exist'
+            cand incr 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0'
             cand list 'List your keys'
             cand locate 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -372,6 +388,8 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;kv;help;get'= {
         }
         &'ydht;kv;help;delete'= {
+        }
+        &'ydht;kv;help;incr'= {
         }
         &'ydht;kv;help;list'= {
         }
@@ -541,6 +559,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand put 'Store a value: from VALUE, --file, or stdin (binary-safe)'
             cand get 'Print a value''s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
             cand delete 'Delete a key; exit 1 if it does not exist'
+            cand incr 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0'
             cand list 'List your keys'
             cand locate 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)'
         }
@@ -549,6 +568,8 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;help;kv;get'= {
         }
         &'ydht;help;kv;delete'= {
+        }
+        &'ydht;help;kv;incr'= {
         }
         &'ydht;help;kv;list'= {
         }

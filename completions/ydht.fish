@@ -239,27 +239,30 @@ complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcom
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "list" -d 'List your API keys (never their full value)'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Revoke an API key by id; it stops working at the gateway within seconds'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -f -a "get" -d 'Print a value\'s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -f -a "delete" -d 'Delete a key; exit 1 if it does not exist'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -f -a "list" -d 'List your keys'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete list locate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -f -a "get" -d 'Print a value\'s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -f -a "delete" -d 'Delete a key; exit 1 if it does not exist'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -f -a "incr" -d 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -f -a "list" -d 'List your keys'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -s f -l file -d 'Read the value from this file' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l ttl -d 'Expire the key after this long: 30s, 30m, 1h, 24h, 1h30m' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l consistency -d 'Consistency level of the write [default: eventual]' -r -f -a "eventual\t'The primary has it durably; replicas follow in the background'
 strong\t'A majority of the replicas has it durably (reads: newest of a majority)'"
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l content-type -d 'Content type stored with the value [default: application/octet-stream]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l if-version -d 'Write only if the key is at this version (as `kv get --show-version` prints it); else exit 5' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l api-key -d 'API key [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l if-absent -d 'Write only if the key does not exist (absent, deleted or expired); else exit 5'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -s o -l output-file -d 'Write the value to this file instead of stdout' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l consistency -d 'Consistency level of the read [default: eventual]' -r -f -a "eventual\t'The primary has it durably; replicas follow in the background'
@@ -270,9 +273,11 @@ complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -l show-version -d 'Also print the value\'s version (`version: V` after the value), for --if-version'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from get" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l consistency -d 'Consistency level of the delete [default: eventual]' -r -f -a "eventual\t'The primary has it durably; replicas follow in the background'
 strong\t'A majority of the replicas has it durably (reads: newest of a majority)'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l if-version -d 'Delete only if the key is at this version; else exit 5' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l api-key -d 'API key [default: the one stored by `apikey create --use`]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
@@ -280,6 +285,14 @@ complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from incr" -l by -d 'How much to add (negative to subtract)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from incr" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from incr" -l api-key -d 'API key [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from incr" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from incr" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from incr" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from incr" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l prefix -d 'Only keys starting with this prefix' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l limit -d 'Show at most this many keys [default: all]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from list" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
@@ -302,6 +315,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "get" -d 'Print a value\'s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a key; exit 1 if it does not exist'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "incr" -d 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "list" -d 'List your keys'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -361,7 +375,8 @@ complete -c ydht -n "__fish_ydht_using_subcommand man" -l ca-file -d 'PEM file o
 complete -c ydht -n "__fish_ydht_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l op -d 'Operation to measure' -r -f -a "put\t'Writes of random keys'
 get\t'Reads of random keys (created before the run)'
-mixed\t'Half reads, half writes, of random keys (created before the run)'"
+mixed\t'Half reads, half writes, of random keys (created before the run)'
+cas\t'Conditional writes (If-Match on the version each client last saw; a 412 teaches it the current one) of random keys (created before the run); `--keys 1` makes them contend'"
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -s c -l clients -d 'Concurrent clients (one keep-alive connection and one request in flight each)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l duration -d 'Measure for this long (`30s`, `2m`); the default unless --requests is given' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -s n -l requests -d 'Measure exactly this many requests instead of a duration' -r
@@ -409,6 +424,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcomma
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "get" -d 'Print a value\'s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "delete" -d 'Delete a key; exit 1 if it does not exist'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "incr" -d 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "list" -d 'List your keys'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "join" -d 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)'

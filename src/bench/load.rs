@@ -23,6 +23,8 @@ pub enum Mix {
     Mixed,
     /// Only deletes (removing the run's keys afterwards).
     Delete,
+    /// Only conditional writes.
+    Cas,
 }
 
 /// When a phase ends.
@@ -96,6 +98,8 @@ pub enum Operation {
     Get,
     /// A delete.
     Delete,
+    /// A conditional write (tallied with the writes).
+    Cas,
 }
 
 /// Runs `phase` against `target`; returns the merged tallies (one per operation) and the phase's wall-clock time.
@@ -118,6 +122,8 @@ pub async fn run(
         let mut rng = Rng::new(seed.wrapping_add(worker as u64));
         workers.push(tokio::spawn(async move {
             let mut tallies = OpTallies::default();
+            // The ETag this client last saw for each key (for conditional writes).
+            let mut etags = std::collections::HashMap::new();
             loop {
                 let sequence = issued.fetch_add(1, Ordering::Relaxed);
                 let finished = match (phase.stop, deadline) {
@@ -138,12 +144,14 @@ pub async fn run(
                     Mix::Mixed if rng.next() & 1 == 0 => Operation::Put,
                     Mix::Mixed => Operation::Get,
                     Mix::Delete => Operation::Delete,
+                    Mix::Cas => Operation::Cas,
                 };
                 let sent = Instant::now();
                 let result = match operation {
                     Operation::Put => target.put(&client, index).await,
                     Operation::Get => target.get(&client, index).await,
                     Operation::Delete => target.delete(&client, index).await,
+                    Operation::Cas => target.cas(&client, index, &mut etags).await,
                 };
                 let tally: &mut Tally = tallies.of(operation);
                 match result {

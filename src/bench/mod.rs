@@ -54,6 +54,9 @@ pub enum Op {
     Get,
     /// Half reads, half writes, of random keys (created before the run)
     Mixed,
+    /// Conditional writes (If-Match on the version each client last saw; a 412 teaches it the
+    /// current one) of random keys (created before the run); `--keys 1` makes them contend
+    Cas,
 }
 
 /// The gateway consistency level of every request.
@@ -271,6 +274,9 @@ impl BenchArgs {
         if let Some(ttl) = &self.ttl {
             parse_duration("--ttl", ttl, false)?;
         }
+        if self.op == Op::Cas && (self.target_node.is_some() || self.target_etcd.is_some()) {
+            return Err(Exit::usage("--op cas measures the gateway's conditional writes, not --target-node"));
+        }
         let (url, target) = if let Some(node) = &self.target_node {
             if self.ttl.is_some() {
                 return Err(Exit::usage("--ttl applies to the gateway only, not to --target-node"));
@@ -410,6 +416,7 @@ pub async fn execute(plan: &Plan, show_progress: bool) -> anyhow::Result<Summary
         Op::Put => Mix::Put,
         Op::Get => Mix::Get,
         Op::Mixed => Mix::Mixed,
+        Op::Cas => Mix::Cas,
     };
     if !plan.warmup.is_zero() {
         run_with_progress(

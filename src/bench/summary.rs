@@ -126,7 +126,7 @@ impl OpTallies {
     /// The tally of `operation`.
     pub fn of(&mut self, operation: super::load::Operation) -> &mut Tally {
         match operation {
-            super::load::Operation::Put => &mut self.put,
+            super::load::Operation::Put | super::load::Operation::Cas => &mut self.put,
             super::load::Operation::Get => &mut self.get,
             super::load::Operation::Delete => &mut self.delete,
         }
@@ -296,11 +296,19 @@ impl Summary {
     /// Why the run counts as failed, in one line: more than 5 % of its requests
     /// failed. Names the dominating error kind and, for 429s, the fix.
     pub fn failure(&self) -> Option<String> {
-        let failed = self.total.error_count();
+        // A conditional write refused with 412 is an answer, not a failure (a contended --op cas
+        // run is mostly 412s by design).
+        let refused = if self.info.op == "cas" { self.total.errors.get("http_412").copied().unwrap_or(0) } else { 0 };
+        let failed = self.total.error_count() - refused;
         if failed == 0 || (failed as f64) <= self.total.requests as f64 * MAX_ERROR_SHARE {
             return None;
         }
-        let (kind, count) = self.total.errors.iter().max_by_key(|(_, count)| **count)?;
+        let (kind, count) = self
+            .total
+            .errors
+            .iter()
+            .filter(|(kind, _)| refused == 0 || kind.as_str() != "http_412")
+            .max_by_key(|(_, count)| **count)?;
         let share = 100.0 * failed as f64 / self.total.requests as f64;
         let hint = match kind.as_str() {
             "http_429" => {

@@ -144,6 +144,35 @@ impl Target {
         exchange(request).await
     }
 
+    /// Writes key `index` only if it is still at the version this client last saw (`etags`;
+    /// `"0"` before it saw one). A 200 or a 412 answers the key's current ETag, which the next
+    /// conditional write of the key sends; a 412 is an error of its own kind (`http_412`).
+    pub async fn cas(
+        &self,
+        client: &Client,
+        index: u64,
+        etags: &mut std::collections::HashMap<u64, HeaderValue>,
+    ) -> Result<(), ErrorKind> {
+        let Endpoint::Gateway { api_key, consistency } = &self.endpoint else {
+            unreachable!("the plan refuses --op cas for other targets")
+        };
+        let seen = etags.get(&index).cloned().unwrap_or_else(|| HeaderValue::from_static("\"0\""));
+        let request = client
+            .request(Method::PUT, self.urls[index as usize].clone())
+            .header(HeaderName::from_static(API_KEY_HEADER), api_key.clone())
+            .header(HeaderName::from_static(CONSISTENCY_HEADER), consistency.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
+            .header(reqwest::header::IF_MATCH, seen)
+            .body(self.put_bodies[0].clone());
+        let response = request.send().await.map_err(|error| ErrorKind::of(&error))?;
+        let status = response.status();
+        if let Some(etag) = response.headers().get(reqwest::header::ETAG) {
+            etags.insert(index, etag.clone());
+        }
+        response.bytes().await.map_err(|error| ErrorKind::of(&error))?;
+        if status.is_success() { Ok(()) } else { Err(ErrorKind::Status(status.as_u16())) }
+    }
+
     /// Reads key `index`.
     pub async fn get(&self, client: &Client, index: u64) -> Result<(), ErrorKind> {
         let index = index as usize;
