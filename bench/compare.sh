@@ -9,7 +9,9 @@
 #   2. measures with `ydht bench` (JSON output):
 #        a. node-1's internal /store GET and PUT directly (one hop) vs the same
 #           operations through the gateway at eventual consistency (two hops);
-#        b. eventual vs strong PUT through the gateway at 1 and 64 clients;
+#        b. eventual vs strong PUT through the gateway at 1 and 64 clients, and
+#           conditional PUTs (--op cas: Paxos among the owners) uncontended at 1 and
+#           64 clients and contended on one key (successes/s and 412s/s);
 #        c. a 3-member etcd cluster on loopback vs ydht strong PUT / GET;
 #        d. (skip with SKIP_MEMORY=1) one node holding 1,000,000 keys of 100-byte
 #           values: its RSS, and its restart time after SIGKILL (snapshot + WAL replay);
@@ -118,6 +120,10 @@ bench gw_put_eventual_c1 "${GW[@]}" "${RUN[@]}" --op put --clients 1 --consisten
 bench gw_put_strong_c1 "${GW[@]}" "${RUN[@]}" --op put --clients 1 --consistency strong
 bench gw_put_strong "${GW[@]}" "${RUN[@]}" --op put --clients "$CLIENTS" --consistency strong
 bench gw_get_strong "${GW[@]}" "${RUN[@]}" --op get --clients "$CLIENTS" --consistency strong
+# d. conditional writes (compare-and-set): uncontended at 1 and 64 clients, then contended on one key
+bench gw_cas_c1 "${GW[@]}" "${RUN[@]}" --op cas --clients 1
+bench gw_cas "${GW[@]}" "${RUN[@]}" --op cas --clients "$CLIENTS"
+bench gw_cas_contended "${GW[@]}" --duration "$DURATION" --keys 1 --op cas --clients "$CLIENTS"
 
 kill "$YDHT_PID"
 wait "$YDHT_PID" 2>/dev/null || true
@@ -199,6 +205,13 @@ row "PUT c1 p50 ms: strong, eventual < 5 ms" "$(p50 gw_put_strong_c1)" "$(p50 gw
     "$(if (($(echo "$(p50 gw_put_strong_c1) < 5 && $(p50 gw_put_eventual_c1) < 5" | bc -l))); then echo met; else echo "NOT met"; fi)"
 R=$(ratio "$(ops gw_put_strong)" "$(ops gw_put_eventual)")
 row "PUT c$CLIENTS ops/s: strong / eventual" "$(ops gw_put_strong)" "$(ops gw_put_eventual)" "$R" "" ""
+R=$(ratio "$(p50 gw_cas_c1)" "$(p50 gw_put_strong_c1)")
+row "PUT c1 p50 ms: conditional / strong" "$(p50 gw_cas_c1)" "$(p50 gw_put_strong_c1)" "$R" "<= 2" "$(verdict "$R" '<=' 2)"
+R=$(ratio "$(ops gw_cas)" "$(ops gw_put_strong)")
+row "PUT c$CLIENTS ops/s: conditional / strong" "$(ops gw_cas)" "$(ops gw_put_strong)" "$R" ">= 0.5" "$(verdict "$R" '>=' 0.5)"
+CONTENDED_412=$(field gw_cas_contended '.errors.http_412 // 0')
+row "one key, c$CLIENTS: successes/s, 412s/s" "$(ops gw_cas_contended)" \
+    "$(echo "scale=0; $CONTENDED_412 / $(field gw_cas_contended .elapsed_secs)" | bc -l)" "" "" ""
 if [[ ${SKIP_ETCD:-0} != 1 ]]; then
     R=$(ratio "$(ops gw_put_strong)" "$(ops etcd_put)")
     row "PUT c$CLIENTS ops/s: ydht strong / etcd" "$(ops gw_put_strong)" "$(ops etcd_put)" "$R" ">= 1" "$(verdict "$R" '>=' 1)"

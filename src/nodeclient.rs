@@ -413,17 +413,18 @@ impl NodeClient {
 }
 
 impl NodeClient {
-    /// `POST /paxos`: one message of a conditional write's round on `key`;
-    /// the node answers once its acceptor state is durable.
-    pub async fn paxos(&self, base: &str, request: &paxos::Request) -> Result<Reply<Record>, NodeError> {
+    /// `POST /paxos`: messages of conditional writes' rounds, one reply each, in order; the
+    /// node answers once its acceptors' states are durable.
+    pub async fn paxos(&self, base: &str, requests: &[paxos::Request]) -> Result<Vec<Reply<Record>>, NodeError> {
         let url = self.node_url(base, &["paxos"])?;
-        let body = paxos::encode_request(request).map_err(|error| invalid_request(&url, &error.to_string()))?;
+        let body = paxos::encode_requests(requests).map_err(|error| invalid_request(&url, &error.to_string()))?;
         let headers = [(CONTENT_TYPE, HeaderValue::from_static(paxos::PAXOS_CONTENT_TYPE))];
         let answer = self.send(Method::POST, &url, &headers, Bytes::from(body)).await?;
         if answer.status != StatusCode::OK {
             return Err(answer.status_error(&url));
         }
-        paxos::decode_reply(&answer.body, &request.message).map_err(|error| invalid_response(&url, error.to_string()))
+        let asked: Vec<_> = requests.iter().map(|request| &request.message).collect();
+        paxos::decode_replies(&answer.body, &asked).map_err(|error| invalid_response(&url, error.to_string()))
     }
 }
 

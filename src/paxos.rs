@@ -212,8 +212,8 @@ impl<V: Versioned> Acceptor<V> {
     /// Folds in a logged state of the same key. Acceptor states are logged
     /// after each change but concurrent changes may reach the log in another
     /// order than they were made, so replay joins them: the highest promise
-    /// and commit, and the accepted proposal with the highest ballot unless a
-    /// later commit settled it.
+    /// and commit, the accepted proposal with the highest ballot unless a
+    /// later commit settled it, and the newest stored versions of both.
     pub fn merge(&mut self, logged: Self) {
         self.promised = self.promised.max(logged.promised);
         self.last_commit = self.last_commit.max(logged.last_commit);
@@ -222,6 +222,10 @@ impl<V: Versioned> Acceptor<V> {
             (mine, theirs) => mine.or(theirs),
         };
         self.accepted = accepted.filter(|proposal| Some(proposal.ballot) >= self.last_commit);
+        let mut held: Vec<u64> = self.held.drain(..).chain(logged.held).collect();
+        held.sort_unstable();
+        held.dedup();
+        self.held = held.split_off(held.len().saturating_sub(HELD_VERSIONS));
     }
 
     /// Whether this state says nothing the record does not: no accepted
@@ -408,6 +412,12 @@ impl<V: Versioned, F: FnMut(Option<&V>, u64) -> Change<V>> Proposer<V, F> {
     /// The ballot of this round.
     pub fn ballot(&self) -> Ballot {
         self.ballot
+    }
+
+    /// Whether this operation proposed a record in an earlier round: only then does it need the
+    /// versions the owners stored (`held` in their promises) to tell whether one was chosen.
+    pub fn needs_held(&self) -> bool {
+        !self.mine.is_empty()
     }
 
     /// The quorum this round needs.

@@ -405,6 +405,9 @@ pub struct KvListEntry {
     pub size: u64,
     /// When the key expires, if it has a TTL.
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The version listed (its ETag is `"<version>"`); 0 from gateways before conditional writes.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// `GET /v1/kv?prefix=&limit=&cursor=`: a page of the tenant's own keys, ascending.

@@ -135,6 +135,13 @@ pub async fn run(
                     break;
                 }
                 let index = match phase.order {
+                    // Uncontended conditional writes: each client its own keys (worker, worker +
+                    // clients, …), so the version it last saw is the current one. With fewer keys
+                    // than clients, they share them and contend.
+                    KeyOrder::Random if phase.mix == Mix::Cas && phase.keys >= phase.clients as u64 => {
+                        let (worker, clients) = (worker as u64, phase.clients as u64);
+                        worker + clients * rng.below((phase.keys - worker).div_ceil(clients))
+                    }
                     KeyOrder::Random => rng.below(phase.keys),
                     KeyOrder::Sequential => sequence % phase.keys,
                 };

@@ -144,9 +144,9 @@ impl Target {
         exchange(request).await
     }
 
-    /// Writes key `index` only if it is still at the version this client last saw (`etags`;
-    /// `"0"` before it saw one). A 200 or a 412 answers the key's current ETag, which the next
-    /// conditional write of the key sends; a 412 is an error of its own kind (`http_412`).
+    /// Writes key `index` only if it is still at the version this client last saw (`etags`; a
+    /// read learns it the first time). A 200 or a 412 answers the key's current ETag, which the
+    /// next conditional write of the key sends; a 412 is an error of its own kind (`http_412`).
     pub async fn cas(
         &self,
         client: &Client,
@@ -156,7 +156,18 @@ impl Target {
         let Endpoint::Gateway { api_key, consistency } = &self.endpoint else {
             unreachable!("the plan refuses --op cas for other targets")
         };
-        let seen = etags.get(&index).cloned().unwrap_or_else(|| HeaderValue::from_static("\"0\""));
+        if !etags.contains_key(&index) {
+            // The first write of a key learns its version with a read (the keys exist: the run created them).
+            let read = client
+                .request(Method::GET, self.urls[index as usize].clone())
+                .header(HeaderName::from_static(API_KEY_HEADER), api_key.clone());
+            let response = read.send().await.map_err(|error| ErrorKind::of(&error))?;
+            if let Some(etag) = response.headers().get(reqwest::header::ETAG) {
+                etags.insert(index, etag.clone());
+            }
+            response.bytes().await.map_err(|error| ErrorKind::of(&error))?;
+        }
+        let seen = etags.get(&index).cloned().unwrap_or_else(|| HeaderValue::from_static("*"));
         let request = client
             .request(Method::PUT, self.urls[index as usize].clone())
             .header(HeaderName::from_static(API_KEY_HEADER), api_key.clone())

@@ -485,3 +485,28 @@ fn the_checker_catches_owners_that_forget_their_promises() {
     let caught = (0..400u64).find_map(|seed| simulate(seed, vec![vec![0, 1, 2]], 4, 5, weather).err());
     assert!(caught.is_some(), "forgetting accepted proposals on restart must break some history");
 }
+
+#[test]
+fn replay_joins_logged_states_in_any_order() {
+    let ballot = |time| Ballot { time, proposer: 1 };
+    let proposal = |time| Proposal { ballot: ballot(time), value: Counter { version: time, count: time } };
+    let promised = Acceptor { promised: Some(ballot(9)), ..Acceptor::default() };
+    let accepted = Acceptor { promised: Some(ballot(7)), accepted: Some(proposal(7)), ..Acceptor::default() };
+    let committed =
+        Acceptor { promised: Some(ballot(5)), last_commit: Some(ballot(5)), held: vec![3, 5], ..Acceptor::default() };
+    for order in [[&promised, &accepted, &committed], [&committed, &accepted, &promised]] {
+        let mut replayed = Acceptor::default();
+        for logged in order {
+            replayed.merge(logged.clone());
+        }
+        assert_eq!(replayed.promised, Some(ballot(9)));
+        assert_eq!(replayed.accepted, Some(proposal(7)), "accepted after the latest commit");
+        assert_eq!(replayed.last_commit, Some(ballot(5)));
+        assert_eq!(replayed.held, vec![3, 5]);
+    }
+    // A commit after the accepted proposal settles it, whichever was logged first.
+    let later = Acceptor { last_commit: Some(ballot(8)), held: vec![8], ..Acceptor::default() };
+    let mut replayed = later.clone();
+    replayed.merge(accepted.clone());
+    assert_eq!((replayed.accepted, replayed.held), (None, vec![8]));
+}

@@ -6,12 +6,15 @@
 //!
 //! ```text
 //! request   8 bytes  magic "YDHTPXQ" + format version byte (1)
-//!           1 byte   message: 1 prepare, 2 accept, 3 commit
+//!           4 bytes  message count N (u32), 1..=MAX_MESSAGES, then N messages:
+//!           1 byte   message: 1 prepare, 2 accept, 3 commit, 4 prepare without the stored
+//!                    versions in the promise (a round that has proposed nothing before needs none)
 //!           2+K      key length (u16), key (UTF-8, the node's storage key)
 //!           16       ballot: time (u64), proposer (u64)
 //!           frame    accept and commit only: the proposed record (a WAL record frame, same key)
 //!
 //! answer    8 bytes  magic "YDHTPXA" + format version byte (1)
+//!           4 bytes  reply count (u32), equal to the request's N, then one reply per message, in order:
 //!           1 byte   reply: 1 promised, 2 refused, 3 accepted, 4 committed
 //!           promised: proposal?  (flag byte; ballot, record frame) the accepted, uncommitted proposal
 //!                     record?    (flag byte; record frame) the key's record in the store
@@ -45,6 +48,8 @@ const REQUEST_MAGIC: &[u8; 7] = b"YDHTPXQ";
 const ANSWER_MAGIC: &[u8; 7] = b"YDHTPXA";
 /// Bytes a request adds to its record's value: header, key, ballot, record framing.
 pub const MAX_OVERHEAD_BYTES: usize = 8 + 1 + 2 + 65_535 * 2 + 16 + 64;
+/// Most messages one request carries (a gateway batches the messages of concurrent rounds per node).
+pub const MAX_MESSAGES: usize = 256;
 /// Content type of both bodies.
 pub const PAXOS_CONTENT_TYPE: &str = "application/x-ydht-paxos";
 
@@ -75,6 +80,20 @@ pub enum PaxosBodyError {
         /// What failed.
         reason: String,
     },
+    /// A request with no messages, or more than [`MAX_MESSAGES`].
+    #[error("a Paxos request holds {count} messages; it must hold 1 to {MAX_MESSAGES}")]
+    Count {
+        /// How many it claims.
+        count: usize,
+    },
+    /// An answer with another number of replies than messages asked.
+    #[error("the Paxos answer holds {count} replies for {asked} messages")]
+    Replies {
+        /// Replies in the answer.
+        count: usize,
+        /// Messages asked.
+        asked: usize,
+    },
     /// A proposed record for another key than the request's.
     #[error("the proposed record is for key {record:?}, not {key:?}")]
     OtherKey {
@@ -92,11 +111,15 @@ pub struct Request {
     pub key: String,
     /// What the proposer asks.
     pub message: Message<Record>,
+    /// For a prepare: whether the promise lists the versions stored for the key (`held`);
+    /// only a proposer retrying after it proposed needs them.
+    pub held: bool,
 }
 
 const PREPARE: u8 = 1;
 const ACCEPT: u8 = 2;
 const COMMIT: u8 = 3;
+const PREPARE_LEAN: u8 = 4;
 
 const PROMISED: u8 = 1;
 const REFUSED: u8 = 2;
@@ -115,33 +138,51 @@ fn put_key(out: &mut Vec<u8>, key: &str) -> Result<(), EncodeError> {
     Ok(())
 }
 
-/// Encodes a request body.
-pub fn encode_request(request: &Request) -> Result<Vec<u8>, EncodeError> {
+/// Encodes a request body of `requests` (1..=[`MAX_MESSAGES`]).
+pub fn encode_requests(requests: &[Request]) -> Result<Vec<u8>, EncodeError> {
     let mut out = file_header(REQUEST_MAGIC).to_vec();
-    let (kind, ballot, record) = match &request.message {
-        Message::Prepare(ballot) => (PREPARE, *ballot, None),
-        Message::Accept(proposal) => (ACCEPT, proposal.ballot, Some(&proposal.value)),
-        Message::Commit(proposal) => (COMMIT, proposal.ballot, Some(&proposal.value)),
-    };
-    out.push(kind);
-    put_key(&mut out, &request.key)?;
-    put_ballot(&mut out, ballot);
-    if let Some(record) = record {
-        record::encode(record, &mut out)?;
+    out.extend_from_slice(&(requests.len() as u32).to_le_bytes());
+    for request in requests {
+        encode_request(request, &mut out)?;
     }
     Ok(out)
 }
 
-/// Decodes a request body; a proposed record must be for the request's key.
-pub fn decode_request(body: &[u8]) -> Result<Request, PaxosBodyError> {
+fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let (kind, ballot, record) = match &request.message {
+        Message::Prepare(ballot) => (if request.held { PREPARE } else { PREPARE_LEAN }, *ballot, None),
+        Message::Accept(proposal) => (ACCEPT, proposal.ballot, Some(&proposal.value)),
+        Message::Commit(proposal) => (COMMIT, proposal.ballot, Some(&proposal.value)),
+    };
+    out.push(kind);
+    put_key(out, &request.key)?;
+    put_ballot(out, ballot);
+    if let Some(record) = record {
+        record::encode(record, out)?;
+    }
+    Ok(())
+}
+
+/// Decodes a request body; each proposed record must be for its message's key.
+pub fn decode_requests(body: &[u8]) -> Result<Vec<Request>, PaxosBodyError> {
     const BODY: &str = "request";
     check_file_header(body, REQUEST_MAGIC).map_err(|source| PaxosBodyError::Header { body: BODY, source })?;
     let mut reader = Fields { reader: Reader::new(body, FILE_HEADER_BYTES), body: BODY };
+    let count = reader.u32()? as usize;
+    if !(1..=MAX_MESSAGES).contains(&count) {
+        return Err(PaxosBodyError::Count { count });
+    }
+    let requests = (0..count).map(|_| decode_request(&mut reader)).collect::<Result<Vec<_>, _>>()?;
+    reader.finish()?;
+    Ok(requests)
+}
+
+fn decode_request(reader: &mut Fields<'_>) -> Result<Request, PaxosBodyError> {
     let kind = reader.u8()?;
     let key = reader.text16()?;
     let ballot = reader.ballot()?;
     let message = match kind {
-        PREPARE => Message::Prepare(ballot),
+        PREPARE | PREPARE_LEAN => Message::Prepare(ballot),
         ACCEPT | COMMIT => {
             let value = reader.record()?;
             if value.key != key {
@@ -152,25 +193,33 @@ pub fn decode_request(body: &[u8]) -> Result<Request, PaxosBodyError> {
         }
         value => return Err(reader.error(DecodeError::Unknown { what: "Paxos message", value })),
     };
-    reader.finish()?;
-    Ok(Request { key, message })
+    Ok(Request { key, message, held: kind == PREPARE })
 }
 
-/// Encodes an answer body (never [`Reply::Failed`], which is the absence of one).
-pub fn encode_reply(reply: &Reply<Record>) -> Result<Vec<u8>, EncodeError> {
+/// Encodes an answer body: one reply per message, in order ([`Reply::Failed`] is never sent;
+/// it stands for the absence of an answer).
+pub fn encode_replies(replies: &[Reply<Record>]) -> Result<Vec<u8>, EncodeError> {
     let mut out = file_header(ANSWER_MAGIC).to_vec();
+    out.extend_from_slice(&(replies.len() as u32).to_le_bytes());
+    for reply in replies {
+        encode_reply(reply, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn encode_reply(reply: &Reply<Record>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     match reply {
         Reply::Promise(Promise::Promised { accepted, committed, last_commit, held }) => {
             out.push(PROMISED);
-            put_proposal(&mut out, accepted.as_ref())?;
+            put_proposal(out, accepted.as_ref())?;
             match committed {
                 Some(record) => {
                     out.push(1);
-                    record::encode(record, &mut out)?;
+                    record::encode(record, out)?;
                 }
                 None => out.push(0),
             }
-            put_optional_ballot(&mut out, *last_commit);
+            put_optional_ballot(out, *last_commit);
             let count = held.len().min(usize::from(u16::MAX));
             out.extend_from_slice(&(count as u16).to_le_bytes());
             for version in &held[held.len() - count..] {
@@ -179,20 +228,30 @@ pub fn encode_reply(reply: &Reply<Record>) -> Result<Vec<u8>, EncodeError> {
         }
         Reply::Promise(Promise::Refused { promised }) | Reply::Acceptance(Acceptance::Refused { promised }) => {
             out.push(REFUSED);
-            put_ballot(&mut out, *promised);
+            put_ballot(out, *promised);
         }
         Reply::Acceptance(Acceptance::Accepted) => out.push(ACCEPTED),
         Reply::Committed | Reply::Failed => out.push(COMMITTED),
     }
-    Ok(out)
+    Ok(())
 }
 
-/// Decodes an answer body to a `message` of the given kind (a refusal is a
-/// refused promise or a refused acceptance, by what was asked).
-pub fn decode_reply(body: &[u8], asked: &Message<Record>) -> Result<Reply<Record>, PaxosBodyError> {
+/// Decodes an answer body to the `asked` messages, one reply each (a refusal
+/// is a refused promise or a refused acceptance, by what was asked).
+pub fn decode_replies(body: &[u8], asked: &[&Message<Record>]) -> Result<Vec<Reply<Record>>, PaxosBodyError> {
     const BODY: &str = "answer";
     check_file_header(body, ANSWER_MAGIC).map_err(|source| PaxosBodyError::Header { body: BODY, source })?;
     let mut reader = Fields { reader: Reader::new(body, FILE_HEADER_BYTES), body: BODY };
+    let count = reader.u32()? as usize;
+    if count != asked.len() {
+        return Err(PaxosBodyError::Replies { count, asked: asked.len() });
+    }
+    let replies = asked.iter().map(|asked| decode_reply(&mut reader, asked)).collect::<Result<Vec<_>, _>>()?;
+    reader.finish()?;
+    Ok(replies)
+}
+
+fn decode_reply(reader: &mut Fields<'_>, asked: &Message<Record>) -> Result<Reply<Record>, PaxosBodyError> {
     let reply = match (reader.u8()?, asked) {
         (PROMISED, Message::Prepare(_)) => {
             let accepted = reader.proposal()?;
@@ -208,7 +267,6 @@ pub fn decode_reply(body: &[u8], asked: &Message<Record>) -> Result<Reply<Record
         (COMMITTED, Message::Commit(_)) => Reply::Committed,
         (value, _) => return Err(reader.error(DecodeError::Unknown { what: "Paxos reply to this message", value })),
     };
-    reader.finish()?;
     Ok(reply)
 }
 
@@ -236,12 +294,18 @@ fn put_proposal(out: &mut Vec<u8>, proposal: Option<&Proposal<Record>>) -> Resul
     }
 }
 
-/// Encodes an acceptor's durable state (its `held` list is not logged).
-pub fn encode_state(acceptor: &Acceptor<Record>) -> Result<Bytes, EncodeError> {
+/// Versions of `held` a logged state keeps (the newest).
+pub const LOGGED_HELD: usize = 32;
+
+/// Encodes an acceptor's durable state; with `held`, also its newest [`LOGGED_HELD`] stored
+/// versions (a commit logs them, so a restarted node still knows what it stored lately).
+pub fn encode_state(acceptor: &Acceptor<Record>, held: bool) -> Result<Bytes, EncodeError> {
     let mut out = Vec::new();
+    let held = if held { &acceptor.held[acceptor.held.len().saturating_sub(LOGGED_HELD)..] } else { &[] };
     let flags = u8::from(acceptor.promised.is_some())
         | u8::from(acceptor.last_commit.is_some()) << 1
-        | u8::from(acceptor.accepted.is_some()) << 2;
+        | u8::from(acceptor.accepted.is_some()) << 2
+        | u8::from(!held.is_empty()) << 3;
     out.push(flags);
     for ballot in [acceptor.promised, acceptor.last_commit].into_iter().flatten() {
         put_ballot(&mut out, ballot);
@@ -250,10 +314,16 @@ pub fn encode_state(acceptor: &Acceptor<Record>) -> Result<Bytes, EncodeError> {
         put_ballot(&mut out, proposal.ballot);
         record::encode(&proposal.value, &mut out)?;
     }
+    if !held.is_empty() {
+        out.push(held.len() as u8);
+        for version in held {
+            out.extend_from_slice(&version.to_le_bytes());
+        }
+    }
     Ok(out.into())
 }
 
-/// Decodes a logged acceptor state (with an empty `held` list).
+/// Decodes a logged acceptor state.
 pub fn decode_state(bytes: &[u8]) -> Result<Acceptor<Record>, PaxosBodyError> {
     let mut reader = Fields { reader: Reader::new(bytes, 0), body: "acceptor state" };
     let flags = reader.u8()?;
@@ -261,8 +331,15 @@ pub fn decode_state(bytes: &[u8]) -> Result<Acceptor<Record>, PaxosBodyError> {
     let last_commit = if flags & 2 != 0 { Some(reader.ballot()?) } else { None };
     let accepted =
         if flags & 4 != 0 { Some(Proposal { ballot: reader.ballot()?, value: reader.record()? }) } else { None };
+    let mut held = Vec::new();
+    if flags & 8 != 0 {
+        let count = reader.u8()?;
+        for _ in 0..count {
+            held.push(reader.u64()?);
+        }
+    }
     reader.finish()?;
-    Ok(Acceptor { promised, accepted, last_commit, held: Vec::new() })
+    Ok(Acceptor { promised, accepted, last_commit, held })
 }
 
 /// A [`Reader`] that names its body in errors and reads ballots and records.
@@ -278,6 +355,10 @@ impl Fields<'_> {
 
     fn u8(&mut self) -> Result<u8, PaxosBodyError> {
         self.reader.u8().map_err(|source| self.error(source))
+    }
+
+    fn u32(&mut self) -> Result<u32, PaxosBodyError> {
+        self.reader.u32().map_err(|source| self.error(source))
     }
 
     fn u16(&mut self) -> Result<u16, PaxosBodyError> {
@@ -345,9 +426,18 @@ mod tests {
             Message::Accept(Proposal { ballot, value: record(5) }),
             Message::Commit(Proposal { ballot, value: Record::delete("7/k", 5) }),
         ] {
-            let request = Request { key: "7/k".into(), message };
-            assert_eq!(decode_request(&encode_request(&request).unwrap()), Ok(request));
+            let request = Request { key: "7/k".into(), held: matches!(message, Message::Prepare(_)), message };
+            assert_eq!(decode_requests(&encode_requests(&[request.clone()]).unwrap()), Ok(vec![request]));
         }
+        let many: Vec<Request> = (0..3)
+            .map(|n| Request {
+                key: format!("7/k{n}"),
+                message: Message::Prepare(Ballot { time: n, proposer: 1 }),
+                held: n == 1,
+            })
+            .collect();
+        assert_eq!(decode_requests(&encode_requests(&many).unwrap()), Ok(many));
+        assert_eq!(decode_requests(&encode_requests(&[]).unwrap()), Err(PaxosBodyError::Count { count: 0 }));
     }
 
     #[test]
@@ -355,8 +445,9 @@ mod tests {
         let request = Request {
             key: "7/other".into(),
             message: Message::Accept(Proposal { ballot: Ballot::default(), value: record(1) }),
+            held: false,
         };
-        let error = decode_request(&encode_request(&request).unwrap()).unwrap_err();
+        let error = decode_requests(&encode_requests(&[request]).unwrap()).unwrap_err();
         assert!(error.to_string().contains("not \"7/other\""), "{error}");
     }
 
@@ -383,34 +474,43 @@ mod tests {
             (Reply::Acceptance(Acceptance::Refused { promised: ballot }), &accept),
             (Reply::Acceptance(Acceptance::Accepted), &accept),
         ];
-        for (reply, asked) in cases {
-            assert_eq!(decode_reply(&encode_reply(&reply).unwrap(), asked), Ok(reply));
-        }
+        let (replies, asked): (Vec<_>, Vec<_>) = cases.into_iter().unzip();
+        assert_eq!(decode_replies(&encode_replies(&replies).unwrap(), &asked), Ok(replies));
         let commit = Message::Commit(Proposal { ballot, value: record(5) });
-        assert_eq!(decode_reply(&encode_reply(&Reply::Committed).unwrap(), &commit), Ok(Reply::Committed));
-        // An answer of the wrong kind for the question is an error, not a guess.
-        assert!(decode_reply(&encode_reply(&Reply::Committed).unwrap(), &prepare).is_err());
+        let committed = encode_replies(&[Reply::Committed]).unwrap();
+        assert_eq!(decode_replies(&committed, &[&commit]), Ok(vec![Reply::Committed]));
+        // An answer of the wrong kind for the question, or of another length, is an error, not a guess.
+        assert!(decode_replies(&committed, &[&prepare]).is_err());
+        assert!(decode_replies(&committed, &[&commit, &commit]).is_err());
     }
 
     #[test]
     fn states_round_trip() {
         let mut acceptor = Acceptor::<Record>::default();
-        assert_eq!(decode_state(&encode_state(&acceptor).unwrap()), Ok(acceptor.clone()));
+        assert_eq!(decode_state(&encode_state(&acceptor, true).unwrap()), Ok(acceptor.clone()));
         acceptor.promised = Some(Ballot { time: 8, proposer: 2 });
         acceptor.last_commit = Some(Ballot { time: 6, proposer: 1 });
         acceptor.accepted = Some(Proposal { ballot: Ballot { time: 7, proposer: 3 }, value: record(7) });
-        assert_eq!(decode_state(&encode_state(&acceptor).unwrap()), Ok(acceptor));
+        assert_eq!(decode_state(&encode_state(&acceptor, false).unwrap()), Ok(acceptor.clone()));
+        acceptor.held = (1..=40).collect();
+        let logged = decode_state(&encode_state(&acceptor, true).unwrap()).unwrap();
+        assert_eq!(logged.held, (9..=40).collect::<Vec<u64>>(), "the newest LOGGED_HELD versions");
+        assert_eq!(decode_state(&encode_state(&acceptor, false).unwrap()).unwrap().held, Vec::<u64>::new());
     }
 
     proptest! {
         #[test]
         fn no_body_makes_a_decoder_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = decode_request(&bytes);
-            let _ = decode_reply(&bytes, &Message::Prepare(Ballot::default()));
+            let prepare = Message::Prepare(Ballot::default());
+            let _ = decode_requests(&bytes);
+            let _ = decode_replies(&bytes, &[&prepare]);
             let _ = decode_state(&bytes);
             let mut framed = file_header(REQUEST_MAGIC).to_vec();
             framed.extend_from_slice(&bytes);
-            let _ = decode_request(&framed);
+            let _ = decode_requests(&framed);
+            let mut answer = file_header(ANSWER_MAGIC).to_vec();
+            answer.extend_from_slice(&bytes);
+            let _ = decode_replies(&answer, &[&prepare]);
         }
     }
 }

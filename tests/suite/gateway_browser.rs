@@ -136,4 +136,47 @@ async fn key_browser_lists_filters_pages_views_and_deletes_own_keys() {
     assert_eq!(gone.status(), 404);
     let (_, after) = page("/dashboard/keys?prefix=user%3A0".into()).await;
     assert_eq!(after.matches("/dashboard/keys/view?key=").count(), 9, "{after}");
+
+    // A delete applies only to the version the page showed (If-Match): changed meanwhile, the
+    // value stays and the page says why; the version shown again deletes it.
+    let version_in = |html: &str, key: &str| -> String {
+        let form = html.split(&format!("name=\"key\" value=\"{key}\"")).nth(1).expect("a delete form for the key");
+        form.split("name=\"version\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string()
+    };
+    let shown = version_in(&after, "user:08");
+    assert!(shown.parse::<u64>().unwrap() > 0, "{shown}");
+    let changed = client
+        .put(format!("{}/v1/kv/user:08", cluster.gateway))
+        .header("X-API-Key", &key)
+        .header("X-Consistency", "strong")
+        .body("changed");
+    let changed = changed.send().await.unwrap();
+    assert_eq!(changed.status(), 200);
+    let new_version = changed.json::<serde_json::Value>().await.unwrap()["version"].as_u64().unwrap().to_string();
+    let delete = |version: String| {
+        web.post(format!("{users}/dashboard/keys/delete")).header("cookie", &cookies).form(&[
+            ("csrf", csrf.clone()),
+            ("key", "user:08".to_string()),
+            ("prefix", String::new()),
+            ("version", version),
+        ])
+    };
+    let refused = delete(shown).send().await.unwrap();
+    assert_eq!(refused.status(), 409);
+    assert!(refused.text().await.unwrap().contains("changed since this page was shown"));
+    let still = client.get(format!("{}/v1/kv/user:08", cluster.gateway)).header("X-API-Key", &key).send().await;
+    assert_eq!(still.unwrap().text().await.unwrap(), "changed");
+    // The view page reads one replica: wait until it shows the new version (eventual reads).
+    let mut shown_now = String::new();
+    for _ in 0..100 {
+        shown_now = version_in(&page("/dashboard/keys/view?key=user%3A08".into()).await.1, "user:08");
+        if shown_now == new_version {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(shown_now, new_version);
+    assert_eq!(delete(shown_now).send().await.unwrap().status(), 303);
+    let gone = client.get(format!("{}/v1/kv/user:08", cluster.gateway)).header("X-API-Key", &key).send().await;
+    assert_eq!(gone.unwrap().status(), 404);
 }

@@ -168,6 +168,7 @@ impl GatewayState {
         F: FnMut(Option<&Record>, u64) -> Change<Record>,
     {
         let mut step = proposer.start();
+        let held = proposer.needs_held();
         let mut in_flight = FuturesUnordered::new();
         let mut committed = BTreeSet::new();
         loop {
@@ -193,8 +194,8 @@ impl GatewayState {
                     for (owner, message) in messages {
                         let this = self.clone();
                         let node = members[owner].clone();
-                        let request = Request { key: key.to_string(), message };
-                        in_flight.push(tokio::spawn(async move { (owner, this.paxos_one(&node, &request).await) }));
+                        let request = Request { key: key.to_string(), message, held };
+                        in_flight.push(tokio::spawn(async move { (owner, this.paxos_one(&node, request).await) }));
                     }
                 }
                 Step::Wait => {}
@@ -216,7 +217,7 @@ impl GatewayState {
         }
     }
 
-    async fn paxos_one(&self, node: &NodeInfo, request: &Request) -> Reply<Record> {
+    async fn paxos_one(&self, node: &NodeInfo, request: Request) -> Reply<Record> {
         let outcome = self.nodes.paxos(&node.url, request).await;
         self.note(node, outcome.as_ref().err());
         match outcome {

@@ -91,6 +91,22 @@ impl Writable for Write {
 const READ_LIMITS: coalesce::Limits =
     coalesce::Limits { max_items: 128, max_bytes: 128 * 4096, in_flight: 1, queue: 4096 };
 
+/// Paxos messages per request to one node: every message of the concurrent rounds.
+const PAXOS_LIMITS: coalesce::Limits =
+    coalesce::Limits { max_items: crate::wire::paxos::MAX_MESSAGES, max_bytes: 4 << 20, in_flight: 2, queue: 4096 };
+
+/// A Paxos message's weight against the batch's byte limit: its record's value.
+fn paxos_size(request: &crate::wire::paxos::Request) -> usize {
+    use crate::paxos::Message;
+    match &request.message {
+        Message::Prepare(_) => 32 + request.key.len(),
+        Message::Accept(proposal) | Message::Commit(proposal) => 64 + request.key.len() + proposal.value.value.len(),
+    }
+}
+
+/// The batching task of the Paxos messages to one node.
+type NodePaxos = Coalescer<crate::wire::paxos::Request, Result<crate::paxos::Reply<crate::wal::Record>, NodeError>>;
+
 /// The batching task of the reads of one node.
 type NodeReads = Coalescer<String, Result<Lookup, NodeError>>;
 
@@ -104,13 +120,15 @@ pub struct NodeClient {
     http: reqwest::Client,
     writes: NodeWriter<Write>,
     reads: PerNode<NodeReads>,
+    paxos: PerNode<NodePaxos>,
 }
 
 impl NodeClient {
     /// A client authenticating with the cluster `secret`; `http` is used for the unauthenticated probes.
     pub fn new(http: reqwest::Client, secret: Secret) -> Self {
         let client = nodeclient::NodeClient::new(secret, NODE_TIMEOUT);
-        Self { writes: NodeWriter::new(client.clone(), WRITE_LIMITS), client, http, reads: Arc::default() }
+        let writes = NodeWriter::new(client.clone(), WRITE_LIMITS);
+        Self { writes, client, http, reads: Arc::default(), paxos: Arc::default() }
     }
 
     /// Writes `mutation` of `key` to the node at `base`, batched with the other
@@ -131,13 +149,26 @@ impl NodeClient {
         reads.submit(key.to_string()).await.unwrap_or_else(|| Err(stopped(base, "read")))
     }
 
-    /// Sends one Paxos message about `request.key` to the node at `base` (not batched).
+    /// Sends one Paxos message about `request.key` to the node at `base`, batched with the
+    /// other Paxos messages to that node in flight (one request, one WAL sync on the node).
     pub async fn paxos(
         &self,
         base: &str,
-        request: &crate::wire::paxos::Request,
+        request: crate::wire::paxos::Request,
     ) -> Result<crate::paxos::Reply<crate::wal::Record>, NodeError> {
-        self.client.paxos(base, request).await
+        let batches = per_node(&self.paxos, base, || {
+            let (client, target) = (self.client.clone(), base.to_string());
+            Coalescer::spawn(PAXOS_LIMITS, paxos_size, move |requests: Vec<crate::wire::paxos::Request>| {
+                let (client, target) = (client.clone(), target.clone());
+                async move {
+                    match client.paxos(&target, &requests).await {
+                        Ok(replies) => replies.into_iter().map(Ok).collect(),
+                        Err(error) => requests.iter().map(|_| Err(error.duplicate())).collect(),
+                    }
+                }
+            })
+        });
+        batches.submit(request).await.unwrap_or_else(|| Err(stopped(base, "Paxos")))
     }
 
     /// The node's `/health` (its id).

@@ -450,6 +450,7 @@ async fn list_tenant_keys(state: &GatewayState, tenant: &Tenant, query: ListQuer
             Some(KvListEntry {
                 key: strip(&entry.key)?,
                 size: entry.size,
+                version: entry.version,
                 expires_at: entry
                     .expires_at
                     .and_then(|millis| chrono::DateTime::from_timestamp_millis(i64::try_from(millis).ok()?)),

@@ -37,11 +37,14 @@ pub struct Acceptors {
 }
 
 impl Acceptors {
-    /// The state of `key`, created when it has none; `now` marks it used.
-    pub fn entry(&mut self, key: &str, now: u64) -> &mut Acceptor<Record> {
+    /// The state of `key`, created when it has none (knowing that the store holds `stored`, the
+    /// version of the key's current record); `now` marks it used.
+    pub fn entry(&mut self, key: &str, now: u64, stored: Option<u64>) -> &mut Acceptor<Record> {
         if !self.map.contains_key(key) {
             self.inserted += 1;
-            self.map.insert(key.to_string(), Tracked::default());
+            let mut tracked = Tracked::default();
+            tracked.acceptor.held.extend(stored);
+            self.map.insert(key.to_string(), tracked);
         }
         let tracked = self.map.get_mut(key).expect("just ensured");
         tracked.touched = now;
@@ -77,11 +80,14 @@ impl Acceptors {
         }
     }
 
-    /// The states a snapshot must keep: those not settled by their record.
-    pub fn unsettled(&self, record: impl Fn(&str) -> Option<Record>) -> Vec<(String, Acceptor<Record>)> {
+    /// The states a snapshot must keep: those not settled by their record, and those used in the
+    /// last [`IDLE_MS`] (a round retrying now may need their stored versions).
+    pub fn to_keep(&self, now: u64, record: impl Fn(&str) -> Option<Record>) -> Vec<(String, Acceptor<Record>)> {
         self.map
             .iter()
-            .filter(|(key, tracked)| !tracked.acceptor.is_settled(record(key).as_ref()))
+            .filter(|(key, tracked)| {
+                tracked.touched + IDLE_MS > now || !tracked.acceptor.is_settled(record(key).as_ref())
+            })
             .map(|(key, tracked)| (key.clone(), tracked.acceptor.clone()))
             .collect()
     }

@@ -184,20 +184,24 @@ async fn read_many(
     Ok(([(header::CONTENT_TYPE, read::READ_CONTENT_TYPE)], read::encode_answer(&lookups)).into_response())
 }
 
-/// `POST /paxos`: one message of a conditional write's round on one key
-/// ([`paxos_body`] has the bodies); answered once the acceptor's state is durable.
+/// `POST /paxos`: messages of conditional writes' rounds, one reply each ([`paxos_body`] has
+/// the bodies); answered once the acceptors' states are durable (one sync for all).
 async fn paxos(
     _: Internal,
     State(state): State<NodeState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let limit = state.settings.max_value_bytes + paxos_body::MAX_OVERHEAD_BYTES;
+    let limit = state.settings.max_batch_bytes() + paxos_body::MAX_OVERHEAD_BYTES;
     let body = crate::server::read_limited_body(&headers, body, limit, "the Paxos request").await?;
-    let request = paxos_body::decode_request(&body).map_err(|error| ApiError::bad_request(error.to_string()))?;
-    validate_key(&request.key)?;
-    let reply = state.store.paxos(&request.key, request.message).await.map_err(|error| write_error(&state, error))?;
-    let answer = paxos_body::encode_reply(&reply).map_err(|error| ApiError::internal(error.to_string()))?;
+    let requests = paxos_body::decode_requests(&body).map_err(|error| ApiError::bad_request(error.to_string()))?;
+    for (index, request) in requests.iter().enumerate() {
+        validate_key(&request.key)
+            .map_err(|error| ApiError::bad_request(format!("message {index}: {}", error.message)))?;
+    }
+    let messages = requests.into_iter().map(|request| (request.key, request.message, request.held)).collect();
+    let replies = state.store.paxos(messages).await.map_err(|error| write_error(&state, error))?;
+    let answer = paxos_body::encode_replies(&replies).map_err(|error| ApiError::internal(error.to_string()))?;
     Ok(([(header::CONTENT_TYPE, paxos_body::PAXOS_CONTENT_TYPE)], answer).into_response())
 }
 

@@ -261,10 +261,10 @@ impl Shared {
         }
         let unsettled = {
             let state = self.state();
-            state.acceptors.unsettled(|key| state.record(key))
+            state.acceptors.to_keep(hlc::wall_millis(), |key| state.record(key))
         };
         for (key, acceptor) in unsettled {
-            writer.push_acceptor(&key, &crate::wire::paxos::encode_state(&acceptor)?)?;
+            writer.push_acceptor(&key, &crate::wire::paxos::encode_state(&acceptor, true)?)?;
         }
         Ok(())
     }
@@ -338,64 +338,84 @@ impl Store {
         Ok(answers.into_iter().map(|answer| answer.expect("every write answered")).collect())
     }
 
-    /// Handles one message of a conditional write's Paxos round on `key`
-    /// ([`crate::paxos`]): the acceptor decides under the store's lock, against
-    /// the key's current record, and every change of its state is durable in the
-    /// WAL before the answer. A commit writes the record and the settled state
-    /// in one append, and settles the state in memory only once the record is in
-    /// the map (a prepare in between still sees the accepted proposal).
-    pub async fn paxos(&self, key: &str, message: Message<Record>) -> Result<Reply<Record>, WalError> {
+    /// Handles messages of conditional writes' Paxos rounds ([`crate::paxos`]), one reply
+    /// each, in order: every acceptor decides under the store's lock, against its key's
+    /// current record, and every change of their states is durable in the WAL (one append, one
+    /// sync for all of them) before the answer. A commit writes the record and the settled
+    /// state in that append; from the moment it arrives no older proposal is accepted, and the
+    /// accepted proposal is cleared only once the record is in the map (a prepare in between
+    /// still sees it).
+    /// A prepare's promise lists the key's stored versions only when its flag asks for them.
+    pub async fn paxos(&self, messages: Vec<(String, Message<Record>, bool)>) -> Result<Vec<Reply<Record>>, WalError> {
         let now = hlc::wall_millis();
-        let log = |acceptor: &crate::paxos::Acceptor<Record>| -> Result<Entry, WalError> {
-            let state = crate::wire::paxos::encode_state(acceptor)?;
+        let log = |key: &str, acceptor: &crate::paxos::Acceptor<Record>, held: bool| -> Result<Entry, WalError> {
+            let state = crate::wire::paxos::encode_state(acceptor, held)?;
             Ok(Entry::Acceptor(AcceptorEntry { key: key.to_string(), state }))
         };
-        let (reply, entries, commit) = {
+        let mut replies = Vec::with_capacity(messages.len());
+        let mut entries = Vec::new();
+        let mut commits = Vec::new();
+        {
             let mut guard = self.shared.state();
             let state = &mut *guard;
             if state.acceptors.wants_pruning() {
                 let State { map, types, acceptors, .. } = state;
                 acceptors.prune(now, |key| map.get(key.as_bytes()).map(|slot| slot_record(slot, types)));
             }
-            let committed = state.record(key);
-            let acceptor = state.acceptors.entry(key, now);
-            match message {
-                Message::Prepare(ballot) => {
-                    let promise = acceptor.prepare(ballot, committed.as_ref());
-                    let entries = match promise {
-                        Promise::Promised { .. } => vec![log(acceptor)?],
-                        Promise::Refused { .. } => Vec::new(),
-                    };
-                    (Reply::Promise(promise), entries, None)
-                }
-                Message::Accept(proposal) => {
-                    let before = (acceptor.promised, acceptor.accepted.clone());
-                    let acceptance = acceptor.accept(proposal, committed.as_ref());
-                    let changed = (acceptor.promised, acceptor.accepted.clone()) != before;
-                    let entries = match acceptance {
-                        Acceptance::Accepted if changed => vec![log(acceptor)?],
-                        _ => Vec::new(),
-                    };
-                    (Reply::Acceptance(acceptance), entries, None)
-                }
-                Message::Commit(proposal) => {
-                    // From now on no proposal older than the commit is accepted here (as the pure
-                    // acceptor does); the accepted proposal is cleared once the record is in the map.
-                    acceptor.last_commit = acceptor.last_commit.max(Some(proposal.ballot));
-                    let mut settled = acceptor.clone();
-                    settled.commit(&proposal);
-                    let entries = vec![Entry::Record(proposal.value.clone()), log(&settled)?];
-                    (Reply::Committed, entries, Some(proposal))
-                }
+            for (key, message, want_held) in messages {
+                let committed = state.record(&key);
+                let acceptor = state.acceptors.entry(&key, now, committed.as_ref().map(|record| record.version));
+                let reply = match message {
+                    Message::Prepare(ballot) => {
+                        let mut promise = acceptor.prepare(ballot, committed.as_ref());
+                        if let Promise::Promised { held, .. } = &mut promise {
+                            if !want_held {
+                                held.clear();
+                            }
+                            entries.push(log(&key, acceptor, false)?);
+                        }
+                        Reply::Promise(promise)
+                    }
+                    Message::Accept(proposal) => {
+                        let before = (acceptor.promised, acceptor.accepted.as_ref().map(|accepted| accepted.ballot));
+                        let acceptance = acceptor.accept(proposal, committed.as_ref());
+                        let after = (acceptor.promised, acceptor.accepted.as_ref().map(|accepted| accepted.ballot));
+                        if acceptance == Acceptance::Accepted && after != before {
+                            entries.push(log(&key, acceptor, false)?);
+                        }
+                        Reply::Acceptance(acceptance)
+                    }
+                    Message::Commit(proposal) => {
+                        acceptor.last_commit = acceptor.last_commit.max(Some(proposal.ballot));
+                        // The committed version counts as stored here even when a newer record got
+                        // here first, and the commit logs the newest stored versions: a majority
+                        // that answered a commit keeps telling later rounds that it was chosen,
+                        // also after a restart.
+                        let mut settled = acceptor.clone();
+                        settled.commit(&proposal);
+                        settled.stored(proposal.value.version);
+                        entries.push(Entry::Record(proposal.value.clone()));
+                        entries.push(log(&key, &settled, true)?);
+                        commits.push((key, proposal));
+                        Reply::Committed
+                    }
+                };
+                replies.push(reply);
             }
-        };
+        }
         if !entries.is_empty() {
             self.committer.append(entries).await?;
         }
-        if let Some(proposal) = commit {
-            self.shared.state().acceptors.entry(key, now).commit(&proposal);
+        if !commits.is_empty() {
+            let mut state = self.shared.state();
+            for (key, proposal) in commits {
+                let stored = state.record(&key).map(|record| record.version);
+                let acceptor = state.acceptors.entry(&key, now, stored);
+                acceptor.commit(&proposal);
+                acceptor.stored(proposal.value.version);
+            }
         }
-        Ok(reply)
+        Ok(replies)
     }
 
     /// How many keys have a Paxos acceptor state in memory.
@@ -851,19 +871,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ballot = |time| Ballot { time, proposer: 7 };
         let store = open(dir.path(), 1 << 20);
-        let promised = store.paxos("7/k", Message::Prepare(ballot(10))).await.unwrap();
+        let promised =
+            store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(10)), true)]).await.unwrap().remove(0);
         assert!(matches!(promised, Reply::Promise(Promise::Promised { accepted: None, committed: None, .. })));
         let proposal = Proposal { ballot: ballot(10), value: Record::put("7/k", 10, &b"v"[..], "text/plain") };
-        let accepted = store.paxos("7/k", Message::Accept(proposal.clone())).await.unwrap();
+        let accepted =
+            store.paxos(vec![("7/k".to_string(), Message::Accept(proposal.clone()), true)]).await.unwrap().remove(0);
         assert_eq!(accepted, Reply::Acceptance(Acceptance::Accepted));
         store.close().await;
         drop(store);
 
         let store = open(dir.path(), 1 << 20);
         // An older ballot is refused after the restart: the promise was durable.
-        let refused = store.paxos("7/k", Message::Prepare(ballot(9))).await.unwrap();
+        let refused =
+            store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(9)), true)]).await.unwrap().remove(0);
         assert_eq!(refused, Reply::Promise(Promise::Refused { promised: ballot(10) }));
-        match store.paxos("7/k", Message::Prepare(ballot(11))).await.unwrap() {
+        match store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(11)), true)]).await.unwrap().remove(0) {
             Reply::Promise(Promise::Promised { accepted, .. }) => assert_eq!(accepted, Some(proposal.clone())),
             other => panic!("{other:?}"),
         }
@@ -883,19 +906,31 @@ mod tests {
         drop(store);
 
         let store = open(dir.path(), 1 << 20);
-        match store.paxos("7/k", Message::Prepare(ballot(12))).await.unwrap() {
+        match store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(12)), true)]).await.unwrap().remove(0) {
             Reply::Promise(Promise::Promised { accepted, .. }) => assert_eq!(accepted, Some(proposal.clone())),
             other => panic!("the snapshot lost the accepted proposal: {other:?}"),
         }
         let finished = Proposal { ballot: ballot(12), value: proposal.value.clone() };
-        assert_eq!(store.paxos("7/k", Message::Commit(finished)).await.unwrap(), Reply::Committed);
+        assert_eq!(
+            store.paxos(vec![("7/k".to_string(), Message::Commit(finished), true)]).await.unwrap().remove(0),
+            Reply::Committed
+        );
         assert!(matches!(store.get("7/k", 0), Lookup::Found(found) if found.version == 10));
-        match store.paxos("7/k", Message::Prepare(ballot(13))).await.unwrap() {
+        match store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(13)), true)]).await.unwrap().remove(0) {
             Reply::Promise(Promise::Promised { accepted, committed, last_commit, held }) => {
                 assert_eq!((accepted, last_commit), (None, Some(ballot(12))), "the commit settled the proposal");
                 assert_eq!(committed.map(|record| record.version), Some(10));
                 assert_eq!(held, vec![10]);
             }
+            other => panic!("{other:?}"),
+        }
+        store.close().await;
+        drop(store);
+
+        // The stored versions a commit logged survive a restart.
+        let store = open(dir.path(), 1 << 20);
+        match store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(14)), true)]).await.unwrap().remove(0) {
+            Reply::Promise(Promise::Promised { held, .. }) => assert_eq!(held, vec![10]),
             other => panic!("{other:?}"),
         }
         store.close().await;

@@ -114,12 +114,18 @@ impl GatewayLink {
         }
     }
 
-    async fn delete(&self, user_id: i64, key: &str) -> Result<(), GatewayError> {
-        let response = self.send(self.http.delete(self.endpoint(user_id, Some(key))?)).await?;
-        if response.status().is_success() || response.status() == StatusCode::NOT_FOUND {
-            Ok(())
-        } else {
-            Err(Self::failure(response).await)
+    /// Deletes `key`, only while it is at `version` when one is given (`If-Match`): a value
+    /// changed since the page showed it is left alone and the answer says so.
+    async fn delete(&self, user_id: i64, key: &str, version: Option<u64>) -> Result<(), GatewayError> {
+        let mut request = self.http.delete(self.endpoint(user_id, Some(key))?);
+        if let Some(version) = version {
+            request = request.header("if-match", crate::precondition::etag(version));
+        }
+        let response = self.send(request).await?;
+        match response.status() {
+            status if status.is_success() || status == StatusCode::NOT_FOUND => Ok(()),
+            StatusCode::PRECONDITION_FAILED => Err(GatewayError::Changed(key.to_string())),
+            _ => Err(Self::failure(response).await),
         }
     }
 }
@@ -149,6 +155,9 @@ enum GatewayError {
         /// Its `error` message.
         message: String,
     },
+    /// A delete refused because the value changed (or was deleted) since the page was shown.
+    #[error("{0:?} changed since this page was shown, so it was not deleted; look at it again before deleting")]
+    Changed(String),
     /// An answer that could not be read.
     #[error("the gateway sent an unreadable {what}: {reason}")]
     Unreadable {
@@ -208,6 +217,8 @@ fn encode(text: &str) -> String {
 /// One row of the list.
 struct KeyRow {
     key: String,
+    /// The version listed: the delete button deletes only that one.
+    version: u64,
     size: String,
     expires: String,
     view_href: String,
@@ -252,6 +263,7 @@ async fn list_page(
                     ),
                     size: bytes(i64::try_from(entry.size).unwrap_or(i64::MAX)),
                     expires: entry.expires_at.map_or_else(|| "never".to_string(), minute),
+                    version: entry.version,
                     key: entry.key,
                 })
                 .collect();
@@ -351,6 +363,9 @@ struct DeleteForm {
     key: String,
     #[serde(default)]
     prefix: String,
+    /// The version the page showed; the delete applies only to it (empty: whatever is there).
+    #[serde(default)]
+    version: String,
 }
 
 impl CsrfField for DeleteForm {
@@ -365,9 +380,12 @@ async fn delete_submit(
     csrf: CsrfToken,
     CsrfForm(form): CsrfForm<DeleteForm>,
 ) -> Response {
-    match state.gateway.delete(user.user.id, &form.key).await {
+    let version = form.version.trim().parse::<u64>().ok().filter(|version| *version > 0);
+    match state.gateway.delete(user.user.id, &form.key, version).await {
         Ok(()) => Redirect::to(&format!("/dashboard/keys?prefix={}", encode(&form.prefix))).into_response(),
         Err(error) => {
+            let status =
+                if matches!(error, GatewayError::Changed(_)) { StatusCode::CONFLICT } else { StatusCode::BAD_GATEWAY };
             let template = KeysPage {
                 layout: Layout::new("Your keys", Some(&user), &csrf),
                 prefix: form.prefix,
@@ -376,7 +394,7 @@ async fn delete_submit(
                 paged: false,
                 error: Some(format!("could not delete {:?}: {error}", form.key)),
             };
-            page(StatusCode::BAD_GATEWAY, &csrf, state.secure_cookies, template)
+            page(status, &csrf, state.secure_cookies, template)
         }
     }
 }
