@@ -156,18 +156,19 @@ impl Target {
         let Endpoint::Gateway { api_key, consistency } = &self.endpoint else {
             unreachable!("the plan refuses --op cas for other targets")
         };
-        if !etags.contains_key(&index) {
-            // The first write of a key learns its version with a read (the keys exist: the run created them).
-            let read = client
-                .request(Method::GET, self.urls[index as usize].clone())
-                .header(HeaderName::from_static(API_KEY_HEADER), api_key.clone());
-            let response = read.send().await.map_err(|error| ErrorKind::of(&error))?;
-            if let Some(etag) = response.headers().get(reqwest::header::ETAG) {
-                etags.insert(index, etag.clone());
+        let seen = match etags.get(&index) {
+            Some(seen) => seen.clone(),
+            None => {
+                // The first write of a key learns its version with a read (the keys exist: the run created them).
+                let read = client
+                    .request(Method::GET, self.urls[index as usize].clone())
+                    .header(HeaderName::from_static(API_KEY_HEADER), api_key.clone());
+                let response = read.send().await.map_err(|error| ErrorKind::of(&error))?;
+                let seen = response.headers().get(reqwest::header::ETAG).cloned();
+                response.bytes().await.map_err(|error| ErrorKind::of(&error))?;
+                seen.unwrap_or_else(|| HeaderValue::from_static("*"))
             }
-            response.bytes().await.map_err(|error| ErrorKind::of(&error))?;
-        }
-        let seen = etags.get(&index).cloned().unwrap_or_else(|| HeaderValue::from_static("*"));
+        };
         let request = client
             .request(Method::PUT, self.urls[index as usize].clone())
             .header(HeaderName::from_static(API_KEY_HEADER), api_key.clone())

@@ -427,7 +427,7 @@ mod tests {
             Message::Commit(Proposal { ballot, value: Record::delete("7/k", 5) }),
         ] {
             let request = Request { key: "7/k".into(), held: matches!(message, Message::Prepare(_)), message };
-            assert_eq!(decode_requests(&encode_requests(&[request.clone()]).unwrap()), Ok(vec![request]));
+            assert_eq!(decode_requests(&encode_requests(std::slice::from_ref(&request)).unwrap()), Ok(vec![request]));
         }
         let many: Vec<Request> = (0..3)
             .map(|n| Request {
