@@ -77,8 +77,10 @@ pub trait Versioned: Clone + PartialEq + Debug {
     fn version(&self) -> u64;
 }
 
-/// How many recently stored versions an acceptor remembers per key.
-pub const HELD_VERSIONS: usize = 128;
+/// How many recently stored versions an acceptor remembers per key: enough for
+/// every write of a hot key during a retrying operation's deadline (a key takes
+/// at most a few hundred conditional writes a second).
+pub const HELD_VERSIONS: usize = 4096;
 
 /// A record proposed at a ballot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,15 +156,26 @@ impl<V: Versioned> Acceptor<V> {
     /// Handles a prepare at `ballot`, given the key's record in the store.
     /// On a promise the caller persists the new state before answering.
     pub fn prepare(&mut self, ballot: Ballot, committed: Option<&V>) -> Promise<V> {
+        self.prepare_asking(ballot, committed, None)
+    }
+
+    /// [`Acceptor::prepare`] whose promise lists, of the stored versions, only
+    /// those in `asked` (`None`: all). A proposer only looks for the versions it
+    /// proposed, so it asks for those and the promise stays small.
+    pub fn prepare_asking(&mut self, ballot: Ballot, committed: Option<&V>, asked: Option<&[u64]>) -> Promise<V> {
         match self.barrier(committed) {
             Some(barrier) if barrier >= ballot => Promise::Refused { promised: barrier },
             _ => {
                 self.promised = Some(ballot);
+                let held = match asked {
+                    None => self.held.clone(),
+                    Some(asked) => asked.iter().copied().filter(|version| self.held.contains(version)).collect(),
+                };
                 Promise::Promised {
                     accepted: self.accepted.clone(),
                     committed: committed.cloned(),
                     last_commit: self.last_commit,
-                    held: self.held.clone(),
+                    held,
                 }
             }
         }
@@ -202,8 +215,9 @@ impl<V: Versioned> Acceptor<V> {
     /// other write), so a later round can tell that it was chosen.
     pub fn stored(&mut self, version: u64) {
         if self.held.last() != Some(&version) {
-            if self.held.len() == HELD_VERSIONS {
-                self.held.remove(0);
+            if self.held.len() >= HELD_VERSIONS {
+                // Forget the oldest eighth at once (not one shift per write).
+                self.held.drain(..HELD_VERSIONS / 8);
             }
             self.held.push(version);
         }
@@ -414,10 +428,10 @@ impl<V: Versioned, F: FnMut(Option<&V>, u64) -> Change<V>> Proposer<V, F> {
         self.ballot
     }
 
-    /// Whether this operation proposed a record in an earlier round: only then does it need the
-    /// versions the owners stored (`held` in their promises) to tell whether one was chosen.
-    pub fn needs_held(&self) -> bool {
-        !self.mine.is_empty()
+    /// The versions this operation proposed in earlier rounds: a prepare needs to ask the owners
+    /// only whether they stored one of these (`held` in their promises) to tell whether it was chosen.
+    pub fn proposed_versions(&self) -> Vec<u64> {
+        self.mine.iter().map(Versioned::version).collect()
     }
 
     /// The quorum this round needs.

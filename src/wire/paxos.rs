@@ -7,10 +7,11 @@
 //! ```text
 //! request   8 bytes  magic "YDHTPXQ" + format version byte (1)
 //!           4 bytes  message count N (u32), 1..=MAX_MESSAGES, then N messages:
-//!           1 byte   message: 1 prepare, 2 accept, 3 commit, 4 prepare without the stored
-//!                    versions in the promise (a round that has proposed nothing before needs none)
+//!           1 byte   message: 1 prepare, 2 accept, 3 commit
 //!           2+K      key length (u16), key (UTF-8, the node's storage key)
 //!           16       ballot: time (u64), proposer (u64)
+//!           2+8A     prepare only: A versions (u16 count, u64 each) the promise says whether
+//!                    the owner stored (the versions a retrying proposer proposed before)
 //!           frame    accept and commit only: the proposed record (a WAL record frame, same key)
 //!
 //! answer    8 bytes  magic "YDHTPXA" + format version byte (1)
@@ -111,15 +112,16 @@ pub struct Request {
     pub key: String,
     /// What the proposer asks.
     pub message: Message<Record>,
-    /// For a prepare: whether the promise lists the versions stored for the key (`held`);
-    /// only a proposer retrying after it proposed needs them.
-    pub held: bool,
+    /// For a prepare: the versions the promise says whether the owner stored (`held`); only a
+    /// proposer retrying after it proposed asks for any.
+    pub held: Vec<u64>,
 }
 
 const PREPARE: u8 = 1;
 const ACCEPT: u8 = 2;
 const COMMIT: u8 = 3;
-const PREPARE_LEAN: u8 = 4;
+/// Most versions a prepare asks about.
+pub const MAX_ASKED: usize = 1024;
 
 const PROMISED: u8 = 1;
 const REFUSED: u8 = 2;
@@ -150,7 +152,7 @@ pub fn encode_requests(requests: &[Request]) -> Result<Vec<u8>, EncodeError> {
 
 fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let (kind, ballot, record) = match &request.message {
-        Message::Prepare(ballot) => (if request.held { PREPARE } else { PREPARE_LEAN }, *ballot, None),
+        Message::Prepare(ballot) => (PREPARE, *ballot, None),
         Message::Accept(proposal) => (ACCEPT, proposal.ballot, Some(&proposal.value)),
         Message::Commit(proposal) => (COMMIT, proposal.ballot, Some(&proposal.value)),
     };
@@ -159,6 +161,12 @@ fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), EncodeErro
     put_ballot(out, ballot);
     if let Some(record) = record {
         record::encode(record, out)?;
+    } else {
+        let asked = &request.held[..request.held.len().min(MAX_ASKED)];
+        out.extend_from_slice(&(asked.len() as u16).to_le_bytes());
+        for version in asked {
+            out.extend_from_slice(&version.to_le_bytes());
+        }
     }
     Ok(())
 }
@@ -181,8 +189,18 @@ fn decode_request(reader: &mut Fields<'_>) -> Result<Request, PaxosBodyError> {
     let kind = reader.u8()?;
     let key = reader.text16()?;
     let ballot = reader.ballot()?;
+    let mut held = Vec::new();
     let message = match kind {
-        PREPARE | PREPARE_LEAN => Message::Prepare(ballot),
+        PREPARE => {
+            let count = usize::from(reader.u16()?);
+            if count > MAX_ASKED {
+                return Err(reader.error(DecodeError::Inconsistent("a prepare asks about too many versions")));
+            }
+            for _ in 0..count {
+                held.push(reader.u64()?);
+            }
+            Message::Prepare(ballot)
+        }
         ACCEPT | COMMIT => {
             let value = reader.record()?;
             if value.key != key {
@@ -193,7 +211,7 @@ fn decode_request(reader: &mut Fields<'_>) -> Result<Request, PaxosBodyError> {
         }
         value => return Err(reader.error(DecodeError::Unknown { what: "Paxos message", value })),
     };
-    Ok(Request { key, message, held: kind == PREPARE })
+    Ok(Request { key, message, held })
 }
 
 /// Encodes an answer body: one reply per message, in order ([`Reply::Failed`] is never sent;
@@ -426,14 +444,15 @@ mod tests {
             Message::Accept(Proposal { ballot, value: record(5) }),
             Message::Commit(Proposal { ballot, value: Record::delete("7/k", 5) }),
         ] {
-            let request = Request { key: "7/k".into(), held: matches!(message, Message::Prepare(_)), message };
+            let held = if matches!(message, Message::Prepare(_)) { vec![3, 4] } else { Vec::new() };
+            let request = Request { key: "7/k".into(), held, message };
             assert_eq!(decode_requests(&encode_requests(std::slice::from_ref(&request)).unwrap()), Ok(vec![request]));
         }
         let many: Vec<Request> = (0..3)
             .map(|n| Request {
                 key: format!("7/k{n}"),
                 message: Message::Prepare(Ballot { time: n, proposer: 1 }),
-                held: n == 1,
+                held: vec![n],
             })
             .collect();
         assert_eq!(decode_requests(&encode_requests(&many).unwrap()), Ok(many));
@@ -445,7 +464,7 @@ mod tests {
         let request = Request {
             key: "7/other".into(),
             message: Message::Accept(Proposal { ballot: Ballot::default(), value: record(1) }),
-            held: false,
+            held: Vec::new(),
         };
         let error = decode_requests(&encode_requests(&[request]).unwrap()).unwrap_err();
         assert!(error.to_string().contains("not \"7/other\""), "{error}");

@@ -168,7 +168,7 @@ impl GatewayState {
         F: FnMut(Option<&Record>, u64) -> Change<Record>,
     {
         let mut step = proposer.start();
-        let held = proposer.needs_held();
+        let held = proposer.proposed_versions();
         let mut in_flight = FuturesUnordered::new();
         let mut committed = BTreeSet::new();
         loop {
@@ -194,7 +194,7 @@ impl GatewayState {
                     for (owner, message) in messages {
                         let this = self.clone();
                         let node = members[owner].clone();
-                        let request = Request { key: key.to_string(), message, held };
+                        let request = Request { key: key.to_string(), message, held: held.clone() };
                         in_flight.push(tokio::spawn(async move { (owner, this.paxos_one(&node, request).await) }));
                     }
                 }

@@ -345,8 +345,11 @@ impl Store {
     /// state in that append; from the moment it arrives no older proposal is accepted, and the
     /// accepted proposal is cleared only once the record is in the map (a prepare in between
     /// still sees it).
-    /// A prepare's promise lists the key's stored versions only when its flag asks for them.
-    pub async fn paxos(&self, messages: Vec<(String, Message<Record>, bool)>) -> Result<Vec<Reply<Record>>, WalError> {
+    /// A prepare's promise says which of the versions it asks about the owner stored.
+    pub async fn paxos(
+        &self,
+        messages: Vec<(String, Message<Record>, Vec<u64>)>,
+    ) -> Result<Vec<Reply<Record>>, WalError> {
         let now = hlc::wall_millis();
         let log = |key: &str, acceptor: &crate::paxos::Acceptor<Record>, held: bool| -> Result<Entry, WalError> {
             let state = crate::wire::paxos::encode_state(acceptor, held)?;
@@ -362,16 +365,13 @@ impl Store {
                 let State { map, types, acceptors, .. } = state;
                 acceptors.prune(now, |key| map.get(key.as_bytes()).map(|slot| slot_record(slot, types)));
             }
-            for (key, message, want_held) in messages {
+            for (key, message, asked) in messages {
                 let committed = state.record(&key);
                 let acceptor = state.acceptors.entry(&key, now, committed.as_ref().map(|record| record.version));
                 let reply = match message {
                     Message::Prepare(ballot) => {
-                        let mut promise = acceptor.prepare(ballot, committed.as_ref());
-                        if let Promise::Promised { held, .. } = &mut promise {
-                            if !want_held {
-                                held.clear();
-                            }
+                        let promise = acceptor.prepare_asking(ballot, committed.as_ref(), Some(&asked));
+                        if let Promise::Promised { .. } = promise {
                             entries.push(log(&key, acceptor, false)?);
                         }
                         Reply::Promise(promise)
@@ -872,11 +872,14 @@ mod tests {
         let ballot = |time| Ballot { time, proposer: 7 };
         let store = open(dir.path(), 1 << 20);
         let promised =
-            store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(10)), true)]).await.unwrap().remove(0);
+            store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(10)), vec![10])]).await.unwrap().remove(0);
         assert!(matches!(promised, Reply::Promise(Promise::Promised { accepted: None, committed: None, .. })));
         let proposal = Proposal { ballot: ballot(10), value: Record::put("7/k", 10, &b"v"[..], "text/plain") };
-        let accepted =
-            store.paxos(vec![("7/k".to_string(), Message::Accept(proposal.clone()), true)]).await.unwrap().remove(0);
+        let accepted = store
+            .paxos(vec![("7/k".to_string(), Message::Accept(proposal.clone()), vec![10])])
+            .await
+            .unwrap()
+            .remove(0);
         assert_eq!(accepted, Reply::Acceptance(Acceptance::Accepted));
         store.close().await;
         drop(store);
@@ -884,9 +887,9 @@ mod tests {
         let store = open(dir.path(), 1 << 20);
         // An older ballot is refused after the restart: the promise was durable.
         let refused =
-            store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(9)), true)]).await.unwrap().remove(0);
+            store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(9)), vec![10])]).await.unwrap().remove(0);
         assert_eq!(refused, Reply::Promise(Promise::Refused { promised: ballot(10) }));
-        match store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(11)), true)]).await.unwrap().remove(0) {
+        match store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(11)), vec![10])]).await.unwrap().remove(0) {
             Reply::Promise(Promise::Promised { accepted, .. }) => assert_eq!(accepted, Some(proposal.clone())),
             other => panic!("{other:?}"),
         }
@@ -906,17 +909,17 @@ mod tests {
         drop(store);
 
         let store = open(dir.path(), 1 << 20);
-        match store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(12)), true)]).await.unwrap().remove(0) {
+        match store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(12)), vec![10])]).await.unwrap().remove(0) {
             Reply::Promise(Promise::Promised { accepted, .. }) => assert_eq!(accepted, Some(proposal.clone())),
             other => panic!("the snapshot lost the accepted proposal: {other:?}"),
         }
         let finished = Proposal { ballot: ballot(12), value: proposal.value.clone() };
         assert_eq!(
-            store.paxos(vec![("7/k".to_string(), Message::Commit(finished), true)]).await.unwrap().remove(0),
+            store.paxos(vec![("7/k".to_string(), Message::Commit(finished), vec![10])]).await.unwrap().remove(0),
             Reply::Committed
         );
         assert!(matches!(store.get("7/k", 0), Lookup::Found(found) if found.version == 10));
-        match store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(13)), true)]).await.unwrap().remove(0) {
+        match store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(13)), vec![10])]).await.unwrap().remove(0) {
             Reply::Promise(Promise::Promised { accepted, committed, last_commit, held }) => {
                 assert_eq!((accepted, last_commit), (None, Some(ballot(12))), "the commit settled the proposal");
                 assert_eq!(committed.map(|record| record.version), Some(10));
@@ -929,7 +932,7 @@ mod tests {
 
         // The stored versions a commit logged survive a restart.
         let store = open(dir.path(), 1 << 20);
-        match store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(14)), true)]).await.unwrap().remove(0) {
+        match store.paxos(vec![("7/k".to_string(), Message::Prepare(ballot(14)), vec![10])]).await.unwrap().remove(0) {
             Reply::Promise(Promise::Promised { held, .. }) => assert_eq!(held, vec![10]),
             other => panic!("{other:?}"),
         }
