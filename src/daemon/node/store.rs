@@ -391,7 +391,13 @@ impl Store {
                         // here first, and the commit logs the newest stored versions: a majority
                         // that answered a commit keeps telling later rounds that it was chosen,
                         // also after a restart.
-                        let mut settled = acceptor.clone();
+                        let newest = acceptor.held.len().saturating_sub(crate::wire::paxos::LOGGED_HELD);
+                        let mut settled = crate::paxos::Acceptor {
+                            promised: acceptor.promised,
+                            accepted: acceptor.accepted.clone(),
+                            last_commit: acceptor.last_commit,
+                            held: acceptor.held[newest..].to_vec(),
+                        };
                         settled.commit(&proposal);
                         settled.stored(proposal.value.version);
                         entries.push(Entry::Record(proposal.value.clone()));
