@@ -71,7 +71,7 @@ pub enum Command {
     /// Manage your API keys
     #[command(subcommand)]
     Apikey(ApikeyCommand),
-    /// Store, read, delete, list and locate your keys (uses an API key)
+    /// Store, read, delete, count, list and locate your keys (uses an API key)
     #[command(subcommand)]
     Kv(KvCommand),
     /// Change the cluster online: join or remove storage nodes, watch the data move
