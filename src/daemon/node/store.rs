@@ -342,9 +342,11 @@ impl Store {
     /// each, in order: every acceptor decides under the store's lock, against its key's
     /// current record, and every change of their states is durable in the WAL (one append, one
     /// sync for all of them) before the answer. A commit writes the record and the settled
-    /// state in that append; from the moment it arrives no older proposal is accepted, and the
-    /// accepted proposal is cleared only once the record is in the map (a prepare in between
-    /// still sees it).
+    /// state in that append, and settles the state in memory only once the record is in the map:
+    /// until then the acceptor acts as if the commit had not arrived yet (a delayed message, which
+    /// the protocol allows). Settling it earlier would let a prepare in between report the
+    /// commit without its record, and a round built on that would miss a chosen write (the
+    /// lost-update chaos test caught exactly that).
     /// A prepare's promise says which of the versions it asks about the owner stored.
     pub async fn paxos(
         &self,
@@ -386,7 +388,6 @@ impl Store {
                         Reply::Acceptance(acceptance)
                     }
                     Message::Commit(proposal) => {
-                        acceptor.last_commit = acceptor.last_commit.max(Some(proposal.ballot));
                         // The committed version counts as stored here even when a newer record got
                         // here first, and the commit logs the newest stored versions: a majority
                         // that answered a commit keeps telling later rounds that it was chosen,
