@@ -205,11 +205,11 @@ impl GatewayState {
                 // well-formed proposer, but never hang on it.
                 return (Outcome::Unavailable { in_doubt: true }, committed);
             };
-            let (owner, reply) = answer.unwrap_or((usize::MAX, Reply::Failed));
-            if owner == usize::MAX {
+            // A message task that panicked answered nothing: the proposer keeps waiting for the others.
+            let Ok((owner, reply)) = answer else {
                 step = Step::Wait;
                 continue;
-            }
+            };
             if reply == Reply::Committed {
                 committed.insert(owner);
             }
