@@ -25,11 +25,12 @@ use crate::config::Secret;
 use crate::paxos::Reply;
 use crate::proto::{
     CLUSTER_SECRET_HEADER, EXPIRES_AT_HEADER, NodeBatchResponse, NodeDigest, NodeExportRequest, NodeHealth,
-    NodeKeyPage, NodeMetrics, NodeRangePage, NodeRangeRequest, StoreWriteResponse, TOMBSTONE_HEADER, VERSION_HEADER,
+    NodeKeyPage, NodeMetrics, NodeRangePage, NodeRangeRequest, PENDING_HEADER, StoreWriteResponse, TOMBSTONE_HEADER,
+    VERSION_HEADER,
 };
 use crate::sync::Lock;
 use crate::wal::Record;
-use crate::wire::read::{Found, Lookup};
+use crate::wire::read::{Found, Lookup, Replica};
 use crate::wire::{batch, paxos, read};
 
 pub use crate::proto::DEFAULT_CONTENT_TYPE;
@@ -245,15 +246,23 @@ impl NodeClient {
 
     /// `GET /store/{key}`: the live value, a tombstone, or nothing.
     pub async fn get(&self, base: &str, key: &str) -> Result<Lookup, NodeError> {
+        Ok(self.get_replica(base, key).await?.lookup)
+    }
+
+    /// [`NodeClient::get`] with the version of a conditional write the node accepted and has not
+    /// seen committed, newer than what it holds (the `x-pending` header).
+    pub async fn get_replica(&self, base: &str, key: &str) -> Result<Replica, NodeError> {
         let url = self.node_url(base, &["store", key])?;
         let answer = self.send(Method::GET, &url, &[], Bytes::new()).await?;
         let headers = &answer.headers;
+        let pending = header_u64(&url, headers, PENDING_HEADER)?;
         if answer.status == StatusCode::NOT_FOUND {
             let tombstone = headers.get(TOMBSTONE_HEADER).is_some_and(|value| value.as_bytes() == b"true");
-            return Ok(match (tombstone, header_u64(&url, headers, VERSION_HEADER)?) {
+            let lookup = match (tombstone, header_u64(&url, headers, VERSION_HEADER)?) {
                 (true, Some(version)) => Lookup::Tombstone(version),
                 _ => Lookup::Missing,
-            });
+            };
+            return Ok(Replica { lookup, pending });
         }
         if answer.status != StatusCode::OK {
             return Err(answer.status_error(&url));
@@ -263,7 +272,7 @@ impl NodeClient {
         let expires_at = header_u64(&url, headers, EXPIRES_AT_HEADER)?;
         let content_type =
             headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or(DEFAULT_CONTENT_TYPE).into();
-        Ok(Lookup::Found(Found { value: answer.body, version, expires_at, content_type }))
+        Ok(Replica { lookup: Lookup::Found(Found { value: answer.body, version, expires_at, content_type }), pending })
     }
 
     /// One request to a hot endpoint with the cluster secret and `headers`, answer
@@ -392,7 +401,7 @@ impl NodeClient {
 
     /// `POST /read`: `keys` in one request; one answer per key, in order, `None`
     /// for a key the node left out of a full answer (read it alone with [`NodeClient::get`]).
-    pub async fn read_many(&self, base: &str, keys: &[&str]) -> Result<Vec<Option<Lookup>>, NodeError> {
+    pub async fn read_many(&self, base: &str, keys: &[&str]) -> Result<Vec<Option<Replica>>, NodeError> {
         let url = self.node_url(base, &["read"])?;
         let body =
             read::encode_request(keys.iter().copied()).map_err(|error| invalid_request(&url, &error.to_string()))?;
@@ -404,11 +413,11 @@ impl NodeClient {
         let entries =
             read::decode_answer(&answer.body, keys.len()).map_err(|error| invalid_response(&url, error.to_string()))?;
         // A reader sees an expired value as missing, as `GET /store/{key}` answers it.
-        let read_of = |lookup| match lookup {
-            Lookup::Expired(_) => Lookup::Missing,
-            lookup => lookup,
+        let read_of = |replica: Replica| match replica.lookup {
+            Lookup::Expired(_) => Replica { lookup: Lookup::Missing, ..replica },
+            _ => replica,
         };
-        Ok(entries.into_iter().map(|entry| entry.into_lookup().map(read_of)).collect())
+        Ok(entries.into_iter().map(|entry| entry.into_replica().map(read_of)).collect())
     }
 }
 

@@ -35,9 +35,22 @@
 //! 3. Evaluate the change against the current state. A refused precondition
 //!    commits the current state to the promisers that lack it (so what the 412
 //!    reveals is on a majority, as a strong read's repair does) and answers.
-//! 4. Otherwise propose the new record at this ballot, and on a majority of
-//!    acceptances commit it; the write is answered once a majority of each group
-//!    has it in its store, so a strong read after the answer sees it.
+//! 4. Otherwise propose the new record at this ballot. Once a majority of each
+//!    group accepted it, it is chosen: the write is answered, and the commits go
+//!    out in the background. A majority read that meets an accepted proposal
+//!    newer than every record it read ([`Acceptor::pending`]) cannot tell
+//!    whether it was chosen, so it settles the key through a round first
+//!    ([`needs_round`]); a strong read after the answer therefore sees it.
+//!
+//! # Fast rounds (one round trip)
+//! A proposer that just had its own proposal chosen knows the key's current
+//! record without asking. Its next write of the key skips the prepare
+//! ([`Proposer::after`]): it proposes at the ballot covering the chosen
+//! record's version, which outranks every ballot that could still choose
+//! anything but that record, and each owner accepts only when it knows of
+//! nothing newer ([`Acceptor::accept_fast`]), committing the chosen proposal by
+//! reference first when it is the one accepted there. Any refusal sends the
+//! operation back to an ordinary round.
 //!
 //! A round that meets a higher ballot ends as [`Outcome::Contended`]; the
 //! caller retries at a later ballot with the same [`Proposer::retry`], which
@@ -199,6 +212,57 @@ impl<V: Versioned> Acceptor<V> {
         Acceptance::Accepted
     }
 
+    /// The proposal accepted here that a fast proposal names as its base: made
+    /// at `after`, with the record version the fast ballot covers. The caller
+    /// commits it (stores its record) along with the fast proposal.
+    pub fn accepted_base(&self, after: Ballot, fast: Ballot) -> Option<&Proposal<V>> {
+        self.accepted.as_ref().filter(|accepted| accepted.ballot == after && accepted.value.version() == fast.time)
+    }
+
+    /// Handles a fast proposal ([`Message::AcceptAfter`]): one made without a
+    /// prepare on top of the proposer's own chosen record, whose version `base`
+    /// its ballot covers (`Ballot::covering(base)`). `committed` is the key's
+    /// record, or the base record when the caller commits it by reference
+    /// ([`Acceptor::accepted_base`]). Accepted only when this owner knows of
+    /// nothing after the base: no promise or commit above the fast ballot, the
+    /// base itself as its record (so a write that landed since is noticed), and
+    /// no other proposal newer than the base accepted. A ballot covering the
+    /// base outranks every ballot that could still choose a record other than
+    /// the base (their time is at most the base's version), and each owner
+    /// accepts at most one record newer than the base at it.
+    pub fn accept_fast(&mut self, proposal: Proposal<V>, committed: Option<&V>) -> Acceptance {
+        if self.accepted.as_ref() == Some(&proposal) || committed == Some(&proposal.value) {
+            return Acceptance::Accepted;
+        }
+        let base = proposal.ballot.time;
+        let fast = Ballot::covering(base);
+        let refused = |acceptor: &Self| {
+            let covering = committed.map(|record| Ballot::covering(record.version()));
+            Acceptance::Refused {
+                promised: acceptor.promised.max(acceptor.last_commit).max(covering).unwrap_or(fast).max(fast),
+            }
+        };
+        if proposal.ballot != fast
+            || proposal.value.version() <= base
+            || self.promised.max(self.last_commit).is_some_and(|promised| promised > fast)
+            || committed.map(Versioned::version) != Some(base)
+            || self.accepted.as_ref().is_some_and(|accepted| accepted.value.version() > base)
+        {
+            return refused(self);
+        }
+        self.promised = Some(fast);
+        self.accepted = Some(proposal);
+        Acceptance::Accepted
+    }
+
+    /// The version of a proposal accepted here that is newer than the record:
+    /// it may be chosen already, so a majority read that meets it must settle
+    /// the key through a round before answering ([`needs_round`]).
+    pub fn pending(&self, committed: Option<&V>) -> Option<u64> {
+        let stored = committed.map(Versioned::version);
+        self.accepted.as_ref().map(|accepted| accepted.value.version()).filter(|version| Some(*version) > stored)
+    }
+
     /// Handles the commit of `proposal` (the caller applies its record to the
     /// store): a proposal accepted at an earlier ballot, or this very one, is
     /// settled by it. (A round commits the current record to promisers that
@@ -281,6 +345,15 @@ impl Quorum {
     }
 }
 
+/// Whether a majority read whose newest record has version `newest` must go
+/// through a Paxos round before answering: a replica reported a pending
+/// proposal ([`Acceptor::pending`]) newer than that record. A conditional write
+/// is answered once a majority accepted it, before its record is stored
+/// everywhere, so such a proposal may be chosen; the round finishes it.
+pub fn needs_round(newest: Option<u64>, mut pending: impl Iterator<Item = u64>) -> bool {
+    pending.any(|version| Some(version) > newest)
+}
+
 /// What the proposer sends to an owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message<V> {
@@ -288,6 +361,15 @@ pub enum Message<V> {
     Prepare(Ballot),
     /// Accept this proposal.
     Accept(Proposal<V>),
+    /// Accept this proposal, made without a prepare right after the proposer's
+    /// own proposal at `after` was chosen (a fast round, [`Proposer::after`]);
+    /// commit that one first if it is the proposal accepted here.
+    AcceptAfter {
+        /// The new proposal, at the ballot covering the chosen record's version.
+        proposal: Proposal<V>,
+        /// The ballot the chosen proposal was made at.
+        after: Ballot,
+    },
     /// Store this record; settle proposals up to the ballot.
     Commit(Proposal<V>),
 }
@@ -317,7 +399,9 @@ pub enum Change<V> {
 /// How a conditional write ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome<V> {
-    /// The record is chosen and in a majority of each group's stores.
+    /// The record is chosen: a majority of each group accepted it (its commits
+    /// go out in the background, [`Proposer::background`]), or an earlier
+    /// round's proposal of this operation was found chosen.
     Written(V),
     /// The precondition failed against this current record (`None`: no record),
     /// which is in a majority of each group's stores.
@@ -358,8 +442,6 @@ enum Phase<V> {
         current: Proposal<V>,
         next: Proposal<V>,
     },
-    /// Committing this operation's record.
-    Commit(Proposal<V>),
     /// Making the refusal's current record a majority's before answering 412.
     Repair(Option<V>),
     Done,
@@ -388,6 +470,13 @@ pub struct Proposer<V, F> {
     mine: Vec<V>,
     /// Whether a proposal of this operation was sent in any round.
     proposed: bool,
+    /// For a fast round: the ballot of the chosen proposal it builds on.
+    fast_after: Option<Ballot>,
+    /// This operation's proposal once chosen, with its ballot.
+    chosen: Option<Proposal<V>>,
+    /// Messages to send without waiting for their answers (the commits of a
+    /// proposal answered as soon as a majority accepted it).
+    background: Vec<(usize, Message<V>)>,
 }
 
 impl<V: Versioned, F: FnMut(Option<&V>, u64) -> Change<V>> Proposer<V, F> {
@@ -395,6 +484,19 @@ impl<V: Versioned, F: FnMut(Option<&V>, u64) -> Change<V>> Proposer<V, F> {
     /// version the new record must carry) over `quorum`.
     pub fn new(quorum: Quorum, ballot: Ballot, change: F) -> Self {
         Self::round(quorum, ballot, change, Vec::new(), false)
+    }
+
+    /// A fast round: proposes `record` without a prepare, on top of this
+    /// proposer's own proposal made at `after` that a majority accepted, with
+    /// the record version `base` (the last write of the key it knows of; see
+    /// [`Proposer::chosen`]). One round trip instead of two; when an owner knows
+    /// of anything newer the round ends [`Outcome::Contended`] and the caller
+    /// retries with an ordinary round ([`Proposer::retry`]).
+    pub fn after(quorum: Quorum, after: Ballot, base: u64, record: V, change: F) -> Self {
+        assert!(record.version() > base, "a fast proposal is newer than the record it builds on");
+        let mut proposer = Self::round(quorum, Ballot::covering(base), change, vec![record], false);
+        proposer.fast_after = Some(after);
+        proposer
     }
 
     /// The same operation, again at a later `ballot` after contention or
@@ -420,6 +522,9 @@ impl<V: Versioned, F: FnMut(Option<&V>, u64) -> Change<V>> Proposer<V, F> {
             outranked_by: None,
             mine,
             proposed,
+            fast_after: None,
+            chosen: None,
+            background: Vec::new(),
         }
     }
 
@@ -439,8 +544,27 @@ impl<V: Versioned, F: FnMut(Option<&V>, u64) -> Change<V>> Proposer<V, F> {
         &self.quorum
     }
 
-    /// The first messages: a prepare to every owner.
+    /// This operation's proposal, once a round ended [`Outcome::Written`] by
+    /// choosing it (not when an earlier round's proposal was found chosen): the
+    /// base of a later fast round ([`Proposer::after`]).
+    pub fn chosen(&self) -> Option<&Proposal<V>> {
+        self.chosen.as_ref()
+    }
+
+    /// Messages to send once the round is done, without waiting for answers:
+    /// the commits of a proposal answered when a majority accepted it.
+    pub fn background(&mut self) -> Vec<(usize, Message<V>)> {
+        std::mem::take(&mut self.background)
+    }
+
+    /// The first messages: a prepare to every owner, or a fast round's proposal.
     pub fn start(&mut self) -> Step<V> {
+        if let Some(after) = self.fast_after.take() {
+            let proposal = Proposal { ballot: self.ballot, value: self.mine[0].clone() };
+            self.proposed = true;
+            self.phase = Phase::Propose(proposal.clone());
+            return self.broadcast(|_| Message::AcceptAfter { proposal: proposal.clone(), after });
+        }
         self.phase = Phase::Prepare;
         self.broadcast(Message::Prepare)
     }
@@ -478,15 +602,27 @@ impl<V: Versioned, F: FnMut(Option<&V>, u64) -> Change<V>> Proposer<V, F> {
                 if !self.quorum.reached(&self.yes) {
                     return Step::Wait;
                 }
-                let (Phase::Finish(proposal) | Phase::Propose(proposal)) = self.phase.clone() else { unreachable!() };
-                self.phase = if matches!(self.phase, Phase::Finish(_)) {
-                    Phase::FinishCommit(proposal.clone())
-                } else {
-                    Phase::Commit(proposal.clone())
-                };
-                self.broadcast(|_| Message::Commit(proposal.clone()))
+                match self.phase.clone() {
+                    Phase::Propose(proposal) => {
+                        // Chosen: answer now, and commit in the background. A majority read that
+                        // meets the proposal before its commit finishes it first (`needs_round`).
+                        self.background = self
+                            .quorum
+                            .members()
+                            .into_iter()
+                            .map(|owner| (owner, Message::Commit(proposal.clone())))
+                            .collect();
+                        self.chosen = Some(proposal.clone());
+                        self.finish(Outcome::Written(proposal.value))
+                    }
+                    Phase::Finish(proposal) => {
+                        self.phase = Phase::FinishCommit(proposal.clone());
+                        self.broadcast(|_| Message::Commit(proposal.clone()))
+                    }
+                    _ => unreachable!("only proposing phases count acceptances"),
+                }
             }
-            (Phase::FinishCommit(_) | Phase::Commit(_) | Phase::Repair(_) | Phase::Settle { .. }, Reply::Committed) => {
+            (Phase::FinishCommit(_) | Phase::Repair(_) | Phase::Settle { .. }, Reply::Committed) => {
                 self.yes.insert(owner);
                 if self.quorum.reached(&self.yes) { self.on_committed_quorum() } else { Step::Wait }
             }
@@ -521,9 +657,9 @@ impl<V: Versioned, F: FnMut(Option<&V>, u64) -> Change<V>> Proposer<V, F> {
     fn on_committed_quorum(&mut self) -> Step<V> {
         match self.phase.clone() {
             Phase::Settle { next, .. } => self.propose(next),
-            Phase::Commit(proposal) => self.finish(Outcome::Written(proposal.value)),
             Phase::Repair(current) => self.finish(Outcome::Refused(current)),
             Phase::FinishCommit(proposal) if self.mine.contains(&proposal.value) => {
+                self.chosen = Some(proposal.clone());
                 self.finish(Outcome::Written(proposal.value))
             }
             // Another operation's write is settled; ours needs a later ballot.

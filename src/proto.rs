@@ -13,6 +13,9 @@ pub const VERSION_HEADER: &str = "x-version";
 pub const EXPIRES_AT_HEADER: &str = "x-expires-at";
 /// Header set to `true` on a node's 404 when the key is a tombstone (deleted at `x-version`).
 pub const TOMBSTONE_HEADER: &str = "x-tombstone";
+/// Header on a node's answer to a read naming the version of a conditional write it accepted and
+/// has not seen committed, newer than what it holds ([`crate::wire::read::Replica::pending`]).
+pub const PENDING_HEADER: &str = "x-pending";
 /// Header the client sends to choose the consistency level.
 pub const CONSISTENCY_HEADER: &str = "x-consistency";
 /// Header carrying the end-user API key.
@@ -481,6 +484,14 @@ pub struct GatewayMetrics {
     /// Conditional writes refused with 412 (the precondition did not hold).
     #[serde(default)]
     pub conditional_failed: u64,
+    /// Conditional writes chosen by a fast round (one round trip, on this gateway's previous
+    /// write of the key).
+    #[serde(default)]
+    pub conditional_fast: u64,
+    /// Strong reads that met a conditional write not yet committed and settled the key through a
+    /// Paxos round before answering.
+    #[serde(default)]
+    pub reads_settled: u64,
     /// The storage nodes' clocks minus this gateway's (median, ms); `null` before the first probe.
     #[serde(default)]
     pub clock_offset_ms: Option<i64>,

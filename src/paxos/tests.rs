@@ -86,10 +86,12 @@ fn increment(current: Option<&Counter>, version: u64) -> Change<Counter> {
     Change::Write(counter(version, current.map_or(0, |record| record.count) + 1))
 }
 
-#[test]
-fn an_uncontended_write_takes_prepare_accept_and_commit() {
-    let mut nodes: Vec<(Acceptor<Counter>, Option<Counter>)> = vec![(Acceptor::default(), None); 3];
-    let mut proposer = Proposer::new(Quorum::new(vec![vec![0, 1, 2]]), ballot(100, 1), increment);
+/// A change as a plain function.
+type Rule = fn(Option<&Counter>, u64) -> Change<Counter>;
+
+/// Drives `proposer` to its end, every owner answering each phase; returns the
+/// outcome and the round trips taken, then delivers its background commits.
+fn run(nodes: &mut [Owner], proposer: &mut Proposer<Counter, Rule>) -> (Outcome<Counter>, usize) {
     let mut step = proposer.start();
     let mut round_trips = 0;
     let outcome = loop {
@@ -109,9 +111,62 @@ fn an_uncontended_write_takes_prepare_accept_and_commit() {
             Step::Wait => panic!("every owner answered, yet the proposer waits"),
         }
     };
-    assert_eq!(outcome, Outcome::Written(counter(100, 1)));
-    assert_eq!(round_trips, 3);
-    assert!(nodes.iter().filter(|(_, store)| *store == Some(counter(100, 1))).count() >= 2);
+    for (owner, message) in proposer.background() {
+        deliver(&mut nodes[owner], message, &mut BTreeMap::new()).unwrap();
+    }
+    (outcome, round_trips)
+}
+
+#[test]
+fn an_uncontended_write_takes_two_round_trips_and_the_next_one_one() {
+    let mut nodes: Vec<Owner> = vec![(Acceptor::default(), None); 3];
+    let quorum = Quorum::new(vec![vec![0, 1, 2]]);
+    let mut proposer = Proposer::new(quorum.clone(), ballot(100, 1), increment as Rule);
+    assert_eq!(run(&mut nodes, &mut proposer), (Outcome::Written(counter(100, 1)), 2), "prepare, accept");
+    assert!(nodes.iter().all(|(_, store)| *store == Some(counter(100, 1))), "committed in the background");
+
+    // The same proposer's next write builds on its chosen proposal without a prepare.
+    let chosen = proposer.chosen().cloned().expect("chosen");
+    let mut fast =
+        Proposer::after(quorum.clone(), chosen.ballot, chosen.value.version, counter(105, 2), increment as Rule);
+    assert_eq!(run(&mut nodes, &mut fast), (Outcome::Written(counter(105, 2)), 1), "one round trip");
+    assert!(nodes.iter().all(|(_, store)| *store == Some(counter(105, 2))));
+
+    // An owner that stored a newer write meanwhile refuses a fast round built on an older one.
+    let chosen = fast.chosen().cloned().expect("chosen");
+    nodes[0].1 = Some(counter(107, 9));
+    nodes[1].1 = Some(counter(107, 9));
+    let mut stale = Proposer::after(quorum, chosen.ballot, chosen.value.version, counter(110, 3), increment as Rule);
+    assert!(matches!(run(&mut nodes, &mut stale), (Outcome::Contended(_), 1)));
+    let (outcome, _) = run(&mut nodes, &mut stale.retry(ballot(120, 1)));
+    assert_eq!(outcome, Outcome::Written(counter(120, 10)), "the ordinary round builds on the newer write");
+}
+
+#[test]
+fn a_fast_proposal_commits_its_base_by_reference_and_each_owner_accepts_one_successor() {
+    let base = Proposal { ballot: ballot(100, 1), value: counter(100, 1) };
+    let mut acceptor = Acceptor::default();
+    assert_eq!(acceptor.accept(base.clone(), None), Acceptance::Accepted);
+    let fast = |version, count| Proposal { ballot: Ballot::covering(100), value: counter(version, count) };
+    assert_eq!(acceptor.accepted_base(ballot(100, 1), Ballot::covering(100)), Some(&base));
+    assert_eq!(acceptor.accepted_base(ballot(99, 1), Ballot::covering(100)), None, "another ballot");
+    // Judged against the base it commits: accepted; a second successor of the same base is not.
+    assert_eq!(acceptor.accept_fast(fast(105, 2), Some(&base.value)), Acceptance::Accepted);
+    assert_eq!(acceptor.accept_fast(fast(105, 2), Some(&base.value)), Acceptance::Accepted, "a repeat");
+    assert!(matches!(acceptor.accept_fast(fast(106, 7), Some(&base.value)), Acceptance::Refused { .. }));
+    // Without the base in its store or accepted, an owner refuses.
+    let mut behind = Acceptor::default();
+    assert!(matches!(behind.accept_fast(fast(105, 2), Some(&counter(90, 0))), Acceptance::Refused { .. }));
+    assert!(matches!(behind.accept_fast(fast(105, 2), None), Acceptance::Refused { .. }));
+    // A promise above the fast ballot wins.
+    let mut promised = Acceptor::default();
+    assert!(matches!(promised.prepare(ballot(101, 3), Some(&base.value)), Promise::Promised { .. }));
+    assert_eq!(promised.accept_fast(fast(105, 2), Some(&base.value)), Acceptance::Refused { promised: ballot(101, 3) });
+    // A pending proposal is one newer than the record.
+    assert_eq!(acceptor.pending(Some(&base.value)), Some(105));
+    assert_eq!(acceptor.pending(Some(&counter(105, 2))), None);
+    assert!(needs_round(Some(100), [105].into_iter()));
+    assert!(!needs_round(Some(105), [105].into_iter()));
 }
 
 #[test]
@@ -144,25 +199,51 @@ fn deliver(
     message: Message<Counter>,
     chosen: &mut BTreeMap<u64, Counter>,
 ) -> Result<Reply<Counter>, String> {
-    let (acceptor, store) = owner;
     Ok(match message {
-        Message::Prepare(ballot) => Reply::Promise(acceptor.prepare(ballot, store.as_ref())),
-        Message::Accept(proposal) => Reply::Acceptance(acceptor.accept(proposal, store.as_ref())),
+        Message::Prepare(ballot) => Reply::Promise(owner.0.prepare(ballot, owner.1.as_ref())),
+        Message::Accept(proposal) => Reply::Acceptance(owner.0.accept(proposal, owner.1.as_ref())),
+        Message::AcceptAfter { proposal, after } => {
+            // As the node does: judge against the base when it commits it by reference, then commit it.
+            let base = owner.0.accepted_base(after, proposal.ballot).cloned();
+            let view = match (&base, owner.1) {
+                (Some(base), Some(record)) if record.version >= base.value.version => Some(record),
+                (Some(base), _) => Some(base.value),
+                (None, record) => record,
+            };
+            let acceptance = owner.0.accept_fast(proposal, view.as_ref());
+            if let Some(base) = base {
+                commit(owner, base, chosen)?;
+            }
+            Reply::Acceptance(acceptance)
+        }
         Message::Commit(proposal) => {
-            let record = proposal.value;
-            if let Some(earlier) = chosen.insert(record.version, record)
-                && earlier != record
-            {
-                return Err(format!("version {} was committed as {earlier:?} and as {record:?}", record.version));
-            }
-            if store.is_none_or(|stored| stored.version < record.version) {
-                *store = Some(record);
-                acceptor.stored(record.version);
-            }
-            acceptor.commit(&Proposal { ballot: proposal.ballot, value: record });
+            commit(owner, proposal, chosen)?;
             Reply::Committed
         }
     })
+}
+
+fn commit(owner: &mut Owner, proposal: Proposal<Counter>, chosen: &mut BTreeMap<u64, Counter>) -> Result<(), String> {
+    let (acceptor, store) = owner;
+    let record = proposal.value;
+    if let Some(earlier) = chosen.insert(record.version, record)
+        && earlier != record
+    {
+        return Err(format!("version {} was committed as {earlier:?} and as {record:?}", record.version));
+    }
+    if store.is_none_or(|stored| stored.version < record.version) {
+        *store = Some(record);
+        acceptor.stored(record.version);
+    }
+    acceptor.commit(&proposal);
+    Ok(())
+}
+
+/// What a replica answers a majority read: its record and the version of a
+/// pending proposal, as the node's read does.
+fn read(owner: &Owner) -> (Option<Counter>, Option<u64>) {
+    let (acceptor, store) = owner;
+    (*store, acceptor.pending(store.as_ref()))
 }
 
 /// What can go wrong, and how often (per mille of steps).
@@ -175,13 +256,51 @@ struct Weather {
     /// A broken owner that forgets its Paxos state when it restarts (to show
     /// the checker catches a protocol that does not persist before replying).
     amnesia: bool,
+    /// Whether clients also read (majority reads) and take fast rounds.
+    reads: bool,
+    fast: bool,
+    /// A broken read that answers the newest record and ignores pending proposals.
+    stale_reads: bool,
 }
 
 #[derive(Debug, Clone)]
 enum Envelope {
-    ToOwner { client: usize, tag: u64, owner: usize, message: Message<Counter> },
-    ToClient { client: usize, tag: u64, owner: usize, reply: Reply<Counter> },
+    ToOwner {
+        client: usize,
+        tag: u64,
+        owner: usize,
+        message: Message<Counter>,
+    },
+    ToClient {
+        client: usize,
+        tag: u64,
+        owner: usize,
+        reply: Reply<Counter>,
+    },
+    /// A majority read's request to one replica, and its answer (`None`: failed).
+    ReadAsk {
+        client: usize,
+        tag: u64,
+        owner: usize,
+    },
+    ReadAnswer {
+        client: usize,
+        tag: u64,
+        owner: usize,
+        answer: Option<(Option<Counter>, Option<u64>)>,
+    },
 }
+
+/// A majority read in progress: who answered, and what.
+#[derive(Debug, Default)]
+struct Reading {
+    yes: BTreeSet<usize>,
+    no: BTreeSet<usize>,
+    answers: Vec<(Option<Counter>, Option<u64>)>,
+}
+
+/// The tag of background messages, whose answers nobody waits for.
+const BACKGROUND: u64 = u64::MAX;
 
 /// An operation as the history checker sees it.
 #[derive(Debug, Clone)]
@@ -198,6 +317,10 @@ type Change1 = Box<dyn FnMut(Option<&Counter>, u64) -> Change<Counter>>;
 
 struct Client {
     proposer: Option<Proposer<Counter, Change1>>,
+    /// A majority read in progress.
+    reading: Option<Reading>,
+    /// This client's last chosen proposal: the base of a fast round.
+    cache: Option<Proposal<Counter>>,
     tag: u64,
     operation: usize,
     attempts: u32,
@@ -223,7 +346,15 @@ fn simulate(
     let mut clock = 1_000u64;
     let mut now = 0u64;
     let mut clients: Vec<Client> = (0..clients)
-        .map(|_| Client { proposer: None, tag: 0, operation: 0, attempts: 0, remaining: operations })
+        .map(|_| Client {
+            proposer: None,
+            reading: None,
+            cache: None,
+            tag: 0,
+            operation: 0,
+            attempts: 0,
+            remaining: operations,
+        })
         .collect();
 
     let send = |network: &mut Vec<Envelope>, client: usize, tag: u64, messages: Vec<(usize, Message<Counter>)>| {
@@ -237,8 +368,24 @@ fn simulate(
         let calm = step > 20_000;
         // Idle clients start their next operation.
         for (id, client) in clients.iter_mut().enumerate() {
-            if client.proposer.is_none() && client.remaining > 0 {
+            if client.proposer.is_none() && client.reading.is_none() && client.remaining > 0 {
                 client.remaining -= 1;
+                if weather.reads && rng.random_bool(0.3) {
+                    history.push(Operation {
+                        invoked_at: now,
+                        completed_at: None,
+                        expected: None,
+                        result: None,
+                        in_doubt: false,
+                    });
+                    client.operation = history.len() - 1;
+                    client.tag += 1;
+                    client.reading = Some(Reading::default());
+                    for owner in quorum.members() {
+                        network.push(Envelope::ReadAsk { client: id, tag: client.tag, owner });
+                    }
+                    continue;
+                }
                 let expected = rng.random_bool(0.3).then(|| rng.random_range(0..(operations * 2) as u64));
                 history.push(Operation {
                     invoked_at: now,
@@ -248,7 +395,7 @@ fn simulate(
                     in_doubt: false,
                 });
                 client.operation = history.len() - 1;
-                let change: Change1 = Box::new(move |current: Option<&Counter>, version| {
+                let mut change: Change1 = Box::new(move |current: Option<&Counter>, version| {
                     let count = current.map_or(0, |record| record.count);
                     match expected {
                         Some(expected) if expected != count => Change::Refuse,
@@ -256,7 +403,22 @@ fn simulate(
                     }
                 });
                 clock += 1;
-                let mut proposer = Proposer::new(quorum.clone(), ballot(clock, id as u64), change);
+                // After its own write was chosen, a client usually goes straight to a fast round
+                // (never to a refusal: what it knows may be stale, an ordinary round decides that).
+                let fast =
+                    client.cache.take().filter(|_| weather.fast && rng.random_bool(0.8)).and_then(|base| match change(
+                        Some(&base.value),
+                        clock,
+                    ) {
+                        Change::Write(record) => Some((base, record)),
+                        Change::Refuse => None,
+                    });
+                let mut proposer = match fast {
+                    Some((base, record)) => {
+                        Proposer::after(quorum.clone(), base.ballot, base.value.version, record, change)
+                    }
+                    None => Proposer::new(quorum.clone(), ballot(clock, id as u64), change),
+                };
                 client.attempts = 0;
                 client.tag += 1;
                 if let Step::Send(messages) = proposer.start() {
@@ -266,7 +428,10 @@ fn simulate(
             }
         }
         if network.is_empty() {
-            if clients.iter().all(|client| client.proposer.is_none() && client.remaining == 0) {
+            if clients
+                .iter()
+                .all(|client| client.proposer.is_none() && client.reading.is_none() && client.remaining == 0)
+            {
                 break;
             }
             continue;
@@ -291,6 +456,10 @@ fn simulate(
         if !calm && roll < weather.crash + weather.abandon {
             // A client gives up waiting (its gateway timed out or died).
             let id = rng.random_range(0..clients.len());
+            if clients[id].reading.take().is_some() {
+                history[clients[id].operation].completed_at = Some(now);
+                clients[id].tag += 1;
+            }
             if let Some(proposer) = clients[id].proposer.take() {
                 let operation = &mut history[clients[id].operation];
                 operation.in_doubt = proposer.proposed;
@@ -311,6 +480,51 @@ fn simulate(
                     if lost || !up[owner] { Reply::Failed } else { deliver(&mut owners[owner], message, &mut chosen)? };
                 network.push(Envelope::ToClient { client, tag, owner, reply });
             }
+            Envelope::ReadAsk { client, tag, owner } => {
+                let answer = (!lost && up[owner]).then(|| read(&owners[owner]));
+                network.push(Envelope::ReadAnswer { client, tag, owner, answer });
+            }
+            Envelope::ReadAnswer { client: id, tag, owner, answer } => {
+                let client = &mut clients[id];
+                let Some(reading) = client.reading.as_mut().filter(|_| tag == client.tag) else { continue };
+                match answer.filter(|_| !lost) {
+                    Some(answer) => {
+                        if reading.yes.insert(owner) {
+                            reading.answers.push(answer);
+                        }
+                    }
+                    None => {
+                        reading.no.insert(owner);
+                    }
+                }
+                let operation = &mut history[client.operation];
+                if quorum.reached(&reading.yes) {
+                    let newest =
+                        reading.answers.iter().filter_map(|(record, _)| *record).max_by_key(|record| record.version);
+                    let pending = reading.answers.iter().filter_map(|(_, pending)| *pending);
+                    if !weather.stale_reads && needs_round(newest.map(|record| record.version), pending) {
+                        // A proposal newer than every record read may be chosen: settle it through a round.
+                        clock += 1;
+                        let refuse: Change1 = Box::new(|_: Option<&Counter>, _| Change::Refuse);
+                        let mut proposer = Proposer::new(quorum.clone(), ballot(clock, id as u64), refuse);
+                        client.reading = None;
+                        client.attempts = 0;
+                        client.tag += 1;
+                        if let Step::Send(messages) = proposer.start() {
+                            send(&mut network, id, client.tag, messages);
+                        }
+                        client.proposer = Some(proposer);
+                    } else {
+                        operation.result = Some(Err(newest.map(|record| record.count)));
+                        operation.completed_at = Some(now);
+                        client.reading = None;
+                    }
+                } else if !quorum.possible(&reading.no) {
+                    // Too few replicas answered: the read fails (a 503), having observed nothing.
+                    operation.completed_at = Some(now);
+                    client.reading = None;
+                }
+            }
             Envelope::ToClient { client: id, tag, owner, reply } => {
                 let client = &mut clients[id];
                 if tag != client.tag {
@@ -325,10 +539,14 @@ fn simulate(
                         send(&mut network, id, client.tag, messages);
                     }
                     Step::Done(outcome) => {
+                        for (owner, message) in proposer.background() {
+                            network.push(Envelope::ToOwner { client: id, tag: BACKGROUND, owner, message });
+                        }
                         let operation = &mut history[client.operation];
                         let retry_after = match outcome {
                             Outcome::Written(record) => {
                                 operation.result = Some(Ok(record.count));
+                                client.cache = proposer.chosen().cloned();
                                 None
                             }
                             Outcome::Refused(current) => {
@@ -365,7 +583,7 @@ fn simulate(
             }
         }
     }
-    if clients.iter().any(|client| client.proposer.is_some() || client.remaining > 0) {
+    if clients.iter().any(|client| client.proposer.is_some() || client.reading.is_some() || client.remaining > 0) {
         return Err("the history did not finish once the network was calm".into());
     }
 
@@ -405,7 +623,8 @@ fn simulate(
 
 /// A counter history is linearizable when the successful increments produced
 /// distinct counts, the final count is their number plus some in-doubt ones,
-/// and no answer is older than an answer completed before it was asked.
+/// and no answer (a write's count, a refusal's or a read's current count) is
+/// older than an answer completed before it was asked.
 fn check(history: &[Operation], final_count: u64) -> Result<(), String> {
     let written: Vec<u64> = history.iter().filter_map(|operation| operation.result?.ok()).collect();
     let in_doubt = history.iter().filter(|operation| operation.result.is_none() && operation.in_doubt).count() as u64;
@@ -439,10 +658,15 @@ fn check(history: &[Operation], final_count: u64) -> Result<(), String> {
             return Err(format!("a conditional increment from {:?} wrote {count}", operation.expected));
         }
         for before in history.iter().filter(|before| before.completed_at.is_some_and(|at| at < operation.invoked_at)) {
-            if let Some(Ok(earlier)) = before.result
-                && earlier > observed
-            {
-                return Err(format!("an operation saw count {observed} after an increment to {earlier} had completed"));
+            let earlier = match before.result {
+                Some(Ok(count)) => count,
+                Some(Err(current)) => current.unwrap_or(0),
+                None => continue,
+            };
+            if earlier > observed {
+                return Err(format!(
+                    "an operation saw count {observed} after an answer with count {earlier} had completed"
+                ));
             }
         }
     }
@@ -471,8 +695,10 @@ proptest! {
         duplicate in 0u32..100,
         crash in 0u32..30,
         abandon in 0u32..10,
+        reads in any::<bool>(),
+        fast in any::<bool>(),
     ) {
-        let weather = Weather { lose, duplicate, crash, abandon, amnesia: false };
+        let weather = Weather { lose, duplicate, crash, abandon, amnesia: false, reads, fast, stale_reads: false };
         if let Err(violation) = simulate(seed, groups, clients, operations, weather) {
             return Err(TestCaseError::fail(violation));
         }
@@ -481,7 +707,16 @@ proptest! {
 
 #[test]
 fn the_checker_catches_owners_that_forget_their_promises() {
-    let weather = Weather { lose: 50, duplicate: 30, crash: 60, abandon: 0, amnesia: true };
+    let weather = Weather {
+        lose: 50,
+        duplicate: 30,
+        crash: 60,
+        abandon: 0,
+        amnesia: true,
+        reads: true,
+        fast: true,
+        stale_reads: false,
+    };
     let caught = (0..400u64).find_map(|seed| simulate(seed, vec![vec![0, 1, 2]], 4, 5, weather).err());
     assert!(caught.is_some(), "forgetting accepted proposals on restart must break some history");
 }
@@ -509,4 +744,20 @@ fn replay_joins_logged_states_in_any_order() {
     let mut replayed = later.clone();
     replayed.merge(accepted.clone());
     assert_eq!((replayed.accepted, replayed.held), (None, vec![8]));
+}
+
+#[test]
+fn the_checker_catches_reads_that_ignore_pending_proposals() {
+    let weather = Weather {
+        lose: 100,
+        duplicate: 0,
+        crash: 0,
+        abandon: 0,
+        amnesia: false,
+        reads: true,
+        fast: true,
+        stale_reads: true,
+    };
+    let caught = (0..400u64).find_map(|seed| simulate(seed, vec![vec![0, 1, 2]], 4, 5, weather).err());
+    assert!(caught.is_some(), "a read that misses a chosen but uncommitted write must break some history");
 }

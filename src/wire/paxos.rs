@@ -7,12 +7,13 @@
 //! ```text
 //! request   8 bytes  magic "YDHTPXQ" + format version byte (1)
 //!           4 bytes  message count N (u32), 1..=MAX_MESSAGES, then N messages:
-//!           1 byte   message: 1 prepare, 2 accept, 3 commit
+//!           1 byte   message: 1 prepare, 2 accept, 3 commit, 4 accept after (a fast round)
 //!           2+K      key length (u16), key (UTF-8, the node's storage key)
 //!           16       ballot: time (u64), proposer (u64)
+//!           16       accept after only: the ballot of the chosen proposal it builds on
 //!           2+8A     prepare only: A versions (u16 count, u64 each) the promise says whether
 //!                    the owner stored (the versions a retrying proposer proposed before)
-//!           frame    accept and commit only: the proposed record (a WAL record frame, same key)
+//!           frame    accept, commit and accept after: the proposed record (a WAL record frame, same key)
 //!
 //! answer    8 bytes  magic "YDHTPXA" + format version byte (1)
 //!           4 bytes  reply count (u32), equal to the request's N, then one reply per message, in order:
@@ -120,6 +121,7 @@ pub struct Request {
 const PREPARE: u8 = 1;
 const ACCEPT: u8 = 2;
 const COMMIT: u8 = 3;
+const ACCEPT_AFTER: u8 = 4;
 /// Most versions a prepare asks about.
 pub const MAX_ASKED: usize = 1024;
 
@@ -151,14 +153,20 @@ pub fn encode_requests(requests: &[Request]) -> Result<Vec<u8>, EncodeError> {
 }
 
 fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let (kind, ballot, record) = match &request.message {
-        Message::Prepare(ballot) => (PREPARE, *ballot, None),
-        Message::Accept(proposal) => (ACCEPT, proposal.ballot, Some(&proposal.value)),
-        Message::Commit(proposal) => (COMMIT, proposal.ballot, Some(&proposal.value)),
+    let (kind, ballot, record, after) = match &request.message {
+        Message::Prepare(ballot) => (PREPARE, *ballot, None, None),
+        Message::Accept(proposal) => (ACCEPT, proposal.ballot, Some(&proposal.value), None),
+        Message::Commit(proposal) => (COMMIT, proposal.ballot, Some(&proposal.value), None),
+        Message::AcceptAfter { proposal, after } => {
+            (ACCEPT_AFTER, proposal.ballot, Some(&proposal.value), Some(*after))
+        }
     };
     out.push(kind);
     put_key(out, &request.key)?;
     put_ballot(out, ballot);
+    if let Some(after) = after {
+        put_ballot(out, after);
+    }
     if let Some(record) = record {
         record::encode(record, out)?;
     } else {
@@ -201,13 +209,18 @@ fn decode_request(reader: &mut Fields<'_>) -> Result<Request, PaxosBodyError> {
             }
             Message::Prepare(ballot)
         }
-        ACCEPT | COMMIT => {
+        ACCEPT | COMMIT | ACCEPT_AFTER => {
+            let after = if kind == ACCEPT_AFTER { Some(reader.ballot()?) } else { None };
             let value = reader.record()?;
             if value.key != key {
                 return Err(PaxosBodyError::OtherKey { key, record: value.key });
             }
             let proposal = Proposal { ballot, value };
-            if kind == ACCEPT { Message::Accept(proposal) } else { Message::Commit(proposal) }
+            match (kind, after) {
+                (ACCEPT, _) => Message::Accept(proposal),
+                (_, Some(after)) => Message::AcceptAfter { proposal, after },
+                _ => Message::Commit(proposal),
+            }
         }
         value => return Err(reader.error(DecodeError::Unknown { what: "Paxos message", value })),
     };
@@ -280,8 +293,10 @@ fn decode_reply(reader: &mut Fields<'_>, asked: &Message<Record>) -> Result<Repl
             Reply::Promise(Promise::Promised { accepted, committed, last_commit, held })
         }
         (REFUSED, Message::Prepare(_)) => Reply::Promise(Promise::Refused { promised: reader.ballot()? }),
-        (REFUSED, Message::Accept(_)) => Reply::Acceptance(Acceptance::Refused { promised: reader.ballot()? }),
-        (ACCEPTED, Message::Accept(_)) => Reply::Acceptance(Acceptance::Accepted),
+        (REFUSED, Message::Accept(_) | Message::AcceptAfter { .. }) => {
+            Reply::Acceptance(Acceptance::Refused { promised: reader.ballot()? })
+        }
+        (ACCEPTED, Message::Accept(_) | Message::AcceptAfter { .. }) => Reply::Acceptance(Acceptance::Accepted),
         (COMMITTED, Message::Commit(_)) => Reply::Committed,
         (value, _) => return Err(reader.error(DecodeError::Unknown { what: "Paxos reply to this message", value })),
     };
@@ -443,6 +458,10 @@ mod tests {
             Message::Prepare(ballot),
             Message::Accept(Proposal { ballot, value: record(5) }),
             Message::Commit(Proposal { ballot, value: Record::delete("7/k", 5) }),
+            Message::AcceptAfter {
+                proposal: Proposal { ballot: Ballot::covering(5), value: record(7) },
+                after: ballot,
+            },
         ] {
             let held = if matches!(message, Message::Prepare(_)) { vec![3, 4] } else { Vec::new() };
             let request = Request { key: "7/k".into(), held, message };

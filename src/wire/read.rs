@@ -16,6 +16,8 @@
 //!             tag 2  value: version (u64), expires_at (u64, 0 = never),
 //!                    content type length (u16), content type, value length (u32), value
 //!             tag 3  left out: the answer reached its byte limit; read this key alone
+//!             tag 4  pending: version (u64) of a conditional write the node accepted and has
+//!                    not seen committed, newer than what it holds; then the key's entry (tag 0-2)
 //! ```
 //!
 //! Nothing may follow the last key or entry. A malformed request is refused
@@ -67,6 +69,23 @@ impl Lookup {
     }
 }
 
+/// What a replica holds for a key, as a majority read needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    /// What it holds.
+    pub lookup: Lookup,
+    /// The version of a conditional write it accepted and has not seen committed, newer than
+    /// what it holds ([`crate::paxos::Acceptor::pending`]): it may be chosen already, and a
+    /// majority read that meets it settles the key first ([`crate::paxos::needs_round`]).
+    pub pending: Option<u64>,
+}
+
+impl From<Lookup> for Replica {
+    fn from(lookup: Lookup) -> Self {
+        Self { lookup, pending: None }
+    }
+}
+
 /// Magic at the start of a request body.
 pub const REQUEST_MAGIC: &[u8; 7] = b"YDHTRDQ";
 /// Magic at the start of an answer body.
@@ -82,21 +101,22 @@ const MISSING: u8 = 0;
 const TOMBSTONE: u8 = 1;
 const VALUE: u8 = 2;
 const LEFT_OUT: u8 = 3;
+const PENDING: u8 = 4;
 
 /// What the answer says of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
     /// What the node holds (an expired value reads as missing).
-    Read(Lookup),
+    Read(Replica),
     /// Not in this answer (its byte limit was reached first); read the key alone.
     LeftOut,
 }
 
 impl Entry {
     /// What the node holds, or `None` for a key left out ([`encode_answer`]'s input form).
-    pub fn into_lookup(self) -> Option<Lookup> {
+    pub fn into_replica(self) -> Option<Replica> {
         match self {
-            Entry::Read(lookup) => Some(lookup),
+            Entry::Read(replica) => Some(replica),
             Entry::LeftOut => None,
         }
     }
@@ -143,20 +163,24 @@ fn keys_out_of_range(count: usize) -> BodyError {
     BodyError::Count { body: "request", verb: "names", base: "name", items: "keys", count, max: MAX_READ_KEYS }
 }
 
-/// Encodes the answer to a read of `lookups.len()` keys; `None` is a key left out.
-pub fn encode_answer(lookups: &[Option<Lookup>]) -> Vec<u8> {
-    let values: usize = lookups
+/// Encodes the answer to a read of `replicas.len()` keys; `None` is a key left out.
+pub fn encode_answer(replicas: &[Option<Replica>]) -> Vec<u8> {
+    let values: usize = replicas
         .iter()
-        .map(|lookup| match lookup {
+        .map(|replica| match replica.as_ref().map(|replica| &replica.lookup) {
             Some(Lookup::Found(found)) => found.value.len() + found.content_type.len(),
             _ => 0,
         })
         .sum();
-    let mut body = Vec::with_capacity(FILE_HEADER_BYTES + 4 + lookups.len() * 23 + values);
+    let mut body = Vec::with_capacity(FILE_HEADER_BYTES + 4 + replicas.len() * 23 + values);
     body.extend_from_slice(&file_header(ANSWER_MAGIC));
-    body.extend_from_slice(&(lookups.len() as u32).to_le_bytes());
-    for lookup in lookups {
-        match lookup {
+    body.extend_from_slice(&(replicas.len() as u32).to_le_bytes());
+    for replica in replicas {
+        if let Some(pending) = replica.as_ref().and_then(|replica| replica.pending) {
+            body.push(PENDING);
+            body.extend_from_slice(&pending.to_le_bytes());
+        }
+        match replica.as_ref().map(|replica| &replica.lookup) {
             None => body.push(LEFT_OUT),
             Some(Lookup::Missing | Lookup::Expired(_)) => body.push(MISSING),
             Some(Lookup::Tombstone(version)) => {
@@ -194,9 +218,16 @@ pub fn decode_answer(body: &Bytes, expected: usize) -> Result<Vec<Entry>, BodyEr
     let mut entries = Vec::with_capacity(count);
     for index in 0..count {
         let ends = |_| BodyError::EndsIn { body: "answer", item: "entry", index };
-        let entry = match reader.u8().map_err(ends)? {
-            MISSING => Entry::Read(Lookup::Missing),
-            TOMBSTONE => Entry::Read(Lookup::Tombstone(reader.u64().map_err(ends)?)),
+        let mut tag = reader.u8().map_err(ends)?;
+        let mut pending = None;
+        if tag == PENDING {
+            pending = Some(reader.u64().map_err(ends)?);
+            tag = reader.u8().map_err(ends)?;
+        }
+        let read = |lookup| Entry::Read(Replica { lookup, pending });
+        let entry = match tag {
+            MISSING => read(Lookup::Missing),
+            TOMBSTONE => read(Lookup::Tombstone(reader.u64().map_err(ends)?)),
             VALUE => {
                 let version = reader.u64().map_err(ends)?;
                 let expires_at = Some(reader.u64().map_err(ends)?).filter(|&millis| millis > 0);
@@ -206,14 +237,14 @@ pub fn decode_answer(body: &Bytes, expected: usize) -> Result<Vec<Entry>, BodyEr
                 let value_len = reader.u32().map_err(ends)? as usize;
                 let start = reader.at();
                 reader.take(value_len).map_err(ends)?;
-                Entry::Read(Lookup::Found(Found {
+                read(Lookup::Found(Found {
                     version,
                     expires_at,
                     content_type: content_type.into(),
                     value: body.slice(start..start + value_len),
                 }))
             }
-            LEFT_OUT => Entry::LeftOut,
+            LEFT_OUT if pending.is_none() => Entry::LeftOut,
             tag => return Err(BodyError::UnknownTag { index, tag }),
         };
         entries.push(entry);
@@ -257,32 +288,47 @@ mod tests {
             content_type: "text/plain".into(),
             value: Bytes::from_static(b"hello"),
         };
+        let pending = |lookup, pending| Replica { lookup, pending: Some(pending) };
         let lookups = [
-            Some(Lookup::Found(found.clone())),
-            Some(Lookup::Tombstone(7)),
-            Some(Lookup::Missing),
-            Some(Lookup::Expired(3)),
+            Some(Lookup::Found(found.clone()).into()),
+            Some(Lookup::Tombstone(7).into()),
+            Some(Lookup::Missing.into()),
+            Some(Lookup::Expired(3).into()),
             None,
-            Some(Lookup::Found(Found { expires_at: None, value: Bytes::new(), ..found.clone() })),
+            Some(Lookup::Found(Found { expires_at: None, value: Bytes::new(), ..found.clone() }).into()),
+            Some(pending(Lookup::Tombstone(7), 11)),
+            Some(pending(Lookup::Missing, 12)),
         ];
         let body = Bytes::from(encode_answer(&lookups));
         let entries = decode_answer(&body, lookups.len()).unwrap();
         assert_eq!(
             entries,
             vec![
-                Entry::Read(Lookup::Found(found.clone())),
-                Entry::Read(Lookup::Tombstone(7)),
-                Entry::Read(Lookup::Missing),
-                Entry::Read(Lookup::Missing),
+                Entry::Read(Lookup::Found(found.clone()).into()),
+                Entry::Read(Lookup::Tombstone(7).into()),
+                Entry::Read(Lookup::Missing.into()),
+                Entry::Read(Lookup::Missing.into()),
                 Entry::LeftOut,
-                Entry::Read(Lookup::Found(Found { expires_at: None, value: Bytes::new(), ..found })),
+                Entry::Read(Lookup::Found(Found { expires_at: None, value: Bytes::new(), ..found }).into()),
+                Entry::Read(pending(Lookup::Tombstone(7), 11)),
+                Entry::Read(pending(Lookup::Missing, 12)),
             ]
         );
 
-        assert!(decode_answer(&body, 5).unwrap_err().to_string().contains("6 entries for 5 keys"));
-        assert!(decode_answer(&body.slice(..body.len() - 1), 6).unwrap_err().to_string().contains("inside entry 5"));
+        assert!(decode_answer(&body, 5).unwrap_err().to_string().contains("8 entries for 5 keys"));
+        assert!(decode_answer(&body.slice(..body.len() - 1), 8).unwrap_err().to_string().contains("inside entry 7"));
         let mut bad_tag = body.to_vec();
         bad_tag[12] = 9;
-        assert!(decode_answer(&Bytes::from(bad_tag), 6).unwrap_err().to_string().contains("unknown tag 9"));
+        assert!(decode_answer(&Bytes::from(bad_tag), 8).unwrap_err().to_string().contains("unknown tag 9"));
+        // A pending version belongs to an entry: not to a key left out, not twice.
+        let mut pending_left_out = file_header(ANSWER_MAGIC).to_vec();
+        pending_left_out.extend_from_slice(&1u32.to_le_bytes());
+        pending_left_out.push(PENDING);
+        pending_left_out.extend_from_slice(&5u64.to_le_bytes());
+        let twice = [pending_left_out.clone(), vec![PENDING], 5u64.to_le_bytes().to_vec(), vec![MISSING]].concat();
+        pending_left_out.push(LEFT_OUT);
+        for body in [pending_left_out, twice] {
+            assert!(decode_answer(&Bytes::from(body), 1).unwrap_err().to_string().contains("unknown tag"));
+        }
     }
 }

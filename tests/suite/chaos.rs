@@ -747,6 +747,12 @@ async fn conditional_increments_lose_no_update_under_faults() {
     history.push(Event { key: "counter".into(), invoke, ret: Some(micros(started)), op: Op::Read(Some(text.clone())) });
     let counter: u64 = text.parse().unwrap();
     println!("chaos: the counter reads {counter}");
+    let metrics: serde_json::Value =
+        http.get(format!("{}/metrics", cluster.gateway.1)).send().await.unwrap().json().await.unwrap();
+    println!(
+        "chaos: {} increments took one round trip (fast rounds), {} strong reads met a pending write and settled it",
+        metrics["conditional_fast"], metrics["reads_settled"]
+    );
     let (history, verdict) = std::thread::Builder::new()
         .stack_size(512 << 20)
         .spawn(move || {

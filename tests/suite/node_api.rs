@@ -282,7 +282,7 @@ async fn the_gateways_batched_writes_answer_each_writer_and_a_bad_one_fails_alon
         }
     }
     for n in (0..64u64).filter(|n| *n != 13) {
-        let record = nodes.read(&node.url, &format!("u/{n}")).await.unwrap();
+        let record = nodes.read(&node.url, &format!("u/{n}")).await.unwrap().lookup;
         match (n, record) {
             (7, Lookup::Tombstone(version)) => assert_eq!(version, 100),
             (_, Lookup::Found(Found { value, version, .. })) => assert_eq!((&value[..], version), (&b"v"[..], 100 + n)),
@@ -325,7 +325,13 @@ async fn the_gateways_batched_reads_answer_each_reader_even_past_the_byte_limit(
     // One /read of everything: four big values fill the answer, the fifth is left out.
     let keys = ["u/small", "u/gone", "u/expired", "u/never", "u/big0", "u/big1", "u/big2", "u/big3", "u/big4"];
     let direct = nodeclient::NodeClient::new(Secret::new(SECRET), std::time::Duration::from_secs(10));
-    let answer = direct.read_many(&node.url, &keys).await.unwrap();
+    let answer: Vec<Option<Lookup>> = direct
+        .read_many(&node.url, &keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|read| read.map(|read| read.lookup))
+        .collect();
     assert_eq!(answer.len(), keys.len());
     match &answer[0] {
         Some(Lookup::Found(found)) => {
@@ -351,7 +357,7 @@ async fn the_gateways_batched_reads_answer_each_reader_even_past_the_byte_limit(
         .map(|n| {
             let (nodes, base) = (nodes.clone(), node.url.clone());
             let key = keys[n % keys.len()];
-            tokio::spawn(async move { (key, nodes.read(&base, key).await.unwrap()) })
+            tokio::spawn(async move { (key, nodes.read(&base, key).await.unwrap().lookup) })
         })
         .collect();
     for reader in readers {
@@ -409,7 +415,7 @@ async fn reads_fall_back_to_one_get_per_key_on_a_node_without_read() {
         .collect();
     for reader in readers {
         let (n, record) = reader.await.unwrap();
-        match record.unwrap() {
+        match record.unwrap().lookup {
             Lookup::Found(Found { value, version: 7, .. }) => assert_eq!(value, format!("value of u/{n}")),
             other => panic!("u/{n}: {other:?}"),
         }

@@ -100,7 +100,7 @@ proptest! {
         }
         let claimed = bytes.get(8..12).map_or(0, |count| u32::from_le_bytes(count.try_into().unwrap()) as usize);
         if let Ok(entries) = read::decode_answer(&bytes.clone().into(), claimed) {
-            let lookups: Vec<_> = entries.into_iter().map(read::Entry::into_lookup).collect();
+            let lookups: Vec<_> = entries.into_iter().map(read::Entry::into_replica).collect();
             prop_assert_eq!(read::encode_answer(&lookups), bytes.clone());
         }
     }
@@ -166,10 +166,11 @@ proptest! {
                 })
             })
             .collect();
-        let answer = Bytes::from(read::encode_answer(&lookups));
+        let replicas: Vec<Option<read::Replica>> = lookups.iter().cloned().map(|lookup| lookup.map(read::Replica::from)).collect();
+        let answer = Bytes::from(read::encode_answer(&replicas));
         let entries = read::decode_answer(&answer, lookups.len()).unwrap();
         let expected: Vec<read::Entry> =
-            lookups.iter().map(|lookup| lookup.clone().map_or(read::Entry::LeftOut, read::Entry::Read)).collect();
+            replicas.iter().map(|replica| replica.clone().map_or(read::Entry::LeftOut, read::Entry::Read)).collect();
         prop_assert_eq!(entries, expected);
         prop_assert!(read::decode_answer(&answer.slice(..cut.index(answer.len())), lookups.len()).is_err());
     }

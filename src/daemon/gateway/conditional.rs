@@ -10,7 +10,7 @@
 //! write that took effect in an earlier round is answered as written, never
 //! applied twice.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::quorum::{Mutation, MutationKind};
 use super::state::GatewayState;
 use crate::error::ApiError;
-use crate::paxos::{Ballot, Change, Outcome, Proposer, Quorum, Reply, Step};
+use crate::paxos::{Ballot, Change, Message, Outcome, Proposer, Quorum, Reply, Step};
 use crate::precondition::Condition;
 use crate::ring::NodeInfo;
 use crate::wal::Record;
@@ -78,6 +78,76 @@ fn mutation_of(record: &Record) -> Mutation {
     Mutation { version: record.version, kind }
 }
 
+/// What a gateway remembers of its last chosen write of a key: the base of a fast round
+/// ([`crate::paxos::Proposer::after`]), one round trip instead of two.
+#[derive(Debug, Clone)]
+struct FastBase {
+    /// The ballot the write was proposed at.
+    after: Ballot,
+    /// Its record without the value: version and liveness.
+    version: u64,
+    tombstone: bool,
+    expires_at: Option<u64>,
+    /// The owner ids and groups the round ran over; a fast round needs the same.
+    members: Vec<String>,
+    groups: Vec<Vec<usize>>,
+}
+
+/// Keys whose last chosen write this gateway remembers; past it the memory starts over.
+const MAX_FAST_BASES: usize = 65_536;
+
+/// The last chosen write of each key this gateway wrote conditionally (bounded by
+/// [`MAX_FAST_BASES`]). A request takes a key's entry out while it runs, so two requests never
+/// build a fast round on the same base.
+#[derive(Debug, Default)]
+pub struct FastBases(std::sync::Mutex<HashMap<String, FastBase>>);
+
+impl FastBases {
+    fn take(&self, key: &str) -> Option<FastBase> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key)
+    }
+
+    fn put(&self, key: &str, base: FastBase) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= MAX_FAST_BASES && !map.contains_key(key) {
+            map.clear();
+        }
+        map.insert(key.to_string(), base);
+    }
+}
+
+/// The owners a round of `key` runs over, and the groups of them that each need a majority:
+/// the key's owners, and during a membership change the old ring's owners too.
+fn round_members(
+    placement: &crate::daemon::gateway::placement::Placement,
+    key: &str,
+) -> Result<(Vec<NodeInfo>, Vec<Vec<usize>>), ApiError> {
+    let mut members: Vec<NodeInfo> = placement.owners(key);
+    let mut groups = vec![(0..members.len()).collect::<Vec<_>>()];
+    if placement.in_transition() {
+        let mut old = Vec::new();
+        for owner in placement.old_owners(key) {
+            let index = members.iter().position(|member| member.id == owner.id).unwrap_or_else(|| {
+                members.push(owner);
+                members.len() - 1
+            });
+            old.push(index);
+        }
+        groups.push(old);
+    }
+    if groups.iter().any(Vec::is_empty) {
+        return Err(ApiError::unavailable("the key has no owners; the cluster has no storage nodes"));
+    }
+    Ok((members, groups))
+}
+
+/// How a run of rounds ended: chosen or refused, with the owners that answered its last phase.
+struct Settled<F> {
+    outcome: Outcome<Record>,
+    answered: BTreeSet<usize>,
+    proposer: Proposer<Record, F>,
+}
+
 impl GatewayState {
     /// Writes `kind` to the storage key `key` if `condition` holds, linearizably.
     pub async fn write_conditional(
@@ -87,23 +157,7 @@ impl GatewayState {
         kind: MutationKind,
     ) -> Result<Conditional, ApiError> {
         self.check_clock()?;
-        let placement = self.placement();
-        let mut members: Vec<NodeInfo> = placement.owners(key);
-        let mut groups = vec![(0..members.len()).collect::<Vec<_>>()];
-        if placement.in_transition() {
-            let mut old = Vec::new();
-            for owner in placement.old_owners(key) {
-                let index = members.iter().position(|member| member.id == owner.id).unwrap_or_else(|| {
-                    members.push(owner);
-                    members.len() - 1
-                });
-                old.push(index);
-            }
-            groups.push(old);
-        }
-        if groups.iter().any(Vec::is_empty) {
-            return Err(ApiError::unavailable("the key has no owners; the cluster has no storage nodes"));
-        }
+        let (members, groups) = round_members(&self.placement(), key)?;
         let change = |current: Option<&Record>, version: u64| {
             if condition.holds(live_version(current, crate::hlc::wall_millis())) {
                 Change::Write(record_of(key, &kind, version))
@@ -111,26 +165,121 @@ impl GatewayState {
                 Change::Refuse
             }
         };
+        let quorum = Quorum::new(groups.clone());
+        let ids: Vec<String> = members.iter().map(|member| member.id.clone()).collect();
+        // After this gateway's own chosen write of the key, a write whose precondition holds
+        // against it skips the prepare. (One that does not goes through an ordinary round: the
+        // key may have changed since, and only a round can tell.)
+        let fast =
+            self.fast_bases.take(key).filter(|base| base.members == ids && base.groups == groups).filter(|base| {
+                let live = (!base.tombstone && base.expires_at.is_none_or(|at| at > crate::hlc::wall_millis()))
+                    .then_some(base.version);
+                condition.holds(live)
+            });
+        let is_fast = fast.is_some();
+        let proposer = match fast {
+            Some(base) => {
+                let record = record_of(key, &kind, self.hlc.now());
+                Proposer::after(quorum, base.after, base.version, record, change)
+            }
+            None => Proposer::new(quorum, self.ballot(), change),
+        };
+        let Settled { outcome, answered, mut proposer } = self.settle(&members, key, proposer, is_fast).await?;
+        match outcome {
+            Outcome::Written(record) => {
+                self.metrics.conditional(true);
+                if let Some(chosen) = proposer.chosen() {
+                    if chosen.ballot == Ballot::covering(chosen.ballot.time) {
+                        self.metrics.conditional_fast();
+                    }
+                    let base = FastBase {
+                        after: chosen.ballot,
+                        version: record.version,
+                        tombstone: record.tombstone,
+                        expires_at: record.expires_at,
+                        members: ids,
+                        groups,
+                    };
+                    self.fast_bases.put(key, base);
+                }
+                let holders: Vec<String> = answered.iter().map(|&index| members[index].url.clone()).collect();
+                self.commit_in_background(key, &members, &record, proposer.background(), answered).await;
+                Ok(Conditional::Written { version: record.version, committed: holders })
+            }
+            Outcome::Refused(current) => {
+                self.metrics.conditional(false);
+                Ok(Conditional::Failed(live_version(current.as_ref(), crate::hlc::wall_millis())))
+            }
+            Outcome::Contended(_) | Outcome::Unavailable { .. } => unreachable!("settle retries these"),
+        }
+    }
+
+    /// Reads `key` through a Paxos round, which first finishes any conditional write a majority
+    /// may have chosen but not yet committed: what a majority read does when it meets one
+    /// ([`crate::paxos::needs_round`]). The answer is on a majority of the owners.
+    pub async fn read_settled(&self, key: &str) -> Result<Option<Record>, ApiError> {
+        let (members, groups) = round_members(&self.placement(), key)?;
+        let proposer = Proposer::new(Quorum::new(groups), self.ballot(), |_: Option<&Record>, _| Change::Refuse);
+        match self.settle(&members, key, proposer, false).await?.outcome {
+            Outcome::Refused(current) => Ok(current),
+            other => unreachable!("a round that refuses every change ends refused, not {other:?}"),
+        }
+    }
+
+    /// Sends a chosen write's commits (or, for a record a round already committed to a majority,
+    /// hands it to the owners that missed it) without holding up the answer.
+    async fn commit_in_background(
+        &self,
+        key: &str,
+        members: &[NodeInfo],
+        record: &Record,
+        commits: Vec<(usize, Message<Record>)>,
+        answered: BTreeSet<usize>,
+    ) {
+        if commits.is_empty() {
+            let missed: Vec<NodeInfo> = members
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| !answered.contains(index))
+                .map(|(_, member)| member.clone())
+                .collect();
+            self.replication.enqueue(key, &mutation_of(record), missed).await;
+            return;
+        }
+        let (this, key, members, record) = (self.clone(), key.to_string(), members.to_vec(), record.clone());
+        tokio::spawn(async move {
+            let sent = commits.into_iter().map(|(owner, message)| {
+                let (this, node, key) = (this.clone(), members[owner].clone(), key.clone());
+                async move {
+                    let reply = this.paxos_one(&node, Request { key, message, held: Vec::new() }).await;
+                    (reply != Reply::Committed).then_some(node)
+                }
+            });
+            let missed: Vec<NodeInfo> = futures_util::future::join_all(sent).await.into_iter().flatten().collect();
+            this.replication.enqueue(&key, &mutation_of(&record), missed).await;
+        });
+    }
+
+    /// Runs rounds of `proposer` (a `fast` one first: [`crate::paxos::Proposer::after`]) until
+    /// one is chosen or refused, retrying contention and failures at later ballots after a short
+    /// random pause, until [`DEADLINE`].
+    async fn settle<F>(
+        &self,
+        members: &[NodeInfo],
+        key: &str,
+        mut proposer: Proposer<Record, F>,
+        fast: bool,
+    ) -> Result<Settled<F>, ApiError>
+    where
+        F: FnMut(Option<&Record>, u64) -> Change<Record>,
+    {
         let deadline = Instant::now() + DEADLINE;
-        let mut proposer = Proposer::new(Quorum::new(groups), self.ballot(), change);
         let mut rounds = 0u32;
         loop {
-            let (outcome, committed) = self.drive(&members, key, &mut proposer).await;
+            let (outcome, answered) = self.drive(members, key, &mut proposer).await;
             rounds += 1;
             let in_doubt = match outcome {
-                Outcome::Written(record) => {
-                    self.metrics.conditional(true);
-                    let holders: Vec<NodeInfo> = committed.iter().map(|&index| members[index].clone()).collect();
-                    let missed: Vec<NodeInfo> =
-                        members.iter().filter(|member| !holders.contains(member)).cloned().collect();
-                    self.replication.enqueue(key, &mutation_of(&record), missed).await;
-                    let committed = holders.into_iter().map(|node| node.url).collect();
-                    return Ok(Conditional::Written { version: record.version, committed });
-                }
-                Outcome::Refused(current) => {
-                    self.metrics.conditional(false);
-                    return Ok(Conditional::Failed(live_version(current.as_ref(), crate::hlc::wall_millis())));
-                }
+                Outcome::Written(_) | Outcome::Refused(_) => return Ok(Settled { outcome, answered, proposer }),
                 Outcome::Contended(ballot) => {
                     self.hlc.observe(ballot.time);
                     false
@@ -140,13 +289,16 @@ impl GatewayState {
             if Instant::now() >= deadline {
                 let doubt = if in_doubt { " It may still take effect: read the key before retrying." } else { "" };
                 return Err(ApiError::unavailable(format!(
-                    "the conditional write did not complete in {} ({rounds} rounds): too few of the key's owners \
+                    "the conditional operation did not complete in {} ({rounds} rounds): too few of the key's owners \
                      answered, or other writers kept contending for it; retry.{doubt}",
                     crate::duration::format(DEADLINE)
                 )));
             }
-            let pause = rand::rng().random_range(0..=MAX_BACKOFF_MS.min(1 << rounds.min(6)));
-            tokio::time::sleep(Duration::from_millis(pause)).await;
+            // A fast round that met anything newer goes straight to an ordinary round.
+            if rounds > 1 || !fast {
+                let pause = rand::rng().random_range(0..=MAX_BACKOFF_MS.min(1 << rounds.min(6)));
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
             proposer = proposer.retry(self.ballot());
         }
     }
@@ -157,7 +309,7 @@ impl GatewayState {
     }
 
     /// Runs one round to its end; returns the outcome and the members that
-    /// stored a record in the round's last commit phase.
+    /// answered yes in the round's last phase (accepted, or stored a commit).
     async fn drive<F>(
         &self,
         members: &[NodeInfo],
@@ -210,7 +362,7 @@ impl GatewayState {
                 step = Step::Wait;
                 continue;
             };
-            if reply == Reply::Committed {
+            if matches!(reply, Reply::Committed | Reply::Acceptance(crate::paxos::Acceptance::Accepted)) {
                 committed.insert(owner);
             }
             step = proposer.on_reply(owner, reply);

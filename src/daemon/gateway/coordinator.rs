@@ -34,7 +34,7 @@ use crate::error::ApiError;
 use crate::fanout::{self, Verdict};
 use crate::proto::{NodeKeyEntry, StoreWriteResponse};
 use crate::ring::NodeInfo;
-use crate::wire::read::{Found, Lookup};
+use crate::wire::read::{Found, Lookup, Replica};
 
 /// Which nodes took part in a write.
 #[derive(Debug, Clone)]
@@ -112,6 +112,21 @@ fn overtaken(mutation: &Mutation, answer: &StoreWriteResponse) -> Option<u64> {
     (!answer.applied && answer.version > mutation.version).then_some(answer.version)
 }
 
+/// What a reader sees of `record` now: an expired value is missing.
+fn lookup_of(record: Option<crate::wal::Record>) -> Lookup {
+    match record {
+        None => Lookup::Missing,
+        Some(record) if record.tombstone => Lookup::Tombstone(record.version),
+        Some(record) if record.expires_at.is_some_and(|at| at <= crate::hlc::wall_millis()) => Lookup::Missing,
+        Some(record) => Lookup::Found(Found {
+            version: record.version,
+            expires_at: record.expires_at,
+            content_type: record.content_type.into(),
+            value: record.value,
+        }),
+    }
+}
+
 /// An eventual write that `node` answered.
 fn stored_alone(node: NodeInfo, mutation: &Mutation, answer: &StoreWriteResponse) -> Attempt {
     match overtaken(mutation, answer) {
@@ -137,10 +152,17 @@ impl GatewayState {
     }
 
     async fn read_one(&self, node: &NodeInfo, key: &str) -> Result<Lookup, NodeError> {
+        Ok(self.read_replica(node, key).await?.lookup)
+    }
+
+    /// What `node` holds for `key`, with the version of a conditional write pending there.
+    async fn read_replica(&self, node: &NodeInfo, key: &str) -> Result<Replica, NodeError> {
         let outcome = self.nodes.read(&node.url, key).await;
         self.note(node, outcome.as_ref().err());
-        if let Some(version) = outcome.as_ref().ok().and_then(Lookup::version) {
-            self.hlc.observe(version);
+        if let Ok(replica) = &outcome {
+            for version in replica.lookup.version().into_iter().chain(replica.pending) {
+                self.hlc.observe(version);
+            }
         }
         outcome
     }
@@ -409,7 +431,7 @@ impl GatewayState {
         let placement = self.placement();
         let owners = placement.owners_healthy_first(key);
         let need = majority(owners.len());
-        let mut responders: Vec<(NodeInfo, Lookup)> = Vec::new();
+        let mut responders: Vec<(NodeInfo, Replica)> = Vec::new();
         self.read_majority(key, owners, need, &mut responders).await?;
         if placement.in_transition() {
             // The newest version may still be only on the old ring's owners: read a majority there too.
@@ -417,9 +439,17 @@ impl GatewayState {
             let old_need = majority(old_owners.len());
             self.read_majority(key, old_owners, old_need, &mut responders).await?;
         }
-        let records: Vec<Lookup> = responders.iter().map(|(_, record)| record.clone()).collect();
+        let records: Vec<Lookup> = responders.iter().map(|(_, replica)| replica.lookup.clone()).collect();
         let resolution = resolve(&records);
-        let participants = responders.iter().map(|(node, _)| node.url.clone()).collect();
+        let participants: Vec<String> = responders.iter().map(|(node, _)| node.url.clone()).collect();
+        let newest = resolution.newest.and_then(|index| records[index].version());
+        if crate::paxos::needs_round(newest, responders.iter().filter_map(|(_, replica)| replica.pending)) {
+            // A conditional write newer than every record read may be chosen already (it is
+            // answered before its commits land): settle the key through a round and answer that.
+            self.metrics.read_settled();
+            let record = self.read_settled(key).await?;
+            return Ok(ReadOutcome { record: lookup_of(record), participants });
+        }
         let Some(newest) = resolution.newest else {
             return Ok(ReadOutcome { record: Lookup::Missing, participants });
         };
@@ -454,9 +484,9 @@ impl GatewayState {
         key: &str,
         candidates: Vec<NodeInfo>,
         need: usize,
-        responders: &mut Vec<(NodeInfo, Lookup)>,
+        responders: &mut Vec<(NodeInfo, Replica)>,
     ) -> Result<(), ApiError> {
-        let read_already = |node: &NodeInfo, responders: &[(NodeInfo, Lookup)]| {
+        let read_already = |node: &NodeInfo, responders: &[(NodeInfo, Replica)]| {
             responders.iter().any(|(responder, _)| responder.id == node.id)
         };
         let mut have = candidates.iter().filter(|node| read_already(node, responders)).count();
@@ -471,7 +501,7 @@ impl GatewayState {
                 short,
                 move |node: NodeInfo| {
                     let (this, key) = (this.clone(), call_key.clone());
-                    async move { this.read_one(&node, &key).await }
+                    async move { this.read_replica(&node, &key).await }
                 },
                 |_, outcome| match outcome {
                     Ok(_) => Verdict::Counts,

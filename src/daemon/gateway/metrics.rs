@@ -67,6 +67,8 @@ pub struct Metrics {
     writes_overtaken: AtomicU64,
     conditional_written: AtomicU64,
     conditional_failed: AtomicU64,
+    conditional_fast: AtomicU64,
+    reads_settled: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -83,6 +85,8 @@ impl Default for Metrics {
             writes_overtaken: AtomicU64::new(0),
             conditional_written: AtomicU64::new(0),
             conditional_failed: AtomicU64::new(0),
+            conditional_fast: AtomicU64::new(0),
+            reads_settled: AtomicU64::new(0),
         }
     }
 }
@@ -126,6 +130,16 @@ impl Metrics {
     pub fn conditional(&self, written: bool) {
         let counter = if written { &self.conditional_written } else { &self.conditional_failed };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a conditional write chosen by a fast round.
+    pub fn conditional_fast(&self) {
+        self.conditional_fast.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a strong read settled through a Paxos round.
+    pub fn read_settled(&self) {
+        self.reads_settled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A snapshot for `GET /metrics`; `node_errors` comes from the placement.
@@ -175,6 +189,8 @@ impl Metrics {
             writes_overtaken: self.writes_overtaken.load(Ordering::Relaxed),
             conditional_written: self.conditional_written.load(Ordering::Relaxed),
             conditional_failed: self.conditional_failed.load(Ordering::Relaxed),
+            conditional_fast: self.conditional_fast.load(Ordering::Relaxed),
+            reads_settled: self.reads_settled.load(Ordering::Relaxed),
             clock_offset_ms: None,
         }
     }

@@ -20,7 +20,7 @@ use crate::nodewriter::{NodeWriter, Writable};
 use crate::proto::{NodeKeyPage, StoreWriteResponse};
 use crate::sync::Lock;
 use crate::wal::record::RecordRef;
-use crate::wire::read::Lookup;
+use crate::wire::read::Replica;
 
 pub use crate::nodeclient::{DEFAULT_CONTENT_TYPE, NodeError};
 
@@ -100,7 +100,9 @@ fn paxos_size(request: &crate::wire::paxos::Request) -> usize {
     use crate::paxos::Message;
     match &request.message {
         Message::Prepare(_) => 32 + request.key.len(),
-        Message::Accept(proposal) | Message::Commit(proposal) => 64 + request.key.len() + proposal.value.value.len(),
+        Message::Accept(proposal) | Message::Commit(proposal) | Message::AcceptAfter { proposal, .. } => {
+            64 + request.key.len() + proposal.value.value.len()
+        }
     }
 }
 
@@ -108,7 +110,7 @@ fn paxos_size(request: &crate::wire::paxos::Request) -> usize {
 type NodePaxos = Coalescer<crate::wire::paxos::Request, Result<crate::paxos::Reply<crate::wal::Record>, NodeError>>;
 
 /// The batching task of the reads of one node.
-type NodeReads = Coalescer<String, Result<Lookup, NodeError>>;
+type NodeReads = Coalescer<String, Result<Replica, NodeError>>;
 
 /// One batching task per node, started on the node's first request.
 type PerNode<T> = Arc<Mutex<HashMap<String, T>>>;
@@ -138,7 +140,7 @@ impl NodeClient {
     }
 
     /// Reads `key` from the node at `base`, batched with the other reads of that node in flight.
-    pub async fn read(&self, base: &str, key: &str) -> Result<Lookup, NodeError> {
+    pub async fn read(&self, base: &str, key: &str) -> Result<Replica, NodeError> {
         let reads = per_node(&self.reads, base, || {
             let (client, target) = (self.client.clone(), base.to_string());
             Coalescer::spawn(READ_LIMITS, String::len, move |keys: Vec<String>| {
@@ -260,7 +262,7 @@ fn stopped(base: &str, what: &str) -> NodeError {
 /// several as one `POST /read`. Keys the answer left out (it was full), and
 /// every key of a read the node refuses whole (a node without `/read` answers
 /// 404), are read alone.
-async fn read_batch(client: &nodeclient::NodeClient, base: &str, keys: &[String]) -> Vec<Result<Lookup, NodeError>> {
+async fn read_batch(client: &nodeclient::NodeClient, base: &str, keys: &[String]) -> Vec<Result<Replica, NodeError>> {
     if keys.len() > 1 {
         let names: Vec<&str> = keys.iter().map(String::as_str).collect();
         match client.read_many(base, &names).await {
@@ -280,8 +282,8 @@ async fn read_batch(client: &nodeclient::NodeClient, base: &str, keys: &[String]
     futures_util::future::join_all(keys.iter().map(|key| read_alone(client, base, key))).await
 }
 
-async fn read_alone(client: &nodeclient::NodeClient, base: &str, key: &str) -> Result<Lookup, NodeError> {
-    client.get(base, key).await
+async fn read_alone(client: &nodeclient::NodeClient, base: &str, key: &str) -> Result<Replica, NodeError> {
+    client.get_replica(base, key).await
 }
 
 #[cfg(test)]

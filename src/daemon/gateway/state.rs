@@ -48,6 +48,8 @@ pub struct Shared {
     pub seeded: std::sync::atomic::AtomicBool,
     /// This gateway's Paxos proposer id (random, so unique among gateways); it breaks ballot ties.
     pub proposer: u64,
+    /// The last chosen conditional write of each key this gateway wrote: fast rounds build on it.
+    pub fast_bases: super::conditional::FastBases,
     /// Triggered when the gateway starts shutting down: long polls answer at once
     /// instead of holding the drain for up to their wait.
     pub stopping: crate::shutdown::Shutdown,
@@ -86,7 +88,9 @@ impl GatewayState {
             metrics,
             replication,
             seeded: Default::default(),
-            proposer: rand::random(),
+            // Below u64::MAX, the proposer of the ballots that cover a record's version.
+            proposer: rand::random::<u64>() >> 1,
+            fast_bases: Default::default(),
             stopping: crate::shutdown::Shutdown::new(),
         }))
     }

@@ -65,6 +65,16 @@ impl Acceptors {
         });
     }
 
+    /// The version of a proposal accepted for `key` and not seen committed that is newer than the
+    /// store's record, at `stored` ([`Acceptor::pending`]).
+    pub fn pending(&self, key: &str, stored: Option<u64>) -> Option<u64> {
+        if self.map.is_empty() {
+            return None;
+        }
+        let accepted = self.map.get(key)?.acceptor.accepted.as_ref()?;
+        Some(accepted.value.version).filter(|version| Some(*version) > stored)
+    }
+
     /// Notes that the store now holds `version` of `key`.
     pub fn stored(&mut self, key: &str, version: u64) {
         if let Some(tracked) = self.map.get_mut(key) {

@@ -21,7 +21,8 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::proto::{
     EXPIRES_AT_HEADER, NodeBatchResponse, NodeDigest, NodeExportRequest, NodeHealth, NodeKeyPage, NodeMetrics,
-    NodeRangePage, NodeRangeRequest, NodeScanRequest, StoreWriteResponse, TOMBSTONE_HEADER, VERSION_HEADER,
+    NodeRangePage, NodeRangeRequest, NodeScanRequest, PENDING_HEADER, StoreWriteResponse, TOMBSTONE_HEADER,
+    VERSION_HEADER,
 };
 use crate::wal::{Record, WalError};
 use crate::wire::read::Lookup;
@@ -147,7 +148,8 @@ async fn get_value(
         }
         response
     };
-    match state.store.get(&key, crate::hlc::wall_millis()) {
+    let replica = state.store.get_replica(&key, crate::hlc::wall_millis());
+    let mut response = match replica.lookup {
         Lookup::Found(found) => {
             let content_type = HeaderValue::from_str(&found.content_type)
                 .unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
@@ -158,12 +160,16 @@ async fn get_value(
             if let Some(expires_at) = found.expires_at {
                 headers.insert(EXPIRES_AT_HEADER, HeaderValue::from(expires_at));
             }
-            Ok(response)
+            response
         }
-        Lookup::Tombstone(version) => Ok(not_found(version, true)),
-        Lookup::Expired(version) => Ok(not_found(version, false)),
-        Lookup::Missing => Err(ApiError::not_found("Key not found")),
+        Lookup::Tombstone(version) => not_found(version, true),
+        Lookup::Expired(version) => not_found(version, false),
+        Lookup::Missing => ApiError::not_found("Key not found").into_response(),
+    };
+    if let Some(pending) = replica.pending {
+        response.headers_mut().insert(PENDING_HEADER, HeaderValue::from(pending));
     }
+    Ok(response)
 }
 
 /// `POST /read`: several keys at once ([`read`] has the bodies). The answer

@@ -20,7 +20,7 @@ use super::digest::Digest;
 use super::gc::{self, Fate, Horizon};
 use super::slot::{ContentTypes, Slot};
 use crate::hlc;
-use crate::paxos::{Acceptance, Message, Promise, Reply};
+use crate::paxos::{Acceptance, Acceptor, Message, Promise, Proposal, Reply};
 use crate::proto::{NodeKeyEntry, NodeKeyPage, NodeRangeEntry, NodeRangePage, StoreWriteResponse};
 use crate::ring::Ring;
 use crate::sync::Lock;
@@ -29,7 +29,7 @@ use crate::wal::{
     self, AcceptorEntry, Apply, Committer, CommitterConfig, CompactionTicket, DirLock, Entry, Record, SyncMode, WalDir,
     WalError, WalStats,
 };
-use crate::wire::read::{Found, Lookup};
+use crate::wire::read::{Found, Lookup, Replica};
 
 /// Settings for opening a store.
 #[derive(Debug, Clone)]
@@ -105,6 +105,17 @@ impl State {
         }
     }
 
+    fn replica(&self, key: &str, now: u64) -> Replica {
+        let lookup = self.lookup(key, now);
+        let stored = match lookup {
+            Lookup::Found(Found { version, .. }) | Lookup::Tombstone(version) | Lookup::Expired(version) => {
+                Some(version)
+            }
+            Lookup::Missing => None,
+        };
+        Replica { pending: self.acceptors.pending(key, stored), lookup }
+    }
+
     fn apply(&mut self, record: Record) -> StoreWriteResponse {
         // One descent of the map in the usual case (the key is new, or this version is newer);
         // an older or equal record swaps the existing entry back in.
@@ -149,6 +160,23 @@ impl State {
     fn to_record(&self, slot: &Slot) -> Record {
         slot_record(slot, &self.types)
     }
+}
+
+/// The state an acceptor logs for a commit of `proposal`. The committed version counts as stored
+/// even when a newer record got here first, and the state carries the newest stored versions: a
+/// majority that answered a commit keeps telling later rounds that it was chosen, also after a
+/// restart. (In memory the commit is applied once its record is in the map.)
+fn settled_by(acceptor: &Acceptor<Record>, proposal: &Proposal<Record>) -> Acceptor<Record> {
+    let newest = acceptor.held.len().saturating_sub(crate::wire::paxos::LOGGED_HELD);
+    let mut settled = Acceptor {
+        promised: acceptor.promised,
+        accepted: acceptor.accepted.clone(),
+        last_commit: acceptor.last_commit,
+        held: acceptor.held[newest..].to_vec(),
+    };
+    settled.commit(proposal);
+    settled.stored(proposal.value.version);
+    settled
 }
 
 /// A map entry as a record.
@@ -387,20 +415,31 @@ impl Store {
                         }
                         Reply::Acceptance(acceptance)
                     }
-                    Message::Commit(proposal) => {
-                        // The committed version counts as stored here even when a newer record got
-                        // here first, and the commit logs the newest stored versions: a majority
-                        // that answered a commit keeps telling later rounds that it was chosen,
-                        // also after a restart.
-                        let newest = acceptor.held.len().saturating_sub(crate::wire::paxos::LOGGED_HELD);
-                        let mut settled = crate::paxos::Acceptor {
-                            promised: acceptor.promised,
-                            accepted: acceptor.accepted.clone(),
-                            last_commit: acceptor.last_commit,
-                            held: acceptor.held[newest..].to_vec(),
+                    Message::AcceptAfter { proposal, after } => {
+                        // A fast round's proposal: when its base is the proposal accepted here, it is
+                        // committed in the same append (and settled in memory once its record is in
+                        // the map, as a commit is); the proposal is judged against that record.
+                        let base = acceptor.accepted_base(after, proposal.ballot).cloned();
+                        let view = match (&base, committed) {
+                            (Some(base), Some(record)) if record.version >= base.value.version => Some(record),
+                            (Some(base), _) => Some(base.value.clone()),
+                            (None, committed) => committed,
                         };
-                        settled.commit(&proposal);
-                        settled.stored(proposal.value.version);
+                        let acceptance = acceptor.accept_fast(proposal, view.as_ref());
+                        match base {
+                            Some(base) => {
+                                let settled = settled_by(acceptor, &base);
+                                entries.push(Entry::Record(base.value.clone()));
+                                entries.push(log(&key, &settled, true)?);
+                                commits.push((key, base));
+                            }
+                            None if acceptance == Acceptance::Accepted => entries.push(log(&key, acceptor, false)?),
+                            None => {}
+                        }
+                        Reply::Acceptance(acceptance)
+                    }
+                    Message::Commit(proposal) => {
+                        let settled = settled_by(acceptor, &proposal);
                         entries.push(Entry::Record(proposal.value.clone()));
                         entries.push(log(&key, &settled, true)?);
                         commits.push((key, proposal));
@@ -435,9 +474,15 @@ impl Store {
         self.shared.state().lookup(key, now)
     }
 
-    /// [`Store::get`] of each of `keys`, under one lock. Once the values copied
+    /// [`Store::get`] with the version of a conditional write accepted and not yet committed here,
+    /// when it is newer than the record: what a majority read needs ([`Replica`]).
+    pub fn get_replica(&self, key: &str, now: u64) -> Replica {
+        self.shared.state().replica(key, now)
+    }
+
+    /// [`Store::get_replica`] of each of `keys`, under one lock. Once the values copied
     /// reach `max_bytes`, the remaining keys are `None` (the first key is always read).
-    pub fn get_many(&self, keys: &[&str], now: u64, max_bytes: usize) -> Vec<Option<Lookup>> {
+    pub fn get_many(&self, keys: &[&str], now: u64, max_bytes: usize) -> Vec<Option<Replica>> {
         let state = self.shared.state();
         let mut bytes = 0;
         keys.iter()
@@ -445,11 +490,11 @@ impl Store {
                 if bytes > 0 && bytes >= max_bytes {
                     return None;
                 }
-                let lookup = state.lookup(key, now);
-                if let Lookup::Found(found) = &lookup {
+                let replica = state.replica(key, now);
+                if let Lookup::Found(found) = &replica.lookup {
                     bytes += found.value.len().max(1);
                 }
-                Some(lookup)
+                Some(replica)
             })
             .collect()
     }
@@ -874,7 +919,7 @@ mod tests {
     /// compaction dropped the segments that logged them); a commit stores the record and settles them.
     #[tokio::test]
     async fn acceptor_states_are_durable_and_settled_by_their_commit() {
-        use crate::paxos::{Ballot, Proposal};
+        use crate::paxos::Ballot;
         let dir = tempfile::tempdir().unwrap();
         let ballot = |time| Ballot { time, proposer: 7 };
         let store = open(dir.path(), 1 << 20);
