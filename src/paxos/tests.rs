@@ -261,6 +261,9 @@ struct Weather {
     fast: bool,
     /// A broken read that answers the newest record and ignores pending proposals.
     stale_reads: bool,
+    /// A broken read that answers the client's own last write whenever it meets a pending
+    /// proposal, whichever proposal that is.
+    own_reads: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -501,8 +504,22 @@ fn simulate(
                 if quorum.reached(&reading.yes) {
                     let newest =
                         reading.answers.iter().filter_map(|(record, _)| *record).max_by_key(|record| record.version);
-                    let pending = reading.answers.iter().filter_map(|(_, pending)| *pending);
-                    if !weather.stale_reads && needs_round(newest.map(|record| record.version), pending) {
+                    let pending = reading.answers.iter().filter_map(|(_, pending)| *pending).max();
+                    // The client's own last write, chosen and maybe still being committed, is
+                    // the answer when it is the pending one (as the gateway answers its own).
+                    let own = client
+                        .cache
+                        .clone()
+                        .filter(|chosen| weather.own_reads || Some(chosen.value.version) == pending);
+                    if let Some(chosen) =
+                        own.filter(|_| needs_round(newest.map(|record| record.version), pending.into_iter()))
+                    {
+                        operation.result = Some(Err(Some(chosen.value.count)));
+                        operation.completed_at = Some(now);
+                        client.reading = None;
+                    } else if !weather.stale_reads
+                        && needs_round(newest.map(|record| record.version), pending.into_iter())
+                    {
                         // A proposal newer than every record read may be chosen: settle it through a round.
                         clock += 1;
                         let refuse: Change1 = Box::new(|_: Option<&Counter>, _| Change::Refuse);
@@ -698,7 +715,7 @@ proptest! {
         reads in any::<bool>(),
         fast in any::<bool>(),
     ) {
-        let weather = Weather { lose, duplicate, crash, abandon, amnesia: false, reads, fast, stale_reads: false };
+        let weather = Weather { lose, duplicate, crash, abandon, amnesia: false, reads, fast, stale_reads: false, own_reads: false };
         if let Err(violation) = simulate(seed, groups, clients, operations, weather) {
             return Err(TestCaseError::fail(violation));
         }
@@ -716,6 +733,7 @@ fn the_checker_catches_owners_that_forget_their_promises() {
         reads: true,
         fast: true,
         stale_reads: false,
+        own_reads: false,
     };
     let caught = (0..400u64).find_map(|seed| simulate(seed, vec![vec![0, 1, 2]], 4, 5, weather).err());
     assert!(caught.is_some(), "forgetting accepted proposals on restart must break some history");
@@ -757,7 +775,25 @@ fn the_checker_catches_reads_that_ignore_pending_proposals() {
         reads: true,
         fast: true,
         stale_reads: true,
+        own_reads: false,
     };
     let caught = (0..400u64).find_map(|seed| simulate(seed, vec![vec![0, 1, 2]], 4, 5, weather).err());
     assert!(caught.is_some(), "a read that misses a chosen but uncommitted write must break some history");
+}
+
+#[test]
+fn the_checker_catches_reads_that_answer_a_pending_write_not_their_own() {
+    let weather = Weather {
+        lose: 100,
+        duplicate: 0,
+        crash: 0,
+        abandon: 0,
+        amnesia: false,
+        reads: true,
+        fast: true,
+        stale_reads: false,
+        own_reads: true,
+    };
+    let caught = (0..2000u64).find_map(|seed| simulate(seed, vec![vec![0, 1, 2]], 4, 8, weather).err());
+    assert!(caught.is_some(), "answering another writer's pending write as one's own must break some history");
 }

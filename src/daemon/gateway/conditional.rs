@@ -116,6 +116,34 @@ impl FastBases {
     }
 }
 
+/// The chosen conditional writes whose commits this gateway is still sending, by storage key. A
+/// strong read that meets one of them pending on the owners answers it without a round: it is
+/// chosen (this gateway answered it), and nothing newer was found.
+#[derive(Debug, Default)]
+pub struct Committing(std::sync::Mutex<HashMap<String, Record>>);
+
+impl Committing {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Record>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn begin(&self, record: &Record) {
+        self.lock().insert(record.key.clone(), record.clone());
+    }
+
+    fn end(&self, record: &Record) {
+        let mut map = self.lock();
+        if map.get(&record.key).is_some_and(|held| held.version == record.version) {
+            map.remove(&record.key);
+        }
+    }
+
+    /// The record of `key` at `version` if it is one of this gateway's chosen writes still being committed.
+    pub fn chosen(&self, key: &str, version: u64) -> Option<Record> {
+        self.lock().get(key).filter(|record| record.version == version).cloned()
+    }
+}
+
 /// The owners a round of `key` runs over, and the groups of them that each need a majority:
 /// the key's owners, and during a membership change the old ring's owners too.
 fn round_members(
@@ -247,6 +275,7 @@ impl GatewayState {
             return;
         }
         let (this, key, members, record) = (self.clone(), key.to_string(), members.to_vec(), record.clone());
+        self.committing.begin(&record);
         tokio::spawn(async move {
             let sent = commits.into_iter().map(|(owner, message)| {
                 let (this, node, key) = (this.clone(), members[owner].clone(), key.clone());
@@ -256,6 +285,7 @@ impl GatewayState {
                 }
             });
             let missed: Vec<NodeInfo> = futures_util::future::join_all(sent).await.into_iter().flatten().collect();
+            this.committing.end(&record);
             this.replication.enqueue(&key, &mutation_of(&record), missed).await;
         });
     }

@@ -443,9 +443,14 @@ impl GatewayState {
         let resolution = resolve(&records);
         let participants: Vec<String> = responders.iter().map(|(node, _)| node.url.clone()).collect();
         let newest = resolution.newest.and_then(|index| records[index].version());
-        if crate::paxos::needs_round(newest, responders.iter().filter_map(|(_, replica)| replica.pending)) {
+        let pending = responders.iter().filter_map(|(_, replica)| replica.pending).max();
+        if crate::paxos::needs_round(newest, pending.into_iter()) {
             // A conditional write newer than every record read may be chosen already (it is
-            // answered before its commits land): settle the key through a round and answer that.
+            // answered before its commits land). This gateway's own, still being committed, is
+            // chosen: answer it. Any other: settle the key through a round and answer that.
+            if let Some(record) = pending.and_then(|version| self.committing.chosen(key, version)) {
+                return Ok(ReadOutcome { record: lookup_of(Some(record)), participants });
+            }
             self.metrics.read_settled();
             let record = self.read_settled(key).await?;
             return Ok(ReadOutcome { record: lookup_of(record), participants });

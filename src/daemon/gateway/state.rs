@@ -50,6 +50,8 @@ pub struct Shared {
     pub proposer: u64,
     /// The last chosen conditional write of each key this gateway wrote: fast rounds build on it.
     pub fast_bases: super::conditional::FastBases,
+    /// This gateway's chosen conditional writes whose commits are still on their way.
+    pub committing: super::conditional::Committing,
     /// Triggered when the gateway starts shutting down: long polls answer at once
     /// instead of holding the drain for up to their wait.
     pub stopping: crate::shutdown::Shutdown,
@@ -91,6 +93,7 @@ impl GatewayState {
             // Below u64::MAX, the proposer of the ballots that cover a record's version.
             proposer: rand::random::<u64>() >> 1,
             fast_bases: Default::default(),
+            committing: Default::default(),
             stopping: crate::shutdown::Shutdown::new(),
         }))
     }
