@@ -991,6 +991,53 @@ mod tests {
         store.close().await;
     }
 
+    /// A read reports an accepted proposal newer than the record as pending; a fast round's
+    /// proposal commits its base by reference (the record is stored in the same append) and is
+    /// accepted on top of it, and both survive a restart.
+    #[tokio::test]
+    async fn a_fast_round_commits_its_base_by_reference_and_reads_report_pending_writes() {
+        use crate::paxos::Ballot;
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 20);
+        let paxos = |message| {
+            let store = &store;
+            async move { store.paxos(vec![("7/k".to_string(), message, Vec::new())]).await.unwrap().remove(0) }
+        };
+        let base = Proposal { ballot: Ballot { time: 10, proposer: 7 }, value: Record::put("7/k", 10, &b"a"[..], "t") };
+        assert!(matches!(paxos(Message::Prepare(base.ballot)).await, Reply::Promise(Promise::Promised { .. })));
+        assert_eq!(paxos(Message::Accept(base.clone())).await, Reply::Acceptance(Acceptance::Accepted));
+        assert_eq!(store.get_replica("7/k", 0), Replica { lookup: Lookup::Missing, pending: Some(10) });
+
+        let fast = Proposal { ballot: Ballot::covering(10), value: Record::put("7/k", 15, &b"b"[..], "t") };
+        let after = base.ballot;
+        assert_eq!(
+            paxos(Message::AcceptAfter { proposal: fast.clone(), after }).await,
+            Reply::Acceptance(Acceptance::Accepted)
+        );
+        let replica = store.get_replica("7/k", 0);
+        assert!(matches!(&replica.lookup, Lookup::Found(found) if found.version == 10), "the base is stored");
+        assert_eq!(replica.pending, Some(15));
+        // A second successor of the same base is refused.
+        let other = Proposal { value: Record::put("7/k", 16, &b"c"[..], "t"), ..fast.clone() };
+        assert!(matches!(
+            paxos(Message::AcceptAfter { proposal: other, after }).await,
+            Reply::Acceptance(Acceptance::Refused { .. })
+        ));
+        store.close().await;
+        drop(store);
+
+        let store = open(dir.path(), 1 << 20);
+        let replica = store.get_replica("7/k", 0);
+        assert!(matches!(&replica.lookup, Lookup::Found(found) if found.version == 10), "the base survives");
+        assert_eq!(replica.pending, Some(15), "so does the fast proposal");
+        let committed = store.paxos(vec![("7/k".to_string(), Message::Commit(fast), Vec::new())]).await.unwrap();
+        assert_eq!(committed, vec![Reply::Committed]);
+        let replica = store.get_replica("7/k", 0);
+        assert!(matches!(&replica.lookup, Lookup::Found(found) if found.version == 15));
+        assert_eq!(replica.pending, None);
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn forgotten_keys_stay_gone_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
