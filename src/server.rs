@@ -370,9 +370,10 @@ pub async fn read_limited_body(
 ) -> Result<bytes::Bytes, crate::error::ApiError> {
     use crate::error::ApiError;
     use futures_util::StreamExt;
-    let too_large = |size: String| {
-        ApiError::too_large(format!("{what} is {size} bytes; the maximum is {limit} (YDHT_MAX_VALUE_BYTES)"))
-    };
+    // Only the value's limit is a setting; the other bodies' are fixed.
+    let setting = if what == "the value" { " (YDHT_MAX_VALUE_BYTES)" } else { "" };
+    let too_large =
+        |size: String| ApiError::too_large(format!("{what} is {size} bytes; the maximum is {limit}{setting}"));
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());

@@ -241,5 +241,20 @@ async fn real_answers_of_a_full_flow_match_the_documents() {
     check(g, "/v1/kv", "get", http.get(format!("{gateway}/v1/kv?limit=1&prefix=a")).header("x-api-key", &key)).await;
     check(g, "/v1/kv/{key}", "delete", http.delete(kv("a/b")).header("x-api-key", &key)).await;
     check(g, "/v1/kv/{key}", "delete", http.delete(kv("never-there")).header("x-api-key", &key)).await;
+    let batch =
+        |body: serde_json::Value| http.post(format!("{gateway}/v1/batch")).header("x-api-key", &key).json(&body);
+    let mixed = serde_json::json!({"ops": [
+        {"op": "put", "key": "b1", "value": "v", "ttl": "1h"},
+        {"op": "put", "key": "b2", "value_base64": "AP8="},
+        {"op": "get", "key": "b1"},
+        {"op": "get", "key": "b2"},
+        {"op": "get", "key": "nothing"},
+        {"op": "put", "key": "b1", "value": "w", "if_match": 1},
+        {"op": "put", "key": "", "value": "w"},
+        {"op": "delete", "key": "b2"},
+    ]});
+    let (status, answer) = check(g, "/v1/batch", "post", batch(mixed)).await;
+    assert_eq!((status, answer["results"].as_array().unwrap().len()), (200, 8));
+    check(g, "/v1/batch", "post", batch(serde_json::json!({"ops": []}))).await;
     check(g, "/health", "get", http.get(format!("{gateway}/health"))).await;
 }

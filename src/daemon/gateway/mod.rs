@@ -17,6 +17,7 @@
 //! - [`replication`]: replicator jobs, with a fallback copy from the gateway.
 
 pub mod authlimit;
+pub mod batch;
 pub mod conditional;
 pub mod coordinator;
 pub mod input;

@@ -100,6 +100,23 @@ impl RateLimiter {
     }
 }
 
+impl RateLimiter {
+    /// Takes `tokens` more from `user`'s bucket after a request was allowed (the further
+    /// operations of a batch). The bucket may go below zero, down to one minute of refill: the
+    /// user's next requests wait until it has refilled. Returns the whole tokens left.
+    pub fn charge(&self, user: i64, tokens: u64) -> u64 {
+        if !self.enabled() {
+            return u64::from(self.burst);
+        }
+        let mut buckets = self.buckets.locked();
+        let floor = -f64::from(self.per_minute);
+        let bucket =
+            buckets.entry(user).or_insert(TokenBucket { tokens: f64::from(self.burst), updated: Instant::now() });
+        bucket.tokens = (bucket.tokens - tokens as f64).max(floor);
+        bucket.tokens.max(0.0).floor() as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +138,22 @@ mod tests {
         assert!(matches!(limiter.check_at(1, at(1000)), Decision::Limited { .. }));
         // A long pause refills only up to the burst.
         assert_eq!(limiter.check_at(1, at(3_600_000)), Decision::Allowed { remaining: 2 });
+    }
+
+    #[test]
+    fn a_charge_takes_tokens_into_debt_that_later_requests_wait_out() {
+        let limiter = RateLimiter::new(60, 10);
+        let start = Instant::now();
+        assert_eq!(limiter.check_at(1, start), Decision::Allowed { remaining: 9 });
+        assert_eq!(limiter.charge(1, 19), 0, "ten tokens into debt");
+        let Decision::Limited { retry_after } = limiter.check_at(1, start) else { panic!("in debt") };
+        assert!((10_900..=11_000).contains(&retry_after.as_millis()), "{retry_after:?}");
+        assert!(matches!(limiter.check_at(1, start + Duration::from_secs(11)), Decision::Allowed { remaining: 0 }));
+        // The debt is bounded by a minute of refill.
+        assert_eq!(limiter.charge(2, 1_000_000), 0);
+        let Decision::Limited { retry_after } = limiter.check_at(2, Instant::now()) else { panic!("in debt") };
+        assert!(retry_after <= Duration::from_secs(61), "{retry_after:?}");
+        assert_eq!(RateLimiter::new(0, 10).charge(3, 5), 10, "off: nothing is taken");
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub fn app(state: GatewayState) -> Router {
         .route("/v1/kv", get(list_keys))
         .route("/v1/kv/", any(empty_key))
         .route("/v1/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
+        .route("/v1/batch", post(super::batch::batch))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .merge(v1)
@@ -67,6 +68,8 @@ pub fn app(state: GatewayState) -> Router {
 
 fn operation_of(method: &Method, path: &str) -> &'static str {
     match *method {
+        // A batch counts each of its operations itself.
+        Method::POST if path.trim_end_matches('/') == "/v1/batch" => "batch",
         Method::PUT => "put",
         Method::DELETE => "delete",
         _ if path.trim_end_matches('/') == "/v1/kv" => "list",
@@ -123,7 +126,10 @@ async fn guard(State(state): State<GatewayState>, request: Request, next: Next) 
     }
     let bytes_out = axum::body::HttpBody::size_hint(response.body()).exact().unwrap_or(0);
     let bytes_in = response.extensions().get::<ValueBytes>().map_or(0, |value| value.0);
-    state.usage.record(tenant.user_id, operation, bytes_in, bytes_out);
+    if operation != "batch" {
+        state.usage.record(tenant.user_id, operation, bytes_in, bytes_out);
+    }
+    let remaining = response.extensions().get::<RemainingTokens>().map_or(remaining, |left| left.0);
     set_limit_headers(&mut response, &state, remaining);
     state.metrics.record_request(Some(tenant.user_id), started.elapsed());
     response
@@ -158,6 +164,10 @@ fn with_nodes(mut response: Response, nodes: &[String]) -> Response {
 fn not_found() -> ApiError {
     ApiError::not_found("Key not found")
 }
+
+/// The tokens left after a handler took more than the request's one (a batch's further operations).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RemainingTokens(pub u64);
 
 /// The stored value's size, attached to a PUT's response for usage accounting.
 #[derive(Debug, Clone, Copy)]
@@ -256,14 +266,19 @@ async fn write_conditional(
     }
 }
 
-/// 412 with the key's current ETag, exactly as a GET would send it (`null`: it does not exist).
-fn precondition_failed(current: Option<u64>) -> Response {
-    let error = match current {
+/// Why a precondition failed, given the key's live version.
+pub(super) fn precondition_message(current: Option<u64>) -> String {
+    match current {
         Some(version) => {
             format!("precondition failed: the key is at version {version} (ETag {})", precondition::etag(version))
         }
         None => "precondition failed: the key does not exist (absent, deleted or expired)".to_string(),
-    };
+    }
+}
+
+/// 412 with the key's current ETag, exactly as a GET would send it (`null`: it does not exist).
+fn precondition_failed(current: Option<u64>) -> Response {
+    let error = precondition_message(current);
     let body = serde_json::json!({ "error": error, "current_version": current.map(precondition::etag) });
     let response = (StatusCode::PRECONDITION_FAILED, Json(body)).into_response();
     match current {

@@ -57,14 +57,17 @@ impl Tenant {
         format!("{}/{key}", self.user_id)
     }
 
-    fn has_scope(&self, scope: Scope) -> bool {
+    /// Whether the key grants `scope`.
+    pub fn has_scope(&self, scope: Scope) -> bool {
         self.scopes.iter().any(|held| held.grants(scope))
     }
 }
 
-/// The scope a request method needs.
-pub fn required_scope(method: &Method) -> Scope {
-    if method == Method::GET || method == Method::HEAD { Scope::Read } else { Scope::Write }
+/// The scope a request needs by its method; a batch (`POST /v1/batch`) needs read, and each of
+/// its writes needs write ([`crate::daemon::gateway::batch`]).
+pub fn required_scope(method: &Method, path: &str) -> Scope {
+    let batch = method == Method::POST && path.trim_end_matches('/') == "/v1/batch";
+    if method == Method::GET || method == Method::HEAD || batch { Scope::Read } else { Scope::Write }
 }
 
 /// A cached key's fingerprint: 128 bits of a keyed hash of the key.
@@ -205,7 +208,7 @@ impl FromRequestParts<GatewayState> for Tenant {
                 tenant
             }
         };
-        let scope = required_scope(&parts.method);
+        let scope = required_scope(&parts.method, parts.uri.path());
         if !tenant.has_scope(scope) {
             return Err(ApiError::forbidden(format!("this API key lacks the {:?} scope", scope.as_str())));
         }
@@ -220,9 +223,10 @@ mod tests {
 
     #[test]
     fn scopes_follow_the_method_and_admin_grants_all() {
-        assert_eq!(required_scope(&Method::GET), Scope::Read);
-        assert_eq!(required_scope(&Method::PUT), Scope::Write);
-        assert_eq!(required_scope(&Method::DELETE), Scope::Write);
+        assert_eq!(required_scope(&Method::GET, "/v1/kv/a"), Scope::Read);
+        assert_eq!(required_scope(&Method::PUT, "/v1/kv/a"), Scope::Write);
+        assert_eq!(required_scope(&Method::DELETE, "/v1/kv/a"), Scope::Write);
+        assert_eq!(required_scope(&Method::POST, "/v1/batch"), Scope::Read, "each write checks its own");
         let reader = Tenant { user_id: 1, scopes: vec![Scope::Read].into() };
         assert!(reader.has_scope(Scope::Read) && !reader.has_scope(Scope::Write));
         let admin = Tenant { user_id: 1, scopes: vec![Scope::Admin].into() };

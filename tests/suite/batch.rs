@@ -1,0 +1,148 @@
+//! `POST /v1/batch` (issue 16) on `ydht serve all`: mixed operations answered one by one (a bad
+//! key, an oversized value and a failed precondition fail alone while the good operations still
+//! apply), limits refused whole with nothing written, scopes per operation, rate limiting per
+//! operation, and tenant isolation.
+
+use serde_json::{Value, json};
+
+use crate::common;
+
+async fn batch(http: &reqwest::Client, gateway: &str, key: &str, body: &Value) -> reqwest::Response {
+    http.post(format!("{gateway}/v1/batch")).header("x-api-key", key).json(body).send().await.unwrap()
+}
+
+async fn results_of(response: reqwest::Response) -> Vec<Value> {
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["results"].as_array().unwrap().clone()
+}
+
+async fn strong_get(http: &reqwest::Client, gateway: &str, key: &str, name: &str) -> Option<String> {
+    let response = http
+        .get(format!("{gateway}/v1/kv/{name}"))
+        .header("x-api-key", key)
+        .header("x-consistency", "strong")
+        .send()
+        .await
+        .unwrap();
+    match response.status().as_u16() {
+        200 => Some(response.text().await.unwrap()),
+        404 => None,
+        status => panic!("GET {name}: {status}"),
+    }
+}
+
+/// The status line a gateway answers a batch declaring 5 MiB, after the first 64 KiB of it.
+async fn oversized_batch_status(gateway: &str, key: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = gateway.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /v1/batch HTTP/1.1\r\nhost: {address}\r\nx-api-key: {key}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        5 << 20
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let start = format!("{{\"ops\": [{{\"op\": \"put\", \"key\": \"huge0\", \"value\": \"{}", "y".repeat(64 << 10));
+    stream.write_all(start.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 256];
+    let read = stream.read(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer[..read]).into_owned()
+}
+
+#[tokio::test]
+async fn a_batch_answers_each_op_and_the_good_ones_apply() {
+    let cluster = common::start_cluster_with(&[("RATE_LIMIT_PER_MINUTE", "0"), ("YDHT_MAX_VALUE_BYTES", "1024")]);
+    let http = common::http();
+    let gateway = cluster.gateway.clone();
+    let (_, key) = common::tenant(&http, &cluster.users, "batcher").await;
+
+    let seeded =
+        results_of(batch(&http, &gateway, &key, &json!({"ops": [{"op": "put", "key": "seed", "value": "1"}]})).await)
+            .await;
+    let seed_version = seeded[0]["version"].as_u64().unwrap();
+    let body = json!({"ops": [
+        {"op": "put", "key": "a", "value": "alpha", "content_type": "text/plain", "ttl": "1h"},
+        {"op": "put", "key": "bin", "value_base64": "AP8A"},
+        {"op": "put", "key": "tab\there", "value": "bad key"},
+        {"op": "put", "key": "big", "value": "x".repeat(2000)},
+        {"op": "put", "key": "seed", "value": "lost", "if_match": seed_version + 1},
+        {"op": "put", "key": "seed", "value": "2", "if_match": format!("\"{seed_version}\"")},
+        {"op": "get", "key": "a"},
+        {"op": "get", "key": "bin"},
+        {"op": "get", "key": "missing"},
+        {"op": "delete", "key": "missing"},
+        {"op": "put", "key": "gone", "value": "soon"},
+        {"op": "delete", "key": "gone"},
+        {"op": "merge", "key": "a"},
+    ]});
+    let results = results_of(batch(&http, &gateway, &key, &body).await).await;
+    let statuses: Vec<u64> = results.iter().map(|result| result["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [200, 200, 400, 413, 412, 200, 200, 200, 404, 404, 200, 200, 400], "{results:#?}");
+    assert_eq!(results[2]["key"], "tab\there");
+    assert!(results[2]["error"].as_str().unwrap().contains("control"), "{}", results[2]);
+    assert!(results[3]["error"].as_str().unwrap().contains("1024"), "{}", results[3]);
+    assert_eq!(results[4]["current_version"], format!("\"{seed_version}\""), "412 names the current ETag");
+    // Ops on one key run in order: the read sees the put before it, the delete the put before it.
+    assert_eq!(
+        (results[6]["value"].as_str(), results[6]["content_type"].as_str()),
+        (Some("alpha"), Some("text/plain"))
+    );
+    assert!(results[6]["expires_at"].as_u64().is_some());
+    assert_eq!(results[6]["version"], results[0]["version"]);
+    assert_eq!(results[7]["value_base64"], "AP8A", "a value that is not UTF-8 reads as base64");
+    assert!(results[7].get("value").is_none());
+    assert!(results[12]["error"].as_str().unwrap().contains("unknown op"));
+
+    assert_eq!(strong_get(&http, &gateway, &key, "a").await.as_deref(), Some("alpha"));
+    assert_eq!(strong_get(&http, &gateway, &key, "seed").await.as_deref(), Some("2"));
+    assert_eq!(strong_get(&http, &gateway, &key, "big").await, None, "an oversized value is not written");
+    assert_eq!(strong_get(&http, &gateway, &key, "gone").await, None);
+
+    // Limits and malformed bodies: refused whole, nothing written.
+    let too_many: Vec<Value> =
+        (0..1001).map(|n| json!({"op": "put", "key": format!("many{n}"), "value": "v"})).collect();
+    let refused = batch(&http, &gateway, &key, &json!({ "ops": too_many })).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("1 to 1000"));
+    assert_eq!(strong_get(&http, &gateway, &key, "many0").await, None);
+    // A body over 4 MiB is refused from its Content-Length, before the rest of it is read.
+    assert!(oversized_batch_status(&gateway, &key).await.starts_with("HTTP/1.1 413"));
+    assert_eq!(strong_get(&http, &gateway, &key, "huge0").await, None);
+    for body in [json!([]), json!({"ops": []}), json!({"ops": "put"}), json!({"ops": [{}], "atomic": true})] {
+        let response = batch(&http, &gateway, &key, &body).await;
+        assert_eq!(response.status(), 400, "{body}");
+        assert!(response.json::<Value>().await.unwrap()["error"].is_string());
+    }
+    let not_json = http.post(format!("{gateway}/v1/batch")).header("x-api-key", &key).body("{").send().await.unwrap();
+    assert_eq!(not_json.status(), 400);
+
+    // Another tenant's batch never sees these keys.
+    let (_, other) = common::tenant(&http, &cluster.users, "stranger").await;
+    let theirs = results_of(batch(&http, &gateway, &other, &json!({"ops": [{"op": "get", "key": "a"}]})).await).await;
+    assert_eq!(theirs[0]["status"], 404);
+
+    // A read-only key reads in a batch; its writes are 403 each.
+    let account = common::signup_and_login(&http, &cluster.users, "reader").await;
+    let (_, reader) = common::create_key(&http, &cluster.users, &account, &["read"]).await;
+    let body = json!({"ops": [{"op": "get", "key": "x"}, {"op": "put", "key": "x", "value": "no"}]});
+    let mixed = results_of(batch(&http, &gateway, &reader, &body).await).await;
+    assert_eq!((mixed[0]["status"].as_u64(), mixed[1]["status"].as_u64()), (Some(404), Some(403)));
+}
+
+#[tokio::test]
+async fn each_op_of_a_batch_counts_against_the_rate_limit() {
+    let cluster = common::start_cluster_with(&[("RATE_LIMIT_PER_MINUTE", "60"), ("RATE_LIMIT_BURST", "20")]);
+    let http = common::http();
+    let gateway = cluster.gateway.clone();
+    let (_, key) = common::tenant(&http, &cluster.users, "limited").await;
+    let ops: Vec<Value> = (0..30).map(|n| json!({"op": "put", "key": format!("k{n}"), "value": "v"})).collect();
+    let response = batch(&http, &gateway, &key, &json!({ "ops": ops })).await;
+    assert_eq!(response.status(), 200, "a batch larger than the burst still runs");
+    assert_eq!(response.headers()["x-ratelimit-remaining"], "0");
+    // 30 ops took 30 tokens of 20: the next request waits out the debt.
+    let next = http.get(format!("{gateway}/v1/kv/k0")).header("x-api-key", &key).send().await.unwrap();
+    assert_eq!(next.status(), 429);
+    let retry: u64 = next.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((10..=12).contains(&retry), "ten tokens of debt at one per second: {retry} s");
+}
