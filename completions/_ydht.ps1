@@ -331,6 +331,8 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('incr', 'incr', [CompletionResultType]::ParameterValue, 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List your keys')
             [CompletionResult]::new('locate', 'locate', [CompletionResultType]::ParameterValue, 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)')
+            [CompletionResult]::new('import', 'import', [CompletionResultType]::ParameterValue, 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches')
+            [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -413,6 +415,29 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
+        'ydht;kv;import' {
+            [CompletionResult]::new('--consistency', '--consistency', [CompletionResultType]::ParameterName, 'Consistency level of the writes [default: eventual]')
+            [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the one stored by `apikey create --use`]')
+            [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'ydht;kv;export' {
+            [CompletionResult]::new('--prefix', '--prefix', [CompletionResultType]::ParameterName, 'Only keys starting with this prefix')
+            [CompletionResult]::new('--consistency', '--consistency', [CompletionResultType]::ParameterName, 'Consistency level of the reads [default: eventual]')
+            [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the one stored by `apikey create --use`]')
+            [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
         'ydht;kv;help' {
             [CompletionResult]::new('put', 'put', [CompletionResultType]::ParameterValue, 'Store a value: from VALUE, --file, or stdin (binary-safe)')
             [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Print a value''s raw bytes (or write them to -o FILE); exit 1 if the key does not exist')
@@ -420,6 +445,8 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('incr', 'incr', [CompletionResultType]::ParameterValue, 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List your keys')
             [CompletionResult]::new('locate', 'locate', [CompletionResultType]::ParameterValue, 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)')
+            [CompletionResult]::new('import', 'import', [CompletionResultType]::ParameterValue, 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches')
+            [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -439,6 +466,12 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             break
         }
         'ydht;kv;help;locate' {
+            break
+        }
+        'ydht;kv;help;import' {
+            break
+        }
+        'ydht;kv;help;export' {
             break
         }
         'ydht;kv;help;help' {
@@ -638,6 +671,8 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('incr', 'incr', [CompletionResultType]::ParameterValue, 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List your keys')
             [CompletionResult]::new('locate', 'locate', [CompletionResultType]::ParameterValue, 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)')
+            [CompletionResult]::new('import', 'import', [CompletionResultType]::ParameterValue, 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches')
+            [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout')
             break
         }
         'ydht;help;kv;put' {
@@ -656,6 +691,12 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             break
         }
         'ydht;help;kv;locate' {
+            break
+        }
+        'ydht;help;kv;import' {
+            break
+        }
+        'ydht;help;kv;export' {
             break
         }
         'ydht;help;cluster' {

@@ -169,8 +169,14 @@ _ydht() {
             ydht__subcmd__help__subcmd__kv,delete)
                 cmd="ydht__subcmd__help__subcmd__kv__subcmd__delete"
                 ;;
+            ydht__subcmd__help__subcmd__kv,export)
+                cmd="ydht__subcmd__help__subcmd__kv__subcmd__export"
+                ;;
             ydht__subcmd__help__subcmd__kv,get)
                 cmd="ydht__subcmd__help__subcmd__kv__subcmd__get"
+                ;;
+            ydht__subcmd__help__subcmd__kv,import)
+                cmd="ydht__subcmd__help__subcmd__kv__subcmd__import"
                 ;;
             ydht__subcmd__help__subcmd__kv,incr)
                 cmd="ydht__subcmd__help__subcmd__kv__subcmd__incr"
@@ -202,11 +208,17 @@ _ydht() {
             ydht__subcmd__kv,delete)
                 cmd="ydht__subcmd__kv__subcmd__delete"
                 ;;
+            ydht__subcmd__kv,export)
+                cmd="ydht__subcmd__kv__subcmd__export"
+                ;;
             ydht__subcmd__kv,get)
                 cmd="ydht__subcmd__kv__subcmd__get"
                 ;;
             ydht__subcmd__kv,help)
                 cmd="ydht__subcmd__kv__subcmd__help"
+                ;;
+            ydht__subcmd__kv,import)
+                cmd="ydht__subcmd__kv__subcmd__import"
                 ;;
             ydht__subcmd__kv,incr)
                 cmd="ydht__subcmd__kv__subcmd__incr"
@@ -223,11 +235,17 @@ _ydht() {
             ydht__subcmd__kv__subcmd__help,delete)
                 cmd="ydht__subcmd__kv__subcmd__help__subcmd__delete"
                 ;;
+            ydht__subcmd__kv__subcmd__help,export)
+                cmd="ydht__subcmd__kv__subcmd__help__subcmd__export"
+                ;;
             ydht__subcmd__kv__subcmd__help,get)
                 cmd="ydht__subcmd__kv__subcmd__help__subcmd__get"
                 ;;
             ydht__subcmd__kv__subcmd__help,help)
                 cmd="ydht__subcmd__kv__subcmd__help__subcmd__help"
+                ;;
+            ydht__subcmd__kv__subcmd__help,import)
+                cmd="ydht__subcmd__kv__subcmd__help__subcmd__import"
                 ;;
             ydht__subcmd__kv__subcmd__help,incr)
                 cmd="ydht__subcmd__kv__subcmd__help__subcmd__incr"
@@ -1018,7 +1036,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__kv)
-            opts="put get delete incr list locate"
+            opts="put get delete incr list locate import export"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1045,7 +1063,35 @@ _ydht() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ydht__subcmd__help__subcmd__kv__subcmd__export)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ydht__subcmd__help__subcmd__kv__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__kv__subcmd__import)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1298,7 +1344,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv)
-            opts="-h --output --ca-file --help put get delete incr list locate help"
+            opts="-h --output --ca-file --help put get delete incr list locate import export help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1332,6 +1378,48 @@ _ydht() {
                     ;;
                 --if-version)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__kv__subcmd__export)
+            opts="-h --prefix --consistency --gateway --api-key --config-dir --output --ca-file --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --consistency)
+                    COMPREPLY=($(compgen -W "eventual strong" -- "${cur}"))
                     return 0
                     ;;
                 --gateway)
@@ -1408,7 +1496,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv__subcmd__help)
-            opts="put get delete incr list locate help"
+            opts="put get delete incr list locate import export help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1422,6 +1510,20 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__kv__subcmd__help__subcmd__export)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1450,6 +1552,20 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__kv__subcmd__help__subcmd__import)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1512,6 +1628,44 @@ _ydht() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__kv__subcmd__import)
+            opts="-h --consistency --gateway --api-key --config-dir --output --ca-file --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --consistency)
+                    COMPREPLY=($(compgen -W "eventual strong" -- "${cur}"))
+                    return 0
+                    ;;
+                --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

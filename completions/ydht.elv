@@ -299,6 +299,8 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand incr 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0'
             cand list 'List your keys'
             cand locate 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)'
+            cand import 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches'
+            cand export 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;kv;put'= {
@@ -374,6 +376,27 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'ydht;kv;import'= {
+            cand --consistency 'Consistency level of the writes [default: eventual]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --api-key 'API key [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --output 'Output format'
+            cand --ca-file 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;kv;export'= {
+            cand --prefix 'Only keys starting with this prefix'
+            cand --consistency 'Consistency level of the reads [default: eventual]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --api-key 'API key [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --output 'Output format'
+            cand --ca-file 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'ydht;kv;help'= {
             cand put 'Store a value: from VALUE, --file, or stdin (binary-safe)'
             cand get 'Print a value''s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
@@ -381,6 +404,8 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand incr 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0'
             cand list 'List your keys'
             cand locate 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)'
+            cand import 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches'
+            cand export 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;kv;help;put'= {
@@ -394,6 +419,10 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;kv;help;list'= {
         }
         &'ydht;kv;help;locate'= {
+        }
+        &'ydht;kv;help;import'= {
+        }
+        &'ydht;kv;help;export'= {
         }
         &'ydht;kv;help;help'= {
         }
@@ -562,6 +591,8 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand incr 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0'
             cand list 'List your keys'
             cand locate 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)'
+            cand import 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches'
+            cand export 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout'
         }
         &'ydht;help;kv;put'= {
         }
@@ -574,6 +605,10 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;help;kv;list'= {
         }
         &'ydht;help;kv;locate'= {
+        }
+        &'ydht;help;kv;import'= {
+        }
+        &'ydht;help;kv;export'= {
         }
         &'ydht;help;cluster'= {
             cand join 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)'

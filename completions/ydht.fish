@@ -239,17 +239,19 @@ complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcom
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "list" -d 'List your API keys (never their full value)'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Revoke an API key by id; it stops working at the gateway within seconds'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -f -a "get" -d 'Print a value\'s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -f -a "delete" -d 'Delete a key; exit 1 if it does not exist'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -f -a "incr" -d 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -f -a "list" -d 'List your keys'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "get" -d 'Print a value\'s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "delete" -d 'Delete a key; exit 1 if it does not exist'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "incr" -d 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "list" -d 'List your keys'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "import" -d 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "export" -d 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -s f -l file -d 'Read the value from this file' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l ttl -d 'Expire the key after this long: 30s, 30m, 1h, 24h, 1h30m' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l consistency -d 'Consistency level of the write [default: eventual]' -r -f -a "eventual\t'The primary has it durably; replicas follow in the background'
@@ -312,12 +314,33 @@ complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from locate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from import" -l consistency -d 'Consistency level of the writes [default: eventual]' -r -f -a "eventual\t'The primary has it durably; replicas follow in the background'
+strong\t'A majority of the replicas has it durably (reads: newest of a majority)'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from import" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from import" -l api-key -d 'API key [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from import" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from import" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from import" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from export" -l prefix -d 'Only keys starting with this prefix' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from export" -l consistency -d 'Consistency level of the reads [default: eventual]' -r -f -a "eventual\t'The primary has it durably; replicas follow in the background'
+strong\t'A majority of the replicas has it durably (reads: newest of a majority)'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from export" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from export" -l api-key -d 'API key [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from export" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from export" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from export" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "get" -d 'Print a value\'s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a key; exit 1 if it does not exist'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "incr" -d 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "list" -d 'List your keys'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "import" -d 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "export" -d 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
@@ -427,6 +450,8 @@ complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcomma
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "incr" -d 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "list" -d 'List your keys'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "import" -d 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "export" -d 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "join" -d 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "leave" -d 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "status" -d 'The members, their states (joining, active, leaving, down) and the progress of a change'

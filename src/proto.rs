@@ -497,6 +497,43 @@ pub struct GatewayMetrics {
     pub clock_offset_ms: Option<i64>,
 }
 
+/// One operation's answer in `POST /v1/batch` (in the order of the request's `ops`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OpResult {
+    /// The HTTP status the operation alone would have had.
+    pub status: u16,
+    /// The key (`null` when the operation did not name one).
+    pub key: Option<String>,
+    /// The version read or written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// A value read, when it is UTF-8 text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// A value read that is not UTF-8, in standard base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_base64: Option<String>,
+    /// The content type of a value read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// When a value read expires (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// What went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// On a 412: the key's current ETag (`null` when it does not exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<Option<String>>,
+}
+
+/// The answer to `POST /v1/batch`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchResponse {
+    /// One result per operation, in order.
+    pub results: Vec<OpResult>,
+}
+
 /// One ring member in the gateway's `GET /cluster`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterNode {

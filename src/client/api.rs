@@ -206,6 +206,24 @@ impl Api {
         self.send_json(gateway, request).await
     }
 
+    /// `POST /v1/batch`: `ops` (each an object as the API takes it), one result per op.
+    pub async fn kv_batch(
+        &self,
+        gateway: &Endpoint,
+        api_key: &str,
+        consistency: Option<&str>,
+        ops: &[serde_json::Value],
+    ) -> anyhow::Result<crate::proto::BatchResponse> {
+        let mut request = self
+            .request(Method::POST, gateway, &["v1", "batch"])?
+            .header(API_KEY_HEADER, api_key)
+            .json(&serde_json::json!({ "ops": ops }));
+        if let Some(consistency) = consistency {
+            request = request.header(CONSISTENCY_HEADER, consistency);
+        }
+        self.send_json(gateway, request).await
+    }
+
     /// `GET /v1/kv/{key}`: the value, or `None` when the gateway answers 404.
     pub async fn kv_get(
         &self,

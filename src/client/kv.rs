@@ -38,6 +38,10 @@ pub enum KvCommand {
     List(ListArgs),
     /// Show a key's primary and replicas and the version each holds (needs the cluster secret)
     Locate(LocateArgs),
+    /// Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches
+    Import(super::transfer::ImportArgs),
+    /// Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout
+    Export(super::transfer::ExportArgs),
 }
 
 /// `--consistency`.
@@ -181,6 +185,8 @@ impl KvCommand {
             Self::Incr(args) => &args.client,
             Self::List(args) => &args.client,
             Self::Locate(args) => &args.client,
+            Self::Import(args) => &args.client,
+            Self::Export(args) => &args.client,
         }
     }
 
@@ -193,6 +199,8 @@ impl KvCommand {
             Self::Incr(args) => incr(args, context).await,
             Self::List(args) => list(args, context).await,
             Self::Locate(args) => args.run(context).await,
+            Self::Import(args) => super::transfer::import(args, context).await,
+            Self::Export(args) => super::transfer::export(args, context).await,
         }
     }
 }

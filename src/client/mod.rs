@@ -22,6 +22,7 @@ pub mod locate;
 pub mod membership;
 pub mod output;
 pub mod status;
+pub mod transfer;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -20,7 +20,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::conditional::Conditional;
@@ -31,7 +30,7 @@ use super::tenant::Tenant;
 use crate::error::ApiError;
 use crate::precondition::{self, Condition};
 use crate::proto::Scope;
-use crate::proto::{DEFAULT_CONTENT_TYPE, MAX_CONTENT_TYPE_BYTES};
+use crate::proto::{BatchResponse, DEFAULT_CONTENT_TYPE, MAX_CONTENT_TYPE_BYTES, OpResult};
 use crate::wire::read::{Found, Lookup};
 
 /// Most operations one batch may hold.
@@ -60,47 +59,10 @@ impl Op {
     }
 }
 
-/// One operation's answer.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct OpResult {
-    /// The HTTP status the operation alone would have had.
-    pub status: u16,
-    /// The key (absent when the operation did not name one).
-    pub key: Option<String>,
-    /// The version read or written.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<u64>,
-    /// A value read, when it is UTF-8 text.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    /// A value read that is not UTF-8, in standard base64.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value_base64: Option<String>,
-    /// The content type of a value read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
-    /// When a value read expires (Unix milliseconds).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<u64>,
-    /// What went wrong.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// On a 412: the key's current ETag (`null` when it does not exist).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub current_version: Option<Option<String>>,
-}
-
 impl OpResult {
     fn failed(key: Option<String>, error: ApiError) -> Self {
         Self { status: error.status.as_u16(), key, error: Some(error.message), ..Self::default() }
     }
-}
-
-/// The answer to a batch.
-#[derive(Debug, Clone, Serialize)]
-pub struct BatchResponse {
-    /// One result per operation, in order.
-    pub results: Vec<OpResult>,
 }
 
 /// Reads one operation; a malformed one is its own 4xx, and the others still run.

@@ -16,6 +16,7 @@ pub struct NodeProcess {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 fn command(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -38,17 +39,18 @@ fn command(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     command
 }
 
-fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+/// Copies `stream` into a string as it comes; the thread ends when the stream closes.
+fn collect(stream: impl Read + Send + 'static) -> (Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&text);
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             let mut sink = sink.lock().unwrap();
             sink.push_str(&line);
             sink.push('\n');
         }
     });
-    text
+    (text, reader)
 }
 
 impl NodeProcess {
@@ -59,7 +61,7 @@ impl NodeProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start ydht");
-        let stderr = collect(child.stderr.take().unwrap());
+        let (stderr, stderr_reader) = collect(child.stderr.take().unwrap());
         let stdout = child.stdout.take().unwrap();
         let (found, address) = mpsc::channel();
         std::thread::spawn(move || {
@@ -69,7 +71,7 @@ impl NodeProcess {
                 }
             }
         });
-        let mut node = Self { child, url: String::new(), stderr };
+        let mut node = Self { child, url: String::new(), stderr, stderr_reader: Some(stderr_reader) };
         match address.recv_timeout(Duration::from_secs(60)) {
             Ok(url) => node.url = url,
             Err(_) => panic!("the node did not announce its address; stderr:\n{}", node.stderr()),
@@ -98,11 +100,16 @@ impl NodeProcess {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then waits for the exit.
+    /// SIGTERM, then waits for the exit, and for [`NodeProcess::stderr`] to hold all it logged.
     pub fn terminate(&mut self) -> ExitStatus {
         // SAFETY: sending a signal to our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().expect("wait for the node")
+        let status = self.child.wait().expect("wait for the node");
+        // The pipe closed with the process (no child of its own holds it): the reader ends.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        status
     }
 
     /// A URL on this node.
