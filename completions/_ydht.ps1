@@ -580,6 +580,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--target-node', '--target-node', [CompletionResultType]::ParameterName, 'Measure one storage node''s internal /store directly (one hop) instead of the gateway')
             [CompletionResult]::new('--cluster-secret', '--cluster-secret', [CompletionResultType]::ParameterName, 'Cluster secret for --target-node (the data dir''s cluster.secret)')
             [CompletionResult]::new('--target-etcd', '--target-etcd', [CompletionResultType]::ParameterName, 'Measure etcd''s v3 HTTP/JSON gateway at this URL (for bench/compare.sh)')
+            [CompletionResult]::new('--batch', '--batch', [CompletionResultType]::ParameterName, 'Send the puts N to a request, as one `POST /v1/batch` (gateway, --op put); every key counts as an operation, with its batch''s latency (--requests counts batch requests)')
             [CompletionResult]::new('--server-pid', '--server-pid', [CompletionResultType]::ParameterName, 'Also report the CPU time (user + system) these server processes spent per measured operation, from /proc (repeat for several processes; Linux only)')
             [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the one stored by `apikey create --use`]')

@@ -518,6 +518,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --target-node 'Measure one storage node''s internal /store directly (one hop) instead of the gateway'
             cand --cluster-secret 'Cluster secret for --target-node (the data dir''s cluster.secret)'
             cand --target-etcd 'Measure etcd''s v3 HTTP/JSON gateway at this URL (for bench/compare.sh)'
+            cand --batch 'Send the puts N to a request, as one `POST /v1/batch` (gateway, --op put); every key counts as an operation, with its batch''s latency (--requests counts batch requests)'
             cand --server-pid 'Also report the CPU time (user + system) these server processes spent per measured operation, from /proc (repeat for several processes; Linux only)'
             cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
             cand --api-key 'API key [default: the one stored by `apikey create --use`]'

@@ -413,6 +413,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand bench" -l timeout -d 'Per-requ
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l target-node -d 'Measure one storage node\'s internal /store directly (one hop) instead of the gateway' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l cluster-secret -d 'Cluster secret for --target-node (the data dir\'s cluster.secret)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l target-etcd -d 'Measure etcd\'s v3 HTTP/JSON gateway at this URL (for bench/compare.sh)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l batch -d 'Send the puts N to a request, as one `POST /v1/batch` (gateway, --op put); every key counts as an operation, with its batch\'s latency (--requests counts batch requests)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l server-pid -d 'Also report the CPU time (user + system) these server processes spent per measured operation, from /proc (repeat for several processes; Linux only)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l api-key -d 'API key [default: the one stored by `apikey create --use`]' -r

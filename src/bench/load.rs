@@ -58,6 +58,8 @@ pub struct Phase {
     pub clients: usize,
     /// Number of keys.
     pub keys: u64,
+    /// Puts per request (`POST /v1/batch` when above 1); each key counts as one operation.
+    pub batch: usize,
 }
 
 /// Counters a progress display may read while a phase runs.
@@ -154,6 +156,23 @@ pub async fn run(
                     Mix::Cas => Operation::Cas,
                 };
                 let sent = Instant::now();
+                if phase.batch > 1 && operation == Operation::Put {
+                    let mut indices = vec![index];
+                    indices.extend((1..phase.batch).map(|_| rng.below(phase.keys)));
+                    let result = target.put_batch(&client, &indices).await;
+                    let tally: &mut Tally = tallies.of(operation);
+                    for _ in 0..phase.batch {
+                        match result {
+                            Ok(()) => tally.success(sent.elapsed()),
+                            Err(kind) => tally.failure(kind),
+                        }
+                    }
+                    if result.is_err() {
+                        progress.failed.fetch_add(phase.batch as u64, Ordering::Relaxed);
+                    }
+                    progress.done.fetch_add(phase.batch as u64, Ordering::Relaxed);
+                    continue;
+                }
                 let result = match operation {
                     Operation::Put => target.put(&client, index).await,
                     Operation::Get => target.get(&client, index).await,

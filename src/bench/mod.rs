@@ -132,6 +132,11 @@ pub struct BenchArgs {
     #[arg(long, hide = true, value_name = "URL")]
     pub target_etcd: Option<String>,
 
+    /// Send the puts N to a request, as one `POST /v1/batch` (gateway, --op put); every key
+    /// counts as an operation, with its batch's latency (--requests counts batch requests)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(2..=1000))]
+    pub batch: Option<u16>,
+
     /// Keep the keys the run wrote (`bench/<random>/…`) instead of deleting them afterwards
     #[arg(long)]
     pub keep: bool,
@@ -215,6 +220,8 @@ pub struct Plan {
     pub keep: bool,
     /// Server processes whose CPU time per operation is reported.
     pub server_pids: Vec<u32>,
+    /// Puts per `POST /v1/batch` request (1: one `PUT` each).
+    pub batch: usize,
 }
 
 /// Default measured duration when neither --duration nor --requests is given.
@@ -274,6 +281,11 @@ impl BenchArgs {
         if let Some(ttl) = &self.ttl {
             parse_duration("--ttl", ttl, false)?;
         }
+        if self.batch.is_some() && (self.op != Op::Put || self.target_node.is_some() || self.target_etcd.is_some()) {
+            return Err(Exit::usage(
+                "--batch measures the gateway's POST /v1/batch of puts: use it with --op put only",
+            ));
+        }
         if self.op == Op::Cas && (self.target_node.is_some() || self.target_etcd.is_some()) {
             return Err(Exit::usage("--op cas measures the gateway's conditional writes, not --target-node"));
         }
@@ -301,6 +313,7 @@ impl BenchArgs {
             url,
             target,
             keep: self.keep,
+            batch: self.batch.map_or(1, usize::from),
             server_pids: self.server_pids.clone(),
         })
     }
@@ -375,6 +388,7 @@ pub async fn execute(plan: &Plan, show_progress: bool) -> anyhow::Result<Summary
         value_size: plan.value_size,
         keys: plan.keys,
         key_prefix: prefix.clone(),
+        batch: (plan.batch > 1).then_some(plan.batch),
     };
     let target = Arc::new(Target::new(
         endpoint,
@@ -396,7 +410,7 @@ pub async fn execute(plan: &Plan, show_progress: bool) -> anyhow::Result<Summary
     if let Err(kind) = target.put(&client, 0).await {
         return Err(preflight_error(kind, plan).into());
     }
-    let phase = |mix, stop, order| Phase { mix, stop, order, clients: plan.clients, keys: plan.keys };
+    let phase = |mix, stop, order| Phase { mix, stop, order, clients: plan.clients, keys: plan.keys, batch: 1 };
     if plan.op != Op::Put {
         let fill = phase(Mix::Put, Stop::Requests(plan.keys), KeyOrder::Sequential);
         let (tallies, _) = run_with_progress(&client, &target, fill, "creating keys", show_progress).await;
@@ -422,13 +436,13 @@ pub async fn execute(plan: &Plan, show_progress: bool) -> anyhow::Result<Summary
         run_with_progress(
             &client,
             &target,
-            phase(mix, Stop::After(plan.warmup), KeyOrder::Random),
+            Phase { batch: plan.batch, ..phase(mix, Stop::After(plan.warmup), KeyOrder::Random) },
             "warming up",
             show_progress,
         )
         .await;
     }
-    let measured = phase(mix, plan.stop, KeyOrder::Random);
+    let measured = Phase { batch: plan.batch, ..phase(mix, plan.stop, KeyOrder::Random) };
     let cpu_before = cpu::total_ticks(&plan.server_pids)?;
     let (tallies, elapsed) = run_with_progress(&client, &target, measured, "measuring", show_progress).await;
     let cpu_after = cpu::total_ticks(&plan.server_pids)?;

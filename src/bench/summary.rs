@@ -167,6 +167,9 @@ pub struct RunInfo {
     pub keys: u64,
     /// The key prefix the run wrote under.
     pub key_prefix: String,
+    /// Puts per `POST /v1/batch` request, when batched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
 }
 
 /// What was measured for a set of requests (the whole run, or one operation of a mixed run).
@@ -365,8 +368,9 @@ impl Summary {
             Some(_) => format!("the keys under {} were deleted afterwards (--keep keeps them)", info.key_prefix),
             None => format!("the keys under {} were kept", info.key_prefix),
         };
+        let batch = info.batch.map(|batch| format!(", {batch} puts per batch request")).unwrap_or_default();
         format!(
-            "{} {} {}{consistency}: {} clients, {} B values, {} keys under {}\n{table}\n{cleanup}",
+            "{} {} {}{consistency}: {} clients, {} B values, {} keys under {}{batch}\n{table}\n{cleanup}",
             info.op,
             info.target,
             info.url,
@@ -395,6 +399,7 @@ mod tests {
             value_size: 100,
             keys: 10,
             key_prefix: "bench/abcd/".into(),
+            batch: None,
         }
     }
 

@@ -59,6 +59,9 @@ pub struct Target {
     put_bodies: Vec<Bytes>,
     /// Range bodies per key (etcd only).
     get_bodies: Vec<Bytes>,
+    /// `POST /v1/batch` on the gateway, and the `ttl` its puts carry.
+    batch_url: Option<Url>,
+    ttl: Option<String>,
 }
 
 /// The value every put writes: `size` printable bytes.
@@ -117,7 +120,55 @@ impl Target {
                 (urls, puts, gets)
             }
         };
-        Ok(Target { endpoint, urls, prefix: prefix.to_string(), put_bodies, get_bodies })
+        let batch_url = match endpoint {
+            Endpoint::Gateway { .. } => Some(join(base, &["v1", "batch"])?),
+            _ => None,
+        };
+        let ttl = ttl.map(str::to_string);
+        Ok(Target { endpoint, urls, prefix: prefix.to_string(), put_bodies, get_bodies, batch_url, ttl })
+    }
+
+    /// The `POST /v1/batch` body writing the keys `indices`.
+    fn batch_body(&self, indices: &[u64]) -> Vec<u8> {
+        // The value is printable ASCII (value_of_size): it goes as text.
+        let value = std::str::from_utf8(&self.put_bodies[0]).unwrap_or_default();
+        let ops: Vec<serde_json::Value> = indices
+            .iter()
+            .map(|index| {
+                let mut op = serde_json::json!({"op": "put", "key": format!("{}{index}", self.prefix), "value": value});
+                if let Some(ttl) = &self.ttl {
+                    op["ttl"] = serde_json::json!(ttl);
+                }
+                op
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({ "ops": ops })).expect("JSON of strings")
+    }
+
+    /// Writes the keys `indices` in one `POST /v1/batch` (gateway only); an error when the request
+    /// or any of its operations failed (the first failed operation's status).
+    pub async fn put_batch(&self, client: &Client, indices: &[u64]) -> Result<(), ErrorKind> {
+        let (Endpoint::Gateway { api_key, consistency }, Some(url)) = (&self.endpoint, &self.batch_url) else {
+            unreachable!("the plan refuses --batch for other targets")
+        };
+        let request = client
+            .request(Method::POST, url.clone())
+            .header(HeaderName::from_static(API_KEY_HEADER), api_key.clone())
+            .header(HeaderName::from_static(CONSISTENCY_HEADER), consistency.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(self.batch_body(indices));
+        let response = request.send().await.map_err(|error| ErrorKind::of(&error))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|error| ErrorKind::of(&error))?;
+        if !status.is_success() {
+            return Err(ErrorKind::Status(status.as_u16()));
+        }
+        let answer: crate::proto::BatchResponse =
+            serde_json::from_slice(&body).map_err(|_| ErrorKind::Status(status.as_u16()))?;
+        match answer.results.iter().find(|result| result.status != 200) {
+            Some(failed) => Err(ErrorKind::Status(failed.status)),
+            None => Ok(()),
+        }
     }
 
     /// Writes key `index`.
@@ -261,6 +312,14 @@ mod tests {
         assert_eq!(target.urls.len(), 3);
         assert_eq!(target.urls[2].as_str(), "http://127.0.0.1:8080/v1/kv/bench%2Fab12%2F2?ttl=1h");
         assert_eq!(&target.put_bodies[0][..], b"abcd");
+        let body: serde_json::Value = serde_json::from_slice(&target.batch_body(&[0, 2])).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"ops": [
+                {"op": "put", "key": "bench/ab12/0", "value": "abcd", "ttl": "1h"},
+                {"op": "put", "key": "bench/ab12/2", "value": "abcd", "ttl": "1h"},
+            ]})
+        );
     }
 
     #[test]

@@ -129,6 +129,24 @@ async fn bench_counts_every_request_through_the_gateway_and_on_a_node() {
     ]);
     assert_sane(&uncontended, 100);
 
+    // Batched puts: 20 requests of 10 keys each count as 200 operations.
+    let batched = bench(&[
+        "--gateway",
+        &cluster.gateway,
+        "--api-key",
+        &api_key,
+        "--requests",
+        "20",
+        "--clients",
+        "4",
+        "--batch",
+        "10",
+    ]);
+    assert_sane(&batched, 200);
+    assert_eq!(batched["batch"], 10, "{batched}");
+    let refused = bench_output(&["--gateway", &cluster.gateway, "--api-key", &api_key, "--op", "get", "--batch", "10"]);
+    assert_eq!(refused.status.code(), Some(2), "--batch takes puts only");
+
     let secret = cluster.secret();
     let node = bench(&[
         "--target-node",
