@@ -20,6 +20,7 @@
 //! - [`paxos`]: per-key single-decree Paxos for conditional writes, as a pure state machine.
 //! - [`precondition`]: `ETag`, `If-Match` and `If-None-Match` over record versions.
 //! - [`log_throttle`]: warnings that repeat per request, one line per interval with a count.
+//! - [`watch`]: change streams: the node feeds merged into one resumable stream per watch.
 //! - [`wal`]: the storage node's write-ahead log: record codec, group commit, recovery, snapshots.
 //! - [`wire`]: the binary bodies between services (node batches and reads, replicator jobs).
 //! - [`coalesce`]: batching concurrent requests (replication jobs, replica copies) into one request each.
@@ -64,4 +65,5 @@ pub mod tui;
 pub mod units;
 pub mod urlpath;
 pub mod wal;
+pub mod watch;
 pub mod wire;
