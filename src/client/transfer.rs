@@ -290,7 +290,7 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1].put(), json!({"op": "put", "key": "b", "value_base64": "AP8="}));
         for (bad, words) in [
-            ("{\"key\":\"a\"}", "line 1: has neither"),
+            ("{\"key\":\"a\"}", "has neither"),
             ("{\"key\":\"a\",\"value\":\"x\",\"value_base64\":\"eA==\"}", "both"),
             ("{\"key\":\"a\",\"value_base64\":\"%\"}", "not base64"),
             ("{\"key\":\"a\",\"value\":\"x\",\"ttl\":\"soon\"}", "invalid ttl"),
