@@ -130,7 +130,12 @@ pub struct WalStats {
     snapshots: AtomicU64,
     snapshot_bytes: AtomicU64,
     last_snapshot_unix_ms: AtomicU64,
+    /// The active segment's generation and synced length, packed ([`WalStats::head`]).
+    head: AtomicU64,
 }
+
+/// Bits of [`WalStats::head`] for the synced length (a segment is far below 1 TiB).
+pub const HEAD_OFFSET_BITS: u32 = 40;
 
 impl WalStats {
     /// fdatasync calls made since start.
@@ -156,6 +161,16 @@ impl WalStats {
     /// Bytes of all WAL segments (the active one and older ones awaiting compaction).
     pub fn wal_bytes(&self) -> u64 {
         self.synced_bytes() + self.retired_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The active segment's generation and how many of its bytes are on disk, as one reading.
+    pub fn head(&self) -> (u64, u64) {
+        let head = self.head.load(Ordering::Acquire);
+        (head >> HEAD_OFFSET_BITS, head & ((1 << HEAD_OFFSET_BITS) - 1))
+    }
+
+    fn set_head(&self, generation: u64, synced: u64) {
+        self.head.store(generation << HEAD_OFFSET_BITS | synced.min((1 << HEAD_OFFSET_BITS) - 1), Ordering::Release);
     }
 
     /// The active segment's generation.
@@ -188,6 +203,7 @@ impl WalStats {
         self.synced_bytes.store(segment.len(), Ordering::Release);
         self.retired_bytes.store(retired_bytes, Ordering::Relaxed);
         self.generation.store(segment.generation(), Ordering::Relaxed);
+        self.set_head(segment.generation(), segment.len());
     }
 
     /// Records a finished compaction: a snapshot of `bytes` replaced every older segment.
@@ -360,6 +376,7 @@ impl<A: Apply> Log for Writer<A> {
         let sync = self.stats.syncs.fetch_add(1, Ordering::AcqRel) + 1;
         self.stats.synced_bytes.store(self.segment.len(), Ordering::Release);
         let generation = self.segment.generation();
+        self.stats.set_head(generation, self.segment.len());
         for (request, end_offset) in batch.into_iter().zip(ends) {
             self.stats.records.fetch_add(request.records.len() as u64, Ordering::Relaxed);
             self.stats.appends.fetch_add(1, Ordering::Relaxed);
@@ -402,6 +419,7 @@ impl<A: Apply> Writer<A> {
                 self.stats.retired_bytes.fetch_add(previous.len(), Ordering::Relaxed);
                 self.stats.synced_bytes.store(self.segment.len(), Ordering::Release);
                 self.stats.generation.store(generation, Ordering::Relaxed);
+                self.stats.set_head(generation, self.segment.len());
                 self.stats.compacting.store(true, Ordering::Release);
                 self.next_rotation_at = self.max_segment_bytes;
                 tracing::info!(generation, "WAL segment full; started a new one and a snapshot");

@@ -186,13 +186,23 @@ pub fn scan<P>(
     decode: impl Fn(&[u8]) -> Result<P, DecodeError>,
     mut each: impl FnMut(P),
 ) -> (usize, ScanEnd) {
+    scan_ends(bytes, start, decode, |_, entry| each(entry))
+}
+
+/// [`scan`], handing `each` also the offset where each frame ends (where the next one starts).
+pub fn scan_ends<P>(
+    bytes: &[u8],
+    start: usize,
+    decode: impl Fn(&[u8]) -> Result<P, DecodeError>,
+    mut each: impl FnMut(usize, P),
+) -> (usize, ScanEnd) {
     let mut offset = start.min(bytes.len());
     while offset < bytes.len() {
         let damage = match split(&bytes[offset..]) {
             Split::Frame(payload, used) => match decode(payload) {
                 Ok(entry) => {
-                    each(entry);
                     offset += used;
+                    each(offset, entry);
                     continue;
                 }
                 Err(error) => FrameError::Payload(error),

@@ -329,6 +329,11 @@ pub fn scan(bytes: &[u8], start: usize, each: impl FnMut(Entry)) -> (usize, Scan
     frame::scan(bytes, start, record::decode_entry_payload, each)
 }
 
+/// [`scan`], handing `each` also the offset in `bytes` where each entry's frame ends.
+pub fn scan_ends(bytes: &[u8], start: usize, each: impl FnMut(usize, Entry)) -> (usize, ScanEnd) {
+    frame::scan_ends(bytes, start, record::decode_entry_payload, each)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@
 pub mod acceptors;
 pub mod antientropy;
 pub mod digest;
+pub mod feed;
 pub mod gc;
 pub mod membership;
 pub mod routes;
