@@ -351,6 +351,33 @@ impl NodeClient {
 }
 
 impl NodeClient {
+    /// `GET /feed`: the node's changes after `after` under `prefix`, at most `limit`, waiting up
+    /// to `wait` for one when there is none yet (the request's timeout stretches by that much).
+    pub async fn feed(
+        &self,
+        base: &str,
+        after: u64,
+        prefix: &str,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<crate::proto::NodeFeedPage, NodeError> {
+        let mut url = self.node_url(base, &["feed"])?;
+        url.query_pairs_mut()
+            .append_pair("after", &after.to_string())
+            .append_pair("prefix", prefix)
+            .append_pair("limit", &limit.to_string())
+            .append_pair("wait_ms", &wait.as_millis().to_string());
+        let response = self
+            .http
+            .get(url.clone())
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .timeout(self.timeout + wait)
+            .send()
+            .await
+            .map_err(|source| unreachable(&url, source))?;
+        json_or_status(&url, response).await
+    }
+
     /// `GET /digest`: the node's per-arc hashes (anti-entropy).
     pub async fn digest(&self, base: &str) -> Result<NodeDigest, NodeError> {
         let url = self.node_url(base, &["digest"])?;

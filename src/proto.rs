@@ -90,6 +90,37 @@ pub struct NodeKeyEntry {
     pub expires_at: Option<u64>,
 }
 
+/// One change in a node's feed (`GET /feed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFeedEntry {
+    /// Its position in the node's feed; ask `after` it for what follows.
+    pub position: u64,
+    /// The node's storage key.
+    pub key: String,
+    /// The record's version.
+    pub version: u64,
+    /// `put`, `delete` or `expire`.
+    pub kind: String,
+    /// The value's size in bytes.
+    pub size: u64,
+    /// The value's content type (empty for a delete).
+    pub content_type: String,
+    /// When the value expires (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+/// A page of a node's change feed: `GET /feed?after=&prefix=&limit=&wait_ms=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFeedPage {
+    /// The changes after `after` under the prefix, in the order the node logged them.
+    pub entries: Vec<NodeFeedEntry>,
+    /// The position to ask after next.
+    pub next: u64,
+    /// The first position the feed still holds; asking after an older one may miss changes.
+    pub oldest: u64,
+}
+
 /// A page of a node's key listing: `GET /keys?prefix=&limit=&cursor=`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeKeyPage {

@@ -132,6 +132,8 @@ pub struct WalStats {
     last_snapshot_unix_ms: AtomicU64,
     /// The active segment's generation and synced length, packed ([`WalStats::head`]).
     head: AtomicU64,
+    /// Woken whenever the head moves.
+    head_moved: tokio::sync::Notify,
 }
 
 /// Bits of [`WalStats::head`] for the synced length (a segment is far below 1 TiB).
@@ -171,6 +173,13 @@ impl WalStats {
 
     fn set_head(&self, generation: u64, synced: u64) {
         self.head.store(generation << HEAD_OFFSET_BITS | synced.min((1 << HEAD_OFFSET_BITS) - 1), Ordering::Release);
+        self.head_moved.notify_waiters();
+    }
+
+    /// Resolves when the head next moves (more of the log is on disk). Create it before reading
+    /// the head, so a move in between is not missed.
+    pub fn head_moved(&self) -> tokio::sync::futures::Notified<'_> {
+        self.head_moved.notified()
     }
 
     /// The active segment's generation.

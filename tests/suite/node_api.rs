@@ -423,3 +423,85 @@ async fn reads_fall_back_to_one_get_per_key_on_a_node_without_read() {
     assert!(read_requests.load(Ordering::SeqCst) >= 1, "16 readers at once never shared a POST /read");
     server.abort();
 }
+
+/// `GET /feed`: the real node's changes in log order by prefix, a long poll that a write wakes,
+/// positions that survive a restart, and bad queries refused.
+#[tokio::test]
+async fn the_change_feed_pages_long_polls_and_survives_a_restart() {
+    use std::time::{Duration, Instant};
+    use ydht::config::Secret;
+    use ydht::nodeclient::NodeClient;
+
+    let data = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start(data.path(), &[], &[]);
+    let nodes = NodeClient::new(Secret::new(SECRET), Duration::from_secs(10));
+    nodes
+        .put(
+            &node.url,
+            "5/a",
+            b"one".to_vec().into(),
+            &ydht::nodeclient::WriteMeta { version: 10, expires_at: None, content_type: "text/plain".into() },
+        )
+        .await
+        .unwrap();
+    nodes
+        .put(
+            &node.url,
+            "6/other",
+            b"x".to_vec().into(),
+            &ydht::nodeclient::WriteMeta { version: 11, expires_at: None, content_type: "t".into() },
+        )
+        .await
+        .unwrap();
+    nodes.delete(&node.url, "5/a", 12).await.unwrap();
+    let page = nodes.feed(&node.url, 0, "5/", 100, Duration::ZERO).await.unwrap();
+    let seen: Vec<(&str, u64, &str)> =
+        page.entries.iter().map(|entry| (entry.key.as_str(), entry.version, entry.kind.as_str())).collect();
+    assert_eq!(seen, [("5/a", 10, "put"), ("5/a", 12, "delete")]);
+    assert_eq!((page.entries[0].size, page.entries[0].content_type.as_str()), (3, "text/plain"));
+    assert!(page.oldest <= page.entries[0].position && page.entries[1].position <= page.next);
+
+    // A long poll returns as soon as a change under its prefix is on disk, not at its deadline.
+    let (poll_nodes, poll_url, after) = (nodes.clone(), node.url.clone(), page.next);
+    let started = Instant::now();
+    let poll = tokio::spawn(async move { poll_nodes.feed(&poll_url, after, "5/", 100, Duration::from_secs(20)).await });
+    nodes
+        .put(
+            &node.url,
+            "6/noise",
+            b"n".to_vec().into(),
+            &ydht::nodeclient::WriteMeta { version: 13, expires_at: None, content_type: "t".into() },
+        )
+        .await
+        .unwrap();
+    nodes
+        .put(
+            &node.url,
+            "5/b",
+            b"two".to_vec().into(),
+            &ydht::nodeclient::WriteMeta { version: 14, expires_at: None, content_type: "t".into() },
+        )
+        .await
+        .unwrap();
+    let woken = poll.await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(15), "the write woke the poll");
+    assert_eq!(woken.entries.iter().map(|entry| entry.key.as_str()).collect::<Vec<_>>(), ["5/b"]);
+    let quiet = nodes.feed(&node.url, woken.next, "5/", 100, Duration::from_millis(200)).await.unwrap();
+    assert!(quiet.entries.is_empty() && quiet.next >= woken.next, "nothing new: an empty page at the deadline");
+
+    // After a restart the same positions name the same changes.
+    assert!(node.terminate().success());
+    let node = NodeProcess::start(data.path(), &[], &[]);
+    let again = nodes.feed(&node.url, 0, "5/", 100, Duration::ZERO).await.unwrap();
+    assert_eq!(again.entries[..2], page.entries[..]);
+    assert_eq!(again.entries[2], woken.entries[0]);
+
+    let client = reqwest::Client::new();
+    let feed = |query: &str| client.get(format!("{}/feed?{query}", node.url)).header("x-cluster-secret", SECRET);
+    for query in ["limit=0", "limit=10001", "wait_ms=30001", "after=-1", "after=x"] {
+        let (status, message) = refused(feed(query)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {message}");
+    }
+    let (status, _) = refused(client.get(format!("{}/feed", node.url))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

@@ -44,6 +44,7 @@ pub fn app(state: NodeState) -> Router {
         .route("/keys", get(list_keys))
         .route("/batch", post(apply_batch))
         .route("/read", post(read_many))
+        .route("/feed", get(feed))
         .route("/paxos", post(paxos))
         .route("/digest", get(digest))
         .route("/range", post(range))
@@ -188,6 +189,66 @@ async fn read_many(
     }
     let lookups = state.store.get_many(&keys, crate::hlc::wall_millis(), state.settings.max_batch_bytes());
     Ok(([(header::CONTENT_TYPE, read::READ_CONTENT_TYPE)], read::encode_answer(&lookups)).into_response())
+}
+
+/// Query of `GET /feed`.
+#[derive(Debug, Deserialize)]
+struct FeedQuery {
+    /// The position of the last change already read (0: from the start of the feed).
+    #[serde(default)]
+    after: u64,
+    /// Only keys starting with this (storage keys: `<user id>/…`).
+    #[serde(default)]
+    prefix: String,
+    /// Most changes in the answer (1–10,000, default 1,000).
+    limit: Option<usize>,
+    /// How long to wait for a change when there is none yet, in ms (at most 30,000; default 0).
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// Most changes one feed page holds.
+const MAX_FEED_LIMIT: usize = 10_000;
+/// Longest a feed read waits for a change.
+const MAX_FEED_WAIT_MS: u64 = 30_000;
+
+/// `GET /feed`: the node's change feed after a position ([`super::feed`]), for watches.
+async fn feed(
+    _: Internal,
+    State(state): State<NodeState>,
+    query: Result<Query<FeedQuery>, QueryRejection>,
+) -> Result<Json<crate::proto::NodeFeedPage>, ApiError> {
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(1000);
+    if !(1..=MAX_FEED_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be 1 to {MAX_FEED_LIMIT}")));
+    }
+    if query.wait_ms > MAX_FEED_WAIT_MS {
+        return Err(ApiError::bad_request(format!("wait_ms must be at most {MAX_FEED_WAIT_MS}")));
+    }
+    if query.prefix.len() > crate::proto::MAX_STORAGE_KEY_BYTES {
+        return Err(ApiError::bad_request("the prefix is longer than any key"));
+    }
+    let wait = std::time::Duration::from_millis(query.wait_ms);
+    let page = state
+        .store
+        .feed(query.after, &query.prefix, limit, wait)
+        .await
+        .map_err(|error| ApiError::unavailable(format!("the change feed cannot be read: {error}")))?;
+    let entries = page
+        .entries
+        .into_iter()
+        .map(|entry| crate::proto::NodeFeedEntry {
+            position: entry.seq,
+            key: entry.key,
+            version: entry.version,
+            kind: entry.kind.as_str().to_string(),
+            size: entry.meta.size,
+            content_type: entry.meta.content_type,
+            expires_at: entry.meta.expires_at,
+        })
+        .collect();
+    Ok(Json(crate::proto::NodeFeedPage { entries, next: page.next, oldest: page.oldest }))
 }
 
 /// `POST /paxos`: messages of conditional writes' rounds, one reply each ([`paxos_body`] has

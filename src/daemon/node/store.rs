@@ -464,6 +464,36 @@ impl Store {
         Ok(replies)
     }
 
+    /// The change feed after position `after` for keys under `prefix`, at most `limit` changes
+    /// ([`super::feed::read`]); when there is none yet, waits up to `wait` for one.
+    pub async fn feed(
+        &self,
+        mut after: u64,
+        prefix: &str,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> Result<super::feed::FeedPage, WalError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before the head is read, so a sync in between still wakes it.
+            let moved = self.shared.stats.head_moved();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            let (dir, head, prefix_owned) = (self.shared.dir.clone(), self.shared.stats.head(), prefix.to_string());
+            let page = tokio::task::spawn_blocking(move || super::feed::read(&dir, head, after, &prefix_owned, limit))
+                .await
+                .map_err(|error| WalError::Failed(format!("the feed reader stopped: {error}")))??;
+            if !page.entries.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(page);
+            }
+            if tokio::time::timeout_at(deadline, moved).await.is_err() {
+                return Ok(page);
+            }
+            // Read on from where this page ended (past other keys' changes too).
+            after = page.next;
+        }
+    }
+
     /// How many keys have a Paxos acceptor state in memory.
     pub fn acceptors(&self) -> usize {
         self.shared.state().acceptors.len()
