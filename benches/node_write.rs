@@ -72,8 +72,13 @@ impl Measurement {
 
 async fn measure(layer: Layer, mode: SyncMode, writers: usize, duration: Duration) -> Measurement {
     let dir = tempfile::tempdir().expect("temp dir");
-    let options =
-        StoreOptions { dir: dir.path().to_path_buf(), sync_mode: mode, wal_max_bytes: 64 << 20, salvage_wal: false };
+    let options = StoreOptions {
+        dir: dir.path().to_path_buf(),
+        sync_mode: mode,
+        wal_max_bytes: 64 << 20,
+        salvage_wal: false,
+        feed_retention: std::time::Duration::ZERO,
+    };
     let (store, _) = tokio::task::spawn_blocking(move || Store::open(&options)).await.unwrap().expect("open store");
     let state = NodeState {
         store: store.clone(),

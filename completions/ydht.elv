@@ -77,6 +77,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --max-value-bytes 'Largest value accepted, in bytes (larger bodies get 413 before being read)'
             cand --wal-max-bytes 'Snapshot and start a new WAL segment when the active one reaches this many bytes'
             cand --sync-mode 'group: concurrent writes share one fdatasync; per-write: one fdatasync per write (for benchmarks)'
+            cand --feed-retention 'How long the change feed (`GET /feed`, for watches) keeps changes: WAL segments a snapshot covers are removed only once they were last written this long ago (0: at once)'
             cand --tombstone-grace 'How long tombstones and expired entries keep their version before being purged; with peers, a tombstone is purged only once every peer is also known to hold it (a peer that is down holds them back)'
             cand --peers 'Every storage node of the cluster, this one included (id=url,… or bare URLs, the gateway''s format; a bare URL is this node when it is its --advertise-url or the host:port it listens on); enables anti-entropy with the others'
             cand --replicas 'Copies kept of every key (must match the gateway''s; decides which keys this node shares with each peer)'

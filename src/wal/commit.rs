@@ -478,7 +478,7 @@ mod tests {
         mode: SyncMode,
         gate: Option<(std_mpsc::Sender<()>, std_mpsc::Receiver<()>)>,
     ) -> (Arc<Committer<Recorder>>, Arc<Mutex<Vec<String>>>) {
-        let recovered = super::super::recover(dir, false, |_| {}).unwrap();
+        let recovered = super::super::recover(dir, false, std::time::Duration::ZERO, |_| {}).unwrap();
         let stats = Arc::new(WalStats::default());
         stats.recovered(&recovered.segment, recovered.retired_bytes);
         let applied = Arc::new(Mutex::new(Vec::new()));
@@ -518,8 +518,10 @@ mod tests {
 
         // Everything acknowledged is in the log, in the order it was applied.
         let mut replayed = Vec::new();
-        super::super::recover(&wal, false, |found| replayed.extend(found.into_record().map(|found| found.key)))
-            .unwrap();
+        super::super::recover(&wal, false, std::time::Duration::ZERO, |found| {
+            replayed.extend(found.into_record().map(|found| found.key))
+        })
+        .unwrap();
         assert_eq!(replayed.len(), 64 * 25);
         assert_eq!(replayed, *applied.locked());
     }

@@ -134,7 +134,12 @@ pub struct Recovered {
 /// Rebuilds state from `dir`: hands every record of the latest snapshot and then of
 /// each later segment, in order, to `apply`. Creates the directory and a first
 /// segment when there is nothing yet.
-pub fn recover(dir: &WalDir, salvage: bool, mut apply: impl FnMut(Entry)) -> Result<Recovered, WalError> {
+pub fn recover(
+    dir: &WalDir,
+    salvage: bool,
+    keep_for: std::time::Duration,
+    mut apply: impl FnMut(Entry),
+) -> Result<Recovered, WalError> {
     dir.create()?;
     let listing = dir.list()?;
     for temporary in &listing.temporaries {
@@ -147,7 +152,7 @@ pub fn recover(dir: &WalDir, salvage: bool, mut apply: impl FnMut(Entry)) -> Res
         tracing::info!(snapshot = %path.display(), records = snapshot_records, "loaded snapshot");
         first_generation = *generation;
     }
-    remove_covered(&listing, first_generation);
+    remove_covered(&listing, first_generation, keep_for);
 
     let segments: Vec<_> = listing.segments.iter().filter(|(generation, _)| *generation >= first_generation).collect();
     let mut replayed_records = 0;
@@ -216,8 +221,11 @@ pub fn recover(dir: &WalDir, salvage: bool, mut apply: impl FnMut(Entry)) -> Res
 
 /// Deletes snapshots and segments older than the snapshot of `generation`
 /// (left behind when a crash interrupted a compaction).
-fn remove_covered(listing: &segment::Listing, generation: u64) {
-    let stale = listing.snapshots.iter().chain(&listing.segments).filter(|(older, _)| *older < generation);
+/// Removes the snapshots and segments older than `generation` (the snapshot's), except the
+/// segments written within `keep_for`: the change feed reads them ([`segment::outlived`]).
+fn remove_covered(listing: &segment::Listing, generation: u64, keep_for: std::time::Duration) {
+    let segments = listing.segments.iter().filter(|(_, path)| segment::outlived(path, keep_for));
+    let stale = listing.snapshots.iter().chain(segments).filter(|(older, _)| *older < generation);
     for (_, path) in stale {
         match fs::remove_file(path) {
             Ok(()) => tracing::info!(file = %path.display(), "removed a file the snapshot already covers"),
@@ -263,7 +271,7 @@ mod tests {
 
     fn recover_all(dir: &WalDir, salvage: bool) -> Result<(Vec<Record>, Recovered), WalError> {
         let mut seen = Vec::new();
-        let recovered = recover(dir, salvage, |found| seen.extend(found.into_record()))?;
+        let recovered = recover(dir, salvage, std::time::Duration::ZERO, |found| seen.extend(found.into_record()))?;
         Ok((seen, recovered))
     }
 

@@ -324,6 +324,17 @@ pub fn decode_segment(bytes: &[u8], each: impl FnMut(Entry)) -> (usize, ScanEnd)
     }
 }
 
+/// Whether the segment at `path` was last written more than `keep_for` ago (or cannot be
+/// told): a segment a snapshot covers is kept that long for the change feed, then removed.
+pub fn outlived(path: &Path, keep_for: std::time::Duration) -> bool {
+    keep_for.is_zero()
+        || fs::metadata(path)
+            .and_then(|metadata| metadata.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_none_or(|age| age > keep_for)
+}
+
 /// Decodes the entry frames of `bytes` from `start` ([`frame::scan`]).
 pub fn scan(bytes: &[u8], start: usize, each: impl FnMut(Entry)) -> (usize, ScanEnd) {
     frame::scan(bytes, start, record::decode_entry_payload, each)

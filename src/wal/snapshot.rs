@@ -187,12 +187,13 @@ pub enum SnapshotDamage {
 }
 
 /// Writes the snapshot of `generation` with `fill` (which pushes every record of
-/// the state, see [`SnapshotWriter`]), then deletes every older segment and
-/// snapshot. Runs on a background thread; the writer will not rotate again until it ends.
+/// the state, see [`SnapshotWriter`]), then deletes every older snapshot, and every older
+/// segment last written more than `keep_for` ago. Runs on a background thread; the writer will not rotate again until it ends.
 pub fn compact(
     dir: &WalDir,
     ticket: CompactionTicket,
     generation: u64,
+    keep_for: std::time::Duration,
     fill: impl FnOnce(&mut SnapshotWriter) -> Result<(), WalError>,
 ) {
     let written = SnapshotWriter::create(dir, generation).and_then(|mut writer| {
@@ -204,8 +205,10 @@ pub fn compact(
         Ok((records, bytes)) => {
             match dir.list() {
                 Ok(listing) => {
-                    let covered =
-                        listing.segments.iter().chain(&listing.snapshots).filter(|(old, _)| *old < generation);
+                    // Segments written within `keep_for` stay for the change feed (replay starts at
+                    // the snapshot's generation and never reads them); a later compaction removes them.
+                    let segments = listing.segments.iter().filter(|(_, path)| super::segment::outlived(path, keep_for));
+                    let covered = segments.chain(&listing.snapshots).filter(|(old, _)| *old < generation);
                     for (_, path) in covered {
                         if let Err(error) = std::fs::remove_file(path) {
                             tracing::warn!(file = %path.display(), %error, "cannot remove a compacted WAL file");

@@ -200,7 +200,9 @@ async fn compaction_keeps_every_live_key_and_bounds_the_wal() {
     const MAX: u64 = 64 * 1024;
     let data = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
-    let mut node = NodeProcess::start(data.path(), &["--wal-max-bytes", &MAX.to_string()], &[]);
+    // No feed retention: what is measured is that compaction removes the covered segments.
+    let mut node =
+        NodeProcess::start(data.path(), &["--wal-max-bytes", &MAX.to_string(), "--feed-retention", "0"], &[]);
     let base = ydht::hlc::from_millis(now_millis());
     // 8 writers overwrite 40 keys 1 KiB at a time: ~2.5 MiB of log for 40 KiB of live data.
     let tasks: Vec<_> = (0..8u64)

@@ -135,6 +135,7 @@ mod tests {
             sync_mode: SyncMode::Group,
             wal_max_bytes: 1 << 30,
             salvage_wal: false,
+            feed_retention: std::time::Duration::ZERO,
         };
         Store::open(&options).unwrap().0
     }
@@ -198,6 +199,7 @@ mod tests {
             sync_mode: SyncMode::Group,
             wal_max_bytes: 8 * 1024,
             salvage_wal: false,
+            feed_retention: std::time::Duration::ZERO,
         };
         let store = Store::open(&options).unwrap().0;
         let wal = WalDir::new(dir.path());
@@ -227,6 +229,46 @@ mod tests {
         let page = read(&wal, store.wal_stats().head(), 0, "1/", 1000).unwrap();
         assert!(page.oldest > read_so_far[0].seq);
         assert!(page.entries.iter().all(|entry| entry.seq > page.oldest));
+        store.close().await;
+    }
+
+    /// With a retention, compaction and recovery keep the segments a snapshot covers: the feed
+    /// still starts at the first change, and the restarted store holds the same data.
+    #[tokio::test]
+    async fn segments_within_the_retention_outlive_their_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            dir: dir.path().to_path_buf(),
+            sync_mode: SyncMode::Group,
+            wal_max_bytes: 8 * 1024,
+            salvage_wal: false,
+            feed_retention: std::time::Duration::from_secs(3600),
+        };
+        let store = Store::open(&options).unwrap().0;
+        let wal = WalDir::new(dir.path());
+        for round in 0..40u64 {
+            let records =
+                (0..5).map(|n| Record::put(format!("1/k{n}"), round * 10 + n + 1, vec![b'v'; 200], "t")).collect();
+            store.write(records).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while store.wal_stats().snapshots() == 0 || store.wal_stats().compacting() {
+            assert!(std::time::Instant::now() < deadline, "no snapshot was written");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let page = read(&wal, store.wal_stats().head(), 0, "1/", 1000).unwrap();
+        assert_eq!(page.oldest, position(0, FILE_HEADER_BYTES as u64), "the first segment is still there");
+        assert_eq!(page.entries.len(), 200);
+        store.close().await;
+        drop(store);
+
+        let (store, report) = Store::open(&options).unwrap();
+        assert!(report.snapshot_records > 0, "recovery loaded the snapshot, not the covered segments");
+        assert_eq!(read(&wal, store.wal_stats().head(), 0, "1/", 1000).unwrap().entries, page.entries);
+        for n in 0..5u64 {
+            let found = matches!(store.get(&format!("1/k{n}"), 0), crate::wire::read::Lookup::Found(found) if found.version == 390 + n + 1);
+            assert!(found, "1/k{n} holds its last write");
+        }
         store.close().await;
     }
 

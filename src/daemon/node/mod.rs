@@ -77,6 +77,11 @@ pub struct NodeArgs {
     #[arg(long, env = "YDHT_SALVAGE_WAL")]
     pub salvage_wal: bool,
 
+    /// How long the change feed (`GET /feed`, for watches) keeps changes: WAL segments a snapshot
+    /// covers are removed only once they were last written this long ago (0: at once)
+    #[arg(long, env = "YDHT_FEED_RETENTION", default_value = "10m", value_parser = crate::duration::parse_or_off)]
+    pub feed_retention: Duration,
+
     /// How long tombstones and expired entries keep their version before being purged; with peers, a
     /// tombstone is purged only once every peer is also known to hold it (a peer that is down holds them back)
     #[arg(long, env = "YDHT_TOMBSTONE_GRACE", default_value = "24h", value_parser = crate::duration::parse)]
@@ -142,6 +147,8 @@ pub struct NodeConfig {
     pub sync_mode: SyncMode,
     /// Truncate a corrupt WAL segment instead of refusing to start.
     pub salvage_wal: bool,
+    /// How long covered WAL segments are kept for the change feed.
+    pub feed_retention: Duration,
     /// How long tombstones and expired entries are kept.
     pub tombstone_grace: Duration,
     /// How often the TTL sweeper runs.
@@ -180,6 +187,7 @@ impl NodeArgs {
             wal_max_bytes: self.wal_max_bytes,
             sync_mode: self.sync_mode,
             salvage_wal: self.salvage_wal,
+            feed_retention: self.feed_retention,
             tombstone_grace: self.tombstone_grace,
             sweep_interval: Duration::from_secs(1),
             tls: self.server.tls()?,
@@ -418,6 +426,7 @@ async fn serve_announcing(
         sync_mode: config.sync_mode,
         wal_max_bytes: config.wal_max_bytes,
         salvage_wal: config.salvage_wal,
+        feed_retention: config.feed_retention,
     };
     let (store, report) =
         tokio::task::spawn_blocking(move || Store::open(&options)).await.context("the recovery task failed")??;

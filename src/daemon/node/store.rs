@@ -42,6 +42,8 @@ pub struct StoreOptions {
     pub wal_max_bytes: u64,
     /// Truncate a corrupt segment at the damage instead of refusing to start.
     pub salvage_wal: bool,
+    /// How long WAL segments a snapshot covers are kept for the change feed.
+    pub feed_retention: std::time::Duration,
 }
 
 /// What opening the store recovered.
@@ -198,6 +200,8 @@ struct Shared {
     stats: Arc<WalStats>,
     counters: StoreCounters,
     snapshot_thread: Mutex<Option<JoinHandle<()>>>,
+    /// How long WAL segments a snapshot covers are kept for the change feed.
+    feed_retention: std::time::Duration,
     _lock: DirLock,
 }
 
@@ -248,9 +252,10 @@ impl Apply for Applier {
     /// snapshot and replaying them gives the same state (see `wal::snapshot`).
     fn rotated(&mut self, generation: u64, ticket: CompactionTicket) {
         let shared = Arc::clone(&self.shared);
-        let thread = std::thread::Builder::new()
-            .name("wal-snapshot".into())
-            .spawn(move || wal::snapshot::compact(&shared.dir, ticket, generation, |writer| shared.copy_into(writer)));
+        let thread = std::thread::Builder::new().name("wal-snapshot".into()).spawn(move || {
+            let keep_for = shared.feed_retention;
+            wal::snapshot::compact(&shared.dir, ticket, generation, keep_for, |writer| shared.copy_into(writer))
+        });
         match thread {
             Ok(thread) => {
                 let previous = self.shared.snapshot_thread.locked().replace(thread);
@@ -306,7 +311,7 @@ impl Store {
         dir.create()?;
         let lock = dir.lock()?;
         let mut state = State::default();
-        let recovered = wal::recover(&dir, options.salvage_wal, |entry| match entry {
+        let recovered = wal::recover(&dir, options.salvage_wal, options.feed_retention, |entry| match entry {
             Entry::Record(record) => {
                 state.apply(record);
             }
@@ -326,6 +331,7 @@ impl Store {
             stats: Arc::clone(&stats),
             counters: StoreCounters::default(),
             snapshot_thread: Mutex::new(None),
+            feed_retention: options.feed_retention,
             _lock: lock,
         });
         let config = CommitterConfig { mode: options.sync_mode, max_segment_bytes: options.wal_max_bytes };
@@ -777,8 +783,13 @@ mod tests {
     use super::*;
 
     fn open(dir: &std::path::Path, wal_max_bytes: u64) -> Store {
-        let options =
-            StoreOptions { dir: dir.to_path_buf(), sync_mode: SyncMode::Group, wal_max_bytes, salvage_wal: false };
+        let options = StoreOptions {
+            dir: dir.to_path_buf(),
+            sync_mode: SyncMode::Group,
+            wal_max_bytes,
+            salvage_wal: false,
+            feed_retention: std::time::Duration::ZERO,
+        };
         Store::open(&options).unwrap().0
     }
 
