@@ -42,6 +42,7 @@ const FIXED_PAYLOAD_BYTES: usize = 1 + 8 + 8;
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
 const KIND_ACCEPTOR: u8 = 3;
+const KIND_EXPIRED: u8 = 4;
 
 /// One versioned mutation of a key: a put (value + metadata) or a delete (tombstone).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +189,14 @@ pub enum Entry {
     Record(Record),
     /// A key's Paxos acceptor state, durable before the node answers a prepare or a proposal.
     Acceptor(AcceptorEntry),
+    /// The value at `version` of `key` expired (its TTL ran out) here: a change for the feed
+    /// ([`crate::daemon::node::feed`]); replay changes nothing for it (expiry follows from the record).
+    Expired {
+        /// The key, as the node stores it.
+        key: String,
+        /// The version of the value that expired.
+        version: u64,
+    },
 }
 
 /// A key's Paxos acceptor state as the log holds it: the node encodes and
@@ -217,7 +226,7 @@ impl Entry {
     pub fn into_record(self) -> Option<Record> {
         match self {
             Self::Record(record) => Some(record),
-            Self::Acceptor(_) => None,
+            Self::Acceptor(_) | Self::Expired { .. } => None,
         }
     }
 
@@ -226,6 +235,7 @@ impl Entry {
         match self {
             Self::Record(record) => record.framed_len(),
             Self::Acceptor(entry) => FRAME_HEADER_BYTES + entry.payload_len(),
+            Self::Expired { key, .. } => FRAME_HEADER_BYTES + 1 + 8 + 2 + key.len(),
         }
     }
 }
@@ -235,6 +245,17 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) -> Result<(), EncodeError>
     match entry {
         Entry::Record(record) => encode(record, out),
         Entry::Acceptor(entry) => encode_acceptor(&entry.key, &entry.state, out),
+        Entry::Expired { key, version } => {
+            let key_len = u16::try_from(key.len()).map_err(|_| EncodeError::KeyTooLong(key.len()))?;
+            frame::append(out, |out| {
+                out.push(KIND_EXPIRED);
+                out.extend_from_slice(&version.to_le_bytes());
+                out.extend_from_slice(&key_len.to_le_bytes());
+                out.extend_from_slice(key.as_bytes());
+            })
+            .map_err(EncodeError::TooLarge)?;
+            Ok(())
+        }
     }
 }
 
@@ -255,15 +276,26 @@ pub fn encode_acceptor(key: &str, state: &[u8], out: &mut Vec<u8>) -> Result<(),
     Ok(())
 }
 
-/// Decodes a log entry's payload: a record, or (kind 3) an acceptor state.
+/// Decodes a log entry's payload: a record, (kind 3) an acceptor state, or (kind 4) an expiry.
 pub fn decode_entry_payload(payload: &[u8]) -> Result<Entry, DecodeError> {
-    if payload.first() != Some(&KIND_ACCEPTOR) {
-        return decode_payload(payload).map(Entry::Record);
+    match payload.first() {
+        Some(&KIND_ACCEPTOR) => {
+            let mut reader = Reader::new(payload, 1);
+            let key = reader.text16()?.to_string();
+            let state = Bytes::copy_from_slice(reader.rest());
+            Ok(Entry::Acceptor(AcceptorEntry { key, state }))
+        }
+        Some(&KIND_EXPIRED) => {
+            let mut reader = Reader::new(payload, 1);
+            let version = reader.u64()?;
+            let key = reader.text16()?.to_string();
+            if !reader.rest().is_empty() {
+                return Err(DecodeError::Inconsistent("bytes after an expiry's key"));
+            }
+            Ok(Entry::Expired { key, version })
+        }
+        _ => decode_payload(payload).map(Entry::Record),
     }
-    let mut reader = Reader::new(payload, 1);
-    let key = reader.text16()?.to_string();
-    let state = Bytes::copy_from_slice(reader.rest());
-    Ok(Entry::Acceptor(AcceptorEntry { key, state }))
 }
 
 /// Writes the 8-byte file header `magic` + [`FORMAT_VERSION`].
@@ -321,6 +353,29 @@ pub fn decode_payload(payload: &[u8]) -> Result<Record, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_entry_kind_round_trips_through_its_frame() {
+        let entries = [
+            Entry::Record(Record::put("k", 5, &b"v"[..], "t")),
+            Entry::Acceptor(AcceptorEntry { key: "k".into(), state: Bytes::from_static(b"state") }),
+            Entry::Expired { key: "tenant/k".into(), version: u64::MAX },
+        ];
+        for entry in entries {
+            let mut out = Vec::new();
+            encode_entry(&entry, &mut out).unwrap();
+            assert_eq!(out.len(), entry.framed_len(), "{entry:?}");
+            let mut decoded = Vec::new();
+            let (end, how) = frame::scan(&out, 0, decode_entry_payload, |found| decoded.push(found));
+            assert_eq!((end, how, decoded), (out.len(), frame::ScanEnd::Clean, vec![entry]));
+        }
+        // An expiry with bytes after its key is damage, not an expiry.
+        let mut payload = vec![KIND_EXPIRED];
+        payload.extend_from_slice(&1u64.to_le_bytes());
+        payload.extend_from_slice(&1u16.to_le_bytes());
+        payload.extend_from_slice(b"kx");
+        assert!(decode_entry_payload(&payload).is_err());
+    }
 
     fn samples() -> Vec<Record> {
         vec![

@@ -94,21 +94,29 @@ pub fn read(dir: &WalDir, head: (u64, u64), after: u64, prefix: &str, limit: usi
                 return;
             }
             let at = position(generation, start + frame_end as u64);
-            if let Entry::Record(record) = entry
-                && record.key.starts_with(prefix)
-            {
-                let kind = if record.tombstone { Kind::Delete } else { Kind::Put };
-                page.entries.push(watch::Entry {
+            let change = match entry {
+                Entry::Record(record) => Some(watch::Entry {
                     seq: at,
                     version: record.version,
-                    kind,
+                    kind: if record.tombstone { Kind::Delete } else { Kind::Put },
                     meta: FeedMeta {
                         size: record.value.len() as u64,
                         content_type: record.content_type,
                         expires_at: record.expires_at,
                     },
                     key: record.key,
-                });
+                }),
+                Entry::Expired { key, version } => Some(watch::Entry {
+                    seq: at,
+                    version,
+                    kind: Kind::Expire,
+                    meta: FeedMeta { size: 0, content_type: String::new(), expires_at: None },
+                    key,
+                }),
+                Entry::Acceptor(_) => None,
+            };
+            if let Some(change) = change.filter(|change| change.key.starts_with(prefix)) {
+                page.entries.push(change);
                 full = page.entries.len() >= limit;
             }
             page.next = at;
@@ -269,6 +277,38 @@ mod tests {
             let found = matches!(store.get(&format!("1/k{n}"), 0), crate::wire::read::Lookup::Found(found) if found.version == 390 + n + 1);
             assert!(found, "1/k{n} holds its last write");
         }
+        store.close().await;
+    }
+
+    /// The sweeper's expiries reach the feed as `expire` changes of the value's version, and
+    /// replaying them after a restart changes nothing.
+    #[tokio::test]
+    async fn expiries_are_changes_in_the_feed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let wal = WalDir::new(dir.path());
+        store
+            .write(vec![
+                Record::put("3/soon", 7, &b"s"[..], "t").with_expiry(Some(1_000)),
+                Record::put("3/later", 8, &b"l"[..], "t").with_expiry(Some(5_000)),
+            ])
+            .await
+            .unwrap();
+        let expired = store.sweep(2_000, 3_600_000, crate::daemon::node::gc::Horizon::Unneeded);
+        assert_eq!(expired, vec![("3/soon".to_string(), 7)]);
+        store.log_expired(expired).await.unwrap();
+        assert!(store.sweep(2_500, 3_600_000, crate::daemon::node::gc::Horizon::Unneeded).is_empty(), "once");
+        let page = read(&wal, store.wal_stats().head(), 0, "3/", 100).unwrap();
+        assert_eq!(
+            keys(&page),
+            vec![("3/soon".into(), 7, Kind::Put), ("3/later".into(), 8, Kind::Put), ("3/soon".into(), 7, Kind::Expire)]
+        );
+        store.close().await;
+        drop(store);
+        let store = open(dir.path());
+        assert!(matches!(store.get("3/later", 2_000), crate::wire::read::Lookup::Found(found) if found.version == 8));
+        assert_eq!(store.get("3/soon", 2_000), crate::wire::read::Lookup::Expired(7));
+        assert_eq!(read(&wal, store.wal_stats().head(), 0, "3/", 100).unwrap().entries, page.entries);
         store.close().await;
     }
 

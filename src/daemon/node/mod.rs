@@ -522,7 +522,14 @@ async fn sweep(store: Store, interval: Duration, grace: Duration, syncs: Option<
         }
         let store = store.clone();
         let horizon = syncs.as_ref().map_or(gc::Horizon::Unneeded, gc::PeerSyncs::horizon);
-        let _ = tokio::task::spawn_blocking(move || store.sweep(crate::hlc::wall_millis(), grace, horizon)).await;
+        let sweeping = store.clone();
+        let swept =
+            tokio::task::spawn_blocking(move || sweeping.sweep(crate::hlc::wall_millis(), grace, horizon)).await;
+        if let Some(expired) = swept.ok().filter(|expired| !expired.is_empty()) {
+            if let Err(error) = store.log_expired(expired).await {
+                tracing::warn!(%error, "cannot log expired values for the change feed");
+            }
+        }
     }
 }
 

@@ -235,6 +235,7 @@ impl Apply for Applier {
             .map(|entry| match entry {
                 Entry::Record(record) => state.apply(record),
                 Entry::Acceptor(_) => StoreWriteResponse { applied: true, version: 0 },
+                Entry::Expired { version, .. } => StoreWriteResponse { applied: true, version },
             })
             .collect();
         drop(state);
@@ -316,6 +317,8 @@ impl Store {
                 state.apply(record);
             }
             Entry::Acceptor(entry) => state.acceptors.replay(entry),
+            // Expiry follows from the record's own expires_at; the entry is for the change feed.
+            Entry::Expired { .. } => {}
         })?;
         let report = RecoveryReport {
             snapshot_records: recovered.snapshot_records,
@@ -571,8 +574,10 @@ impl Store {
     /// expired entries, removes expired entries older than `grace` ms, and removes
     /// tombstones older than `grace` ms that every peer is known to hold ([`gc`], `horizon`).
     /// Until then they keep their version, so an older replicated write cannot resurrect
-    /// the key. Works in chunks so readers never wait long.
-    pub fn sweep(&self, now: u64, grace: u64, horizon: Horizon) {
+    /// the key. Works in chunks so readers never wait long. Returns the keys whose values it
+    /// found newly expired, with their versions ([`Store::log_expired`] puts them in the feed).
+    pub fn sweep(&self, now: u64, grace: u64, horizon: Horizon) -> Vec<(String, u64)> {
+        let mut newly_expired = Vec::new();
         const CHUNK: usize = 1024;
         let mut cursor: Option<String> = None;
         let mut held_back = 0u64;
@@ -608,6 +613,7 @@ impl Store {
             }
             for key in &expire {
                 if let Some(slot) = state.map.take(key.as_bytes()) {
+                    newly_expired.push((key.clone(), slot.version));
                     state.map.insert(slot.swept());
                 }
             }
@@ -631,6 +637,18 @@ impl Store {
         let counters = &self.shared.counters;
         counters.held_back.store(held_back, Ordering::Relaxed);
         counters.oldest_held_back.store(oldest_held_back.unwrap_or(0), Ordering::Relaxed);
+        newly_expired
+    }
+
+    /// Logs that these values expired here (key, version), so the change feed reports them.
+    /// (After a restart the sweeper finds the expired values again and logs them once more;
+    /// a watch merges repeats.)
+    pub async fn log_expired(&self, expired: Vec<(String, u64)>) -> Result<(), WalError> {
+        for chunk in expired.chunks(1024) {
+            let entries = chunk.iter().map(|(key, version)| Entry::Expired { key: key.clone(), version: *version });
+            self.committer.append(entries.collect()).await?;
+        }
+        Ok(())
     }
 
     /// Starts keeping the per-arc digest of `ring` (built from the current map
