@@ -57,9 +57,14 @@ async fn a_batch_answers_each_op_and_the_good_ones_apply() {
     let gateway = cluster.gateway.clone();
     let (_, key) = common::tenant(&http, &cluster.users, "batcher").await;
 
-    let seeded =
-        results_of(batch(&http, &gateway, &key, &json!({"ops": [{"op": "put", "key": "seed", "value": "1"}]})).await)
-            .await;
+    // Written strong: a conditional op reads a majority of the owners, which an eventual write
+    // may not have reached yet (its precondition would then see no key).
+    let seed = http
+        .post(format!("{gateway}/v1/batch"))
+        .header("x-api-key", &key)
+        .header("x-consistency", "strong")
+        .json(&json!({"ops": [{"op": "put", "key": "seed", "value": "1"}]}));
+    let seeded = results_of(seed.send().await.unwrap()).await;
     let seed_version = seeded[0]["version"].as_u64().unwrap();
     let body = json!({"ops": [
         {"op": "put", "key": "a", "value": "alpha", "content_type": "text/plain", "ttl": "1h"},
