@@ -100,6 +100,24 @@ async fn conditional_writes_follow_the_http_contract_and_one_create_wins() {
     assert_eq!(body["current_version"], etag2.as_str());
     assert_eq!(tenant.value("doc").await.as_deref(), Some("v2"), "a failed precondition changes nothing");
 
+    // A conditional write is answered before its commits land; a plain (eventual) read right
+    // after it through the same gateway still sees it, every time.
+    let mut etag_now = etag2.clone();
+    for round in 0..20 {
+        let value = format!("round-{round}");
+        let written = tenant.put("doc", &value, &[("if-match", &etag_now)]).await;
+        assert_eq!(written.status(), 200);
+        etag_now = etag_of(&written).unwrap();
+        let read = tenant.get("doc", &[]).await;
+        assert_eq!(etag_of(&read).as_deref(), Some(etag_now.as_str()), "round {round}");
+        assert_eq!(read.text().await.unwrap(), value);
+    }
+    let etag2 = etag_now;
+    let body = precondition_failed(tenant.put("doc", "lost", &[("if-match", &etag)]).await).await;
+    assert_eq!(body["current_version"], etag2.as_str());
+    assert_eq!(tenant.put("doc", "v2", &[("if-match", &etag2)]).await.status(), 200);
+    let etag2 = etag_of(&tenant.get("doc", &[("x-consistency", "strong")]).await).unwrap();
+
     // Malformed preconditions: 400 with a JSON error, and nothing changes.
     for headers in [
         vec![("if-match", "not-an-etag")],

@@ -120,15 +120,21 @@ impl FastBases {
 /// strong read that meets one of them pending on the owners answers it without a round: it is
 /// chosen (this gateway answered it), and nothing newer was found.
 #[derive(Debug, Default)]
-pub struct Committing(std::sync::Mutex<HashMap<String, Record>>);
+pub struct Committing {
+    records: std::sync::Mutex<HashMap<String, Record>>,
+    /// How many records are held: reads skip the lock while there are none.
+    count: std::sync::atomic::AtomicUsize,
+}
 
 impl Committing {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Record>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn begin(&self, record: &Record) {
-        self.lock().insert(record.key.clone(), record.clone());
+        let mut map = self.lock();
+        map.insert(record.key.clone(), record.clone());
+        self.count.store(map.len(), std::sync::atomic::Ordering::Release);
     }
 
     fn end(&self, record: &Record) {
@@ -136,6 +142,16 @@ impl Committing {
         if map.get(&record.key).is_some_and(|held| held.version == record.version) {
             map.remove(&record.key);
         }
+        self.count.store(map.len(), std::sync::atomic::Ordering::Release);
+    }
+
+    /// This gateway's chosen write of `key` whose commits are still on their way, if any: an
+    /// eventual read answers it, so a client reads its own conditional write at once.
+    pub fn current(&self, key: &str) -> Option<Record> {
+        if self.count.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.lock().get(key).cloned()
     }
 
     /// The record of `key` at `version` if it is one of this gateway's chosen writes still being committed.

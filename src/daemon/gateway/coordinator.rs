@@ -398,6 +398,11 @@ impl GatewayState {
     }
 
     async fn read_eventual(&self, key: &str) -> Result<ReadOutcome, ApiError> {
+        // A conditional write this gateway answered is chosen; until its commits land, the
+        // owners may still hold the record before it.
+        if let Some(record) = self.committing.current(key) {
+            return Ok(ReadOutcome { record: lookup_of(Some(record)), participants: Vec::new() });
+        }
         let placement = self.placement();
         // The owners, and during a membership change the old ring's owners (which may not have
         // handed the key over yet), are all asked before answering "not found".
