@@ -132,17 +132,30 @@ pub fn address_key(address: &str) -> String {
 /// and the nodes: absent or empty is [`DEFAULT_CONTENT_TYPE`]; not visible ASCII, or longer than
 /// [`MAX_CONTENT_TYPE_BYTES`], is a 400.
 pub fn content_type(headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(DEFAULT_CONTENT_TYPE.to_string()) };
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::bad_request("the Content-Type header must be visible ASCII, e.g. text/plain"))?;
+    const WHAT: &str = "the Content-Type header";
+    let text = headers
+        .get(header::CONTENT_TYPE)
+        .map(|value| {
+            value.to_str().map_err(|_| ApiError::bad_request(format!("{WHAT} must be visible ASCII, e.g. text/plain")))
+        })
+        .transpose()?;
+    content_type_text(WHAT, text)
+}
+
+/// [`content_type`]'s rule for a content type given as text (`what` names where it came from, for
+/// the error): absent or empty is the default; longer than the limit, or not visible ASCII, is a 400.
+pub fn content_type_text(what: &str, text: Option<&str>) -> Result<String, ApiError> {
+    let Some(text) = text.filter(|text| !text.is_empty()) else { return Ok(DEFAULT_CONTENT_TYPE.to_string()) };
     if text.len() > MAX_CONTENT_TYPE_BYTES {
         return Err(ApiError::bad_request(format!(
-            "the Content-Type header is {} bytes long; the maximum is {MAX_CONTENT_TYPE_BYTES} bytes",
+            "{what} is {} bytes long; the maximum is {MAX_CONTENT_TYPE_BYTES} bytes",
             text.len()
         )));
     }
-    Ok(if text.is_empty() { DEFAULT_CONTENT_TYPE.to_string() } else { text.to_string() })
+    if !text.bytes().all(|byte| byte == b'\t' || (0x20..0x7f).contains(&byte)) {
+        return Err(ApiError::bad_request(format!("{what} must be visible ASCII, e.g. text/plain")));
+    }
+    Ok(text.to_string())
 }
 
 #[cfg(test)]

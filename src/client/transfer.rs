@@ -218,12 +218,16 @@ pub async fn import(args: ImportArgs, context: &Context) -> anyhow::Result<()> {
             result.error.as_deref().unwrap_or("")
         );
     }
-    let status = reqwest::StatusCode::from_u16(first.status).unwrap_or(reqwest::StatusCode::BAD_GATEWAY);
     Err(Exit::new(
-        exit_code_for_status(status),
+        exit_code_of_op(first),
         format!("{} of {} keys were not imported (listed above)", failed.len(), lines.len()),
     )
     .into())
+}
+
+/// The exit code a batch operation's status maps to, as for a single request.
+fn exit_code_of_op(result: &OpResult) -> u8 {
+    exit_code_for_status(reqwest::StatusCode::from_u16(result.status).unwrap_or(reqwest::StatusCode::BAD_GATEWAY))
 }
 
 /// `kv export`.
@@ -251,9 +255,8 @@ pub async fn export(args: ExportArgs, context: &Context) -> anyhow::Result<()> {
                     status => {
                         let key = result.key.as_deref().unwrap_or("?");
                         let error = result.error.as_deref().unwrap_or("");
-                        let status = reqwest::StatusCode::from_u16(status).unwrap_or(reqwest::StatusCode::BAD_GATEWAY);
                         return Err(Exit::new(
-                            exit_code_for_status(status),
+                            exit_code_of_op(&result),
                             format!("cannot read {key}: {status} {error}; the export stopped"),
                         )
                         .into());

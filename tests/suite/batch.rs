@@ -227,4 +227,19 @@ async fn export_then_import_reproduces_an_account() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("line 2"), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(strong_get(&http, &gateway, &target, "fresh").await, None);
+
+    // A key the gateway refuses (an oversized value: 413) is listed and sets the exit code; the
+    // others are written.
+    let refused = dir.path().join("refused.jsonl");
+    let big = "x".repeat((1 << 20) + 1);
+    std::fs::write(
+        &refused,
+        format!("{{\"key\":\"ok\",\"value\":\"fine\"}}\n{{\"key\":\"big\",\"value\":\"{big}\"}}\n"),
+    )
+    .unwrap();
+    let output = client.run(&["kv", "import", refused.to_str().unwrap(), "--api-key", &target]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("big: 413") && stderr.contains("1 of 2 keys were not imported"), "{stderr}");
+    assert_eq!(strong_get(&http, &gateway, &target, "ok").await.as_deref(), Some("fine"));
 }

@@ -30,7 +30,7 @@ use super::tenant::Tenant;
 use crate::error::ApiError;
 use crate::precondition::{self, Condition};
 use crate::proto::Scope;
-use crate::proto::{BatchResponse, DEFAULT_CONTENT_TYPE, MAX_CONTENT_TYPE_BYTES, OpResult};
+use crate::proto::{BatchResponse, OpResult};
 use crate::wire::read::{Found, Lookup};
 
 /// Most operations one batch may hold.
@@ -141,19 +141,8 @@ fn parse_fields(fields: &Map<String, Value>, max_value_bytes: usize) -> Result<O
                     value.len()
                 )));
             }
-            let content_type = match text_field(fields, "content_type")? {
-                None | Some("") => DEFAULT_CONTENT_TYPE.to_string(),
-                Some(text) if text.len() > MAX_CONTENT_TYPE_BYTES => {
-                    return Err(ApiError::bad_request(format!(
-                        "\"content_type\" is {} bytes long; the maximum is {MAX_CONTENT_TYPE_BYTES} bytes",
-                        text.len()
-                    )));
-                }
-                Some(text) if !text.bytes().all(|byte| (0x20..0x7f).contains(&byte)) => {
-                    return Err(ApiError::bad_request("\"content_type\" must be visible ASCII, e.g. text/plain"));
-                }
-                Some(text) => text.to_string(),
-            };
+            let content_type =
+                crate::extract::content_type_text("\"content_type\"", text_field(fields, "content_type")?)?;
             let ttl = parse_ttl(text_field(fields, "ttl")?)?;
             let condition = Condition::of_write(if_match.as_deref(), if_none_match, true)
                 .map_err(|error| ApiError::bad_request(error.to_string()))?;

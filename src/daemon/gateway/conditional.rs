@@ -49,9 +49,12 @@ pub enum Conditional {
 
 /// The key's live version in `record`: `None` for a tombstone or an expired value.
 fn live_version(record: Option<&Record>, now: u64) -> Option<u64> {
-    record
-        .filter(|record| !record.tombstone && record.expires_at.is_none_or(|expires_at| expires_at > now))
-        .map(|record| record.version)
+    record.and_then(|record| live(record.version, record.tombstone, record.expires_at, now))
+}
+
+/// `version` when a record of it with `tombstone` and `expires_at` is live at `now`.
+fn live(version: u64, tombstone: bool, expires_at: Option<u64>, now: u64) -> Option<u64> {
+    (!tombstone && expires_at.is_none_or(|expires_at| expires_at > now)).then_some(version)
 }
 
 /// The record a conditional write stores at `version`.
@@ -216,9 +219,7 @@ impl GatewayState {
         // key may have changed since, and only a round can tell.)
         let fast =
             self.fast_bases.take(key).filter(|base| base.members == ids && base.groups == groups).filter(|base| {
-                let live = (!base.tombstone && base.expires_at.is_none_or(|at| at > crate::hlc::wall_millis()))
-                    .then_some(base.version);
-                condition.holds(live)
+                condition.holds(live(base.version, base.tombstone, base.expires_at, crate::hlc::wall_millis()))
             });
         let is_fast = fast.is_some();
         let proposer = match fast {
