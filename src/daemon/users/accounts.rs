@@ -237,6 +237,10 @@ pub struct ApiKeyView {
 
 /// The keys of `user_id` as listed to their owner.
 pub async fn list_keys(state: &UsersState, user_id: i64) -> Result<Vec<ApiKeyView>, ApiError> {
+    // The buffer is read before the database: a flush removes an entry only
+    // after its commit, so a time is then in one or the other (read the other
+    // way round, a flush finishing between the two reads hid it).
+    let buffered = state.last_used.snapshot();
     let rows = state.db.api_keys_of(user_id).await.map_err(internal)?;
     let at = now();
     Ok(rows
@@ -244,7 +248,7 @@ pub async fn list_keys(state: &UsersState, user_id: i64) -> Result<Vec<ApiKeyVie
         .map(|row| ApiKeyView {
             is_active: row.is_active_at(at),
             scopes: row.scope_list(),
-            last_used_at: row.last_used_at.max(state.last_used.get(row.id)),
+            last_used_at: row.last_used_at.max(buffered.get(&row.id).copied()),
             id: row.id,
             name: row.name,
             key_prefix: row.key_prefix,

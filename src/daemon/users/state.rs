@@ -118,9 +118,9 @@ impl LastUsedBuffer {
         self.pending.locked().insert(id, at);
     }
 
-    /// The unflushed time of key `id`, if any.
-    pub fn get(&self, id: i64) -> Option<DateTime<Utc>> {
-        self.pending.locked().get(&id).copied()
+    /// Every unflushed time, by key id.
+    pub fn snapshot(&self) -> HashMap<i64, DateTime<Utc>> {
+        self.pending.locked().clone()
     }
 
     /// Writes everything pending; on failure the entries are kept for the next try.
