@@ -41,6 +41,36 @@ pub struct FeedPage {
     pub oldest: u64,
 }
 
+/// How much of a segment one read takes (a frame that does not fit is read whole).
+const READ_CHUNK_BYTES: u64 = 1 << 20;
+/// Larger than any frame the WAL writes.
+const MAX_READ_CHUNK_BYTES: u64 = 1 << 30;
+
+/// The change a WAL entry logged at `at` is, if it is one.
+fn change_of(at: u64, entry: Entry) -> Option<FeedEntry> {
+    match entry {
+        Entry::Record(record) => Some(watch::Entry {
+            seq: at,
+            version: record.version,
+            kind: if record.tombstone { Kind::Delete } else { Kind::Put },
+            meta: FeedMeta {
+                size: record.value.len() as u64,
+                content_type: record.content_type,
+                expires_at: record.expires_at,
+            },
+            key: record.key,
+        }),
+        Entry::Expired { key, version } => Some(watch::Entry {
+            seq: at,
+            version,
+            kind: Kind::Expire,
+            meta: FeedMeta { size: 0, content_type: String::new(), expires_at: None },
+            key,
+        }),
+        Entry::Acceptor(_) => None,
+    }
+}
+
 /// The position of the frame ending at `offset` of segment `generation`.
 pub fn position(generation: u64, offset: u64) -> u64 {
     generation << HEAD_OFFSET_BITS | offset
@@ -53,8 +83,10 @@ pub fn split(position: u64) -> (u64, u64) {
 
 /// Reads the changes logged after `after` whose keys start with `prefix`, at most `limit` of
 /// them, from the segments in `dir`, up to `head` (the active segment's generation and synced
-/// length, [`crate::wal::WalStats::head`]).
+/// length, [`crate::wal::WalStats::head`]). A position past the head (a new watch asks after
+/// `u64::MAX`) reads from the head on.
 pub fn read(dir: &WalDir, head: (u64, u64), after: u64, prefix: &str, limit: usize) -> Result<FeedPage, WalError> {
+    let after = after.min(position(head.0, head.1));
     let segments = dir.list()?.segments;
     let oldest = segments.first().map_or(position(head.0, FILE_HEADER_BYTES as u64), |(generation, _)| {
         position(*generation, FILE_HEADER_BYTES as u64)
@@ -85,47 +117,43 @@ pub fn read(dir: &WalDir, head: (u64, u64), after: u64, prefix: &str, limit: usi
             page.next = page.next.max(position(generation, start));
             continue;
         }
-        let mut bytes = vec![0; (end - start) as usize];
-        file.read_exact_at(&mut bytes, start)
-            .map_err(|source| WalError::io("cannot read a WAL segment for the feed", &path, source))?;
         let mut full = false;
-        let (used, _) = scan_ends(&bytes, 0, |frame_end, entry| {
+        let mut at_offset = start;
+        let mut chunk = READ_CHUNK_BYTES;
+        while at_offset < end && !full {
+            let length = chunk.min(end - at_offset);
+            let mut bytes = vec![0; length as usize];
+            file.read_exact_at(&mut bytes, at_offset)
+                .map_err(|source| WalError::io("cannot read a WAL segment for the feed", &path, source))?;
+            let (used, _) = scan_ends(&bytes, 0, |frame_end, entry| {
+                if full {
+                    return;
+                }
+                let at = position(generation, at_offset + frame_end as u64);
+                if let Some(change) = change_of(at, entry).filter(|change| change.key.starts_with(prefix)) {
+                    page.entries.push(change);
+                    full = page.entries.len() >= limit;
+                }
+                page.next = at;
+            });
             if full {
-                return;
+                return Ok(page);
             }
-            let at = position(generation, start + frame_end as u64);
-            let change = match entry {
-                Entry::Record(record) => Some(watch::Entry {
-                    seq: at,
-                    version: record.version,
-                    kind: if record.tombstone { Kind::Delete } else { Kind::Put },
-                    meta: FeedMeta {
-                        size: record.value.len() as u64,
-                        content_type: record.content_type,
-                        expires_at: record.expires_at,
-                    },
-                    key: record.key,
-                }),
-                Entry::Expired { key, version } => Some(watch::Entry {
-                    seq: at,
-                    version,
-                    kind: Kind::Expire,
-                    meta: FeedMeta { size: 0, content_type: String::new(), expires_at: None },
-                    key,
-                }),
-                Entry::Acceptor(_) => None,
-            };
-            if let Some(change) = change.filter(|change| change.key.starts_with(prefix)) {
-                page.entries.push(change);
-                full = page.entries.len() >= limit;
+            // A segment's zeros after its records (preallocation, trimmed when it is full) are not read again.
+            page.next = page.next.max(position(generation, at_offset + used as u64));
+            if at_offset + length >= end || bytes[used..].iter().all(|&byte| byte == 0) {
+                // The end of the segment, or of its records (zeros follow them).
+                break;
             }
-            page.next = at;
-        });
-        if full {
-            return Ok(page);
+            if used == 0 {
+                // One frame longer than the chunk: read it whole.
+                chunk = chunk.saturating_mul(2);
+                if chunk > MAX_READ_CHUNK_BYTES {
+                    break;
+                }
+            }
+            at_offset += used as u64;
         }
-        // A segment's zeros after its records (preallocation, trimmed when it is full) are not read again.
-        page.next = page.next.max(position(generation, start + used as u64));
     }
     Ok(page)
 }
@@ -309,6 +337,33 @@ mod tests {
         assert!(matches!(store.get("3/later", 2_000), crate::wire::read::Lookup::Found(found) if found.version == 8));
         assert_eq!(store.get("3/soon", 2_000), crate::wire::read::Lookup::Expired(7));
         assert_eq!(read(&wal, store.wal_stats().head(), 0, "3/", 100).unwrap().entries, page.entries);
+        store.close().await;
+    }
+
+    /// Frames longer than a read chunk are read whole, the ones around them too; a new watch
+    /// asking after `u64::MAX` starts at the head.
+    #[tokio::test]
+    async fn large_frames_and_a_start_at_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let wal = WalDir::new(dir.path());
+        let big = vec![b'b'; (READ_CHUNK_BYTES + READ_CHUNK_BYTES / 2) as usize];
+        for n in 0..3u64 {
+            store.write(vec![Record::put(format!("5/small{n}"), n * 2 + 1, &b"s"[..], "t")]).await.unwrap();
+            store.write(vec![Record::put(format!("5/big{n}"), n * 2 + 2, big.clone(), "t")]).await.unwrap();
+        }
+        let page = read(&wal, store.wal_stats().head(), 0, "5/", 100).unwrap();
+        let versions: Vec<u64> = page.entries.iter().map(|entry| entry.version).collect();
+        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(page.entries[1].meta.size, big.len() as u64);
+
+        let head = store.wal_stats().head();
+        let fresh = read(&wal, head, u64::MAX, "", 100).unwrap();
+        assert!(fresh.entries.is_empty());
+        assert_eq!(fresh.next, position(head.0, head.1));
+        store.write(vec![Record::put("5/after", 7, &b"a"[..], "t")]).await.unwrap();
+        let next = read(&wal, store.wal_stats().head(), fresh.next, "", 100).unwrap();
+        assert_eq!(keys(&next), vec![("5/after".into(), 7, Kind::Put)]);
         store.close().await;
     }
 
