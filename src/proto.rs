@@ -444,6 +444,31 @@ pub struct KvListEntry {
     pub version: u64,
 }
 
+/// The `data:` of a `put`, `delete` or `expire` event of `GET /v1/watch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    /// The key as the client named it.
+    pub key: String,
+    /// The version of the change (an expiry has its value's version).
+    pub version: u64,
+    /// The value's size in bytes (0 for a delete or an expiry).
+    pub size: u64,
+    /// The value's content type (`null` for a delete or an expiry).
+    pub content_type: Option<String>,
+    /// When the value expires, if it has a TTL.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// With `values=true`: the value, when it is UTF-8 text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// With `values=true`: the value in standard base64, when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_base64: Option<String>,
+    /// With `values=true`: `true` when the value was already overwritten, deleted or expired
+    /// when the event was sent (a later event reports that); the value is then left out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub superseded: bool,
+}
+
 /// `GET /v1/kv?prefix=&limit=&cursor=`: a page of the tenant's own keys, ascending.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvListResponse {

@@ -101,7 +101,12 @@ impl Cursor {
 
     /// Sets `node`'s position.
     pub fn set(&mut self, node: &str, seq: u64) {
-        self.positions.insert(node.to_string(), seq);
+        match self.positions.get_mut(node) {
+            Some(position) => *position = seq,
+            None => {
+                self.positions.insert(node.to_string(), seq);
+            }
+        }
     }
 
     /// The nodes it names.
@@ -177,6 +182,22 @@ impl Merge {
     /// The cursor after everything consumed so far.
     pub fn cursor(&self) -> &Cursor {
         &self.cursor
+    }
+
+    /// Starts reading `node`'s feed at `seq` when the cursor does not name it yet (a new watch,
+    /// or a node the resumed cursor did not know).
+    pub fn start(&mut self, node: &str, seq: u64) {
+        if self.cursor.position(node).is_none() {
+            self.cursor.set(node, seq);
+        }
+    }
+
+    /// Moves `node`'s position on to `seq` past entries that were none of this watch's (other
+    /// keys, Paxos state): they need not be read again.
+    pub fn advance(&mut self, node: &str, seq: u64) {
+        if self.cursor.position(node).is_none_or(|consumed| consumed < seq) {
+            self.cursor.set(node, seq);
+        }
     }
 
     /// Whether `node`'s feed, which now starts at position `oldest`, still holds everything after

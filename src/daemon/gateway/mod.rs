@@ -15,6 +15,8 @@
 //! - [`quorum`]: records, mutations and newest-version resolution.
 //! - [`nodes`]: the HTTP client for the nodes' internal API.
 //! - [`replication`]: replicator jobs, with a fallback copy from the gateway.
+//! - [`batch`]: `POST /v1/batch`, many operations in one request.
+//! - [`watch`]: `GET /v1/watch`, change streams over the nodes' change feeds.
 
 pub mod authlimit;
 pub mod batch;
@@ -32,6 +34,7 @@ pub mod routes;
 pub mod state;
 pub mod tenant;
 pub mod usage;
+pub mod watch;
 
 use std::time::Duration;
 
@@ -101,6 +104,10 @@ pub struct GatewayArgs {
     /// with; past it writes get 503 until the clocks agree again (`500ms`, `2s`)
     #[arg(long, env = "YDHT_MAX_CLOCK_OFFSET", default_value = "500ms", value_parser = crate::duration::parse)]
     pub max_clock_offset: Duration,
+
+    /// Most watches (`GET /v1/watch`) one account may have open on this gateway (429 past it)
+    #[arg(long, env = "YDHT_MAX_WATCHES_PER_TENANT", default_value_t = watch::DEFAULT_MAX_WATCHES_PER_TENANT)]
+    pub max_watches_per_tenant: usize,
 }
 
 /// The gateway's resolved settings.
@@ -126,6 +133,8 @@ pub struct GatewayConfig {
     pub auth_failures_per_minute: u32,
     /// Largest clock offset from the nodes the gateway writes with.
     pub max_clock_offset: Duration,
+    /// Most watches one account may have open on this gateway.
+    pub max_watches_per_tenant: usize,
     /// The cluster secret for internal calls.
     pub cluster_secret: Secret,
     /// Serve HTTPS with this certificate (`--tls-cert` / `--tls-key`); plain HTTP when `None`.
@@ -148,6 +157,9 @@ impl GatewayArgs {
         if self.replicas == 0 {
             return Err(Exit::usage("--replicas / YDHT_REPLICAS must be at least 1").into());
         }
+        if self.max_watches_per_tenant == 0 {
+            return Err(Exit::usage("--max-watches-per-tenant / YDHT_MAX_WATCHES_PER_TENANT must be at least 1").into());
+        }
         if self.max_value_bytes == 0 {
             return Err(Exit::usage("--max-value-bytes / YDHT_MAX_VALUE_BYTES must be at least 1").into());
         }
@@ -163,6 +175,7 @@ impl GatewayArgs {
             max_value_bytes: self.max_value_bytes,
             auth_failures_per_minute: self.auth_failures_per_minute,
             max_clock_offset: self.max_clock_offset,
+            max_watches_per_tenant: self.max_watches_per_tenant,
             cluster_secret: self.server.cluster_secret(&data_dir)?,
             tls: self.server.tls()?,
         })

@@ -189,6 +189,19 @@ impl NodeClient {
         self.client.keys(base, prefix, limit, cursor).await
     }
 
+    /// One page of the node's change feed after `after` under `prefix`, waiting up to `wait` for
+    /// a change when there is none yet ([`crate::daemon::node::feed`]).
+    pub async fn feed(
+        &self,
+        base: &str,
+        after: u64,
+        prefix: &str,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> Result<crate::proto::NodeFeedPage, NodeError> {
+        self.client.feed(base, after, prefix, limit, wait).await
+    }
+
     /// The node's `/metrics` (unauthenticated), used as its health check: its key count and how far
     /// its clock is from this process's, when it reports them.
     pub async fn probe(&self, base: &str) -> Result<Probe, ProbeFailed> {

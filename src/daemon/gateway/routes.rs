@@ -48,6 +48,7 @@ pub fn app(state: GatewayState) -> Router {
         .route("/v1/kv/", any(empty_key))
         .route("/v1/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
         .route("/v1/batch", post(super::batch::batch))
+        .route("/v1/watch", get(super::watch::watch))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .merge(v1)
@@ -70,6 +71,7 @@ fn operation_of(method: &Method, path: &str) -> &'static str {
     match *method {
         // A batch counts each of its operations itself.
         Method::POST if path.trim_end_matches('/') == "/v1/batch" => "batch",
+        _ if path.trim_end_matches('/') == "/v1/watch" => "watch",
         Method::PUT => "put",
         Method::DELETE => "delete",
         _ if path.trim_end_matches('/') == "/v1/kv" => "list",
@@ -571,6 +573,7 @@ mod tests {
             max_value_bytes: 1024,
             auth_failures_per_minute: 30,
             max_clock_offset: std::time::Duration::from_millis(500),
+            max_watches_per_tenant: super::super::watch::DEFAULT_MAX_WATCHES_PER_TENANT,
             cluster_secret: Secret::new("s3cret"),
             tls: None,
         })

@@ -52,6 +52,8 @@ pub struct Shared {
     pub fast_bases: super::conditional::FastBases,
     /// This gateway's chosen conditional writes whose commits are still on their way.
     pub committing: super::conditional::Committing,
+    /// The readers of the nodes' change feeds shared by this gateway's watches.
+    pub watches: super::watch::WatchHub,
     /// Triggered when the gateway starts shutting down: long polls answer at once
     /// instead of holding the drain for up to their wait.
     pub stopping: crate::shutdown::Shutdown,
@@ -80,6 +82,7 @@ impl GatewayState {
             limiter: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
             auth_failures: AuthFailures::new(config.auth_failures_per_minute),
             cluster_secret: ClusterSecret::new(config.cluster_secret.clone()),
+            watches: super::watch::WatchHub::new(config.max_watches_per_tenant),
             config,
             topology,
             nodes,
