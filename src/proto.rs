@@ -548,6 +548,15 @@ pub struct GatewayMetrics {
     /// Paxos round before answering.
     #[serde(default)]
     pub reads_settled: u64,
+    /// Watches (`GET /v1/watch`) open now.
+    #[serde(default)]
+    pub watches_open: u64,
+    /// Watch events sent.
+    #[serde(default)]
+    pub watch_events: u64,
+    /// Watches dropped because their client read too slowly.
+    #[serde(default)]
+    pub watches_dropped: u64,
     /// The storage nodes' clocks minus this gateway's (median, ms); `null` before the first probe.
     #[serde(default)]
     pub clock_offset_ms: Option<i64>,

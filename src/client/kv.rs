@@ -42,6 +42,8 @@ pub enum KvCommand {
     Import(super::transfer::ImportArgs),
     /// Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout
     Export(super::transfer::ExportArgs),
+    /// Print changes (put, delete, expire) as they happen until Ctrl-C; reconnects and resumes by itself
+    Watch(super::watch::WatchArgs),
 }
 
 /// `--consistency`.
@@ -187,6 +189,7 @@ impl KvCommand {
             Self::Locate(args) => &args.client,
             Self::Import(args) => &args.client,
             Self::Export(args) => &args.client,
+            Self::Watch(args) => &args.client,
         }
     }
 
@@ -201,6 +204,7 @@ impl KvCommand {
             Self::Locate(args) => args.run(context).await,
             Self::Import(args) => super::transfer::import(args, context).await,
             Self::Export(args) => super::transfer::export(args, context).await,
+            Self::Watch(args) => super::watch::watch(args, context).await,
         }
     }
 }

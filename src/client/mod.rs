@@ -23,6 +23,7 @@ pub mod membership;
 pub mod output;
 pub mod status;
 pub mod transfer;
+pub mod watch;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -44,3 +44,4 @@ mod top;
 mod users_api;
 mod users_binary;
 mod users_web_browser;
+mod watch;

@@ -69,6 +69,8 @@ pub struct Metrics {
     conditional_failed: AtomicU64,
     conditional_fast: AtomicU64,
     reads_settled: AtomicU64,
+    watch_events: AtomicU64,
+    watches_dropped: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -87,6 +89,8 @@ impl Default for Metrics {
             conditional_failed: AtomicU64::new(0),
             conditional_fast: AtomicU64::new(0),
             reads_settled: AtomicU64::new(0),
+            watch_events: AtomicU64::new(0),
+            watches_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -142,6 +146,16 @@ impl Metrics {
         self.reads_settled.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a watch event sent.
+    pub fn watch_event(&self) {
+        self.watch_events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a watch dropped for reading too slowly.
+    pub fn watch_dropped(&self) {
+        self.watches_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A snapshot for `GET /metrics`; `node_errors` comes from the placement.
     pub fn snapshot(&self, node_errors: Vec<(String, u64)>) -> GatewayMetrics {
         self.snapshot_at(node_errors, Instant::now())
@@ -191,6 +205,9 @@ impl Metrics {
             conditional_failed: self.conditional_failed.load(Ordering::Relaxed),
             conditional_fast: self.conditional_fast.load(Ordering::Relaxed),
             reads_settled: self.reads_settled.load(Ordering::Relaxed),
+            watches_open: 0,
+            watch_events: self.watch_events.load(Ordering::Relaxed),
+            watches_dropped: self.watches_dropped.load(Ordering::Relaxed),
             clock_offset_ms: None,
         }
     }

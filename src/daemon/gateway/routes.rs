@@ -524,6 +524,7 @@ async fn metrics(State(state): State<GatewayState>, internal: Option<Internal>) 
     let placement = state.placement();
     let mut snapshot = state.metrics.snapshot(placement.errors());
     snapshot.clock_offset_ms = placement.clock_offset_ms();
+    snapshot.watches_open = state.watches.open() as u64;
     if internal.is_none() {
         snapshot.users = None;
     }

@@ -13,8 +13,9 @@
 //! longer holds a cursor's position (past the retention), the stream sends `reset` with a cursor
 //! at the present and goes on from there; the client lists again.
 //!
-//! A watch whose client reads too slowly fills its buffer ([`WATCH_BUFFER_EVENTS`]); it is then
-//! sent `dropped` and ends. The client resumes from its last event's id.
+//! A watch whose client reads too slowly fills its buffer ([`WATCH_BUFFER_EVENTS`]); when it
+//! stays full for [`WATCH_STALL`], the watch is sent `dropped` and ends. The client resumes from
+//! its last event's id.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -45,6 +46,8 @@ use crate::wire::read::{Found, Lookup};
 
 /// Events a watch buffers for a client that reads slowly before it is dropped.
 pub const WATCH_BUFFER_EVENTS: usize = 4096;
+/// How long a watch waits for room in a full buffer before it is dropped.
+pub const WATCH_STALL: Duration = Duration::from_secs(10);
 /// Default most watches one tenant may have open on one gateway.
 pub const DEFAULT_MAX_WATCHES_PER_TENANT: usize = 128;
 /// Keys a watch remembers the last delivered version of (the oldest are forgotten past it).
@@ -411,8 +414,10 @@ enum Start {
 
 /// Why a watch stops sending.
 enum Stop {
-    /// The client went away, or its buffer is full (`dropped`).
+    /// The client went away.
     Client,
+    /// The client's buffer stayed full: it is sent `dropped`.
+    Dropped,
     /// A node's feed no longer holds the cursor's position.
     Gap,
 }
@@ -429,41 +434,41 @@ impl Watch {
     async fn run(mut self, start: Start, dropped: Arc<AtomicBool>, _slot: Slot) {
         let stopping = self.state.stopping.clone();
         let events = self.events.clone();
-        tokio::select! {
-            full = self.serve(start) => {
-                if full {
-                    dropped.store(true, Ordering::Release);
-                }
-            }
-            _ = events.closed() => {}
-            _ = stopping.wait() => {}
+        let stop = tokio::select! {
+            stop = self.serve(start) => stop,
+            _ = events.closed() => Stop::Client,
+            _ = stopping.wait() => Stop::Client,
+        };
+        if let Stop::Dropped = stop {
+            self.state.metrics.watch_dropped();
+            dropped.store(true, Ordering::Release);
         }
     }
 
-    /// Sends the watch's events until the client goes away; `true` when its buffer filled up.
-    async fn serve(&mut self, start: Start) -> bool {
+    /// Sends the watch's events until the client goes away or is dropped.
+    async fn serve(&mut self, start: Start) -> Stop {
         let mut pages = match self.start(start).await {
             Ok(pages) => pages,
-            Err(Stop::Client) => return self.events.capacity() == 0,
             Err(Stop::Gap) => match self.reset().await {
                 Ok(pages) => pages,
-                Err(_) => return self.events.capacity() == 0,
+                Err(stop) => return stop,
             },
+            Err(stop) => return stop,
         };
         loop {
             let batch = match pages.recv().await {
                 Ok(batch) => batch,
                 // Pages skipped: the next one starts after this watch's position, which reads the gap itself.
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return false,
+                Err(broadcast::error::RecvError::Closed) => return Stop::Client,
             };
             match self.take(&batch).await {
                 Ok(()) => {}
-                Err(Stop::Client) => return self.events.capacity() == 0,
                 Err(Stop::Gap) => match self.reset().await {
                     Ok(fresh) => pages = fresh,
-                    Err(_) => return self.events.capacity() == 0,
+                    Err(stop) => return stop,
                 },
+                Err(stop) => return stop,
             }
         }
     }
@@ -509,7 +514,7 @@ impl Watch {
             .id(cursor.encode())
             .data(serde_json::json!({ "error": error }).to_string());
         self.merge = Merge::new(cursor, MERGE_CAPACITY);
-        self.send(event)?;
+        self.send(event).await?;
         Ok(pages)
     }
 
@@ -605,11 +610,18 @@ impl Watch {
             return Ok(());
         };
         let event = self.event(node, event).await;
-        self.send(event)
+        self.send(event).await?;
+        self.state.metrics.watch_event();
+        Ok(())
     }
 
-    fn send(&self, event: SseEvent) -> Result<(), Stop> {
-        self.events.try_send(event).map_err(|_| Stop::Client)
+    /// Queues `event` for the client, waiting up to [`WATCH_STALL`] for room.
+    async fn send(&self, event: SseEvent) -> Result<(), Stop> {
+        match self.events.send_timeout(event, WATCH_STALL).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Stop::Dropped),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Stop::Client),
+        }
     }
 
     /// The SSE event of a change `node` reported (with `values`, its value is read from that node,

@@ -325,6 +325,8 @@ pub struct Separate {
     _dir: tempfile::TempDir,
     /// Environment every process gets (data dir, cluster secret, plus the caller's).
     env: Vec<(&'static str, String)>,
+    /// The gateway's own environment (its nodes, users service and replicator).
+    gateway_env: Vec<(&'static str, String)>,
 }
 
 /// What [`Separate::start`] varies.
@@ -361,7 +363,7 @@ impl Separate {
         ];
         gateway_env.extend(options.gateway_env);
         let gateway = spawn(&["serve", "gateway"], &gateway_env);
-        Separate { gateway, replicator, users, nodes, _dir: dir, env }
+        Separate { gateway, replicator, users, nodes, _dir: dir, env, gateway_env }
     }
 
     /// The nodes as the ring sees them (`node-1` first).
@@ -378,6 +380,16 @@ impl Separate {
         let port = port_of(&self.nodes[index].1);
         self.nodes[index].0.kill();
         self.nodes[index] = spawn_node(&self.env, index + 1, &port);
+    }
+
+    /// Kills (SIGKILL) the gateway if it still runs and starts it again on its port.
+    pub fn restart_gateway(&mut self) {
+        let port = port_of(&self.gateway.1);
+        self.gateway.0.kill();
+        let mut env = self.gateway_env.clone();
+        env.retain(|(name, _)| *name != "GATEWAY_PORT");
+        env.push(("GATEWAY_PORT", port));
+        self.gateway = spawn_with(&["serve", "gateway"], &self.env, &env);
     }
 
     /// Kills the replicator if it still runs and starts it again on its port and queue log.
