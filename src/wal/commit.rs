@@ -478,7 +478,7 @@ mod tests {
         mode: SyncMode,
         gate: Option<(std_mpsc::Sender<()>, std_mpsc::Receiver<()>)>,
     ) -> (Arc<Committer<Recorder>>, Arc<Mutex<Vec<String>>>) {
-        let recovered = super::super::recover(dir, false, std::time::Duration::ZERO, |_| {}).unwrap();
+        let recovered = super::super::recover(dir, false, &super::super::segment::Retention::NONE, |_| {}).unwrap();
         let stats = Arc::new(WalStats::default());
         stats.recovered(&recovered.segment, recovered.retired_bytes);
         let applied = Arc::new(Mutex::new(Vec::new()));
@@ -518,7 +518,7 @@ mod tests {
 
         // Everything acknowledged is in the log, in the order it was applied.
         let mut replayed = Vec::new();
-        super::super::recover(&wal, false, std::time::Duration::ZERO, |found| {
+        super::super::recover(&wal, false, &super::super::segment::Retention::NONE, |found| {
             replayed.extend(found.into_record().map(|found| found.key))
         })
         .unwrap();

@@ -137,7 +137,7 @@ pub struct Recovered {
 pub fn recover(
     dir: &WalDir,
     salvage: bool,
-    keep_for: std::time::Duration,
+    retention: &segment::Retention,
     mut apply: impl FnMut(Entry),
 ) -> Result<Recovered, WalError> {
     dir.create()?;
@@ -152,7 +152,7 @@ pub fn recover(
         tracing::info!(snapshot = %path.display(), records = snapshot_records, "loaded snapshot");
         first_generation = *generation;
     }
-    remove_covered(&listing, first_generation, keep_for);
+    remove_covered(&listing, first_generation, retention);
 
     let segments: Vec<_> = listing.segments.iter().filter(|(generation, _)| *generation >= first_generation).collect();
     let mut replayed_records = 0;
@@ -222,11 +222,11 @@ pub fn recover(
 /// Deletes snapshots and segments older than the snapshot of `generation`
 /// (left behind when a crash interrupted a compaction).
 /// Removes the snapshots and segments older than `generation` (the snapshot's), except the
-/// segments written within `keep_for`: the change feed reads them ([`segment::outlived`]).
-fn remove_covered(listing: &segment::Listing, generation: u64, keep_for: std::time::Duration) {
-    let segments = listing.segments.iter().filter(|(_, path)| segment::outlived(path, keep_for));
-    let stale = listing.snapshots.iter().chain(segments).filter(|(older, _)| *older < generation);
-    for (_, path) in stale {
+/// segments within `retention`: the change feed reads them ([`segment::removable`]).
+fn remove_covered(listing: &segment::Listing, generation: u64, retention: &segment::Retention) {
+    let snapshots = listing.snapshots.iter().filter(|(older, _)| *older < generation).map(|(_, path)| path.as_path());
+    let stale = snapshots.chain(segment::removable(&listing.segments, generation, retention));
+    for path in stale {
         match fs::remove_file(path) {
             Ok(()) => tracing::info!(file = %path.display(), "removed a file the snapshot already covers"),
             Err(error) => tracing::warn!(file = %path.display(), %error, "cannot remove a covered WAL file"),
@@ -271,7 +271,7 @@ mod tests {
 
     fn recover_all(dir: &WalDir, salvage: bool) -> Result<(Vec<Record>, Recovered), WalError> {
         let mut seen = Vec::new();
-        let recovered = recover(dir, salvage, std::time::Duration::ZERO, |found| seen.extend(found.into_record()))?;
+        let recovered = recover(dir, salvage, &segment::Retention::NONE, |found| seen.extend(found.into_record()))?;
         Ok((seen, recovered))
     }
 

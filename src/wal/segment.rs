@@ -324,15 +324,74 @@ pub fn decode_segment(bytes: &[u8], each: impl FnMut(Entry)) -> (usize, ScanEnd)
     }
 }
 
-/// Whether the segment at `path` was last written more than `keep_for` ago (or cannot be
-/// told): a segment a snapshot covers is kept that long for the change feed, then removed.
-pub fn outlived(path: &Path, keep_for: std::time::Duration) -> bool {
+/// How long the WAL segments a snapshot covers are kept for the change feed: a covered segment
+/// is removed once it was last written more than `time` ago **and** at least `changes` entries
+/// were logged after it (in newer segments), so the feed holds at least that much of both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// How long after its last write a covered segment is kept.
+    pub time: std::time::Duration,
+    /// How many later entries a covered segment waits for before it goes.
+    pub changes: u64,
+}
+
+impl Retention {
+    /// No retention: a snapshot removes what it covers at once.
+    pub const NONE: Retention = Retention { time: std::time::Duration::ZERO, changes: 0 };
+}
+
+/// The segments older than generation `below` (the snapshot's) that `retention` lets go, of
+/// `segments` (ascending by generation, as [`WalDir::list`] gives them).
+pub fn removable<'a>(segments: &'a [(u64, PathBuf)], below: u64, retention: &Retention) -> Vec<&'a Path> {
+    let mut later_entries = 0u64;
+    let mut removable = Vec::new();
+    for (generation, path) in segments.iter().rev() {
+        if *generation < below && later_entries >= retention.changes && outlived(path, retention.time) {
+            removable.push(path.as_path());
+        }
+        if later_entries < retention.changes {
+            later_entries = later_entries.saturating_add(entry_count(path));
+        }
+    }
+    removable
+}
+
+/// Whether the segment at `path` was last written more than `keep_for` ago (or cannot be told).
+fn outlived(path: &Path, keep_for: std::time::Duration) -> bool {
     keep_for.is_zero()
         || fs::metadata(path)
             .and_then(|metadata| metadata.modified())
             .ok()
             .and_then(|modified| modified.elapsed().ok())
             .is_none_or(|age| age > keep_for)
+}
+
+/// How many entries the segment at `path` holds (0 when it cannot be read). A full segment never
+/// changes again, so its count is remembered by path and length.
+fn entry_count(path: &Path) -> u64 {
+    static COUNTS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<(PathBuf, u64), u64>>> =
+        std::sync::OnceLock::new();
+    let Ok(len) = fs::metadata(path).map(|metadata| metadata.len()) else {
+        return 0;
+    };
+    let counts = COUNTS.get_or_init(Default::default);
+    let key = (path.to_path_buf(), len);
+    if let Some(count) = crate::sync::Lock::locked(counts).get(&key) {
+        return *count;
+    }
+    let Ok(bytes) = fs::read(path) else {
+        return 0;
+    };
+    let mut count = 0u64;
+    if record::check_file_header(&bytes, WAL_MAGIC).is_ok() {
+        frame::scan_ends(&bytes, FILE_HEADER_BYTES, |_| Ok::<(), super::codec::DecodeError>(()), |_, ()| count += 1);
+    }
+    let mut counts = crate::sync::Lock::locked(counts);
+    if counts.len() >= 4096 {
+        counts.clear();
+    }
+    counts.insert(key, count);
+    count
 }
 
 /// Decodes the entry frames of `bytes` from `start` ([`frame::scan`]).

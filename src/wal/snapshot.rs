@@ -188,12 +188,13 @@ pub enum SnapshotDamage {
 
 /// Writes the snapshot of `generation` with `fill` (which pushes every record of
 /// the state, see [`SnapshotWriter`]), then deletes every older snapshot, and every older
-/// segment last written more than `keep_for` ago. Runs on a background thread; the writer will not rotate again until it ends.
+/// segment `retention` lets go ([`super::segment::removable`]). Runs on a background thread;
+/// the writer will not rotate again until it ends.
 pub fn compact(
     dir: &WalDir,
     ticket: CompactionTicket,
     generation: u64,
-    keep_for: std::time::Duration,
+    retention: &super::segment::Retention,
     fill: impl FnOnce(&mut SnapshotWriter) -> Result<(), WalError>,
 ) {
     let written = SnapshotWriter::create(dir, generation).and_then(|mut writer| {
@@ -205,11 +206,11 @@ pub fn compact(
         Ok((records, bytes)) => {
             match dir.list() {
                 Ok(listing) => {
-                    // Segments written within `keep_for` stay for the change feed (replay starts at
+                    // Segments within the retention stay for the change feed (replay starts at
                     // the snapshot's generation and never reads them); a later compaction removes them.
-                    let segments = listing.segments.iter().filter(|(_, path)| super::segment::outlived(path, keep_for));
-                    let covered = segments.chain(&listing.snapshots).filter(|(old, _)| *old < generation);
-                    for (_, path) in covered {
+                    let segments = super::segment::removable(&listing.segments, generation, retention);
+                    let snapshots = listing.snapshots.iter().filter(|(old, _)| *old < generation);
+                    for path in segments.into_iter().chain(snapshots.map(|(_, path)| path.as_path())) {
                         if let Err(error) = std::fs::remove_file(path) {
                             tracing::warn!(file = %path.display(), %error, "cannot remove a compacted WAL file");
                         }

@@ -872,7 +872,7 @@ async fn the_wal_refuses_appends_on_a_full_disk_and_resumes_with_a_valid_log() {
         }
     };
     let wal = WalDir::new(dir.path().join("wal"));
-    let recovered = ydht::wal::recover(&wal, false, std::time::Duration::ZERO, |_| {}).unwrap();
+    let recovered = ydht::wal::recover(&wal, false, &ydht::wal::segment::Retention::NONE, |_| {}).unwrap();
     let applied = Arc::new(Mutex::new(Vec::new()));
     let config = CommitterConfig { mode: SyncMode::Group, max_segment_bytes: u64::MAX };
     let stats = Arc::new(WalStats::default());
@@ -912,7 +912,7 @@ async fn the_wal_refuses_appends_on_a_full_disk_and_resumes_with_a_valid_log() {
     assert_eq!(*applied.lock().unwrap(), acknowledged);
 
     let mut replayed = Vec::new();
-    let recovered = ydht::wal::recover(&wal, false, std::time::Duration::ZERO, |found| {
+    let recovered = ydht::wal::recover(&wal, false, &ydht::wal::segment::Retention::NONE, |found| {
         replayed.extend(found.into_record().map(|found| found.key))
     })
     .unwrap();

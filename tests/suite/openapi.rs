@@ -257,4 +257,28 @@ async fn real_answers_of_a_full_flow_match_the_documents() {
     assert_eq!((status, answer["results"].as_array().unwrap().len()), (200, 8));
     check(g, "/v1/batch", "post", batch(serde_json::json!({"ops": []}))).await;
     check(g, "/health", "get", http.get(format!("{gateway}/health"))).await;
+
+    // The watch: refusals as JSON errors; a stream whose events carry documented WatchEvents.
+    let watch = |query: &str| http.get(format!("{gateway}/v1/watch?{query}")).header("x-api-key", &key);
+    check(g, "/v1/watch", "get", watch("prefix=a&key=b")).await;
+    check(g, "/v1/watch", "get", http.get(format!("{gateway}/v1/watch"))).await;
+    let mut stream = watch("prefix=w/&values=true").send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let documented = &g["paths"]["/v1/watch"]["get"]["responses"]["200"]["content"];
+    assert!(documented["text/event-stream"].is_object(), "the stream is documented as text/event-stream");
+    assert!(stream.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    http.put(format!("{gateway}/v1/kv/w/doc")).header("x-api-key", &key).body("v").send().await.unwrap();
+    let mut parser = ydht::client::watch::SseParser::default();
+    let event = loop {
+        let chunk = stream.chunk().await.unwrap().expect("the stream goes on");
+        if let Some(event) = parser.push(&chunk).unwrap().into_iter().next() {
+            break event;
+        }
+    };
+    assert_eq!(event.event, "put");
+    let data: Value = serde_json::from_str(&event.data).unwrap();
+    let schema = json!({"$ref": "#/components/schemas/WatchEvent"});
+    if let Err(problem) = conforms(g, &schema, &data, "event data") {
+        panic!("GET /v1/watch event: {problem}");
+    }
 }

@@ -43,7 +43,7 @@ async fn start_node(data_dir: &Path, id: &str, port: u16) -> InProcess {
         wal_max_bytes: 64 << 20,
         sync_mode: SyncMode::Group,
         salvage_wal: false,
-        feed_retention: std::time::Duration::from_secs(600),
+        feed_retention: ydht::wal::segment::Retention { time: std::time::Duration::from_secs(600), changes: 1_000_000 },
         tombstone_grace: Duration::from_secs(3600),
         sweep_interval: Duration::from_secs(1),
         tls: None,

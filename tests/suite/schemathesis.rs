@@ -57,7 +57,8 @@ async fn schemathesis_finds_no_server_error_or_schema_mismatch() {
     let account = signup_and_login(&http, &cluster.users, "fuzzer2").await;
     let (gateway, users, token) = (cluster.gateway.clone(), cluster.users.clone(), account.token.clone());
     tokio::task::spawn_blocking(move || {
-        run_schemathesis(&gateway, &format!("x-api-key: {key}"), &[]);
+        // `/v1/watch` is a stream without end (its answer is checked in the openapi test).
+        run_schemathesis(&gateway, &format!("x-api-key: {key}"), &["--exclude-path", "/v1/watch"]);
         // `/logout` would revoke the token every other operation needs.
         run_schemathesis(&users, &format!("Authorization: Bearer {token}"), &["--exclude-path", "/logout"]);
     })

@@ -274,6 +274,7 @@ async fn a_cursor_past_the_retention_gets_reset_then_the_changes_after_it() {
     let cluster = common::start_cluster_with(&[
         ("RATE_LIMIT_PER_MINUTE", "0"),
         ("YDHT_FEED_RETENTION", "0"),
+        ("YDHT_FEED_RETENTION_CHANGES", "0"),
         ("YDHT_WAL_MAX_BYTES", "4096"),
     ]);
     let (http, gateway) = (common::http(), cluster.gateway.clone());
@@ -414,4 +415,74 @@ async fn watches_are_limited_per_tenant_and_bad_requests_are_refused() {
     assert_eq!(response.status(), 400, "a malformed Last-Event-ID");
     let response = http.get(format!("{gateway}/v1/watch")).send().await.unwrap();
     assert_eq!(response.status(), 401);
+}
+
+/// `ydht kv watch` prints one JSON line per change, reconnects by itself after the gateway was
+/// SIGKILLed and restarted (printing what changed meanwhile, nothing twice), and ends with exit 0
+/// on Ctrl-C.
+#[tokio::test]
+async fn the_cli_watch_prints_changes_and_resumes_by_itself() {
+    use std::io::BufRead;
+    let mut cluster = Separate::start(SECRET, 3, SeparateOptions::default());
+    let http = common::http();
+    let (_, key) = common::tenant(&http, &cluster.users.1, "clwatch").await;
+    let gateway = cluster.gateway.1.clone();
+    let client = crate::cli_support::Client::new(&gateway, &cluster.users.1, None);
+    let mut child = client
+        .command(&["kv", "watch", "--prefix", "c/", "--output", "json"])
+        .env("YDHT_API_KEY", &key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, printed) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if lines.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let next_line = || {
+        let line = printed.recv_timeout(PATIENCE).expect("a line within 30 s");
+        let event: Value = serde_json::from_str(&line).unwrap();
+        (event["event"].as_str().unwrap().to_string(), event["key"].as_str().unwrap().to_string(), event["version"].as_u64().unwrap())
+    };
+
+    // The watch starts at once: a write right after it started may still precede it, so wait
+    // for a first line.
+    let started = common::eventually(PATIENCE, || async {
+        put(&http, &gateway, &key, "c/start", "s", "").await;
+        matches!(printed.recv_timeout(Duration::from_millis(200)), Ok(line) if line.contains("c/start"))
+    })
+    .await;
+    assert!(started, "kv watch printed a change");
+    while printed.recv_timeout(Duration::from_millis(300)).is_ok() {}
+
+    let before = put_all(&http, &gateway, &key, &names("c/a", 0..5)).await;
+    let got: Vec<_> = (0..5).map(|_| next_line()).collect();
+    assert_eq!(sorted(got), sorted(before));
+
+    cluster.restart_gateway();
+    let http = common::http();
+    let during = put_all(&http, &gateway, &key, &names("c/b", 0..5)).await;
+    put(&http, &gateway, &key, "c/zz", "s", "").await;
+    let mut got = Vec::new();
+    loop {
+        let change = next_line();
+        if change.1 == "c/zz" {
+            break;
+        }
+        got.push(change);
+    }
+    assert_eq!(sorted(got), sorted(during), "after the reconnect: what changed meanwhile, none twice");
+
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "Ctrl-C ends kv watch with exit 0: {status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("reconnecting"), "{stderr}");
 }

@@ -171,7 +171,7 @@ mod tests {
             sync_mode: SyncMode::Group,
             wal_max_bytes: 1 << 30,
             salvage_wal: false,
-            feed_retention: std::time::Duration::ZERO,
+            feed_retention: crate::wal::segment::Retention::NONE,
         };
         Store::open(&options).unwrap().0
     }
@@ -235,7 +235,7 @@ mod tests {
             sync_mode: SyncMode::Group,
             wal_max_bytes: 8 * 1024,
             salvage_wal: false,
-            feed_retention: std::time::Duration::ZERO,
+            feed_retention: crate::wal::segment::Retention::NONE,
         };
         let store = Store::open(&options).unwrap().0;
         let wal = WalDir::new(dir.path());
@@ -278,7 +278,7 @@ mod tests {
             sync_mode: SyncMode::Group,
             wal_max_bytes: 8 * 1024,
             salvage_wal: false,
-            feed_retention: std::time::Duration::from_secs(3600),
+            feed_retention: crate::wal::segment::Retention { time: std::time::Duration::from_secs(3600), changes: 0 },
         };
         let store = Store::open(&options).unwrap().0;
         let wal = WalDir::new(dir.path());
@@ -305,6 +305,43 @@ mod tests {
             let found = matches!(store.get(&format!("1/k{n}"), 0), crate::wire::read::Lookup::Found(found) if found.version == 390 + n + 1);
             assert!(found, "1/k{n} holds its last write");
         }
+        store.close().await;
+    }
+
+    /// With a change-count retention, compaction removes old segments but keeps at least that
+    /// many changes in the feed.
+    #[tokio::test]
+    async fn the_feed_keeps_at_least_the_retained_number_of_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            dir: dir.path().to_path_buf(),
+            sync_mode: SyncMode::Group,
+            wal_max_bytes: 8 * 1024,
+            salvage_wal: false,
+            feed_retention: crate::wal::segment::Retention { time: std::time::Duration::ZERO, changes: 150 },
+        };
+        let store = Store::open(&options).unwrap().0;
+        let wal = WalDir::new(dir.path());
+        let start = position(0, FILE_HEADER_BYTES as u64);
+        let mut version = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while read(&wal, store.wal_stats().head(), 0, "", 1).unwrap().oldest == start {
+            assert!(std::time::Instant::now() < deadline, "no segment was ever removed");
+            version += 1;
+            store.write(vec![Record::put(format!("1/k{}", version % 7), version, vec![b'v'; 200], "t")]).await.unwrap();
+        }
+        let mut after = 0;
+        let mut kept = 0;
+        loop {
+            let page = read(&wal, store.wal_stats().head(), after, "", 10_000).unwrap();
+            if page.entries.is_empty() {
+                break;
+            }
+            kept += page.entries.len();
+            after = page.next;
+        }
+        assert!(kept >= 150, "only {kept} changes kept");
+        assert!((kept as u64) < version, "old segments were removed");
         store.close().await;
     }
 

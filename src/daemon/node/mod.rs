@@ -82,6 +82,11 @@ pub struct NodeArgs {
     #[arg(long, env = "YDHT_FEED_RETENTION", default_value = "10m", value_parser = crate::duration::parse_or_off)]
     pub feed_retention: Duration,
 
+    /// How many changes the change feed keeps at least: a WAL segment a snapshot covers is also
+    /// kept until this many WAL entries were logged after it (0: no minimum)
+    #[arg(long, env = "YDHT_FEED_RETENTION_CHANGES", default_value_t = 1_000_000)]
+    pub feed_retention_changes: u64,
+
     /// How long tombstones and expired entries keep their version before being purged; with peers, a
     /// tombstone is purged only once every peer is also known to hold it (a peer that is down holds them back)
     #[arg(long, env = "YDHT_TOMBSTONE_GRACE", default_value = "24h", value_parser = crate::duration::parse)]
@@ -148,7 +153,7 @@ pub struct NodeConfig {
     /// Truncate a corrupt WAL segment instead of refusing to start.
     pub salvage_wal: bool,
     /// How long covered WAL segments are kept for the change feed.
-    pub feed_retention: Duration,
+    pub feed_retention: crate::wal::segment::Retention,
     /// How long tombstones and expired entries are kept.
     pub tombstone_grace: Duration,
     /// How often the TTL sweeper runs.
@@ -187,7 +192,10 @@ impl NodeArgs {
             wal_max_bytes: self.wal_max_bytes,
             sync_mode: self.sync_mode,
             salvage_wal: self.salvage_wal,
-            feed_retention: self.feed_retention,
+            feed_retention: crate::wal::segment::Retention {
+                time: self.feed_retention,
+                changes: self.feed_retention_changes,
+            },
             tombstone_grace: self.tombstone_grace,
             sweep_interval: Duration::from_secs(1),
             tls: self.server.tls()?,

@@ -43,7 +43,7 @@ pub struct StoreOptions {
     /// Truncate a corrupt segment at the damage instead of refusing to start.
     pub salvage_wal: bool,
     /// How long WAL segments a snapshot covers are kept for the change feed.
-    pub feed_retention: std::time::Duration,
+    pub feed_retention: wal::segment::Retention,
 }
 
 /// What opening the store recovered.
@@ -201,7 +201,7 @@ struct Shared {
     counters: StoreCounters,
     snapshot_thread: Mutex<Option<JoinHandle<()>>>,
     /// How long WAL segments a snapshot covers are kept for the change feed.
-    feed_retention: std::time::Duration,
+    feed_retention: wal::segment::Retention,
     _lock: DirLock,
 }
 
@@ -254,8 +254,8 @@ impl Apply for Applier {
     fn rotated(&mut self, generation: u64, ticket: CompactionTicket) {
         let shared = Arc::clone(&self.shared);
         let thread = std::thread::Builder::new().name("wal-snapshot".into()).spawn(move || {
-            let keep_for = shared.feed_retention;
-            wal::snapshot::compact(&shared.dir, ticket, generation, keep_for, |writer| shared.copy_into(writer))
+            let retention = shared.feed_retention;
+            wal::snapshot::compact(&shared.dir, ticket, generation, &retention, |writer| shared.copy_into(writer))
         });
         match thread {
             Ok(thread) => {
@@ -312,7 +312,7 @@ impl Store {
         dir.create()?;
         let lock = dir.lock()?;
         let mut state = State::default();
-        let recovered = wal::recover(&dir, options.salvage_wal, options.feed_retention, |entry| match entry {
+        let recovered = wal::recover(&dir, options.salvage_wal, &options.feed_retention, |entry| match entry {
             Entry::Record(record) => {
                 state.apply(record);
             }
@@ -806,7 +806,7 @@ mod tests {
             sync_mode: SyncMode::Group,
             wal_max_bytes,
             salvage_wal: false,
-            feed_retention: std::time::Duration::ZERO,
+            feed_retention: wal::segment::Retention::NONE,
         };
         Store::open(&options).unwrap().0
     }
