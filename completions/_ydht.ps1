@@ -84,6 +84,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--wal-max-bytes', '--wal-max-bytes', [CompletionResultType]::ParameterName, 'Snapshot and start a new WAL segment when the active one reaches this many bytes')
             [CompletionResult]::new('--sync-mode', '--sync-mode', [CompletionResultType]::ParameterName, 'group: concurrent writes share one fdatasync; per-write: one fdatasync per write (for benchmarks)')
             [CompletionResult]::new('--feed-retention', '--feed-retention', [CompletionResultType]::ParameterName, 'How long the change feed (`GET /feed`, for watches) keeps changes: WAL segments a snapshot covers are removed only once they were last written this long ago (0: at once)')
+            [CompletionResult]::new('--feed-retention-changes', '--feed-retention-changes', [CompletionResultType]::ParameterName, 'How many changes the change feed keeps at least: a WAL segment a snapshot covers is also kept until this many WAL entries were logged after it (0: no minimum)')
             [CompletionResult]::new('--tombstone-grace', '--tombstone-grace', [CompletionResultType]::ParameterName, 'How long tombstones and expired entries keep their version before being purged; with peers, a tombstone is purged only once every peer is also known to hold it (a peer that is down holds them back)')
             [CompletionResult]::new('--peers', '--peers', [CompletionResultType]::ParameterName, 'Every storage node of the cluster, this one included (id=url,… or bare URLs, the gateway''s format; a bare URL is this node when it is its --advertise-url or the host:port it listens on); enables anti-entropy with the others')
             [CompletionResult]::new('--replicas', '--replicas', [CompletionResultType]::ParameterName, 'Copies kept of every key (must match the gateway''s; decides which keys this node shares with each peer)')
@@ -165,6 +166,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--max-value-bytes', '--max-value-bytes', [CompletionResultType]::ParameterName, 'Largest value accepted, in bytes (larger → 413)')
             [CompletionResult]::new('--auth-failures-per-minute', '--auth-failures-per-minute', [CompletionResultType]::ParameterName, 'Failed API-key checks allowed per client address and minute before 429 (0 disables)')
             [CompletionResult]::new('--max-clock-offset', '--max-clock-offset', [CompletionResultType]::ParameterName, 'Largest offset between this gateway''s clock and the storage nodes'' (median) it writes with; past it writes get 503 until the clocks agree again (`500ms`, `2s`)')
+            [CompletionResult]::new('--max-watches-per-tenant', '--max-watches-per-tenant', [CompletionResultType]::ParameterName, 'Most watches (`GET /v1/watch`) one account may have open on this gateway (429 past it)')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -334,6 +336,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('locate', 'locate', [CompletionResultType]::ParameterValue, 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)')
             [CompletionResult]::new('import', 'import', [CompletionResultType]::ParameterValue, 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches')
             [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout')
+            [CompletionResult]::new('watch', 'watch', [CompletionResultType]::ParameterValue, 'Print changes (put, delete, expire) as they happen until Ctrl-C; reconnects and resumes by itself')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -439,6 +442,19 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
+        'ydht;kv;watch' {
+            [CompletionResult]::new('--prefix', '--prefix', [CompletionResultType]::ParameterName, 'Watch the keys starting with this prefix (default: every key)')
+            [CompletionResult]::new('--since', '--since', [CompletionResultType]::ParameterName, 'Start after this cursor (an event''s id, printed with --output json) instead of now')
+            [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the one stored by `apikey create --use`]')
+            [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)')
+            [CompletionResult]::new('--values', '--values', [CompletionResultType]::ParameterName, 'Include each put''s value in the output')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
         'ydht;kv;help' {
             [CompletionResult]::new('put', 'put', [CompletionResultType]::ParameterValue, 'Store a value: from VALUE, --file, or stdin (binary-safe)')
             [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Print a value''s raw bytes (or write them to -o FILE); exit 1 if the key does not exist')
@@ -448,6 +464,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('locate', 'locate', [CompletionResultType]::ParameterValue, 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)')
             [CompletionResult]::new('import', 'import', [CompletionResultType]::ParameterValue, 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches')
             [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout')
+            [CompletionResult]::new('watch', 'watch', [CompletionResultType]::ParameterValue, 'Print changes (put, delete, expire) as they happen until Ctrl-C; reconnects and resumes by itself')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -473,6 +490,9 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             break
         }
         'ydht;kv;help;export' {
+            break
+        }
+        'ydht;kv;help;watch' {
             break
         }
         'ydht;kv;help;help' {
@@ -675,6 +695,7 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('locate', 'locate', [CompletionResultType]::ParameterValue, 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)')
             [CompletionResult]::new('import', 'import', [CompletionResultType]::ParameterValue, 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches')
             [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout')
+            [CompletionResult]::new('watch', 'watch', [CompletionResultType]::ParameterValue, 'Print changes (put, delete, expire) as they happen until Ctrl-C; reconnects and resumes by itself')
             break
         }
         'ydht;help;kv;put' {
@@ -699,6 +720,9 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             break
         }
         'ydht;help;kv;export' {
+            break
+        }
+        'ydht;help;kv;watch' {
             break
         }
         'ydht;help;cluster' {

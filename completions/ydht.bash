@@ -190,6 +190,9 @@ _ydht() {
             ydht__subcmd__help__subcmd__kv,put)
                 cmd="ydht__subcmd__help__subcmd__kv__subcmd__put"
                 ;;
+            ydht__subcmd__help__subcmd__kv,watch)
+                cmd="ydht__subcmd__help__subcmd__kv__subcmd__watch"
+                ;;
             ydht__subcmd__help__subcmd__serve,all)
                 cmd="ydht__subcmd__help__subcmd__serve__subcmd__all"
                 ;;
@@ -232,6 +235,9 @@ _ydht() {
             ydht__subcmd__kv,put)
                 cmd="ydht__subcmd__kv__subcmd__put"
                 ;;
+            ydht__subcmd__kv,watch)
+                cmd="ydht__subcmd__kv__subcmd__watch"
+                ;;
             ydht__subcmd__kv__subcmd__help,delete)
                 cmd="ydht__subcmd__kv__subcmd__help__subcmd__delete"
                 ;;
@@ -258,6 +264,9 @@ _ydht() {
                 ;;
             ydht__subcmd__kv__subcmd__help,put)
                 cmd="ydht__subcmd__kv__subcmd__help__subcmd__put"
+                ;;
+            ydht__subcmd__kv__subcmd__help,watch)
+                cmd="ydht__subcmd__kv__subcmd__help__subcmd__watch"
                 ;;
             ydht__subcmd__serve,all)
                 cmd="ydht__subcmd__serve__subcmd__all"
@@ -1040,7 +1049,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__kv)
-            opts="put get delete incr list locate import export"
+            opts="put get delete incr list locate import export watch"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1152,6 +1161,20 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__kv__subcmd__put)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__kv__subcmd__watch)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1348,7 +1371,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv)
-            opts="-h --output --ca-file --help put get delete incr list locate import export help"
+            opts="-h --output --ca-file --help put get delete incr list locate import export watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1500,7 +1523,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv__subcmd__help)
-            opts="put get delete incr list locate import export help"
+            opts="put get delete incr list locate import export watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1626,6 +1649,20 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__kv__subcmd__help__subcmd__put)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__kv__subcmd__help__subcmd__watch)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1861,6 +1898,48 @@ _ydht() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ydht__subcmd__kv__subcmd__watch)
+            opts="-h --prefix --since --values --gateway --api-key --config-dir --output --ca-file --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ydht__subcmd__login)
             opts="-h --email --password-stdin --users --config-dir --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -2036,7 +2115,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__gateway)
-            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --nodes --replicator-url --users-url --replicas --vnodes --rate-limit-per-minute --rate-limit-burst --max-value-bytes --auth-failures-per-minute --max-clock-offset --output --ca-file --help"
+            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --nodes --replicator-url --users-url --replicas --vnodes --rate-limit-per-minute --rate-limit-burst --max-value-bytes --auth-failures-per-minute --max-clock-offset --max-watches-per-tenant --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2103,6 +2182,10 @@ _ydht() {
                     return 0
                     ;;
                 --max-clock-offset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-watches-per-tenant)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2220,7 +2303,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__node)
-            opts="-h --port --node-id --max-value-bytes --wal-max-bytes --sync-mode --salvage-wal --feed-retention --tombstone-grace --peers --replicas --vnodes --anti-entropy-interval --anti-entropy-max-keys --join --advertise-url --rebalance-rate --data-dir --host --cluster-secret --tls-cert --tls-key --output --ca-file --help"
+            opts="-h --port --node-id --max-value-bytes --wal-max-bytes --sync-mode --salvage-wal --feed-retention --feed-retention-changes --tombstone-grace --peers --replicas --vnodes --anti-entropy-interval --anti-entropy-max-keys --join --advertise-url --rebalance-rate --data-dir --host --cluster-secret --tls-cert --tls-key --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2247,6 +2330,10 @@ _ydht() {
                     return 0
                     ;;
                 --feed-retention)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --feed-retention-changes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -78,6 +78,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --wal-max-bytes 'Snapshot and start a new WAL segment when the active one reaches this many bytes'
             cand --sync-mode 'group: concurrent writes share one fdatasync; per-write: one fdatasync per write (for benchmarks)'
             cand --feed-retention 'How long the change feed (`GET /feed`, for watches) keeps changes: WAL segments a snapshot covers are removed only once they were last written this long ago (0: at once)'
+            cand --feed-retention-changes 'How many changes the change feed keeps at least: a WAL segment a snapshot covers is also kept until this many WAL entries were logged after it (0: no minimum)'
             cand --tombstone-grace 'How long tombstones and expired entries keep their version before being purged; with peers, a tombstone is purged only once every peer is also known to hold it (a peer that is down holds them back)'
             cand --peers 'Every storage node of the cluster, this one included (id=url,… or bare URLs, the gateway''s format; a bare URL is this node when it is its --advertise-url or the host:port it listens on); enables anti-entropy with the others'
             cand --replicas 'Copies kept of every key (must match the gateway''s; decides which keys this node shares with each peer)'
@@ -156,6 +157,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --max-value-bytes 'Largest value accepted, in bytes (larger → 413)'
             cand --auth-failures-per-minute 'Failed API-key checks allowed per client address and minute before 429 (0 disables)'
             cand --max-clock-offset 'Largest offset between this gateway''s clock and the storage nodes'' (median) it writes with; past it writes get 503 until the clocks agree again (`500ms`, `2s`)'
+            cand --max-watches-per-tenant 'Most watches (`GET /v1/watch`) one account may have open on this gateway (429 past it)'
             cand --output 'Output format'
             cand --ca-file 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)'
             cand -h 'Print help (see more with ''--help'')'
@@ -302,6 +304,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand locate 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)'
             cand import 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches'
             cand export 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout'
+            cand watch 'Print changes (put, delete, expire) as they happen until Ctrl-C; reconnects and resumes by itself'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;kv;put'= {
@@ -398,6 +401,18 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'ydht;kv;watch'= {
+            cand --prefix 'Watch the keys starting with this prefix (default: every key)'
+            cand --since 'Start after this cursor (an event''s id, printed with --output json) instead of now'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --api-key 'API key [default: the one stored by `apikey create --use`]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --output 'Output format'
+            cand --ca-file 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)'
+            cand --values 'Include each put''s value in the output'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'ydht;kv;help'= {
             cand put 'Store a value: from VALUE, --file, or stdin (binary-safe)'
             cand get 'Print a value''s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
@@ -407,6 +422,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand locate 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)'
             cand import 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches'
             cand export 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout'
+            cand watch 'Print changes (put, delete, expire) as they happen until Ctrl-C; reconnects and resumes by itself'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ydht;kv;help;put'= {
@@ -424,6 +440,8 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;kv;help;import'= {
         }
         &'ydht;kv;help;export'= {
+        }
+        &'ydht;kv;help;watch'= {
         }
         &'ydht;kv;help;help'= {
         }
@@ -595,6 +613,7 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand locate 'Show a key''s primary and replicas and the version each holds (needs the cluster secret)'
             cand import 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches'
             cand export 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout'
+            cand watch 'Print changes (put, delete, expire) as they happen until Ctrl-C; reconnects and resumes by itself'
         }
         &'ydht;help;kv;put'= {
         }
@@ -611,6 +630,8 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;help;kv;import'= {
         }
         &'ydht;help;kv;export'= {
+        }
+        &'ydht;help;kv;watch'= {
         }
         &'ydht;help;cluster'= {
             cand join 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)'

@@ -78,6 +78,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l sync-mode -d 'group: concurrent writes share one fdatasync; per-write: one fdatasync per write (for benchmarks)' -r -f -a "group\t''
 per-write\t''"
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l feed-retention -d 'How long the change feed (`GET /feed`, for watches) keeps changes: WAL segments a snapshot covers are removed only once they were last written this long ago (0: at once)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l feed-retention-changes -d 'How many changes the change feed keeps at least: a WAL segment a snapshot covers is also kept until this many WAL entries were logged after it (0: no minimum)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l tombstone-grace -d 'How long tombstones and expired entries keep their version before being purged; with peers, a tombstone is purged only once every peer is also known to hold it (a peer that is down holds them back)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l peers -d 'Every storage node of the cluster, this one included (id=url,… or bare URLs, the gateway\'s format; a bare URL is this node when it is its --advertise-url or the host:port it listens on); enables anti-entropy with the others' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from node" -l replicas -d 'Copies kept of every key (must match the gateway\'s; decides which keys this node shares with each peer)' -r
@@ -150,6 +151,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcomm
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l max-value-bytes -d 'Largest value accepted, in bytes (larger → 413)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l auth-failures-per-minute -d 'Failed API-key checks allowed per client address and minute before 429 (0 disables)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l max-clock-offset -d 'Largest offset between this gateway\'s clock and the storage nodes\' (median) it writes with; past it writes get 503 until the clocks agree again (`500ms`, `2s`)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l max-watches-per-tenant -d 'Most watches (`GET /v1/watch`) one account may have open on this gateway (429 past it)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand serve; and __fish_seen_subcommand_from gateway" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
@@ -240,19 +242,20 @@ complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcom
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "list" -d 'List your API keys (never their full value)'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Revoke an API key by id; it stops working at the gateway within seconds'
 complete -c ydht -n "__fish_ydht_using_subcommand apikey; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export watch help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "get" -d 'Print a value\'s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "delete" -d 'Delete a key; exit 1 if it does not exist'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "incr" -d 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "list" -d 'List your keys'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "import" -d 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "export" -d 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout'
-complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export watch help" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export watch help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export watch help" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export watch help" -f -a "get" -d 'Print a value\'s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export watch help" -f -a "delete" -d 'Delete a key; exit 1 if it does not exist'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export watch help" -f -a "incr" -d 'Add to an integer counter (decimal text) with compare-and-set; a missing key counts from 0'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export watch help" -f -a "list" -d 'List your keys'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export watch help" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export watch help" -f -a "import" -d 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export watch help" -f -a "export" -d 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export watch help" -f -a "watch" -d 'Print changes (put, delete, expire) as they happen until Ctrl-C; reconnects and resumes by itself'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and not __fish_seen_subcommand_from put get delete incr list locate import export watch help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -s f -l file -d 'Read the value from this file' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l ttl -d 'Expire the key after this long: 30s, 30m, 1h, 24h, 1h30m' -r
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from put" -l consistency -d 'Consistency level of the write [default: eventual]' -r -f -a "eventual\t'The primary has it durably; replicas follow in the background'
@@ -334,6 +337,16 @@ complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from export" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from watch" -l prefix -d 'Watch the keys starting with this prefix (default: every key)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from watch" -l since -d 'Start after this cursor (an event\'s id, printed with --output json) instead of now' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from watch" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from watch" -l api-key -d 'API key [default: the one stored by `apikey create --use`]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from watch" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from watch" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from watch" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from watch" -l values -d 'Include each put\'s value in the output'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from watch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "put" -d 'Store a value: from VALUE, --file, or stdin (binary-safe)'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "get" -d 'Print a value\'s raw bytes (or write them to -o FILE); exit 1 if the key does not exist'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a key; exit 1 if it does not exist'
@@ -342,6 +355,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "import" -d 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "export" -d 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout'
+complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "watch" -d 'Print changes (put, delete, expire) as they happen until Ctrl-C; reconnects and resumes by itself'
 complete -c ydht -n "__fish_ydht_using_subcommand kv; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand cluster; and not __fish_seen_subcommand_from join leave status help" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
@@ -454,6 +468,7 @@ complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcomma
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "locate" -d 'Show a key\'s primary and replicas and the version each holds (needs the cluster secret)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "import" -d 'Load keys from a JSON-lines file (key, value or value_base64, content_type, ttl), in batches'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "export" -d 'Write every key (or those under --prefix) as JSON lines, with its TTL left, to stdout'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from kv" -f -a "watch" -d 'Print changes (put, delete, expire) as they happen until Ctrl-C; reconnects and resumes by itself'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "join" -d 'Add a storage node to the ring; its share of the keys moves to it while the cluster keeps serving (the node must run with --join, which registers it by itself)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "leave" -d 'Remove a storage node; its keys move to the others before it goes (--force: it is dead, rebuild from the copies)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "status" -d 'The members, their states (joining, active, leaving, down) and the progress of a change'
