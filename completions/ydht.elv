@@ -538,6 +538,8 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand --cluster-secret 'Cluster secret for --target-node (the data dir''s cluster.secret)'
             cand --target-etcd 'Measure etcd''s v3 HTTP/JSON gateway at this URL (for bench/compare.sh)'
             cand --batch 'Send the puts N to a request, as one `POST /v1/batch` (gateway, --op put); every key counts as an operation, with its batch''s latency (--requests counts batch requests)'
+            cand --watchers 'Measure change streams instead: open N watches (GET /v1/watch) on the run''s prefix while --clients writers put keys under it at --rate writes/s for --duration; report the delay from each write''s 200 to its event, and events lost or repeated'
+            cand --rate 'Writes per second, all writers together, with --watchers'
             cand --server-pid 'Also report the CPU time (user + system) these server processes spent per measured operation, from /proc (repeat for several processes; Linux only)'
             cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
             cand --api-key 'API key [default: the one stored by `apikey create --use`]'

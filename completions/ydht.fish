@@ -429,6 +429,8 @@ complete -c ydht -n "__fish_ydht_using_subcommand bench" -l target-node -d 'Meas
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l cluster-secret -d 'Cluster secret for --target-node (the data dir\'s cluster.secret)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l target-etcd -d 'Measure etcd\'s v3 HTTP/JSON gateway at this URL (for bench/compare.sh)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l batch -d 'Send the puts N to a request, as one `POST /v1/batch` (gateway, --op put); every key counts as an operation, with its batch\'s latency (--requests counts batch requests)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l watchers -d 'Measure change streams instead: open N watches (GET /v1/watch) on the run\'s prefix while --clients writers put keys under it at --rate writes/s for --duration; report the delay from each write\'s 200 to its event, and events lost or repeated' -r
+complete -c ydht -n "__fish_ydht_using_subcommand bench" -l rate -d 'Writes per second, all writers together, with --watchers' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l server-pid -d 'Also report the CPU time (user + system) these server processes spent per measured operation, from /proc (repeat for several processes; Linux only)' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l api-key -d 'API key [default: the one stored by `apikey create --use`]' -r

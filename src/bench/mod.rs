@@ -17,6 +17,7 @@ pub mod cpu;
 pub mod load;
 pub mod summary;
 pub mod target;
+pub mod watch;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -137,6 +138,16 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(2..=1000))]
     pub batch: Option<u16>,
 
+    /// Measure change streams instead: open N watches (GET /v1/watch) on the run's prefix while
+    /// --clients writers put keys under it at --rate writes/s for --duration; report the delay
+    /// from each write's 200 to its event, and events lost or repeated
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub watchers: Option<u16>,
+
+    /// Writes per second, all writers together, with --watchers
+    #[arg(long, value_name = "R", default_value_t = 5000, requires = "watchers")]
+    pub rate: u64,
+
     /// Keep the keys the run wrote (`bench/<random>/…`) instead of deleting them afterwards
     #[arg(long)]
     pub keep: bool,
@@ -167,6 +178,8 @@ impl std::fmt::Debug for BenchArgs {
             .field("target_node", &self.target_node)
             .field("cluster_secret", &self.cluster_secret.as_ref().map(|_| "<hidden>"))
             .field("target_etcd", &self.target_etcd)
+            .field("watchers", &self.watchers)
+            .field("rate", &self.rate)
             .field("keep", &self.keep)
             .field("server_pids", &self.server_pids)
             .field("client", &self.client)
@@ -318,6 +331,51 @@ impl BenchArgs {
         })
     }
 
+    /// Checks the flags of a `--watchers` run and resolves them into a [`watch::WatchPlan`].
+    pub fn watch_plan(
+        &self,
+        watchers: usize,
+        gateway: &str,
+        api_key: impl FnOnce() -> Result<String, Exit>,
+    ) -> Result<watch::WatchPlan, Exit> {
+        if self.op != Op::Put || self.batch.is_some() || self.target_node.is_some() || self.target_etcd.is_some() {
+            return Err(Exit::usage(
+                "--watchers measures the gateway's watches with single puts: not with --op, --batch or --target-*",
+            ));
+        }
+        if self.requests.is_some() {
+            return Err(Exit::usage("--watchers runs for --duration, not --requests"));
+        }
+        if self.rate == 0 || self.rate > 1_000_000 {
+            return Err(Exit::usage("--rate must be between 1 and 1000000 writes per second"));
+        }
+        if self.clients == 0 || self.clients > MAX_CLIENTS {
+            return Err(Exit::usage(format!("--clients must be between 1 and {MAX_CLIENTS}")));
+        }
+        if self.value_size > MAX_VALUE_SIZE || self.keys == 0 || self.keys > 1_000_000 {
+            return Err(Exit::usage("--value-size must be at most 1 MiB and --keys 1 to 1000000 with --watchers"));
+        }
+        for &pid in &self.server_pids {
+            cpu::ticks(pid).map_err(|error| Exit::usage(format!("--server-pid {pid}: {error}")))?;
+        }
+        let duration = match &self.duration {
+            Some(text) => parse_duration("--duration", text, false)?,
+            None => DEFAULT_DURATION,
+        };
+        Ok(watch::WatchPlan {
+            watchers,
+            rate: self.rate,
+            writers: self.clients,
+            duration,
+            keys: self.keys,
+            value_size: self.value_size,
+            url: parse_url("--gateway", gateway)?,
+            api_key: api_key()?,
+            server_pids: self.server_pids.clone(),
+            keep: self.keep,
+        })
+    }
+
     /// Runs the benchmark with the client flags (`--gateway`, `--api-key` or the
     /// stored default key, `--output`) and prints the result.
     pub async fn run(self, context: &Context) -> anyhow::Result<()> {
@@ -327,6 +385,19 @@ impl BenchArgs {
                 Err(other) => Exit::new(exit::AUTH, other.to_string()),
             })
         };
+        if let Some(watchers) = self.watchers {
+            let plan = self.watch_plan(usize::from(watchers), &context.gateway.display, api_key)?;
+            let summary = watch::execute(&plan).await?;
+            if context.json() {
+                print_json(&summary)?;
+            } else {
+                print_line(&summary.table())?;
+            }
+            return match summary.failure() {
+                Some(reason) => Err(Exit::new(exit::UNAVAILABLE, reason).into()),
+                None => Ok(()),
+            };
+        }
         let plan = self.plan(&context.gateway.display, api_key)?;
         let summary = execute(&plan, !context.json() && std::io::stderr().is_terminal()).await?;
         if context.json() {

@@ -147,6 +147,31 @@ async fn bench_counts_every_request_through_the_gateway_and_on_a_node() {
     let refused = bench_output(&["--gateway", &cluster.gateway, "--api-key", &api_key, "--op", "get", "--batch", "10"]);
     assert_eq!(refused.status.code(), Some(2), "--batch takes puts only");
 
+    // Watches: every write's event reaches every watcher once; the figures add up.
+    let watched = bench(&[
+        "--gateway",
+        &cluster.gateway,
+        "--api-key",
+        &api_key,
+        "--watchers",
+        "3",
+        "--rate",
+        "100",
+        "--duration",
+        "1s",
+        "--clients",
+        "2",
+    ]);
+    let writes = watched["writes"].as_u64().unwrap();
+    assert!(writes > 0, "{watched}");
+    assert_eq!(watched["events_expected"], writes * 3, "{watched}");
+    assert_eq!(watched["events_received"], writes * 3, "{watched}");
+    assert_eq!((watched["events_lost"].as_u64(), watched["events_repeated"].as_u64()), (Some(0), Some(0)), "{watched}");
+    let delay = &watched["delay_ms"];
+    assert!(delay["p50"].as_f64().unwrap() <= delay["p99"].as_f64().unwrap(), "{watched}");
+    let refused = bench_output(&["--gateway", &cluster.gateway, "--api-key", &api_key, "--watchers", "2", "--op", "get"]);
+    assert_eq!(refused.status.code(), Some(2), "--watchers takes single puts only");
+
     let secret = cluster.secret();
     let node = bench(&[
         "--target-node",
