@@ -77,7 +77,7 @@ async fn measure(layer: Layer, mode: SyncMode, writers: usize, duration: Duratio
         sync_mode: mode,
         wal_max_bytes: 64 << 20,
         salvage_wal: false,
-        feed_retention: std::time::Duration::ZERO,
+        feed_retention: ydht::wal::segment::Retention::NONE,
     };
     let (store, _) = tokio::task::spawn_blocking(move || Store::open(&options)).await.unwrap().expect("open store");
     let state = NodeState {

@@ -308,7 +308,8 @@ async fn delete_keys(client: &reqwest::Client, plan: &WatchPlan, prefix: &str) {
     for chunk in keys.chunks(1000) {
         let ops: Vec<serde_json::Value> =
             chunk.iter().map(|index| serde_json::json!({"op": "delete", "key": format!("{prefix}{index}")})).collect();
-        let sent = client.post(url.clone()).header(API_KEY_HEADER, &plan.api_key).json(&serde_json::json!({ "ops": ops }));
+        let sent =
+            client.post(url.clone()).header(API_KEY_HEADER, &plan.api_key).json(&serde_json::json!({ "ops": ops }));
         if sent.send().await.is_err() {
             eprintln!("note: the benchmark keys under {prefix} could not all be deleted");
             return;

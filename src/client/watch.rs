@@ -98,7 +98,10 @@ impl SseParser {
         if line.is_empty() {
             let event = std::mem::take(&mut self.event);
             let dispatch = std::mem::take(&mut self.has_data);
-            return dispatch.then(|| SseEvent { event: if event.event.is_empty() { "message".into() } else { event.event }, ..event });
+            return dispatch.then(|| SseEvent {
+                event: if event.event.is_empty() { "message".into() } else { event.event },
+                ..event
+            });
         }
         if line.starts_with(b":") {
             return None;
@@ -136,7 +139,9 @@ pub async fn watch(args: WatchArgs, context: &Context) -> anyhow::Result<()> {
     if let Some(since) = &args.since
         && crate::watch::Cursor::decode(since).is_err()
     {
-        return Err(Exit::usage("--since is not a watch cursor (the id of an event, as --output json prints it)").into());
+        return Err(
+            Exit::usage("--since is not a watch cursor (the id of an event, as --output json prints it)").into()
+        );
     }
     let mut cursor = args.since.clone();
     let mut backoff = Duration::from_millis(200);
@@ -207,7 +212,9 @@ async fn connect_and_print(
             Ok(Ok(None)) => return Ok(Ended::Reconnect("the gateway closed the stream".into())),
             Ok(Ok(Some(chunk))) => chunk,
         };
-        for event in parser.push(&chunk).map_err(|error| Exit::new(crate::error::exit::UNAVAILABLE, error.to_string()))? {
+        for event in
+            parser.push(&chunk).map_err(|error| Exit::new(crate::error::exit::UNAVAILABLE, error.to_string()))?
+        {
             if let Some(id) = &event.id {
                 *cursor = Some(id.clone());
             }

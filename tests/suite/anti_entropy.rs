@@ -62,7 +62,10 @@ impl Cluster {
             wal_max_bytes: 64 << 20,
             sync_mode: SyncMode::Group,
             salvage_wal: false,
-            feed_retention: ydht::wal::segment::Retention { time: std::time::Duration::from_secs(600), changes: 1_000_000 },
+            feed_retention: ydht::wal::segment::Retention {
+                time: std::time::Duration::from_secs(600),
+                changes: 1_000_000,
+            },
             tombstone_grace: self.tombstone_grace,
             sweep_interval: Duration::from_millis(100),
             tls: None,

@@ -169,7 +169,8 @@ async fn bench_counts_every_request_through_the_gateway_and_on_a_node() {
     assert_eq!((watched["events_lost"].as_u64(), watched["events_repeated"].as_u64()), (Some(0), Some(0)), "{watched}");
     let delay = &watched["delay_ms"];
     assert!(delay["p50"].as_f64().unwrap() <= delay["p99"].as_f64().unwrap(), "{watched}");
-    let refused = bench_output(&["--gateway", &cluster.gateway, "--api-key", &api_key, "--watchers", "2", "--op", "get"]);
+    let refused =
+        bench_output(&["--gateway", &cluster.gateway, "--api-key", &api_key, "--watchers", "2", "--op", "get"]);
     assert_eq!(refused.status.code(), Some(2), "--watchers takes single puts only");
 
     let secret = cluster.secret();

@@ -40,10 +40,8 @@ impl Watch {
         query: &str,
         last_id: Option<&str>,
     ) -> reqwest::Response {
-        let mut request = http
-            .get(format!("{gateway}/v1/watch?{query}"))
-            .header("x-api-key", key)
-            .timeout(Duration::from_secs(600));
+        let mut request =
+            http.get(format!("{gateway}/v1/watch?{query}")).header("x-api-key", key).timeout(Duration::from_secs(600));
         if let Some(id) = last_id {
             request = request.header("last-event-id", id);
         }
@@ -264,8 +262,10 @@ async fn a_resumed_watch_misses_nothing_and_repeats_nothing() {
     let seen = resumed.until("r/zz5").await;
     let mut wanted = fifth;
     wanted.push(("put".into(), "r/zz4".into(), 0));
-    let seen: Vec<(String, String, u64)> =
-        seen.into_iter().map(|(event, name, version)| if name == "r/zz4" { (event, name, 0) } else { (event, name, version) }).collect();
+    let seen: Vec<(String, String, u64)> = seen
+        .into_iter()
+        .map(|(event, name, version)| if name == "r/zz4" { (event, name, 0) } else { (event, name, version) })
+        .collect();
     assert_eq!(sorted(seen), sorted(wanted), "resumed after the node's copies arrived: none again");
 }
 
@@ -331,8 +331,9 @@ async fn a_slow_consumer_is_dropped_and_resumes_where_it_stopped() {
     let total = 12_000;
     let long = "k".repeat(900);
     for start in (0..total).step_by(1000) {
-        let ops: Vec<Value> =
-            (start..start + 1000).map(|n| json!({"op": "put", "key": format!("s/{n:05}/{long}"), "value": "v"})).collect();
+        let ops: Vec<Value> = (start..start + 1000)
+            .map(|n| json!({"op": "put", "key": format!("s/{n:05}/{long}"), "value": "v"}))
+            .collect();
         let response = http
             .post(format!("{gateway}/v1/batch"))
             .header("x-api-key", &key)
@@ -447,7 +448,11 @@ async fn the_cli_watch_prints_changes_and_resumes_by_itself() {
     let next_line = || {
         let line = printed.recv_timeout(PATIENCE).expect("a line within 30 s");
         let event: Value = serde_json::from_str(&line).unwrap();
-        (event["event"].as_str().unwrap().to_string(), event["key"].as_str().unwrap().to_string(), event["version"].as_u64().unwrap())
+        (
+            event["event"].as_str().unwrap().to_string(),
+            event["key"].as_str().unwrap().to_string(),
+            event["version"].as_u64().unwrap(),
+        )
     };
 
     // The watch starts at once: a write right after it started may still precede it, so wait

@@ -37,10 +37,10 @@ use super::state::GatewayState;
 use super::tenant::Tenant;
 use crate::daemon::node::feed::{position, split};
 use crate::error::ApiError;
-use crate::sync::Lock;
 use crate::proto::{NodeFeedEntry, WatchEvent};
 use crate::ring::NodeInfo;
 use crate::shutdown::Shutdown;
+use crate::sync::Lock;
 use crate::watch::{Cursor, Event, Kind, Merge};
 use crate::wire::read::{Found, Lookup};
 
@@ -283,13 +283,8 @@ async fn read_node(state: GatewayState, node: NodeInfo, generation: u64, stop: S
             state.watches.tails_changed.notify_waiters();
         }
         if after != u64::MAX && (page.next != after || !page.entries.is_empty()) {
-            let batch = FeedBatch {
-                node: node.id.clone(),
-                after,
-                next: page.next,
-                oldest: page.oldest,
-                entries: page.entries,
-            };
+            let batch =
+                FeedBatch { node: node.id.clone(), after, next: page.next, oldest: page.oldest, entries: page.entries };
             let _ = state.watches.pages.send(Arc::new(batch));
         }
         after = page.next;
@@ -527,13 +522,14 @@ impl Watch {
         let from = if offset < LOOK_BACK_MIN_BYTES { generation.saturating_sub(1) } else { generation };
         let mut after = position(from, 0);
         for _ in 0..LOOK_BACK_MAX_PAGES {
-            let page = match self.state.nodes.feed(&node.url, after, &self.filter.prefix, FEED_PAGE, Duration::ZERO).await {
-                Ok(page) => page,
-                Err(error) => {
-                    tracing::debug!(node = %node.id, %error, "watch: no look-back into a node that cannot be read");
-                    return Ok(());
-                }
-            };
+            let page =
+                match self.state.nodes.feed(&node.url, after, &self.filter.prefix, FEED_PAGE, Duration::ZERO).await {
+                    Ok(page) => page,
+                    Err(error) => {
+                        tracing::debug!(node = %node.id, %error, "watch: no look-back into a node that cannot be read");
+                        return Ok(());
+                    }
+                };
             if self.merge.gap(&node.id, page.oldest) {
                 return Err(Stop::Gap);
             }
@@ -550,17 +546,17 @@ impl Watch {
     /// Reads `node`'s feed itself from the watch's position up to `to` (where the hub's pages go on).
     async fn catch_up(&mut self, node: &NodeInfo, to: u64) -> Result<(), Stop> {
         while let Some(after) = self.merge.cursor().position(&node.id).filter(|after| *after < to) {
-            let page = match self.state.nodes.feed(&node.url, after, &self.filter.prefix, FEED_PAGE, Duration::ZERO).await
-            {
-                Ok(page) => page,
-                // Read again when the hub's next page of this node comes.
-                Err(_) => return Ok(()),
-            };
+            let page =
+                match self.state.nodes.feed(&node.url, after, &self.filter.prefix, FEED_PAGE, Duration::ZERO).await {
+                    Ok(page) => page,
+                    // Read again when the hub's next page of this node comes.
+                    Err(_) => return Ok(()),
+                };
             if self.merge.gap(&node.id, page.oldest) {
                 return Err(Stop::Gap);
             }
             for entry in page.entries.iter().filter(|entry| entry.position <= to) {
-                    self.offer(node, entry).await?;
+                self.offer(node, entry).await?;
             }
             let reached = page.next.min(to);
             if reached <= after {
