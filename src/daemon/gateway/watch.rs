@@ -25,8 +25,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::Deserialize;
@@ -52,6 +51,8 @@ pub const WATCH_STALL: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_WATCHES_PER_TENANT: usize = 128;
 /// Keys a watch remembers the last delivered version of (the oldest are forgotten past it).
 const MERGE_CAPACITY: usize = 50_000;
+/// Most bytes of queued events written to the client at once.
+const MAX_WRITE_BYTES: usize = 64 << 10;
 /// How often a heartbeat comment is sent on a quiet stream.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Changes per feed page.
@@ -383,20 +384,55 @@ pub async fn watch(
         if done {
             return None;
         }
-        match received.recv().await {
-            Some(event) => Some((Ok::<_, Infallible>(event), (received, dropped, false))),
+        let first = match tokio::time::timeout(HEARTBEAT, received.recv()).await {
+            Err(_) => return Some((Ok::<_, Infallible>(bytes::Bytes::from_static(b": heartbeat\n\n")), (received, dropped, false))),
+            Ok(first) => first,
+        };
+        match first {
+            // Whatever else is queued goes out in the same write.
+            Some(mut text) => {
+                while text.len() < MAX_WRITE_BYTES {
+                    match received.try_recv() {
+                        Ok(more) => text.push_str(&more),
+                        Err(_) => break,
+                    }
+                }
+                Some((Ok(bytes::Bytes::from(text)), (received, dropped, false)))
+            }
             None if dropped.load(Ordering::Acquire) => {
                 let error = format!(
-                    "the watch was dropped: its client fell {WATCH_BUFFER_EVENTS} events behind; reconnect with \
-                     Last-Event-ID set to the last event's id to resume"
+                    "the watch was dropped: its client left {WATCH_BUFFER_EVENTS} events unread for {} s; reconnect \
+                     with Last-Event-ID set to the last event's id to resume",
+                    WATCH_STALL.as_secs()
                 );
-                let data = serde_json::json!({ "error": error }).to_string();
-                Some((Ok(SseEvent::default().event("dropped").data(data)), (received, dropped, true)))
+                let text = sse_event("dropped", None, &serde_json::json!({ "error": error }).to_string());
+                Some((Ok(bytes::Bytes::from(text)), (received, dropped, true)))
             }
             None => None,
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT)).into_response())
+    // `X-Accel-Buffering: no` asks a proxy in front (nginx) to pass events on as they come.
+    let headers = [
+        (header::CONTENT_TYPE, "text/event-stream"),
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::HeaderName::from_static("x-accel-buffering"), "no"),
+    ];
+    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
+}
+
+/// One server-sent event as text (`data` is one line: compact JSON).
+fn sse_event(event: &str, id: Option<&str>, data: &str) -> String {
+    let mut text = String::with_capacity(event.len() + data.len() + id.map_or(0, str::len) + 24);
+    text.push_str("event: ");
+    text.push_str(event);
+    if let Some(id) = id {
+        text.push_str("\nid: ");
+        text.push_str(id);
+    }
+    text.push_str("\ndata: ");
+    text.push_str(data);
+    text.push_str("\n\n");
+    text
 }
 
 /// Where a watch starts.
@@ -422,7 +458,8 @@ struct Watch {
     state: GatewayState,
     filter: Filter,
     merge: Merge,
-    events: mpsc::Sender<SseEvent>,
+    /// Events as SSE text.
+    events: mpsc::Sender<String>,
 }
 
 impl Watch {
@@ -504,10 +541,7 @@ impl Watch {
         }
         let error = "changes since the cursor are past the nodes' change-log retention and cannot be sent; \
                      list the keys again, then go on from this event's id";
-        let event = SseEvent::default()
-            .event("reset")
-            .id(cursor.encode())
-            .data(serde_json::json!({ "error": error }).to_string());
+        let event = sse_event("reset", Some(&cursor.encode()), &serde_json::json!({ "error": error }).to_string());
         self.merge = Merge::new(cursor, MERGE_CAPACITY);
         self.send(event).await?;
         Ok(pages)
@@ -612,7 +646,7 @@ impl Watch {
     }
 
     /// Queues `event` for the client, waiting up to [`WATCH_STALL`] for room.
-    async fn send(&self, event: SseEvent) -> Result<(), Stop> {
+    async fn send(&self, event: String) -> Result<(), Stop> {
         match self.events.send_timeout(event, WATCH_STALL).await {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Stop::Dropped),
@@ -622,7 +656,7 @@ impl Watch {
 
     /// The SSE event of a change `node` reported (with `values`, its value is read from that node,
     /// which holds the change or a newer one).
-    async fn event(&self, node: &NodeInfo, event: Event<Meta>) -> SseEvent {
+    async fn event(&self, node: &NodeInfo, event: Event<Meta>) -> String {
         let Event { entry, cursor } = event;
         let live = entry.kind == Kind::Put;
         let mut data = WatchEvent {
@@ -651,6 +685,6 @@ impl Watch {
             }
         }
         let json = serde_json::to_string(&data).unwrap_or_default();
-        SseEvent::default().event(entry.kind.as_str()).id(cursor.encode()).data(json)
+        sse_event(entry.kind.as_str(), Some(&cursor.encode()), &json)
     }
 }
