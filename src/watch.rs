@@ -212,40 +212,43 @@ impl Merge {
     pub fn seed<M>(&mut self, node: &str, entries: &[Entry<M>]) {
         let consumed = self.cursor.position(node).unwrap_or(0);
         for entry in entries.iter().filter(|entry| entry.seq <= consumed) {
-            self.newer(entry);
+            self.newer(&entry.key, entry.order());
         }
     }
 
     /// Takes the next entry of `node`'s feed: the event to send, or `None` when the entry is
     /// not news (an older or repeated change of its key) or was consumed already.
     pub fn accept<M>(&mut self, node: &str, entry: Entry<M>) -> Option<Event<M>> {
-        if self.cursor.position(node).is_some_and(|consumed| entry.seq <= consumed) {
-            return None;
-        }
-        self.cursor.set(node, entry.seq);
-        if !self.newer(&entry) {
-            return None;
-        }
-        Some(Event { cursor: self.cursor.clone(), entry })
+        self.take(node, entry.seq, &entry.key, entry.version, entry.kind).then(|| Event { cursor: self.cursor.clone(), entry })
     }
 
-    /// Records `entry` as seen; whether it is newer than anything seen of its key.
-    fn newer<M>(&mut self, entry: &Entry<M>) -> bool {
+    /// [`Merge::accept`] without building the entry: whether the change at `seq` of `node`'s
+    /// feed is news; the cursor after it is then [`Merge::cursor`].
+    pub fn take(&mut self, node: &str, seq: u64, key: &str, version: u64, kind: Kind) -> bool {
+        if self.cursor.position(node).is_some_and(|consumed| seq <= consumed) {
+            return false;
+        }
+        self.cursor.set(node, seq);
+        self.newer(key, (version, kind == Kind::Expire))
+    }
+
+    /// Records `order` as seen of `key`; whether it is newer than anything seen of the key.
+    fn newer(&mut self, key: &str, order: (u64, bool)) -> bool {
         self.touches += 1;
         let touched = self.touches;
-        match self.seen.get_mut(&entry.key) {
-            Some((order, at)) => {
+        match self.seen.get_mut(key) {
+            Some((seen, at)) => {
                 *at = touched;
-                if entry.order() <= *order {
+                if order <= *seen {
                     return false;
                 }
-                *order = entry.order();
+                *seen = order;
             }
             None => {
                 if self.seen.len() >= self.capacity {
                     self.forget_oldest_half();
                 }
-                self.seen.insert(entry.key.clone(), (entry.order(), touched));
+                self.seen.insert(key.to_string(), (order, touched));
             }
         }
         true

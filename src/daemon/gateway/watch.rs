@@ -40,7 +40,7 @@ use crate::proto::{NodeFeedEntry, WatchEvent};
 use crate::ring::NodeInfo;
 use crate::shutdown::Shutdown;
 use crate::sync::Lock;
-use crate::watch::{Cursor, Event, Kind, Merge};
+use crate::watch::{Cursor, Kind, Merge};
 use crate::wire::read::{Found, Lookup};
 
 /// Events a watch buffers for a client that reads slowly before it is dropped.
@@ -70,30 +70,21 @@ const LOOK_BACK_MIN_BYTES: u64 = 1 << 20;
 /// Most feed pages one look-back reads from one node.
 const LOOK_BACK_MAX_PAGES: usize = 100;
 
-/// What the feed tells a watch about a change besides key, version and kind.
-#[derive(Debug, Clone)]
-struct Meta {
-    size: u64,
-    content_type: String,
-    expires_at: Option<u64>,
+/// A change as the look-back learns it (what the merge needs: key, version, kind).
+type Entry = crate::watch::Entry<()>;
+
+fn kind_of(kind: &str) -> Option<Kind> {
+    match kind {
+        "put" => Some(Kind::Put),
+        "delete" => Some(Kind::Delete),
+        "expire" => Some(Kind::Expire),
+        _ => None,
+    }
 }
 
-type Entry = crate::watch::Entry<Meta>;
-
 fn entry_of(entry: &NodeFeedEntry) -> Option<Entry> {
-    let kind = match entry.kind.as_str() {
-        "put" => Kind::Put,
-        "delete" => Kind::Delete,
-        "expire" => Kind::Expire,
-        _ => return None,
-    };
-    Some(Entry {
-        seq: entry.position,
-        key: entry.key.clone(),
-        version: entry.version,
-        kind,
-        meta: Meta { size: entry.size, content_type: entry.content_type.clone(), expires_at: entry.expires_at },
-    })
+    let kind = kind_of(&entry.kind)?;
+    Some(Entry { seq: entry.position, key: entry.key.clone(), version: entry.version, kind, meta: () })
 }
 
 /// One page of one node's feed as the hub read it: the changes in `(after, next]`.
@@ -633,13 +624,13 @@ impl Watch {
         if !self.filter.matches(&entry.key) {
             return Ok(());
         }
-        let Some(entry) = entry_of(entry) else {
+        let Some(kind) = kind_of(&entry.kind) else {
             return Ok(());
         };
-        let Some(event) = self.merge.accept(&node.id, entry) else {
+        if !self.merge.take(&node.id, entry.position, &entry.key, entry.version, kind) {
             return Ok(());
-        };
-        let event = self.event(node, event).await;
+        }
+        let event = self.event(node, entry, kind).await;
         self.send(event).await?;
         self.state.metrics.watch_event();
         Ok(())
@@ -654,18 +645,16 @@ impl Watch {
         }
     }
 
-    /// The SSE event of a change `node` reported (with `values`, its value is read from that node,
-    /// which holds the change or a newer one).
-    async fn event(&self, node: &NodeInfo, event: Event<Meta>) -> String {
-        let Event { entry, cursor } = event;
-        let live = entry.kind == Kind::Put;
+    /// The SSE event of a change `node` reported, with the cursor after it (with `values`, its
+    /// value is read from that node, which holds the change or a newer one).
+    async fn event(&self, node: &NodeInfo, entry: &NodeFeedEntry, kind: Kind) -> String {
+        let live = kind == Kind::Put;
         let mut data = WatchEvent {
             key: entry.key.get(self.filter.tenant_prefix..).unwrap_or_default().to_string(),
             version: entry.version,
-            size: if live { entry.meta.size } else { 0 },
-            content_type: live.then_some(entry.meta.content_type),
+            size: if live { entry.size } else { 0 },
+            content_type: live.then(|| entry.content_type.clone()),
             expires_at: entry
-                .meta
                 .expires_at
                 .filter(|_| live)
                 .and_then(|at| chrono::DateTime::from_timestamp_millis(at as i64)),
@@ -685,6 +674,6 @@ impl Watch {
             }
         }
         let json = serde_json::to_string(&data).unwrap_or_default();
-        sse_event(entry.kind.as_str(), Some(&cursor.encode()), &json)
+        sse_event(kind.as_str(), Some(&self.merge.cursor().encode()), &json)
     }
 }
