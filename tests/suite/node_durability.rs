@@ -201,8 +201,11 @@ async fn compaction_keeps_every_live_key_and_bounds_the_wal() {
     let data = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
     // No feed retention: what is measured is that compaction removes the covered segments.
-    let mut node =
-        NodeProcess::start(data.path(), &["--wal-max-bytes", &MAX.to_string(), "--feed-retention", "0"], &[]);
+    let mut node = NodeProcess::start(
+        data.path(),
+        &["--wal-max-bytes", &MAX.to_string(), "--feed-retention", "0", "--feed-retention-changes", "0"],
+        &[],
+    );
     let base = ydht::hlc::from_millis(now_millis());
     // 8 writers overwrite 40 keys 1 KiB at a time: ~2.5 MiB of log for 40 KiB of live data.
     let tasks: Vec<_> = (0..8u64)
