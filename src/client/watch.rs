@@ -73,24 +73,30 @@ pub struct LineTooLong;
 
 impl SseParser {
     /// Takes the next bytes; returns the events they completed.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, LineTooLong> {
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<Vec<SseEvent>, LineTooLong> {
         let mut events = Vec::new();
-        for &byte in bytes {
-            if byte != b'\n' {
-                if self.line.len() >= MAX_LINE_BYTES {
+        while let Some(end) = bytes.iter().position(|&byte| byte == b'\n') {
+            let (part, rest) = (&bytes[..end], &bytes[end + 1..]);
+            bytes = rest;
+            let event = if self.line.is_empty() {
+                self.line_done(strip_cr(part))
+            } else {
+                if self.line.len() + part.len() > MAX_LINE_BYTES {
                     return Err(LineTooLong);
                 }
-                self.line.push(byte);
-                continue;
-            }
-            if self.line.last() == Some(&b'\r') {
-                self.line.pop();
-            }
-            let line = std::mem::take(&mut self.line);
-            if let Some(event) = self.line_done(&line) {
-                events.push(event);
-            }
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(part);
+                let event = self.line_done(strip_cr(&line));
+                line.clear();
+                self.line = line;
+                event
+            };
+            events.extend(event);
         }
+        if self.line.len() + bytes.len() > MAX_LINE_BYTES {
+            return Err(LineTooLong);
+        }
+        self.line.extend_from_slice(bytes);
         Ok(events)
     }
 
@@ -123,6 +129,11 @@ impl SseParser {
         }
         None
     }
+}
+
+/// A line without its `\r` ending, if it had one.
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// How one connection of the watch ended.
