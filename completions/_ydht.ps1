@@ -42,6 +42,8 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('kv', 'kv', [CompletionResultType]::ParameterValue, 'Store, read, delete, count, list and locate your keys (uses an API key)')
             [CompletionResult]::new('cluster', 'cluster', [CompletionResultType]::ParameterValue, 'Change the cluster online: join or remove storage nodes, watch the data move')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Health and metrics of every service, as one table; exit 4 if any is down')
+            [CompletionResult]::new('backup', 'backup', [CompletionResultType]::ParameterValue, 'Copy every live record of the cluster (or of one tenant) into a compressed, checksummed file')
+            [CompletionResult]::new('restore', 'restore', [CompletionResultType]::ParameterValue, 'Write a backup file''s records back into the running cluster (newer data already there stays)')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the manual page (or write one per command with --dir)')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -577,6 +579,30 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
+        'ydht;backup' {
+            [CompletionResult]::new('--out', '--out', [CompletionResultType]::ParameterName, 'Write the backup to this file (replaced if it exists; written to FILE.partial first)')
+            [CompletionResult]::new('--tenant', '--tenant', [CompletionResultType]::ParameterName, 'Only this tenant''s keys (its user id, as `ydht whoami` shows it)')
+            [CompletionResult]::new('--cluster-secret', '--cluster-secret', [CompletionResultType]::ParameterName, 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]')
+            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]')
+            [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
+            [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'ydht;restore' {
+            [CompletionResult]::new('--cluster-secret', '--cluster-secret', [CompletionResultType]::ParameterName, 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]')
+            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]')
+            [CompletionResult]::new('--gateway', '--gateway', [CompletionResultType]::ParameterName, 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]')
+            [CompletionResult]::new('--config-dir', '--config-dir', [CompletionResultType]::ParameterName, 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
         'ydht;man' {
             [CompletionResult]::new('--dir', '--dir', [CompletionResultType]::ParameterName, 'Write `ydht.1` and one page per subcommand (`ydht-kv-put.1`, …) into this directory instead of printing `ydht.1`')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
@@ -627,6 +653,8 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             [CompletionResult]::new('kv', 'kv', [CompletionResultType]::ParameterValue, 'Store, read, delete, count, list and locate your keys (uses an API key)')
             [CompletionResult]::new('cluster', 'cluster', [CompletionResultType]::ParameterValue, 'Change the cluster online: join or remove storage nodes, watch the data move')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Health and metrics of every service, as one table; exit 4 if any is down')
+            [CompletionResult]::new('backup', 'backup', [CompletionResultType]::ParameterValue, 'Copy every live record of the cluster (or of one tenant) into a compressed, checksummed file')
+            [CompletionResult]::new('restore', 'restore', [CompletionResultType]::ParameterValue, 'Write a backup file''s records back into the running cluster (newer data already there stays)')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the manual page (or write one per command with --dir)')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -743,6 +771,12 @@ Register-ArgumentCompleter -Native -CommandName 'ydht' -ScriptBlock {
             break
         }
         'ydht;help;status' {
+            break
+        }
+        'ydht;help;backup' {
+            break
+        }
+        'ydht;help;restore' {
             break
         }
         'ydht;help;man' {

@@ -19,6 +19,9 @@ _ydht() {
             ydht,apikey)
                 cmd="ydht__subcmd__apikey"
                 ;;
+            ydht,backup)
+                cmd="ydht__subcmd__backup"
+                ;;
             ydht,bench)
                 cmd="ydht__subcmd__bench"
                 ;;
@@ -42,6 +45,9 @@ _ydht() {
                 ;;
             ydht,man)
                 cmd="ydht__subcmd__man"
+                ;;
+            ydht,restore)
+                cmd="ydht__subcmd__restore"
                 ;;
             ydht,serve)
                 cmd="ydht__subcmd__serve"
@@ -109,6 +115,9 @@ _ydht() {
             ydht__subcmd__help,apikey)
                 cmd="ydht__subcmd__help__subcmd__apikey"
                 ;;
+            ydht__subcmd__help,backup)
+                cmd="ydht__subcmd__help__subcmd__backup"
+                ;;
             ydht__subcmd__help,bench)
                 cmd="ydht__subcmd__help__subcmd__bench"
                 ;;
@@ -132,6 +141,9 @@ _ydht() {
                 ;;
             ydht__subcmd__help,man)
                 cmd="ydht__subcmd__help__subcmd__man"
+                ;;
+            ydht__subcmd__help,restore)
+                cmd="ydht__subcmd__help__subcmd__restore"
                 ;;
             ydht__subcmd__help,serve)
                 cmd="ydht__subcmd__help__subcmd__serve"
@@ -311,7 +323,7 @@ _ydht() {
 
     case "${cmd}" in
         ydht)
-            opts="-h -V --output --gateway --users --api-key --config-dir --ca-file --help --version serve completions top signup login logout whoami apikey kv cluster status man bench help"
+            opts="-h -V --output --gateway --users --api-key --config-dir --ca-file --help --version serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -520,6 +532,52 @@ _ydht() {
             fi
             case "${prev}" in
                 --users)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__backup)
+            opts="-h --out --tenant --cluster-secret --data-dir --gateway --config-dir --output --ca-file --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tenant)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gateway)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -889,7 +947,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help)
-            opts="serve completions top signup login logout whoami apikey kv cluster status man bench help"
+            opts="serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -947,6 +1005,20 @@ _ydht() {
         ydht__subcmd__help__subcmd__apikey__subcmd__revoke)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__backup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1225,6 +1297,20 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__help__subcmd__restore)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2020,6 +2106,44 @@ _ydht() {
             fi
             case "${prev}" in
                 --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ydht__subcmd__restore)
+            opts="-h --cluster-secret --data-dir --gateway --config-dir --output --ca-file --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cluster-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

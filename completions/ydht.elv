@@ -39,6 +39,8 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand kv 'Store, read, delete, count, list and locate your keys (uses an API key)'
             cand cluster 'Change the cluster online: join or remove storage nodes, watch the data move'
             cand status 'Health and metrics of every service, as one table; exit 4 if any is down'
+            cand backup 'Copy every live record of the cluster (or of one tenant) into a compressed, checksummed file'
+            cand restore 'Write a backup file''s records back into the running cluster (newer data already there stays)'
             cand man 'Print the manual page (or write one per command with --dir)'
             cand bench 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -514,6 +516,28 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'ydht;backup'= {
+            cand --out 'Write the backup to this file (replaced if it exists; written to FILE.partial first)'
+            cand --tenant 'Only this tenant''s keys (its user id, as `ydht whoami` shows it)'
+            cand --cluster-secret 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]'
+            cand --data-dir 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --output 'Output format'
+            cand --ca-file 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'ydht;restore'= {
+            cand --cluster-secret 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]'
+            cand --data-dir 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]'
+            cand --gateway 'Gateway base URL [default: config.json''s gateway_url, else http://127.0.0.1:8080]'
+            cand --config-dir 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]'
+            cand --output 'Output format'
+            cand --ca-file 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'ydht;man'= {
             cand --dir 'Write `ydht.1` and one page per subcommand (`ydht-kv-put.1`, …) into this directory instead of printing `ydht.1`'
             cand --output 'Output format'
@@ -562,6 +586,8 @@ set edit:completion:arg-completer[ydht] = {|@words|
             cand kv 'Store, read, delete, count, list and locate your keys (uses an API key)'
             cand cluster 'Change the cluster online: join or remove storage nodes, watch the data move'
             cand status 'Health and metrics of every service, as one table; exit 4 if any is down'
+            cand backup 'Copy every live record of the cluster (or of one tenant) into a compressed, checksummed file'
+            cand restore 'Write a backup file''s records back into the running cluster (newer data already there stays)'
             cand man 'Print the manual page (or write one per command with --dir)'
             cand bench 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -647,6 +673,10 @@ set edit:completion:arg-completer[ydht] = {|@words|
         &'ydht;help;cluster;status'= {
         }
         &'ydht;help;status'= {
+        }
+        &'ydht;help;backup'= {
+        }
+        &'ydht;help;restore'= {
         }
         &'ydht;help;man'= {
         }

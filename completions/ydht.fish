@@ -44,6 +44,8 @@ complete -c ydht -n "__fish_ydht_needs_command" -f -a "apikey" -d 'Manage your A
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "kv" -d 'Store, read, delete, count, list and locate your keys (uses an API key)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "cluster" -d 'Change the cluster online: join or remove storage nodes, watch the data move'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "backup" -d 'Copy every live record of the cluster (or of one tenant) into a compressed, checksummed file'
+complete -c ydht -n "__fish_ydht_needs_command" -f -a "restore" -d 'Write a backup file\'s records back into the running cluster (newer data already there stays)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "man" -d 'Print the manual page (or write one per command with --dir)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "bench" -d 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
 complete -c ydht -n "__fish_ydht_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -406,6 +408,24 @@ complete -c ydht -n "__fish_ydht_using_subcommand status" -l output -d 'Output f
 json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand status" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand backup" -l out -d 'Write the backup to this file (replaced if it exists; written to FILE.partial first)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand backup" -l tenant -d 'Only this tenant\'s keys (its user id, as `ydht whoami` shows it)' -r
+complete -c ydht -n "__fish_ydht_using_subcommand backup" -l cluster-secret -d 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand backup" -l data-dir -d 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand backup" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand backup" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand backup" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand backup" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand backup" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ydht -n "__fish_ydht_using_subcommand restore" -l cluster-secret -d 'The cluster secret [default: read from cluster.secret in the data dir, as the servers do]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand restore" -l data-dir -d 'Data dir of a cluster on this machine, for its cluster.secret [default: the platform data dir]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand restore" -l gateway -d 'Gateway base URL [default: config.json\'s gateway_url, else http://127.0.0.1:8080]' -r
+complete -c ydht -n "__fish_ydht_using_subcommand restore" -l config-dir -d 'Directory of config.json and credentials.json [default: the platform config dir, e.g. ~/.config/ydht]' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand restore" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
+json\t'One machine-readable JSON document on stdout'"
+complete -c ydht -n "__fish_ydht_using_subcommand restore" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
+complete -c ydht -n "__fish_ydht_using_subcommand restore" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ydht -n "__fish_ydht_using_subcommand man" -l dir -d 'Write `ydht.1` and one page per subcommand (`ydht-kv-put.1`, …) into this directory instead of printing `ydht.1`' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand man" -l output -d 'Output format' -r -f -a "table\t'Human-readable tables and sentences'
 json\t'One machine-readable JSON document on stdout'"
@@ -440,20 +460,22 @@ json\t'One machine-readable JSON document on stdout'"
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l ca-file -d 'PEM file of a private certificate authority to trust for https:// URLs (clients and cluster traffic)' -r -F
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -l keep -d 'Keep the keys the run wrote (`bench/<random>/…`) instead of deleting them afterwards'
 complete -c ydht -n "__fish_ydht_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "serve" -d 'Run a server (one service of the cluster)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "top" -d 'Live dashboard of the cluster: ring, replication, gateway traffic, history, events'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "signup" -d 'Create an account and log in'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "login" -d 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "logout" -d 'Revoke the login session and forget its tokens'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "whoami" -d 'Show who is logged in'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "apikey" -d 'Manage your API keys'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "kv" -d 'Store, read, delete, count, list and locate your keys (uses an API key)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "cluster" -d 'Change the cluster online: join or remove storage nodes, watch the data move'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "man" -d 'Print the manual page (or write one per command with --dir)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "bench" -d 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
-complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status man bench help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "serve" -d 'Run a server (one service of the cluster)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "completions" -d 'Print shell completions (or write every shell\'s file with --dir)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "top" -d 'Live dashboard of the cluster: ring, replication, gateway traffic, history, events'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "signup" -d 'Create an account and log in'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "login" -d 'Log in; tokens are kept in the config dir (mode 0600) and refreshed automatically'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "logout" -d 'Revoke the login session and forget its tokens'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "whoami" -d 'Show who is logged in'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "apikey" -d 'Manage your API keys'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "kv" -d 'Store, read, delete, count, list and locate your keys (uses an API key)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "cluster" -d 'Change the cluster online: join or remove storage nodes, watch the data move'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "status" -d 'Health and metrics of every service, as one table; exit 4 if any is down'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "backup" -d 'Copy every live record of the cluster (or of one tenant) into a compressed, checksummed file'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "restore" -d 'Write a backup file\'s records back into the running cluster (newer data already there stays)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "man" -d 'Print the manual page (or write one per command with --dir)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "bench" -d 'Load generator: throughput and latency percentiles of puts/gets (gateway, or one node with --target-node)'
+complete -c ydht -n "__fish_ydht_using_subcommand help; and not __fish_seen_subcommand_from serve completions top signup login logout whoami apikey kv cluster status backup restore man bench help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "all" -d 'The whole cluster in one process: users, storage nodes, replicator, gateway (default ports 8080–8085)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "node" -d 'Run one storage node (WAL + snapshots in <data-dir>/<node-id>/)'
 complete -c ydht -n "__fish_ydht_using_subcommand help; and __fish_seen_subcommand_from serve" -f -a "replicator" -d 'Replication service: durable job queue, parallel replica writes, retries, hinted handoff (port 8085)'

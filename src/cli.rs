@@ -79,6 +79,10 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// Health and metrics of every service, as one table; exit 4 if any is down
     Status(StatusArgs),
+    /// Copy every live record of the cluster (or of one tenant) into a compressed, checksummed file
+    Backup(crate::client::backup::BackupArgs),
+    /// Write a backup file's records back into the running cluster (newer data already there stays)
+    Restore(crate::client::backup::RestoreArgs),
     /// Print the manual page (or write one per command with --dir)
     #[command(hide = true)]
     Man(ManArgs),
@@ -135,6 +139,14 @@ impl Cli {
             Command::Cluster(sub) => {
                 let context = context(&sub)?;
                 sub.run(&context).await
+            }
+            Command::Backup(args) => {
+                let context = context(&args.client)?;
+                crate::client::backup::backup(args, &context).await
+            }
+            Command::Restore(args) => {
+                let context = context(&args.client)?;
+                crate::client::backup::restore(args, &context).await
             }
             Command::Status(args) => {
                 let context = context(&args.client)?;

@@ -219,7 +219,8 @@ impl Merge {
     /// Takes the next entry of `node`'s feed: the event to send, or `None` when the entry is
     /// not news (an older or repeated change of its key) or was consumed already.
     pub fn accept<M>(&mut self, node: &str, entry: Entry<M>) -> Option<Event<M>> {
-        self.take(node, entry.seq, &entry.key, entry.version, entry.kind).then(|| Event { cursor: self.cursor.clone(), entry })
+        self.take(node, entry.seq, &entry.key, entry.version, entry.kind)
+            .then(|| Event { cursor: self.cursor.clone(), entry })
     }
 
     /// [`Merge::accept`] without building the entry: whether the change at `seq` of `node`'s

@@ -15,6 +15,7 @@
 pub mod account;
 pub mod api;
 pub mod apikey;
+pub mod backup;
 pub mod cluster;
 pub mod credentials;
 pub mod kv;

@@ -16,6 +16,7 @@ mod node_process;
 mod users_support;
 
 mod anti_entropy;
+mod backup;
 mod batch;
 mod bench;
 mod chaos;

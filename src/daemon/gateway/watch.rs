@@ -376,7 +376,12 @@ pub async fn watch(
             return None;
         }
         let first = match tokio::time::timeout(HEARTBEAT, received.recv()).await {
-            Err(_) => return Some((Ok::<_, Infallible>(bytes::Bytes::from_static(b": heartbeat\n\n")), (received, dropped, false))),
+            Err(_) => {
+                return Some((
+                    Ok::<_, Infallible>(bytes::Bytes::from_static(b": heartbeat\n\n")),
+                    (received, dropped, false),
+                ));
+            }
             Ok(first) => first,
         };
         match first {
