@@ -18,7 +18,7 @@ use crate::man::ManArgs;
 
 /// ydht — a multi-tenant, replicated key-value store with a terminal-first operator console.
 #[derive(Parser, Debug)]
-#[command(name = "ydht", version, about, long_about = None, after_help = EXIT_CODES)]
+#[command(name = "ydht", version = VERSION, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -49,6 +49,9 @@ Exit codes:
   3  authentication or authorization failed
   4  a service is unreachable or answered with a server error
   5  a conditional write's precondition failed (--if-version, --if-absent)";
+
+/// `ydht --version`: the crate version and the commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("YDHT_COMMIT"), ")");
 
 /// The top-level commands.
 #[derive(Subcommand, Debug)]

@@ -219,3 +219,20 @@ fn waiting_out_a_rate_limit_says_so_on_stderr() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("note: rate limited by the gateway at {gateway}; retrying in 1 s")), "{stderr}");
 }
+
+/// `ydht --version` names the commit the binary was built from.
+#[test]
+fn version_names_the_commit() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ydht")).arg("--version").output().unwrap();
+    assert!(output.status.success());
+    let version = String::from_utf8(output.stdout).unwrap();
+    assert!(version.starts_with(&format!("ydht {} (commit ", env!("CARGO_PKG_VERSION"))), "{version}");
+    let head = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output();
+    match head {
+        Ok(head) if head.status.success() => {
+            let head = String::from_utf8(head.stdout).unwrap();
+            assert!(version.contains(head.trim()), "{version} does not name HEAD {head}");
+        }
+        _ => println!("SKIPPED the commit comparison: git is not available here"),
+    }
+}
