@@ -2185,7 +2185,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__all)
-            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --nodes --gateway-port --users-port --node-port --replicator-port --output --ca-file --help"
+            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --log-format --nodes --gateway-port --users-port --node-port --replicator-port --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2209,6 +2209,10 @@ _ydht() {
                     ;;
                 --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 --nodes)
@@ -2247,7 +2251,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__gateway)
-            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --nodes --replicator-url --users-url --replicas --vnodes --rate-limit-per-minute --rate-limit-burst --max-value-bytes --auth-failures-per-minute --max-clock-offset --max-watches-per-tenant --output --ca-file --help"
+            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --log-format --port --nodes --replicator-url --users-url --replicas --vnodes --rate-limit-per-minute --rate-limit-burst --max-value-bytes --auth-failures-per-minute --max-clock-offset --max-watches-per-tenant --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2271,6 +2275,10 @@ _ydht() {
                     ;;
                 --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 --port)
@@ -2435,7 +2443,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__node)
-            opts="-h --port --node-id --max-value-bytes --wal-max-bytes --sync-mode --salvage-wal --feed-retention --feed-retention-changes --tombstone-grace --peers --replicas --vnodes --anti-entropy-interval --anti-entropy-max-keys --join --advertise-url --rebalance-rate --data-dir --host --cluster-secret --tls-cert --tls-key --output --ca-file --help"
+            opts="-h --port --node-id --max-value-bytes --wal-max-bytes --sync-mode --salvage-wal --feed-retention --feed-retention-changes --tombstone-grace --peers --replicas --vnodes --anti-entropy-interval --anti-entropy-max-keys --join --advertise-url --rebalance-rate --data-dir --host --cluster-secret --tls-cert --tls-key --log-format --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2525,6 +2533,10 @@ _ydht() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
@@ -2541,7 +2553,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__replicator)
-            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --max-queue --max-queue-bytes --max-value-bytes --wait-timeout --retry-base --probe-interval --request-timeout --compact-bytes --users-url --replicas --vnodes --output --ca-file --help"
+            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --log-format --port --max-queue --max-queue-bytes --max-value-bytes --wait-timeout --retry-base --probe-interval --request-timeout --compact-bytes --users-url --replicas --vnodes --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2565,6 +2577,10 @@ _ydht() {
                     ;;
                 --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 --port)
@@ -2631,7 +2647,7 @@ _ydht() {
             return 0
             ;;
         ydht__subcmd__serve__subcmd__users)
-            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --port --database-url --jwt-secret --jwt-expiration --secure-cookies --gateway-url --signups-per-hour --output --ca-file --help"
+            opts="-h --data-dir --host --cluster-secret --tls-cert --tls-key --log-format --port --database-url --jwt-secret --jwt-expiration --secure-cookies --gateway-url --signups-per-hour --output --ca-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2655,6 +2671,10 @@ _ydht() {
                     ;;
                 --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 --port)

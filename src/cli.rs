@@ -166,7 +166,11 @@ impl Cli {
 /// The whole program: parse arguments, set up logging, run, map errors to exit codes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(if cli.is_server() { "info" } else { "warn" });
+    let format = match &cli.command {
+        Command::Serve(serve) => serve.server().log_format,
+        _ => crate::config::LogFormat::Text,
+    };
+    init_tracing(if cli.is_server() { "info" } else { "warn" }, format);
     let json_errors = cli.output == OutputFormat::Json && !cli.is_server();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -211,17 +215,18 @@ fn one_line(error: &anyhow::Error) -> String {
     text
 }
 
-fn init_tracing(default_level: &str) {
+fn init_tracing(default_level: &str, format: crate::config::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    // Colour only on a terminal: journald, docker logs and log files get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(ansi)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = match format {
+        crate::config::LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+        crate::config::LogFormat::Text => {
+            // Colour only on a terminal: journald, docker logs and log files get plain text.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(ansi).try_init()
+        }
+    };
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ pub struct Limits {
 struct Pending<T, R> {
     item: T,
     reply: oneshot::Sender<R>,
+    /// The request the item serves ([`crate::requestid`]).
+    request_id: Option<std::sync::Arc<str>>,
 }
 
 /// Hands items to the batching task; cheap to clone. The task stops once every handle is dropped.
@@ -72,7 +74,8 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
     /// the batch's answer left it out or the task has stopped.
     pub async fn submit(&self, item: T) -> Option<R> {
         let (reply, answer) = oneshot::channel();
-        self.sender.send(Pending { item, reply }).await.ok()?;
+        let request_id = crate::requestid::current();
+        self.sender.send(Pending { item, reply, request_id }).await.ok()?;
         answer.await.ok()
     }
 }
@@ -109,11 +112,16 @@ where
             bytes += next_bytes;
             batch.push(next);
         }
+        // The batch's request carries the ids of the requests it serves.
+        let request_ids = crate::requestid::join(batch.iter().filter_map(|pending| pending.request_id.as_deref()));
         let (items, replies): (Vec<T>, Vec<oneshot::Sender<R>>) =
             batch.into_iter().map(|pending| (pending.item, pending.reply)).unzip();
         let sending = send(items);
         tokio::spawn(async move {
-            let answers = sending.await;
+            let answers = match request_ids {
+                Some(ids) => crate::requestid::scope(ids, sending).await,
+                None => sending.await,
+            };
             for (reply, answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(answer);
             }

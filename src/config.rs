@@ -36,6 +36,20 @@ pub struct ServerArgs {
     /// PEM private key of --tls-cert
     #[arg(long, env = "YDHT_TLS_KEY", value_name = "PEM", global = true)]
     pub tls_key: Option<PathBuf>,
+
+    /// Log lines as text, or as one JSON object per line (for log collectors)
+    #[arg(long, env = "YDHT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal)
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, message, fields and the spans (request ids)
+    Json,
 }
 
 impl fmt::Debug for ServerArgs {
@@ -46,6 +60,7 @@ impl fmt::Debug for ServerArgs {
             .field("cluster_secret", &self.cluster_secret.as_ref().map(|_| "<hidden>"))
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("log_format", &self.log_format)
             .finish()
     }
 }

@@ -56,6 +56,7 @@ pub mod nodewriter;
 pub mod paxos;
 pub mod precondition;
 pub mod proto;
+pub mod requestid;
 pub mod ring;
 pub mod server;
 pub mod shutdown;

@@ -288,6 +288,9 @@ impl NodeClient {
         let secret = HeaderValue::from_str(self.secret.expose())
             .map_err(|_| invalid_request(url, "the cluster secret is not a valid header value"))?;
         request = request.header(CLUSTER_SECRET_HEADER, secret);
+        if let Some(ids) = crate::requestid::current().and_then(|ids| HeaderValue::from_str(&ids).ok()) {
+            request = request.header(crate::proto::REQUEST_ID_HEADER, ids);
+        }
         for (name, value) in headers {
             request = request.header(name, value.clone());
         }
@@ -312,14 +315,20 @@ impl NodeClient {
     /// `GET /health`: answers only if the node is up and healthy.
     pub async fn health(&self, base: &str) -> Result<NodeHealth, NodeError> {
         let url = self.node_url(base, &["health"])?;
-        let response = self.http.get(url.clone()).send().await.map_err(|source| unreachable(&url, source))?;
+        let response = crate::requestid::propagate(self.http.get(url.clone()))
+            .send()
+            .await
+            .map_err(|source| unreachable(&url, source))?;
         json_or_status(&url, response).await
     }
 
     /// `GET /metrics`: the node's counters (key count, WAL size, disk usage, …).
     pub async fn metrics(&self, base: &str) -> Result<NodeMetrics, NodeError> {
         let url = self.node_url(base, &["metrics"])?;
-        let response = self.http.get(url.clone()).send().await.map_err(|source| unreachable(&url, source))?;
+        let response = crate::requestid::propagate(self.http.get(url.clone()))
+            .send()
+            .await
+            .map_err(|source| unreachable(&url, source))?;
         json_or_status(&url, response).await
     }
 
@@ -339,9 +348,7 @@ impl NodeClient {
                 query.append_pair("cursor", cursor);
             }
         }
-        let response = self
-            .http
-            .get(url.clone())
+        let response = crate::requestid::propagate(self.http.get(url.clone()))
             .header(CLUSTER_SECRET_HEADER, self.secret.expose())
             .send()
             .await
@@ -367,9 +374,7 @@ impl NodeClient {
             .append_pair("prefix", prefix)
             .append_pair("limit", &limit.to_string())
             .append_pair("wait_ms", &wait.as_millis().to_string());
-        let response = self
-            .http
-            .get(url.clone())
+        let response = crate::requestid::propagate(self.http.get(url.clone()))
             .header(CLUSTER_SECRET_HEADER, self.secret.expose())
             .timeout(self.timeout + wait)
             .send()
@@ -381,7 +386,8 @@ impl NodeClient {
     /// `GET /digest`: the node's per-arc hashes (anti-entropy).
     pub async fn digest(&self, base: &str) -> Result<NodeDigest, NodeError> {
         let url = self.node_url(base, &["digest"])?;
-        let request = self.http.get(url.clone()).header(CLUSTER_SECRET_HEADER, self.secret.expose());
+        let request =
+            crate::requestid::propagate(self.http.get(url.clone())).header(CLUSTER_SECRET_HEADER, self.secret.expose());
         let response = request.send().await.map_err(|source| unreachable(&url, source))?;
         json_or_status(&url, response).await
     }
@@ -389,7 +395,9 @@ impl NodeClient {
     /// `POST /range`: one page of the node's entries in some arcs (anti-entropy).
     pub async fn range(&self, base: &str, request: &NodeRangeRequest) -> Result<NodeRangePage, NodeError> {
         let url = self.node_url(base, &["range"])?;
-        let request = self.http.post(url.clone()).header(CLUSTER_SECRET_HEADER, self.secret.expose()).json(request);
+        let request = crate::requestid::propagate(self.http.post(url.clone()))
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .json(request);
         let response = request.send().await.map_err(|source| unreachable(&url, source))?;
         json_or_status(&url, response).await
     }
@@ -397,7 +405,9 @@ impl NodeClient {
     /// `POST /scan`: one page of the node's entries in some ring intervals (rebalancing).
     pub async fn scan(&self, base: &str, request: &crate::proto::NodeScanRequest) -> Result<NodeRangePage, NodeError> {
         let url = Self::url(base, &["scan"])?;
-        let request = self.http.post(url.clone()).header(CLUSTER_SECRET_HEADER, self.secret.expose()).json(request);
+        let request = crate::requestid::propagate(self.http.post(url.clone()))
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .json(request);
         let response = request.send().await.map_err(|source| unreachable(&url, source))?;
         json_or_status(&url, response).await
     }
@@ -405,9 +415,7 @@ impl NodeClient {
     /// `POST /export`: the node's current records of `keys` (those it holds).
     pub async fn export(&self, base: &str, keys: Vec<String>) -> Result<Vec<Record>, NodeError> {
         let url = self.node_url(base, &["export"])?;
-        let request = self
-            .http
-            .post(url.clone())
+        let request = crate::requestid::propagate(self.http.post(url.clone()))
             .header(CLUSTER_SECRET_HEADER, self.secret.expose())
             .json(&NodeExportRequest { keys });
         let response = request.send().await.map_err(|source| unreachable(&url, source))?;

@@ -99,6 +99,8 @@ pub struct Limits {
     /// Time a request body has to arrive completely, from the end of its
     /// headers; a slower (or endless) body fails to read, and the handler answers 4xx.
     pub body_timeout: Duration,
+    /// The service's name in its request spans.
+    pub service: &'static str,
 }
 
 impl Default for Limits {
@@ -109,6 +111,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             body_timeout: Duration::from_secs(60),
+            service: "ydht",
         }
     }
 }
@@ -121,13 +124,15 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) ->
 
 /// [`serve`], over TLS when `tls` is set (a client speaking plain HTTP is dropped
 /// after its failed handshake).
+/// `service` names the service in its request spans (`gateway`, `node`, …).
 pub async fn serve_with(
+    service: &'static str,
     listener: TcpListener,
     router: Router,
     shutdown: Shutdown,
     tls: Option<TlsConfig>,
 ) -> anyhow::Result<()> {
-    serve_limited(listener, router, shutdown, Limits::default(), tls).await
+    serve_limited(listener, router, shutdown, Limits { service, ..Limits::default() }, tls).await
 }
 
 /// [`serve`] with explicit limits, over TLS when `tls` is set. Each connection is served by hyper's
@@ -143,10 +148,10 @@ pub async fn serve_limited(
     let acceptor = tls.map(|tls| tls.acceptor());
     // hyper bounds the head only by its read buffer, which a single read can overshoot; the
     // documented limit is checked exactly on the parsed head.
-    let max_header_bytes = limits.max_header_bytes;
+    let (max_header_bytes, service) = (limits.max_header_bytes, limits.service);
     let router =
         router.layer(axum::middleware::from_fn(move |request: Request<Body>, next: axum::middleware::Next| {
-            serve_request(max_header_bytes, request, next)
+            serve_request(service, max_header_bytes, request, next)
         }));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
@@ -207,14 +212,22 @@ fn head_bytes<B>(request: &Request<B>) -> usize {
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
 /// The id of one request: the client's `X-Request-Id` when it is 1–128 visible
-/// ASCII characters, else a new one (16 hex digits: a random per-process prefix
-/// and a counter, so making one costs no allocation and no random draw).
+/// ASCII characters (or, from a ydht service batching several requests, up to
+/// [`crate::requestid::MAX_IDS`] such ids comma-separated), else a new one (16 hex
+/// digits: a random per-process prefix and a counter, so making one costs no
+/// allocation and no random draw).
 pub fn request_id_of(header: Option<&axum::http::HeaderValue>) -> axum::http::HeaderValue {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    let sane = |bytes: &[u8]| {
+        !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID_BYTES && bytes.iter().all(u8::is_ascii_graphic)
+    };
     if let Some(value) = header.filter(|value| {
         let bytes = value.as_bytes();
-        !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID_BYTES && bytes.iter().all(u8::is_ascii_graphic)
+        sane(bytes)
+            || (bytes.len() <= crate::requestid::MAX_IDS * (MAX_REQUEST_ID_BYTES + 1)
+                && bytes.split(|&byte| byte == b',').count() <= crate::requestid::MAX_IDS
+                && bytes.split(|&byte| byte == b',').all(sane))
     }) {
         return value.clone();
     }
@@ -245,6 +258,7 @@ fn route_of(path: &str) -> &str {
 ///   `grep`; every answer, errors and refusals included, carries the id back as
 ///   `X-Request-Id`.
 async fn serve_request(
+    service: &'static str,
     max_header_bytes: usize,
     request: Request<Body>,
     next: axum::middleware::Next,
@@ -262,13 +276,26 @@ async fn serve_request(
         )
         .into_response()
     } else {
+        let ids: std::sync::Arc<str> = std::sync::Arc::from(String::from_utf8_lossy(id.as_bytes()).as_ref());
+        let method = request.method().clone();
         let span = tracing::info_span!(
             "request",
-            id = %String::from_utf8_lossy(id.as_bytes()),
-            method = %request.method(),
+            service,
+            id = %ids,
+            method = %method,
             route = route_of(request.uri().path()),
         );
-        next.run(request).instrument(span).await
+        let started = std::time::Instant::now();
+        // Internal requests made while serving it carry its id ([`crate::requestid`]).
+        let response = crate::requestid::scope(ids, next.run(request)).instrument(span.clone()).await;
+        span.in_scope(|| {
+            tracing::debug!(
+                status = response.status().as_u16(),
+                ms = started.elapsed().as_secs_f64() * 1000.0,
+                "request served"
+            );
+        });
+        response
     };
     response.headers_mut().insert(crate::proto::REQUEST_ID_HEADER, id);
     response

@@ -30,6 +30,17 @@ pub enum ServeCommand {
 }
 
 impl ServeCommand {
+    /// The shared server flags of the chosen service.
+    pub fn server(&self) -> &crate::config::ServerArgs {
+        match self {
+            Self::All(args) => &args.server,
+            Self::Node(args) => &args.server,
+            Self::Replicator(args) => &args.server,
+            Self::Users(args) => &args.server,
+            Self::Gateway(args) => &args.server,
+        }
+    }
+
     /// Runs the chosen service until SIGINT/SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         match self {

@@ -38,6 +38,7 @@ mod properties;
 mod readme;
 mod replicator;
 mod replicator_nodes;
+mod request_ids;
 mod schemathesis;
 mod security;
 mod tls;

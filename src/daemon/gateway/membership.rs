@@ -43,8 +43,9 @@ impl GatewayState {
         body: Option<&T>,
     ) -> Result<reqwest::Response, ApiError> {
         let url = format!("{}/{path}", self.config.users_url);
-        let mut request =
-            self.http.request(method, url).header(CLUSTER_SECRET_HEADER, self.config.cluster_secret.expose()).timeout(
+        let mut request = crate::requestid::propagate(self.http.request(method, url))
+            .header(CLUSTER_SECRET_HEADER, self.config.cluster_secret.expose())
+            .timeout(
                 Duration::from_secs(query.and_then(|query| query.wait).unwrap_or(0)).min(MAX_WAIT)
                     + Duration::from_secs(5),
             );

@@ -213,7 +213,7 @@ pub async fn serve(config: GatewayConfig, listener: TcpListener, shutdown: Shutd
         })
     };
     let tls = state.config.tls.clone();
-    let served = crate::server::serve_with(listener, app(state), shutdown, tls).await;
+    let served = crate::server::serve_with("gateway", listener, app(state), shutdown, tls).await;
     let _ = prober.await;
     let _ = watcher.await;
     let _ = flusher.await;

@@ -332,8 +332,7 @@ async fn post_jobs(
     url.path_segments_mut().map_err(|()| NotTaken::other("bad replicator URL"))?.pop_if_empty().push("jobs");
     let body = jobs_body::encode(batch.iter().map(|job| (job.targets.as_slice(), job.write())))
         .map_err(|error| NotTaken { refused: true, message: format!("cannot encode the jobs: {error}") })?;
-    let response = http
-        .post(url)
+    let response = crate::requestid::propagate(http.post(url))
         .header(CLUSTER_SECRET_HEADER, secret.expose())
         .header(reqwest::header::CONTENT_TYPE, JOBS_CONTENT_TYPE)
         .body(body)

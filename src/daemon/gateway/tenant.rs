@@ -147,8 +147,7 @@ pub async fn validate_key(
     let unavailable = |detail: String| {
         ApiError::unavailable(format!("cannot check the API key: users service at {users_url} {detail}"))
     };
-    let response = http
-        .post(format!("{users_url}/validate-key"))
+    let response = crate::requestid::propagate(http.post(format!("{users_url}/validate-key")))
         .header(CLUSTER_SECRET_HEADER, secret.expose())
         .json(&ValidateKeyRequest { key: key.to_string() })
         .send()

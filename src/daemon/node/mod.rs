@@ -503,7 +503,7 @@ async fn serve_announcing(
     if announce {
         crate::server::announce_with("node", address, config.tls.as_ref());
     }
-    let served = crate::server::serve_with(listener, app(state), shutdown.clone(), config.tls.clone()).await;
+    let served = crate::server::serve_with("node", listener, app(state), shutdown.clone(), config.tls.clone()).await;
     shutdown.trigger();
     let _ = sweeper.await;
     if let Some(repairer) = repairer {

@@ -236,7 +236,8 @@ pub async fn serve(config: ReplicatorConfig, listener: TcpListener, shutdown: Sh
     let follower = config.users_url.clone().map(|users_url| {
         tokio::spawn(membership::follow(state.clone(), users_url, config.secret.clone(), shutdown.clone()))
     });
-    let served = crate::server::serve_with(listener, routes::app(state.clone()), shutdown.clone(), tls).await;
+    let served =
+        crate::server::serve_with("replicator", listener, routes::app(state.clone()), shutdown.clone(), tls).await;
     shutdown.trigger();
     let _ = prober.await;
     if let Some(follower) = follower {

@@ -65,7 +65,7 @@ impl GatewayLink {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, GatewayError> {
-        request
+        crate::requestid::propagate(request)
             .header(CLUSTER_SECRET_HEADER, self.secret.expose())
             .send()
             .await

@@ -252,7 +252,8 @@ pub async fn serve(config: UsersConfig, listener: TcpListener, shutdown: Shutdow
         let scheme = crate::tls::scheme(config.tls.as_ref());
         tracing::info!(%address, "users: listening on {scheme}://{address}");
     }
-    let served = crate::server::serve_with(listener, app(state.clone()), shutdown.clone(), config.tls.clone()).await;
+    let served =
+        crate::server::serve_with("users", listener, app(state.clone()), shutdown.clone(), config.tls.clone()).await;
     shutdown.trigger();
     if let Err(error) = flusher.await {
         tracing::warn!(%error, "users: last-used flusher failed");
@@ -344,6 +345,7 @@ mod tests {
                 cluster_secret: None,
                 tls_cert: None,
                 tls_key: None,
+                log_format: Default::default(),
             },
             port: DEFAULT_PORT,
             database_url: None,
