@@ -371,11 +371,29 @@ pub async fn watch(
     let dropped = Arc::new(AtomicBool::new(false));
     let watch = Watch { state: state.clone(), filter, merge: Merge::new(Cursor::default(), MERGE_CAPACITY), events };
     tokio::spawn(watch.run(start, dropped.clone(), slot));
-    let stream = futures_util::stream::unfold((received, dropped, false), |(mut received, dropped, done)| async move {
+    let stream = event_stream(received, dropped, HEARTBEAT);
+    // `X-Accel-Buffering: no` asks a proxy in front (nginx) to pass events on as they come.
+    let headers = [
+        (header::CONTENT_TYPE, "text/event-stream"),
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::HeaderName::from_static("x-accel-buffering"), "no"),
+    ];
+    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
+}
+
+/// The response body of a watch: the events `received` as SSE text, several per write when they
+/// queue up; a heartbeat comment after `heartbeat` of quiet; `dropped` at the end when the watch
+/// was dropped for a slow client.
+fn event_stream(
+    received: mpsc::Receiver<String>,
+    dropped: Arc<AtomicBool>,
+    heartbeat: Duration,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, Infallible>> {
+    futures_util::stream::unfold((received, dropped, false), move |(mut received, dropped, done)| async move {
         if done {
             return None;
         }
-        let first = match tokio::time::timeout(HEARTBEAT, received.recv()).await {
+        let first = match tokio::time::timeout(heartbeat, received.recv()).await {
             Err(_) => {
                 return Some((
                     Ok::<_, Infallible>(bytes::Bytes::from_static(b": heartbeat\n\n")),
@@ -406,14 +424,7 @@ pub async fn watch(
             }
             None => None,
         }
-    });
-    // `X-Accel-Buffering: no` asks a proxy in front (nginx) to pass events on as they come.
-    let headers = [
-        (header::CONTENT_TYPE, "text/event-stream"),
-        (header::CACHE_CONTROL, "no-cache"),
-        (header::HeaderName::from_static("x-accel-buffering"), "no"),
-    ];
-    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
+    })
 }
 
 /// One server-sent event as text (`data` is one line: compact JSON).
@@ -680,5 +691,42 @@ impl Watch {
         }
         let json = serde_json::to_string(&data).unwrap_or_default();
         sse_event(kind.as_str(), Some(&self.merge.cursor().encode()), &json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    async fn next_text(
+        stream: &mut (impl futures_util::Stream<Item = Result<bytes::Bytes, Infallible>> + Unpin),
+    ) -> Option<String> {
+        stream.next().await.map(|chunk| String::from_utf8(chunk.unwrap().to_vec()).unwrap())
+    }
+
+    /// A quiet stream gets a heartbeat comment after the interval, not before; queued events go
+    /// out in one write; a dropped watch ends with `dropped`.
+    #[tokio::test(start_paused = true)]
+    async fn the_stream_beats_batches_and_ends_with_dropped() {
+        let (events, received) = mpsc::channel(16);
+        let dropped = Arc::new(AtomicBool::new(false));
+        let mut stream = Box::pin(event_stream(received, dropped.clone(), Duration::from_secs(15)));
+
+        let started = tokio::time::Instant::now();
+        assert_eq!(next_text(&mut stream).await.as_deref(), Some(": heartbeat\n\n"));
+        assert_eq!(started.elapsed(), Duration::from_secs(15), "after 15 s of quiet, not before");
+
+        events.send(sse_event("put", Some("w1.a"), "{}")).await.unwrap();
+        events.send(sse_event("delete", Some("w1.b"), "{}")).await.unwrap();
+        let both = next_text(&mut stream).await.unwrap();
+        assert_eq!(both, "event: put\nid: w1.a\ndata: {}\n\nevent: delete\nid: w1.b\ndata: {}\n\n");
+
+        dropped.store(true, Ordering::Release);
+        drop(events);
+        let last = next_text(&mut stream).await.unwrap();
+        assert!(last.starts_with("event: dropped\ndata: {\"error\":"), "{last}");
+        assert!(next_text(&mut stream).await.is_none(), "the stream ends after dropped");
     }
 }
