@@ -45,6 +45,7 @@ pub mod config;
 pub mod daemon;
 pub mod duration;
 pub mod error;
+pub mod exposition;
 pub mod extract;
 pub mod fanout;
 pub mod hlc;

@@ -34,6 +34,7 @@ mod membership;
 mod node_api;
 mod node_durability;
 mod openapi;
+mod prometheus;
 mod properties;
 mod readme;
 mod replicator;

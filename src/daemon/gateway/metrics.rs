@@ -156,6 +156,12 @@ impl Metrics {
         self.watches_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The request latencies since start as a Prometheus histogram: (sum in seconds, count,
+    /// cumulative buckets).
+    pub fn latency_buckets(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        crate::exposition::latency_buckets(&self.latency_us.locked())
+    }
+
     /// A snapshot for `GET /metrics`; `node_errors` comes from the placement.
     pub fn snapshot(&self, node_errors: Vec<(String, u64)>) -> GatewayMetrics {
         self.snapshot_at(node_errors, Instant::now())

@@ -520,7 +520,7 @@ async fn health() -> Json<ServiceHealth> {
 
 /// Public figures for anyone; the per-tenant section (user ids and their traffic) only with the
 /// cluster secret (`ydht top` sends it).
-async fn metrics(State(state): State<GatewayState>, internal: Option<Internal>) -> Response {
+async fn metrics(State(state): State<GatewayState>, internal: Option<Internal>, headers: HeaderMap) -> Response {
     let placement = state.placement();
     let mut snapshot = state.metrics.snapshot(placement.errors());
     snapshot.clock_offset_ms = placement.clock_offset_ms();
@@ -528,7 +528,75 @@ async fn metrics(State(state): State<GatewayState>, internal: Option<Internal>) 
     if internal.is_none() {
         snapshot.users = None;
     }
-    Json(snapshot).into_response()
+    let format = crate::exposition::Format::negotiate(&headers);
+    if format == crate::exposition::Format::Json {
+        return Json(snapshot).into_response();
+    }
+    let mut exposition = crate::exposition::Exposition::new("gateway");
+    let (sum, count, buckets) = state.metrics.latency_buckets();
+    exposition.histogram_seconds(
+        "request_duration",
+        "Latency of /v1 requests, from arrival to answer",
+        sum,
+        count,
+        buckets,
+    );
+    exposition.counter("requests", "/v1 requests answered", snapshot.requests_total);
+    exposition.gauge(
+        "requests_per_second",
+        "/v1 requests per second over the last minute",
+        snapshot.requests_per_second,
+    );
+    exposition.counter(
+        "rate_limited",
+        "Requests refused with 429 by the per-user rate limit",
+        snapshot.rate_limit_hits,
+    );
+    exposition.counters("node_errors", "Failed requests to each storage node", "node", snapshot.node_errors.clone());
+    exposition.counter(
+        "replicator_failures",
+        "Copies the replicator did not take (the gateway copied them itself)",
+        snapshot.replicator_failures,
+    );
+    exposition.counter("read_repairs", "Stale owners repaired by strong reads", snapshot.read_repairs);
+    exposition.counter(
+        "writes_overtaken",
+        "Writes rewritten because a node held a newer version",
+        snapshot.writes_overtaken,
+    );
+    exposition.counters(
+        "conditional_writes",
+        "Conditional writes by result",
+        "result",
+        [("written".to_string(), snapshot.conditional_written), ("failed".to_string(), snapshot.conditional_failed)],
+    );
+    exposition.counter(
+        "conditional_fast",
+        "Conditional writes chosen by a one-round-trip fast round",
+        snapshot.conditional_fast,
+    );
+    exposition.counter(
+        "reads_settled",
+        "Strong reads that settled a pending conditional write first",
+        snapshot.reads_settled,
+    );
+    exposition.gauge("watches_open", "Change streams (GET /v1/watch) open", snapshot.watches_open as f64);
+    exposition.counter("watch_events", "Change-stream events sent", snapshot.watch_events);
+    exposition.counter("watches_dropped", "Change streams dropped for a slow client", snapshot.watches_dropped);
+    exposition.gauge(
+        "nodes_up",
+        "Storage nodes the gateway considers up",
+        placement.all().iter().filter(|node| placement.is_healthy(&node.id)).count() as f64,
+    );
+    if let Some(offset) = snapshot.clock_offset_ms {
+        exposition.gauge_in(
+            "clock_offset",
+            "The storage nodes' clocks minus this gateway's (median)",
+            prometheus_client::registry::Unit::Seconds,
+            offset as f64 / 1000.0,
+        );
+    }
+    exposition.respond(format, || Json(snapshot).into_response())
 }
 
 async fn cluster(State(state): State<GatewayState>, _: Internal) -> Json<ClusterView> {

@@ -415,14 +415,76 @@ async fn health(State(state): State<NodeState>) -> Json<NodeHealth> {
     })
 }
 
-async fn metrics(State(state): State<NodeState>) -> Json<NodeMetrics> {
+async fn metrics(State(state): State<NodeState>, headers: axum::http::HeaderMap) -> Response {
+    let snapshot = metrics_snapshot(&state);
+    let format = crate::exposition::Format::negotiate(&headers);
+    if format == crate::exposition::Format::Json {
+        return Json(snapshot).into_response();
+    }
+    use prometheus_client::registry::Unit;
+    let mut exposition = crate::exposition::Exposition::new("node");
+    let m = &snapshot;
+    exposition.gauge("keys", "Live keys held", m.key_count as f64);
+    exposition.gauge("tombstones", "Delete markers held", m.tombstones as f64);
+    exposition.gauge_in("wal", "Bytes of WAL segments on disk", Unit::Bytes, m.wal_size as f64);
+    exposition.gauge_in("data", "Bytes of the node's data directory", Unit::Bytes, m.data_bytes as f64);
+    exposition.gauge_in(
+        "disk_total",
+        "Size of the file system holding the data",
+        Unit::Bytes,
+        m.disk_total_bytes as f64,
+    );
+    exposition.gauge_in(
+        "disk_available",
+        "Free space on the file system holding the data",
+        Unit::Bytes,
+        m.disk_available_bytes as f64,
+    );
+    exposition.counter("wal_syncs", "WAL fsyncs (one per group commit)", m.wal_syncs);
+    exposition.counter("wal_records", "Entries appended to the WAL", m.wal_records);
+    exposition.counter("snapshots", "Snapshots written (each compacts the WAL)", m.snapshots_written);
+    exposition.gauge_in("last_snapshot", "Size of the last snapshot", Unit::Bytes, m.last_snapshot_bytes as f64);
+    exposition.counters(
+        "writes",
+        "Record writes by result (ignored: the node held a newer version)",
+        "result",
+        [("applied".to_string(), m.writes_applied), ("ignored".to_string(), m.writes_ignored)],
+    );
+    exposition.counter("expired_swept", "Values the TTL sweeper found expired", m.expired_swept);
+    exposition.counter("tombstones_purged", "Delete markers purged after the grace period", m.tombstones_purged);
+    exposition.gauge(
+        "tombstones_held_back",
+        "Delete markers kept past the grace period for a peer that lacks them",
+        m.tombstones_held_back as f64,
+    );
+    exposition.gauge_in("uptime", "Time since the node started", Unit::Seconds, m.uptime_secs as f64);
+    exposition.counter("anti_entropy_rounds", "Anti-entropy exchanges with peers", m.anti_entropy_rounds);
+    exposition.counter(
+        "anti_entropy_keys_repaired",
+        "Keys anti-entropy copied in either direction",
+        m.anti_entropy_keys_repaired,
+    );
+    exposition.counter("anti_entropy_errors", "Anti-entropy exchanges that failed", m.anti_entropy_errors);
+    if let Some(age) = m.anti_entropy_last_sync_age_secs {
+        exposition.gauge_in(
+            "anti_entropy_last_sync_age",
+            "Time since the last full exchange with every peer",
+            Unit::Seconds,
+            age as f64,
+        );
+    }
+    exposition.respond(format, || Json(snapshot.clone()).into_response())
+}
+
+/// The node's metrics as `GET /metrics` answers them in JSON.
+fn metrics_snapshot(state: &NodeState) -> NodeMetrics {
     let store = &state.store;
     let wal = store.wal_stats();
     let counters = store.counters();
     let (key_count, tombstones) = store.counts();
     let (disk_total_bytes, disk_available_bytes) = disk_space(&state.settings.data_dir);
     let anti_entropy = state.anti_entropy.as_ref().map(|handle| handle.stats.snapshot()).unwrap_or_default();
-    Json(NodeMetrics {
+    NodeMetrics {
         node_id: state.settings.node_id.clone(),
         key_count,
         wal_size: wal.wal_bytes(),
@@ -453,7 +515,7 @@ async fn metrics(State(state): State<NodeState>) -> Json<NodeMetrics> {
         anti_entropy_keys_repaired: anti_entropy.keys_repaired,
         anti_entropy_errors: anti_entropy.errors,
         anti_entropy_last_sync_age_secs: anti_entropy.last_full_sync.map(|at| at.elapsed().as_secs()),
-    })
+    }
 }
 
 /// `(total, available)` bytes of the file system holding `path` (zeros if unknown).

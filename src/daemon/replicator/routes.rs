@@ -37,7 +37,7 @@ const MAX_TARGET_BYTES: usize = 1024;
 pub fn app(state: Replicator) -> Router {
     Router::new()
         .route("/jobs", post(post_jobs))
-        .route("/metrics", get(|State(state): State<Replicator>| async move { Json(state.metrics()) }))
+        .route("/metrics", get(metrics))
         .route("/health", get(|State(state): State<Replicator>| async move { Json(state.health()) }))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; the replicator serves POST /jobs, GET /metrics, GET /health")
@@ -46,6 +46,55 @@ pub fn app(state: Replicator) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
         })
         .with_state(state)
+}
+
+/// `GET /metrics`: JSON, or OpenMetrics / Prometheus text when `Accept` asks for it.
+async fn metrics(State(state): State<Replicator>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use prometheus_client::registry::Unit;
+    let snapshot = state.metrics();
+    let format = crate::exposition::Format::negotiate(&headers);
+    let mut exposition = crate::exposition::Exposition::new("replicator");
+    let m = &snapshot;
+    exposition.counter("jobs", "Replication jobs accepted", m.total_replications);
+    exposition.counters(
+        "copies",
+        "Replica copies by result",
+        "result",
+        [("delivered".to_string(), m.successful_replicas), ("failed".to_string(), m.failed_replicas)],
+    );
+    exposition.gauge("queue_depth", "Jobs waiting or in flight", m.queue_size as f64);
+    exposition.gauge("queue_capacity", "Most jobs the queue takes (--max-queue)", m.queue_capacity as f64);
+    exposition.gauge_in(
+        "ack_time_average",
+        "Mean time from a job's acceptance to a copy's acknowledgement",
+        Unit::Seconds,
+        m.average_ack_time_ms / 1000.0,
+    );
+    exposition.gauge_in(
+        "lag_max",
+        "Age of the oldest copy still owed",
+        Unit::Seconds,
+        m.max_replication_lag_ms / 1000.0,
+    );
+    exposition.gauge("retries_in_progress", "Copies waiting out a retry backoff", m.retries_in_progress as f64);
+    exposition.counter(
+        "hinted_handoffs",
+        "Copies handed to another node for an owner that stayed down",
+        m.hinted_handoffs,
+    );
+    exposition.counter("refused_jobs", "Jobs refused because the queue was full", m.refused_jobs);
+    exposition.counter(
+        "dropped_copies",
+        "Copies dropped (refused for good, or for nodes that left with no owner to take them)",
+        m.dropped_copies,
+    );
+    exposition.counter(
+        "retargeted_copies",
+        "Copies sent to a key's current owners after their target left the cluster",
+        m.retargeted_copies,
+    );
+    exposition.respond(format, || Json(snapshot).into_response())
 }
 
 fn enqueue_error(error: EnqueueError) -> ApiError {

@@ -378,10 +378,11 @@ pub struct UsersMetrics {
 /// `GET /metrics`.
 pub async fn metrics(
     axum::extract::State(state): axum::extract::State<UsersState>,
-) -> Result<impl IntoResponse, ApiError> {
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
     let (users, active_api_keys) = state.db.counts().await.map_err(internal)?;
     let counters = &state.counters;
-    Ok(Json(UsersMetrics {
+    let snapshot = UsersMetrics {
         status: "healthy",
         service: "users",
         database: state.db.backend(),
@@ -398,5 +399,40 @@ pub async fn metrics(
         keys_refused: load(&counters.keys_refused),
         usage_rows: load(&counters.usage_rows),
         timestamp: Utc::now().timestamp_millis(),
-    }))
+    };
+    let format = crate::exposition::Format::negotiate(&headers);
+    let mut exposition = crate::exposition::Exposition::new("users");
+    let m = &snapshot;
+    exposition.gauge("accounts", "Accounts in the database", m.users as f64);
+    exposition.gauge("active_api_keys", "API keys neither revoked nor expired", m.active_api_keys as f64);
+    exposition.counter("signups", "Accounts created", m.signups);
+    exposition.counters(
+        "logins",
+        "Login attempts by result",
+        "result",
+        [
+            ("ok".to_string(), m.logins),
+            ("failed".to_string(), m.login_failures),
+            ("throttled".to_string(), m.logins_throttled),
+        ],
+    );
+    exposition.counter("signups_throttled", "Sign-ups refused by the per-address limit", m.signups_throttled);
+    exposition.counter(
+        "hashing_busy",
+        "Sign-ups and logins refused with 503 for want of a hashing slot",
+        m.hashing_busy,
+    );
+    exposition.counter(
+        "refresh_reuse_detected",
+        "Refresh-token reuses detected (sessions revoked)",
+        m.refresh_reuse_detected,
+    );
+    exposition.counters(
+        "key_validations",
+        "API-key validations for the gateway by result",
+        "result",
+        [("accepted".to_string(), m.keys_validated), ("refused".to_string(), m.keys_refused)],
+    );
+    exposition.counter("usage_rows", "Usage rows received from gateways", m.usage_rows);
+    Ok(exposition.respond(format, || Json(snapshot).into_response()))
 }
