@@ -109,9 +109,20 @@ impl Exposition {
 
     /// A counter with one label.
     pub fn counters(&mut self, name: &str, help: &str, label: &str, values: impl IntoIterator<Item = (String, u64)>) {
+        let labeled = values.into_iter().map(|(value, count)| (vec![(label.to_string(), value)], count));
+        self.labeled_counters(name, help, labeled);
+    }
+
+    /// A counter with several labels per sample.
+    pub fn labeled_counters(
+        &mut self,
+        name: &str,
+        help: &str,
+        values: impl IntoIterator<Item = (Vec<(String, String)>, u64)>,
+    ) {
         let family = Family::<Vec<(String, String)>, Counter>::default();
-        for (value, count) in values {
-            family.get_or_create(&vec![(label.to_string(), value)]).inc_by(count);
+        for (labels, count) in values {
+            family.get_or_create(&labels).inc_by(count);
         }
         self.registry.register(name, help, family);
     }

@@ -104,3 +104,138 @@ async fn every_service_speaks_openmetrics_text_and_json_and_promtool_accepts_the
     let (_, node) = scrape(&http, &cluster.nodes[0], Some(PROMETHEUS_ACCEPT)).await;
     assert!(sample(&node, "ydht_node_disk_available_bytes").unwrap() > 0.0, "{node}");
 }
+
+/// The names of the samples in an exposition.
+fn sample_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| line.split(['{', ' ']).next().map(str::to_string))
+        .collect()
+}
+
+fn repo(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Every metric the Grafana dashboard queries is in the services' exposition, and promtool
+/// accepts the deployment's Prometheus configurations.
+#[tokio::test]
+async fn the_dashboard_queries_only_metrics_that_exist_and_the_configs_are_valid() {
+    let cluster = common::start_cluster_with(&[("RATE_LIMIT_PER_MINUTE", "0")]);
+    let http = common::http();
+    let (_, key) = common::tenant(&http, &cluster.users, "dashboard").await;
+    let response = http.put(format!("{}/v1/kv/d", cluster.gateway)).header("x-api-key", &key).body("v").send().await;
+    assert_eq!(response.unwrap().status(), 200);
+    let mut exposed = std::collections::BTreeSet::new();
+    for base in [&cluster.gateway, &cluster.users, &cluster.nodes[0], &cluster.replicator] {
+        exposed.extend(sample_names(&scrape(&http, base, Some(PROMETHEUS_ACCEPT)).await.1));
+    }
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("deploy/grafana/ydht-dashboard.json")).unwrap()).unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(start) = rest.find("ydht_") {
+                let name: String =
+                    rest[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                rest = &rest[start + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 15, "the dashboard queries {queried:?}");
+    let missing: Vec<&String> = queried.iter().filter(|name| !exposed.contains(*name)).collect();
+    assert!(missing.is_empty(), "the dashboard queries metrics no service exposes: {missing:?}");
+
+    for config in ["prometheus-compose.yml", "prometheus-systemd.yml", "prometheus-kubernetes.yml"] {
+        let path = repo(&format!("deploy/prometheus/{config}"));
+        match Command::new("promtool").args(["check", "config"]).arg(&path).output() {
+            Ok(output) => assert!(output.status.success(), "{config}: {}", String::from_utf8_lossy(&output.stdout)),
+            Err(_) => {
+                assert!(std::env::var_os("YDHT_REQUIRE_PROMTOOL").is_none(), "promtool is required but not installed");
+                println!("SKIPPED promtool check config {config}: promtool is not installed");
+            }
+        }
+    }
+}
+
+/// A Prometheus server that is killed when dropped.
+struct PrometheusServer(std::process::Child);
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real Prometheus server scrapes `serve all`; a PromQL query through its HTTP API returns the
+/// gateway's request count after some traffic.
+#[tokio::test]
+async fn a_real_prometheus_scrapes_the_cluster_and_answers_promql() {
+    if Command::new("prometheus").arg("--version").output().is_err() {
+        assert!(std::env::var_os("YDHT_REQUIRE_PROMTOOL").is_none(), "prometheus is required but not installed");
+        println!("SKIPPED: the prometheus server is not installed (apt-get install prometheus)");
+        return;
+    }
+    let cluster = common::start_cluster_with(&[("RATE_LIMIT_PER_MINUTE", "0")]);
+    let http = common::http();
+    let (_, key) = common::tenant(&http, &cluster.users, "promql").await;
+    for n in 0..12 {
+        let response = http
+            .put(format!("{}/v1/kv/p{n}", cluster.gateway))
+            .header("x-api-key", &key)
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = |url: &str| url.trim_start_matches("http://").to_string();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ydht-gateway\n    static_configs:\n      - targets: [\"{}\"]\n  \
+         - job_name: ydht-node\n    static_configs:\n      - targets: [\"{}\"]\n",
+        target(&cluster.gateway),
+        target(&cluster.nodes[0])
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = Command::new("prometheus")
+        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    let _server = PrometheusServer(server);
+    let query = format!("http://127.0.0.1:{port}/api/v1/query?query=ydht_gateway_requests_total");
+    let last = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
+    let answered = common::eventually(std::time::Duration::from_secs(60), || {
+        let (http, query, last) = (http.clone(), query.clone(), last.clone());
+        async move {
+            let Ok(response) = http.get(&query).send().await else { return false };
+            let Ok(body) = response.json::<Value>().await else { return false };
+            let value = body["data"]["result"][0]["value"][1].as_str().and_then(|value| value.parse::<f64>().ok());
+            *last.lock().unwrap() = body;
+            value.is_some_and(|value| value >= 12.0)
+        }
+    })
+    .await;
+    let last = last.lock().unwrap().clone();
+    assert!(answered, "Prometheus did not answer the gateway's request count: {last}");
+    let up = http
+        .get(format!("http://127.0.0.1:{port}/api/v1/query?query=up"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let targets = up["data"]["result"].as_array().unwrap();
+    assert_eq!(targets.len(), 2, "{up}");
+    assert!(targets.iter().all(|target| target["value"][1] == "1"), "every target is up: {up}");
+}

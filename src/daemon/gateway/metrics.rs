@@ -71,7 +71,12 @@ pub struct Metrics {
     reads_settled: AtomicU64,
     watch_events: AtomicU64,
     watches_dropped: AtomicU64,
+    /// `/v1` answers by operation ([`OPERATIONS`]) and status class (1xx–5xx).
+    answers: [[AtomicU64; 5]; OPERATIONS.len()],
 }
+
+/// The operations `/v1` answers are counted by.
+pub const OPERATIONS: [&str; 6] = ["get", "put", "delete", "list", "batch", "watch"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -91,6 +96,7 @@ impl Default for Metrics {
             reads_settled: AtomicU64::new(0),
             watch_events: AtomicU64::new(0),
             watches_dropped: AtomicU64::new(0),
+            answers: Default::default(),
         }
     }
 }
@@ -108,6 +114,32 @@ impl Metrics {
         }
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
         self.latency_us.locked().saturating_record(micros);
+    }
+
+    /// Counts an answer of `operation` (one of [`OPERATIONS`]) with `status`.
+    pub fn count_answer(&self, operation: &str, status: u16) {
+        let (Some(row), Some(class)) =
+            (OPERATIONS.iter().position(|known| *known == operation), (status / 100).checked_sub(1))
+        else {
+            return;
+        };
+        if let Some(counter) = self.answers[row].get(usize::from(class)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The answers counted so far: `(operation, "2xx", count)`, only those seen.
+    pub fn answers(&self) -> Vec<(&'static str, String, u64)> {
+        let mut answers = Vec::new();
+        for (operation, row) in OPERATIONS.iter().zip(&self.answers) {
+            for (class, counter) in row.iter().enumerate() {
+                let count = counter.load(Ordering::Relaxed);
+                if count > 0 {
+                    answers.push((*operation, format!("{}xx", class + 1), count));
+                }
+            }
+        }
+        answers
     }
 
     /// Counts a 429.

@@ -99,6 +99,7 @@ async fn guard(State(state): State<GatewayState>, request: Request, next: Next) 
             let mut response = error.into_response();
             set_limit_headers(&mut response, &state, u64::from(state.limiter.burst()));
             state.metrics.record_request(None, started.elapsed());
+            state.metrics.count_answer(operation, response.status().as_u16());
             return response;
         }
     };
@@ -118,6 +119,7 @@ async fn guard(State(state): State<GatewayState>, request: Request, next: Next) 
             .into_response();
             set_limit_headers(&mut response, &state, 0);
             state.metrics.record_request(Some(tenant.user_id), started.elapsed());
+            state.metrics.count_answer(operation, response.status().as_u16());
             return response;
         }
     };
@@ -134,6 +136,7 @@ async fn guard(State(state): State<GatewayState>, request: Request, next: Next) 
     let remaining = response.extensions().get::<RemainingTokens>().map_or(remaining, |left| left.0);
     set_limit_headers(&mut response, &state, remaining);
     state.metrics.record_request(Some(tenant.user_id), started.elapsed());
+    state.metrics.count_answer(operation, response.status().as_u16());
     response
 }
 
@@ -542,6 +545,10 @@ async fn metrics(State(state): State<GatewayState>, internal: Option<Internal>, 
         buckets,
     );
     exposition.counter("requests", "/v1 requests answered", snapshot.requests_total);
+    let answers = state.metrics.answers().into_iter().map(|(operation, class, count)| {
+        (vec![("operation".to_string(), operation.to_string()), ("status".to_string(), class)], count)
+    });
+    exposition.labeled_counters("answers", "/v1 answers by operation and status class", answers);
     exposition.gauge(
         "requests_per_second",
         "/v1 requests per second over the last minute",
@@ -588,6 +595,33 @@ async fn metrics(State(state): State<GatewayState>, internal: Option<Internal>, 
         "Storage nodes the gateway considers up",
         placement.all().iter().filter(|node| placement.is_healthy(&node.id)).count() as f64,
     );
+    exposition.gauge(
+        "membership_version",
+        "The cluster membership version the gateway follows",
+        placement.layout().version as f64,
+    );
+    let rebalance = if placement.in_transition() {
+        state.fresh_membership().await.ok().map(|membership| membership.summary())
+    } else {
+        None
+    };
+    exposition.gauge(
+        "rebalancing",
+        "1 while keys move after a membership change",
+        f64::from(u8::from(rebalance.is_some())),
+    );
+    if let Some(rebalance) = rebalance {
+        exposition.gauge(
+            "rebalance_arcs_done",
+            "Ring arcs the nodes have moved in the current change",
+            rebalance.arcs_done as f64,
+        );
+        exposition.gauge(
+            "rebalance_arcs_total",
+            "Ring arcs to move in the current change",
+            rebalance.arcs_total as f64,
+        );
+    }
     if let Some(offset) = snapshot.clock_offset_ms {
         exposition.gauge_in(
             "clock_offset",
