@@ -57,8 +57,13 @@ fn flip_byte(from: &Path, to: &Path, at: usize) {
 async fn a_backup_under_load_restores_into_wiped_nodes_and_refuses_damaged_files() {
     let cluster = common::start_cluster_with(&[("RATE_LIMIT_PER_MINUTE", "0")]);
     let http = common::http();
-    let (_, key) = common::tenant(&http, &cluster.users, "keeper").await;
+    let (keeper, key) = common::tenant(&http, &cluster.users, "keeper").await;
+    let (_, other_key) = common::tenant(&http, &cluster.users, "other").await;
     let gateway = cluster.gateway.clone();
+    for n in 0..7 {
+        let url = format!("{gateway}/v1/kv/theirs/{n}");
+        assert_eq!(http.put(url).header("x-api-key", &other_key).body("x").send().await.unwrap().status(), 200);
+    }
 
     // Acknowledged before the backup: text and binary values, TTLs, content types, a delete.
     let mut acknowledged: BTreeMap<String, Seen> = BTreeMap::new();
@@ -107,8 +112,21 @@ async fn a_backup_under_load_restores_into_wiped_nodes_and_refuses_damaged_files
     let load_writes = writer.await.unwrap();
     assert!(load_writes > 0, "writes went on during the backup");
     let records = backup["records"].as_u64().unwrap();
-    assert!(records >= 119, "{backup}");
+    assert!(records >= 119 + 7, "{backup}");
     assert!(!scratch.path().join("cluster.partial").exists(), "the partial file was renamed");
+
+    // --tenant: that tenant's keys only.
+    let one = scratch.path().join("keeper.ydht");
+    let tenant = keeper.user_id.to_string();
+    let only = {
+        let (client, one) = (operator(&cluster), one.clone());
+        tokio::task::spawn_blocking(move || client.json(&["backup", "--out", one.to_str().unwrap(), "--tenant", &tenant]))
+            .await
+            .unwrap()
+    };
+    // Its 119 keys and the load keys it wrote, none of the other tenant's 7.
+    let load_keys = load_writes.min(50);
+    assert_eq!(only["records"].as_u64().unwrap(), 119 + load_keys, "{only}");
 
     let cluster = wipe_nodes(cluster);
     let gateway = cluster.gateway.clone();
