@@ -120,9 +120,11 @@ async fn a_backup_under_load_restores_into_wiped_nodes_and_refuses_damaged_files
     let tenant = keeper.user_id.to_string();
     let only = {
         let (client, one) = (operator(&cluster), one.clone());
-        tokio::task::spawn_blocking(move || client.json(&["backup", "--out", one.to_str().unwrap(), "--tenant", &tenant]))
-            .await
-            .unwrap()
+        tokio::task::spawn_blocking(move || {
+            client.json(&["backup", "--out", one.to_str().unwrap(), "--tenant", &tenant])
+        })
+        .await
+        .unwrap()
     };
     // Its 119 keys and the load keys it wrote, none of the other tenant's 7.
     let load_keys = load_writes.min(50);
