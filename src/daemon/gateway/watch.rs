@@ -369,7 +369,8 @@ pub async fn watch(
     };
     let (events, received) = mpsc::channel(WATCH_BUFFER_EVENTS);
     let dropped = Arc::new(AtomicBool::new(false));
-    let watch = Watch { state: state.clone(), filter, merge: Merge::new(Cursor::default(), MERGE_CAPACITY), events };
+    let merge = Merge::new(Cursor::default(), MERGE_CAPACITY);
+    let watch = Watch { state: state.clone(), filter, merge, events, nodes: Vec::new() };
     tokio::spawn(watch.run(start, dropped.clone(), slot));
     let stream = event_stream(received, dropped, HEARTBEAT);
     // `X-Accel-Buffering: no` asks a proxy in front (nginx) to pass events on as they come.
@@ -467,6 +468,8 @@ struct Watch {
     merge: Merge,
     /// Events as SSE text.
     events: mpsc::Sender<String>,
+    /// The ring's nodes as last looked up.
+    nodes: Vec<Arc<NodeInfo>>,
 }
 
 impl Watch {
@@ -608,6 +611,15 @@ impl Watch {
         Ok(())
     }
 
+    /// The node `id` of the ring (looked up in the placement only when it is not known yet).
+    fn node(&mut self, id: &str) -> Option<Arc<NodeInfo>> {
+        if let Some(node) = self.nodes.iter().find(|node| node.id == id) {
+            return Some(Arc::clone(node));
+        }
+        self.nodes = self.state.placement().all().into_iter().map(Arc::new).collect();
+        self.nodes.iter().find(|node| node.id == id).cloned()
+    }
+
     /// Takes one of the hub's pages.
     async fn take(&mut self, batch: &FeedBatch) -> Result<(), Stop> {
         self.merge.start(&batch.node, batch.after);
@@ -615,7 +627,7 @@ impl Watch {
         if batch.next <= consumed {
             return Ok(());
         }
-        let Some(node) = self.state.placement().all().into_iter().find(|node| node.id == batch.node) else {
+        let Some(node) = self.node(&batch.node) else {
             return Ok(());
         };
         if batch.after > consumed {
