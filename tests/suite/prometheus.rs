@@ -227,15 +227,19 @@ async fn a_real_prometheus_scrapes_the_cluster_and_answers_promql() {
     .await;
     let last = last.lock().unwrap().clone();
     assert!(answered, "Prometheus did not answer the gateway's request count: {last}");
-    let up = http
-        .get(format!("http://127.0.0.1:{port}/api/v1/query?query=up"))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
-    let targets = up["data"]["result"].as_array().unwrap();
-    assert_eq!(targets.len(), 2, "{up}");
-    assert!(targets.iter().all(|target| target["value"][1] == "1"), "every target is up: {up}");
+    // Both targets are scraped and up (the node's first scrape may come a moment after the gateway's).
+    let up_query = format!("http://127.0.0.1:{port}/api/v1/query?query=up");
+    let last_up = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
+    let both_up = common::eventually(std::time::Duration::from_secs(30), || {
+        let (http, query, last) = (http.clone(), up_query.clone(), last_up.clone());
+        async move {
+            let Ok(response) = http.get(&query).send().await else { return false };
+            let Ok(body) = response.json::<Value>().await else { return false };
+            let targets = body["data"]["result"].as_array().cloned().unwrap_or_default();
+            *last.lock().unwrap() = body;
+            targets.len() == 2 && targets.iter().all(|target| target["value"][1] == "1")
+        }
+    })
+    .await;
+    assert!(both_up, "both targets up: {}", last_up.lock().unwrap());
 }
