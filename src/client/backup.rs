@@ -404,43 +404,35 @@ pub async fn restore(args: RestoreArgs, context: &Context) -> anyhow::Result<()>
     });
     let now = crate::hlc::wall_millis();
     let mut summary = RestoreSummary { records: total, restored: 0, already_there: 0, expired: 0 };
-    let mut pending: HashMap<String, (Vec<Record>, usize)> = HashMap::new();
-    // Per record (by its index in the file): whether an owner applied it, and how many answered.
-    let mut outcome: Vec<(bool, usize)> = Vec::new();
-    let mut owners_of: Vec<usize> = Vec::new();
+    let mut pending: HashMap<String, Batch> = HashMap::new();
+    // Per record written (by its place among them): whether an owner applied it.
+    let mut applied: Vec<bool> = Vec::new();
     while let Some(record) = receiver.recv().await {
+        bar.inc(1);
         if record.expires_at.is_some_and(|at| at <= now) {
             summary.expired += 1;
-            bar.inc(1);
             continue;
         }
-        let index = outcome.len();
-        outcome.push((false, 0));
-        let owners = ring.owners(record.key.as_bytes(), view.replicas);
-        owners_of.push(owners.len());
-        for owner in owners {
-            let (batch, bytes) = pending.entry(owner.url.clone()).or_default();
-            *bytes += record.framed_len();
-            batch.push(Record { key: format!("{index}\0{}", record.key), ..record.clone() });
-            if *bytes >= RESTORE_BATCH_BYTES || batch.len() >= crate::wire::batch::MAX_BATCH_RECORDS {
-                let (batch, _) = pending.remove(&owner.url).expect("just filled");
-                send_batch(&nodes, &owner.url, batch, &mut outcome).await?;
+        let index = applied.len();
+        applied.push(false);
+        for owner in ring.owners(record.key.as_bytes(), view.replicas) {
+            let batch = pending.entry(owner.url.clone()).or_default();
+            batch.bytes += record.framed_len();
+            batch.indices.push(index);
+            batch.records.push(record.clone());
+            if batch.bytes >= RESTORE_BATCH_BYTES || batch.records.len() >= crate::wire::batch::MAX_BATCH_RECORDS {
+                let batch = pending.remove(&owner.url).expect("just filled");
+                send_batch(&nodes, &owner.url, batch, &mut applied).await?;
             }
         }
-        bar.inc(1);
     }
     reader.await.context("the backup reader stopped")??;
-    for (url, (batch, _)) in pending {
-        send_batch(&nodes, &url, batch, &mut outcome).await?;
+    for (url, batch) in pending {
+        send_batch(&nodes, &url, batch, &mut applied).await?;
     }
     bar.finish_and_clear();
-    for (applied, _) in &outcome {
-        if *applied {
-            summary.restored += 1;
-        } else {
-            summary.already_there += 1;
-        }
-    }
+    summary.restored = applied.iter().filter(|applied| **applied).count() as u64;
+    summary.already_there = applied.len() as u64 - summary.restored;
     if context.json() {
         print_json(&summary)
     } else {
@@ -451,35 +443,26 @@ pub async fn restore(args: RestoreArgs, context: &Context) -> anyhow::Result<()>
     }
 }
 
-/// Writes `batch` (keys carry `index\0` in front, the record's place in `outcome`) to the node
-/// at `url`, noting which records it applied.
-async fn send_batch(
-    nodes: &NodeClient,
-    url: &str,
-    batch: Vec<Record>,
-    outcome: &mut [(bool, usize)],
-) -> anyhow::Result<()> {
-    let mut indices = Vec::with_capacity(batch.len());
-    let records: Vec<Record> = batch
-        .into_iter()
-        .map(|mut record| {
-            let (index, key) = record.key.split_once('\0').expect("index in front");
-            indices.push(index.parse::<usize>().expect("an index"));
-            record.key = key.to_string();
-            record
-        })
-        .collect();
-    let body =
-        crate::wire::batch::encode(&records).map_err(|error| anyhow::anyhow!("cannot encode a batch: {error}"))?;
+/// Records on their way to one node, with their places in the restore's `applied` list.
+#[derive(Debug, Default)]
+struct Batch {
+    indices: Vec<usize>,
+    records: Vec<Record>,
+    bytes: usize,
+}
+
+/// Writes `batch` to the node at `url`, noting in `applied` which records it applied.
+async fn send_batch(nodes: &NodeClient, url: &str, batch: Batch, applied: &mut [bool]) -> anyhow::Result<()> {
+    let body = crate::wire::batch::encode(&batch.records)
+        .map_err(|error| anyhow::anyhow!("cannot encode a batch: {error}"))?;
     let answer = nodes.batch(url, body).await.map_err(|error| {
         Exit::new(
             exit::UNAVAILABLE,
             format!("cannot write to the storage node at {url}: {error}; run the restore again (it is idempotent)"),
         )
     })?;
-    for (index, result) in indices.into_iter().zip(answer.results) {
-        outcome[index].0 |= result.applied;
-        outcome[index].1 += 1;
+    for (index, result) in batch.indices.into_iter().zip(answer.results) {
+        applied[index] |= result.applied;
     }
     Ok(())
 }

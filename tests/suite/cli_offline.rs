@@ -236,3 +236,28 @@ fn version_names_the_commit() {
         _ => println!("SKIPPED the commit comparison: git is not available here"),
     }
 }
+
+/// Bad input to `kv watch` and `restore` is refused before any service is asked: exit 2, one line.
+#[test]
+fn a_bad_watch_cursor_or_restore_file_is_a_usage_error() {
+    let (client, _, _) = offline_client();
+    let args = ["kv", "watch", "--since", "not-a-cursor", "--api-key", "ydht_whatever"];
+    let output = client.run(&args);
+    expect_code(&output, 2, &args);
+    assert!(one_error_line(&output).contains("--since is not a watch cursor"), "{}", one_error_line(&output));
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.ydht");
+    let args = ["restore", missing.to_str().unwrap(), "--cluster-secret", "s"];
+    let output = client.run(&args);
+    expect_code(&output, 2, &args);
+    assert!(one_error_line(&output).contains("is not a file"), "{}", one_error_line(&output));
+
+    let not_backup = dir.path().join("notes.txt");
+    std::fs::write(&not_backup, "hello, not a backup").unwrap();
+    let args = ["restore", not_backup.to_str().unwrap(), "--cluster-secret", "s"];
+    let output = client.run(&args);
+    expect_code(&output, 2, &args);
+    let line = one_error_line(&output);
+    assert!(line.contains("not a ydht backup file") && line.contains("nothing was restored"), "{line}");
+}

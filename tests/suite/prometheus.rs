@@ -44,21 +44,30 @@ fn promtool(text: &str) -> Option<(bool, String)> {
     Some((output.status.success(), report))
 }
 
-#[tokio::test]
-async fn every_service_speaks_openmetrics_text_and_json_and_promtool_accepts_them() {
+/// `serve all` after `writes` PUTs of a new tenant `name`.
+async fn cluster_after_writes(name: &str, writes: usize) -> (common::Cluster, reqwest::Client) {
     let cluster = common::start_cluster_with(&[("RATE_LIMIT_PER_MINUTE", "0")]);
     let http = common::http();
-    let (_, key) = common::tenant(&http, &cluster.users, "scraped").await;
-    for n in 0..5 {
-        let response = http
-            .put(format!("{}/v1/kv/m{n}", cluster.gateway))
-            .header("x-api-key", &key)
-            .body("v")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+    let (_, key) = common::tenant(&http, &cluster.users, name).await;
+    for n in 0..writes {
+        let request = http.put(format!("{}/v1/kv/{name}{n}", cluster.gateway)).header("x-api-key", &key).body("v");
+        assert_eq!(request.send().await.unwrap().status(), 200);
     }
+    (cluster, http)
+}
+
+/// Fails when CI requires Prometheus's tools (`YDHT_REQUIRE_PROMTOOL`), else says what is skipped.
+fn skip_without_prometheus(what: &str) {
+    assert!(
+        std::env::var_os("YDHT_REQUIRE_PROMTOOL").is_none(),
+        "Prometheus's tools are required (YDHT_REQUIRE_PROMTOOL) but not installed: apt-get install prometheus"
+    );
+    println!("SKIPPED {what}: Prometheus's tools are not installed (apt-get install prometheus)");
+}
+
+#[tokio::test]
+async fn every_service_speaks_openmetrics_text_and_json_and_promtool_accepts_them() {
+    let (cluster, http) = cluster_after_writes("scraped", 5).await;
 
     let services = [
         ("gateway", cluster.gateway.clone(), "ydht_gateway_requests_total"),
@@ -85,13 +94,7 @@ async fn every_service_speaks_openmetrics_text_and_json_and_promtool_accepts_the
             Some((ok, report)) => {
                 assert!(ok, "promtool check metrics refused the {service}'s exposition:\n{report}\n{text}")
             }
-            None => {
-                assert!(
-                    std::env::var_os("YDHT_REQUIRE_PROMTOOL").is_none(),
-                    "promtool is required (YDHT_REQUIRE_PROMTOOL) but not installed: apt-get install prometheus"
-                );
-                println!("SKIPPED promtool check of {service}: promtool is not installed (apt-get install prometheus)");
-            }
+            None => skip_without_prometheus(&format!("promtool check metrics of the {service}")),
         }
     }
 
@@ -121,11 +124,7 @@ fn repo(path: &str) -> std::path::PathBuf {
 /// accepts the deployment's Prometheus configurations.
 #[tokio::test]
 async fn the_dashboard_queries_only_metrics_that_exist_and_the_configs_are_valid() {
-    let cluster = common::start_cluster_with(&[("RATE_LIMIT_PER_MINUTE", "0")]);
-    let http = common::http();
-    let (_, key) = common::tenant(&http, &cluster.users, "dashboard").await;
-    let response = http.put(format!("{}/v1/kv/d", cluster.gateway)).header("x-api-key", &key).body("v").send().await;
-    assert_eq!(response.unwrap().status(), 200);
+    let (cluster, http) = cluster_after_writes("dashboard", 1).await;
     let mut exposed = std::collections::BTreeSet::new();
     for base in [&cluster.gateway, &cluster.users, &cluster.nodes[0], &cluster.replicator] {
         exposed.extend(sample_names(&scrape(&http, base, Some(PROMETHEUS_ACCEPT)).await.1));
@@ -153,10 +152,7 @@ async fn the_dashboard_queries_only_metrics_that_exist_and_the_configs_are_valid
         let path = repo(&format!("deploy/prometheus/{config}"));
         match Command::new("promtool").args(["check", "config"]).arg(&path).output() {
             Ok(output) => assert!(output.status.success(), "{config}: {}", String::from_utf8_lossy(&output.stdout)),
-            Err(_) => {
-                assert!(std::env::var_os("YDHT_REQUIRE_PROMTOOL").is_none(), "promtool is required but not installed");
-                println!("SKIPPED promtool check config {config}: promtool is not installed");
-            }
+            Err(_) => skip_without_prometheus(&format!("promtool check config {config}")),
         }
     }
 }
@@ -176,23 +172,9 @@ impl Drop for PrometheusServer {
 #[tokio::test]
 async fn a_real_prometheus_scrapes_the_cluster_and_answers_promql() {
     if Command::new("prometheus").arg("--version").output().is_err() {
-        assert!(std::env::var_os("YDHT_REQUIRE_PROMTOOL").is_none(), "prometheus is required but not installed");
-        println!("SKIPPED: the prometheus server is not installed (apt-get install prometheus)");
-        return;
+        return skip_without_prometheus("the real Prometheus scrape");
     }
-    let cluster = common::start_cluster_with(&[("RATE_LIMIT_PER_MINUTE", "0")]);
-    let http = common::http();
-    let (_, key) = common::tenant(&http, &cluster.users, "promql").await;
-    for n in 0..12 {
-        let response = http
-            .put(format!("{}/v1/kv/p{n}", cluster.gateway))
-            .header("x-api-key", &key)
-            .body("v")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-    }
+    let (cluster, http) = cluster_after_writes("promql", 12).await;
     let dir = tempfile::tempdir().unwrap();
     let target = |url: &str| url.trim_start_matches("http://").to_string();
     let config = format!(

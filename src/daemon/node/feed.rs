@@ -163,17 +163,22 @@ mod tests {
     use super::*;
     use crate::daemon::node::store::{Store, StoreOptions};
     use crate::paxos::{Ballot, Message};
+    use crate::wal::segment::Retention;
     use crate::wal::{Record, SyncMode};
 
-    fn open(dir: &std::path::Path) -> Store {
-        let options = StoreOptions {
+    /// Group-synced store options for `dir` with segments of `wal_max_bytes` and `retention`.
+    fn options(dir: &std::path::Path, wal_max_bytes: u64, retention: Retention) -> StoreOptions {
+        StoreOptions {
             dir: dir.to_path_buf(),
             sync_mode: SyncMode::Group,
-            wal_max_bytes: 1 << 30,
+            wal_max_bytes,
             salvage_wal: false,
-            feed_retention: crate::wal::segment::Retention::NONE,
-        };
-        Store::open(&options).unwrap().0
+            feed_retention: retention,
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> Store {
+        Store::open(&options(dir, 1 << 30, Retention::NONE)).unwrap().0
     }
 
     fn keys(page: &FeedPage) -> Vec<(String, u64, Kind)> {
@@ -230,13 +235,7 @@ mod tests {
     #[tokio::test]
     async fn the_feed_spans_segments_and_names_where_it_starts() {
         let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions {
-            dir: dir.path().to_path_buf(),
-            sync_mode: SyncMode::Group,
-            wal_max_bytes: 8 * 1024,
-            salvage_wal: false,
-            feed_retention: crate::wal::segment::Retention::NONE,
-        };
+        let options = options(dir.path(), 8 * 1024, Retention::NONE);
         let store = Store::open(&options).unwrap().0;
         let wal = WalDir::new(dir.path());
         let mut read_so_far = Vec::new();
@@ -273,13 +272,8 @@ mod tests {
     #[tokio::test]
     async fn segments_within_the_retention_outlive_their_snapshot() {
         let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions {
-            dir: dir.path().to_path_buf(),
-            sync_mode: SyncMode::Group,
-            wal_max_bytes: 8 * 1024,
-            salvage_wal: false,
-            feed_retention: crate::wal::segment::Retention { time: std::time::Duration::from_secs(3600), changes: 0 },
-        };
+        let options =
+            options(dir.path(), 8 * 1024, Retention { time: std::time::Duration::from_secs(3600), changes: 0 });
         let store = Store::open(&options).unwrap().0;
         let wal = WalDir::new(dir.path());
         for round in 0..40u64 {
@@ -313,13 +307,7 @@ mod tests {
     #[tokio::test]
     async fn the_feed_keeps_at_least_the_retained_number_of_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions {
-            dir: dir.path().to_path_buf(),
-            sync_mode: SyncMode::Group,
-            wal_max_bytes: 8 * 1024,
-            salvage_wal: false,
-            feed_retention: crate::wal::segment::Retention { time: std::time::Duration::ZERO, changes: 150 },
-        };
+        let options = options(dir.path(), 8 * 1024, Retention { time: std::time::Duration::ZERO, changes: 150 });
         let store = Store::open(&options).unwrap().0;
         let wal = WalDir::new(dir.path());
         let start = position(0, FILE_HEADER_BYTES as u64);
